@@ -1,0 +1,25 @@
+//! Configuration shared by the edge node and the control plane.
+//!
+//! # Layout
+//!
+//! - [`limits`]: every per-service and per-node limit, each a `DEFAULT_*`
+//!   constant with its unit in the name and its reason beside it.
+//! - [`node`]: the node's config file (`edge-node --config node.toml`):
+//!   listeners, protocol limits, sandbox sizing and, until the control plane
+//!   feeds it, the services it serves.
+//! - [`service`]: one tenant service: its domains, module and limits.
+//! - [`validate`]: the error list that `validate()` returns; every problem in
+//!   a file is reported at once, each with the path of the offending key.
+//!
+//! Every struct rejects unknown keys (`deny_unknown_fields`), so a typo in a
+//! config file is an error instead of a silently ignored setting.
+
+pub mod limits;
+pub mod node;
+pub mod service;
+pub mod validate;
+
+pub use limits::{HttpLimits, SandboxLimits, ServiceLimits};
+pub use node::{NodeConfig, NodeSection};
+pub use service::ServiceConfig;
+pub use validate::{ConfigError, ConfigErrors};

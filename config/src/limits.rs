@@ -1,0 +1,334 @@
+//! Every limit the platform enforces, with its default.
+//!
+//! Units are in the names. Each default says why it is what it is. The
+//! per-service limits ([`ServiceLimits`]) can be set in a service's config;
+//! the node-wide ones ([`HttpLimits`], [`SandboxLimits`]) in the node's.
+//! docs/limits.md lists them all with the status a client sees when one is hit.
+
+use serde::{Deserialize, Serialize};
+
+use crate::validate::ConfigErrors;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+// ---------------------------------------------------------------------------
+// Per service
+// ---------------------------------------------------------------------------
+
+/// Guest CPU time per request. Generous for request handling (a JSON API
+/// answers in well under 1 ms) while an infinite loop costs the node no more
+/// than 50 ms of one core.
+pub const DEFAULT_CPU_BUDGET_MS: u64 = 50;
+/// Wall-clock time per request, including time spent waiting on I/O. Long
+/// enough for a slow origin or a large streamed body, short enough that a
+/// guest parked forever gives its slot back.
+pub const DEFAULT_WALL_TIME_MS: u64 = 60_000;
+/// Guest linear memory. Large enough for the JavaScript and Python runtimes
+/// (which start at 20-40 MiB), small enough for a thousand concurrent
+/// instances to fit in this machine's RAM.
+pub const DEFAULT_MEMORY_BYTES: u64 = 128 * MIB;
+/// Elements across a guest's tables. Interpreted runtimes need tens of
+/// thousands of function references; beyond this a table is a memory bomb.
+pub const DEFAULT_MAX_TABLE_ELEMENTS: u64 = 100_000;
+/// Core and component instances per request. A component built by a standard
+/// toolchain instantiates a handful (main module, adapter, shims); Python's
+/// runtime a few dozen.
+pub const DEFAULT_MAX_INSTANCES: u64 = 64;
+/// Tables per request, for the same reason as instances.
+pub const DEFAULT_MAX_TABLES: u64 = 64;
+/// Linear memories per request, for the same reason as instances.
+pub const DEFAULT_MAX_MEMORIES: u64 = 16;
+/// Host resources (headers, bodies, streams, pollables) a guest may hold at
+/// once. Each costs host memory outside the guest's own linear memory, so it
+/// needs its own bound; a real handler holds a few dozen.
+pub const DEFAULT_MAX_RESOURCE_HANDLES: u64 = 10_000;
+/// Request body bytes passed to the guest. Bigger uploads belong at an origin;
+/// the body is streamed, so this bounds work, not a buffer.
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 8 * MIB;
+/// Guest stdout + stderr bytes kept per request. Lines beyond are counted and
+/// dropped so that a chatty guest cannot flood the node's logs.
+pub const DEFAULT_MAX_LOG_BYTES_PER_REQUEST: u64 = 64 * KIB;
+
+/// Limits that apply to every request of one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceLimits {
+    pub cpu_budget_ms: u64,
+    pub wall_time_ms: u64,
+    pub memory_bytes: u64,
+    pub max_table_elements: u64,
+    pub max_instances: u64,
+    pub max_tables: u64,
+    pub max_memories: u64,
+    pub max_resource_handles: u64,
+    pub max_request_body_bytes: u64,
+    pub max_log_bytes_per_request: u64,
+}
+
+impl Default for ServiceLimits {
+    fn default() -> Self {
+        Self {
+            cpu_budget_ms: DEFAULT_CPU_BUDGET_MS,
+            wall_time_ms: DEFAULT_WALL_TIME_MS,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            max_table_elements: DEFAULT_MAX_TABLE_ELEMENTS,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            max_tables: DEFAULT_MAX_TABLES,
+            max_memories: DEFAULT_MAX_MEMORIES,
+            max_resource_handles: DEFAULT_MAX_RESOURCE_HANDLES,
+            max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+            max_log_bytes_per_request: DEFAULT_MAX_LOG_BYTES_PER_REQUEST,
+        }
+    }
+}
+
+impl ServiceLimits {
+    /// Checks each limit against its allowed range. `sandbox` gives the
+    /// node-wide ceilings a service may not exceed.
+    pub fn validate(&self, path: &str, sandbox: &SandboxLimits, errors: &mut ConfigErrors) {
+        errors.check_range(
+            format!("{path}.cpu_budget_ms"),
+            self.cpu_budget_ms,
+            1,
+            60_000,
+        );
+        errors.check_range(
+            format!("{path}.wall_time_ms"),
+            self.wall_time_ms,
+            1,
+            3_600_000,
+        );
+        errors.check_range(
+            format!("{path}.memory_bytes"),
+            self.memory_bytes,
+            64 * KIB,
+            sandbox.max_memory_bytes,
+        );
+        errors.check_range(
+            format!("{path}.max_table_elements"),
+            self.max_table_elements,
+            1,
+            sandbox.max_table_elements,
+        );
+        errors.check_range(
+            format!("{path}.max_instances"),
+            self.max_instances,
+            1,
+            1_000,
+        );
+        errors.check_range(format!("{path}.max_tables"), self.max_tables, 1, 1_000);
+        errors.check_range(format!("{path}.max_memories"), self.max_memories, 1, 100);
+        errors.check_range(
+            format!("{path}.max_resource_handles"),
+            self.max_resource_handles,
+            16,
+            1_000_000,
+        );
+        errors.check_range(
+            format!("{path}.max_request_body_bytes"),
+            self.max_request_body_bytes,
+            0,
+            4 * 1024 * MIB,
+        );
+        errors.check_range(
+            format!("{path}.max_log_bytes_per_request"),
+            self.max_log_bytes_per_request,
+            0,
+            16 * MIB,
+        );
+        if self.wall_time_ms < self.cpu_budget_ms {
+            errors.push(
+                format!("{path}.wall_time_ms"),
+                format!(
+                    "{} is less than cpu_budget_ms ({}): the CPU budget could never be used",
+                    self.wall_time_ms, self.cpu_budget_ms
+                ),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per node: HTTP protocol limits
+// ---------------------------------------------------------------------------
+
+/// Request header block. Browsers send 1-2 KiB; big cookies and JWTs reach
+/// tens of KiB; beyond 64 KiB it is an attack on parser memory.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * KIB;
+/// Request header fields. Real clients send 10-30.
+pub const DEFAULT_MAX_HEADER_COUNT: u64 = 100;
+/// Request line / URI. Matches common proxies; longer URIs are refused (414).
+pub const DEFAULT_MAX_URI_BYTES: u64 = 8 * KIB;
+/// Time a client gets to send a complete request header block, so that a
+/// client trickling bytes cannot hold a connection forever (slowloris).
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Idle keep-alive connections are closed after this long.
+pub const DEFAULT_KEEP_ALIVE_IDLE_MS: u64 = 60_000;
+/// Concurrent HTTP/2 streams per connection.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u64 = 100;
+/// Requests in flight on the whole node. Beyond it requests are refused with
+/// 503 and `Retry-After` instead of queueing without bound. Equal to the
+/// sandbox's instance pool by default: a request beyond it could not get an
+/// instance anyway.
+pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: u64 = 1_000;
+/// Seconds a refused client is asked to wait (`Retry-After`).
+pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 1;
+
+/// Limits on the HTTP front door of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    pub max_header_bytes: u64,
+    pub max_header_count: u64,
+    pub max_uri_bytes: u64,
+    pub header_read_timeout_ms: u64,
+    pub keep_alive_idle_ms: u64,
+    pub h2_max_concurrent_streams: u64,
+    pub max_in_flight_requests: u64,
+    pub retry_after_seconds: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_header_count: DEFAULT_MAX_HEADER_COUNT,
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            keep_alive_idle_ms: DEFAULT_KEEP_ALIVE_IDLE_MS,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            max_in_flight_requests: DEFAULT_MAX_IN_FLIGHT_REQUESTS,
+            retry_after_seconds: DEFAULT_RETRY_AFTER_SECONDS,
+        }
+    }
+}
+
+impl HttpLimits {
+    pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
+        // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+        errors.check_range(
+            format!("{path}.max_header_bytes"),
+            self.max_header_bytes,
+            8 * KIB,
+            MIB,
+        );
+        errors.check_range(
+            format!("{path}.max_header_count"),
+            self.max_header_count,
+            1,
+            1_000,
+        );
+        errors.check_range(
+            format!("{path}.max_uri_bytes"),
+            self.max_uri_bytes,
+            256,
+            64 * KIB,
+        );
+        errors.check_range(
+            format!("{path}.header_read_timeout_ms"),
+            self.header_read_timeout_ms,
+            100,
+            600_000,
+        );
+        errors.check_range(
+            format!("{path}.keep_alive_idle_ms"),
+            self.keep_alive_idle_ms,
+            100,
+            3_600_000,
+        );
+        errors.check_range(
+            format!("{path}.h2_max_concurrent_streams"),
+            self.h2_max_concurrent_streams,
+            1,
+            10_000,
+        );
+        errors.check_range(
+            format!("{path}.max_in_flight_requests"),
+            self.max_in_flight_requests,
+            1,
+            1_000_000,
+        );
+        errors.check_range(
+            format!("{path}.retry_after_seconds"),
+            self.retry_after_seconds,
+            1,
+            3_600,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per node: the sandbox
+// ---------------------------------------------------------------------------
+
+/// The wasm stack of a guest. Deep enough for recursive parsers; a guest that
+/// recurses without bound traps with a stack overflow here. Engine-wide:
+/// wasmtime compiles the check into the code.
+pub const WASM_STACK_BYTES: usize = 512 * 1024;
+/// The host stack each running guest executes on: the wasm stack plus room for
+/// the host calls it makes.
+pub const ASYNC_STACK_BYTES: usize = 2 * 1024 * 1024;
+/// How often the epoch ticker thread advances the engine's epoch. The CPU
+/// budget is checked at this granularity.
+pub const EPOCH_TICK_MS: u64 = 1;
+/// Instances that can run at once. Sizes the pooling allocator's slots.
+pub const DEFAULT_MAX_CONCURRENT_INSTANCES: u64 = 1_000;
+/// Ceiling for any service's `memory_bytes`; sizes the pooling allocator's
+/// memory slots.
+pub const DEFAULT_SANDBOX_MAX_MEMORY_BYTES: u64 = DEFAULT_MEMORY_BYTES;
+/// Ceiling for any service's `max_table_elements`.
+pub const DEFAULT_SANDBOX_MAX_TABLE_ELEMENTS: u64 = DEFAULT_MAX_TABLE_ELEMENTS;
+/// Ready-to-instantiate components kept in memory. Beyond it the least
+/// recently used is dropped and reloaded (mmap) from disk when next needed.
+pub const DEFAULT_MODULE_CACHE_ENTRIES: u64 = 1_000;
+
+/// Node-wide sizing of the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxLimits {
+    pub max_concurrent_instances: u64,
+    pub max_memory_bytes: u64,
+    pub max_table_elements: u64,
+    pub module_cache_entries: u64,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_instances: DEFAULT_MAX_CONCURRENT_INSTANCES,
+            max_memory_bytes: DEFAULT_SANDBOX_MAX_MEMORY_BYTES,
+            max_table_elements: DEFAULT_SANDBOX_MAX_TABLE_ELEMENTS,
+            module_cache_entries: DEFAULT_MODULE_CACHE_ENTRIES,
+        }
+    }
+}
+
+impl SandboxLimits {
+    pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
+        errors.check_range(
+            format!("{path}.max_concurrent_instances"),
+            self.max_concurrent_instances,
+            1,
+            100_000,
+        );
+        errors.check_range(
+            format!("{path}.max_memory_bytes"),
+            self.max_memory_bytes,
+            64 * KIB,
+            4 * 1024 * MIB,
+        );
+        errors.check_range(
+            format!("{path}.max_table_elements"),
+            self.max_table_elements,
+            1,
+            10_000_000,
+        );
+        errors.check_range(
+            format!("{path}.module_cache_entries"),
+            self.module_cache_entries,
+            1,
+            1_000_000,
+        );
+    }
+}

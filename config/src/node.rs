@@ -1,0 +1,195 @@
+//! The edge node's config file.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{HttpLimits, SandboxLimits};
+use crate::service::ServiceConfig;
+use crate::validate::ConfigErrors;
+
+/// Where the node listens by default: the public listener on all interfaces
+/// would surprise a developer, so both default to loopback.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The admin listener (`/metrics`) stays on loopback unless an operator moves it.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+pub const DEFAULT_DATA_DIR: &str = "./edge-data";
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub http: HttpLimits,
+    pub sandbox: SandboxLimits,
+    /// Services served from this file. The control plane feeds the same
+    /// routing table at run time.
+    #[serde(rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// Listeners and storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// HTTP/1.1 and HTTP/2 (cleartext) listener.
+    pub listen: SocketAddr,
+    /// Admin listener: `/metrics`, `/healthz`.
+    pub admin_listen: SocketAddr,
+    /// Compiled artifacts and their manifests live here.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            listen: parse_default_addr(DEFAULT_LISTEN),
+            admin_listen: parse_default_addr(DEFAULT_ADMIN_LISTEN),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+        }
+    }
+}
+
+fn parse_default_addr(addr: &str) -> SocketAddr {
+    match addr.parse() {
+        Ok(addr) => addr,
+        // The defaults are literals above; a typo there is caught by the tests.
+        Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node: NodeSection::default(),
+            http: HttpLimits::default(),
+            sandbox: SandboxLimits::default(),
+            services: Vec::new(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Parses and validates a TOML document. Syntax errors and unknown keys
+    /// are reported as one error; otherwise every validation problem is.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| {
+            let mut errors = ConfigErrors::default();
+            errors.push("<toml>", e.to_string().trim_end().to_string());
+            errors
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reports every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        self.http.validate("http", &mut errors);
+        self.sandbox.validate("sandbox", &mut errors);
+        if self.node.listen == self.node.admin_listen && self.node.listen.port() != 0 {
+            errors.push("node.admin_listen", "must differ from node.listen");
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut domains: HashMap<&str, &str> = HashMap::new();
+        for (i, service) in self.services.iter().enumerate() {
+            let path = format!("service[{i}]");
+            service.validate(&path, &self.sandbox, &mut errors);
+            if let Some(first) = names.insert(&service.name, i) {
+                errors.push(
+                    format!("{path}.name"),
+                    format!("{:?} is already the name of service[{first}]", service.name),
+                );
+            }
+            for domain in &service.domains {
+                if let Some(owner) = domains.insert(domain, &service.name) {
+                    if owner != service.name {
+                        errors.push(
+                            format!("{path}.domains"),
+                            format!("{domain:?} is already served by service {owner:?}"),
+                        );
+                    }
+                }
+            }
+        }
+        errors.into_result()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        NodeConfig::default().validate().expect("defaults validate");
+        assert_eq!(NodeSection::default().listen.port(), 8080);
+        assert_eq!(NodeSection::default().admin_listen.port(), 9090);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            [http]
+            max_header_count = 0
+
+            [[service]]
+            name = "Bad Name"
+            domains = ["UPPER.example.com", "ok.example.com"]
+            module = "a.wasm"
+            limits = { cpu_budget_ms = 0, memory_bytes = 999999999999 }
+
+            [[service]]
+            name = "other"
+            domains = ["ok.example.com"]
+            module = "b.wasm"
+        "#;
+        let errors = NodeConfig::from_toml(text).expect_err("invalid");
+        let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "http.max_header_count",
+                "service[0].name",
+                "service[0].domains[0]",
+                "service[0].limits.cpu_budget_ms",
+                "service[0].limits.memory_bytes",
+                "service[1].domains",
+            ]
+        );
+        assert!(errors.to_string().starts_with("6 configuration errors:"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let errors = NodeConfig::from_toml("[node]\nlisten_addr = \"127.0.0.1:1\"\n")
+            .expect_err("unknown key");
+        assert!(
+            errors.to_string().contains("unknown field `listen_addr`"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn wall_time_must_cover_cpu_budget() {
+        let text = r#"
+            [[service]]
+            name = "svc"
+            domains = ["*.example.com"]
+            module = "a.wasm"
+            limits = { cpu_budget_ms = 100, wall_time_ms = 50 }
+        "#;
+        let errors = NodeConfig::from_toml(text).expect_err("invalid");
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].path, "service[0].limits.wall_time_ms");
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../examples/node.toml");
+        let config = NodeConfig::from_toml(text).expect("example validates");
+        assert!(!config.services.is_empty());
+    }
+}
