@@ -1,1 +1,38 @@
+//! The edge node: matches each request by Host to a tenant's service and runs
+//! the service's Wasm component in a fresh sandbox.
+//!
+//! # The request path
+//!
+//! ```text
+//! accept (http::server) -> HTTP/1.1 | HTTP/2 (hyper)
+//!   -> framing checks: URI length, header count, body size (http::pipeline)
+//!   -> admission: node-wide in-flight limit (admission)
+//!   -> route: Host -> service (routing)
+//!   -> module: ready ProxyPre by sha256 (modules::cache, from modules::store)
+//!   -> sandbox: fresh Store, CPU budget, wall deadline, memory/table/handle
+//!      limits; the guest runs wasi:http/incoming-handler (sandbox)
+//!   -> respond, streaming; metrics per service (metrics)
+//! ```
+//!
+//! # Layout
+//!
+//! - [`node`]: wires the stages together and starts the listeners.
+//! - [`http`]: the listener, connection handling and the per-request pipeline.
+//! - [`admission`], [`routing`]: the stages before the guest.
+//! - [`modules`]: the content-addressed artifact store and the module cache.
+//! - [`sandbox`]: the engine, the epoch ticker, per-request guest state.
+//! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener.
+//! - [`error`]: every outcome a client can see, with its status.
 
+pub mod admin;
+pub mod admission;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod modules;
+pub mod node;
+pub mod routing;
+pub mod sandbox;
+
+pub use error::EdgeError;
+pub use node::{Node, RunningNode};

@@ -111,7 +111,10 @@ impl Response {
             .collect();
         if let Body::Bytes(bytes) = &self.body {
             if !self.headers.contains_key(http::header::CONTENT_LENGTH) {
-                entries.push(("content-length".into(), bytes.len().to_string().into_bytes()));
+                entries.push((
+                    "content-length".into(),
+                    bytes.len().to_string().into_bytes(),
+                ));
             }
         }
         let fields = match Fields::from_list(&entries) {
@@ -164,7 +167,9 @@ impl Write for BodyWriter {
                 self.stream.subscribe().block();
                 continue;
             }
-            let len = buf.len().min(usize::try_from(permitted).unwrap_or(usize::MAX));
+            let len = buf
+                .len()
+                .min(usize::try_from(permitted).unwrap_or(usize::MAX));
             self.stream.write(&buf[..len]).map_err(stream_error)?;
             return Ok(len);
         }

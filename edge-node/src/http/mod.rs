@@ -1,0 +1,11 @@
+//! HTTP serving: the listener and the per-request pipeline.
+//!
+//! - [`server`]: accepts connections and serves HTTP/1.1 and HTTP/2 (h2c,
+//!   prior knowledge) on one listener, with the protocol limits set.
+//! - [`pipeline`]: one request from head to response: framing checks,
+//!   admission, routing, module, guest.
+//! - [`body`]: the request body as the guest reads it, with its size limit.
+
+pub mod body;
+pub mod pipeline;
+pub mod server;

@@ -1,0 +1,183 @@
+//! One request, from head to response.
+//!
+//! framing checks -> admission -> route -> module -> guest. Each stage that
+//! refuses a request answers with its [`EdgeError`]; a guest's response is
+//! passed through with the request id added.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use super::body::LimitedBody;
+use crate::error::EdgeError;
+use crate::metrics::{Metrics, UNKNOWN_SERVICE};
+use crate::node::NodeInner;
+use crate::routing::Service;
+use crate::sandbox::{GuestIdentity, GuestReport};
+
+/// Handles one request. Never fails: every problem becomes a response.
+pub async fn handle(node: &NodeInner, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+    let started = Instant::now();
+    let request_id: Arc<str> = node.request_ids.next().into();
+    let (service_name, result) = match admit_and_route(node, &request) {
+        Ok((service, permit)) => {
+            let result = run_guest(node, &service, request, &request_id, permit).await;
+            (Arc::clone(&service.name), result)
+        }
+        Err(refusal) => (Arc::from(UNKNOWN_SERVICE), Err(refusal)),
+    };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            if error.fault() == crate::error::Fault::Internal {
+                tracing::error!(%request_id, service = %service_name, "{error}");
+            }
+            error.to_response(&request_id, node.http_limits.retry_after_seconds)
+        }
+    };
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", id);
+    }
+    let status = response.status();
+    node.metrics
+        .requests
+        .with_label_values(&[&service_name, status.as_str()])
+        .inc();
+    node.metrics
+        .request_duration
+        .with_label_values(&[&service_name])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The checks that need only the request head.
+fn admit_and_route(
+    node: &NodeInner,
+    request: &Request<Incoming>,
+) -> Result<(Arc<Service>, crate::admission::AdmissionPermit), EdgeError> {
+    let limits = &node.http_limits;
+    let uri_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len())
+        + request.uri().authority().map_or(0, |a| a.as_str().len());
+    if uri_bytes as u64 > limits.max_uri_bytes {
+        return Err(refuse(
+            &node.metrics,
+            EdgeError::UriTooLong {
+                limit: limits.max_uri_bytes,
+            },
+        ));
+    }
+    // HTTP/1.1 enforces the count while parsing; HTTP/2 hands us the block.
+    if request.headers().len() as u64 > limits.max_header_count {
+        return Err(refuse(
+            &node.metrics,
+            EdgeError::TooManyHeaders {
+                limit: limits.max_header_count,
+            },
+        ));
+    }
+    let permit = node
+        .admission
+        .try_admit()
+        .ok_or_else(|| refuse(&node.metrics, EdgeError::Overloaded))?;
+    let authority = match request.uri().authority() {
+        Some(authority) => authority.as_str(),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .ok_or(EdgeError::MissingHost)?,
+    };
+    let service = node.router.route(authority).ok_or(EdgeError::UnknownHost)?;
+    Ok((service, permit))
+}
+
+fn refuse(metrics: &Metrics, error: EdgeError) -> EdgeError {
+    metrics
+        .limit_refusals
+        .with_label_values(&[error.code()])
+        .inc();
+    error
+}
+
+async fn run_guest(
+    node: &NodeInner,
+    service: &Arc<Service>,
+    request: Request<Incoming>,
+    request_id: &Arc<str>,
+    permit: crate::admission::AdmissionPermit,
+) -> Result<Response<HyperOutgoingBody>, EdgeError> {
+    let body_limit = service.limits.max_request_body_bytes;
+    let declared_length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > body_limit) {
+        return Err(refuse(
+            &node.metrics,
+            EdgeError::BodyTooLarge { limit: body_limit },
+        ));
+    }
+    let component = node.modules.get(service.module).await.map_err(|error| {
+        tracing::error!(service = %service.name, module = %service.module, %error, "module unavailable");
+        EdgeError::ModuleUnavailable
+    })?;
+
+    let body_exceeded = Arc::new(AtomicBool::new(false));
+    let request =
+        request.map(|body| LimitedBody::new(body, body_limit, Arc::clone(&body_exceeded)));
+    let identity = GuestIdentity {
+        service: Arc::clone(&service.name),
+        request_id: Arc::clone(request_id),
+    };
+    let metrics = node.metrics.clone();
+    let service_name = Arc::clone(&service.name);
+    let finished = move |report: GuestReport| {
+        record_guest(&metrics, &service_name, &report);
+        // The request leaves admission only when its guest is done.
+        drop(permit);
+    };
+    let result = node
+        .sandbox
+        .handle(&component, &identity, &service.limits, request, finished)
+        .await;
+    match result {
+        Err(_) if body_exceeded.load(Ordering::Acquire) => Err(refuse(
+            &node.metrics,
+            EdgeError::BodyTooLarge { limit: body_limit },
+        )),
+        other => other,
+    }
+}
+
+fn record_guest(metrics: &Metrics, service: &str, report: &GuestReport) {
+    metrics
+        .guest_cpu_seconds
+        .with_label_values(&[service])
+        .inc_by(report.cpu.as_secs_f64());
+    if let Some(instantiation) = report.instantiation {
+        metrics
+            .instantiation_duration
+            .observe(instantiation.as_secs_f64());
+    }
+    let reason = match &report.outcome {
+        Ok(()) => return,
+        Err(EdgeError::CpuBudgetExceeded { .. }) => "cpu",
+        Err(EdgeError::WallTimeExceeded { .. }) => "wall",
+        Err(EdgeError::MemoryLimitExceeded { .. }) => "memory",
+        Err(EdgeError::NoResponse) => "no_response",
+        Err(EdgeError::Overloaded) => "overloaded",
+        Err(_) => "trap",
+    };
+    metrics
+        .guest_terminations
+        .with_label_values(&[service, reason])
+        .inc();
+}

@@ -1,0 +1,98 @@
+//! The public listener: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on
+//! one TCP port, with every protocol limit from [`HttpLimits`] set.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_config::HttpLimits;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::pipeline;
+use crate::node::NodeInner;
+
+/// Resets a client may cause before HTTP/2 closes its connection (the
+/// rapid-reset attack, CVE-2023-44487).
+const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the server may reset for a client's errors before closing the
+/// connection (CVE-2024-27316 family).
+const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Time given to open connections to finish when the node stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The hyper connection builder with the node's protocol limits.
+pub fn connection_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
+    let header_bytes = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // hyper applies this from the moment it waits for a request head,
+        // so it is also how long an idle HTTP/1.1 connection stays open.
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+        .max_buf_size(header_bytes.max(8192))
+        .max_headers(usize::try_from(limits.max_header_count).unwrap_or(usize::MAX))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(u32::try_from(limits.h2_max_concurrent_streams).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+        .keep_alive_interval(Duration::from_millis(limits.keep_alive_idle_ms))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// Accepts connections until `shutdown` turns true, then gives open
+/// connections [`SHUTDOWN_GRACE`] to finish.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<NodeInner>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(connection_builder(&node.http_limits));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, usually: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = crate::node::stopped(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let node = Arc::clone(&node);
+        let service = service_fn(move |request| {
+            let node = Arc::clone(&node);
+            async move { Ok::<_, Infallible>(pipeline::handle(&node, request).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace period");
+    }
+}

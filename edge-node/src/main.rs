@@ -1,0 +1,200 @@
+//! `edge-node`: serve tenants' components.
+//!
+//! ```text
+//! edge-node serve --config node.toml      serve the services in a config file
+//! edge-node serve --module app.wasm       local mode: one component, any Host
+//! edge-node check-config --config node.toml
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use edge_config::{NodeConfig, ServiceConfig, ServiceLimits};
+use edge_node::Node;
+
+#[derive(Parser)]
+#[command(
+    name = "edge-node",
+    version,
+    about = "Serve tenants' WebAssembly components at the edge"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the services of a config file, or one component for any Host.
+    Serve {
+        /// Node config file (TOML).
+        #[arg(long, conflicts_with = "module")]
+        config: Option<PathBuf>,
+        /// Local mode: serve this component for every Host.
+        #[arg(long)]
+        module: Option<PathBuf>,
+        /// Overrides `node.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Overrides `node.admin_listen`.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Overrides `node.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Validate a config file and report every problem.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Serve {
+            config,
+            module,
+            listen,
+            admin_listen,
+            data_dir,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+            .and_then(|runtime| {
+                runtime.block_on(serve(config, module, listen, admin_listen, data_dir))
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<NodeConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    NodeConfig::from_toml(&text).map_err(|errors| anyhow::anyhow!("{}:\n{errors}", path.display()))
+}
+
+fn config_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn check_config(path: &Path) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let base = config_dir(path);
+    let missing: Vec<String> = config
+        .services
+        .iter()
+        .enumerate()
+        .filter_map(|(i, service)| {
+            let module = base.join(&service.module);
+            (!module.is_file()).then(|| {
+                format!(
+                    "  - service[{i}].module: {} does not exist",
+                    module.display()
+                )
+            })
+        })
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!("{}:\n{}", path.display(), missing.join("\n"));
+    }
+    println!(
+        "{}: ok ({} service{})",
+        path.display(),
+        config.services.len(),
+        if config.services.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+async fn serve(
+    config_path: Option<PathBuf>,
+    module: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (mut config, base_dir) = match &config_path {
+        Some(path) => (load_config(path)?, config_dir(path)),
+        None => (NodeConfig::default(), PathBuf::from(".")),
+    };
+    if let Some(module) = module {
+        // Local mode: the production path with one service for every Host.
+        config.services = vec![ServiceConfig {
+            name: "local".into(),
+            domains: vec!["*".into()],
+            module,
+            limits: ServiceLimits::default(),
+        }];
+    } else if config_path.is_none() {
+        anyhow::bail!("give --config FILE, or --module APP.wasm for local mode");
+    }
+    config.node.listen = listen.unwrap_or(config.node.listen);
+    config.node.admin_listen = admin_listen.unwrap_or(config.node.admin_listen);
+    config.node.data_dir = data_dir.unwrap_or(config.node.data_dir);
+
+    let node = Node::new(&config)?;
+    node.install_services(&config.services, &base_dir).await?;
+    let running = node
+        .start(config.node.listen, config.node.admin_listen)
+        .await?;
+    println!("edge node listening on http://{}", running.addr);
+    println!("metrics on http://{}/metrics", running.admin_addr);
+    tokio::select! {
+        () = running_until_stopped() => {}
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn running_until_stopped() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = sigterm => {}
+    }
+    tracing::info!("stopping");
+}

@@ -1,0 +1,94 @@
+//! The LRU of components ready to instantiate, keyed by hash.
+
+use std::sync::Arc;
+
+use moka::future::Cache;
+
+use super::{ArtifactStore, LoadSource, ModuleError, ModuleHash};
+use crate::metrics::Metrics;
+use crate::sandbox::{ReadyComponent, Sandbox};
+
+/// Ready components, loaded from the [`ArtifactStore`] on a miss. Concurrent
+/// misses for one hash share a single load.
+#[derive(Clone)]
+pub struct ModuleCache {
+    store: Arc<ArtifactStore>,
+    sandbox: Arc<Sandbox>,
+    ready: Cache<ModuleHash, ReadyComponent>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for ModuleCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleCache")
+            .field("ready_entries", &self.ready.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModuleCache {
+    pub fn new(
+        store: Arc<ArtifactStore>,
+        sandbox: Arc<Sandbox>,
+        max_entries: u64,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            store,
+            sandbox,
+            ready: Cache::new(max_entries),
+            metrics,
+        }
+    }
+
+    pub fn store(&self) -> &ArtifactStore {
+        &self.store
+    }
+
+    /// The ready component for `hash`, loading it when it is not in memory.
+    pub async fn get(&self, hash: ModuleHash) -> Result<ReadyComponent, Arc<ModuleError>> {
+        if let Some(ready) = self.ready.get(&hash).await {
+            self.metrics.module_cache_hits.inc();
+            return Ok(ready);
+        }
+        self.metrics.module_cache_misses.inc();
+        self.ready.try_get_with(hash, self.load(hash)).await
+    }
+
+    async fn load(&self, hash: ModuleHash) -> Result<ReadyComponent, ModuleError> {
+        let store = Arc::clone(&self.store);
+        let sandbox = Arc::clone(&self.sandbox);
+        let loaded = tokio::task::spawn_blocking(move || {
+            let (component, source) = store.load(&hash)?;
+            let ready = sandbox
+                .prepare(&component)
+                .map_err(|e| ModuleError::Invalid {
+                    hash,
+                    message: format!("{e:#}"),
+                })?;
+            Ok::<_, ModuleError>((ready, source))
+        })
+        .await
+        .unwrap_or_else(|join_error| {
+            Err(ModuleError::Invalid {
+                hash,
+                message: format!("loading panicked: {join_error}"),
+            })
+        });
+        let source = match &loaded {
+            Ok((_, LoadSource::Artifact)) => "artifact",
+            Ok((_, LoadSource::Compiled)) => "compiled",
+            Err(_) => "failed",
+        };
+        self.metrics.module_loads.with_label_values(&[source]).inc();
+        loaded.map(|(ready, _)| ready)
+    }
+
+    /// Loads `hash` now, so that its first request does not pay for it.
+    pub async fn preload(&self, hash: ModuleHash) -> Result<(), Arc<ModuleError>> {
+        self.ready
+            .try_get_with(hash, self.load(hash))
+            .await
+            .map(drop)
+    }
+}

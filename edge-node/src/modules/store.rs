@@ -1,0 +1,248 @@
+//! The content-addressed store on disk.
+//!
+//! ```text
+//! <data_dir>/components/<sha256>.wasm                   the component as uploaded
+//! <data_dir>/artifacts/<sha256>.<engine>.cwasm          compiled by engine <engine>
+//! <data_dir>/artifacts/<sha256>.<engine>.json           its manifest
+//! ```
+//!
+//! Every file is written to a temp file, fsynced and renamed into place, so a
+//! crash leaves either the old state or the new one, never half a file. An
+//! artifact is loaded only if its manifest names this node's engine and its
+//! bytes still hash to what the manifest recorded; anything else is deleted
+//! and compiled again from the component.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::ModuleHash;
+use crate::sandbox::engine::WASMTIME_VERSION;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    #[error("component {0} is not in the store")]
+    NotFound(ModuleHash),
+    #[error("component {0} on disk does not match its hash")]
+    Corrupt(ModuleHash),
+    #[error("component {hash} is not a valid wasi:http component: {message}")]
+    Invalid { hash: ModuleHash, message: String },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where a loaded component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadSource {
+    /// A verified artifact, memory-mapped.
+    Artifact,
+    /// Compiled now (no artifact for this engine, or a bad one).
+    Compiled,
+}
+
+/// What an artifact's manifest records.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct ArtifactManifest {
+    component_sha256: String,
+    artifact_sha256: String,
+    wasmtime_version: String,
+    engine_fingerprint: String,
+    compiled_at_unix_seconds: u64,
+}
+
+/// Components and their compiled artifacts, by hash.
+#[derive(Debug)]
+pub struct ArtifactStore {
+    components: PathBuf,
+    artifacts: PathBuf,
+    engine: Engine,
+    fingerprint: String,
+}
+
+impl ArtifactStore {
+    pub fn open(data_dir: &Path, engine: Engine, fingerprint: &str) -> Result<Self, ModuleError> {
+        let components = data_dir.join("components");
+        let artifacts = data_dir.join("artifacts");
+        for dir in [&components, &artifacts] {
+            fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
+        }
+        Ok(Self {
+            components,
+            artifacts,
+            engine,
+            fingerprint: fingerprint.to_string(),
+        })
+    }
+
+    /// Stores a component (once: the same bytes are stored once) and returns
+    /// its hash.
+    pub fn insert_component(&self, bytes: &[u8]) -> Result<ModuleHash, ModuleError> {
+        let hash = ModuleHash::of(bytes);
+        let path = self.component_path(&hash);
+        let intact = fs::read(&path).is_ok_and(|existing| ModuleHash::of(&existing) == hash);
+        if !intact {
+            write_atomically(&path, bytes)?;
+        }
+        Ok(hash)
+    }
+
+    pub fn component_path(&self, hash: &ModuleHash) -> PathBuf {
+        self.components.join(format!("{hash}.wasm"))
+    }
+
+    fn artifact_paths(&self, hash: &ModuleHash) -> (PathBuf, PathBuf) {
+        let stem = format!("{hash}.{}", self.fingerprint);
+        (
+            self.artifacts.join(format!("{stem}.cwasm")),
+            self.artifacts.join(format!("{stem}.json")),
+        )
+    }
+
+    /// Loads a component for this node's engine: from its verified artifact
+    /// when there is one, otherwise by compiling it (and storing the artifact).
+    /// Blocking: call it off the async runtime.
+    pub fn load(&self, hash: &ModuleHash) -> Result<(Component, LoadSource), ModuleError> {
+        let (artifact, manifest) = self.artifact_paths(hash);
+        match self.verify_artifact(hash, &artifact, &manifest) {
+            Ok(()) => match self.map_artifact(&artifact) {
+                Ok(component) => return Ok((component, LoadSource::Artifact)),
+                Err(e) => tracing::warn!(%hash, error = %e, "artifact failed to load; recompiling"),
+            },
+            Err(ArtifactProblem::Missing) => {}
+            Err(ArtifactProblem::Rejected(why)) => {
+                tracing::warn!(%hash, path = %artifact.display(), "{why}; recompiling");
+            }
+        }
+        let _ = fs::remove_file(&artifact);
+        let _ = fs::remove_file(&manifest);
+        let component = self.compile(hash, &artifact, &manifest)?;
+        Ok((component, LoadSource::Compiled))
+    }
+
+    fn verify_artifact(
+        &self,
+        hash: &ModuleHash,
+        artifact: &Path,
+        manifest: &Path,
+    ) -> Result<(), ArtifactProblem> {
+        let Ok(manifest_text) = fs::read(manifest) else {
+            return Err(ArtifactProblem::Missing);
+        };
+        let recorded: ArtifactManifest = serde_json::from_slice(&manifest_text)
+            .map_err(|e| ArtifactProblem::Rejected(format!("unreadable manifest: {e}")))?;
+        if recorded.engine_fingerprint != self.fingerprint
+            || recorded.wasmtime_version != WASMTIME_VERSION
+        {
+            return Err(ArtifactProblem::Rejected(format!(
+                "artifact made by another engine (wasmtime {}, {})",
+                recorded.wasmtime_version, recorded.engine_fingerprint
+            )));
+        }
+        if recorded.component_sha256 != hash.to_hex() {
+            return Err(ArtifactProblem::Rejected(
+                "manifest names another component".into(),
+            ));
+        }
+        let bytes = fs::read(artifact)
+            .map_err(|e| ArtifactProblem::Rejected(format!("unreadable artifact: {e}")))?;
+        if hex::encode(Sha256::digest(&bytes)) != recorded.artifact_sha256 {
+            return Err(ArtifactProblem::Rejected(
+                "artifact does not match its hash".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn map_artifact(&self, artifact: &Path) -> wasmtime::Result<Component> {
+        // SAFETY: wasmtime requires that the file be a trusted artifact that
+        // does not change while mapped. This node wrote it with an engine of
+        // the same fingerprint, its bytes were just checked against the hash
+        // recorded when it was written, and artifacts are only ever replaced
+        // by rename, never modified in place.
+        #[allow(unsafe_code)]
+        unsafe {
+            Component::deserialize_file(&self.engine, artifact)
+        }
+    }
+
+    fn compile(
+        &self,
+        hash: &ModuleHash,
+        artifact: &Path,
+        manifest: &Path,
+    ) -> Result<Component, ModuleError> {
+        let path = self.component_path(hash);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ModuleError::NotFound(*hash));
+            }
+            Err(e) => return Err(io_error("reading", &path)(e)),
+        };
+        if ModuleHash::of(&bytes) != *hash {
+            return Err(ModuleError::Corrupt(*hash));
+        }
+        let invalid = |e: wasmtime::Error| ModuleError::Invalid {
+            hash: *hash,
+            message: format!("{e:#}"),
+        };
+        let compiled = self.engine.precompile_component(&bytes).map_err(invalid)?;
+        write_atomically(artifact, &compiled)?;
+        let recorded = ArtifactManifest {
+            component_sha256: hash.to_hex(),
+            artifact_sha256: hex::encode(Sha256::digest(&compiled)),
+            wasmtime_version: WASMTIME_VERSION.to_string(),
+            engine_fingerprint: self.fingerprint.clone(),
+            compiled_at_unix_seconds: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let manifest_json = serde_json::to_vec_pretty(&recorded).unwrap_or_default();
+        write_atomically(manifest, &manifest_json)?;
+        self.map_artifact(artifact).map_err(invalid)
+    }
+}
+
+enum ArtifactProblem {
+    Missing,
+    Rejected(String),
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the whole new
+/// one: temp file in the same directory, fsync, rename, fsync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModuleError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp =
+        tempfile::NamedTempFile::new_in(dir).map_err(io_error("creating a temp file in", dir))?;
+    temp.write_all(bytes)
+        .map_err(io_error("writing", temp.path()))?;
+    temp.as_file()
+        .sync_all()
+        .map_err(io_error("syncing", temp.path()))?;
+    temp.persist(path)
+        .map_err(|e| io_error("renaming into", path)(e.error))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("syncing", dir))?;
+    Ok(())
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ModuleError {
+    let path = path.to_path_buf();
+    move |source| ModuleError::Io {
+        action,
+        path,
+        source,
+    }
+}

@@ -1,0 +1,232 @@
+//! The node: builds every stage from its config and starts the listeners.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context as _;
+use edge_config::{HttpLimits, NodeConfig, ServiceConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admission::Admission;
+use crate::metrics::Metrics;
+use crate::modules::{ArtifactStore, ModuleCache, ModuleHash};
+use crate::routing::{Router, RoutingTable, Service};
+use crate::sandbox::Sandbox;
+
+/// Everything the request path reads. Shared by every connection.
+#[derive(Debug)]
+pub struct NodeInner {
+    pub(crate) sandbox: Arc<Sandbox>,
+    pub(crate) modules: ModuleCache,
+    pub(crate) router: Router,
+    pub(crate) admission: Admission,
+    pub(crate) metrics: Metrics,
+    pub(crate) http_limits: HttpLimits,
+    pub(crate) request_ids: RequestIds,
+}
+
+/// An edge node, not yet listening.
+#[derive(Debug, Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+impl Node {
+    /// Builds the engine, the artifact store and the module cache.
+    pub fn new(config: &NodeConfig) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let sandbox = Arc::new(Sandbox::new(&config.sandbox).context("creating the sandbox")?);
+        let store = ArtifactStore::open(
+            &config.node.data_dir,
+            sandbox.engine().clone(),
+            sandbox.fingerprint(),
+        )
+        .context("opening the artifact store")?;
+        let modules = ModuleCache::new(
+            Arc::new(store),
+            Arc::clone(&sandbox),
+            config.sandbox.module_cache_entries,
+            metrics.clone(),
+        );
+        Ok(Self {
+            inner: Arc::new(NodeInner {
+                sandbox,
+                modules,
+                router: Router::default(),
+                admission: Admission::new(
+                    config.http.max_in_flight_requests,
+                    metrics.in_flight_requests.clone(),
+                ),
+                http_limits: config.http.clone(),
+                metrics,
+                request_ids: RequestIds::new(),
+            }),
+        })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    pub fn modules(&self) -> &ModuleCache {
+        &self.inner.modules
+    }
+
+    /// Stores each service's component, compiles and type-checks it, and
+    /// then swaps the routing table to serve exactly these services.
+    /// Relative module paths are resolved against `base_dir`. Nothing is
+    /// swapped if any service fails; the error names every one that did.
+    pub async fn install_services(
+        &self,
+        services: &[ServiceConfig],
+        base_dir: &Path,
+    ) -> anyhow::Result<()> {
+        let mut table = RoutingTable::default();
+        let mut failures = Vec::new();
+        for service in services {
+            match self.install_module(&base_dir.join(&service.module)).await {
+                Ok(module) => {
+                    let entry = Arc::new(Service {
+                        name: service.name.as_str().into(),
+                        module,
+                        limits: service.limits.clone(),
+                    });
+                    for domain in &service.domains {
+                        table.insert(domain, Arc::clone(&entry));
+                    }
+                }
+                Err(e) => failures.push(format!("service {:?}: {e:#}", service.name)),
+            }
+        }
+        if !failures.is_empty() {
+            anyhow::bail!("{}", failures.join("\n"));
+        }
+        self.inner.router.replace(table);
+        Ok(())
+    }
+
+    async fn install_module(&self, path: &Path) -> anyhow::Result<ModuleHash> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("reading module {}", path.display()))?;
+        let modules = self.inner.modules.clone();
+        let hash =
+            tokio::task::spawn_blocking(move || modules.store().insert_component(&bytes)).await??;
+        self.inner
+            .modules
+            .preload(hash)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(hash)
+    }
+
+    /// Binds the public and admin listeners and starts serving.
+    pub async fn start(
+        &self,
+        listen: SocketAddr,
+        admin_listen: SocketAddr,
+    ) -> anyhow::Result<RunningNode> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the listener on {listen}"))?;
+        let admin_listener = TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("binding the admin listener on {admin_listen}"))?;
+        let addr = listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+        let (shutdown, stop) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(crate::http::server::serve(
+                listener,
+                Arc::clone(&self.inner),
+                stop.clone(),
+            )),
+            tokio::spawn(crate::admin::serve(
+                admin_listener,
+                Arc::clone(&self.inner),
+                stop,
+            )),
+        ];
+        tracing::info!(%addr, %admin_addr, "edge node serving");
+        Ok(RunningNode {
+            addr,
+            admin_addr,
+            shutdown,
+            tasks,
+            node: self.clone(),
+        })
+    }
+}
+
+/// A node with its listeners open.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The public listener (HTTP/1.1 and h2c).
+    pub addr: SocketAddr,
+    /// The admin listener (`/metrics`, `/healthz`).
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    node: Node,
+}
+
+impl RunningNode {
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Stops accepting, lets open connections finish (bounded), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Serves until the listeners stop.
+    pub async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Request ids: unique per node run, cheap to make. A random prefix per
+/// process and a counter.
+#[derive(Debug)]
+pub(crate) struct RequestIds {
+    prefix: u32,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+            .unwrap_or(0)
+            ^ std::process::id().rotate_left(16);
+        Self {
+            prefix: seed,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}{:012x}", self.prefix, n & 0xffff_ffff_ffff)
+    }
+}

@@ -1,0 +1,183 @@
+//! Guest stdout and stderr become the tenant's log lines.
+//!
+//! Each complete line is emitted as a `tracing` event (target `guest`) with
+//! the service and request id. A request may log up to its service's
+//! `max_log_bytes_per_request`; the rest is counted and dropped, and one
+//! warning says how much. Writes never fail, so a guest that logs too much
+//! keeps running (Rust's `println!` panics when stdout returns an error).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// What a guest may write in one call; bounds the host-side copy.
+const MAX_WRITE_BYTES: usize = 64 * 1024;
+/// A partial line is emitted once it reaches this length.
+const MAX_LINE_BYTES: usize = 8 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    fn name(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// The log of one request, shared by its stdout and stderr.
+#[derive(Debug)]
+pub struct GuestLog {
+    service: Arc<str>,
+    request_id: Arc<str>,
+    remaining_bytes: usize,
+    dropped_bytes: u64,
+    partial: [Vec<u8>; 2],
+}
+
+impl GuestLog {
+    pub fn new(service: Arc<str>, request_id: Arc<str>, max_bytes: u64) -> Arc<Mutex<Self>> {
+        Arc::new(Mutex::new(Self {
+            service,
+            request_id,
+            remaining_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            dropped_bytes: 0,
+            partial: [Vec::new(), Vec::new()],
+        }))
+    }
+
+    fn append(&mut self, stream: LogStream, mut bytes: &[u8]) {
+        if bytes.len() > self.remaining_bytes {
+            self.dropped_bytes += (bytes.len() - self.remaining_bytes) as u64;
+            bytes = &bytes[..self.remaining_bytes];
+        }
+        self.remaining_bytes -= bytes.len();
+        let index = stream as usize;
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            let partial = &mut self.partial[index];
+            partial.extend_from_slice(piece);
+            if piece.ends_with(b"\n") || partial.len() >= MAX_LINE_BYTES {
+                let line = std::mem::take(partial);
+                self.emit(stream, &line);
+            }
+        }
+    }
+
+    fn emit(&self, stream: LogStream, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches(['\n', '\r']);
+        tracing::info!(
+            target: "guest",
+            service = %self.service,
+            request_id = %self.request_id,
+            stream = stream.name(),
+            "{line}"
+        );
+    }
+}
+
+impl Drop for GuestLog {
+    fn drop(&mut self) {
+        for stream in [LogStream::Stdout, LogStream::Stderr] {
+            let line = std::mem::take(&mut self.partial[stream as usize]);
+            if !line.is_empty() {
+                self.emit(stream, &line);
+            }
+        }
+        if self.dropped_bytes > 0 {
+            tracing::warn!(
+                target: "guest",
+                service = %self.service,
+                request_id = %self.request_id,
+                dropped_bytes = self.dropped_bytes,
+                "guest log truncated at max_log_bytes_per_request"
+            );
+        }
+    }
+}
+
+/// One of a request's output streams, handed to WASI as stdout or stderr.
+#[derive(Debug, Clone)]
+pub struct GuestLogStream {
+    log: Arc<Mutex<GuestLog>>,
+    stream: LogStream,
+}
+
+impl GuestLogStream {
+    pub fn new(log: Arc<Mutex<GuestLog>>, stream: LogStream) -> Self {
+        Self { log, stream }
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        // A poisoned lock means a log line panicked; dropping further lines
+        // is better than failing the guest.
+        if let Ok(mut log) = self.log.lock() {
+            log.append(self.stream, bytes);
+        }
+    }
+}
+
+impl IsTerminal for GuestLogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLogStream {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestLogStream {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestLogStream {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(MAX_WRITE_BYTES)
+    }
+}
+
+impl AsyncWrite for GuestLogStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.append(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,243 @@
+//! The sandbox: one engine for the node and a fresh `Store` per request.
+//!
+//! A request runs with a CPU budget (thread CPU time, checked on every epoch
+//! tick), a wall-clock deadline, and memory, table, instance and resource
+//! handle limits from its service's config. The full WASI 0.2 interface set
+//! is linked, because standard toolchains import it, but with nothing behind
+//! it: no environment, no files, no sockets; `exit` ends only that request.
+//!
+//! - [`engine`]: engine configuration (pooling allocator, copy-on-write
+//!   images) and the fingerprint compiled artifacts are checked against.
+//! - [`epoch`]: the one ticker thread.
+//! - [`cpu`]: CPU accounting per request.
+//! - [`state`], [`limiter`], [`guest_log`]: what a request's store holds.
+
+pub mod cpu;
+pub mod engine;
+pub mod epoch;
+pub mod guest_log;
+pub mod limiter;
+pub mod state;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use edge_config::{SandboxLimits, ServiceLimits};
+use http_body::Body;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, UpdateDeadline};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::error::EdgeError;
+use cpu::{CpuAccount, CpuMetered};
+use epoch::EpochTicker;
+pub use state::{GuestIdentity, GuestState};
+
+/// A component ready to instantiate for a request.
+pub type ReadyComponent = ProxyPre<GuestState>;
+
+/// The engine, the linker every component is linked with, and the ticker.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    fingerprint: String,
+    _ticker: EpochTicker,
+}
+
+impl fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one guest execution ended, for metrics.
+#[derive(Debug, Clone)]
+pub struct GuestReport {
+    /// `Ok` when the handler returned normally.
+    pub outcome: Result<(), EdgeError>,
+    /// CPU time charged to the request (instantiation included).
+    pub cpu: Duration,
+    /// Time to instantiate, when instantiation finished.
+    pub instantiation: Option<Duration>,
+}
+
+/// The error the epoch callback raises when a guest used its CPU budget.
+#[derive(Debug)]
+struct CpuBudgetExceeded;
+
+impl fmt::Display for CpuBudgetExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "guest CPU budget exceeded")
+    }
+}
+
+impl std::error::Error for CpuBudgetExceeded {}
+
+impl Sandbox {
+    pub fn new(limits: &SandboxLimits) -> anyhow::Result<Self> {
+        let engine = engine::build_engine(limits).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .map_err(|e| anyhow::anyhow!("linking WASI: {e:?}"))?;
+        let fingerprint = engine::engine_fingerprint(&engine);
+        let ticker = EpochTicker::start(engine.clone())?;
+        Ok(Self {
+            engine,
+            linker,
+            fingerprint,
+            _ticker: ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// See [`engine::engine_fingerprint`].
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Type-checks a component against the platform's imports and the
+    /// `wasi:http/proxy` export, and pre-instantiates it.
+    pub fn prepare(&self, component: &Component) -> wasmtime::Result<ReadyComponent> {
+        ProxyPre::new(self.linker.instantiate_pre(component)?)
+    }
+
+    /// Runs `request` through a fresh instance of `component`. Returns the
+    /// response head as soon as the guest sets it; the guest keeps running
+    /// (streaming the body) in its own task, and `finished` is called when it
+    /// ends, with whatever it captured dropped then.
+    pub async fn handle<B>(
+        &self,
+        component: &ReadyComponent,
+        identity: &GuestIdentity,
+        limits: &ServiceLimits,
+        request: http::Request<B>,
+        finished: impl FnOnce(GuestReport) + Send + 'static,
+    ) -> Result<http::Response<HyperOutgoingBody>, EdgeError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let cpu = Arc::new(CpuAccount::default());
+        let mut store = Store::new(
+            &self.engine,
+            GuestState::new(identity, limits, Arc::clone(&cpu)),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|context| {
+            let state = context.data();
+            if state.cpu.used_including_current_poll() > state.cpu_budget {
+                return Err(wasmtime::Error::new(CpuBudgetExceeded));
+            }
+            // Yielding on every tick keeps a busy guest from holding a
+            // worker thread that other requests are waiting for.
+            Ok(UpdateDeadline::Yield(1))
+        });
+
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|_| EdgeError::MissingHost)?;
+        let (response_tx, response_rx) = tokio::sync::oneshot::channel();
+        let outparam = store
+            .data_mut()
+            .http()
+            .new_response_outparam(response_tx)
+            .map_err(|e| internal("creating the response outparam", &e))?;
+
+        let component = component.clone();
+        let wall_time = Duration::from_millis(limits.wall_time_ms);
+        let limits = limits.clone();
+        let guest = tokio::spawn(async move {
+            let mut instantiation = None;
+            let run = async {
+                let started = Instant::now();
+                let proxy = component.instantiate_async(&mut store).await?;
+                instantiation = Some(started.elapsed());
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+            };
+            let result =
+                tokio::time::timeout(wall_time, CpuMetered::new(run, Arc::clone(&cpu))).await;
+            let outcome = match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(classify(&error, store.data().limiter.limit_hit, &limits)),
+                Err(_elapsed) => Err(EdgeError::WallTimeExceeded {
+                    limit_ms: limits.wall_time_ms,
+                }),
+            };
+            // Return the instance's slot to the pool before reporting.
+            drop(store);
+            finished(GuestReport {
+                outcome: outcome.clone(),
+                cpu: cpu.used(),
+                instantiation,
+            });
+            outcome
+        });
+
+        match response_rx.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => {
+                tracing::debug!(request_id = %identity.request_id, ?code, "guest answered with an error code");
+                Err(EdgeError::GuestError)
+            }
+            // The guest ended without setting a response.
+            Err(_) => match guest.await {
+                Ok(Err(error)) => Err(error),
+                Ok(Ok(())) => Err(EdgeError::NoResponse),
+                Err(join_error) => {
+                    tracing::error!(request_id = %identity.request_id, %join_error, "guest task failed");
+                    Err(EdgeError::Internal)
+                }
+            },
+        }
+    }
+}
+
+/// Names why a guest failed. The CPU budget, the instance pool and exit are
+/// recognised by their error types; any other failure after a refused memory
+/// or table grow is the guest running out of memory.
+fn classify(error: &wasmtime::Error, limit_hit: bool, limits: &ServiceLimits) -> EdgeError {
+    let caused_by = |check: &dyn Fn(&(dyn std::error::Error + 'static)) -> bool| {
+        error.chain().any(|cause| check(cause))
+    };
+    if error.is::<CpuBudgetExceeded>() || caused_by(&|c| c.is::<CpuBudgetExceeded>()) {
+        EdgeError::CpuBudgetExceeded {
+            budget_ms: limits.cpu_budget_ms,
+        }
+    } else if error.is::<PoolConcurrencyLimitError>()
+        || caused_by(&|c| c.is::<PoolConcurrencyLimitError>())
+    {
+        EdgeError::Overloaded
+    } else if limit_hit {
+        EdgeError::MemoryLimitExceeded {
+            limit_bytes: limits.memory_bytes,
+        }
+    } else if error.is::<I32Exit>() || caused_by(&|c| c.is::<I32Exit>()) {
+        EdgeError::NoResponse
+    } else {
+        tracing::debug!(error = ?error, "guest trapped");
+        EdgeError::GuestTrap
+    }
+}
+
+fn internal(what: &str, error: &wasmtime::Error) -> EdgeError {
+    tracing::error!(error = ?error, "{what}");
+    EdgeError::Internal
+}
