@@ -52,6 +52,9 @@ pub enum EdgeError {
     NoResponse,
     /// The guest answered with a wasi:http `error-code` instead of a response.
     GuestError,
+    /// The guest's response has more header fields or bytes than the node
+    /// accepts from clients (`http.max_header_count`, `http.max_header_bytes`).
+    ResponseHeadersTooLarge { limit_count: u64, limit_bytes: u64 },
     /// The service's module could not be loaded on this node.
     ModuleUnavailable,
     /// A node bug; the details are in the node's log.
@@ -71,7 +74,9 @@ impl EdgeError {
             EdgeError::CpuBudgetExceeded { .. } => StatusCode::LOOP_DETECTED,
             EdgeError::WallTimeExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             EdgeError::MemoryLimitExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            EdgeError::NoResponse | EdgeError::GuestError => StatusCode::BAD_GATEWAY,
+            EdgeError::NoResponse
+            | EdgeError::GuestError
+            | EdgeError::ResponseHeadersTooLarge { .. } => StatusCode::BAD_GATEWAY,
             EdgeError::ModuleUnavailable | EdgeError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,6 +96,7 @@ impl EdgeError {
             EdgeError::MemoryLimitExceeded { .. } => "memory-limit-exceeded",
             EdgeError::NoResponse => "no-response",
             EdgeError::GuestError => "guest-error",
+            EdgeError::ResponseHeadersTooLarge { .. } => "response-headers-too-large",
             EdgeError::ModuleUnavailable => "module-unavailable",
             EdgeError::Internal => "internal",
         }
@@ -109,7 +115,8 @@ impl EdgeError {
             | EdgeError::WallTimeExceeded { .. }
             | EdgeError::MemoryLimitExceeded { .. }
             | EdgeError::NoResponse
-            | EdgeError::GuestError => Fault::Tenant,
+            | EdgeError::GuestError
+            | EdgeError::ResponseHeadersTooLarge { .. } => Fault::Tenant,
             EdgeError::ModuleUnavailable | EdgeError::Internal => Fault::Internal,
         }
     }
@@ -183,6 +190,13 @@ impl fmt::Display for EdgeError {
             }
             EdgeError::NoResponse => write!(f, "the service's code did not produce a response"),
             EdgeError::GuestError => write!(f, "the service's code answered with an error"),
+            EdgeError::ResponseHeadersTooLarge {
+                limit_count,
+                limit_bytes,
+            } => write!(
+                f,
+                "the service's response has more than {limit_count} header fields or {limit_bytes} header bytes"
+            ),
             EdgeError::ModuleUnavailable => write!(f, "the service's code is not available"),
             EdgeError::Internal => write!(f, "internal error"),
         }

@@ -153,8 +153,33 @@ async fn run_guest(
             &node.metrics,
             EdgeError::BodyTooLarge { limit: body_limit },
         )),
-        other => other,
+        Ok(response) => check_response_head(&node.http_limits, response),
+        Err(error) => Err(error),
     }
+}
+
+/// A guest's response head is held to the limits clients are held to, so
+/// that one service cannot make the node emit a header block no client or
+/// proxy would accept. Dropping the refused response ends its body stream,
+/// and with it the guest.
+fn check_response_head(
+    limits: &edge_config::HttpLimits,
+    response: Response<HyperOutgoingBody>,
+) -> Result<Response<HyperOutgoingBody>, EdgeError> {
+    let headers = response.headers();
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers.len() as u64 > limits.max_header_count
+        || header_bytes as u64 > limits.max_header_bytes
+    {
+        return Err(EdgeError::ResponseHeadersTooLarge {
+            limit_count: limits.max_header_count,
+            limit_bytes: limits.max_header_bytes,
+        });
+    }
+    Ok(response)
 }
 
 fn record_guest(metrics: &Metrics, service: &str, report: &GuestReport) {

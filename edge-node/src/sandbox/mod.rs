@@ -158,6 +158,8 @@ impl Sandbox {
             .new_response_outparam(response_tx)
             .map_err(|e| internal("creating the response outparam", &e))?;
 
+        // Tells the response body how the guest ended (see `GuestBody`).
+        let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
         let component = component.clone();
         let wall_time = Duration::from_millis(limits.wall_time_ms);
         let limits = limits.clone();
@@ -181,6 +183,9 @@ impl Sandbox {
                     limit_ms: limits.wall_time_ms,
                 }),
             };
+            // Sent before the store (and with it the body's sender) is
+            // dropped, so that the body sees the outcome when it ends.
+            let _ = outcome_tx.send(outcome.clone());
             // Return the instance's slot to the pool before reporting.
             drop(store);
             finished(GuestReport {
@@ -192,7 +197,7 @@ impl Sandbox {
         });
 
         match response_rx.await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => Ok(response.map(|body| GuestBody::new(body, outcome_rx))),
             Ok(Err(code)) => {
                 tracing::debug!(request_id = %identity.request_id, ?code, "guest answered with an error code");
                 Err(EdgeError::GuestError)
@@ -207,6 +212,60 @@ impl Sandbox {
                 }
             },
         }
+    }
+}
+
+/// A guest's response body. wasmtime ends the body stream cleanly when the
+/// guest's store is dropped, even when the guest trapped or was stopped in
+/// the middle of it; a client would then take a truncated body for a
+/// complete one. This wrapper ends the body with an error instead when the
+/// guest's execution failed, so HTTP/1.1 gets no final chunk and HTTP/2 a
+/// reset stream.
+struct GuestBody {
+    inner: HyperOutgoingBody,
+    outcome: tokio::sync::oneshot::Receiver<Result<(), EdgeError>>,
+}
+
+impl GuestBody {
+    fn new(
+        inner: HyperOutgoingBody,
+        outcome: tokio::sync::oneshot::Receiver<Result<(), EdgeError>>,
+    ) -> HyperOutgoingBody {
+        use http_body_util::BodyExt;
+        Self { inner, outcome }.boxed_unsync()
+    }
+}
+
+impl Body for GuestBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            // The stream ended. If the guest has already failed, the end came
+            // from its store being dropped; if it is still running, the end
+            // came from the guest finishing the body.
+            Poll::Ready(None) => match self.outcome.try_recv() {
+                Ok(Err(error)) => Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(
+                    Some(format!("response body cut: {}", error.code())),
+                )))),
+                _ => Poll::Ready(None),
+            },
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Never claim the end early: the end must go through `poll_frame`.
+        false
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -1,0 +1,73 @@
+//! Guests for tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The component built from `examples/<name>`. The examples are built once
+/// per test process (cargo's own lock serializes parallel test processes).
+pub fn rust_guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let examples = repo_root().join("examples");
+        let output = Command::new("cargo")
+            .args(["build", "--release", "--quiet"])
+            .current_dir(&examples)
+            // The test's own cargo environment must not leak into the
+            // guests' build (target dir, profile, rustflags).
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .map_err(|e| format!("running cargo in {}: {e}", examples.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "building the example guests failed (is the wasm32-wasip2 target installed? \
+                 run scripts/install-toolchain.sh):\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(examples.join("target/wasm32-wasip2/release"))
+    });
+    match dir {
+        Ok(dir) => dir.join(format!("{}.wasm", name.replace('-', "_"))),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The export every guest defines.
+pub const HANDLE_EXPORT: &str = "wasi:http/incoming-handler@0.2.12#handle";
+
+/// Turns a core module in WAT into a component of the platform's
+/// `service-with-runtime-imports` world. The module imports the canonical
+/// ABI names (`wasi:http/types@0.2.12` / `[constructor]fields`, ...) and
+/// exports [`HANDLE_EXPORT`].
+pub fn hostile_component(core_wat: &str) -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve
+        .push_dir(repo_root().join("sdk/wit"))
+        .expect("sdk/wit parses");
+    let world = resolve
+        .select_world(&[package], Some("service-with-runtime-imports"))
+        .expect("world exists");
+    let mut module = wat::parse_str(core_wat).expect("hostile WAT parses");
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("embedding component metadata");
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .unwrap_or_else(|e| panic!("encoding hostile component: {e:?}"))
+}

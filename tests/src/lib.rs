@@ -1,0 +1,12 @@
+//! The end-to-end test harness: a real node on loopback port 0, real guests
+//! built from source, hostile guests compiled from WAT, and HTTP/1.1 and
+//! HTTP/2 clients.
+//!
+//! - [`guests`]: the example guests (built once per test run) and hostile
+//!   components made from small core-wasm WAT.
+//! - [`node`]: [`node::TestNode`], an in-process node with a temp data dir.
+//! - [`client`]: one-shot HTTP/1.1 and HTTP/2 requests, and raw TCP.
+
+pub mod client;
+pub mod guests;
+pub mod node;

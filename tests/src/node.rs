@@ -1,0 +1,139 @@
+//! An in-process edge node for tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use edge_config::{NodeConfig, ServiceConfig, ServiceLimits};
+use edge_node::{Node, RunningNode};
+
+/// A service to install on a [`TestNode`].
+#[derive(Debug, Clone)]
+pub struct TestService {
+    name: String,
+    domains: Vec<String>,
+    module: Module,
+    limits: ServiceLimits,
+}
+
+#[derive(Debug, Clone)]
+enum Module {
+    Path(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+impl TestService {
+    /// A service answering for `domain` with the component at `path`.
+    pub fn new(name: &str, domain: &str, path: PathBuf) -> Self {
+        Self {
+            name: name.into(),
+            domains: vec![domain.into()],
+            module: Module::Path(path),
+            limits: ServiceLimits::default(),
+        }
+    }
+
+    /// A service whose component is `bytes`.
+    pub fn from_bytes(name: &str, domain: &str, bytes: Vec<u8>) -> Self {
+        Self {
+            module: Module::Bytes(bytes),
+            ..Self::new(name, domain, PathBuf::new())
+        }
+    }
+
+    pub fn domain(mut self, domain: &str) -> Self {
+        self.domains.push(domain.into());
+        self
+    }
+
+    pub fn limits(mut self, change: impl FnOnce(&mut ServiceLimits)) -> Self {
+        change(&mut self.limits);
+        self
+    }
+}
+
+/// A running node on 127.0.0.1 with its own data directory.
+#[derive(Debug)]
+pub struct TestNode {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub data_dir: tempfile::TempDir,
+    running: RunningNode,
+}
+
+impl TestNode {
+    pub async fn start(services: Vec<TestService>) -> Self {
+        Self::start_with(NodeConfig::default(), services).await
+    }
+
+    /// Starts with `config` (its listeners and data dir are replaced).
+    pub async fn start_with(mut config: NodeConfig, services: Vec<TestService>) -> Self {
+        // `RUST_LOG=debug cargo test ...` shows the node's logs for a test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        config.node.data_dir = data_dir.path().join("data");
+        let mut service_configs = Vec::new();
+        for (i, service) in services.into_iter().enumerate() {
+            let module = match service.module {
+                Module::Path(path) => path,
+                Module::Bytes(bytes) => {
+                    let path = data_dir.path().join(format!("module-{i}.wasm"));
+                    std::fs::write(&path, bytes).expect("writing module");
+                    path
+                }
+            };
+            service_configs.push(ServiceConfig {
+                name: service.name,
+                domains: service.domains,
+                module,
+                limits: service.limits,
+            });
+        }
+        config.services = service_configs;
+        let node = Node::new(&config).expect("node builds");
+        node.install_services(&config.services, data_dir.path())
+            .await
+            .expect("services install");
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        let running = node.start(localhost, localhost).await.expect("node starts");
+        Self {
+            addr: running.addr,
+            admin_addr: running.admin_addr,
+            data_dir,
+            running,
+        }
+    }
+
+    pub fn node(&self) -> &Node {
+        self.running.node()
+    }
+
+    /// The node's `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        let reply = crate::client::get(self.admin_addr, "admin", "/metrics").await;
+        assert_eq!(reply.status, 200);
+        reply.text()
+    }
+
+    /// The value of one series (`name{labels}` exactly as exposed), or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series)
+    }
+
+    pub async fn shutdown(self) {
+        self.running.shutdown().await;
+    }
+}
+
+/// Finds `series` (e.g. `edge_requests_total{service="a",status="200"}`) in a
+/// Prometheus text page. Absent series count as 0.
+pub fn metric_value(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(series)?;
+            rest.strip_prefix(' ')?.trim().parse().ok()
+        })
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,283 @@
+//! Hostile guests: each is stopped by the limit meant for it, with its
+//! documented status, and the node keeps serving everyone else.
+
+use std::time::{Duration, Instant};
+
+use edge_tests::client::{Protocol, get, request, send};
+use edge_tests::guests::{HANDLE_EXPORT, hostile_component, rust_guest};
+use edge_tests::node::{TestNode, TestService};
+
+/// A core module whose handler runs `body` (WAT instructions), with
+/// `imports` and `extra` (functions, data) added.
+fn guest(imports: &str, extra: &str, body: &str) -> Vec<u8> {
+    hostile_component(&format!(
+        r#"(module
+            {imports}
+            (memory (export "memory") 1)
+            {extra}
+            (func (export "{HANDLE_EXPORT}") (param $request i32) (param $out i32)
+                (local $fields i32) (local $response i32) (local $body i32) (local $stream i32) (local $i i32)
+                {body}))"#
+    ))
+}
+
+const HTTP_IMPORTS: &str = r#"
+    (import "wasi:http/types@0.2.12" "[constructor]fields" (func $fields_new (result i32)))
+    (import "wasi:http/types@0.2.12" "[method]fields.append" (func $fields_append (param i32 i32 i32 i32 i32 i32)))
+    (import "wasi:http/types@0.2.12" "[constructor]outgoing-response" (func $response_new (param i32) (result i32)))
+    (import "wasi:http/types@0.2.12" "[method]outgoing-response.body" (func $response_body (param i32 i32)))
+    (import "wasi:http/types@0.2.12" "[static]response-outparam.set" (func $outparam_set (param i32 i32 i32 i32 i64 i32 i32 i32 i32)))
+    (import "wasi:http/types@0.2.12" "[method]outgoing-body.write" (func $body_write (param i32 i32)))
+    (import "wasi:io/streams@0.2.12" "[method]output-stream.blocking-write-and-flush" (func $write (param i32 i32 i32 i32)))
+"#;
+
+/// Sets `$response` as the response (an `ok` result in the flattened ABI).
+const SET_RESPONSE: &str = "(call $outparam_set (local.get $out) (i32.const 0) (local.get $response) \
+    (i32.const 0) (i64.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))";
+
+async fn node_with(
+    hostile: Vec<u8>,
+    limits: impl FnOnce(&mut edge_config::ServiceLimits),
+) -> TestNode {
+    TestNode::start(vec![
+        TestService::from_bytes("hostile", "hostile.test", hostile).limits(limits),
+        TestService::new("hello", "hello.test", rust_guest("hello")),
+    ])
+    .await
+}
+
+async fn assert_others_still_served(node: &TestNode) {
+    let reply = get(node.addr, "hello.test", "/").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello from the edge\n");
+}
+
+async fn terminations(node: &TestNode, reason: &str) -> f64 {
+    node.metric(&format!(
+        "edge_guest_terminations_total{{reason=\"{reason}\",service=\"hostile\"}}"
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_is_stopped_at_the_cpu_budget() {
+    let node = node_with(guest("", "", "(loop $spin (br $spin))"), |l| {
+        l.cpu_budget_ms = 50
+    })
+    .await;
+    let started = Instant::now();
+    let reply = get(node.addr, "hostile.test", "/").await;
+    assert_eq!(reply.status, 508);
+    assert_eq!(reply.header("edge-error"), Some("cpu-budget-exceeded"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_others_still_served(&node).await;
+    assert_eq!(terminations(&node, "cpu").await, 1.0);
+    // The budget is charged in CPU time: between the budget and a few ticks more.
+    let cpu = node
+        .metric("edge_guest_cpu_seconds_total{service=\"hostile\"}")
+        .await;
+    assert!((0.050..0.080).contains(&cpu), "cpu charged: {cpu}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_gets_its_own_cpu_budget() {
+    let spin = guest("", "", "(loop $spin (br $spin))");
+    let node = TestNode::start(vec![
+        TestService::from_bytes("tight", "tight.test", spin.clone())
+            .limits(|l| l.cpu_budget_ms = 10),
+        TestService::from_bytes("loose", "loose.test", spin).limits(|l| l.cpu_budget_ms = 200),
+    ])
+    .await;
+    assert_eq!(get(node.addr, "tight.test", "/").await.status, 508);
+    assert_eq!(get(node.addr, "loose.test", "/").await.status, 508);
+    let tight = node
+        .metric("edge_guest_cpu_seconds_total{service=\"tight\"}")
+        .await;
+    let loose = node
+        .metric("edge_guest_cpu_seconds_total{service=\"loose\"}")
+        .await;
+    assert!((0.010..0.030).contains(&tight), "tight: {tight}");
+    assert!((0.200..0.240).contains(&loose), "loose: {loose}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_in_start_function_is_stopped_during_instantiation() {
+    let spin_at_start = guest("", "(func $spin (loop $l (br $l))) (start $spin)", "");
+    let node = node_with(spin_at_start, |_| {}).await;
+    let reply = get(node.addr, "hostile.test", "/").await;
+    assert_eq!(reply.status, 508);
+    assert_eq!(reply.header("edge-error"), Some("cpu-budget-exceeded"));
+    assert_others_still_served(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_grow_bomb_is_refused_at_the_memory_limit() {
+    // Grows by 1 MiB until refused, then fails as an allocator would.
+    let bomb = guest(
+        "",
+        "",
+        "(loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
+    );
+    let node = node_with(bomb, |l| l.memory_bytes = 32 * 1024 * 1024).await;
+    let reply = get(node.addr, "hostile.test", "/").await;
+    assert_eq!(reply.status, 507);
+    assert_eq!(reply.header("edge-error"), Some("memory-limit-exceeded"));
+    assert_others_still_served(&node).await;
+    assert_eq!(terminations(&node, "memory").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_memory_over_the_limit_fails_instantiation() {
+    // 64 MiB of initial memory against a 32 MiB limit.
+    let big = hostile_component(&format!(
+        r#"(module (memory (export "memory") 1024)
+            (func (export "{HANDLE_EXPORT}") (param i32 i32)))"#
+    ));
+    let node = node_with(big, |l| l.memory_bytes = 32 * 1024 * 1024).await;
+    assert_eq!(get(node.addr, "hostile.test", "/").await.status, 507);
+    assert_others_still_served(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_recursion_traps_on_the_stack_limit() {
+    let recursion = guest("", "(func $deeper (call $deeper))", "(call $deeper)");
+    let node = node_with(recursion, |_| {}).await;
+    let reply = get(node.addr, "hostile.test", "/").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.header("edge-error"), Some("guest-trap"));
+    assert_others_still_served(&node).await;
+    assert_eq!(terminations(&node, "trap").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_response_body_is_cut_at_the_cpu_budget() {
+    let endless = guest(
+        HTTP_IMPORTS,
+        "",
+        &format!(
+            "(local.set $response (call $response_new (call $fields_new)))
+             (call $response_body (local.get $response) (i32.const 0))
+             (local.set $body (i32.load offset=4 (i32.const 0)))
+             {SET_RESPONSE}
+             (call $body_write (local.get $body) (i32.const 0))
+             (local.set $stream (i32.load offset=4 (i32.const 0)))
+             (memory.fill (i32.const 1024) (i32.const 120) (i32.const 4096))
+             (loop $forever
+                (call $write (local.get $stream) (i32.const 1024) (i32.const 4096) (i32.const 16))
+                (br_if $forever (i32.eqz (i32.load8_u (i32.const 16)))))"
+        ),
+    );
+    let node = node_with(endless, |l| l.cpu_budget_ms = 20).await;
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let reply = send(node.addr, protocol, request("GET", "hostile.test", "/", "")).await;
+        assert_eq!(reply.status, 200, "{protocol:?}");
+        assert!(reply.body.len() > 4096, "{protocol:?}: some body arrived");
+        assert!(reply.body.iter().all(|&b| b == b'x'));
+        assert!(
+            reply.body_error.is_some(),
+            "{protocol:?}: the body must end in an error, not look complete"
+        );
+    }
+    assert_others_still_served(&node).await;
+    assert_eq!(terminations(&node, "cpu").await, 2.0);
+}
+
+/// A guest that appends `count` `x-many: value` headers to its response.
+fn many_headers(count: u32) -> Vec<u8> {
+    guest(
+        HTTP_IMPORTS,
+        r#"(data (i32.const 64) "x-many") (data (i32.const 80) "value")"#,
+        &format!(
+            "(local.set $fields (call $fields_new))
+             (loop $more
+                (call $fields_append (local.get $fields) (i32.const 64) (i32.const 6) (i32.const 80) (i32.const 5) (i32.const 0))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $more (i32.lt_u (local.get $i) (i32.const {count}))))
+             (local.set $response (call $response_new (local.get $fields)))
+             {SET_RESPONSE}"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_with_more_header_fields_than_clients_may_send_is_refused() {
+    let node = node_with(many_headers(500), |_| {}).await;
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let reply = send(node.addr, protocol, request("GET", "hostile.test", "/", "")).await;
+        assert_eq!(reply.status, 502, "{protocol:?}");
+        assert_eq!(
+            reply.header("edge-error"),
+            Some("response-headers-too-large")
+        );
+    }
+    assert_others_still_served(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_map_growing_past_the_host_field_limit_traps() {
+    // wasmtime caps a header map at 128 KiB of host memory and traps the
+    // guest that goes past it.
+    let node = node_with(many_headers(20_000), |_| {}).await;
+    let reply = get(node.addr, "hostile.test", "/").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.header("edge-error"), Some("guest-trap"));
+    assert_others_still_served(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_ends_only_that_request() {
+    let exits = guest(
+        r#"(import "wasi:cli/exit@0.2.12" "exit" (func $exit (param i32)))"#,
+        "",
+        "(call $exit (i32.const 1))",
+    );
+    let node = node_with(exits, |_| {}).await;
+    for _ in 0..3 {
+        let reply = get(node.addr, "hostile.test", "/").await;
+        assert_eq!(reply.status, 502);
+        assert_eq!(reply.header("edge-error"), Some("no-response"));
+        assert_others_still_served(&node).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_waits_forever_is_cut_at_the_wall_deadline() {
+    // Sleeps for an hour on a monotonic-clock pollable: no CPU used.
+    let sleeper = guest(
+        r#"(import "wasi:clocks/monotonic-clock@0.2.12" "subscribe-duration" (func $sleep_for (param i64) (result i32)))
+           (import "wasi:io/poll@0.2.12" "[method]pollable.block" (func $block (param i32)))"#,
+        "",
+        "(call $block (call $sleep_for (i64.const 3600000000000)))",
+    );
+    let node = node_with(sleeper, |l| l.wall_time_ms = 300).await;
+    let started = Instant::now();
+    let reply = get(node.addr, "hostile.test", "/").await;
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.header("edge-error"), Some("wall-time-exceeded"));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    assert_others_still_served(&node).await;
+    assert_eq!(terminations(&node, "wall").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_handle_cap_stops_a_handle_leak() {
+    // Creates header maps forever without dropping them.
+    let leak = guest(
+        HTTP_IMPORTS,
+        "",
+        "(loop $more (drop (call $fields_new)) (br $more))",
+    );
+    let node = node_with(leak, |l| l.max_resource_handles = 1000).await;
+    let reply = get(node.addr, "hostile.test", "/").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.header("edge-error"), Some("guest-trap"));
+    assert_others_still_served(&node).await;
+}

@@ -1,0 +1,204 @@
+//! Protocol and admission limits: each refused with its documented status
+//! before any guest runs.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use edge_config::NodeConfig;
+use edge_tests::client::{self, Protocol, get, request, send};
+use edge_tests::guests::{HANDLE_EXPORT, hostile_component, rust_guest};
+use edge_tests::node::{TestNode, TestService};
+
+async fn echo_node() -> TestNode {
+    TestNode::start(vec![TestService::new(
+        "echo",
+        "echo.test",
+        rust_guest("echo"),
+    )])
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uri_over_8_kib_gets_414_on_both_protocols() {
+    let node = echo_node().await;
+    let long_path = format!("/{}", "a".repeat(8 * 1024));
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let reply = send(
+            node.addr,
+            protocol,
+            request("GET", "echo.test", &long_path, Bytes::new()),
+        )
+        .await;
+        assert_eq!(reply.status, 414, "{protocol:?}");
+        assert_eq!(reply.header("edge-error"), Some("uri-too-long"));
+        let just_fits = format!("/{}", "a".repeat(8 * 1024 - 1 - "echo.test".len()));
+        let reply = send(
+            node.addr,
+            protocol,
+            request("GET", "echo.test", &just_fits, Bytes::new()),
+        )
+        .await;
+        assert_eq!(
+            reply.status, 200,
+            "{protocol:?}: a URI at the limit is served"
+        );
+    }
+}
+
+fn with_headers(count: usize, value_len: usize) -> http::Request<http_body_util::Full<Bytes>> {
+    let mut req = request("GET", "echo.test", "/", Bytes::new());
+    for i in 0..count {
+        req.headers_mut().insert(
+            http::HeaderName::try_from(format!("x-h{i}")).expect("name"),
+            http::HeaderValue::try_from("v".repeat(value_len)).expect("value"),
+        );
+    }
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_100_header_fields_get_431_on_both_protocols() {
+    let node = echo_node().await;
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        // With `host` that is 101 fields.
+        let reply = send(node.addr, protocol, with_headers(100, 1)).await;
+        assert_eq!(reply.status, 431, "{protocol:?}");
+        let reply = send(node.addr, protocol, with_headers(99, 1)).await;
+        assert_eq!(reply.status, 200, "{protocol:?}: 100 fields are accepted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_block_over_64_kib_gets_431_on_http1() {
+    let node = echo_node().await;
+    let reply = send(node.addr, Protocol::Http1, with_headers(20, 4 * 1024)).await;
+    assert_eq!(reply.status, 431);
+    let reply = send(node.addr, Protocol::Http1, with_headers(10, 4 * 1024)).await;
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_block_over_64_kib_is_refused_on_http2() {
+    let node = echo_node().await;
+    let stream = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("handshake");
+    tokio::spawn(connection);
+    // The server advertises its limit in SETTINGS; the request is refused
+    // whether the client or the server enforces it.
+    let refused = match sender.send_request(with_headers(20, 4 * 1024)).await {
+        Ok(response) => response.status() == 431,
+        Err(_) => true,
+    };
+    assert!(refused);
+    assert_eq!(get(node.addr, "echo.test", "/").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_body_over_the_limit_gets_413_before_the_guest_runs() {
+    let node = TestNode::start(vec![
+        TestService::new("echo", "echo.test", rust_guest("echo"))
+            .limits(|l| l.max_request_body_bytes = 1024),
+    ])
+    .await;
+    let reply = send(
+        node.addr,
+        Protocol::Http1,
+        request("POST", "echo.test", "/", vec![b'x'; 1025]),
+    )
+    .await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.header("edge-error"), Some("body-too-large"));
+    let reply = send(
+        node.addr,
+        Protocol::Http1,
+        request("POST", "echo.test", "/", vec![b'x'; 1024]),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.text().contains("body-bytes: 1024\n"));
+    assert_eq!(
+        node.metric("edge_limit_refusals_total{limit=\"body-too-large\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_body_over_the_limit_fails_the_guests_read() {
+    let node = TestNode::start(vec![
+        TestService::new("echo", "echo.test", rust_guest("echo"))
+            .limits(|l| l.max_request_body_bytes = 1024),
+    ])
+    .await;
+    // Chunked (no content-length): the limit is found while streaming, and
+    // the guest sees its read fail.
+    let raw = "POST / HTTP/1.1\r\nhost: echo.test\r\ntransfer-encoding: chunked\r\n\r\n\
+               800\r\n"
+        .to_string()
+        + &"y".repeat(0x800)
+        + "\r\n0\r\n\r\n";
+    let (reply, _) = client::raw(node.addr, raw.as_bytes(), Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_gets_503_with_retry_after_never_a_hang() {
+    let mut config = NodeConfig::default();
+    config.http.max_in_flight_requests = 1;
+    config.http.retry_after_seconds = 2;
+    let spin = hostile_component(&format!(
+        r#"(module (memory (export "memory") 1)
+            (func (export "{HANDLE_EXPORT}") (param i32 i32) (loop $l (br $l))))"#
+    ));
+    let node = TestNode::start_with(
+        config,
+        vec![TestService::from_bytes("busy", "busy.test", spin).limits(|l| l.cpu_budget_ms = 300)],
+    )
+    .await;
+    let addr = node.addr;
+    let first = tokio::spawn(async move { get(addr, "busy.test", "/").await.status });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let refused = get(node.addr, "busy.test", "/").await;
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "refused at once"
+    );
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("2"));
+    assert_eq!(refused.header("edge-error"), Some("overloaded"));
+    assert_eq!(first.await.expect("first request"), 508);
+    // The slot is free again once the first guest ended.
+    assert_eq!(get(node.addr, "busy.test", "/").await.status, 508);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_header_is_cut_at_the_header_read_timeout() {
+    let mut config = NodeConfig::default();
+    config.http.header_read_timeout_ms = 300;
+    let node = TestNode::start_with(
+        config,
+        vec![TestService::new("echo", "echo.test", rust_guest("echo"))],
+    )
+    .await;
+    let started = Instant::now();
+    let (_, closed) = client::raw(
+        node.addr,
+        b"GET / HTTP/1.1\r\nhost: echo.test\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(closed, "the node closed the connection");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+}

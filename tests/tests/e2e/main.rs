@@ -1,0 +1,6 @@
+//! End-to-end tests of the edge node, one module per topic.
+
+mod hostile;
+mod limits;
+mod metrics;
+mod serving;
