@@ -9,7 +9,9 @@ mkdir -p "$out"
 (cd "$root/examples" && cargo build --release --quiet)
 for wasm in "$root"/examples/target/wasm32-wasip2/release/*.wasm; do
   name="$(basename "$wasm" .wasm)"
-  cp "$wasm" "$out/${name//_/-}.wasm.tmp"
-  mv "$out/${name//_/-}.wasm.tmp" "$out/${name//_/-}.wasm"
+  # temp + rename: concurrent builds never leave a half-copied component
+  tmp="$(mktemp "$out/.${name}.XXXXXX")"
+  cp "$wasm" "$tmp"
+  mv "$tmp" "$out/${name//_/-}.wasm"
 done
 ls "$out"/*.wasm

@@ -20,6 +20,7 @@ pub const DEFAULT_DATA_DIR: &str = "./edge-data";
 /// Everything a node needs to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct NodeConfig {
     pub node: NodeSection,
     pub http: HttpLimits,
@@ -60,17 +61,6 @@ fn parse_default_addr(addr: &str) -> SocketAddr {
     }
 }
 
-impl Default for NodeConfig {
-    fn default() -> Self {
-        Self {
-            node: NodeSection::default(),
-            http: HttpLimits::default(),
-            sandbox: SandboxLimits::default(),
-            services: Vec::new(),
-        }
-    }
-}
-
 impl NodeConfig {
     /// Parses and validates a TOML document. Syntax errors and unknown keys
     /// are reported as one error; otherwise every validation problem is.
@@ -104,13 +94,13 @@ impl NodeConfig {
                 );
             }
             for domain in &service.domains {
-                if let Some(owner) = domains.insert(domain, &service.name) {
-                    if owner != service.name {
-                        errors.push(
-                            format!("{path}.domains"),
-                            format!("{domain:?} is already served by service {owner:?}"),
-                        );
-                    }
+                if let Some(owner) = domains.insert(domain, &service.name)
+                    && owner != service.name
+                {
+                    errors.push(
+                        format!("{path}.domains"),
+                        format!("{domain:?} is already served by service {owner:?}"),
+                    );
                 }
             }
         }

@@ -109,13 +109,13 @@ impl Response {
             .iter()
             .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
             .collect();
-        if let Body::Bytes(bytes) = &self.body {
-            if !self.headers.contains_key(http::header::CONTENT_LENGTH) {
-                entries.push((
-                    "content-length".into(),
-                    bytes.len().to_string().into_bytes(),
-                ));
-            }
+        if let Body::Bytes(bytes) = &self.body
+            && !self.headers.contains_key(http::header::CONTENT_LENGTH)
+        {
+            entries.push((
+                "content-length".into(),
+                bytes.len().to_string().into_bytes(),
+            ));
         }
         let fields = match Fields::from_list(&entries) {
             Ok(fields) => fields,

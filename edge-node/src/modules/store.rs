@@ -246,3 +246,103 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        Engine::default()
+    }
+
+    fn component_bytes() -> Vec<u8> {
+        wat::parse_str(r#"(component (core module (func (export "f"))))"#).expect("valid component")
+    }
+
+    fn open(dir: &Path) -> ArtifactStore {
+        let engine = engine();
+        let fingerprint = crate::sandbox::engine::engine_fingerprint(&engine);
+        ArtifactStore::open(dir, engine, &fingerprint).expect("store opens")
+    }
+
+    #[test]
+    fn same_bytes_are_stored_once_under_their_hash() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let first = store.insert_component(&component_bytes()).expect("insert");
+        let second = store
+            .insert_component(&component_bytes())
+            .expect("insert again");
+        assert_eq!(first, second);
+        assert_eq!(first, ModuleHash::of(&component_bytes()));
+        let files: Vec<_> = fs::read_dir(dir.path().join("components"))
+            .expect("dir")
+            .collect();
+        assert_eq!(files.len(), 1);
+    }
+
+    #[test]
+    fn compiles_once_then_maps_the_verified_artifact() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let hash = store.insert_component(&component_bytes()).expect("insert");
+        assert_eq!(store.load(&hash).expect("load").1, LoadSource::Compiled);
+        assert_eq!(store.load(&hash).expect("load").1, LoadSource::Artifact);
+        // A new store over the same directory (a node restart) reuses it.
+        assert_eq!(
+            open(dir.path()).load(&hash).expect("load").1,
+            LoadSource::Artifact
+        );
+    }
+
+    #[test]
+    fn a_corrupted_artifact_is_detected_and_compiled_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let hash = store.insert_component(&component_bytes()).expect("insert");
+        store.load(&hash).expect("first load");
+        let (artifact, _) = store.artifact_paths(&hash);
+        let mut bytes = fs::read(&artifact).expect("artifact");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs::write(&artifact, bytes).expect("corrupt it");
+        assert_eq!(store.load(&hash).expect("load").1, LoadSource::Compiled);
+        assert_eq!(store.load(&hash).expect("load").1, LoadSource::Artifact);
+    }
+
+    #[test]
+    fn an_artifact_from_another_engine_is_never_loaded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let hash = store.insert_component(&component_bytes()).expect("insert");
+        store.load(&hash).expect("first load");
+        let (_, manifest) = store.artifact_paths(&hash);
+        let text = fs::read_to_string(&manifest).expect("manifest");
+        let forged = text.replace(WASMTIME_VERSION, "0.0.1");
+        assert_ne!(text, forged);
+        fs::write(&manifest, forged).expect("forge manifest");
+        assert_eq!(store.load(&hash).expect("load").1, LoadSource::Compiled);
+    }
+
+    #[test]
+    fn a_corrupted_component_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let hash = store.insert_component(&component_bytes()).expect("insert");
+        fs::write(store.component_path(&hash), b"not the same bytes").expect("corrupt");
+        assert!(matches!(store.load(&hash), Err(ModuleError::Corrupt(h)) if h == hash));
+        let unknown = ModuleHash::of(b"never stored");
+        assert!(matches!(store.load(&unknown), Err(ModuleError::NotFound(h)) if h == unknown));
+    }
+
+    #[test]
+    fn a_module_that_is_not_a_component_is_invalid() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let hash = store.insert_component(b"\0asm\x01\0\0\0").expect("insert");
+        assert!(matches!(
+            store.load(&hash),
+            Err(ModuleError::Invalid { .. })
+        ));
+    }
+}

@@ -197,7 +197,7 @@ impl Sandbox {
         });
 
         match response_rx.await {
-            Ok(Ok(response)) => Ok(response.map(|body| GuestBody::new(body, outcome_rx))),
+            Ok(Ok(response)) => Ok(response.map(|body| GuestBody::boxed(body, outcome_rx))),
             Ok(Err(code)) => {
                 tracing::debug!(request_id = %identity.request_id, ?code, "guest answered with an error code");
                 Err(EdgeError::GuestError)
@@ -227,7 +227,7 @@ struct GuestBody {
 }
 
 impl GuestBody {
-    fn new(
+    fn boxed(
         inner: HyperOutgoingBody,
         outcome: tokio::sync::oneshot::Receiver<Result<(), EdgeError>>,
     ) -> HyperOutgoingBody {
@@ -273,9 +273,8 @@ impl Body for GuestBody {
 /// recognised by their error types; any other failure after a refused memory
 /// or table grow is the guest running out of memory.
 fn classify(error: &wasmtime::Error, limit_hit: bool, limits: &ServiceLimits) -> EdgeError {
-    let caused_by = |check: &dyn Fn(&(dyn std::error::Error + 'static)) -> bool| {
-        error.chain().any(|cause| check(cause))
-    };
+    let caused_by =
+        |check: &dyn Fn(&(dyn std::error::Error + 'static)) -> bool| error.chain().any(check);
     if error.is::<CpuBudgetExceeded>() || caused_by(&|c| c.is::<CpuBudgetExceeded>()) {
         EdgeError::CpuBudgetExceeded {
             budget_ms: limits.cpu_budget_ms,
