@@ -76,6 +76,10 @@ impl Node {
         &self.inner.router
     }
 
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.inner.sandbox
+    }
+
     pub fn modules(&self) -> &ModuleCache {
         &self.inner.modules
     }

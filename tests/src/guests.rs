@@ -71,3 +71,26 @@ pub fn hostile_component(core_wat: &str) -> Vec<u8> {
         .and_then(|encoder| encoder.validate(true).encode())
         .unwrap_or_else(|e| panic!("encoding hostile component: {e:?}"))
 }
+
+/// The Python example (`examples/python-hello`), built once per test process
+/// with componentize-py by `scripts/build-python-guest.sh`.
+pub fn python_guest() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let script = repo_root().join("scripts/build-python-guest.sh");
+        let output = Command::new(&script)
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "building the Python guest failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+    });
+    match built {
+        Ok(path) => path.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}

@@ -45,6 +45,14 @@ async fn uri_over_8_kib_gets_414_on_both_protocols() {
     }
 }
 
+async fn echo_with_body_limit(max_request_body_bytes: u64) -> TestNode {
+    TestNode::start(vec![
+        TestService::new("echo", "echo.test", rust_guest("echo"))
+            .limits(|l| l.max_request_body_bytes = max_request_body_bytes),
+    ])
+    .await
+}
+
 fn with_headers(count: usize, value_len: usize) -> http::Request<http_body_util::Full<Bytes>> {
     let mut req = request("GET", "echo.test", "/", Bytes::new());
     for i in 0..count {
@@ -102,11 +110,7 @@ async fn header_block_over_64_kib_is_refused_on_http2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declared_body_over_the_limit_gets_413_before_the_guest_runs() {
-    let node = TestNode::start(vec![
-        TestService::new("echo", "echo.test", rust_guest("echo"))
-            .limits(|l| l.max_request_body_bytes = 1024),
-    ])
-    .await;
+    let node = echo_with_body_limit(1024).await;
     let reply = send(
         node.addr,
         Protocol::Http1,
@@ -132,11 +136,7 @@ async fn declared_body_over_the_limit_gets_413_before_the_guest_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_body_over_the_limit_fails_the_guests_read() {
-    let node = TestNode::start(vec![
-        TestService::new("echo", "echo.test", rust_guest("echo"))
-            .limits(|l| l.max_request_body_bytes = 1024),
-    ])
-    .await;
+    let node = echo_with_body_limit(1024).await;
     // Chunked (no content-length): the limit is found while streaming, and
     // the guest sees its read fail.
     let raw = "POST / HTTP/1.1\r\nhost: echo.test\r\ntransfer-encoding: chunked\r\n\r\n\

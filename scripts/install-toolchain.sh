@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what building and testing the project needs beyond a Rust
+# toolchain: the wasm32-wasip2 target that the Rust example guests are built
+# for, and componentize-py (PyPI, into target/py-venv) for the Python one.
+# Idempotent: a second run only checks.
+#
+#   scripts/install-toolchain.sh          test prerequisites
+#   scripts/install-toolchain.sh --bench  + wrk for benches/load.sh (apt-get)
+set -euo pipefail
+
+want_bench=0
+for arg in "$@"; do
+  case "$arg" in
+    --bench) want_bench=1 ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '[install-toolchain] %s\n' "$*" >&2; }
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  log "rustup target add wasm32-wasip2"
+  rustup target add wasm32-wasip2
+else
+  log "wasm32-wasip2 target present"
+fi
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+COMPONENTIZE_PY_VERSION="0.25.1"
+venv="$root/target/py-venv"
+if [ ! -x "$venv/bin/componentize-py" ] \
+  || ! "$venv/bin/componentize-py" --version | grep -q "$COMPONENTIZE_PY_VERSION"; then
+  log "pip install componentize-py==$COMPONENTIZE_PY_VERSION into target/py-venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+else
+  log "componentize-py $COMPONENTIZE_PY_VERSION present"
+fi
+
+if [ "$want_bench" = 1 ] && ! command -v wrk >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  log "apt-get install wrk"
+  $sudo apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends wrk >/dev/null
+fi
