@@ -24,7 +24,7 @@ pub struct NodeInner {
     pub(crate) modules: ModuleCache,
     pub(crate) router: Router,
     pub(crate) admission: Admission,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) http_limits: HttpLimits,
     pub(crate) request_ids: RequestIds,
 }
@@ -62,7 +62,7 @@ impl Node {
                     metrics.in_flight_requests.clone(),
                 ),
                 http_limits: config.http.clone(),
-                metrics,
+                metrics: Arc::new(metrics),
                 request_ids: RequestIds::new(),
             }),
         })
@@ -229,8 +229,15 @@ impl RequestIds {
         }
     }
 
+    /// 20 hex digits: the prefix, then the counter.
     pub(crate) fn next(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}{:012x}", self.prefix, n & 0xffff_ffff_ffff)
+        let value = (u128::from(self.prefix) << 48) | u128::from(n & 0xffff_ffff_ffff);
+        let mut id = String::with_capacity(20);
+        for shift in (0..20).rev() {
+            id.push(char::from(HEX[((value >> (shift * 4)) & 0xf) as usize]));
+        }
+        id
     }
 }

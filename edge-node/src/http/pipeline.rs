@@ -137,7 +137,7 @@ async fn run_guest(
         service: Arc::clone(&service.name),
         request_id: Arc::clone(request_id),
     };
-    let metrics = node.metrics.clone();
+    let metrics = Arc::clone(&node.metrics);
     let service_name = Arc::clone(&service.name);
     let finished = move |report: GuestReport| {
         record_guest(&metrics, &service_name, &report);

@@ -163,7 +163,7 @@ impl Sandbox {
         let component = component.clone();
         let wall_time = Duration::from_millis(limits.wall_time_ms);
         let limits = limits.clone();
-        let guest = tokio::spawn(async move {
+        let guest = async move {
             let mut instantiation = None;
             let run = async {
                 let started = Instant::now();
@@ -194,20 +194,42 @@ impl Sandbox {
                 instantiation,
             });
             outcome
-        });
+        };
 
-        match response_rx.await {
+        // The guest runs on this request's task until it sets its response
+        // (a small handler finishes entirely in that time, with no task
+        // spawned and no cross-thread wakeup). If it is still running then,
+        // typically streaming its body, it continues in a task of its own.
+        let mut guest = Box::pin(guest);
+        let mut response_rx = response_rx;
+        let mut ended = None;
+        let response = std::future::poll_fn(|cx| {
+            if ended.is_none() {
+                if let std::task::Poll::Ready(outcome) = guest.as_mut().poll(cx) {
+                    ended = Some(outcome);
+                }
+            }
+            // Once the guest has ended its store is gone, and with it the
+            // response sender: the receiver is then always ready.
+            std::pin::Pin::new(&mut response_rx).poll(cx)
+        })
+        .await;
+        if ended.is_none() {
+            tokio::spawn(guest);
+        }
+
+        match response {
             Ok(Ok(response)) => Ok(response.map(|body| GuestBody::boxed(body, outcome_rx))),
             Ok(Err(code)) => {
                 tracing::debug!(request_id = %identity.request_id, ?code, "guest answered with an error code");
                 Err(EdgeError::GuestError)
             }
             // The guest ended without setting a response.
-            Err(_) => match guest.await {
-                Ok(Err(error)) => Err(error),
-                Ok(Ok(())) => Err(EdgeError::NoResponse),
-                Err(join_error) => {
-                    tracing::error!(request_id = %identity.request_id, %join_error, "guest task failed");
+            Err(_) => match ended {
+                Some(Err(error)) => Err(error),
+                Some(Ok(())) => Err(EdgeError::NoResponse),
+                None => {
+                    tracing::error!(request_id = %identity.request_id, "response sender dropped by a running guest");
                     Err(EdgeError::Internal)
                 }
             },
