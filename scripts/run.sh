@@ -22,4 +22,4 @@ Serve your own component for any Host (local mode):
   cargo run -p edge-node -- serve --module path/to/app.wasm --listen 127.0.0.1:8081 --admin-listen 127.0.0.1:9091
 
 TRY
-exec target/debug/edge-node serve --config config/examples/node.toml "$@"
+exec target/debug/edge-node serve --config config/examples/node.toml --data-dir target/edge-data "$@"
