@@ -87,7 +87,9 @@ pub fn python_guest() -> PathBuf {
                 String::from_utf8_lossy(&output.stderr)
             ));
         }
-        Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+        Ok(PathBuf::from(
+            String::from_utf8_lossy(&output.stdout).trim(),
+        ))
     });
     match built {
         Ok(path) => path.clone(),

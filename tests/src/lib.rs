@@ -9,4 +9,5 @@
 
 pub mod client;
 pub mod guests;
+pub mod hostile;
 pub mod node;

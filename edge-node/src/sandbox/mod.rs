@@ -204,10 +204,10 @@ impl Sandbox {
         let mut response_rx = response_rx;
         let mut ended = None;
         let response = std::future::poll_fn(|cx| {
-            if ended.is_none() {
-                if let std::task::Poll::Ready(outcome) = guest.as_mut().poll(cx) {
-                    ended = Some(outcome);
-                }
+            if ended.is_none()
+                && let std::task::Poll::Ready(outcome) = guest.as_mut().poll(cx)
+            {
+                ended = Some(outcome);
             }
             // Once the guest has ended its store is gone, and with it the
             // response sender: the receiver is then always ready.

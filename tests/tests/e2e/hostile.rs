@@ -1,108 +1,12 @@
 //! Hostile guests: each is stopped by the limit meant for it, with its
-//! documented status, and the node keeps serving everyone else.
-
-use std::time::{Duration, Instant};
+//! documented status, and the node keeps serving everyone else. The ones
+//! whose check is a time bound are in `tests/tests/timing.rs`.
 
 use edge_tests::client::{Protocol, get, request, send};
-use edge_tests::guests::{HANDLE_EXPORT, hostile_component, rust_guest};
-use edge_tests::node::{TestNode, TestService};
-
-/// A core module whose handler runs `body` (WAT instructions), with
-/// `imports` and `extra` (functions, data) added.
-fn guest(imports: &str, extra: &str, body: &str) -> Vec<u8> {
-    hostile_component(&format!(
-        r#"(module
-            {imports}
-            (memory (export "memory") 1)
-            {extra}
-            (func (export "{HANDLE_EXPORT}") (param $request i32) (param $out i32)
-                (local $fields i32) (local $response i32) (local $body i32) (local $stream i32) (local $i i32)
-                {body}))"#
-    ))
-}
-
-const HTTP_IMPORTS: &str = r#"
-    (import "wasi:http/types@0.2.12" "[constructor]fields" (func $fields_new (result i32)))
-    (import "wasi:http/types@0.2.12" "[method]fields.append" (func $fields_append (param i32 i32 i32 i32 i32 i32)))
-    (import "wasi:http/types@0.2.12" "[constructor]outgoing-response" (func $response_new (param i32) (result i32)))
-    (import "wasi:http/types@0.2.12" "[method]outgoing-response.body" (func $response_body (param i32 i32)))
-    (import "wasi:http/types@0.2.12" "[static]response-outparam.set" (func $outparam_set (param i32 i32 i32 i32 i64 i32 i32 i32 i32)))
-    (import "wasi:http/types@0.2.12" "[method]outgoing-body.write" (func $body_write (param i32 i32)))
-    (import "wasi:io/streams@0.2.12" "[method]output-stream.blocking-write-and-flush" (func $write (param i32 i32 i32 i32)))
-"#;
-
-/// Sets `$response` as the response (an `ok` result in the flattened ABI).
-const SET_RESPONSE: &str = "(call $outparam_set (local.get $out) (i32.const 0) (local.get $response) \
-    (i32.const 0) (i64.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))";
-
-async fn node_with(
-    hostile: Vec<u8>,
-    limits: impl FnOnce(&mut edge_config::ServiceLimits),
-) -> TestNode {
-    TestNode::start(vec![
-        TestService::from_bytes("hostile", "hostile.test", hostile).limits(limits),
-        TestService::new("hello", "hello.test", rust_guest("hello")),
-    ])
-    .await
-}
-
-async fn assert_others_still_served(node: &TestNode) {
-    let reply = get(node.addr, "hello.test", "/").await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.text(), "hello from the edge\n");
-}
-
-async fn terminations(node: &TestNode, reason: &str) -> f64 {
-    node.metric(&format!(
-        "edge_guest_terminations_total{{reason=\"{reason}\",service=\"hostile\"}}"
-    ))
-    .await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn infinite_loop_is_stopped_at_the_cpu_budget() {
-    let node = node_with(guest("", "", "(loop $spin (br $spin))"), |l| {
-        l.cpu_budget_ms = 50
-    })
-    .await;
-    let started = Instant::now();
-    let reply = get(node.addr, "hostile.test", "/").await;
-    assert_eq!(reply.status, 508);
-    assert_eq!(reply.header("edge-error"), Some("cpu-budget-exceeded"));
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert_others_still_served(&node).await;
-    assert_eq!(terminations(&node, "cpu").await, 1.0);
-    // The budget is charged in CPU time: between the budget and a few ticks more.
-    let cpu = node
-        .metric("edge_guest_cpu_seconds_total{service=\"hostile\"}")
-        .await;
-    assert!((0.050..0.080).contains(&cpu), "cpu charged: {cpu}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_service_gets_its_own_cpu_budget() {
-    let spin = guest("", "", "(loop $spin (br $spin))");
-    let node = TestNode::start(vec![
-        TestService::from_bytes("tight", "tight.test", spin.clone())
-            .limits(|l| l.cpu_budget_ms = 10),
-        TestService::from_bytes("loose", "loose.test", spin).limits(|l| l.cpu_budget_ms = 200),
-    ])
-    .await;
-    assert_eq!(get(node.addr, "tight.test", "/").await.status, 508);
-    assert_eq!(get(node.addr, "loose.test", "/").await.status, 508);
-    let tight = node
-        .metric("edge_guest_cpu_seconds_total{service=\"tight\"}")
-        .await;
-    let loose = node
-        .metric("edge_guest_cpu_seconds_total{service=\"loose\"}")
-        .await;
-    assert!((0.010..0.030).contains(&tight), "tight: {tight}");
-    assert!((0.200..0.240).contains(&loose), "loose: {loose}");
-}
+use edge_tests::guests::{HANDLE_EXPORT, hostile_component};
+use edge_tests::hostile::{
+    HTTP_IMPORTS, SET_RESPONSE, assert_others_still_served, guest, node_with, terminations,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loop_in_start_function_is_stopped_during_instantiation() {
@@ -242,29 +146,6 @@ async fn exit_ends_only_that_request() {
         assert_eq!(reply.header("edge-error"), Some("no-response"));
         assert_others_still_served(&node).await;
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guest_that_waits_forever_is_cut_at_the_wall_deadline() {
-    // Sleeps for an hour on a monotonic-clock pollable: no CPU used.
-    let sleeper = guest(
-        r#"(import "wasi:clocks/monotonic-clock@0.2.12" "subscribe-duration" (func $sleep_for (param i64) (result i32)))
-           (import "wasi:io/poll@0.2.12" "[method]pollable.block" (func $block (param i32)))"#,
-        "",
-        "(call $block (call $sleep_for (i64.const 3600000000000)))",
-    );
-    let node = node_with(sleeper, |l| l.wall_time_ms = 300).await;
-    let started = Instant::now();
-    let reply = get(node.addr, "hostile.test", "/").await;
-    assert_eq!(reply.status, 504);
-    assert_eq!(reply.header("edge-error"), Some("wall-time-exceeded"));
-    let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
-        "{elapsed:?}"
-    );
-    assert_others_still_served(&node).await;
-    assert_eq!(terminations(&node, "wall").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,3 +218,30 @@ async fn local_mode_catch_all_answers_any_host() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_round_trips_a_1_mib_body_on_both_protocols() {
+    let node = two_tenants().await;
+    let body: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let reply = send(
+            node.addr,
+            protocol,
+            request("POST", "echo.test", "/big", body.clone()),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{protocol:?}");
+        assert_eq!(reply.body_error, None);
+        let marker = b"body-bytes: 1048576\n\n";
+        let start = reply
+            .body
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .expect("echo header")
+            + marker.len();
+        assert!(
+            reply.body[start..] == body[..],
+            "{protocol:?}: the body came back intact"
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! Checks whose assertion is a time bound: a CPU budget, a wall deadline,
+//! an immediate refusal. They run one at a time, in their own test binary
+//! (after the others), so that other tests do not compete for the cores.
+
+use std::time::{Duration, Instant};
+
+use edge_config::NodeConfig;
+use edge_tests::client::{self, get};
+use edge_tests::guests::rust_guest;
+use edge_tests::hostile::{assert_others_still_served, guest, node_with, spin, terminations};
+use edge_tests::node::{TestNode, TestService};
+use tokio::sync::{Mutex, MutexGuard};
+
+/// Held by each test for its whole run.
+async fn alone() -> MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+    ONE_AT_A_TIME.lock().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_is_stopped_at_the_cpu_budget() {
+    let _alone = alone().await;
+    let node = node_with(spin(), |l| l.cpu_budget_ms = 50).await;
+    let started = Instant::now();
+    let reply = get(node.addr, "hostile.test", "/").await;
+    assert_eq!(reply.status, 508);
+    assert_eq!(reply.header("edge-error"), Some("cpu-budget-exceeded"));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed <= Duration::from_millis(150),
+        "took {elapsed:?}: budget + 100 ms at most"
+    );
+    assert_others_still_served(&node).await;
+    assert_eq!(terminations(&node, "cpu").await, 1.0);
+    // The budget is charged in CPU time: between the budget and a few ticks more.
+    let cpu = node
+        .metric("edge_guest_cpu_seconds_total{service=\"hostile\"}")
+        .await;
+    assert!((0.050..0.080).contains(&cpu), "cpu charged: {cpu}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_loops_are_stopped_in_time_while_hello_keeps_answering() {
+    let _alone = alone().await;
+    const LOOPS: usize = 20;
+    let node = node_with(spin(), |l| l.cpu_budget_ms = 50).await;
+    let addr = node.addr;
+    let loops: Vec<_> = (0..LOOPS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let reply = get(addr, "hostile.test", "/").await;
+                (reply.status, started.elapsed())
+            })
+        })
+        .collect();
+    // While the loops burn their budgets, another tenant is still served.
+    let mut hello_answers = 0;
+    while loops.iter().any(|task| !task.is_finished()) {
+        assert_others_still_served(&node).await;
+        hello_answers += 1;
+    }
+    assert!(hello_answers >= 1);
+    for task in loops {
+        let (status, elapsed) = task.await.expect("loop request");
+        assert_eq!(status, 508);
+        // Two cores run 20 loops: each gets its 50 ms of CPU, but they share
+        // the cores, so the wall time is bounded by all budgets spread over
+        // both cores, plus the 100 ms allowance.
+        let bound = Duration::from_millis((50 * LOOPS as u64) / 2 + 100);
+        assert!(
+            elapsed <= bound,
+            "a loop took {elapsed:?} (bound {bound:?})"
+        );
+    }
+    assert_eq!(terminations(&node, "cpu").await, LOOPS as f64);
+    // Each loop was charged its budget and a tick or two more, not the time
+    // it spent waiting for a core.
+    let cpu = node
+        .metric("edge_guest_cpu_seconds_total{service=\"hostile\"}")
+        .await;
+    assert!(
+        cpu <= LOOPS as f64 * 0.060,
+        "charged {cpu} s for {LOOPS} loops"
+    );
+    assert_eq!(
+        node.metric("edge_requests_total{service=\"hostile\",status=\"508\"}")
+            .await,
+        LOOPS as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_gets_its_own_cpu_budget() {
+    let _alone = alone().await;
+    let spin = spin();
+    let node = TestNode::start(vec![
+        TestService::from_bytes("tight", "tight.test", spin.clone())
+            .limits(|l| l.cpu_budget_ms = 10),
+        TestService::from_bytes("loose", "loose.test", spin).limits(|l| l.cpu_budget_ms = 200),
+    ])
+    .await;
+    assert_eq!(get(node.addr, "tight.test", "/").await.status, 508);
+    assert_eq!(get(node.addr, "loose.test", "/").await.status, 508);
+    let tight = node
+        .metric("edge_guest_cpu_seconds_total{service=\"tight\"}")
+        .await;
+    let loose = node
+        .metric("edge_guest_cpu_seconds_total{service=\"loose\"}")
+        .await;
+    assert!((0.010..0.030).contains(&tight), "tight: {tight}");
+    assert!((0.200..0.240).contains(&loose), "loose: {loose}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_waits_forever_is_cut_at_the_wall_deadline() {
+    let _alone = alone().await;
+    // Sleeps for an hour on a monotonic-clock pollable: no CPU used.
+    let sleeper = guest(
+        r#"(import "wasi:clocks/monotonic-clock@0.2.12" "subscribe-duration" (func $sleep_for (param i64) (result i32)))
+           (import "wasi:io/poll@0.2.12" "[method]pollable.block" (func $block (param i32)))"#,
+        "",
+        "(call $block (call $sleep_for (i64.const 3600000000000)))",
+    );
+    let node = node_with(sleeper, |l| l.wall_time_ms = 300).await;
+    let started = Instant::now();
+    let reply = get(node.addr, "hostile.test", "/").await;
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.header("edge-error"), Some("wall-time-exceeded"));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    assert_others_still_served(&node).await;
+    assert_eq!(terminations(&node, "wall").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_gets_503_with_retry_after_never_a_hang() {
+    let _alone = alone().await;
+    let mut config = NodeConfig::default();
+    config.http.max_in_flight_requests = 1;
+    config.http.retry_after_seconds = 2;
+    let spin = spin();
+    let node = TestNode::start_with(
+        config,
+        vec![TestService::from_bytes("busy", "busy.test", spin).limits(|l| l.cpu_budget_ms = 300)],
+    )
+    .await;
+    let addr = node.addr;
+    let first = tokio::spawn(async move { get(addr, "busy.test", "/").await.status });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let refused = get(node.addr, "busy.test", "/").await;
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "refused at once"
+    );
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("2"));
+    assert_eq!(refused.header("edge-error"), Some("overloaded"));
+    assert_eq!(first.await.expect("first request"), 508);
+    // The slot is free again once the first guest ended.
+    assert_eq!(get(node.addr, "busy.test", "/").await.status, 508);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_header_is_cut_at_the_header_read_timeout() {
+    let _alone = alone().await;
+    let mut config = NodeConfig::default();
+    config.http.header_read_timeout_ms = 300;
+    let node = TestNode::start_with(
+        config,
+        vec![TestService::new("echo", "echo.test", rust_guest("echo"))],
+    )
+    .await;
+    let started = Instant::now();
+    let (_, closed) = client::raw(
+        node.addr,
+        b"GET / HTTP/1.1\r\nhost: echo.test\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(closed, "the node closed the connection");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+}
