@@ -1,7 +1,11 @@
-//! The in-process cost of one request through a fresh instance of the hello
-//! guest: new store, instantiate, handle, read the body, tear down. No
-//! sockets and no thread hand-off: this is the sandbox's own cost per
-//! request.
+//! The in-process cost of one request through a fresh instance: new store,
+//! instantiate, handle, read the body, tear down. No sockets and no thread
+//! hand-off: this is the sandbox's own cost per request.
+//!
+//! Two guests that give the same answer: the SDK's hello (Rust std for
+//! wasm32-wasip2, which imports much of WASI), and a minimal WAT component
+//! that makes only the wasi:http calls an answer takes, the floor for what a
+//! request costs the sandbox.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,48 +33,62 @@ fn instantiate_and_handle(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let data = tempfile_dir();
+    let data = bench_dir();
     let mut config = NodeConfig::default();
     config.node.data_dir = data.clone();
     let node = Node::new(&config).expect("node");
-    let service = ServiceConfig {
-        name: "hello".into(),
-        domains: vec!["hello.bench".into()],
-        module: edge_tests::guests::rust_guest("hello"),
+    let minimal = data.join("minimal-hello.wasm");
+    std::fs::write(&minimal, edge_tests::hostile::minimal_hello()).expect("write minimal guest");
+    let services = [
+        ("hello", edge_tests::guests::rust_guest("hello")),
+        ("minimal", minimal),
+    ]
+    .map(|(name, module)| ServiceConfig {
+        name: name.into(),
+        domains: vec![format!("{name}.bench")],
+        module,
         limits: ServiceLimits::default(),
-    };
+    });
     runtime
-        .block_on(node.install_services(&[service], &data))
-        .expect("install hello");
-    let hello = node.router().route("hello.bench").expect("routed");
-    let ready = runtime
-        .block_on(node.modules().get(hello.module))
-        .expect("ready component");
-    let identity = GuestIdentity {
-        service: Arc::clone(&hello.name),
-        request_id: "bench".into(),
-    };
+        .block_on(node.install_services(&services, &data))
+        .expect("install guests");
     let sandbox = node.sandbox();
 
-    c.bench_function("hello: instantiate + handle + teardown", |b| {
-        b.to_async(&runtime).iter(|| async {
-            let response = sandbox
-                .handle(&ready, &identity, &hello.limits, request(), |_| {})
-                .await
-                .expect("hello answers");
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
-            assert_eq!(body.len(), 20);
+    for (name, what) in [
+        ("hello", "SDK hello (Rust std, wasm32-wasip2)"),
+        ("minimal", "minimal WAT hello (wasi:http calls only)"),
+    ] {
+        let service = node
+            .router()
+            .route(&format!("{name}.bench"))
+            .expect("routed");
+        let ready = runtime
+            .block_on(node.modules().get(service.module))
+            .expect("ready component");
+        let identity = GuestIdentity {
+            service: Arc::clone(&service.name),
+            request_id: "bench".into(),
+        };
+        c.bench_function(&format!("{what}: instantiate + handle + teardown"), |b| {
+            b.to_async(&runtime).iter(|| async {
+                let response = sandbox
+                    .handle(&ready, &identity, &service.limits, request(), |_| {})
+                    .await
+                    .expect("hello answers");
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                assert_eq!(body, "hello from the edge\n");
+            });
         });
-    });
+    }
     let _ = std::fs::remove_dir_all(&data);
 }
 
-fn tempfile_dir() -> std::path::PathBuf {
+fn bench_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("edge-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench data dir");
     dir

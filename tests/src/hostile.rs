@@ -36,6 +36,34 @@ pub const HTTP_IMPORTS: &str = r#"
     (import "wasi:io/streams@0.2.12" "[method]output-stream.blocking-write-and-flush" (func $write (param i32 i32 i32 i32)))
 "#;
 
+/// The smallest complete handler: answers 200 `hello from the edge\n` with
+/// nothing but the wasi:http calls that takes. The floor for what a request
+/// costs the sandbox, next to a toolchain-built hello.
+pub fn minimal_hello() -> Vec<u8> {
+    guest(
+        &format!(
+            r#"{HTTP_IMPORTS}
+            (import "wasi:http/types@0.2.12" "[static]outgoing-body.finish" (func $body_finish (param i32 i32 i32 i32)))
+            (import "wasi:io/streams@0.2.12" "[resource-drop]output-stream" (func $drop_stream (param i32)))"#
+        ),
+        // `finish` may return an error-code with strings, which the ABI
+        // lifts through the guest's allocator: a fixed scratch area will do.
+        r#"(data (i32.const 1024) "hello from the edge\n")
+           (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 4096))"#,
+        &format!(
+            "(local.set $response (call $response_new (call $fields_new)))
+             (call $response_body (local.get $response) (i32.const 0))
+             (local.set $body (i32.load offset=4 (i32.const 0)))
+             {SET_RESPONSE}
+             (call $body_write (local.get $body) (i32.const 0))
+             (local.set $stream (i32.load offset=4 (i32.const 0)))
+             (call $write (local.get $stream) (i32.const 1024) (i32.const 20) (i32.const 16))
+             (call $drop_stream (local.get $stream))
+             (call $body_finish (local.get $body) (i32.const 0) (i32.const 0) (i32.const 16))"
+        ),
+    )
+}
+
 /// Sets `$response` as the response (an `ok` result in the flattened ABI).
 pub const SET_RESPONSE: &str = "(call $outparam_set (local.get $out) (i32.const 0) (local.get $response) \
     (i32.const 0) (i64.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))";
