@@ -76,6 +76,9 @@ impl GuestLog {
     fn emit(&self, stream: LogStream, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches(['\n', '\r']);
+        if line.is_empty() {
+            return;
+        }
         tracing::info!(
             target: "guest",
             service = %self.service,
@@ -179,5 +182,48 @@ impl AsyncWrite for GuestLogStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(max_bytes: u64) -> Arc<Mutex<GuestLog>> {
+        GuestLog::new("svc".into(), "req".into(), max_bytes)
+    }
+
+    #[test]
+    fn bytes_beyond_the_per_request_limit_are_counted_and_dropped() {
+        let log = log(10);
+        let mut stdout = GuestLogStream::new(Arc::clone(&log), LogStream::Stdout);
+        let mut stderr = GuestLogStream::new(Arc::clone(&log), LogStream::Stderr);
+        // Writes never fail, even past the limit: a guest keeps running.
+        assert!(
+            stdout
+                .write(Bytes::from_static(b"0123456789abcdef"))
+                .is_ok()
+        );
+        assert!(stderr.write(Bytes::from_static(b"more\n")).is_ok());
+        assert_eq!(stdout.check_write().ok(), Some(MAX_WRITE_BYTES));
+        let state = log.lock().expect("lock");
+        assert_eq!(state.remaining_bytes, 0);
+        assert_eq!(state.dropped_bytes, 6 + 5);
+        // The kept 10 bytes wait, as a partial line, for their newline.
+        assert_eq!(state.partial[LogStream::Stdout as usize], b"0123456789");
+        assert!(state.partial[LogStream::Stderr as usize].is_empty());
+    }
+
+    #[test]
+    fn complete_lines_are_emitted_and_long_partial_lines_do_not_wait() {
+        let log = log(1024 * 1024);
+        let mut stdout = GuestLogStream::new(Arc::clone(&log), LogStream::Stdout);
+        assert!(stdout.write(Bytes::from_static(b"one\ntwo\nthr")).is_ok());
+        assert_eq!(log.lock().expect("lock").partial[0], b"thr");
+        let long = vec![b'x'; MAX_LINE_BYTES + 10];
+        assert!(stdout.write(Bytes::from(long)).is_ok());
+        // A partial line that reaches MAX_LINE_BYTES goes out without
+        // waiting for its newline, so a guest cannot grow it without bound.
+        assert!(log.lock().expect("lock").partial[0].is_empty());
     }
 }
