@@ -51,18 +51,23 @@ pub fn minimal_hello() -> Vec<u8> {
         r#"(data (i32.const 1024) "hello from the edge\n")
            (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 4096))"#,
         &format!(
-            "(local.set $response (call $response_new (call $fields_new)))
-             (call $response_body (local.get $response) (i32.const 0))
-             (local.set $body (i32.load offset=4 (i32.const 0)))
-             {SET_RESPONSE}
-             (call $body_write (local.get $body) (i32.const 0))
-             (local.set $stream (i32.load offset=4 (i32.const 0)))
+            "{OPEN_BODY_STREAM}
              (call $write (local.get $stream) (i32.const 1024) (i32.const 20) (i32.const 16))
              (call $drop_stream (local.get $stream))
              (call $body_finish (local.get $body) (i32.const 0) (i32.const 0) (i32.const 16))"
         ),
     )
 }
+
+/// Sets a 200 response with no headers and leaves its body's output stream
+/// in `$stream` (and the body in `$body`).
+pub const OPEN_BODY_STREAM: &str = "(local.set $response (call $response_new (call $fields_new)))
+    (call $response_body (local.get $response) (i32.const 0))
+    (local.set $body (i32.load offset=4 (i32.const 0)))
+    (call $outparam_set (local.get $out) (i32.const 0) (local.get $response)
+        (i32.const 0) (i64.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))
+    (call $body_write (local.get $body) (i32.const 0))
+    (local.set $stream (i32.load offset=4 (i32.const 0)))";
 
 /// Sets `$response` as the response (an `ok` result in the flattened ABI).
 pub const SET_RESPONSE: &str = "(call $outparam_set (local.get $out) (i32.const 0) (local.get $response) \

@@ -5,7 +5,8 @@
 use edge_tests::client::{Protocol, get, request, send};
 use edge_tests::guests::{HANDLE_EXPORT, hostile_component};
 use edge_tests::hostile::{
-    HTTP_IMPORTS, SET_RESPONSE, assert_others_still_served, guest, node_with, terminations,
+    HTTP_IMPORTS, OPEN_BODY_STREAM, SET_RESPONSE, assert_others_still_served, guest, node_with,
+    terminations,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,12 +64,7 @@ async fn endless_response_body_is_cut_at_the_cpu_budget() {
         HTTP_IMPORTS,
         "",
         &format!(
-            "(local.set $response (call $response_new (call $fields_new)))
-             (call $response_body (local.get $response) (i32.const 0))
-             (local.set $body (i32.load offset=4 (i32.const 0)))
-             {SET_RESPONSE}
-             (call $body_write (local.get $body) (i32.const 0))
-             (local.set $stream (i32.load offset=4 (i32.const 0)))
+            "{OPEN_BODY_STREAM}
              (memory.fill (i32.const 1024) (i32.const 120) (i32.const 4096))
              (loop $forever
                 (call $write (local.get $stream) (i32.const 1024) (i32.const 4096) (i32.const 16))
