@@ -15,6 +15,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use edge_config::{NodeConfig, ServiceConfig, ServiceLimits};
 use edge_node::Node;
 
+/// Every request allocates and frees a few dozen small objects across two
+/// worker threads; mimalloc's thread-local free lists do that with less
+/// work and less contention than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "edge-node",

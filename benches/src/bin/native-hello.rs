@@ -18,6 +18,11 @@ use tokio::net::TcpListener;
 
 const BODY: &[u8] = b"hello from the edge\n";
 
+/// The same allocator as the node, so that the comparison is of the work
+/// done, not of the allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr: SocketAddr = std::env::args()
