@@ -62,8 +62,4 @@ impl ConfigErrors {
     pub fn into_result(self) -> Result<(), ConfigErrors> {
         if self.0.is_empty() { Ok(()) } else { Err(self) }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }

@@ -46,10 +46,6 @@ impl Admission {
             gauge: self.gauge.clone(),
         })
     }
-
-    pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Acquire)
-    }
 }
 
 impl Drop for AdmissionPermit {

@@ -182,9 +182,7 @@ async fn serve(
         .await?;
     println!("edge node listening on http://{}", running.addr);
     println!("metrics on http://{}/metrics", running.admin_addr);
-    tokio::select! {
-        () = running_until_stopped() => {}
-    }
+    running_until_stopped().await;
     running.shutdown().await;
     Ok(())
 }

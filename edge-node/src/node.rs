@@ -194,13 +194,6 @@ impl RunningNode {
             let _ = task.await;
         }
     }
-
-    /// Serves until the listeners stop.
-    pub async fn wait(self) {
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).

@@ -57,13 +57,6 @@ impl RoutingTable {
         }
         self.catch_all.as_ref()
     }
-
-    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
-        self.exact
-            .values()
-            .chain(self.wildcard.values())
-            .chain(self.catch_all.iter())
-    }
 }
 
 #[derive(Debug, Default)]
@@ -80,10 +73,6 @@ impl Router {
 
     pub fn replace(&self, table: RoutingTable) {
         self.table.store(Arc::new(table));
-    }
-
-    pub fn table(&self) -> Arc<RoutingTable> {
-        self.table.load_full()
     }
 }
 

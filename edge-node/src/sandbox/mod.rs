@@ -295,26 +295,27 @@ impl Body for GuestBody {
 /// recognised by their error types; any other failure after a refused memory
 /// or table grow is the guest running out of memory.
 fn classify(error: &wasmtime::Error, limit_hit: bool, limits: &ServiceLimits) -> EdgeError {
-    let caused_by =
-        |check: &dyn Fn(&(dyn std::error::Error + 'static)) -> bool| error.chain().any(check);
-    if error.is::<CpuBudgetExceeded>() || caused_by(&|c| c.is::<CpuBudgetExceeded>()) {
+    if caused_by::<CpuBudgetExceeded>(error) {
         EdgeError::CpuBudgetExceeded {
             budget_ms: limits.cpu_budget_ms,
         }
-    } else if error.is::<PoolConcurrencyLimitError>()
-        || caused_by(&|c| c.is::<PoolConcurrencyLimitError>())
-    {
+    } else if caused_by::<PoolConcurrencyLimitError>(error) {
         EdgeError::Overloaded
     } else if limit_hit {
         EdgeError::MemoryLimitExceeded {
             limit_bytes: limits.memory_bytes,
         }
-    } else if error.is::<I32Exit>() || caused_by(&|c| c.is::<I32Exit>()) {
+    } else if caused_by::<I32Exit>(error) {
         EdgeError::NoResponse
     } else {
         tracing::debug!(error = ?error, "guest trapped");
         EdgeError::GuestTrap
     }
+}
+
+/// Whether `E` is the error itself or anywhere in its chain of causes.
+fn caused_by<E: std::error::Error + Send + Sync + 'static>(error: &wasmtime::Error) -> bool {
+    error.is::<E>() || error.chain().any(|cause| cause.is::<E>())
 }
 
 fn internal(what: &str, error: &wasmtime::Error) -> EdgeError {
