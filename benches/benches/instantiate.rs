@@ -8,13 +8,10 @@
 //! request costs the sandbox.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use edge_config::{NodeConfig, ServiceConfig, ServiceLimits};
-use edge_node::Node;
-use edge_node::sandbox::GuestIdentity;
+use edge_tests::bench::{HELLO_BODY, HELLO_GUESTS, HelloNode};
 use http_body_util::{BodyExt, Empty};
 
 fn request() -> http::Request<impl http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error>>
@@ -33,46 +30,21 @@ fn instantiate_and_handle(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let data = bench_dir();
-    let mut config = NodeConfig::default();
-    config.node.data_dir = data.clone();
-    let node = Node::new(&config).expect("node");
-    let minimal = data.join("minimal-hello.wasm");
-    std::fs::write(&minimal, edge_tests::hostile::minimal_hello()).expect("write minimal guest");
-    let services = [
-        ("hello", edge_tests::guests::rust_guest("hello")),
-        ("minimal", minimal),
-    ]
-    .map(|(name, module)| ServiceConfig {
-        name: name.into(),
-        domains: vec![format!("{name}.bench")],
-        module,
-        limits: ServiceLimits::default(),
-    });
-    runtime
-        .block_on(node.install_services(&services, &data))
-        .expect("install guests");
-    let sandbox = node.sandbox();
+    let hello = runtime.block_on(HelloNode::install());
+    let sandbox = hello.node.sandbox();
 
-    for (name, what) in [
-        ("hello", "SDK hello (Rust std, wasm32-wasip2)"),
-        ("minimal", "minimal WAT hello (wasi:http calls only)"),
-    ] {
-        let service = node
-            .router()
-            .route(&format!("{name}.bench"))
-            .expect("routed");
-        let ready = runtime
-            .block_on(node.modules().get(service.module))
-            .expect("ready component");
-        let identity = GuestIdentity {
-            service: Arc::clone(&service.name),
-            request_id: "bench".into(),
-        };
+    for (name, what) in HELLO_GUESTS {
+        let guest = runtime.block_on(hello.guest(name));
         c.bench_function(&format!("{what}: instantiate + handle + teardown"), |b| {
             b.to_async(&runtime).iter(|| async {
                 let response = sandbox
-                    .handle(&ready, &identity, &service.limits, request(), |_| {})
+                    .handle(
+                        &guest.component,
+                        &guest.identity,
+                        &guest.service.limits,
+                        request(),
+                        |_| {},
+                    )
                     .await
                     .expect("hello answers");
                 let body = response
@@ -81,17 +53,10 @@ fn instantiate_and_handle(c: &mut Criterion) {
                     .await
                     .expect("body")
                     .to_bytes();
-                assert_eq!(body, "hello from the edge\n");
+                assert_eq!(body, HELLO_BODY);
             });
         });
     }
-    let _ = std::fs::remove_dir_all(&data);
-}
-
-fn bench_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("edge-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("bench data dir");
-    dir
 }
 
 criterion_group!(benches, instantiate_and_handle);

@@ -6,7 +6,9 @@
 //!   components made from small core-wasm WAT.
 //! - [`node`]: [`node::TestNode`], an in-process node with a temp data dir.
 //! - [`client`]: one-shot HTTP/1.1 and HTTP/2 requests, and raw TCP.
+//! - [`bench`]: the hello guests the in-process benchmarks compare.
 
+pub mod bench;
 pub mod client;
 pub mod guests;
 pub mod hostile;
