@@ -7,6 +7,8 @@
 //! - [`node`]: the node's config file (`edge-node --config node.toml`):
 //!   listeners, protocol limits, sandbox sizing and, until the control plane
 //!   feeds it, the services it serves.
+//! - [`protocol`]: the wire types between control plane and nodes: a
+//!   service's spec, the config snapshot, registration and usage reports.
 //! - [`service`]: one tenant service: its domains, module and limits.
 //! - [`validate`]: the error list that `validate()` returns; every problem in
 //!   a file is reported at once, each with the path of the offending key.
@@ -16,6 +18,7 @@
 
 pub mod limits;
 pub mod node;
+pub mod protocol;
 pub mod service;
 pub mod validate;
 

@@ -96,11 +96,36 @@ impl ArtifactStore {
         Ok(hash)
     }
 
+    /// The engine fingerprint this store's artifacts are made for.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
     pub fn component_path(&self, hash: &ModuleHash) -> PathBuf {
         self.components.join(format!("{hash}.wasm"))
     }
 
-    fn artifact_paths(&self, hash: &ModuleHash) -> (PathBuf, PathBuf) {
+    /// Stores an artifact compiled elsewhere by an engine of this store's
+    /// fingerprint (the control plane's compile worker), with its manifest.
+    pub fn insert_artifact(&self, hash: &ModuleHash, compiled: &[u8]) -> Result<(), ModuleError> {
+        let (artifact, manifest) = self.artifact_paths(hash);
+        write_atomically(&artifact, compiled)?;
+        let recorded = ArtifactManifest {
+            component_sha256: hash.to_hex(),
+            artifact_sha256: hex::encode(Sha256::digest(compiled)),
+            wasmtime_version: WASMTIME_VERSION.to_string(),
+            engine_fingerprint: self.fingerprint.clone(),
+            compiled_at_unix_seconds: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let manifest_json = serde_json::to_vec_pretty(&recorded).unwrap_or_default();
+        write_atomically(&manifest, &manifest_json)
+    }
+
+    /// The artifact and manifest files for `hash` under this store's engine.
+    pub fn artifact_paths(&self, hash: &ModuleHash) -> (PathBuf, PathBuf) {
         let stem = format!("{hash}.{}", self.fingerprint);
         (
             self.artifacts.join(format!("{stem}.cwasm")),
@@ -125,7 +150,7 @@ impl ArtifactStore {
         }
         let _ = fs::remove_file(&artifact);
         let _ = fs::remove_file(&manifest);
-        let component = self.compile(hash, &artifact, &manifest)?;
+        let component = self.compile(hash, &artifact)?;
         Ok((component, LoadSource::Compiled))
     }
 
@@ -175,12 +200,7 @@ impl ArtifactStore {
         }
     }
 
-    fn compile(
-        &self,
-        hash: &ModuleHash,
-        artifact: &Path,
-        manifest: &Path,
-    ) -> Result<Component, ModuleError> {
+    fn compile(&self, hash: &ModuleHash, artifact: &Path) -> Result<Component, ModuleError> {
         let path = self.component_path(hash);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -197,19 +217,7 @@ impl ArtifactStore {
             message: format!("{e:#}"),
         };
         let compiled = self.engine.precompile_component(&bytes).map_err(invalid)?;
-        write_atomically(artifact, &compiled)?;
-        let recorded = ArtifactManifest {
-            component_sha256: hash.to_hex(),
-            artifact_sha256: hex::encode(Sha256::digest(&compiled)),
-            wasmtime_version: WASMTIME_VERSION.to_string(),
-            engine_fingerprint: self.fingerprint.clone(),
-            compiled_at_unix_seconds: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        };
-        let manifest_json = serde_json::to_vec_pretty(&recorded).unwrap_or_default();
-        write_atomically(manifest, &manifest_json)?;
+        self.insert_artifact(hash, &compiled)?;
         self.map_artifact(artifact).map_err(invalid)
     }
 }

@@ -49,15 +49,29 @@ pub fn build_engine(limits: &SandboxLimits) -> wasmtime::Result<Engine> {
         // kernel has it: the biggest single saving per request.
         .pagemap_scan(Enabled::Auto);
 
+    let mut config = code_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// An engine that compiles exactly as [`build_engine`]'s does (same
+/// fingerprint) but reserves no instance pool: for a process that only
+/// compiles, such as the control plane's compile worker, which runs under a
+/// memory cap the pool's reservations would exceed.
+pub fn build_compile_engine() -> wasmtime::Result<Engine> {
+    Engine::new(&code_config())
+}
+
+/// Every setting that shapes compiled code, shared by both engines.
+fn code_config() -> Config {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
         .max_wasm_stack(WASM_STACK_BYTES)
         .async_stack_size(ASYNC_STACK_BYTES)
-        .memory_init_cow(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config)
+        .memory_init_cow(true);
+    config
 }
 
 /// Identifies the engine an artifact was compiled by: the wasmtime version
@@ -77,4 +91,16 @@ pub fn engine_fingerprint(engine: &Engine) -> String {
     WASMTIME_VERSION.hash(&mut hasher);
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hex::encode(&hasher.0.finalize()[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compile_engine_makes_artifacts_the_node_accepts() {
+        let node = build_engine(&SandboxLimits::default()).expect("node engine");
+        let compile = build_compile_engine().expect("compile engine");
+        assert_eq!(engine_fingerprint(&node), engine_fingerprint(&compile));
+    }
 }

@@ -84,6 +84,17 @@ impl std::error::Error for CpuBudgetExceeded {}
 impl Sandbox {
     pub fn new(limits: &SandboxLimits) -> anyhow::Result<Self> {
         let engine = engine::build_engine(limits).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Self::with_engine(engine)
+    }
+
+    /// A sandbox that compiles and links components but has no instance
+    /// pool to run them: see [`engine::build_compile_engine`].
+    pub fn for_compiling() -> anyhow::Result<Self> {
+        let engine = engine::build_compile_engine().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Self::with_engine(engine)
+    }
+
+    fn with_engine(engine: Engine) -> anyhow::Result<Self> {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))

@@ -1,0 +1,144 @@
+//! The wire types shared by the control plane and the nodes: what a tenant
+//! declares for a service, and the config snapshot nodes long-poll.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{SandboxLimits, ServiceLimits};
+use crate::service::{validate_domain, validate_service_name};
+use crate::validate::ConfigErrors;
+
+/// Config keys and values a service may carry, and how large they may be.
+pub const MAX_CONFIG_ENTRIES: usize = 100;
+pub const MAX_CONFIG_VALUE_BYTES: usize = 8 * 1024;
+pub const MAX_DOMAINS_PER_SERVICE: usize = 100;
+pub const MAX_BACKENDS_PER_SERVICE: usize = 32;
+
+/// What a tenant declares for a service. Every version records the spec it
+/// was deployed with, so a rollback restores the domains, backends, limits
+/// and config along with the module.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub domains: Vec<String>,
+    pub backends: BTreeMap<String, BackendSpec>,
+    pub limits: ServiceLimits,
+    pub config: BTreeMap<String, String>,
+}
+
+/// A named origin a guest may reach as `http://<name>/...`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// `http://` or `https://` origin, e.g. `https://api.example.com`.
+    pub origin: String,
+    /// The Host header sent to the origin; the origin's host by default.
+    #[serde(default)]
+    pub host_header: Option<String>,
+}
+
+impl ServiceSpec {
+    /// Every problem with the spec, each with its key path.
+    pub fn validate(&self, sandbox: &SandboxLimits) -> Result<(), ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        if self.domains.is_empty() {
+            errors.push("domains", "a service needs at least one domain");
+        }
+        if self.domains.len() > MAX_DOMAINS_PER_SERVICE {
+            errors.push(
+                "domains",
+                format!("at most {MAX_DOMAINS_PER_SERVICE} domains per service"),
+            );
+        }
+        for (i, domain) in self.domains.iter().enumerate() {
+            if let Err(message) = validate_domain(domain) {
+                errors.push(format!("domains[{i}]"), message);
+            }
+        }
+        if self.backends.len() > MAX_BACKENDS_PER_SERVICE {
+            errors.push(
+                "backends",
+                format!("at most {MAX_BACKENDS_PER_SERVICE} backends per service"),
+            );
+        }
+        for (name, backend) in &self.backends {
+            if let Err(message) = validate_service_name(name) {
+                errors.push(format!("backends.{name}"), message);
+            }
+            let scheme_ok =
+                backend.origin.starts_with("http://") || backend.origin.starts_with("https://");
+            if !scheme_ok {
+                errors.push(
+                    format!("backends.{name}.origin"),
+                    "must be an http:// or https:// URL",
+                );
+            }
+        }
+        self.limits.validate("limits", sandbox, &mut errors);
+        if self.config.len() > MAX_CONFIG_ENTRIES {
+            errors.push("config", format!("at most {MAX_CONFIG_ENTRIES} entries"));
+        }
+        for (key, value) in &self.config {
+            if value.len() > MAX_CONFIG_VALUE_BYTES {
+                errors.push(
+                    format!("config.{key}"),
+                    format!("value is over {MAX_CONFIG_VALUE_BYTES} bytes"),
+                );
+            }
+        }
+        errors.into_result()
+    }
+}
+
+/// Everything a node serves: every active service. Versions only grow; a node
+/// asks for `after=<the version it has>` and gets the next one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u64,
+    pub services: Vec<SnapshotService>,
+}
+
+/// One active service in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotService {
+    /// `<tenant>/<service>`: unique on the platform, used in metrics and logs.
+    pub name: String,
+    pub tenant: String,
+    pub version: u64,
+    pub module_sha256: String,
+    pub spec: ServiceSpec,
+}
+
+/// A node introducing itself with the cluster token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    pub name: String,
+    pub engine_fingerprint: String,
+}
+
+/// The id the control plane gave a registered node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistered {
+    pub node_id: String,
+}
+
+/// Counters a node accumulated since its last report, per service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub snapshot_version: u64,
+    pub services: Vec<ServiceUsage>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceUsage {
+    /// As in [`SnapshotService::name`].
+    pub service: String,
+    pub requests: u64,
+    pub status_2xx: u64,
+    pub status_3xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    pub guest_cpu_micros: u64,
+    pub bytes_out: u64,
+}

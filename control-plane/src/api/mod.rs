@@ -1,0 +1,67 @@
+//! The HTTP API, one router per resource:
+//!
+//! - [`tenants`]: tenants and their tokens (operator);
+//! - [`services`]: a tenant's services, module uploads, versions,
+//!   activation, rollback and usage;
+//! - [`nodes`]: the node protocol (register, snapshot long-poll, artifacts,
+//!   usage reports; cluster token) and the node list (operator);
+//! - [`openapi`]: the OpenAPI document of all of it.
+
+pub mod nodes;
+pub mod openapi;
+pub mod services;
+pub mod tenants;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use edge_config::SandboxLimits;
+use edge_node::modules::store::ArtifactStore;
+use tokio::sync::watch;
+
+use crate::compile::Compiler;
+use crate::store::Store;
+
+/// Uploads larger than this are refused with 413.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 50 * 1024 * 1024;
+/// How long a snapshot long-poll waits for a newer version before answering
+/// 304 Not Modified.
+pub const DEFAULT_SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
+
+/// What the API needs to know, from the command line or the embedding test.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+    pub cluster_token: String,
+    pub max_upload_bytes: usize,
+    pub snapshot_wait: Duration,
+    /// Sandbox sizing the nodes run with: service limits are checked
+    /// against it.
+    pub sandbox: SandboxLimits,
+}
+
+/// Shared by every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ApiConfig>,
+    pub modules: Arc<ArtifactStore>,
+    pub compiler: Compiler,
+    /// The newest snapshot version this replica committed; long-polls wait
+    /// on it (and re-read the database, for changes made by other replicas).
+    pub snapshot_changed: Arc<watch::Sender<u64>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(tenants::router())
+        .merge(services::router())
+        .merge(nodes::router())
+        .route("/openapi.json", get(openapi::document))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}

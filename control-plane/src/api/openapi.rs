@@ -1,0 +1,169 @@
+//! The OpenAPI 3.1 document for the whole API, served at `/openapi.json`.
+//! Written out by hand next to the routers it describes; a test checks that
+//! every route the routers serve is in it.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+/// Every documented operation: (method, path, summary, who may call it).
+pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
+    (
+        "post",
+        "/v1/tenants",
+        "Create a tenant and its first API token",
+        "admin",
+    ),
+    ("get", "/v1/tenants", "List tenants", "admin"),
+    (
+        "post",
+        "/v1/tokens",
+        "Create another API token for the calling tenant",
+        "tenant",
+    ),
+    ("post", "/v1/services", "Create a service", "tenant"),
+    (
+        "get",
+        "/v1/services",
+        "List the tenant's services",
+        "tenant",
+    ),
+    ("get", "/v1/services/{service}", "Show a service", "tenant"),
+    (
+        "put",
+        "/v1/services/{service}",
+        "Replace a service's spec (effective from the next version)",
+        "tenant",
+    ),
+    (
+        "post",
+        "/v1/services/{service}/modules",
+        "Upload a component (raw bytes); validated, compiled, stored by sha256",
+        "tenant",
+    ),
+    (
+        "post",
+        "/v1/services/{service}/versions",
+        "Create a version from an uploaded module, optionally activating it",
+        "tenant",
+    ),
+    (
+        "get",
+        "/v1/services/{service}/versions",
+        "List a service's versions",
+        "tenant",
+    ),
+    (
+        "post",
+        "/v1/services/{service}/activate",
+        "Activate a version",
+        "tenant",
+    ),
+    (
+        "post",
+        "/v1/services/{service}/rollback",
+        "Activate the version before the active one",
+        "tenant",
+    ),
+    (
+        "get",
+        "/v1/usage",
+        "The tenant's usage per service, summed over nodes",
+        "tenant",
+    ),
+    (
+        "get",
+        "/v1/nodes",
+        "List nodes with their snapshot version and last contact",
+        "admin",
+    ),
+    ("post", "/v1/node/register", "Register a node", "cluster"),
+    (
+        "get",
+        "/v1/node/snapshot",
+        "Long-poll the config snapshot newer than `after`",
+        "cluster",
+    ),
+    ("post", "/v1/node/usage", "Post a usage report", "cluster"),
+    (
+        "get",
+        "/v1/node/components/{sha256}",
+        "Fetch a component by hash",
+        "cluster",
+    ),
+    (
+        "get",
+        "/v1/node/artifacts/{sha256}/{fingerprint}",
+        "Fetch a precompiled artifact for an engine",
+        "cluster",
+    ),
+    (
+        "get",
+        "/v1/node/artifacts/{sha256}/{fingerprint}/manifest",
+        "Fetch an artifact's manifest",
+        "cluster",
+    ),
+    ("get", "/openapi.json", "This document", "anyone"),
+    ("get", "/healthz", "Liveness", "anyone"),
+];
+
+pub fn spec() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, summary, caller) in OPERATIONS {
+        let security = match *caller {
+            "anyone" => json!([]),
+            scheme => json!([{ *scheme: [] }]),
+        };
+        let parameters: Vec<Value> = path
+            .split('/')
+            .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[*method] = json!({
+            "summary": summary,
+            "security": security,
+            "parameters": parameters,
+            "responses": {
+                "2XX": {"description": "Success"},
+                "default": {
+                    "description": "Error",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                }
+            }
+        });
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Edge platform control plane",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Tenants, services, module uploads, versions, and the node protocol."
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "admin": {"type": "http", "scheme": "bearer", "description": "The operator's admin token"},
+                "tenant": {"type": "http", "scheme": "bearer", "description": "One of the tenant's API tokens"},
+                "cluster": {"type": "http", "scheme": "bearer", "description": "The cluster token nodes share"}
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": {"type": "string", "description": "Stable, machine-readable"},
+                            "message": {"type": "string"}
+                        }
+                    }}
+                }
+            }
+        }
+    })
+}
+
+pub async fn document() -> Json<Value> {
+    Json(spec())
+}

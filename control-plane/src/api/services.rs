@@ -1,0 +1,323 @@
+//! A tenant's services: create and change them, upload modules, make
+//! versions, activate and roll back, read usage. Every route is scoped to the
+//! calling tenant: another tenant's service answers 404, exactly as one that
+//! does not exist.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use edge_config::protocol::ServiceSpec;
+use edge_config::service::validate_service_name;
+use edge_node::modules::ModuleHash;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use crate::auth::TenantCaller;
+use crate::compile::CompileError;
+use crate::error::ApiError;
+use crate::store::{Service, UsageTotals, Version};
+use crate::validate::validate_component;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/services", post(create).get(list))
+        .route("/v1/services/{service}", get(show).put(update))
+        .route("/v1/services/{service}/modules", post(upload))
+        .route(
+            "/v1/services/{service}/versions",
+            post(create_version).get(versions),
+        )
+        .route("/v1/services/{service}/activate", post(activate))
+        .route("/v1/services/{service}/rollback", post(rollback))
+        .route("/v1/usage", get(usage))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewService {
+    pub name: String,
+    #[serde(default)]
+    pub spec: ServiceSpec,
+}
+
+fn check_spec(state: &AppState, spec: &ServiceSpec) -> Result<(), ApiError> {
+    spec.validate(&state.config.sandbox).map_err(|errors| {
+        let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        ApiError::bad_request("invalid_spec", list.join("; "))
+    })
+}
+
+async fn create(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Json(new): Json<NewService>,
+) -> Result<(StatusCode, Json<Service>), ApiError> {
+    validate_service_name(&new.name)
+        .map_err(|message| ApiError::bad_request("invalid_name", format!("name: {message}")))?;
+    check_spec(&state, &new.spec)?;
+    let service = state
+        .store
+        .create_service(&caller.tenant.id, &new.name, &new.spec)
+        .await?;
+    Ok((StatusCode::CREATED, Json(service)))
+}
+
+async fn list(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<Service>>, ApiError> {
+    Ok(Json(state.store.list_services(&caller.tenant.id).await?))
+}
+
+/// The caller's service, or 404 whether it is missing or another tenant's.
+async fn own_service(
+    state: &AppState,
+    caller: &TenantCaller,
+    name: &str,
+) -> Result<Service, ApiError> {
+    state
+        .store
+        .service(&caller.tenant.id, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("service {name}")))
+}
+
+async fn show(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Service>, ApiError> {
+    Ok(Json(own_service(&state, &caller, &name).await?))
+}
+
+/// Replaces the spec. Like a module, it reaches the nodes with the next
+/// version.
+async fn update(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(spec): Json<ServiceSpec>,
+) -> Result<Json<Service>, ApiError> {
+    let service = own_service(&state, &caller, &name).await?;
+    check_spec(&state, &spec)?;
+    state.store.update_service(&service, &spec).await?;
+    Ok(Json(own_service(&state, &caller, &name).await?))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UploadedModule {
+    pub module_sha256: String,
+    pub size_bytes: u64,
+}
+
+/// Uploads a component (the raw bytes as the body). It is validated,
+/// compiled in a child process, and stored content-addressed: the same bytes
+/// uploaded twice are stored once.
+async fn upload(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<UploadedModule>), ApiError> {
+    own_service(&state, &caller, &name).await?;
+    let limit = state.config.max_upload_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            format!("modules may be at most {limit} bytes"),
+        )
+    })?;
+    validate_component(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_component", e.to_string()))?;
+    let hash = ModuleHash::of(&bytes);
+    let uploaded = UploadedModule {
+        module_sha256: hash.to_hex(),
+        size_bytes: bytes.len() as u64,
+    };
+    let (artifact, _) = state.modules.artifact_paths(&hash);
+    if state.store.module_exists(&uploaded.module_sha256).await? && artifact.exists() {
+        return Ok((StatusCode::OK, Json(uploaded)));
+    }
+
+    let work = tempfile::tempdir_in(&state.config.data_dir)
+        .map_err(|e| ApiError::internal("creating a compile directory", &e))?;
+    let input = work.path().join("component.wasm");
+    let output = work.path().join("component.cwasm");
+    tokio::fs::write(&input, &bytes)
+        .await
+        .map_err(|e| ApiError::internal("writing an upload", &e))?;
+    state
+        .compiler
+        .compile(&input, &output)
+        .await
+        .map_err(|e| match e {
+            CompileError::Refused(message) => ApiError::bad_request("invalid_component", message),
+            CompileError::Timeout(_) => ApiError::bad_request("compile_timeout", e.to_string()),
+            CompileError::OutOfMemory(_) => ApiError::bad_request("compile_memory", e.to_string()),
+            CompileError::Worker(_) => ApiError::internal("compiling an upload", &e),
+        })?;
+    let compiled = tokio::fs::read(&output)
+        .await
+        .map_err(|e| ApiError::internal("reading a compiled artifact", &e))?;
+    let modules = state.modules.clone();
+    tokio::task::spawn_blocking(move || {
+        modules.insert_component(&bytes)?;
+        modules.insert_artifact(&hash, &compiled)
+    })
+    .await
+    .map_err(|e| ApiError::internal("storing a module", &e))?
+    .map_err(|e| ApiError::internal("storing a module", &e))?;
+    // Recorded only once both files are durable: a module row always has
+    // its files.
+    state
+        .store
+        .record_module(&uploaded.module_sha256, uploaded.size_bytes)
+        .await?;
+    Ok((StatusCode::CREATED, Json(uploaded)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewVersion {
+    pub module_sha256: String,
+    /// Activate it at once (what `edgectl deploy` does).
+    #[serde(default)]
+    pub activate: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VersionCreated {
+    pub version: i64,
+    pub module_sha256: String,
+    pub active: bool,
+    pub snapshot_version: Option<u64>,
+}
+
+/// A new immutable version: the module plus the service's current spec.
+async fn create_version(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(new): Json<NewVersion>,
+) -> Result<(StatusCode, Json<VersionCreated>), ApiError> {
+    let service = own_service(&state, &caller, &name).await?;
+    if !state.store.module_exists(&new.module_sha256).await? {
+        return Err(ApiError::bad_request(
+            "unknown_module",
+            format!("no module {} was uploaded", new.module_sha256),
+        ));
+    }
+    let version = state
+        .store
+        .create_version(&service, &new.module_sha256, &caller.token_label)
+        .await?;
+    let snapshot_version = if new.activate {
+        activate_version(&state, &service, version.number).await?
+    } else {
+        None
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(VersionCreated {
+            version: version.number,
+            module_sha256: version.module_sha256,
+            active: new.activate,
+            snapshot_version,
+        }),
+    ))
+}
+
+async fn versions(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<Version>>, ApiError> {
+    let service = own_service(&state, &caller, &name).await?;
+    Ok(Json(state.store.versions(&service).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Activation {
+    pub version: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Activated {
+    pub active_version: i64,
+    pub snapshot_version: u64,
+}
+
+async fn activate_version(
+    state: &AppState,
+    service: &Service,
+    number: i64,
+) -> Result<Option<u64>, ApiError> {
+    let snapshot = state.store.activate(service, number).await?;
+    if let Some(version) = snapshot {
+        state.snapshot_changed.send_replace(version);
+    }
+    Ok(snapshot)
+}
+
+async fn activate(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(activation): Json<Activation>,
+) -> Result<Json<Activated>, ApiError> {
+    let service = own_service(&state, &caller, &name).await?;
+    let snapshot_version = activate_version(&state, &service, activation.version)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("version {}", activation.version)))?;
+    Ok(Json(Activated {
+        active_version: activation.version,
+        snapshot_version,
+    }))
+}
+
+/// Activates the newest version older than the active one.
+async fn rollback(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Activated>, ApiError> {
+    let service = own_service(&state, &caller, &name).await?;
+    let Some(active) = service.active_version else {
+        return Err(ApiError::bad_request(
+            "nothing_to_roll_back",
+            "the service has no active version",
+        ));
+    };
+    let previous = state
+        .store
+        .versions(&service)
+        .await?
+        .into_iter()
+        .map(|v| v.number)
+        .filter(|&n| n < active)
+        .max()
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "nothing_to_roll_back",
+                format!("version {active} is the oldest"),
+            )
+        })?;
+    let snapshot_version = activate_version(&state, &service, previous)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("version {previous}")))?;
+    Ok(Json(Activated {
+        active_version: previous,
+        snapshot_version,
+    }))
+}
+
+async fn usage(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<UsageTotals>>, ApiError> {
+    Ok(Json(state.store.usage(&caller.tenant.id).await?))
+}

@@ -1,0 +1,97 @@
+//! Who is calling: the operator (admin token), a tenant (one of its API
+//! tokens, stored only as a sha256), or a node (the cluster token).
+//! Secrets are compared in constant time.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::api::AppState;
+use crate::error::ApiError;
+use crate::store::{Tenant, random_hex};
+
+/// A new API token: 32 random bytes, hex, with a prefix that says what it is.
+pub fn new_token() -> String {
+    format!("edge_{}", random_hex(32))
+}
+
+/// What the database keeps of a token.
+pub fn token_sha256(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Equal-length comparison that does not stop at the first difference.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+fn require_secret(parts: &Parts, expected: &str) -> Result<(), ApiError> {
+    match bearer(parts) {
+        Some(token) if same_secret(token, expected) => Ok(()),
+        _ => Err(ApiError::unauthorized()),
+    }
+}
+
+/// The caller is the operator.
+#[derive(Debug)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        require_secret(parts, &state.config.admin_token).map(|()| Admin)
+    }
+}
+
+/// The caller is an edge node of this cluster.
+#[derive(Debug)]
+pub struct ClusterNode;
+
+impl FromRequestParts<AppState> for ClusterNode {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        require_secret(parts, &state.config.cluster_token).map(|()| ClusterNode)
+    }
+}
+
+/// The caller is a tenant, identified by one of its tokens.
+#[derive(Debug)]
+pub struct TenantCaller {
+    pub tenant: Tenant,
+    /// The token's label: recorded as the author of what it deploys.
+    pub token_label: String,
+}
+
+impl FromRequestParts<AppState> for TenantCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        match state.store.tenant_by_token(&token_sha256(token)).await? {
+            Some((tenant, token_label)) => Ok(Self {
+                tenant,
+                token_label,
+            }),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}

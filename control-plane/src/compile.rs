@@ -1,0 +1,143 @@
+//! Compiling uploads, in a child process.
+//!
+//! Compiling untrusted code is where a runtime can be pushed into using
+//! unbounded time or memory, so it never happens in the API server: each
+//! upload is compiled by `control-plane compile-worker`, a child process with
+//! a data-memory cap it sets on itself (`RLIMIT_DATA`) and a wall-clock
+//! timeout enforced by the parent, which kills it. The worker builds the same
+//! engine as the nodes (so its artifacts carry their fingerprint), compiles,
+//! links the component against the node's real linker, and writes the
+//! artifact.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use edge_node::sandbox::Sandbox;
+use wasmtime::component::Component;
+
+/// How long one compile may take.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Memory a compile may allocate. Cranelift needs tens of MiB for typical
+/// guests; this leaves room for large ones and stops a pathological one.
+pub const DEFAULT_COMPILE_MEMORY_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// The worker's exit code for "the component is refused" (its reason on
+/// stderr); any other failure is the worker's own.
+const EXIT_REFUSED: u8 = 2;
+
+/// How to run the worker.
+#[derive(Debug, Clone)]
+pub struct Compiler {
+    /// The executable that has the `compile-worker` subcommand.
+    pub program: PathBuf,
+    pub timeout: Duration,
+    pub memory_bytes: u64,
+}
+
+/// Why a compile did not produce an artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The component cannot run on the platform (a 400 for the tenant).
+    #[error("{0}")]
+    Refused(String),
+    #[error("compiling took longer than {0:?}")]
+    Timeout(Duration),
+    #[error("compiling exceeded its memory cap of {0} bytes")]
+    OutOfMemory(u64),
+    #[error("the compile worker failed: {0}")]
+    Worker(String),
+}
+
+impl Compiler {
+    /// Compiles `component` (a file) to `artifact`.
+    pub async fn compile(&self, component: &Path, artifact: &Path) -> Result<(), CompileError> {
+        let child = tokio::process::Command::new(&self.program)
+            .arg("compile-worker")
+            .arg("--input")
+            .arg(component)
+            .arg("--output")
+            .arg(artifact)
+            .arg("--memory-bytes")
+            .arg(self.memory_bytes.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                CompileError::Worker(format!("starting {}: {e}", self.program.display()))
+            })?;
+        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(output) => output.map_err(|e| CompileError::Worker(e.to_string()))?,
+            // Dropping the future drops the child, which kills it.
+            Err(_) => return Err(CompileError::Timeout(self.timeout)),
+        };
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        match output.status.code() {
+            Some(0) => Ok(()),
+            Some(code) if code == i32::from(EXIT_REFUSED) => Err(CompileError::Refused(stderr)),
+            _ if stderr.contains("memory allocation") || stderr.contains("out of memory") => {
+                Err(CompileError::OutOfMemory(self.memory_bytes))
+            }
+            _ => {
+                use std::os::unix::process::ExitStatusExt;
+                // An allocation failure under the cap aborts the worker.
+                if output.status.signal() == Some(6) {
+                    return Err(CompileError::OutOfMemory(self.memory_bytes));
+                }
+                Err(CompileError::Worker(format!("{}: {stderr}", output.status)))
+            }
+        }
+    }
+}
+
+/// The worker's body: `control-plane compile-worker --input --output`.
+pub fn run_worker(input: &Path, output: &Path, memory_bytes: u64) -> ExitCode {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let cap = Rlimit {
+        current: Some(memory_bytes),
+        maximum: Some(memory_bytes),
+    };
+    if let Err(e) = setrlimit(Resource::Data, cap) {
+        eprintln!("setting the memory cap: {e}");
+        return ExitCode::FAILURE;
+    }
+    let bytes = match std::fs::read(input) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("reading {}: {e}", input.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let sandbox = match Sandbox::for_compiling() {
+        Ok(sandbox) => sandbox,
+        Err(e) => {
+            eprintln!("building the engine: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let component = match Component::new(sandbox.engine(), &bytes) {
+        Ok(component) => component,
+        Err(e) => {
+            eprintln!("the component does not compile: {e:#}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    if let Err(e) = sandbox.prepare(&component) {
+        eprintln!("the component does not link against the platform: {e:#}");
+        return ExitCode::from(EXIT_REFUSED);
+    }
+    let artifact = match component.serialize() {
+        Ok(artifact) => artifact,
+        Err(e) => {
+            eprintln!("serializing the artifact: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = std::fs::write(output, artifact) {
+        eprintln!("writing {}: {e}", output.display());
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,90 @@
+//! The control plane: tenants upload components, which are validated,
+//! compiled in a child process and stored by hash; versions are immutable
+//! and activated or rolled back; nodes long-poll a config snapshot, fetch
+//! artifacts, and report usage.
+//!
+//! - [`api`]: the HTTP API, one router per resource, and its OpenAPI document;
+//! - [`auth`]: admin, tenant and cluster tokens;
+//! - [`validate`]: what an upload must be before it is compiled;
+//! - [`compile`]: the compile worker process, its timeout and memory cap;
+//! - [`store`]: SQLite or PostgreSQL behind one set of queries, with
+//!   migrations;
+//! - [`error`]: JSON errors with stable codes.
+
+pub mod api;
+pub mod auth;
+pub mod compile;
+pub mod error;
+pub mod store;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use edge_node::modules::store::ArtifactStore;
+use edge_node::sandbox::engine::{build_engine, engine_fingerprint};
+use tokio::sync::watch;
+
+pub use api::ApiConfig;
+use compile::Compiler;
+use store::Store;
+
+/// A control plane serving on a listener.
+#[derive(Debug)]
+pub struct RunningControlPlane {
+    pub addr: SocketAddr,
+    pub store: Store,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningControlPlane {
+    /// Stops accepting, lets requests in flight finish, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the database (applying migrations) and the module store, and serves
+/// the API on `listen`.
+pub async fn start(
+    config: ApiConfig,
+    database_url: &str,
+    compiler: Compiler,
+    listen: SocketAddr,
+) -> anyhow::Result<RunningControlPlane> {
+    let store = Store::connect(database_url).await?;
+    let engine = build_engine(&config.sandbox).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let fingerprint = engine_fingerprint(&engine);
+    let modules = ArtifactStore::open(&config.data_dir.join("modules"), engine, &fingerprint)?;
+    let version = store.snapshot_version().await?;
+    let state = api::AppState {
+        store: store.clone(),
+        config: Arc::new(config),
+        modules: Arc::new(modules),
+        compiler,
+        snapshot_changed: Arc::new(watch::Sender::new(version)),
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let app = api::router(state);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "control-plane listener failed");
+        }
+    });
+    tracing::info!(%addr, "control plane serving");
+    Ok(RunningControlPlane {
+        addr,
+        store,
+        shutdown,
+        task,
+    })
+}

@@ -1,0 +1,146 @@
+//! `control-plane serve` runs the API; `control-plane compile-worker` is the
+//! child process that compiles one upload.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use control_plane::api::{ApiConfig, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_SNAPSHOT_WAIT};
+use control_plane::compile::{
+    Compiler, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_COMPILE_TIMEOUT, run_worker,
+};
+use edge_config::SandboxLimits;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "The edge platform's control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+        /// Where the database (SQLite by default) and modules live.
+        #[arg(long, default_value = "control-plane-data")]
+        data_dir: PathBuf,
+        /// `sqlite://<path>` or `postgres://...`; SQLite in the data
+        /// directory by default.
+        #[arg(long, env = "EDGE_DATABASE_URL")]
+        database_url: Option<String>,
+        /// The operator's token (creates tenants, lists nodes).
+        #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        /// The token nodes present.
+        #[arg(long, env = "EDGE_CLUSTER_TOKEN", hide_env_values = true)]
+        cluster_token: String,
+        #[arg(long, default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
+        max_upload_bytes: usize,
+        #[arg(long, default_value_t = DEFAULT_COMPILE_TIMEOUT.as_secs())]
+        compile_timeout_secs: u64,
+        #[arg(long, default_value_t = DEFAULT_COMPILE_MEMORY_BYTES)]
+        compile_memory_bytes: u64,
+        /// Log lines as JSON instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Compile one component (run by `serve`, not by hand).
+    #[command(hide = true)]
+    CompileWorker {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long)]
+        memory_bytes: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::CompileWorker {
+            input,
+            output,
+            memory_bytes,
+        } => run_worker(&input, &output, memory_bytes),
+        Command::Serve {
+            listen,
+            data_dir,
+            database_url,
+            admin_token,
+            cluster_token,
+            max_upload_bytes,
+            compile_timeout_secs,
+            compile_memory_bytes,
+            log_json,
+        } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into());
+            let logs = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr);
+            if log_json {
+                logs.json().init();
+            } else {
+                logs.init();
+            }
+            if admin_token.len() < 16 || cluster_token.len() < 16 {
+                eprintln!("error: the admin and cluster tokens must be at least 16 characters");
+                return ExitCode::from(2);
+            }
+            if let Err(e) = std::fs::create_dir_all(&data_dir) {
+                eprintln!("error: creating {}: {e}", data_dir.display());
+                return ExitCode::FAILURE;
+            }
+            let database_url = database_url.unwrap_or_else(|| {
+                format!("sqlite://{}", data_dir.join("control-plane.db").display())
+            });
+            let program = match std::env::current_exe() {
+                Ok(program) => program,
+                Err(e) => {
+                    eprintln!("error: locating this executable for the compile worker: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let config = ApiConfig {
+                data_dir,
+                admin_token,
+                cluster_token,
+                max_upload_bytes,
+                snapshot_wait: DEFAULT_SNAPSHOT_WAIT,
+                sandbox: SandboxLimits::default(),
+            };
+            let compiler = Compiler {
+                program,
+                timeout: Duration::from_secs(compile_timeout_secs),
+                memory_bytes: compile_memory_bytes,
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("error: starting the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async {
+                let running =
+                    match control_plane::start(config, &database_url, compiler, listen).await {
+                        Ok(running) => running,
+                        Err(e) => {
+                            eprintln!("error: {e:#}");
+                            return ExitCode::FAILURE;
+                        }
+                    };
+                println!("control plane listening on http://{}", running.addr);
+                let _ = tokio::signal::ctrl_c().await;
+                running.shutdown().await;
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}

@@ -1,0 +1,746 @@
+//! The control plane's database: SQLite in the data directory by default,
+//! PostgreSQL for several replicas. Both go through sqlx's `any` driver with
+//! one SQL dialect, so every query below is the same code on both; the
+//! migrations in [`migrations`] create the same schema on both.
+//!
+//! Every change that must be seen whole (a new version, an activation and the
+//! snapshot version it bumps) is one transaction. SQLite runs in WAL mode with
+//! `synchronous=FULL`, so a commit that returned is on disk.
+
+pub mod migrations;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use edge_config::protocol::{ServiceSpec, Snapshot, SnapshotService, UsageReport};
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Row};
+
+/// A database failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what}: {source}")]
+    Database {
+        what: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| {
+        if let sqlx::Error::Database(e) = &source
+            && e.is_unique_violation()
+        {
+            return StoreError::Conflict(what.to_string());
+        }
+        StoreError::Database { what, source }
+    }
+}
+
+/// Milliseconds since the Unix epoch: how every time is stored.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A random id or secret of `bytes` random bytes, hex-encoded.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The OS random source does not fail on Linux once booted; an all-zero
+    // id would still be unique-checked by the database.
+    let _ = getrandom::fill(&mut buf);
+    hex::encode(buf)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    #[serde(skip)]
+    pub id: String,
+    #[serde(skip)]
+    pub tenant_id: String,
+    pub name: String,
+    pub spec: ServiceSpec,
+    pub active_version: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Version {
+    pub number: i64,
+    pub module_sha256: String,
+    pub spec: ServiceSpec,
+    pub author: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRecord {
+    pub id: String,
+    pub name: String,
+    pub engine_fingerprint: String,
+    pub snapshot_version: i64,
+    pub registered_at: i64,
+    pub last_seen_at: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct UsageTotals {
+    pub service: String,
+    pub requests: i64,
+    pub status_2xx: i64,
+    pub status_3xx: i64,
+    pub status_4xx: i64,
+    pub status_5xx: i64,
+    pub guest_cpu_micros: i64,
+    pub bytes_out: i64,
+}
+
+/// The database behind the API.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn spec_from(text: &str) -> Result<ServiceSpec, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("service spec: {e}")))
+}
+
+fn spec_text(spec: &ServiceSpec) -> String {
+    serde_json::to_string(spec).unwrap_or_default()
+}
+
+impl Store {
+    /// Connects (`sqlite://path` or `postgres://...`) and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite && !url.contains('?') {
+            format!("{url}?mode=rwc")
+        } else {
+            url.to_string()
+        };
+        let pool = AnyPoolOptions::new()
+            // SQLite allows one writer at a time; one connection avoids
+            // "database is locked" between the pool's own connections.
+            .max_connections(if sqlite { 1 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        for pragma in [
+                            "PRAGMA journal_mode=WAL",
+                            "PRAGMA synchronous=FULL",
+                            "PRAGMA foreign_keys=ON",
+                            "PRAGMA busy_timeout=5000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(db("connecting to the database"))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db("creating the migrations table"))?;
+        for (version, statements) in migrations::MIGRATIONS {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(db("starting a migration"))?;
+            let applied = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading applied migrations"))?;
+            if applied.is_some() {
+                continue;
+            }
+            for statement in *statements {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("applying a migration"))?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording a migration"))?;
+            tx.commit().await.map_err(db("committing a migration"))?;
+        }
+        Ok(())
+    }
+
+    // ----- tenants and tokens -------------------------------------------
+
+    /// Creates a tenant and its first API token, stored as its sha256.
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        token_sha256: &str,
+    ) -> Result<Tenant, StoreError> {
+        let tenant = Tenant {
+            id: random_hex(8),
+            name: name.to_string(),
+            created_at: now_ms(),
+        };
+        let mut tx = self.pool.begin().await.map_err(db("creating a tenant"))?;
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&tenant.id)
+            .bind(&tenant.name)
+            .bind(tenant.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("tenant"))?;
+        sqlx::query(
+            "INSERT INTO api_tokens (token_sha256, tenant_id, label, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_sha256)
+        .bind(&tenant.id)
+        .bind("initial")
+        .bind(tenant.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("creating a token"))?;
+        tx.commit().await.map_err(db("creating a tenant"))?;
+        Ok(tenant)
+    }
+
+    pub async fn add_token(
+        &self,
+        tenant_id: &str,
+        token_sha256: &str,
+        label: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (token_sha256, tenant_id, label, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_sha256)
+        .bind(tenant_id)
+        .bind(label)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db("creating a token"))?;
+        Ok(())
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing tenants"))?;
+        Ok(rows.iter().map(tenant_from_row).collect())
+    }
+
+    /// The tenant a token belongs to, and the token's label.
+    pub async fn tenant_by_token(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<(Tenant, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT t.id, t.name, t.created_at, k.label FROM api_tokens k \
+             JOIN tenants t ON t.id = k.tenant_id WHERE k.token_sha256 = $1",
+        )
+        .bind(token_sha256)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("checking a token"))?;
+        Ok(row.map(|row| (tenant_from_row(&row), row.get::<String, _>(3))))
+    }
+
+    pub async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
+        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a tenant"))?;
+        Ok(row.as_ref().map(tenant_from_row))
+    }
+
+    // ----- services -------------------------------------------------------
+
+    /// Creates a service. Fails with `Conflict` if the tenant already has a
+    /// service of that name or any service on the platform claims one of
+    /// its domains.
+    pub async fn create_service(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        spec: &ServiceSpec,
+    ) -> Result<Service, StoreError> {
+        let service = Service {
+            id: random_hex(8),
+            tenant_id: tenant_id.to_string(),
+            name: name.to_string(),
+            spec: spec.clone(),
+            active_version: None,
+            created_at: now_ms(),
+        };
+        let mut tx = self.pool.begin().await.map_err(db("creating a service"))?;
+        sqlx::query(
+            "INSERT INTO services (id, tenant_id, name, spec, active_version, created_at) \
+             VALUES ($1, $2, $3, $4, NULL, $5)",
+        )
+        .bind(&service.id)
+        .bind(tenant_id)
+        .bind(name)
+        .bind(spec_text(spec))
+        .bind(service.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("a service with this name"))?;
+        claim_domains(&mut tx, &service.id, &spec.domains).await?;
+        tx.commit().await.map_err(db("creating a service"))?;
+        Ok(service)
+    }
+
+    /// Replaces a service's spec (takes effect with the next version).
+    pub async fn update_service(
+        &self,
+        service: &Service,
+        spec: &ServiceSpec,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("updating a service"))?;
+        sqlx::query("UPDATE services SET spec = $1 WHERE id = $2")
+            .bind(spec_text(spec))
+            .bind(&service.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("updating a service"))?;
+        sqlx::query("DELETE FROM domains WHERE service_id = $1")
+            .bind(&service.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("updating domains"))?;
+        claim_domains(&mut tx, &service.id, &spec.domains).await?;
+        tx.commit().await.map_err(db("updating a service"))?;
+        Ok(())
+    }
+
+    pub async fn list_services(&self, tenant_id: &str) -> Result<Vec<Service>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, name, spec, active_version, created_at FROM services \
+             WHERE tenant_id = $1 ORDER BY name",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing services"))?;
+        rows.iter().map(service_from_row).collect()
+    }
+
+    /// A tenant's service by name; another tenant's service is not found.
+    pub async fn service(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Option<Service>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, spec, active_version, created_at FROM services \
+             WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a service"))?;
+        row.as_ref().map(service_from_row).transpose()
+    }
+
+    // ----- modules and versions ---------------------------------------------
+
+    /// Records a stored component (once per hash).
+    pub async fn record_module(&self, sha256: &str, size_bytes: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO modules (sha256, size_bytes, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(to_i64(size_bytes))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db("recording a module"))?;
+        Ok(())
+    }
+
+    pub async fn module_exists(&self, sha256: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT sha256 FROM modules WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a module"))?;
+        Ok(row.is_some())
+    }
+
+    /// Creates the service's next version from its current spec.
+    pub async fn create_version(
+        &self,
+        service: &Service,
+        module_sha256: &str,
+        author: &str,
+    ) -> Result<Version, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("creating a version"))?;
+        let next: i64 =
+            sqlx::query("SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE service_id = $1")
+                .bind(&service.id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("numbering a version"))?
+                .get(0);
+        let version = Version {
+            number: next,
+            module_sha256: module_sha256.to_string(),
+            spec: service.spec.clone(),
+            author: author.to_string(),
+            created_at: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO versions (service_id, number, module_sha256, spec, author, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&service.id)
+        .bind(version.number)
+        .bind(module_sha256)
+        .bind(spec_text(&version.spec))
+        .bind(author)
+        .bind(version.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("a version with this number"))?;
+        tx.commit().await.map_err(db("creating a version"))?;
+        Ok(version)
+    }
+
+    pub async fn versions(&self, service: &Service) -> Result<Vec<Version>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT number, module_sha256, spec, author, created_at FROM versions \
+             WHERE service_id = $1 ORDER BY number",
+        )
+        .bind(&service.id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing versions"))?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    /// Makes `number` the active version and bumps the snapshot version, in
+    /// one transaction. Returns the new snapshot version, or `None` if the
+    /// service has no such version.
+    pub async fn activate(
+        &self,
+        service: &Service,
+        number: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("activating a version"))?;
+        let exists =
+            sqlx::query("SELECT number FROM versions WHERE service_id = $1 AND number = $2")
+                .bind(&service.id)
+                .bind(number)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading a version"))?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        sqlx::query("UPDATE services SET active_version = $1 WHERE id = $2")
+            .bind(number)
+            .bind(&service.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("activating a version"))?;
+        let version = bump_snapshot(&mut tx).await?;
+        tx.commit().await.map_err(db("activating a version"))?;
+        Ok(Some(version))
+    }
+
+    // ----- snapshot ---------------------------------------------------------
+
+    pub async fn snapshot_version(&self) -> Result<u64, StoreError> {
+        let version: i64 = sqlx::query("SELECT version FROM snapshot WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("reading the snapshot version"))?
+            .get(0);
+        Ok(u64::try_from(version).unwrap_or(0))
+    }
+
+    /// Every active service with the spec of its active version, read in one
+    /// transaction so that the version number matches the contents.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("reading the snapshot"))?;
+        let version: i64 = sqlx::query("SELECT version FROM snapshot WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("reading the snapshot version"))?
+            .get(0);
+        let rows = sqlx::query(
+            "SELECT t.name, s.name, v.number, v.module_sha256, v.spec FROM services s \
+             JOIN tenants t ON t.id = s.tenant_id \
+             JOIN versions v ON v.service_id = s.id AND v.number = s.active_version \
+             ORDER BY t.name, s.name",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("reading the snapshot"))?;
+        tx.commit().await.map_err(db("reading the snapshot"))?;
+        let services = rows
+            .iter()
+            .map(|row| {
+                let tenant: String = row.get(0);
+                let service: String = row.get(1);
+                Ok(SnapshotService {
+                    name: format!("{tenant}/{service}"),
+                    tenant,
+                    version: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
+                    module_sha256: row.get(3),
+                    spec: spec_from(&row.get::<String, _>(4))?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Snapshot {
+            version: u64::try_from(version).unwrap_or(0),
+            services,
+        })
+    }
+
+    // ----- nodes and usage ----------------------------------------------------
+
+    pub async fn register_node(
+        &self,
+        name: &str,
+        engine_fingerprint: &str,
+    ) -> Result<String, StoreError> {
+        let id = random_hex(8);
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO nodes (id, name, engine_fingerprint, snapshot_version, registered_at, last_seen_at) \
+             VALUES ($1, $2, $3, 0, $4, $4)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(engine_fingerprint)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db("registering a node"))?;
+        Ok(id)
+    }
+
+    /// Records that a node was seen, and the snapshot version it serves.
+    /// Returns false for an unknown node.
+    pub async fn node_seen(
+        &self,
+        node_id: &str,
+        snapshot_version: u64,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE nodes SET last_seen_at = $1, snapshot_version = $2 WHERE id = $3")
+                .bind(now_ms())
+                .bind(to_i64(snapshot_version))
+                .bind(node_id)
+                .execute(&self.pool)
+                .await
+                .map_err(db("recording a node"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, engine_fingerprint, snapshot_version, registered_at, last_seen_at \
+             FROM nodes ORDER BY name, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing nodes"))?;
+        Ok(rows
+            .iter()
+            .map(|row| NodeRecord {
+                id: row.get(0),
+                name: row.get(1),
+                engine_fingerprint: row.get(2),
+                snapshot_version: row.get(3),
+                registered_at: row.get(4),
+                last_seen_at: row.get(5),
+            })
+            .collect())
+    }
+
+    /// Adds a node's usage report to the per-service totals, in one
+    /// transaction. Services the report names that no longer exist are
+    /// skipped.
+    pub async fn add_usage(&self, node_id: &str, report: &UsageReport) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("recording usage"))?;
+        for usage in &report.services {
+            let Some((tenant, service)) = usage.service.split_once('/') else {
+                continue;
+            };
+            let row = sqlx::query(
+                "SELECT s.id FROM services s JOIN tenants t ON t.id = s.tenant_id \
+                 WHERE t.name = $1 AND s.name = $2",
+            )
+            .bind(tenant)
+            .bind(service)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("recording usage"))?;
+            let Some(row) = row else { continue };
+            let service_id: String = row.get(0);
+            sqlx::query(
+                "INSERT INTO usage (service_id, node_id, requests, status_2xx, status_3xx, status_4xx, \
+                 status_5xx, guest_cpu_micros, bytes_out) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (service_id, node_id) DO UPDATE SET \
+                 requests = usage.requests + excluded.requests, \
+                 status_2xx = usage.status_2xx + excluded.status_2xx, \
+                 status_3xx = usage.status_3xx + excluded.status_3xx, \
+                 status_4xx = usage.status_4xx + excluded.status_4xx, \
+                 status_5xx = usage.status_5xx + excluded.status_5xx, \
+                 guest_cpu_micros = usage.guest_cpu_micros + excluded.guest_cpu_micros, \
+                 bytes_out = usage.bytes_out + excluded.bytes_out",
+            )
+            .bind(service_id)
+            .bind(node_id)
+            .bind(to_i64(usage.requests))
+            .bind(to_i64(usage.status_2xx))
+            .bind(to_i64(usage.status_3xx))
+            .bind(to_i64(usage.status_4xx))
+            .bind(to_i64(usage.status_5xx))
+            .bind(to_i64(usage.guest_cpu_micros))
+            .bind(to_i64(usage.bytes_out))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("recording usage"))?;
+        }
+        tx.commit().await.map_err(db("recording usage"))?;
+        Ok(())
+    }
+
+    /// A tenant's usage per service, summed over nodes.
+    pub async fn usage(&self, tenant_id: &str) -> Result<Vec<UsageTotals>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.name, COALESCE(SUM(u.requests), 0), COALESCE(SUM(u.status_2xx), 0), \
+             COALESCE(SUM(u.status_3xx), 0), COALESCE(SUM(u.status_4xx), 0), \
+             COALESCE(SUM(u.status_5xx), 0), COALESCE(SUM(u.guest_cpu_micros), 0), \
+             COALESCE(SUM(u.bytes_out), 0) \
+             FROM services s LEFT JOIN usage u ON u.service_id = s.id \
+             WHERE s.tenant_id = $1 GROUP BY s.name ORDER BY s.name",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading usage"))?;
+        Ok(rows
+            .iter()
+            .map(|row| UsageTotals {
+                service: row.get(0),
+                requests: row.get(1),
+                status_2xx: row.get(2),
+                status_3xx: row.get(3),
+                status_4xx: row.get(4),
+                status_5xx: row.get(5),
+                guest_cpu_micros: row.get(6),
+                bytes_out: row.get(7),
+            })
+            .collect())
+    }
+}
+
+async fn claim_domains(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    service_id: &str,
+    domains: &[String],
+) -> Result<(), StoreError> {
+    for domain in domains {
+        sqlx::query("INSERT INTO domains (domain, service_id) VALUES ($1, $2)")
+            .bind(domain.to_ascii_lowercase())
+            .bind(service_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| match db("domain")(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!("domain {domain}")),
+                other => other,
+            })?;
+    }
+    Ok(())
+}
+
+async fn bump_snapshot(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<u64, StoreError> {
+    sqlx::query("UPDATE snapshot SET version = version + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .map_err(db("bumping the snapshot version"))?;
+    let version: i64 = sqlx::query("SELECT version FROM snapshot WHERE id = 1")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("reading the snapshot version"))?
+        .get(0);
+    Ok(u64::try_from(version).unwrap_or(0))
+}
+
+fn tenant_from_row(row: &sqlx::any::AnyRow) -> Tenant {
+    Tenant {
+        id: row.get(0),
+        name: row.get(1),
+        created_at: row.get(2),
+    }
+}
+
+fn service_from_row(row: &sqlx::any::AnyRow) -> Result<Service, StoreError> {
+    Ok(Service {
+        id: row.get(0),
+        tenant_id: row.get(1),
+        name: row.get(2),
+        spec: spec_from(&row.get::<String, _>(3))?,
+        active_version: row.get(4),
+        created_at: row.get(5),
+    })
+}
+
+fn version_from_row(row: &sqlx::any::AnyRow) -> Result<Version, StoreError> {
+    Ok(Version {
+        number: row.get(0),
+        module_sha256: row.get(1),
+        spec: spec_from(&row.get::<String, _>(2))?,
+        author: row.get(3),
+        created_at: row.get(4),
+    })
+}

@@ -1,0 +1,591 @@
+//! The API suite. It runs against SQLite, and also against PostgreSQL when
+//! `EDGE_TEST_POSTGRES_URL` names a server (`.ci/run` starts one): each test
+//! then runs once per database, each time on a fresh schema.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use control_plane::compile::Compiler;
+use control_plane::{ApiConfig, RunningControlPlane};
+use edge_config::SandboxLimits;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-for-tests";
+const CLUSTER: &str = "cluster-token-for-tests";
+/// Small enough that a test can exceed it cheaply.
+const TEST_MAX_UPLOAD_BYTES: usize = 4 * 1024 * 1024;
+
+struct Plane {
+    running: Option<RunningControlPlane>,
+    base: String,
+    http: Client,
+    data: tempfile::TempDir,
+}
+
+/// The databases to run on: SQLite always, PostgreSQL when configured.
+fn databases() -> Vec<&'static str> {
+    let mut kinds = vec!["sqlite"];
+    if std::env::var("EDGE_TEST_POSTGRES_URL").is_ok() {
+        kinds.push("postgres");
+    }
+    kinds
+}
+
+async fn database_url(kind: &str, data: &std::path::Path) -> String {
+    if kind == "sqlite" {
+        return format!("sqlite://{}", data.join("cp.db").display());
+    }
+    // A fresh database per test, so tests do not see each other's rows.
+    let server = std::env::var("EDGE_TEST_POSTGRES_URL").expect("postgres url");
+    let name = format!("edge_test_{}", control_plane::store::random_hex(6));
+    sqlx::any::install_default_drivers();
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&server)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let base = server
+        .rsplit_once('/')
+        .map_or(server.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+impl Plane {
+    async fn start(kind: &str) -> Self {
+        Self::start_with(kind, |_| {}).await
+    }
+
+    async fn start_with(kind: &str, change: impl FnOnce(&mut ApiConfig)) -> Self {
+        let data = tempfile::tempdir().expect("data dir");
+        let url = database_url(kind, data.path()).await;
+        let mut config = ApiConfig {
+            data_dir: data.path().to_path_buf(),
+            admin_token: ADMIN.into(),
+            cluster_token: CLUSTER.into(),
+            max_upload_bytes: TEST_MAX_UPLOAD_BYTES,
+            snapshot_wait: Duration::from_secs(1),
+            sandbox: SandboxLimits::default(),
+        };
+        change(&mut config);
+        let compiler = Compiler {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_control-plane")),
+            timeout: Duration::from_secs(60),
+            memory_bytes: 2 * 1024 * 1024 * 1024,
+        };
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let running = control_plane::start(config, &url, compiler, listen)
+            .await
+            .expect("control plane starts");
+        Self {
+            base: format!("http://{}", running.addr),
+            running: Some(running),
+            http: Client::new(),
+            data,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn upload(&self, token: &str, service: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/services/{service}/modules")))
+            .bearer_auth(token)
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a tenant and returns its token.
+    async fn tenant(&self, name: &str) -> String {
+        let (status, body) = self
+            .call("POST", "/v1/tenants", ADMIN, Some(json!({"name": name})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().expect("token").to_string()
+    }
+
+    async fn service(&self, token: &str, name: &str, domain: &str) {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/services",
+                token,
+                Some(json!({"name": name, "spec": {"domains": [domain]}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    /// Uploads, creates a version and activates it; returns the version.
+    async fn deploy(&self, token: &str, service: &str, bytes: Vec<u8>) -> i64 {
+        let (status, body) = self.upload(token, service, bytes).await;
+        assert!(status.is_success(), "{status} {body}");
+        let hash = body["module_sha256"].as_str().expect("hash").to_string();
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/v1/services/{service}/versions"),
+                token,
+                Some(json!({"module_sha256": hash, "activate": true})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["version"].as_i64().expect("version")
+    }
+
+    async fn snapshot(&self, after: u64) -> (StatusCode, Value) {
+        self.call(
+            "GET",
+            &format!("/v1/node/snapshot?after={after}"),
+            CLUSTER,
+            None,
+        )
+        .await
+    }
+
+    fn stored_components(&self) -> usize {
+        std::fs::read_dir(self.data.path().join("modules/components"))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    }
+
+    async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+fn hello() -> Vec<u8> {
+    std::fs::read(edge_tests::guests::rust_guest("hello")).expect("hello guest")
+}
+
+fn echo() -> Vec<u8> {
+    std::fs::read(edge_tests::guests::rust_guest("echo")).expect("echo guest")
+}
+
+#[tokio::test]
+async fn tenants_need_the_admin_token() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let body = Some(json!({"name": "acme"}));
+        let (status, error) = plane
+            .call("POST", "/v1/tenants", "wrong-token", body.clone())
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}");
+        assert_eq!(error["error"]["code"], "unauthorized");
+        let token = plane.tenant("acme").await;
+        // A tenant's token is not the admin's.
+        let (status, _) = plane.call("GET", "/v1/tenants", &token, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}");
+        let (status, _) = plane.call("POST", "/v1/tenants", ADMIN, body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{kind}: duplicate tenant");
+        let (status, list) = plane.call("GET", "/v1/tenants", ADMIN, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list.as_array().map(Vec::len), Some(1));
+        plane.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn deploy_activate_and_roll_back_through_the_snapshot() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        plane.service(&token, "web", "web.acme.test").await;
+        let (status, _) = plane.snapshot(0).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_MODIFIED,
+            "{kind}: nothing active yet"
+        );
+
+        let v1 = plane.deploy(&token, "web", hello()).await;
+        let (status, snapshot) = plane.snapshot(0).await;
+        assert_eq!(status, StatusCode::OK, "{kind}");
+        let first = snapshot["version"].as_u64().expect("version");
+        let service = &snapshot["services"][0];
+        assert_eq!(service["name"], "acme/web");
+        assert_eq!(service["version"], v1);
+        assert_eq!(service["spec"]["domains"][0], "web.acme.test");
+        let v1_hash = service["module_sha256"].clone();
+
+        let v2 = plane.deploy(&token, "web", echo()).await;
+        assert_eq!(v2, v1 + 1);
+        let (_, snapshot) = plane.snapshot(first).await;
+        assert_eq!(snapshot["services"][0]["version"], v2, "{kind}");
+        assert_ne!(snapshot["services"][0]["module_sha256"], v1_hash);
+        let second = snapshot["version"].as_u64().expect("version");
+
+        let (status, body) = plane
+            .call("POST", "/v1/services/web/rollback", &token, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+        assert_eq!(body["active_version"], v1);
+        let (_, snapshot) = plane.snapshot(second).await;
+        assert_eq!(snapshot["services"][0]["module_sha256"], v1_hash, "{kind}");
+
+        let (_, versions) = plane
+            .call("GET", "/v1/services/web/versions", &token, None)
+            .await;
+        let versions = versions.as_array().expect("versions");
+        assert_eq!(versions.len(), 2, "{kind}: rollback makes no new version");
+        assert_eq!(versions[0]["author"], "initial");
+        plane.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_long_poll_answers_as_soon_as_a_version_is_activated() {
+    for kind in databases() {
+        let plane = Plane::start_with(kind, |c| c.snapshot_wait = Duration::from_secs(20)).await;
+        let token = plane.tenant("acme").await;
+        plane.service(&token, "web", "web.acme.test").await;
+        let (status, body) = plane.upload(&token, "web", hello()).await;
+        assert!(status.is_success());
+        let hash = body["module_sha256"].as_str().expect("hash").to_string();
+
+        let started = Instant::now();
+        let poll = plane.snapshot(0);
+        let activate = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            plane
+                .call(
+                    "POST",
+                    "/v1/services/web/versions",
+                    &token,
+                    Some(json!({"module_sha256": hash, "activate": true})),
+                )
+                .await
+        };
+        let ((status, snapshot), (created, _)) = tokio::join!(poll, activate);
+        assert_eq!(created, StatusCode::CREATED);
+        assert_eq!(status, StatusCode::OK, "{kind}");
+        assert_eq!(snapshot["services"][0]["name"], "acme/web");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{kind}: the poll waited {:?} instead of answering on activation",
+            started.elapsed()
+        );
+        plane.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_by_name_and_nothing_is_stored() {
+    let forbidden = wat::parse_str(
+        r#"(component
+            (import "acme:db/query" (instance))
+        )"#,
+    )
+    .expect("component with a forbidden import");
+    let core_module = wat::parse_str("(module)").expect("core module");
+    let no_handler = wat::parse_str("(component)").expect("empty component");
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str, &str)> = vec![
+        (
+            "text file",
+            b"this is not wasm".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_component",
+            "not a WebAssembly binary",
+        ),
+        (
+            "core module",
+            core_module,
+            StatusCode::BAD_REQUEST,
+            "invalid_component",
+            "core WebAssembly module",
+        ),
+        (
+            "forbidden import",
+            forbidden,
+            StatusCode::BAD_REQUEST,
+            "invalid_component",
+            "imports acme:db/query, which the platform does not provide",
+        ),
+        (
+            "no handler",
+            no_handler,
+            StatusCode::BAD_REQUEST,
+            "invalid_component",
+            "does not export wasi:http/incoming-handler",
+        ),
+        (
+            "oversized",
+            vec![0u8; TEST_MAX_UPLOAD_BYTES + 1],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            "at most",
+        ),
+    ];
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        plane.service(&token, "web", "web.acme.test").await;
+        for (what, bytes, status, code, message) in &cases {
+            let response = plane
+                .http
+                .post(plane.url("/v1/services/web/modules"))
+                .bearer_auth(&token)
+                .body(bytes.clone())
+                .send()
+                .await
+                .expect("upload");
+            assert_eq!(response.status(), *status, "{kind}: {what}");
+            let body: Value = response.json().await.expect("JSON error");
+            assert_eq!(body["error"]["code"], *code, "{kind}: {what}: {body}");
+            let text = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(text.contains(message), "{kind}: {what}: {text}");
+        }
+        assert_eq!(plane.stored_components(), 0, "{kind}: nothing stored");
+        plane.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_same_bytes_are_stored_once() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        plane.service(&token, "web", "web.acme.test").await;
+        let (first, a) = plane.upload(&token, "web", hello()).await;
+        let (second, b) = plane.upload(&token, "web", hello()).await;
+        assert_eq!(first, StatusCode::CREATED, "{kind}");
+        assert_eq!(second, StatusCode::OK, "{kind}: already stored");
+        assert_eq!(a["module_sha256"], b["module_sha256"]);
+        assert_eq!(plane.stored_components(), 1, "{kind}");
+        plane.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_touch_another_tenants_service() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let a = plane.tenant("alpha").await;
+        let b = plane.tenant("beta").await;
+        plane.service(&a, "web", "web.alpha.test").await;
+        let v1 = plane.deploy(&a, "web", hello()).await;
+        let (_, hello_upload) = plane.upload(&a, "web", hello()).await;
+        let hash = hello_upload["module_sha256"].clone();
+
+        let attempts: Vec<(&str, String, Option<Value>)> = vec![
+            ("GET", "/v1/services/web".into(), None),
+            (
+                "PUT",
+                "/v1/services/web".into(),
+                Some(json!({"domains": ["evil.test"]})),
+            ),
+            ("GET", "/v1/services/web/versions".into(), None),
+            (
+                "POST",
+                "/v1/services/web/versions".into(),
+                Some(json!({"module_sha256": hash, "activate": true})),
+            ),
+            (
+                "POST",
+                "/v1/services/web/activate".into(),
+                Some(json!({"version": v1})),
+            ),
+            ("POST", "/v1/services/web/rollback".into(), None),
+        ];
+        let mut refused = 0;
+        for (method, path, body) in &attempts {
+            let (status, error) = plane.call(method, path, &b, body.clone()).await;
+            assert_eq!(
+                status,
+                StatusCode::NOT_FOUND,
+                "{kind}: {method} {path}: {error}"
+            );
+            assert_eq!(error["error"]["code"], "not_found");
+            refused += 1;
+        }
+        let (status, _) = plane.upload(&b, "web", echo()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{kind}: upload");
+        assert_eq!(refused, attempts.len());
+        // B sees none of A's services, and A's service is as it was.
+        let (_, listed) = plane.call("GET", "/v1/services", &b, None).await;
+        assert_eq!(listed, json!([]), "{kind}");
+        let (_, service) = plane.call("GET", "/v1/services/web", &a, None).await;
+        assert_eq!(
+            service["spec"]["domains"],
+            json!(["web.alpha.test"]),
+            "{kind}"
+        );
+        assert_eq!(service["active_version"], v1);
+        let (_, versions) = plane
+            .call("GET", "/v1/services/web/versions", &a, None)
+            .await;
+        assert_eq!(versions.as_array().map(Vec::len), Some(1), "{kind}");
+        // A domain can belong to one service only, across tenants.
+        let (status, _) = plane
+            .call(
+                "POST",
+                "/v1/services",
+                &b,
+                Some(json!({"name": "web", "spec": {"domains": ["web.alpha.test"]}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{kind}: a claimed domain");
+        plane.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn invalid_specs_name_every_problem() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        let (status, body) = plane
+            .call(
+                "POST",
+                "/v1/services",
+                &token,
+                Some(json!({"name": "web", "spec": {
+                    "domains": ["bad domain!"],
+                    "limits": {"cpu_budget_ms": 0},
+                    "backends": {"origin": {"origin": "ftp://x"}}
+                }})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}");
+        assert_eq!(body["error"]["code"], "invalid_spec");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        for key in [
+            "domains[0]",
+            "limits.cpu_budget_ms",
+            "backends.origin.origin",
+        ] {
+            assert!(
+                message.contains(key),
+                "{kind}: {key} missing from {message}"
+            );
+        }
+        plane.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn nodes_register_report_usage_and_are_listed() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        plane.service(&token, "web", "web.acme.test").await;
+        plane.deploy(&token, "web", hello()).await;
+        let (status, _) = plane
+            .call(
+                "POST",
+                "/v1/node/register",
+                "wrong",
+                Some(json!({"name": "n1", "engine_fingerprint": "x"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}");
+        let (status, registered) = plane
+            .call(
+                "POST",
+                "/v1/node/register",
+                CLUSTER,
+                Some(json!({"name": "n1", "engine_fingerprint": "x"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}");
+        let node = registered["node_id"].as_str().expect("id").to_string();
+        let report = json!({"snapshot_version": 1, "services": [{
+            "service": "acme/web", "requests": 10, "status_2xx": 9, "status_3xx": 0,
+            "status_4xx": 1, "status_5xx": 0, "guest_cpu_micros": 1234, "bytes_out": 200
+        }]});
+        for _ in 0..2 {
+            let (status, _) = plane
+                .call(
+                    "POST",
+                    &format!("/v1/node/usage?node={node}"),
+                    CLUSTER,
+                    Some(report.clone()),
+                )
+                .await;
+            assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
+        }
+        let (_, usage) = plane.call("GET", "/v1/usage", &token, None).await;
+        assert_eq!(usage[0]["service"], "web");
+        assert_eq!(usage[0]["requests"], 20, "{kind}");
+        assert_eq!(usage[0]["guest_cpu_micros"], 2468);
+        let (_, nodes) = plane.call("GET", "/v1/nodes", ADMIN, None).await;
+        assert_eq!(nodes[0]["name"], "n1", "{kind}");
+        assert_eq!(nodes[0]["snapshot_version"], 1);
+        plane.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let plane = Plane::start("sqlite").await;
+    let (status, document) = plane.call("GET", "/openapi.json", "", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(document["openapi"], "3.1.0");
+    for (method, path, _, _) in control_plane::api::openapi::OPERATIONS {
+        assert!(
+            document["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
+    }
+    // Each documented operation is served: none answers 404 or 405 for
+    // lack of a route (404s from a missing resource carry a JSON code).
+    for (method, path, _, _) in control_plane::api::openapi::OPERATIONS {
+        let concrete = path
+            .replace("{service}", "web")
+            .replace("{sha256}", &"0".repeat(64))
+            .replace("{fingerprint}", "f");
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let response = plane
+            .http
+            .request(method.clone(), plane.url(&concrete))
+            .send()
+            .await
+            .expect("request");
+        assert_ne!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {concrete}"
+        );
+        if response.status() == StatusCode::NOT_FOUND {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert_eq!(
+                body["error"]["code"], "not_found",
+                "{method} {concrete}: no route"
+            );
+        }
+    }
+    plane.stop().await;
+}
