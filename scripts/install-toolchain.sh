@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing the project needs beyond a Rust
 # toolchain: the wasm32-wasip2 target that the Rust example guests are built
-# for, and componentize-py (PyPI, into target/py-venv) for the Python one.
+# for, componentize-py (PyPI, into target/py-venv) for the Python one, and
+# PostgreSQL (Debian package) for the control plane's API suite.
 # Idempotent: a second run only checks.
 #
 #   scripts/install-toolchain.sh          test prerequisites
@@ -37,10 +38,24 @@ else
   log "componentize-py $COMPONENTIZE_PY_VERSION present"
 fi
 
-if [ "$want_bench" = 1 ] && ! command -v wrk >/dev/null 2>&1; then
-  sudo=""
+apt_updated=0
+apt_install() {
+  local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
-  log "apt-get install wrk"
-  $sudo apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends wrk >/dev/null
+  log "apt-get install $*"
+  if [ "$apt_updated" = 0 ]; then
+    $sudo apt-get update -q >/dev/null
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  apt_install postgresql
+else
+  log "PostgreSQL present"
+fi
+
+if [ "$want_bench" = 1 ] && ! command -v wrk >/dev/null 2>&1; then
+  apt_install wrk
 fi

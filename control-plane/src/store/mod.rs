@@ -654,13 +654,17 @@ impl Store {
         Ok(())
     }
 
-    /// A tenant's usage per service, summed over nodes.
+    /// A tenant's usage per service, summed over nodes. (PostgreSQL sums
+    /// BIGINTs as NUMERIC; the casts keep both databases' answers BIGINT.)
     pub async fn usage(&self, tenant_id: &str) -> Result<Vec<UsageTotals>, StoreError> {
         let rows = sqlx::query(
-            "SELECT s.name, COALESCE(SUM(u.requests), 0), COALESCE(SUM(u.status_2xx), 0), \
-             COALESCE(SUM(u.status_3xx), 0), COALESCE(SUM(u.status_4xx), 0), \
-             COALESCE(SUM(u.status_5xx), 0), COALESCE(SUM(u.guest_cpu_micros), 0), \
-             COALESCE(SUM(u.bytes_out), 0) \
+            "SELECT s.name, CAST(COALESCE(SUM(u.requests), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(u.status_2xx), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(u.status_3xx), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(u.status_4xx), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(u.status_5xx), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(u.guest_cpu_micros), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(u.bytes_out), 0) AS BIGINT) \
              FROM services s LEFT JOIN usage u ON u.service_id = s.id \
              WHERE s.tenant_id = $1 GROUP BY s.name ORDER BY s.name",
         )

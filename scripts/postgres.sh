@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL server on loopback for the control plane's API
+# suite: its own cluster under target/pg-test, port 55432, trust auth on
+# 127.0.0.1 only. Needs the Debian `postgresql` package
+# (scripts/install-toolchain.sh installs it).
+#
+#   scripts/postgres.sh start   # prints the URL to put in EDGE_TEST_POSTGRES_URL
+#   scripts/postgres.sh stop
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PORT="${EDGE_TEST_POSTGRES_PORT:-55432}"
+dir="$root/target/pg-test"
+bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+[ -n "$bin" ] || { echo "PostgreSQL is not installed" >&2; exit 1; }
+
+# PostgreSQL refuses to run as root: run it as the package's user then.
+as_db_user() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "${1:-}" in
+  start)
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+      rm -rf "$dir"
+      mkdir -p "$dir"
+      [ "$(id -u)" = 0 ] && chown postgres "$dir"
+      as_db_user "$bin/initdb" -D "$dir/data" -U postgres --auth=trust >/dev/null
+    fi
+    as_db_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $dir -c fsync=off" start >/dev/null
+    echo "postgres://postgres@127.0.0.1:$PORT/postgres"
+    ;;
+  stop)
+    [ -f "$dir/data/postmaster.pid" ] && as_db_user "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null
+    ;;
+  *)
+    echo "usage: $0 start|stop" >&2
+    exit 2
+    ;;
+esac
