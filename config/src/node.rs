@@ -29,6 +29,26 @@ pub struct NodeConfig {
     /// routing table at run time.
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// Where to get services from at run time. Without it the node serves
+    /// only the services in this file.
+    pub control_plane: Option<ControlPlaneSection>,
+}
+
+/// The control plane this node follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneSection {
+    /// Base URL, e.g. `http://127.0.0.1:7070`.
+    pub url: String,
+    /// The cluster token every node of the cluster presents.
+    pub cluster_token: String,
+    /// How the node is listed by the control plane.
+    #[serde(default = "default_node_name")]
+    pub node_name: String,
+}
+
+fn default_node_name() -> String {
+    "edge-node".to_string()
 }
 
 /// Listeners and storage.
@@ -81,6 +101,15 @@ impl NodeConfig {
         self.sandbox.validate("sandbox", &mut errors);
         if self.node.listen == self.node.admin_listen && self.node.listen.port() != 0 {
             errors.push("node.admin_listen", "must differ from node.listen");
+        }
+        if let Some(control_plane) = &self.control_plane {
+            let url = &control_plane.url;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push("control_plane.url", "must be an http:// or https:// URL");
+            }
+            if control_plane.cluster_token.is_empty() {
+                errors.push("control_plane.cluster_token", "must not be empty");
+            }
         }
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut domains: HashMap<&str, &str> = HashMap::new();

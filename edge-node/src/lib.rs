@@ -23,6 +23,8 @@
 //! - [`sandbox`]: the engine, the epoch ticker, per-request guest state.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener.
 //! - [`error`]: every outcome a client can see, with its status.
+//! - [`sync`]: following the control plane: snapshot long-poll, module
+//!   fetch, the last good snapshot kept on disk.
 
 pub mod admin;
 pub mod admission;
@@ -33,6 +35,7 @@ pub mod modules;
 pub mod node;
 pub mod routing;
 pub mod sandbox;
+pub mod sync;
 
 pub use error::EdgeError;
 pub use node::{Node, RunningNode};

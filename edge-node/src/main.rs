@@ -177,12 +177,22 @@ async fn serve(
 
     let node = Node::new(&config)?;
     node.install_services(&config.services, &base_dir).await?;
+    let follower = match &config.control_plane {
+        Some(control_plane) => Some(
+            edge_node::sync::Follower::start(&node, control_plane.clone(), &config.node.data_dir)
+                .await?,
+        ),
+        None => None,
+    };
     let running = node
         .start(config.node.listen, config.node.admin_listen)
         .await?;
     println!("edge node listening on http://{}", running.addr);
     println!("metrics on http://{}/metrics", running.admin_addr);
     running_until_stopped().await;
+    if let Some(follower) = follower {
+        follower.stop().await;
+    }
     running.shutdown().await;
     Ok(())
 }

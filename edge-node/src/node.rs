@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
+use edge_config::protocol::Snapshot;
 use edge_config::{HttpLimits, NodeConfig, ServiceConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -112,6 +113,36 @@ impl Node {
         }
         if !failures.is_empty() {
             anyhow::bail!("{}", failures.join("\n"));
+        }
+        self.inner.router.replace(table);
+        Ok(())
+    }
+
+    /// Serves exactly the services of a control-plane snapshot, whose
+    /// components are already in the module store. Every module is loaded
+    /// before the routing table is swapped, in one step: requests in flight
+    /// finish on the version they started with. If any module fails to load,
+    /// nothing changes.
+    pub async fn install_snapshot(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
+        let mut table = RoutingTable::default();
+        for service in &snapshot.services {
+            let module: ModuleHash = service
+                .module_sha256
+                .parse()
+                .map_err(|_| anyhow::anyhow!("service {}: bad module hash", service.name))?;
+            self.inner
+                .modules
+                .preload(module)
+                .await
+                .map_err(|e| anyhow::anyhow!("service {}: {e}", service.name))?;
+            let entry = Arc::new(Service {
+                name: service.name.as_str().into(),
+                module,
+                limits: service.spec.limits.clone(),
+            });
+            for domain in &service.spec.domains {
+                table.insert(domain, Arc::clone(&entry));
+            }
         }
         self.inner.router.replace(table);
         Ok(())

@@ -124,6 +124,52 @@ impl ArtifactStore {
         write_atomically(&manifest, &manifest_json)
     }
 
+    /// Stores an artifact fetched from the control plane, if its manifest
+    /// names this component and this node's engine and its bytes match the
+    /// manifest's hash. Returns whether it was stored; when it was not, the
+    /// node compiles the component itself on first load.
+    pub fn insert_fetched_artifact(
+        &self,
+        hash: &ModuleHash,
+        artifact: &[u8],
+        manifest: &[u8],
+    ) -> Result<bool, ModuleError> {
+        let Ok(recorded) = serde_json::from_slice::<ArtifactManifest>(manifest) else {
+            return Ok(false);
+        };
+        let acceptable = recorded.component_sha256 == hash.to_hex()
+            && recorded.engine_fingerprint == self.fingerprint
+            && recorded.wasmtime_version == WASMTIME_VERSION
+            && recorded.artifact_sha256 == hex::encode(Sha256::digest(artifact));
+        if !acceptable {
+            return Ok(false);
+        }
+        let (artifact_path, manifest_path) = self.artifact_paths(hash);
+        write_atomically(&artifact_path, artifact)?;
+        write_atomically(&manifest_path, manifest)?;
+        Ok(true)
+    }
+
+    /// Whether this engine's artifact for `hash` is on disk and matches its
+    /// manifest.
+    pub fn artifact_is_valid(&self, hash: &ModuleHash) -> bool {
+        let (artifact, manifest) = self.artifact_paths(hash);
+        self.verify_artifact(hash, &artifact, &manifest).is_ok()
+    }
+
+    /// Removes this engine's artifact for `hash` (a bad one, before it is
+    /// fetched again).
+    pub fn remove_artifact(&self, hash: &ModuleHash) {
+        let (artifact, manifest) = self.artifact_paths(hash);
+        let _ = fs::remove_file(artifact);
+        let _ = fs::remove_file(manifest);
+    }
+
+    /// Whether the component is on disk and intact.
+    pub fn has_component(&self, hash: &ModuleHash) -> bool {
+        fs::read(self.component_path(hash)).is_ok_and(|bytes| ModuleHash::of(&bytes) == *hash)
+    }
+
     /// The artifact and manifest files for `hash` under this store's engine.
     pub fn artifact_paths(&self, hash: &ModuleHash) -> (PathBuf, PathBuf) {
         let stem = format!("{hash}.{}", self.fingerprint);

@@ -1,0 +1,197 @@
+//! The control-plane harness shared by the test binaries: a control plane on
+//! port 0 with a temp data dir, on SQLite or PostgreSQL, and a client that
+//! speaks its API.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use control_plane::compile::Compiler;
+use control_plane::{ApiConfig, RunningControlPlane};
+use edge_config::SandboxLimits;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+pub const ADMIN: &str = "admin-token-for-tests";
+pub const CLUSTER: &str = "cluster-token-for-tests";
+/// Small enough that a test can exceed it cheaply.
+pub const TEST_MAX_UPLOAD_BYTES: usize = 4 * 1024 * 1024;
+
+pub struct Plane {
+    running: Option<RunningControlPlane>,
+    pub base: String,
+    pub http: Client,
+    pub data: tempfile::TempDir,
+}
+
+/// The databases to run on: SQLite always, PostgreSQL when configured.
+pub fn databases() -> Vec<&'static str> {
+    let mut kinds = vec!["sqlite"];
+    if std::env::var("EDGE_TEST_POSTGRES_URL").is_ok() {
+        kinds.push("postgres");
+    }
+    kinds
+}
+
+pub async fn database_url(kind: &str, data: &std::path::Path) -> String {
+    if kind == "sqlite" {
+        return format!("sqlite://{}", data.join("cp.db").display());
+    }
+    // A fresh database per test, so tests do not see each other's rows.
+    let server = std::env::var("EDGE_TEST_POSTGRES_URL").expect("postgres url");
+    let name = format!("edge_test_{}", control_plane::store::random_hex(6));
+    sqlx::any::install_default_drivers();
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&server)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let base = server
+        .rsplit_once('/')
+        .map_or(server.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+impl Plane {
+    pub async fn start(kind: &str) -> Self {
+        Self::start_with(kind, |_| {}).await
+    }
+
+    pub async fn start_with(kind: &str, change: impl FnOnce(&mut ApiConfig)) -> Self {
+        let data = tempfile::tempdir().expect("data dir");
+        let url = database_url(kind, data.path()).await;
+        let mut config = ApiConfig {
+            data_dir: data.path().to_path_buf(),
+            admin_token: ADMIN.into(),
+            cluster_token: CLUSTER.into(),
+            max_upload_bytes: TEST_MAX_UPLOAD_BYTES,
+            snapshot_wait: Duration::from_secs(1),
+            sandbox: SandboxLimits::default(),
+        };
+        change(&mut config);
+        let compiler = Compiler {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_control-plane")),
+            timeout: Duration::from_secs(60),
+            memory_bytes: 2 * 1024 * 1024 * 1024,
+        };
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let running = control_plane::start(config, &url, compiler, listen)
+            .await
+            .expect("control plane starts");
+        Self {
+            base: format!("http://{}", running.addr),
+            running: Some(running),
+            http: Client::new(),
+            data,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn upload(&self, token: &str, service: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/services/{service}/modules")))
+            .bearer_auth(token)
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a tenant and returns its token.
+    pub async fn tenant(&self, name: &str) -> String {
+        let (status, body) = self
+            .call("POST", "/v1/tenants", ADMIN, Some(json!({"name": name})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().expect("token").to_string()
+    }
+
+    pub async fn service(&self, token: &str, name: &str, domain: &str) {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/services",
+                token,
+                Some(json!({"name": name, "spec": {"domains": [domain]}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    /// Uploads, creates a version and activates it; returns the version.
+    pub async fn deploy(&self, token: &str, service: &str, bytes: Vec<u8>) -> i64 {
+        let (status, body) = self.upload(token, service, bytes).await;
+        assert!(status.is_success(), "{status} {body}");
+        let hash = body["module_sha256"].as_str().expect("hash").to_string();
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/v1/services/{service}/versions"),
+                token,
+                Some(json!({"module_sha256": hash, "activate": true})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["version"].as_i64().expect("version")
+    }
+
+    pub async fn snapshot(&self, after: u64) -> (StatusCode, Value) {
+        self.call(
+            "GET",
+            &format!("/v1/node/snapshot?after={after}"),
+            CLUSTER,
+            None,
+        )
+        .await
+    }
+
+    pub fn stored_components(&self) -> usize {
+        std::fs::read_dir(self.data.path().join("modules/components"))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+pub fn hello() -> Vec<u8> {
+    std::fs::read(edge_tests::guests::rust_guest("hello")).expect("hello guest")
+}
+
+pub fn echo() -> Vec<u8> {
+    std::fs::read(edge_tests::guests::rust_guest("echo")).expect("echo guest")
+}

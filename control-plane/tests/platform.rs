@@ -1,0 +1,221 @@
+//! The platform end to end: a control plane and edge nodes that follow it,
+//! all on loopback. Deploys reach every node, rollbacks too; nodes keep
+//! serving without the control plane, and after a restart serve from disk.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use edge_config::NodeConfig;
+use edge_config::node::ControlPlaneSection;
+use edge_node::sync::Follower;
+use edge_node::{Node, RunningNode};
+use edge_tests::client::get;
+use reqwest::StatusCode;
+
+const DOMAIN: &str = "web.acme.test";
+const HELLO: &str = "hello from the edge\n";
+/// The body of `examples/plain-wasi` for `/`.
+const PLAIN: &str = "plain wasi component at /\n";
+
+struct EdgeNode {
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    follower: Follower,
+    running: RunningNode,
+}
+
+impl EdgeNode {
+    async fn start(plane_base: &str, data_dir: &Path, name: &str) -> Self {
+        let mut config = NodeConfig::default();
+        config.node.data_dir = data_dir.to_path_buf();
+        let control_plane = ControlPlaneSection {
+            url: plane_base.to_string(),
+            cluster_token: CLUSTER.to_string(),
+            node_name: name.to_string(),
+        };
+        let node = Node::new(&config).expect("node builds");
+        let follower = Follower::start(&node, control_plane, data_dir)
+            .await
+            .expect("follower starts");
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        let running = node.start(localhost, localhost).await.expect("node starts");
+        Self {
+            addr: running.addr,
+            admin_addr: running.admin_addr,
+            follower,
+            running,
+        }
+    }
+
+    async fn body(&self) -> (u16, String) {
+        let reply = get(self.addr, DOMAIN, "/").await;
+        (reply.status, reply.text())
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        let page = get(self.admin_addr, "admin", "/metrics").await.text();
+        edge_tests::node::metric_value(&page, series)
+    }
+
+    async fn stop(self) {
+        self.follower.stop().await;
+        self.running.shutdown().await;
+    }
+}
+
+/// Waits until every node answers `expected`, and returns how long that took.
+async fn until_all_serve(nodes: &[EdgeNode], expected: &str) -> Duration {
+    let started = Instant::now();
+    for node in nodes {
+        loop {
+            let (status, body) = node.body().await;
+            if status == 200 && body == expected {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "node {} still answers {status} {body:?}, not {expected:?}",
+                node.addr
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    started.elapsed()
+}
+
+fn plain_wasi() -> Vec<u8> {
+    std::fs::read(edge_tests::guests::rust_guest("plain-wasi")).expect("plain-wasi guest")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_and_rollbacks_reach_every_node_within_a_second() {
+    let plane = Plane::start_with("sqlite", |c| c.snapshot_wait = Duration::from_secs(20)).await;
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", DOMAIN).await;
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let nodes = [
+        EdgeNode::start(&plane.base, dirs[0].path(), "node-a").await,
+        EdgeNode::start(&plane.base, dirs[1].path(), "node-b").await,
+    ];
+    // Before any deploy the domain is unknown: 421.
+    assert_eq!(nodes[0].body().await.0, 421);
+
+    plane.deploy(&token, "web", hello()).await;
+    let took = until_all_serve(&nodes, HELLO).await;
+    assert!(took < Duration::from_secs(1), "v1 took {took:?}");
+
+    plane.deploy(&token, "web", plain_wasi()).await;
+    let took = until_all_serve(&nodes, PLAIN).await;
+    assert!(took < Duration::from_secs(1), "v2 took {took:?}");
+
+    let (status, _) = plane
+        .call("POST", "/v1/services/web/rollback", &token, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let took = until_all_serve(&nodes, HELLO).await;
+    assert!(took < Duration::from_secs(1), "rollback took {took:?}");
+
+    // Both nodes registered and report the snapshot they serve.
+    let (_, listed) = plane.call("GET", "/v1/nodes", ADMIN, None).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2));
+    // The artifacts came from the control plane: nothing compiled on a node.
+    for node in &nodes {
+        assert_eq!(
+            node.metric("edge_module_loads_total{source=\"compiled\"}")
+                .await,
+            0.0
+        );
+        assert!(
+            node.metric("edge_module_loads_total{source=\"artifact\"}")
+                .await
+                >= 2.0
+        );
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+    plane.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_serve_without_the_control_plane_and_from_disk_after_a_restart() {
+    let plane = Plane::start("sqlite").await;
+    let base = plane.base.clone();
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", DOMAIN).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let node = EdgeNode::start(&base, dir.path(), "node-a").await;
+    plane.deploy(&token, "web", hello()).await;
+    until_all_serve(std::slice::from_ref(&node), HELLO).await;
+
+    plane.stop().await;
+    // Every request is still answered while the control plane is down.
+    for _ in 0..100 {
+        assert_eq!(node.body().await, (200, HELLO.to_string()));
+    }
+
+    // A restart with the control plane still down serves from disk.
+    node.stop().await;
+    let node = EdgeNode::start(&base, dir.path(), "node-a").await;
+    for _ in 0..20 {
+        assert_eq!(node.body().await, (200, HELLO.to_string()));
+    }
+    assert_eq!(
+        node.metric("edge_module_loads_total{source=\"artifact\"}")
+            .await,
+        1.0
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_artifact_on_a_node_is_detected_and_fetched_again() {
+    let plane = Plane::start("sqlite").await;
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", DOMAIN).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let node = EdgeNode::start(&plane.base, dir.path(), "node-a").await;
+    plane.deploy(&token, "web", hello()).await;
+    until_all_serve(std::slice::from_ref(&node), HELLO).await;
+    node.stop().await;
+
+    let artifacts = dir.path().join("artifacts");
+    let artifact = std::fs::read_dir(&artifacts)
+        .expect("artifacts dir")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
+        .expect("an artifact on disk");
+    let mut bytes = std::fs::read(&artifact).expect("artifact");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&artifact, &bytes).expect("corrupt it");
+
+    let node = EdgeNode::start(&plane.base, dir.path(), "node-a").await;
+    assert_eq!(node.body().await, (200, HELLO.to_string()));
+    // Fetched again and loaded as an artifact, not compiled on the node.
+    assert_eq!(
+        node.metric("edge_module_loads_total{source=\"compiled\"}")
+            .await,
+        0.0
+    );
+    assert_eq!(
+        node.metric("edge_module_loads_total{source=\"artifact\"}")
+            .await,
+        1.0
+    );
+    assert_ne!(
+        std::fs::read(&artifact).expect("artifact"),
+        bytes,
+        "replaced"
+    );
+    node.stop().await;
+    plane.stop().await;
+}

@@ -1,0 +1,317 @@
+//! Following the control plane: register, long-poll the config snapshot,
+//! fetch the modules it names, swap the routing table, and keep the last
+//! good snapshot on disk.
+//!
+//! The node never depends on the control plane being up to serve: at start
+//! it serves the snapshot it last applied (from `<data_dir>/snapshot.json`
+//! and the module store), and while the control plane is unreachable it
+//! keeps serving and retries with exponential backoff.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edge_config::node::ControlPlaneSection;
+use edge_config::protocol::{NodeRegistered, NodeRegistration, Snapshot};
+use reqwest::StatusCode;
+use tokio::sync::watch;
+
+use crate::modules::ModuleHash;
+use crate::modules::store::write_atomically;
+use crate::node::Node;
+
+/// Longest wait between retries while the control plane is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// A long-poll may take this long beyond the control plane's own wait.
+const POLL_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why one round of syncing failed; the loop logs it and retries.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("control plane unreachable: {0}")]
+    Unreachable(#[from] reqwest::Error),
+    #[error("control plane answered {0}")]
+    Status(StatusCode),
+    #[error("{0}")]
+    Apply(String),
+}
+
+/// The file the last applied snapshot is kept in.
+pub fn snapshot_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("snapshot.json")
+}
+
+/// Serves the snapshot saved by an earlier run, if there is one. Returns its
+/// version (0 if none). An artifact on disk that no longer matches its hash
+/// is fetched again when the control plane answers, and compiled locally
+/// when it does not.
+async fn restore(sync: &Sync) -> u64 {
+    let node = &sync.node;
+    let path = snapshot_path(&sync.data_dir);
+    let Ok(text) = tokio::fs::read(&path).await else {
+        return 0;
+    };
+    let snapshot: Snapshot = match serde_json::from_slice(&text) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "saved snapshot unreadable; ignoring it");
+            return 0;
+        }
+    };
+    sync.repair_artifacts(&snapshot).await;
+    match node.install_snapshot(&snapshot).await {
+        Ok(()) => {
+            tracing::info!(
+                version = snapshot.version,
+                services = snapshot.services.len(),
+                "serving the saved snapshot"
+            );
+            snapshot.version
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "saved snapshot cannot be served");
+            0
+        }
+    }
+}
+
+/// Follows the control plane until `shutdown` turns true.
+async fn run(sync: Sync, mut version: u64, mut shutdown: watch::Receiver<bool>) {
+    let mut node_id: Option<String> = None;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let round = async {
+            let id = match &node_id {
+                Some(id) => id.clone(),
+                None => {
+                    let id = sync.register().await?;
+                    node_id = Some(id.clone());
+                    id
+                }
+            };
+            sync.poll_once(&id, version).await
+        };
+        let outcome = tokio::select! {
+            outcome = round => outcome,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        match outcome {
+            Ok(Some(applied)) => {
+                version = applied;
+                backoff = FIRST_BACKOFF;
+            }
+            Ok(None) => backoff = FIRST_BACKOFF,
+            Err(SyncError::Status(StatusCode::NOT_FOUND)) => {
+                // The control plane does not know this node (its database
+                // was replaced): register again.
+                node_id = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "control-plane sync failed; still serving snapshot {version}");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+struct Sync {
+    node: Node,
+    base: String,
+    token: String,
+    name: String,
+    data_dir: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Sync {
+    fn new(node: &Node, config: ControlPlaneSection, data_dir: &Path) -> Result<Self, SyncError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(POLL_TIMEOUT)
+            .build()?;
+        Ok(Self {
+            node: node.clone(),
+            base: config.url.trim_end_matches('/').to_string(),
+            token: config.cluster_token,
+            name: config.node_name,
+            data_dir: data_dir.to_path_buf(),
+            client,
+        })
+    }
+
+    /// Drops every artifact of `snapshot` that fails its hash check and
+    /// tries to fetch it again.
+    async fn repair_artifacts(&self, snapshot: &Snapshot) {
+        let store = self.node.modules().store();
+        for service in &snapshot.services {
+            let Ok(hash) = service.module_sha256.parse::<ModuleHash>() else {
+                continue;
+            };
+            let (artifact, _) = store.artifact_paths(&hash);
+            if !artifact.exists() || store.artifact_is_valid(&hash) {
+                continue;
+            }
+            tracing::warn!(%hash, "artifact on disk does not match its hash; fetching it again");
+            store.remove_artifact(&hash);
+            if let Err(e) = self.fetch_module(hash).await {
+                tracing::warn!(%hash, error = %e, "refetch failed; compiling locally");
+            }
+        }
+    }
+
+    async fn register(&self) -> Result<String, SyncError> {
+        let registration = NodeRegistration {
+            name: self.name.clone(),
+            engine_fingerprint: self.node.sandbox().fingerprint().to_string(),
+        };
+        let response = self
+            .client
+            .post(format!("{}/v1/node/register", self.base))
+            .bearer_auth(&self.token)
+            .json(&registration)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(SyncError::Status(response.status()));
+        }
+        let registered: NodeRegistered = response.json().await?;
+        tracing::info!(node_id = %registered.node_id, "registered with the control plane");
+        Ok(registered.node_id)
+    }
+
+    /// One long-poll. Returns the version applied, or `None` if nothing
+    /// changed.
+    async fn poll_once(&self, node_id: &str, version: u64) -> Result<Option<u64>, SyncError> {
+        let response = self
+            .client
+            .get(format!("{}/v1/node/snapshot", self.base))
+            .query(&[
+                ("after", version.to_string()),
+                ("node", node_id.to_string()),
+            ])
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        match response.status() {
+            StatusCode::NOT_MODIFIED => return Ok(None),
+            status if !status.is_success() => return Err(SyncError::Status(status)),
+            _ => {}
+        }
+        let snapshot: Snapshot = response.json().await?;
+        for service in &snapshot.services {
+            let hash: ModuleHash = service
+                .module_sha256
+                .parse()
+                .map_err(|_| SyncError::Apply(format!("bad module hash for {}", service.name)))?;
+            self.fetch_module(hash).await?;
+        }
+        self.node
+            .install_snapshot(&snapshot)
+            .await
+            .map_err(|e| SyncError::Apply(format!("{e:#}")))?;
+        let text = serde_json::to_vec(&snapshot).unwrap_or_default();
+        let path = snapshot_path(&self.data_dir);
+        tokio::task::spawn_blocking(move || write_atomically(&path, &text))
+            .await
+            .map_err(|e| SyncError::Apply(e.to_string()))?
+            .map_err(|e| SyncError::Apply(e.to_string()))?;
+        tracing::info!(
+            version = snapshot.version,
+            services = snapshot.services.len(),
+            "applied snapshot"
+        );
+        Ok(Some(snapshot.version))
+    }
+
+    /// Makes sure the component and, when the control plane has one for
+    /// this engine, its artifact are on disk. Both are verified by hash.
+    async fn fetch_module(&self, hash: ModuleHash) -> Result<(), SyncError> {
+        let store = self.node.modules().store();
+        if !store.has_component(&hash) {
+            let bytes = self.get(&format!("/v1/node/components/{hash}")).await?;
+            if ModuleHash::of(&bytes) != hash {
+                return Err(SyncError::Apply(format!(
+                    "component {hash} does not match its hash"
+                )));
+            }
+            store
+                .insert_component(&bytes)
+                .map_err(|e| SyncError::Apply(e.to_string()))?;
+        }
+        let (artifact_path, _) = store.artifact_paths(&hash);
+        if artifact_path.exists() {
+            // Verified when loaded; a bad one is compiled again.
+            return Ok(());
+        }
+        let fingerprint = store.fingerprint().to_string();
+        let artifact = self
+            .get(&format!("/v1/node/artifacts/{hash}/{fingerprint}"))
+            .await;
+        let manifest = self
+            .get(&format!("/v1/node/artifacts/{hash}/{fingerprint}/manifest"))
+            .await;
+        match (artifact, manifest) {
+            (Ok(artifact), Ok(manifest)) => {
+                let stored = store
+                    .insert_fetched_artifact(&hash, &artifact, &manifest)
+                    .map_err(|e| SyncError::Apply(e.to_string()))?;
+                if !stored {
+                    tracing::warn!(%hash, "fetched artifact rejected; compiling locally");
+                }
+            }
+            // No artifact for this engine: the node compiles on load.
+            (Err(SyncError::Status(StatusCode::NOT_FOUND)), _)
+            | (_, Err(SyncError::Status(StatusCode::NOT_FOUND))) => {}
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        }
+        Ok(())
+    }
+
+    async fn get(&self, path: &str) -> Result<bytes::Bytes, SyncError> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(SyncError::Status(response.status()));
+        }
+        Ok(response.bytes().await?)
+    }
+}
+
+/// A running follower of the control plane.
+#[derive(Debug)]
+pub struct Follower {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Follower {
+    /// Serves the snapshot saved on disk, if any, then follows the control
+    /// plane in a task of its own. The snapshot replaces the services of
+    /// the node's config file.
+    pub async fn start(
+        node: &Node,
+        config: ControlPlaneSection,
+        data_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let sync = Sync::new(node, config, data_dir)
+            .map_err(|e| anyhow::anyhow!("building the control-plane client: {e}"))?;
+        let version = restore(&sync).await;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(sync, version, stopped));
+        Ok(Self { stop, task })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
