@@ -45,6 +45,17 @@ pub struct ControlPlaneSection {
     /// How the node is listed by the control plane.
     #[serde(default = "default_node_name")]
     pub node_name: String,
+    /// How often usage is reported.
+    #[serde(default = "default_usage_report_interval_ms")]
+    pub usage_report_interval_ms: u64,
+}
+
+/// Usage reports go out this often: fresh enough for a usage page, rare
+/// enough to cost the control plane little per node.
+pub const DEFAULT_USAGE_REPORT_INTERVAL_MS: u64 = 5_000;
+
+fn default_usage_report_interval_ms() -> u64 {
+    DEFAULT_USAGE_REPORT_INTERVAL_MS
 }
 
 fn default_node_name() -> String {
@@ -107,6 +118,12 @@ impl NodeConfig {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 errors.push("control_plane.url", "must be an http:// or https:// URL");
             }
+            errors.check_range(
+                "control_plane.usage_report_interval_ms",
+                control_plane.usage_report_interval_ms,
+                100,
+                3_600_000,
+            );
             if control_plane.cluster_token.is_empty() {
                 errors.push("control_plane.cluster_token", "must not be empty");
             }

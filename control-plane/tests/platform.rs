@@ -36,6 +36,7 @@ impl EdgeNode {
             url: plane_base.to_string(),
             cluster_token: CLUSTER.to_string(),
             node_name: name.to_string(),
+            usage_report_interval_ms: 200,
         };
         let node = Node::new(&config).expect("node builds");
         let follower = Follower::start(&node, control_plane, data_dir)
@@ -87,6 +88,19 @@ async fn until_all_serve(nodes: &[EdgeNode], expected: &str) -> Duration {
     started.elapsed()
 }
 
+/// Two nodes following `plane`, each with its own data dir.
+async fn two_nodes(plane: &Plane) -> ([tempfile::TempDir; 2], [EdgeNode; 2]) {
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let nodes = [
+        EdgeNode::start(&plane.base, dirs[0].path(), "node-a").await,
+        EdgeNode::start(&plane.base, dirs[1].path(), "node-b").await,
+    ];
+    (dirs, nodes)
+}
+
 fn plain_wasi() -> Vec<u8> {
     std::fs::read(edge_tests::guests::rust_guest("plain-wasi")).expect("plain-wasi guest")
 }
@@ -96,14 +110,7 @@ async fn deploys_and_rollbacks_reach_every_node_within_a_second() {
     let plane = Plane::start_with("sqlite", |c| c.snapshot_wait = Duration::from_secs(20)).await;
     let token = plane.tenant("acme").await;
     plane.service(&token, "web", DOMAIN).await;
-    let dirs = [
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    ];
-    let nodes = [
-        EdgeNode::start(&plane.base, dirs[0].path(), "node-a").await,
-        EdgeNode::start(&plane.base, dirs[1].path(), "node-b").await,
-    ];
+    let (_dirs, nodes) = two_nodes(&plane).await;
     // Before any deploy the domain is unknown: 421.
     assert_eq!(nodes[0].body().await.0, 421);
 
@@ -217,5 +224,48 @@ async fn a_corrupted_artifact_on_a_node_is_detected_and_fetched_again() {
         "replaced"
     );
     node.stop().await;
+    plane.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_reported_by_nodes_adds_up_in_the_usage_api() {
+    let plane = Plane::start("sqlite").await;
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", DOMAIN).await;
+    let (_dirs, nodes) = two_nodes(&plane).await;
+    plane.deploy(&token, "web", hello()).await;
+    until_all_serve(&nodes, HELLO).await;
+    // Known traffic: 30 requests to one node, 25 to the other.
+    for _ in 0..30 {
+        assert_eq!(nodes[0].body().await.0, 200);
+    }
+    for _ in 0..25 {
+        assert_eq!(nodes[1].body().await.0, 200);
+    }
+    // The readiness probes of `until_all_serve` count too: one per node.
+    let expected_requests = 30 + 25 + 2;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let usage = loop {
+        let (_, usage) = plane.call("GET", "/v1/usage", &token, None).await;
+        if usage[0]["requests"] == expected_requests {
+            break usage;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "usage never reached {expected_requests}: {usage}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(usage[0]["service"], "web");
+    assert_eq!(usage[0]["status_2xx"], expected_requests);
+    assert_eq!(usage[0]["status_5xx"], 0);
+    assert_eq!(
+        usage[0]["bytes_out"],
+        expected_requests * HELLO.len() as i64
+    );
+    assert!(usage[0]["guest_cpu_micros"].as_i64().unwrap_or(0) > 0);
+    for node in nodes {
+        node.stop().await;
+    }
     plane.stop().await;
 }

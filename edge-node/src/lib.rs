@@ -24,7 +24,8 @@
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener.
 //! - [`error`]: every outcome a client can see, with its status.
 //! - [`sync`]: following the control plane: snapshot long-poll, module
-//!   fetch, the last good snapshot kept on disk.
+//!   fetch, the last good snapshot kept on disk; [`usage`]: what the node
+//!   reports back per service.
 
 pub mod admin;
 pub mod admission;
@@ -36,6 +37,7 @@ pub mod node;
 pub mod routing;
 pub mod sandbox;
 pub mod sync;
+pub mod usage;
 
 pub use error::EdgeError;
 pub use node::{Node, RunningNode};

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::modules::{ArtifactStore, ModuleCache, ModuleHash};
 use crate::routing::{Router, RoutingTable, Service};
 use crate::sandbox::Sandbox;
+use crate::usage::UsageMeter;
 
 /// Everything the request path reads. Shared by every connection.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ pub struct NodeInner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) http_limits: HttpLimits,
     pub(crate) request_ids: RequestIds,
+    pub(crate) usage: UsageMeter,
 }
 
 /// An edge node, not yet listening.
@@ -65,6 +67,7 @@ impl Node {
                 http_limits: config.http.clone(),
                 metrics: Arc::new(metrics),
                 request_ids: RequestIds::new(),
+                usage: UsageMeter::default(),
             }),
         })
     }
@@ -75,6 +78,11 @@ impl Node {
 
     pub fn router(&self) -> &Router {
         &self.inner.router
+    }
+
+    /// Usage per service since the last report.
+    pub fn usage(&self) -> &UsageMeter {
+        &self.inner.usage
     }
 
     pub fn sandbox(&self) -> &Sandbox {

@@ -6,12 +6,18 @@
 //! it serves the snapshot it last applied (from `<data_dir>/snapshot.json`
 //! and the module store), and while the control plane is unreachable it
 //! keeps serving and retries with exponential backoff.
+//!
+//! Beside the long-poll, a second task posts usage reports (see
+//! [`crate::usage`]) every few seconds; the last one is sent on shutdown.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use edge_config::node::ControlPlaneSection;
-use edge_config::protocol::{NodeRegistered, NodeRegistration, Snapshot};
+use edge_config::protocol::{
+    NodeRegistered, NodeRegistration, ServiceUsage, Snapshot, UsageReport,
+};
 use reqwest::StatusCode;
 use tokio::sync::watch;
 
@@ -77,7 +83,12 @@ async fn restore(sync: &Sync) -> u64 {
 }
 
 /// Follows the control plane until `shutdown` turns true.
-async fn run(sync: Sync, mut version: u64, mut shutdown: watch::Receiver<bool>) {
+async fn run(
+    sync: Arc<Sync>,
+    mut version: u64,
+    node_ids: watch::Sender<Option<String>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut node_id: Option<String> = None;
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -87,6 +98,7 @@ async fn run(sync: Sync, mut version: u64, mut shutdown: watch::Receiver<bool>) 
                 None => {
                     let id = sync.register().await?;
                     node_id = Some(id.clone());
+                    node_ids.send_replace(Some(id.clone()));
                     id
                 }
             };
@@ -119,6 +131,37 @@ async fn run(sync: Sync, mut version: u64, mut shutdown: watch::Receiver<bool>) 
     }
 }
 
+/// Posts the node's usage every `interval`. A report that fails is put
+/// back and sent with the next one.
+async fn report_usage(
+    sync: Arc<Sync>,
+    interval: Duration,
+    node_ids: watch::Receiver<Option<String>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = ticks.tick() => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        let node_id = node_ids.borrow().clone();
+        if let Some(node_id) = node_id {
+            let usage = sync.node.usage().drain();
+            if !usage.is_empty()
+                && let Err(e) = sync.post_usage(&node_id, usage.clone()).await
+            {
+                tracing::warn!(error = %e, "usage report failed; kept for the next one");
+                sync.node.usage().restore(&usage);
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 struct Sync {
     node: Node,
     base: String,
@@ -126,6 +169,8 @@ struct Sync {
     name: String,
     data_dir: PathBuf,
     client: reqwest::Client,
+    /// The snapshot version being served.
+    applied: watch::Sender<u64>,
 }
 
 impl Sync {
@@ -141,6 +186,7 @@ impl Sync {
             name: config.node_name,
             data_dir: data_dir.to_path_buf(),
             client,
+            applied: watch::Sender::new(0),
         })
     }
 
@@ -162,6 +208,30 @@ impl Sync {
                 tracing::warn!(%hash, error = %e, "refetch failed; compiling locally");
             }
         }
+    }
+
+    async fn post_usage(
+        &self,
+        node_id: &str,
+        services: Vec<ServiceUsage>,
+    ) -> Result<(), SyncError> {
+        let report = UsageReport {
+            snapshot_version: *self.applied.borrow(),
+            services,
+        };
+        let response = self
+            .client
+            .post(format!("{}/v1/node/usage", self.base))
+            .query(&[("node", node_id)])
+            .bearer_auth(&self.token)
+            .timeout(CONNECT_TIMEOUT * 2)
+            .json(&report)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(SyncError::Status(response.status()));
+        }
+        Ok(())
     }
 
     async fn register(&self) -> Result<String, SyncError> {
@@ -290,7 +360,7 @@ impl Sync {
 #[derive(Debug)]
 pub struct Follower {
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Follower {
@@ -302,16 +372,27 @@ impl Follower {
         config: ControlPlaneSection,
         data_dir: &Path,
     ) -> anyhow::Result<Self> {
+        let config_interval_ms = config.usage_report_interval_ms;
         let sync = Sync::new(node, config, data_dir)
             .map_err(|e| anyhow::anyhow!("building the control-plane client: {e}"))?;
+        let interval = Duration::from_millis(config_interval_ms);
         let version = restore(&sync).await;
+        sync.applied.send_replace(version);
+        let sync = Arc::new(sync);
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(sync, version, stopped));
-        Ok(Self { stop, task })
+        let (node_ids, node_id) = watch::channel(None);
+        let poll = tokio::spawn(run(Arc::clone(&sync), version, node_ids, stopped.clone()));
+        let report = tokio::spawn(report_usage(sync, interval, node_id, stopped));
+        Ok(Self {
+            stop,
+            tasks: vec![poll, report],
+        })
     }
 
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }

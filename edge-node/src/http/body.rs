@@ -67,3 +67,51 @@ impl Body for LimitedBody {
         self.inner.size_hint()
     }
 }
+
+/// A response body that adds the bytes it sends to its service's usage.
+pub struct MeteredBody {
+    inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
+    counters: Arc<crate::usage::ServiceCounters>,
+}
+
+impl std::fmt::Debug for MeteredBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeteredBody").finish_non_exhaustive()
+    }
+}
+
+impl MeteredBody {
+    pub fn boxed(
+        inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
+        counters: Arc<crate::usage::ServiceCounters>,
+    ) -> wasmtime_wasi_http::p2::body::HyperOutgoingBody {
+        use http_body_util::BodyExt;
+        Self { inner, counters }.boxed_unsync()
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.counters.add_bytes_out(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -12,7 +12,7 @@ use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use super::body::LimitedBody;
+use super::body::{LimitedBody, MeteredBody};
 use crate::error::EdgeError;
 use crate::metrics::{Metrics, UNKNOWN_SERVICE};
 use crate::node::NodeInner;
@@ -23,12 +23,12 @@ use crate::sandbox::{GuestIdentity, GuestReport};
 pub async fn handle(node: &NodeInner, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
     let started = Instant::now();
     let request_id: Arc<str> = node.request_ids.next().into();
-    let (service_name, result) = match admit_and_route(node, &request) {
+    let (service_name, result, known) = match admit_and_route(node, &request) {
         Ok((service, permit)) => {
             let result = run_guest(node, &service, request, &request_id, permit).await;
-            (Arc::clone(&service.name), result)
+            (Arc::clone(&service.name), result, true)
         }
-        Err(refusal) => (Arc::from(UNKNOWN_SERVICE), Err(refusal)),
+        Err(refusal) => (Arc::from(UNKNOWN_SERVICE), Err(refusal), false),
     };
     let mut response = match result {
         Ok(response) => response,
@@ -43,6 +43,9 @@ pub async fn handle(node: &NodeInner, request: Request<Incoming>) -> Response<Hy
         response.headers_mut().insert("x-request-id", id);
     }
     let status = response.status();
+    if known {
+        node.usage.record_response(&service_name, status.as_u16());
+    }
     node.metrics
         .requests
         .with_label_values(&[&service_name, status.as_str()])
@@ -138,9 +141,11 @@ async fn run_guest(
         request_id: Arc::clone(request_id),
     };
     let metrics = Arc::clone(&node.metrics);
+    let usage = node.usage.counters(&service.name);
     let service_name = Arc::clone(&service.name);
     let finished = move |report: GuestReport| {
         record_guest(&metrics, &service_name, &report);
+        usage.add_cpu(report.cpu);
         // The request leaves admission only when its guest is done.
         drop(permit);
     };
@@ -153,7 +158,11 @@ async fn run_guest(
             &node.metrics,
             EdgeError::BodyTooLarge { limit: body_limit },
         )),
-        Ok(response) => check_response_head(&node.http_limits, response),
+        Ok(response) => {
+            let counters = node.usage.counters(&service.name);
+            check_response_head(&node.http_limits, response)
+                .map(|response| response.map(|body| MeteredBody::boxed(body, counters)))
+        }
         Err(error) => Err(error),
     }
 }

@@ -1,0 +1,131 @@
+//! Per-service usage since the last report to the control plane: requests,
+//! status classes, guest CPU time and response bytes. Counters are atomics
+//! behind a concurrent map, so recording costs no lock on the request path.
+//! A report drains them; a report that fails to send is added back, so
+//! nothing is lost while the control plane is away.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use edge_config::protocol::ServiceUsage;
+
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    requests: AtomicU64,
+    status_2xx: AtomicU64,
+    status_3xx: AtomicU64,
+    status_4xx: AtomicU64,
+    status_5xx: AtomicU64,
+    guest_cpu_micros: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl ServiceCounters {
+    pub fn add_bytes_out(&self, bytes: u64) {
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn add_cpu(&self, cpu: Duration) {
+        let micros = u64::try_from(cpu.as_micros()).unwrap_or(u64::MAX);
+        self.guest_cpu_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+/// Usage by service name.
+#[derive(Debug, Default)]
+pub struct UsageMeter {
+    services: DashMap<Arc<str>, Arc<ServiceCounters>>,
+}
+
+impl UsageMeter {
+    pub fn counters(&self, service: &Arc<str>) -> Arc<ServiceCounters> {
+        if let Some(counters) = self.services.get(service) {
+            return Arc::clone(&counters);
+        }
+        Arc::clone(
+            self.services
+                .entry(Arc::clone(service))
+                .or_default()
+                .value(),
+        )
+    }
+
+    pub fn record_response(&self, service: &Arc<str>, status: u16) {
+        let counters = self.counters(service);
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let class = match status {
+            200..=299 => &counters.status_2xx,
+            300..=399 => &counters.status_3xx,
+            400..=499 => &counters.status_4xx,
+            _ => &counters.status_5xx,
+        };
+        class.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes every counter, leaving zeros. Services with nothing to report
+    /// are left out.
+    pub fn drain(&self) -> Vec<ServiceUsage> {
+        let take = |counter: &AtomicU64| counter.swap(0, Ordering::Relaxed);
+        let mut usage: Vec<ServiceUsage> = self
+            .services
+            .iter()
+            .map(|entry| {
+                let c = entry.value();
+                ServiceUsage {
+                    service: entry.key().to_string(),
+                    requests: take(&c.requests),
+                    status_2xx: take(&c.status_2xx),
+                    status_3xx: take(&c.status_3xx),
+                    status_4xx: take(&c.status_4xx),
+                    status_5xx: take(&c.status_5xx),
+                    guest_cpu_micros: take(&c.guest_cpu_micros),
+                    bytes_out: take(&c.bytes_out),
+                }
+            })
+            .filter(|u| u.requests > 0 || u.guest_cpu_micros > 0 || u.bytes_out > 0)
+            .collect();
+        usage.sort_by(|a, b| a.service.cmp(&b.service));
+        usage
+    }
+
+    /// Puts back what a failed report took.
+    pub fn restore(&self, usage: &[ServiceUsage]) {
+        for u in usage {
+            let c = self.counters(&Arc::from(u.service.as_str()));
+            c.requests.fetch_add(u.requests, Ordering::Relaxed);
+            c.status_2xx.fetch_add(u.status_2xx, Ordering::Relaxed);
+            c.status_3xx.fetch_add(u.status_3xx, Ordering::Relaxed);
+            c.status_4xx.fetch_add(u.status_4xx, Ordering::Relaxed);
+            c.status_5xx.fetch_add(u.status_5xx, Ordering::Relaxed);
+            c.guest_cpu_micros
+                .fetch_add(u.guest_cpu_micros, Ordering::Relaxed);
+            c.bytes_out.fetch_add(u.bytes_out, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_takes_everything_once_and_restore_puts_it_back() {
+        let meter = UsageMeter::default();
+        let web: Arc<str> = Arc::from("acme/web");
+        meter.record_response(&web, 200);
+        meter.record_response(&web, 503);
+        meter.counters(&web).add_cpu(Duration::from_micros(1500));
+        meter.counters(&web).add_bytes_out(20);
+        let usage = meter.drain();
+        assert_eq!(usage.len(), 1);
+        assert_eq!(usage[0].requests, 2);
+        assert_eq!((usage[0].status_2xx, usage[0].status_5xx), (1, 1));
+        assert_eq!(usage[0].guest_cpu_micros, 1500);
+        assert_eq!(usage[0].bytes_out, 20);
+        assert!(meter.drain().is_empty(), "drained");
+        meter.restore(&usage);
+        assert_eq!(meter.drain(), usage);
+    }
+}
