@@ -269,3 +269,82 @@ async fn usage_reported_by_nodes_adds_up_in_the_usage_api() {
     }
     plane.stop().await;
 }
+
+/// Runs `edgectl` with its own config file; returns stdout, or panics with
+/// stderr.
+async fn edgectl(config: &Path, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgectl"))
+        .args(args)
+        .env("EDGECTL_CONFIG", config)
+        // The test's own cargo settings must not leak into a guest build.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .await
+        .expect("edgectl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "edgectl {args:?} failed: {stderr}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_deploys_from_source_with_edgectl() {
+    let plane = Plane::start_with("sqlite", |c| c.snapshot_wait = Duration::from_secs(20)).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("edgectl.json");
+    let token = edgectl(
+        &config,
+        &[
+            "tenant-create",
+            "acme",
+            "--url",
+            &plane.base,
+            "--admin-token",
+            ADMIN,
+        ],
+    )
+    .await;
+    let token = token.trim();
+    edgectl(&config, &["login", "--url", &plane.base, "--token", token]).await;
+    edgectl(&config, &["service", "create", "web", "--domain", DOMAIN]).await;
+    let node = EdgeNode::start(&plane.base, &dir.path().join("node"), "node-a").await;
+    let examples = edge_tests::guests::repo_root().join("examples/hello");
+
+    let deployed = edgectl(
+        &config,
+        &["deploy", "web", "--build", &examples.to_string_lossy()],
+    )
+    .await;
+    assert!(deployed.contains("version 1"), "{deployed}");
+    assert!(
+        deployed.contains(&format!("http://{DOMAIN}/")),
+        "{deployed}"
+    );
+    let took = until_all_serve(std::slice::from_ref(&node), HELLO).await;
+    assert!(took < Duration::from_secs(1), "served after {took:?}");
+
+    let plain = edge_tests::guests::rust_guest("plain-wasi");
+    edgectl(
+        &config,
+        &["deploy", "web", "--wasm", &plain.to_string_lossy()],
+    )
+    .await;
+    until_all_serve(std::slice::from_ref(&node), PLAIN).await;
+    let versions = edgectl(&config, &["versions", "web"]).await;
+    assert_eq!(
+        versions.lines().count(),
+        3,
+        "header + 2 versions: {versions}"
+    );
+    let rolled = edgectl(&config, &["rollback", "web"]).await;
+    assert!(rolled.contains("version 1"), "{rolled}");
+    until_all_serve(std::slice::from_ref(&node), HELLO).await;
+
+    let services = edgectl(&config, &["service", "list"]).await;
+    assert!(services.contains("web\t1"), "{services}");
+    let nodes = edgectl(&config, &["nodes", "--admin-token", ADMIN]).await;
+    assert!(nodes.contains("node-a"), "{nodes}");
+    node.stop().await;
+    plane.stop().await;
+}

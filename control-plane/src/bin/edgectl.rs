@@ -1,0 +1,398 @@
+//! `edgectl`, the tenant CLI: log in once, create services, deploy a guest
+//! (built from source or a ready .wasm), list versions, roll back, read
+//! usage; operators also create tenants and list nodes.
+//!
+//! Credentials live in `$EDGECTL_CONFIG`, or `~/.config/edgectl/config.json`
+//! (mode 0600).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, ExitCode};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Deploy and manage services on the edge platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Save the control plane's URL and your token.
+    Login {
+        #[arg(long)]
+        url: String,
+        #[arg(long, env = "EDGECTL_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Operators: create a tenant and print its token.
+    TenantCreate {
+        name: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+    /// Manage services.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// Build (or take) a component, upload it, activate it, print its URL.
+    Deploy {
+        service: String,
+        /// A ready component.
+        #[arg(long, conflicts_with = "build")]
+        wasm: Option<PathBuf>,
+        /// A Rust crate to build for wasm32-wasip2 (the current directory
+        /// when neither --wasm nor --build is given).
+        #[arg(long)]
+        build: Option<PathBuf>,
+    },
+    /// List a service's versions.
+    Versions { service: String },
+    /// Activate the version before the active one.
+    Rollback { service: String },
+    /// Your usage per service.
+    Usage,
+    /// Operators: list nodes.
+    Nodes {
+        #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// Create a service answering on the given domains.
+    Create {
+        name: String,
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+    },
+    /// List your services.
+    List,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Credentials {
+    url: String,
+    token: String,
+}
+
+fn config_path() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("EDGECTL_CONFIG") {
+        return Ok(PathBuf::from(path));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; set EDGECTL_CONFIG")?;
+    Ok(PathBuf::from(home).join(".config/edgectl/config.json"))
+}
+
+fn load_credentials() -> anyhow::Result<Credentials> {
+    let path = config_path()?;
+    let text = std::fs::read(&path).with_context(|| {
+        format!(
+            "not logged in ({} missing); run `edgectl login`",
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&text).with_context(|| format!("{} is unreadable", path.display()))
+}
+
+fn save_credentials(credentials: &Credentials) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = config_path()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(credentials)?)?;
+    Ok(())
+}
+
+/// A client of the control plane with one token.
+struct Api {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(url: &str, token: &str) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn logged_in() -> anyhow::Result<Self> {
+        let credentials = load_credentials()?;
+        Ok(Self::new(&credentials.url, &credentials.token))
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("reaching the control plane at {}", self.url))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let message = body["error"]["message"].as_str().unwrap_or("no details");
+            let code = body["error"]["code"].as_str().unwrap_or("error");
+            bail!("{status}: {message} ({code})");
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.url)))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(&body))
+            .await
+    }
+
+    /// Uploads with a progress bar on stderr.
+    async fn upload(&self, service: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        const CHUNK: usize = 64 * 1024;
+        let bar = ProgressBar::new(bytes.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("uploading {bytes}/{total_bytes} {wide_bar} {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let length = bytes.len();
+        let progress = bar.clone();
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = bytes
+            .chunks(CHUNK)
+            .map(|chunk| Ok(bytes::Bytes::copy_from_slice(chunk)))
+            .collect();
+        let stream =
+            futures::stream::iter(chunks).inspect_ok(move |chunk| progress.inc(chunk.len() as u64));
+        let request = self
+            .http
+            .post(format!("{}/v1/services/{service}/modules", self.url))
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .body(reqwest::Body::wrap_stream(stream));
+        let result = self.send(request).await;
+        bar.finish_and_clear();
+        result
+    }
+}
+
+use futures::TryStreamExt as _;
+
+/// Builds the crate in `dir` for wasm32-wasip2 and returns its component.
+fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    let metadata = Process::new("cargo")
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("running cargo metadata in {}", dir.display()))?;
+    if !metadata.status.success() {
+        bail!(
+            "cargo metadata failed in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&metadata.stderr)
+        );
+    }
+    let metadata: Value = serde_json::from_slice(&metadata.stdout)?;
+    let manifest = std::fs::canonicalize(dir.join("Cargo.toml"))
+        .with_context(|| format!("{} has no Cargo.toml", dir.display()))?;
+    let package = metadata["packages"]
+        .as_array()
+        .and_then(|packages| {
+            packages.iter().find(|p| {
+                p["manifest_path"].as_str().map(PathBuf::from).as_deref()
+                    == Some(manifest.as_path())
+            })
+        })
+        .context("no package in this directory")?;
+    let name = package["name"].as_str().context("package without a name")?;
+    let target_dir = metadata["target_directory"]
+        .as_str()
+        .context("no target directory")?;
+    eprintln!("building {name} for wasm32-wasip2");
+    let status = Process::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--package",
+            name,
+        ])
+        .current_dir(dir)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    Ok(PathBuf::from(target_dir)
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_"))))
+}
+
+async fn deploy(
+    service: &str,
+    wasm: Option<PathBuf>,
+    build_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let api = Api::logged_in()?;
+    let path = match wasm {
+        Some(path) => path,
+        None => build(&build_dir.unwrap_or_else(|| PathBuf::from(".")))?,
+    };
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let uploaded = api.upload(service, bytes).await?;
+    let hash = uploaded["module_sha256"]
+        .as_str()
+        .context("no module hash in the answer")?;
+    let version = api
+        .post(
+            &format!("/v1/services/{service}/versions"),
+            json!({"module_sha256": hash, "activate": true}),
+        )
+        .await?;
+    let details = api.get(&format!("/v1/services/{service}")).await?;
+    println!(
+        "deployed {service} version {} (module {})",
+        version["version"],
+        &hash[..12.min(hash.len())]
+    );
+    for domain in details["spec"]["domains"].as_array().into_iter().flatten() {
+        if let Some(domain) = domain.as_str() {
+            println!("  http://{domain}/");
+        }
+    }
+    Ok(())
+}
+
+fn print_table(rows: &Value, columns: &[&str]) {
+    println!("{}", columns.join("\t"));
+    for row in rows.as_array().into_iter().flatten() {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match &row[*c] {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".into(),
+                other => other.to_string(),
+            })
+            .collect();
+        println!("{}", cells.join("\t"));
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Login { url, token } => {
+            let api = Api::new(&url, &token);
+            api.get("/v1/services")
+                .await
+                .context("checking the token")?;
+            save_credentials(&Credentials { url, token })?;
+            println!(
+                "logged in; credentials saved to {}",
+                config_path()?.display()
+            );
+        }
+        Command::TenantCreate {
+            name,
+            url,
+            admin_token,
+        } => {
+            let url = match url {
+                Some(url) => url,
+                None => load_credentials()?.url,
+            };
+            let created = Api::new(&url, &admin_token)
+                .post("/v1/tenants", json!({"name": name}))
+                .await?;
+            println!("{}", created["token"].as_str().unwrap_or_default());
+        }
+        Command::Service {
+            command: ServiceCommand::Create { name, domains },
+        } => {
+            Api::logged_in()?
+                .post(
+                    "/v1/services",
+                    json!({"name": name, "spec": {"domains": domains}}),
+                )
+                .await?;
+            println!("created service {name}");
+        }
+        Command::Service {
+            command: ServiceCommand::List,
+        } => {
+            let services = Api::logged_in()?.get("/v1/services").await?;
+            print_table(&services, &["name", "active_version"]);
+        }
+        Command::Deploy {
+            service,
+            wasm,
+            build,
+        } => deploy(&service, wasm, build).await?,
+        Command::Versions { service } => {
+            let api = Api::logged_in()?;
+            let versions = api.get(&format!("/v1/services/{service}/versions")).await?;
+            print_table(
+                &versions,
+                &["number", "module_sha256", "author", "created_at"],
+            );
+        }
+        Command::Rollback { service } => {
+            let done = Api::logged_in()?
+                .post(&format!("/v1/services/{service}/rollback"), json!({}))
+                .await?;
+            println!("{service} now serves version {}", done["active_version"]);
+        }
+        Command::Usage => {
+            let usage = Api::logged_in()?.get("/v1/usage").await?;
+            print_table(
+                &usage,
+                &[
+                    "service",
+                    "requests",
+                    "status_2xx",
+                    "status_4xx",
+                    "status_5xx",
+                    "guest_cpu_micros",
+                    "bytes_out",
+                ],
+            );
+        }
+        Command::Nodes { admin_token } => {
+            let url = load_credentials()?.url;
+            let nodes = Api::new(&url, &admin_token).get("/v1/nodes").await?;
+            print_table(&nodes, &["name", "id", "snapshot_version", "last_seen_at"]);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run(Cli::parse().command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
