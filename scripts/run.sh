@@ -1,25 +1,88 @@
 #!/usr/bin/env bash
-# Starts an edge node with the example config (config/examples/node.toml):
-# two tenants' services built from examples/, on 127.0.0.1:8080, metrics on
-# 127.0.0.1:9090. Ctrl-C stops it.
+# Starts the platform with its embedded defaults: a control plane (SQLite in
+# target/platform), one edge node following it, and an example tenant with
+# two services deployed through edgectl. Ctrl-C stops everything.
+#
+#   control plane  http://127.0.0.1:7070   (API, /openapi.json)
+#   edge node      http://127.0.0.1:8080   (metrics on 127.0.0.1:9090)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/install-toolchain.sh
 scripts/build-guests.sh >/dev/null
-cargo build --quiet -p edge-node
-cat <<'TRY'
+cargo build --quiet -p edge-node -p control-plane
 
-The edge node is starting with two services. Try:
+data="$root/target/platform"
+rm -rf "$data"
+mkdir -p "$data"
+token() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+export EDGE_ADMIN_TOKEN="admin-$(token)"
+export EDGE_CLUSTER_TOKEN="cluster-$(token)"
+export EDGECTL_CONFIG="$data/edgectl.json"
+bin="$root/target/debug"
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+"$bin/control-plane" serve --listen 127.0.0.1:7070 --data-dir "$data/control-plane" \
+  >"$data/control-plane.out" 2>"$data/control-plane.log" &
+pids+=($!)
+for _ in $(seq 100); do
+  curl -fsS http://127.0.0.1:7070/healthz >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS http://127.0.0.1:7070/healthz >/dev/null \
+  || { echo "the control plane did not start; see $data/control-plane.log" >&2; exit 1; }
+
+cat >"$data/node.toml" <<TOML
+[node]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9090"
+data_dir = "$data/node"
+
+[control_plane]
+url = "http://127.0.0.1:7070"
+cluster_token = "$EDGE_CLUSTER_TOKEN"
+node_name = "local-node"
+TOML
+"$bin/edge-node" serve --config "$data/node.toml" >"$data/node.out" 2>"$data/node.log" &
+pids+=($!)
+
+tenant_token="$("$bin/edgectl" tenant-create example --url http://127.0.0.1:7070)"
+"$bin/edgectl" login --url http://127.0.0.1:7070 --token "$tenant_token" >/dev/null
+"$bin/edgectl" service create hello --domain hello.localhost >/dev/null
+"$bin/edgectl" service create echo --domain echo.localhost --domain '*.echo.localhost' >/dev/null
+"$bin/edgectl" deploy hello --wasm target/guests/hello.wasm
+"$bin/edgectl" deploy echo --wasm target/guests/echo.wasm
+
+for _ in $(seq 100); do
+  curl -fsS -H 'Host: hello.localhost' http://127.0.0.1:8080/ >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+cat <<TRY
+
+The platform is running: control plane on 127.0.0.1:7070, one edge node on
+127.0.0.1:8080, tenant "example" with services hello and echo. Try:
 
   curl -H 'Host: hello.localhost' http://127.0.0.1:8080/
   curl -H 'Host: echo.localhost' -d 'some body' http://127.0.0.1:8080/any/path?log=hi
   curl --http2-prior-knowledge -H 'Host: api.echo.localhost' http://127.0.0.1:8080/h2
   curl -s http://127.0.0.1:9090/metrics | grep '^edge_requests_total'
 
-Serve your own component for any Host (local mode):
+Deploy and roll back with edgectl (logged in as the example tenant):
 
-  cargo run -p edge-node -- serve --module path/to/app.wasm --listen 127.0.0.1:8081 --admin-listen 127.0.0.1:9091
+  export EDGECTL_CONFIG=$EDGECTL_CONFIG
+  target/debug/edgectl deploy hello --build examples/streaming
+  target/debug/edgectl versions hello
+  target/debug/edgectl rollback hello
+  target/debug/edgectl usage
 
+Admin token: $EDGE_ADMIN_TOKEN
+Logs: $data/control-plane.log, $data/node.log. Ctrl-C stops everything.
 TRY
-exec target/debug/edge-node serve --config config/examples/node.toml --data-dir target/edge-data "$@"
+wait
