@@ -308,7 +308,7 @@ async fn a_tenant_deploys_from_source_with_edgectl() {
     let token = token.trim();
     edgectl(&config, &["login", "--url", &plane.base, "--token", token]).await;
     edgectl(&config, &["service", "create", "web", "--domain", DOMAIN]).await;
-    let node = EdgeNode::start(&plane.base, &dir.path().join("node"), "node-a").await;
+    let (_dirs, nodes) = two_nodes(&plane).await;
     let examples = edge_tests::guests::repo_root().join("examples/hello");
 
     let deployed = edgectl(
@@ -321,7 +321,7 @@ async fn a_tenant_deploys_from_source_with_edgectl() {
         deployed.contains(&format!("http://{DOMAIN}/")),
         "{deployed}"
     );
-    let took = until_all_serve(std::slice::from_ref(&node), HELLO).await;
+    let took = until_all_serve(&nodes, HELLO).await;
     assert!(took < Duration::from_secs(1), "served after {took:?}");
 
     let plain = edge_tests::guests::rust_guest("plain-wasi");
@@ -330,7 +330,7 @@ async fn a_tenant_deploys_from_source_with_edgectl() {
         &["deploy", "web", "--wasm", &plain.to_string_lossy()],
     )
     .await;
-    until_all_serve(std::slice::from_ref(&node), PLAIN).await;
+    until_all_serve(&nodes, PLAIN).await;
     let versions = edgectl(&config, &["versions", "web"]).await;
     assert_eq!(
         versions.lines().count(),
@@ -339,12 +339,17 @@ async fn a_tenant_deploys_from_source_with_edgectl() {
     );
     let rolled = edgectl(&config, &["rollback", "web"]).await;
     assert!(rolled.contains("version 1"), "{rolled}");
-    until_all_serve(std::slice::from_ref(&node), HELLO).await;
+    until_all_serve(&nodes, HELLO).await;
 
     let services = edgectl(&config, &["service", "list"]).await;
     assert!(services.contains("web\t1"), "{services}");
-    let nodes = edgectl(&config, &["nodes", "--admin-token", ADMIN]).await;
-    assert!(nodes.contains("node-a"), "{nodes}");
-    node.stop().await;
+    let listed = edgectl(&config, &["nodes", "--admin-token", ADMIN]).await;
+    assert!(
+        listed.contains("node-a") && listed.contains("node-b"),
+        "{listed}"
+    );
+    for node in nodes {
+        node.stop().await;
+    }
     plane.stop().await;
 }
