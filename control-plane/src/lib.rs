@@ -9,12 +9,14 @@
 //! - [`compile`]: the compile worker process, its timeout and memory cap;
 //! - [`store`]: SQLite or PostgreSQL behind one set of queries, with
 //!   migrations;
-//! - [`error`]: JSON errors with stable codes.
+//! - [`error`]: JSON errors with stable codes;
+//! - [`metrics`]: the control plane's own `/metrics`.
 
 pub mod api;
 pub mod auth;
 pub mod compile;
 pub mod error;
+pub mod metrics;
 pub mod store;
 pub mod validate;
 
@@ -65,6 +67,7 @@ pub async fn start(
         modules: Arc::new(modules),
         compiler,
         snapshot_changed: Arc::new(watch::Sender::new(version)),
+        metrics: metrics::Metrics::new(),
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;

@@ -264,6 +264,24 @@ async fn usage_reported_by_nodes_adds_up_in_the_usage_api() {
         expected_requests * HELLO.len() as i64
     );
     assert!(usage[0]["guest_cpu_micros"].as_i64().unwrap_or(0) > 0);
+    // The control plane's own /metrics carries the same totals.
+    let page = plane
+        .http
+        .get(plane.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let series = |name: &str| edge_tests::node::metric_value(&page, name);
+    assert_eq!(
+        series("cp_usage_requests_total{service=\"web\",tenant=\"acme\"}"),
+        expected_requests as f64
+    );
+    assert_eq!(series("cp_nodes{health=\"healthy\"}"), 2.0);
+    assert_eq!(series("cp_node_snapshot_lag{node=\"node-a\"}"), 0.0);
+    assert_eq!(series("cp_uploads_total{outcome=\"stored\"}"), 1.0);
     for node in nodes {
         node.stop().await;
     }

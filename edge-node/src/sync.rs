@@ -290,6 +290,7 @@ impl Sync {
             .await
             .map_err(|e| SyncError::Apply(e.to_string()))?
             .map_err(|e| SyncError::Apply(e.to_string()))?;
+        self.applied.send_replace(snapshot.version);
         tracing::info!(
             version = snapshot.version,
             services = snapshot.services.len(),

@@ -54,6 +54,7 @@ pub struct AppState {
     /// The newest snapshot version this replica committed; long-polls wait
     /// on it (and re-read the database, for changes made by other replicas).
     pub snapshot_changed: Arc<watch::Sender<u64>>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -63,5 +64,10 @@ pub fn router(state: AppState) -> Router {
         .merge(nodes::router())
         .route("/openapi.json", get(openapi::document))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(crate::metrics::render))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count_requests,
+        ))
         .with_state(state)
 }

@@ -104,6 +104,12 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ),
     ("get", "/openapi.json", "This document", "anyone"),
     ("get", "/healthz", "Liveness", "anyone"),
+    (
+        "get",
+        "/metrics",
+        "Prometheus metrics: API traffic, uploads, compile times, nodes and their lag, usage",
+        "anyone",
+    ),
 ];
 
 pub fn spec() -> Value {

@@ -122,6 +122,22 @@ async fn upload(
     body: Body,
 ) -> Result<(StatusCode, Json<UploadedModule>), ApiError> {
     own_service(&state, &caller, &name).await?;
+    let outcome = store_upload(&state, body).await;
+    let label = match &outcome {
+        Ok((StatusCode::OK, _)) => "duplicate",
+        Ok(_) => "stored",
+        Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        Err(e) if e.status == StatusCode::BAD_REQUEST => "refused",
+        Err(_) => "failed",
+    };
+    state.metrics.uploads.with_label_values(&[label]).inc();
+    outcome
+}
+
+async fn store_upload(
+    state: &AppState,
+    body: Body,
+) -> Result<(StatusCode, Json<UploadedModule>), ApiError> {
     let limit = state.config.max_upload_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
@@ -149,16 +165,18 @@ async fn upload(
     tokio::fs::write(&input, &bytes)
         .await
         .map_err(|e| ApiError::internal("writing an upload", &e))?;
+    let started = std::time::Instant::now();
+    let compiled = state.compiler.compile(&input, &output).await;
     state
-        .compiler
-        .compile(&input, &output)
-        .await
-        .map_err(|e| match e {
-            CompileError::Refused(message) => ApiError::bad_request("invalid_component", message),
-            CompileError::Timeout(_) => ApiError::bad_request("compile_timeout", e.to_string()),
-            CompileError::OutOfMemory(_) => ApiError::bad_request("compile_memory", e.to_string()),
-            CompileError::Worker(_) => ApiError::internal("compiling an upload", &e),
-        })?;
+        .metrics
+        .compile_duration
+        .observe(started.elapsed().as_secs_f64());
+    compiled.map_err(|e| match e {
+        CompileError::Refused(message) => ApiError::bad_request("invalid_component", message),
+        CompileError::Timeout(_) => ApiError::bad_request("compile_timeout", e.to_string()),
+        CompileError::OutOfMemory(_) => ApiError::bad_request("compile_memory", e.to_string()),
+        CompileError::Worker(_) => ApiError::internal("compiling an upload", &e),
+    })?;
     let compiled = tokio::fs::read(&output)
         .await
         .map_err(|e| ApiError::internal("reading a compiled artifact", &e))?;

@@ -654,6 +654,17 @@ impl Store {
         Ok(())
     }
 
+    /// Every tenant's usage per service, for `/metrics`.
+    pub async fn all_usage(&self) -> Result<Vec<(String, UsageTotals)>, StoreError> {
+        let mut all = Vec::new();
+        for tenant in self.list_tenants().await? {
+            for usage in self.usage(&tenant.id).await? {
+                all.push((tenant.name.clone(), usage));
+            }
+        }
+        Ok(all)
+    }
+
     /// A tenant's usage per service, summed over nodes. (PostgreSQL sums
     /// BIGINTs as NUMERIC; the casts keep both databases' answers BIGINT.)
     pub async fn usage(&self, tenant_id: &str) -> Result<Vec<UsageTotals>, StoreError> {
