@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL server on loopback for the control plane's API
-# suite: its own cluster under target/pg-test, port 55432, trust auth on
-# 127.0.0.1 only. Needs the Debian `postgresql` package
+# suite: its own cluster in /tmp/edge-pg-test (outside the checkout, so the
+# database user can reach it wherever the checkout lives), port 55432, trust
+# auth on 127.0.0.1 only. Needs the Debian `postgresql` package
 # (scripts/install-toolchain.sh installs it).
 #
 #   scripts/postgres.sh start   # prints the URL to put in EDGE_TEST_POSTGRES_URL
 #   scripts/postgres.sh stop
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PORT="${EDGE_TEST_POSTGRES_PORT:-55432}"
-dir="$root/target/pg-test"
+dir="${EDGE_TEST_POSTGRES_DIR:-/tmp/edge-pg-test}"
 bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
 [ -n "$bin" ] || { echo "PostgreSQL is not installed" >&2; exit 1; }
 
@@ -26,8 +26,11 @@ case "${1:-}" in
       [ "$(id -u)" = 0 ] && chown postgres "$dir"
       as_db_user "$bin/initdb" -D "$dir/data" -U postgres --auth=trust >/dev/null
     fi
-    as_db_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $dir -c fsync=off" start >/dev/null
+    # Already running (an earlier run that was not stopped): reuse it.
+    if ! as_db_user "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+      as_db_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+        -o "-c listen_addresses=127.0.0.1 -p $PORT -k $dir -c fsync=off" start >/dev/null
+    fi
     echo "postgres://postgres@127.0.0.1:$PORT/postgres"
     ;;
   stop)
