@@ -15,10 +15,6 @@ use prometheus::{
 use crate::api::AppState;
 use crate::error::ApiError;
 
-/// A node counts as healthy if it was heard from within this long (its
-/// long-poll or usage report).
-pub const NODE_HEALTHY_WITHIN_MS: i64 = 60_000;
-
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -112,14 +108,9 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
         &["node"],
     )
     .map_err(|e| ApiError::internal("metrics", &e))?;
-    let now = crate::store::now_ms();
     let latest = snapshot.get();
     for node in state.store.nodes().await? {
-        let health = if now - node.last_seen_at <= NODE_HEALTHY_WITHIN_MS {
-            "healthy"
-        } else {
-            "stale"
-        };
+        let health = if node.healthy { "healthy" } else { "stale" };
         nodes.with_label_values(&[health]).inc();
         lag.with_label_values(&[&node.name])
             .set((latest - node.snapshot_version).max(0));

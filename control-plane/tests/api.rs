@@ -359,6 +359,7 @@ async fn nodes_register_report_usage_and_are_listed() {
         let (_, nodes) = plane.call("GET", "/v1/nodes", ADMIN, None).await;
         assert_eq!(nodes[0]["name"], "n1", "{kind}");
         assert_eq!(nodes[0]["snapshot_version"], 1);
+        assert_eq!(nodes[0]["healthy"], true);
         plane.stop().await;
     }
 }

@@ -380,7 +380,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Nodes { admin_token } => {
             let url = load_credentials()?.url;
             let nodes = Api::new(&url, &admin_token).get("/v1/nodes").await?;
-            print_table(&nodes, &["name", "id", "snapshot_version", "last_seen_at"]);
+            print_table(
+                &nodes,
+                &["name", "id", "healthy", "snapshot_version", "last_seen_at"],
+            );
         }
     }
     Ok(())

@@ -94,7 +94,13 @@ pub struct NodeRecord {
     pub snapshot_version: i64,
     pub registered_at: i64,
     pub last_seen_at: i64,
+    /// Heard from within [`NODE_HEALTHY_WITHIN_MS`].
+    pub healthy: bool,
 }
+
+/// A node counts as healthy if it was heard from (long-poll or usage
+/// report) within this long: twice the longest long-poll wait.
+pub const NODE_HEALTHY_WITHIN_MS: i64 = 60_000;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct UsageTotals {
@@ -592,15 +598,20 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(db("listing nodes"))?;
+        let now = now_ms();
         Ok(rows
             .iter()
-            .map(|row| NodeRecord {
-                id: row.get(0),
-                name: row.get(1),
-                engine_fingerprint: row.get(2),
-                snapshot_version: row.get(3),
-                registered_at: row.get(4),
-                last_seen_at: row.get(5),
+            .map(|row| {
+                let last_seen_at: i64 = row.get(5);
+                NodeRecord {
+                    id: row.get(0),
+                    name: row.get(1),
+                    engine_fingerprint: row.get(2),
+                    snapshot_version: row.get(3),
+                    registered_at: row.get(4),
+                    last_seen_at,
+                    healthy: now - last_seen_at <= NODE_HEALTHY_WITHIN_MS,
+                }
             })
             .collect())
     }
