@@ -371,3 +371,128 @@ async fn a_tenant_deploys_from_source_with_edgectl() {
     }
     plane.stop().await;
 }
+
+/// The `control-plane` binary as a child process on a fixed port.
+struct PlaneProcess {
+    child: tokio::process::Child,
+}
+
+impl PlaneProcess {
+    async fn start(data_dir: &Path, addr: SocketAddr) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_control-plane"))
+            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(data_dir)
+            .env("EDGE_ADMIN_TOKEN", ADMIN)
+            .env("EDGE_CLUSTER_TOKEN", CLUSTER)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("control plane starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .expect("read its address");
+        assert!(line.contains(&addr.to_string()), "unexpected: {line}");
+        Self { child }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    async fn kill(mut self) {
+        self.child.kill().await.expect("kill");
+    }
+}
+
+/// Uploads `bytes` to service `web` and activates it; returns the status of
+/// the activation.
+async fn deploy_over_http(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    bytes: Vec<u8>,
+) -> StatusCode {
+    let uploaded: serde_json::Value = http
+        .post(format!("{base}/v1/services/web/modules"))
+        .bearer_auth(token)
+        .body(bytes)
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("JSON");
+    let version = serde_json::json!({"module_sha256": uploaded["module_sha256"], "activate": true});
+    http.post(format!("{base}/v1/services/web/versions"))
+        .bearer_auth(token)
+        .json(&version)
+        .send()
+        .await
+        .expect("version")
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_control_plane_loses_nothing_and_nodes_never_stop_serving() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let base = format!("http://{port}");
+    let dir = tempfile::tempdir().expect("dir");
+    let plane_dir = dir.path().join("control-plane");
+    let process = PlaneProcess::start(&plane_dir, port).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, token: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let created: serde_json::Value =
+        post("/v1/tenants", ADMIN, serde_json::json!({"name": "acme"}))
+            .await
+            .expect("tenant")
+            .json()
+            .await
+            .expect("JSON");
+    let token = created["token"].as_str().expect("token").to_string();
+    let service = serde_json::json!({"name": "web", "spec": {"domains": [DOMAIN]}});
+    assert!(
+        post("/v1/services", &token, service)
+            .await
+            .expect("service")
+            .status()
+            .is_success()
+    );
+    let status = deploy_over_http(&http, &base, &token, hello()).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let node = EdgeNode::start(&base, &dir.path().join("node"), "node-a").await;
+    until_all_serve(std::slice::from_ref(&node), HELLO).await;
+
+    // Killed right after acknowledging: the node keeps answering.
+    process.kill().await;
+    for _ in 0..100 {
+        assert_eq!(node.body().await, (200, HELLO.to_string()));
+    }
+
+    // Back on the same data: the acknowledged version is there, and the node
+    // picks up the next deploy.
+    let _process = PlaneProcess::start(&plane_dir, port).await;
+    let versions: serde_json::Value = http
+        .get(format!("{base}/v1/services/web/versions"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("versions")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
+    let status = deploy_over_http(&http, &base, &token, plain_wasi()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    until_all_serve(std::slice::from_ref(&node), PLAIN).await;
+    node.stop().await;
+}
