@@ -27,6 +27,18 @@ impl ServiceCounters {
         self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Counts one answered request by its status class.
+    pub fn record_status(&self, status: u16) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let class = match status {
+            200..=299 => &self.status_2xx,
+            300..=399 => &self.status_3xx,
+            400..=499 => &self.status_4xx,
+            _ => &self.status_5xx,
+        };
+        class.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn add_cpu(&self, cpu: Duration) {
         let micros = u64::try_from(cpu.as_micros()).unwrap_or(u64::MAX);
         self.guest_cpu_micros.fetch_add(micros, Ordering::Relaxed);
@@ -50,18 +62,6 @@ impl UsageMeter {
                 .or_default()
                 .value(),
         )
-    }
-
-    pub fn record_response(&self, service: &Arc<str>, status: u16) {
-        let counters = self.counters(service);
-        counters.requests.fetch_add(1, Ordering::Relaxed);
-        let class = match status {
-            200..=299 => &counters.status_2xx,
-            300..=399 => &counters.status_3xx,
-            400..=499 => &counters.status_4xx,
-            _ => &counters.status_5xx,
-        };
-        class.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes every counter, leaving zeros. Services with nothing to report
@@ -114,8 +114,8 @@ mod tests {
     fn drain_takes_everything_once_and_restore_puts_it_back() {
         let meter = UsageMeter::default();
         let web: Arc<str> = Arc::from("acme/web");
-        meter.record_response(&web, 200);
-        meter.record_response(&web, 503);
+        meter.counters(&web).record_status(200);
+        meter.counters(&web).record_status(503);
         meter.counters(&web).add_cpu(Duration::from_micros(1500));
         meter.counters(&web).add_bytes_out(20);
         let usage = meter.drain();

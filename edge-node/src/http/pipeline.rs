@@ -18,17 +18,21 @@ use crate::metrics::{Metrics, UNKNOWN_SERVICE};
 use crate::node::NodeInner;
 use crate::routing::Service;
 use crate::sandbox::{GuestIdentity, GuestReport};
+use crate::usage::ServiceCounters;
 
 /// Handles one request. Never fails: every problem becomes a response.
 pub async fn handle(node: &NodeInner, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
     let started = Instant::now();
     let request_id: Arc<str> = node.request_ids.next().into();
-    let (service_name, result, known) = match admit_and_route(node, &request) {
+    // Usage is counted for routed requests only: a refused one belongs to
+    // no tenant.
+    let (service_name, result, usage) = match admit_and_route(node, &request) {
         Ok((service, permit)) => {
-            let result = run_guest(node, &service, request, &request_id, permit).await;
-            (Arc::clone(&service.name), result, true)
+            let usage = node.usage.counters(&service.name);
+            let result = run_guest(node, &service, request, &request_id, permit, &usage).await;
+            (Arc::clone(&service.name), result, Some(usage))
         }
-        Err(refusal) => (Arc::from(UNKNOWN_SERVICE), Err(refusal), false),
+        Err(refusal) => (Arc::from(UNKNOWN_SERVICE), Err(refusal), None),
     };
     let mut response = match result {
         Ok(response) => response,
@@ -43,8 +47,8 @@ pub async fn handle(node: &NodeInner, request: Request<Incoming>) -> Response<Hy
         response.headers_mut().insert("x-request-id", id);
     }
     let status = response.status();
-    if known {
-        node.usage.record_response(&service_name, status.as_u16());
+    if let Some(usage) = usage {
+        usage.record_status(status.as_u16());
     }
     node.metrics
         .requests
@@ -115,6 +119,7 @@ async fn run_guest(
     request: Request<Incoming>,
     request_id: &Arc<str>,
     permit: crate::admission::AdmissionPermit,
+    usage: &Arc<ServiceCounters>,
 ) -> Result<Response<HyperOutgoingBody>, EdgeError> {
     let body_limit = service.limits.max_request_body_bytes;
     let declared_length = request
@@ -141,11 +146,11 @@ async fn run_guest(
         request_id: Arc::clone(request_id),
     };
     let metrics = Arc::clone(&node.metrics);
-    let usage = node.usage.counters(&service.name);
+    let guest_usage = Arc::clone(usage);
     let service_name = Arc::clone(&service.name);
     let finished = move |report: GuestReport| {
         record_guest(&metrics, &service_name, &report);
-        usage.add_cpu(report.cpu);
+        guest_usage.add_cpu(report.cpu);
         // The request leaves admission only when its guest is done.
         drop(permit);
     };
@@ -158,11 +163,8 @@ async fn run_guest(
             &node.metrics,
             EdgeError::BodyTooLarge { limit: body_limit },
         )),
-        Ok(response) => {
-            let counters = node.usage.counters(&service.name);
-            check_response_head(&node.http_limits, response)
-                .map(|response| response.map(|body| MeteredBody::boxed(body, counters)))
-        }
+        Ok(response) => check_response_head(&node.http_limits, response)
+            .map(|response| response.map(|body| MeteredBody::boxed(body, Arc::clone(usage)))),
         Err(error) => Err(error),
     }
 }
