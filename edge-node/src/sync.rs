@@ -21,8 +21,9 @@ use edge_config::protocol::{
 use reqwest::StatusCode;
 use tokio::sync::watch;
 
-use crate::modules::ModuleHash;
+use crate::modules::store::ModuleError;
 use crate::modules::store::write_atomically;
+use crate::modules::{ArtifactStore, ModuleHash};
 use crate::node::Node;
 
 /// Longest wait between retries while the control plane is unreachable.
@@ -193,17 +194,24 @@ impl Sync {
     /// Drops every artifact of `snapshot` that fails its hash check and
     /// tries to fetch it again.
     async fn repair_artifacts(&self, snapshot: &Snapshot) {
-        let store = self.node.modules().store();
         for service in &snapshot.services {
             let Ok(hash) = service.module_sha256.parse::<ModuleHash>() else {
                 continue;
             };
-            let (artifact, _) = store.artifact_paths(&hash);
-            if !artifact.exists() || store.artifact_is_valid(&hash) {
+            let removed = self
+                .on_store(move |store| {
+                    let (artifact, _) = store.artifact_paths(&hash);
+                    let bad = artifact.exists() && !store.artifact_is_valid(&hash);
+                    if bad {
+                        store.remove_artifact(&hash);
+                    }
+                    Ok(bad)
+                })
+                .await;
+            if !matches!(removed, Ok(true)) {
                 continue;
             }
             tracing::warn!(%hash, "artifact on disk does not match its hash; fetching it again");
-            store.remove_artifact(&hash);
             if let Err(e) = self.fetch_module(hash).await {
                 tracing::warn!(%hash, error = %e, "refetch failed; compiling locally");
             }
@@ -278,7 +286,10 @@ impl Sync {
                 .module_sha256
                 .parse()
                 .map_err(|_| SyncError::Apply(format!("bad module hash for {}", service.name)))?;
-            self.fetch_module(hash).await?;
+            // A module already loaded needs nothing from disk or the network.
+            if !self.node.modules().is_ready(hash) {
+                self.fetch_module(hash).await?;
+            }
         }
         self.node
             .install_snapshot(&snapshot)
@@ -302,24 +313,30 @@ impl Sync {
     /// Makes sure the component and, when the control plane has one for
     /// this engine, its artifact are on disk. Both are verified by hash.
     async fn fetch_module(&self, hash: ModuleHash) -> Result<(), SyncError> {
-        let store = self.node.modules().store();
-        if !store.has_component(&hash) {
+        let (has_component, has_artifact) = self
+            .on_store(move |store| {
+                // An artifact present is verified when loaded; a bad one is
+                // compiled again.
+                Ok((
+                    store.has_component(&hash),
+                    store.artifact_paths(&hash).0.exists(),
+                ))
+            })
+            .await?;
+        if !has_component {
             let bytes = self.get(&format!("/v1/node/components/{hash}")).await?;
             if ModuleHash::of(&bytes) != hash {
                 return Err(SyncError::Apply(format!(
                     "component {hash} does not match its hash"
                 )));
             }
-            store
-                .insert_component(&bytes)
-                .map_err(|e| SyncError::Apply(e.to_string()))?;
+            self.on_store(move |store| store.insert_component(&bytes))
+                .await?;
         }
-        let (artifact_path, _) = store.artifact_paths(&hash);
-        if artifact_path.exists() {
-            // Verified when loaded; a bad one is compiled again.
+        if has_artifact {
             return Ok(());
         }
-        let fingerprint = store.fingerprint().to_string();
+        let fingerprint = self.node.modules().store().fingerprint().to_string();
         let artifact = self
             .get(&format!("/v1/node/artifacts/{hash}/{fingerprint}"))
             .await;
@@ -328,9 +345,11 @@ impl Sync {
             .await;
         match (artifact, manifest) {
             (Ok(artifact), Ok(manifest)) => {
-                let stored = store
-                    .insert_fetched_artifact(&hash, &artifact, &manifest)
-                    .map_err(|e| SyncError::Apply(e.to_string()))?;
+                let stored = self
+                    .on_store(move |store| {
+                        store.insert_fetched_artifact(&hash, &artifact, &manifest)
+                    })
+                    .await?;
                 if !stored {
                     tracing::warn!(%hash, "fetched artifact rejected; compiling locally");
                 }
@@ -341,6 +360,19 @@ impl Sync {
             (Err(e), _) | (_, Err(e)) => return Err(e),
         }
         Ok(())
+    }
+
+    /// Runs blocking module-store work (file reads, hashing, fsync) off the
+    /// async workers.
+    async fn on_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&ArtifactStore) -> Result<T, ModuleError> + Send + 'static,
+    ) -> Result<T, SyncError> {
+        let store = Arc::clone(self.node.modules().store());
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| SyncError::Apply(e.to_string()))?
+            .map_err(|e| SyncError::Apply(e.to_string()))
     }
 
     async fn get(&self, path: &str) -> Result<bytes::Bytes, SyncError> {

@@ -41,8 +41,13 @@ impl ModuleCache {
         }
     }
 
-    pub fn store(&self) -> &ArtifactStore {
+    pub fn store(&self) -> &Arc<ArtifactStore> {
         &self.store
+    }
+
+    /// Whether `hash` is loaded and ready in memory.
+    pub fn is_ready(&self, hash: ModuleHash) -> bool {
+        self.ready.contains_key(&hash)
     }
 
     /// The ready component for `hash`, loading it when it is not in memory.
