@@ -106,16 +106,14 @@ impl Node {
         let mut failures = Vec::new();
         for service in services {
             match self.install_module(&base_dir.join(&service.module)).await {
-                Ok(module) => {
-                    let entry = Arc::new(Service {
+                Ok(module) => table.insert_service(
+                    Service {
                         name: service.name.as_str().into(),
                         module,
                         limits: service.limits.clone(),
-                    });
-                    for domain in &service.domains {
-                        table.insert(domain, Arc::clone(&entry));
-                    }
-                }
+                    },
+                    &service.domains,
+                ),
                 Err(e) => failures.push(format!("service {:?}: {e:#}", service.name)),
             }
         }
@@ -143,14 +141,14 @@ impl Node {
                 .preload(module)
                 .await
                 .map_err(|e| anyhow::anyhow!("service {}: {e}", service.name))?;
-            let entry = Arc::new(Service {
-                name: service.name.as_str().into(),
-                module,
-                limits: service.spec.limits.clone(),
-            });
-            for domain in &service.spec.domains {
-                table.insert(domain, Arc::clone(&entry));
-            }
+            table.insert_service(
+                Service {
+                    name: service.name.as_str().into(),
+                    module,
+                    limits: service.spec.limits.clone(),
+                },
+                &service.spec.domains,
+            );
         }
         self.inner.router.replace(table);
         Ok(())

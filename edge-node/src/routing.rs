@@ -32,6 +32,14 @@ pub struct RoutingTable {
 
 impl RoutingTable {
     /// Adds `domain` (already validated and lowercase) for `service`.
+    /// Routes every one of a service's domains to it.
+    pub fn insert_service(&mut self, service: Service, domains: &[String]) {
+        let service = Arc::new(service);
+        for domain in domains {
+            self.insert(domain, Arc::clone(&service));
+        }
+    }
+
     pub fn insert(&mut self, domain: &str, service: Arc<Service>) {
         if domain == "*" {
             self.catch_all = Some(service);
