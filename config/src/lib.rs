@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`backend`]: a named origin: address, timeouts, TLS, cache policy.
 //! - [`limits`]: every per-service and per-node limit, each a `DEFAULT_*`
 //!   constant with its unit in the name and its reason beside it.
 //! - [`node`]: the node's config file (`edge-node --config node.toml`):
@@ -16,13 +17,15 @@
 //! Every struct rejects unknown keys (`deny_unknown_fields`), so a typo in a
 //! config file is an error instead of a silently ignored setting.
 
+pub mod backend;
 pub mod limits;
 pub mod node;
 pub mod protocol;
 pub mod service;
 pub mod validate;
 
-pub use limits::{HttpLimits, SandboxLimits, ServiceLimits};
+pub use backend::{BackendCache, BackendSpec};
+pub use limits::{CacheLimits, HttpLimits, SandboxLimits, ServiceLimits};
 pub use node::{NodeConfig, NodeSection};
 pub use service::ServiceConfig;
 pub use validate::{ConfigError, ConfigErrors};

@@ -50,6 +50,14 @@ pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 8 * MIB;
 /// dropped so that a chatty guest cannot flood the node's logs.
 pub const DEFAULT_MAX_LOG_BYTES_PER_REQUEST: u64 = 64 * KIB;
 
+/// Requests to backends one guest execution may make. Enough for a page
+/// assembled from a few dozen fragments; a loop that fetches without bound is
+/// stopped here instead of at the origin.
+pub const DEFAULT_MAX_BACKEND_REQUESTS: u64 = 32;
+/// Backend requests one guest execution may have in flight at once, like a
+/// browser's connections per host. Further requests wait for a slot.
+pub const DEFAULT_MAX_CONCURRENT_BACKEND_REQUESTS: u64 = 6;
+
 /// Limits that apply to every request of one service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -64,6 +72,8 @@ pub struct ServiceLimits {
     pub max_resource_handles: u64,
     pub max_request_body_bytes: u64,
     pub max_log_bytes_per_request: u64,
+    pub max_backend_requests: u64,
+    pub max_concurrent_backend_requests: u64,
 }
 
 impl Default for ServiceLimits {
@@ -79,6 +89,8 @@ impl Default for ServiceLimits {
             max_resource_handles: DEFAULT_MAX_RESOURCE_HANDLES,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
             max_log_bytes_per_request: DEFAULT_MAX_LOG_BYTES_PER_REQUEST,
+            max_backend_requests: DEFAULT_MAX_BACKEND_REQUESTS,
+            max_concurrent_backend_requests: DEFAULT_MAX_CONCURRENT_BACKEND_REQUESTS,
         }
     }
 }
@@ -136,6 +148,18 @@ impl ServiceLimits {
             self.max_log_bytes_per_request,
             0,
             16 * MIB,
+        );
+        errors.check_range(
+            format!("{path}.max_backend_requests"),
+            self.max_backend_requests,
+            0,
+            1_000,
+        );
+        errors.check_range(
+            format!("{path}.max_concurrent_backend_requests"),
+            self.max_concurrent_backend_requests,
+            1,
+            100,
         );
         if self.wall_time_ms < self.cpu_budget_ms {
             errors.push(
@@ -329,6 +353,57 @@ impl SandboxLimits {
             self.module_cache_entries,
             1,
             1_000_000,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per node: the HTTP cache
+// ---------------------------------------------------------------------------
+
+/// Memory for cached backend responses and guest cache entries, all tenants
+/// together. Least-recently-used entries are evicted beyond it.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * MIB;
+/// Largest single entry. A bigger response is streamed to the guest and not
+/// stored, so that one object cannot evict a whole tenant's working set.
+pub const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 8 * MIB;
+/// Variants (different `Vary` request headers) kept for one URL.
+pub const CACHE_MAX_VARIANTS: usize = 16;
+/// Longest key a guest may use with the cache API.
+pub const CACHE_MAX_KEY_BYTES: usize = 1024;
+/// Surrogate keys one entry may carry.
+pub const CACHE_MAX_SURROGATE_KEYS: usize = 32;
+
+/// Sizing of a node's HTTP cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheLimits {
+    pub max_bytes: u64,
+    pub max_object_bytes: u64,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            max_object_bytes: DEFAULT_CACHE_MAX_OBJECT_BYTES,
+        }
+    }
+}
+
+impl CacheLimits {
+    pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
+        errors.check_range(
+            format!("{path}.max_bytes"),
+            self.max_bytes,
+            0,
+            1024 * 1024 * MIB,
+        );
+        errors.check_range(
+            format!("{path}.max_object_bytes"),
+            self.max_object_bytes,
+            0,
+            self.max_bytes.min(u64::from(u32::MAX)),
         );
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{HttpLimits, SandboxLimits};
+use crate::limits::{CacheLimits, HttpLimits, SandboxLimits};
 use crate::service::ServiceConfig;
 use crate::validate::ConfigErrors;
 
@@ -25,6 +25,7 @@ pub struct NodeConfig {
     pub node: NodeSection,
     pub http: HttpLimits,
     pub sandbox: SandboxLimits,
+    pub cache: CacheLimits,
     /// Services served from this file. The control plane feeds the same
     /// routing table at run time.
     #[serde(rename = "service")]
@@ -110,6 +111,7 @@ impl NodeConfig {
         let mut errors = ConfigErrors::default();
         self.http.validate("http", &mut errors);
         self.sandbox.validate("sandbox", &mut errors);
+        self.cache.validate("cache", &mut errors);
         if self.node.listen == self.node.admin_listen && self.node.listen.port() != 0 {
             errors.push("node.admin_listen", "must differ from node.listen");
         }

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::backend::BackendSpec;
 use crate::limits::{SandboxLimits, ServiceLimits};
-use crate::service::{validate_domain, validate_service_name};
+use crate::service::validate_domain;
 use crate::validate::ConfigErrors;
 
 /// Config keys and values a service may carry, and how large they may be.
@@ -25,17 +26,6 @@ pub struct ServiceSpec {
     pub backends: BTreeMap<String, BackendSpec>,
     pub limits: ServiceLimits,
     pub config: BTreeMap<String, String>,
-}
-
-/// A named origin a guest may reach as `http://<name>/...`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendSpec {
-    /// `http://` or `https://` origin, e.g. `https://api.example.com`.
-    pub origin: String,
-    /// The Host header sent to the origin; the origin's host by default.
-    #[serde(default)]
-    pub host_header: Option<String>,
 }
 
 impl ServiceSpec {
@@ -63,17 +53,7 @@ impl ServiceSpec {
             );
         }
         for (name, backend) in &self.backends {
-            if let Err(message) = validate_service_name(name) {
-                errors.push(format!("backends.{name}"), message);
-            }
-            let scheme_ok =
-                backend.origin.starts_with("http://") || backend.origin.starts_with("https://");
-            if !scheme_ok {
-                errors.push(
-                    format!("backends.{name}.origin"),
-                    "must be an http:// or https:// URL",
-                );
-            }
+            backend.validate(&format!("backends.{name}"), name, &mut errors);
         }
         self.limits.validate("limits", sandbox, &mut errors);
         if self.config.len() > MAX_CONFIG_ENTRIES {

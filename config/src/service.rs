@@ -1,10 +1,11 @@
 //! One tenant service as a node serves it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::BackendSpec;
 use crate::limits::{SandboxLimits, ServiceLimits};
 use crate::validate::ConfigErrors;
 
@@ -23,6 +24,14 @@ pub struct ServiceConfig {
     pub module: PathBuf,
     #[serde(default)]
     pub limits: ServiceLimits,
+    /// Whose cache namespace the service uses: services of one tenant share
+    /// cached entries and purges. The service's own name by default.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Named origins the guest may fetch from (`http://<name>/...`). The
+    /// operator writes this file, so `allow_private_addresses` is honoured.
+    #[serde(default, rename = "backend")]
+    pub backends: BTreeMap<String, BackendSpec>,
 }
 
 impl ServiceConfig {
@@ -52,6 +61,14 @@ impl ServiceConfig {
         }
         self.limits
             .validate(&format!("{path}.limits"), sandbox, errors);
+        if let Some(tenant) = &self.tenant
+            && let Err(message) = validate_service_name(tenant)
+        {
+            errors.push(format!("{path}.tenant"), message);
+        }
+        for (name, backend) in &self.backends {
+            backend.validate(&format!("{path}.backend.{name}"), name, errors);
+        }
     }
 }
 

@@ -51,6 +51,11 @@ enum Command {
         /// Local mode: serve this component for every Host.
         #[arg(long)]
         module: Option<PathBuf>,
+        /// Local mode: a backend the component may fetch from, as
+        /// `NAME=ORIGIN` (e.g. `origin=http://127.0.0.1:9000`). Repeatable.
+        /// Private and loopback addresses are allowed: you are the operator.
+        #[arg(long = "backend", requires = "module", value_name = "NAME=ORIGIN")]
+        backends: Vec<String>,
         /// Overrides `node.listen`.
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -76,6 +81,7 @@ fn main() -> ExitCode {
         Command::Serve {
             config,
             module,
+            backends,
             listen,
             admin_listen,
             data_dir,
@@ -84,7 +90,14 @@ fn main() -> ExitCode {
             .build()
             .context("starting the async runtime")
             .and_then(|runtime| {
-                runtime.block_on(serve(config, module, listen, admin_listen, data_dir))
+                runtime.block_on(serve(
+                    config,
+                    module,
+                    backends,
+                    listen,
+                    admin_listen,
+                    data_dir,
+                ))
             }),
     };
     match result {
@@ -149,9 +162,30 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `NAME=ORIGIN` arguments as backends. Local mode runs on the operator's
+/// own machine, so private addresses (a dev server on localhost) are allowed.
+fn local_backends(
+    arguments: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, edge_config::BackendSpec>> {
+    let mut backends = std::collections::BTreeMap::new();
+    let mut errors = edge_config::ConfigErrors::default();
+    for argument in arguments {
+        let Some((name, origin)) = argument.split_once('=') else {
+            anyhow::bail!("--backend {argument:?}: expected NAME=ORIGIN");
+        };
+        let mut backend = edge_config::BackendSpec::new(origin);
+        backend.allow_private_addresses = true;
+        backend.validate(&format!("--backend {name}"), name, &mut errors);
+        backends.insert(name.to_string(), backend);
+    }
+    errors.into_result()?;
+    Ok(backends)
+}
+
 async fn serve(
     config_path: Option<PathBuf>,
     module: Option<PathBuf>,
+    backends: Vec<String>,
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
@@ -167,6 +201,8 @@ async fn serve(
             domains: vec!["*".into()],
             module,
             limits: ServiceLimits::default(),
+            tenant: None,
+            backends: local_backends(&backends)?,
         }];
     } else if config_path.is_none() {
         anyhow::bail!("give --config FILE, or --module APP.wasm for local mode");

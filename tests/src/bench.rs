@@ -59,6 +59,8 @@ impl HelloNode {
                 rust_guest(name)
             },
             limits: ServiceLimits::default(),
+            tenant: None,
+            backends: Default::default(),
         });
         node.install_services(&services, data.path())
             .await

@@ -1,9 +1,10 @@
 //! An in-process edge node for tests.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use edge_config::{NodeConfig, ServiceConfig, ServiceLimits};
+use edge_config::{BackendSpec, NodeConfig, ServiceConfig, ServiceLimits};
 use edge_node::{Node, RunningNode};
 
 /// A service to install on a [`TestNode`].
@@ -13,6 +14,8 @@ pub struct TestService {
     domains: Vec<String>,
     module: Module,
     limits: ServiceLimits,
+    tenant: Option<String>,
+    backends: BTreeMap<String, BackendSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -29,6 +32,8 @@ impl TestService {
             domains: vec![domain.into()],
             module: Module::Path(path),
             limits: ServiceLimits::default(),
+            tenant: None,
+            backends: BTreeMap::new(),
         }
     }
 
@@ -42,6 +47,18 @@ impl TestService {
 
     pub fn domain(mut self, domain: &str) -> Self {
         self.domains.push(domain.into());
+        self
+    }
+
+    /// The tenant whose cache namespace the service uses.
+    pub fn tenant(mut self, tenant: &str) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Adds a backend the guest reaches as `http://<name>/`.
+    pub fn backend(mut self, name: &str, backend: BackendSpec) -> Self {
+        self.backends.insert(name.into(), backend);
         self
     }
 
@@ -89,6 +106,8 @@ impl TestNode {
                 domains: service.domains,
                 module,
                 limits: service.limits,
+                tenant: service.tenant,
+                backends: service.backends,
             });
         }
         config.services = service_configs;
