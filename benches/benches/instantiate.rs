@@ -41,6 +41,7 @@ fn instantiate_and_handle(c: &mut Criterion) {
                     .handle(
                         &guest.component,
                         &guest.identity,
+                        &guest.service.capabilities,
                         &guest.service.limits,
                         request(),
                         |_| {},

@@ -51,7 +51,12 @@ fn main() {
             for _ in 0..iterations {
                 let mut marks = [Instant::now(); PHASES.len() + 1];
                 let cpu = Arc::new(CpuAccount::default());
-                let state = GuestState::new(&guest.identity, &guest.service.limits, cpu);
+                let state = GuestState::new(
+                    &guest.identity,
+                    &guest.service.capabilities,
+                    &guest.service.limits,
+                    cpu,
+                );
                 let mut store = Store::new(hello.node.sandbox().engine(), state);
                 store.set_epoch_deadline(u64::MAX / 2);
                 marks[1] = Instant::now();

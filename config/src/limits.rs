@@ -407,3 +407,7 @@ impl CacheLimits {
         );
     }
 }
+/// Longest TTL a guest may give an entry it inserts.
+pub const CACHE_MAX_GUEST_TTL_MS: u64 = 86_400_000;
+/// Longest surrogate key.
+pub const CACHE_MAX_SURROGATE_KEY_BYTES: usize = 256;

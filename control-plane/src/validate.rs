@@ -82,7 +82,12 @@ fn interface_name(resolve: &Resolve, key: &WorldKey) -> Option<String> {
     }
 }
 
-/// Whether an import is one of the WASI 0.2 interfaces the node links.
+/// The platform's own interfaces (sdk/wit), by `package/interface` and
+/// version.
+const PROVIDED_PLATFORM_INTERFACES: &[(&str, &str)] = &[("edge:platform/cache", "0.1.0")];
+
+/// Whether an import is one of the WASI 0.2 interfaces, or the platform
+/// interfaces, the node links.
 fn is_provided(resolve: &Resolve, key: &WorldKey) -> bool {
     let WorldKey::Interface(id) = key else {
         return false;
@@ -91,6 +96,16 @@ fn is_provided(resolve: &Resolve, key: &WorldKey) -> bool {
         return false;
     };
     let name = &resolve.packages[package].name;
+    if let Some(interface) = &resolve.interfaces[*id].name {
+        let qualified = format!("{}:{}/{interface}", name.namespace, name.name);
+        let version = name.version.as_ref().map(ToString::to_string);
+        if PROVIDED_PLATFORM_INTERFACES
+            .iter()
+            .any(|(n, v)| *n == qualified && version.as_deref() == Some(v))
+        {
+            return true;
+        }
+    }
     let version_ok = name.version.as_ref().is_some_and(|v| {
         v.major == 0 && v.minor == 2 && v.patch <= NEWEST_WASI_PATCH && v.pre.is_empty()
     });

@@ -11,6 +11,10 @@
 //!   -> module: ready ProxyPre by sha256 (modules::cache, from modules::store)
 //!   -> sandbox: fresh Store, CPU budget, wall deadline, memory/table/handle
 //!      limits; the guest runs wasi:http/incoming-handler (sandbox)
+//!        outgoing requests -> named backends only, limits per execution
+//!          (backend::outbound) -> tenant's HTTP cache, RFC 9111, collapsing
+//!          (cache) -> pooled origin connection, timeouts (backend::client)
+//!        edge:platform/cache -> the same cache, tenant's namespace
 //!   -> respond, streaming; metrics per service (metrics)
 //! ```
 //!
@@ -20,6 +24,8 @@
 //! - [`http`]: the listener, connection handling and the per-request pipeline.
 //! - [`admission`], [`routing`]: the stages before the guest.
 //! - [`modules`]: the content-addressed artifact store and the module cache.
+//! - [`backend`]: guests' requests to their services' named origins.
+//! - [`cache`]: the HTTP cache (RFC 9111) and the guest cache API.
 //! - [`sandbox`]: the engine, the epoch ticker, per-request guest state.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener.
 //! - [`error`]: every outcome a client can see, with its status.
@@ -29,6 +35,8 @@
 
 pub mod admin;
 pub mod admission;
+pub mod backend;
+pub mod cache;
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -40,6 +40,9 @@ pub struct Metrics {
     /// Requests refused by a node limit before reaching a guest, by limit.
     pub limit_refusals: IntCounterVec,
     pub in_flight_requests: IntGauge,
+    /// Backend requests through the HTTP cache, by outcome (hit, miss,
+    /// revalidated, stale, pass, collapsed).
+    pub http_cache_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -112,9 +115,18 @@ impl Metrics {
                 "Requests being handled, including guests still streaming a body",
             )
             .expect("valid metric"),
+            http_cache_requests: IntCounterVec::new(
+                Opts::new(
+                    "edge_http_cache_requests_total",
+                    "Backend requests through the HTTP cache, by outcome",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+            Box::new(metrics.http_cache_requests.clone()),
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.instantiation_duration.clone()),

@@ -7,16 +7,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use edge_config::protocol::Snapshot;
-use edge_config::{HttpLimits, NodeConfig, ServiceConfig};
+use edge_config::{BackendSpec, HttpLimits, NodeConfig, ServiceConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admission::Admission;
+use crate::backend::OriginClients;
+use crate::backend::outbound::OutboundContext;
+use crate::cache::HttpCache;
+use crate::cache::guest_api::GuestCache;
 use crate::metrics::Metrics;
 use crate::modules::{ArtifactStore, ModuleCache, ModuleHash};
 use crate::routing::{Router, RoutingTable, Service};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{GuestCapabilities, Sandbox};
 use crate::usage::UsageMeter;
 
 /// Everything the request path reads. Shared by every connection.
@@ -30,6 +34,8 @@ pub struct NodeInner {
     pub(crate) http_limits: HttpLimits,
     pub(crate) request_ids: RequestIds,
     pub(crate) usage: UsageMeter,
+    pub(crate) cache: Arc<HttpCache>,
+    pub(crate) origin_clients: OriginClients,
 }
 
 /// An edge node, not yet listening.
@@ -55,8 +61,14 @@ impl Node {
             config.sandbox.module_cache_entries,
             metrics.clone(),
         );
+        let cache = Arc::new(HttpCache::new(
+            &config.cache,
+            metrics.http_cache_requests.clone(),
+        ));
         Ok(Self {
             inner: Arc::new(NodeInner {
+                cache,
+                origin_clients: OriginClients::default(),
                 sandbox,
                 modules,
                 router: Router::default(),
@@ -93,6 +105,37 @@ impl Node {
         &self.inner.modules
     }
 
+    /// The HTTP cache, every tenant's namespace.
+    pub fn cache(&self) -> &Arc<HttpCache> {
+        &self.inner.cache
+    }
+
+    /// What a service's guests may reach: its backends and its tenant's
+    /// cache namespace.
+    fn capabilities(
+        &self,
+        namespace: &str,
+        backends: &std::collections::BTreeMap<String, BackendSpec>,
+        clients_in_use: &mut std::collections::HashMap<String, Arc<crate::backend::OriginClient>>,
+    ) -> GuestCapabilities {
+        let namespace: Arc<str> = namespace.into();
+        let outbound = (!backends.is_empty()).then(|| OutboundContext {
+            namespace: Arc::clone(&namespace),
+            backends: self
+                .inner
+                .origin_clients
+                .backend_set(backends, clients_in_use),
+            cache: Arc::clone(&self.inner.cache),
+        });
+        GuestCapabilities {
+            outbound,
+            cache: Some(GuestCache {
+                namespace,
+                cache: Arc::clone(&self.inner.cache),
+            }),
+        }
+    }
+
     /// Stores each service's component, compiles and type-checks it, and
     /// then swaps the routing table to serve exactly these services.
     /// Relative module paths are resolved against `base_dir`. Nothing is
@@ -104,6 +147,7 @@ impl Node {
     ) -> anyhow::Result<()> {
         let mut table = RoutingTable::default();
         let mut failures = Vec::new();
+        let mut clients = std::collections::HashMap::new();
         for service in services {
             match self.install_module(&base_dir.join(&service.module)).await {
                 Ok(module) => table.insert_service(
@@ -111,6 +155,11 @@ impl Node {
                         name: service.name.as_str().into(),
                         module,
                         limits: service.limits.clone(),
+                        capabilities: self.capabilities(
+                            service.tenant.as_deref().unwrap_or(&service.name),
+                            &service.backends,
+                            &mut clients,
+                        ),
                     },
                     &service.domains,
                 ),
@@ -121,6 +170,7 @@ impl Node {
             anyhow::bail!("{}", failures.join("\n"));
         }
         self.inner.router.replace(table);
+        self.inner.origin_clients.retain(clients);
         Ok(())
     }
 
@@ -131,6 +181,7 @@ impl Node {
     /// nothing changes.
     pub async fn install_snapshot(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
         let mut table = RoutingTable::default();
+        let mut clients = std::collections::HashMap::new();
         for service in &snapshot.services {
             let module: ModuleHash = service
                 .module_sha256
@@ -146,11 +197,17 @@ impl Node {
                     name: service.name.as_str().into(),
                     module,
                     limits: service.spec.limits.clone(),
+                    capabilities: self.capabilities(
+                        &service.tenant,
+                        &service.spec.backends,
+                        &mut clients,
+                    ),
                 },
                 &service.spec.domains,
             );
         }
         self.inner.router.replace(table);
+        self.inner.origin_clients.retain(clients);
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use edge_config::ServiceLimits;
 
 use crate::modules::ModuleHash;
+use crate::sandbox::GuestCapabilities;
 
 /// A service as the request path needs it.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ pub struct Service {
     pub name: Arc<str>,
     pub module: ModuleHash,
     pub limits: ServiceLimits,
+    pub capabilities: GuestCapabilities,
 }
 
 /// Domains to services: exact names, `*.suffix` wildcards, and `*` (local
@@ -119,6 +121,7 @@ mod tests {
             name: name.into(),
             module: ModuleHash::of(name.as_bytes()),
             limits: ServiceLimits::default(),
+            capabilities: GuestCapabilities::default(),
         })
     }
 

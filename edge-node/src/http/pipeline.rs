@@ -156,7 +156,14 @@ async fn run_guest(
     };
     let result = node
         .sandbox
-        .handle(&component, &identity, &service.limits, request, finished)
+        .handle(
+            &component,
+            &identity,
+            &service.capabilities,
+            &service.limits,
+            request,
+            finished,
+        )
         .await;
     match result {
         Err(_) if body_exceeded.load(Ordering::Acquire) => Err(refuse(

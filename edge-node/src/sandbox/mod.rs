@@ -37,7 +37,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::error::EdgeError;
 use cpu::{CpuAccount, CpuMetered};
 use epoch::EpochTicker;
-pub use state::{GuestIdentity, GuestState};
+pub use state::{GuestCapabilities, GuestIdentity, GuestState};
 
 /// A component ready to instantiate for a request.
 pub type ReadyComponent = ProxyPre<GuestState>;
@@ -98,7 +98,13 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
-            .map_err(|e| anyhow::anyhow!("linking WASI: {e:?}"))?;
+            .and_then(|()| {
+                crate::cache::guest_api::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+                    &mut linker,
+                    |state: &mut GuestState| state,
+                )
+            })
+            .map_err(|e| anyhow::anyhow!("linking WASI and edge:platform: {e:?}"))?;
         let fingerprint = engine::engine_fingerprint(&engine);
         let ticker = EpochTicker::start(engine.clone())?;
         Ok(Self {
@@ -132,6 +138,7 @@ impl Sandbox {
         &self,
         component: &ReadyComponent,
         identity: &GuestIdentity,
+        capabilities: &GuestCapabilities,
         limits: &ServiceLimits,
         request: http::Request<B>,
         finished: impl FnOnce(GuestReport) + Send + 'static,
@@ -143,7 +150,7 @@ impl Sandbox {
         let cpu = Arc::new(CpuAccount::default());
         let mut store = Store::new(
             &self.engine,
-            GuestState::new(identity, limits, Arc::clone(&cpu)),
+            GuestState::new(identity, capabilities, limits, Arc::clone(&cpu)),
         );
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);

@@ -1,5 +1,5 @@
 //! What one request's `Store` holds: WASI contexts with nothing granted, the
-//! outbound policy, the limiter and the CPU account.
+//! service's backends and cache, the limiter and the CPU account.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,11 +7,14 @@ use std::time::Duration;
 use edge_config::ServiceLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::cpu::CpuAccount;
 use super::guest_log::{GuestLog, GuestLogStream, LogStream};
 use super::limiter::GuestLimiter;
+use crate::backend::Outbound;
+use crate::backend::outbound::OutboundContext;
+use crate::cache::guest_api::GuestCache;
 
 /// Who a guest runs for: used in its log lines.
 #[derive(Debug, Clone)]
@@ -20,19 +23,36 @@ pub struct GuestIdentity {
     pub request_id: Arc<str>,
 }
 
+/// What a service's guests may reach beyond their request: its backends
+/// (through the tenant's HTTP cache) and the tenant's cache API. Built once
+/// per service when it is installed.
+#[derive(Debug, Clone, Default)]
+pub struct GuestCapabilities {
+    /// `None`: the service declares no backends, and every outgoing request
+    /// is refused with `HTTP-request-denied`.
+    pub outbound: Option<OutboundContext>,
+    pub cache: Option<GuestCache>,
+}
+
 /// The data of one request's `Store`.
 pub struct GuestState {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    outbound: OutboundPolicy,
+    outbound: Outbound,
+    pub(crate) cache: Option<GuestCache>,
     pub(crate) limiter: GuestLimiter,
     pub(crate) cpu: Arc<CpuAccount>,
     pub(crate) cpu_budget: Duration,
 }
 
 impl GuestState {
-    pub fn new(identity: &GuestIdentity, limits: &ServiceLimits, cpu: Arc<CpuAccount>) -> Self {
+    pub fn new(
+        identity: &GuestIdentity,
+        capabilities: &GuestCapabilities,
+        limits: &ServiceLimits,
+        cpu: Arc<CpuAccount>,
+    ) -> Self {
         let log = GuestLog::new(
             Arc::clone(&identity.service),
             Arc::clone(&identity.request_id),
@@ -53,7 +73,8 @@ impl GuestState {
             table,
             wasi,
             http: WasiHttpCtx::new(),
-            outbound: OutboundPolicy,
+            outbound: Outbound::new(capabilities.outbound.clone(), limits),
+            cache: capabilities.cache.clone(),
             limiter: GuestLimiter::new(limits),
             cpu,
             cpu_budget: Duration::from_millis(limits.cpu_budget_ms),
@@ -86,29 +107,5 @@ impl WasiHttpView for GuestState {
             table: &mut self.table,
             hooks: &mut self.outbound,
         }
-    }
-}
-
-/// Outgoing HTTP from a guest. A service with no backends may reach nothing:
-/// every request is refused with `HTTP-request-denied` before any DNS lookup
-/// or connection.
-#[derive(Debug, Default)]
-pub struct OutboundPolicy;
-
-impl WasiHttpHooks for OutboundPolicy {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                )>,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }

@@ -1,0 +1,163 @@
+//! What a guest may send out: requests to its service's backends, at most
+//! `max_backend_requests` per execution and `max_concurrent_backend_requests`
+//! at once, through the tenant's HTTP cache.
+
+use std::sync::Arc;
+
+use edge_config::ServiceLimits;
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime_wasi_http::{Error as WasiHttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::{BackendSet, Timeouts};
+use crate::cache::HttpCache;
+
+/// Everything a guest's outgoing requests need, shared by the service's
+/// requests.
+#[derive(Debug, Clone)]
+pub struct OutboundContext {
+    /// Cache namespace: the tenant.
+    pub namespace: Arc<str>,
+    pub backends: Arc<BackendSet>,
+    pub cache: Arc<HttpCache>,
+}
+
+/// The outgoing-request hook of one guest execution.
+#[derive(Debug)]
+pub struct Outbound {
+    context: Option<OutboundContext>,
+    requests_left: u64,
+    limit: u64,
+    in_flight: Arc<Semaphore>,
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl Outbound {
+    /// `context` is `None` for a service with no backends: every request is
+    /// then refused.
+    pub fn new(context: Option<OutboundContext>, limits: &ServiceLimits) -> Self {
+        Self {
+            context,
+            requests_left: limits.max_backend_requests,
+            limit: limits.max_backend_requests,
+            in_flight: Arc::new(Semaphore::new(
+                usize::try_from(limits.max_concurrent_backend_requests).unwrap_or(1),
+            )),
+        }
+    }
+
+    fn refuse(error: WasiHttpError) -> SendFuture {
+        Box::new(async move { Err(error) })
+    }
+}
+
+impl WasiHttpHooks for Outbound {
+    /// The Host header is the backend's, set when the request is sent; the
+    /// guest's authority is only the backend's name.
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
+    /// `http://` is what a guest writes for a backend; the backend decides
+    /// whether the origin is reached over TLS.
+    fn default_scheme(&mut self) -> Option<http::uri::Scheme> {
+        Some(http::uri::Scheme::HTTP)
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        let Some(context) = &self.context else {
+            return Self::refuse(WasiHttpError::HttpRequestDenied);
+        };
+        // Only a declared backend's bare name: a port, user info or any
+        // other spelling is not a backend and never reaches DNS.
+        let backend = request
+            .uri()
+            .authority()
+            .filter(|authority| authority.port().is_none())
+            .and_then(|authority| context.backends.get(authority.as_str()));
+        let Some(backend) = backend.cloned() else {
+            return Self::refuse(WasiHttpError::HttpRequestDenied);
+        };
+        if self.requests_left == 0 {
+            return Self::refuse(WasiHttpError::InternalError(Some(format!(
+                "backend request limit reached: {} per execution (limits.max_backend_requests)",
+                self.limit
+            ))));
+        }
+        self.requests_left -= 1;
+        let client = match &backend.client {
+            Ok(client) => Arc::clone(client),
+            Err(_) => return Self::refuse(WasiHttpError::ConfigurationError),
+        };
+        let context = context.clone();
+        let in_flight = Arc::clone(&self.in_flight);
+        let timeouts = Timeouts::new(&backend.spec, options);
+        Box::new(async move {
+            // Waits for a slot: the guest's own requests queue, never
+            // anyone else's.
+            let permit = in_flight
+                .acquire_owned()
+                .await
+                .map_err(|_| WasiHttpError::InternalError(None))?;
+            let response = context
+                .cache
+                .fetch(&context.namespace, &backend, &client, request, timeouts)
+                .await?;
+            // The slot is held until the body is read or dropped.
+            let response = response.map(|body| PermitBody::boxed(body, permit));
+            Ok((
+                response,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+/// A response body that holds its request's concurrency slot.
+struct PermitBody {
+    inner: WasiBody,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PermitBody {
+    fn boxed(inner: WasiBody, permit: OwnedSemaphorePermit) -> WasiBody {
+        Self {
+            inner,
+            _permit: permit,
+        }
+        .boxed_unsync()
+    }
+}
+
+impl http_body::Body for PermitBody {
+    type Data = bytes::Bytes;
+    type Error = WasiHttpError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

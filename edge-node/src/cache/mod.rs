@@ -1,0 +1,848 @@
+//! The node's HTTP cache: backend responses (RFC 9111) and the entries
+//! guests insert through `edge:platform/cache`.
+//!
+//! - Every key starts with the tenant's namespace, taken from the routed
+//!   service, never from anything in the request: no Host spelling, absolute
+//!   URI or header can reach another tenant's entries.
+//! - HTTP entries are keyed by the URL the origin sees
+//!   (`scheme://host/path?query`) and hold one variant per distinct set of
+//!   `Vary`-selected request headers.
+//! - Concurrent misses for one key make one origin request: the first
+//!   becomes the fill, the others wait for it and then read what it stored.
+//! - Storage is one moka cache weighted by bytes, with entries expiring when
+//!   no longer usable. Surrogate keys index entries for purges.
+//!
+//! [`policy`] holds the RFC 9111 decisions.
+
+pub mod guest_api;
+pub mod policy;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use edge_config::CacheLimits;
+use edge_config::backend::BackendCache;
+use edge_config::limits::{CACHE_MAX_SURROGATE_KEYS, CACHE_MAX_VARIANTS};
+use http::request::Parts as RequestParts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use http_cache_semantics::{AfterResponse, BeforeRequest, CachePolicy};
+use moka::ops::compute::Op;
+use prometheus::IntCounterVec;
+use tokio::sync::watch;
+use wasmtime_wasi_http::{Error as WasiHttpError, WasiBody};
+
+use crate::backend::{Backend, OriginClient, Timeouts};
+use policy::StaleAllowance;
+
+/// A stored response that can be revalidated is kept this long past the end
+/// of its freshness (and stale allowances): a conditional request that
+/// comes back 304 saves sending the body again.
+pub const REVALIDATABLE_KEEP: Duration = Duration::from_secs(3600);
+/// Bytes each entry is charged on top of its body and headers.
+const ENTRY_OVERHEAD_BYTES: usize = 256;
+
+/// What a cache lookup led to, for `edge_http_cache_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    /// Served from a stored response after a 304.
+    Revalidated,
+    /// Served past its freshness (stale-while-revalidate, stale-if-error).
+    Stale,
+    /// Not cacheable: the method, the backend's policy or the response.
+    Pass,
+    /// Waited for another request's fill of the same key.
+    Collapsed,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Revalidated => "revalidated",
+            Self::Stale => "stale",
+            Self::Pass => "pass",
+            Self::Collapsed => "collapsed",
+        }
+    }
+}
+
+/// A key in one tenant's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    namespace: Arc<str>,
+    kind: KeyKind,
+    key: Box<str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum KeyKind {
+    /// A backend response, by URL.
+    Http,
+    /// A guest's own entry, by its key.
+    Guest,
+}
+
+impl CacheKey {
+    fn http(namespace: &Arc<str>, url: &str) -> Self {
+        Self {
+            namespace: Arc::clone(namespace),
+            kind: KeyKind::Http,
+            key: policy::normalize_url(url)
+                .unwrap_or_else(|| url.to_string())
+                .into(),
+        }
+    }
+
+    fn guest(namespace: &Arc<str>, key: &str) -> Self {
+        Self {
+            namespace: Arc::clone(namespace),
+            kind: KeyKind::Guest,
+            key: key.into(),
+        }
+    }
+}
+
+/// What one key holds.
+#[derive(Debug)]
+enum Slot {
+    /// Variants of one URL, most recent first.
+    Http(Vec<Arc<StoredResponse>>),
+    Guest(GuestEntry),
+}
+
+impl Slot {
+    fn weight(&self) -> u32 {
+        let bytes = match self {
+            Self::Http(variants) => variants.iter().map(|v| v.weight).sum(),
+            Self::Guest(entry) => entry.value.len() + ENTRY_OVERHEAD_BYTES,
+        };
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+
+    /// How long from now the slot can still be of use.
+    fn lifetime(&self, now: SystemTime) -> Duration {
+        match self {
+            Self::Http(variants) => variants
+                .iter()
+                .map(|v| v.usable_for(now))
+                .max()
+                .unwrap_or_default(),
+            Self::Guest(entry) => entry.expires.saturating_duration_since(Instant::now()),
+        }
+    }
+
+    fn surrogate_keys(&self) -> Vec<&str> {
+        match self {
+            Self::Http(variants) => variants
+                .iter()
+                .flat_map(|v| v.surrogate_keys.iter().map(String::as_str))
+                .collect(),
+            Self::Guest(entry) => entry.surrogate_keys.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A backend response kept for reuse.
+#[derive(Debug)]
+struct StoredResponse {
+    policy: CachePolicy,
+    /// The response headers as received (or as updated by a 304).
+    headers: HeaderMap,
+    status: StatusCode,
+    body: Bytes,
+    /// Freshness lifetime, measured from the response's age of zero.
+    freshness: Duration,
+    stale: StaleAllowance,
+    surrogate_keys: Vec<String>,
+    /// Set while a background revalidation runs, so that one runs at a time.
+    revalidating: AtomicBool,
+    weight: usize,
+}
+
+impl StoredResponse {
+    fn new(policy: CachePolicy, status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        let now = SystemTime::now();
+        let freshness = policy.time_to_live(now) + policy.age(now);
+        let header_bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        Self {
+            stale: StaleAllowance::from_headers(&headers),
+            surrogate_keys: policy::surrogate_keys(&headers, CACHE_MAX_SURROGATE_KEYS),
+            weight: body.len() + header_bytes + ENTRY_OVERHEAD_BYTES,
+            policy,
+            headers,
+            status,
+            body,
+            freshness,
+            revalidating: AtomicBool::new(false),
+        }
+    }
+
+    /// Time past freshness, zero while fresh.
+    fn staleness(&self, now: SystemTime) -> Duration {
+        self.policy.age(now).saturating_sub(self.freshness)
+    }
+
+    fn usable_for(&self, now: SystemTime) -> Duration {
+        let stale_use = self.stale.while_revalidate.max(self.stale.if_error);
+        let keep = if policy::has_validator(&self.headers) {
+            REVALIDATABLE_KEEP.max(stale_use)
+        } else {
+            stale_use
+        };
+        (self.freshness + keep).saturating_sub(self.policy.age(now))
+    }
+
+    /// Whether this variant is the one `request` selects (same `Vary`ing
+    /// request headers), fresh or not.
+    fn selected_by(&self, request: &RequestParts, now: SystemTime) -> bool {
+        match self.policy.before_request(request, now) {
+            BeforeRequest::Fresh(_) => true,
+            BeforeRequest::Stale { matches, .. } => matches,
+        }
+    }
+
+    /// The stored response served past its freshness, with its `Age`.
+    fn serve_stale(&self, now: SystemTime) -> Response<WasiBody> {
+        let mut response = Response::new(full(self.body.clone()));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        crate::backend::client::remove_hop_by_hop(response.headers_mut());
+        if let Ok(age) = HeaderValue::from_str(&self.policy.age(now).as_secs().to_string()) {
+            response.headers_mut().insert(header::AGE, age);
+        }
+        response
+    }
+}
+
+/// An entry a guest inserted.
+#[derive(Debug)]
+struct GuestEntry {
+    value: Bytes,
+    expires: Instant,
+    surrogate_keys: Vec<String>,
+}
+
+/// The result of looking a request up.
+enum Lookup {
+    Fresh(Response<WasiBody>),
+    /// A stored variant for this request that needs revalidation.
+    Stale(Stale),
+    Miss,
+}
+
+#[derive(Clone)]
+struct Stale {
+    stored: Arc<StoredResponse>,
+    /// The request to send to revalidate it (with `If-None-Match` /
+    /// `If-Modified-Since` added).
+    revalidation: Arc<RequestParts>,
+}
+
+/// Whether this request fills the key or waits for another's fill.
+enum Claim {
+    Fill(FillGuard),
+    Wait(watch::Receiver<()>),
+}
+
+/// Held by the request filling a key. Dropping it (after the response is
+/// stored, or found not storable) wakes every request waiting on the key.
+struct FillGuard {
+    fills: Arc<DashMap<CacheKey, watch::Receiver<()>>>,
+    key: CacheKey,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        self.fills.remove(&self.key);
+    }
+}
+
+type TagIndex = DashMap<(Arc<str>, String), HashSet<CacheKey>>;
+
+/// The node's cache, shared by every tenant through namespaced keys.
+pub struct HttpCache {
+    entries: moka::sync::Cache<CacheKey, Arc<Slot>>,
+    tags: Arc<TagIndex>,
+    fills: Arc<DashMap<CacheKey, watch::Receiver<()>>>,
+    max_object_bytes: usize,
+    requests: IntCounterVec,
+}
+
+impl std::fmt::Debug for HttpCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCache")
+            .field("entries", &self.entries.entry_count())
+            .field("bytes", &self.entries.weighted_size())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Entries expire once no longer usable: past freshness and every stale
+/// allowance, and past [`REVALIDATABLE_KEEP`] for revalidatable ones.
+struct SlotExpiry;
+
+impl moka::Expiry<CacheKey, Arc<Slot>> for SlotExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Slot>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.lifetime(SystemTime::now()))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Slot>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.lifetime(SystemTime::now()))
+    }
+}
+
+impl HttpCache {
+    pub fn new(limits: &CacheLimits, requests: IntCounterVec) -> Self {
+        let tags: Arc<TagIndex> = Arc::default();
+        let index = Arc::clone(&tags);
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(limits.max_bytes)
+            .weigher(|key: &CacheKey, slot: &Arc<Slot>| {
+                slot.weight().saturating_add(key.key.len() as u32)
+            })
+            .expire_after(SlotExpiry)
+            .eviction_listener(move |key: Arc<CacheKey>, slot: Arc<Slot>, cause| {
+                // A replaced slot's keys are handled by whoever replaced it;
+                // an evicted, expired or removed one leaves the index.
+                if cause != moka::notification::RemovalCause::Replaced {
+                    unindex(&index, &key, &slot);
+                }
+            })
+            .build();
+        Self {
+            entries,
+            tags,
+            fills: Arc::default(),
+            max_object_bytes: usize::try_from(limits.max_object_bytes).unwrap_or(usize::MAX),
+            requests,
+        }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        self.requests.with_label_values(&[outcome.label()]).inc();
+    }
+
+    /// Entries stored and the bytes they are charged.
+    pub fn usage(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks();
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+
+    /// Sends a guest's backend request through the cache.
+    pub async fn fetch(
+        self: &Arc<Self>,
+        namespace: &Arc<str>,
+        backend: &Backend,
+        client: &Arc<OriginClient>,
+        request: Request<WasiBody>,
+        timeouts: Timeouts,
+    ) -> Result<Response<WasiBody>, WasiHttpError> {
+        let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let url = format!("{}{path}", client.base_url());
+        if !policy::is_safe(request.method()) {
+            self.count(Outcome::Pass);
+            let response = client.send(request, timeouts).await?;
+            if response.status().is_success() || response.status().is_redirection() {
+                self.invalidate_after_unsafe(
+                    namespace,
+                    client.base_url(),
+                    &url,
+                    response.headers(),
+                );
+            }
+            return Ok(response);
+        }
+        if backend.spec.cache == BackendCache::Off || request.method() != Method::GET {
+            self.count(Outcome::Pass);
+            return client.send(request, timeouts).await;
+        }
+
+        let key = CacheKey::http(namespace, &url);
+        let (parts, body) = request.into_parts();
+        // A request with credentials never waits on someone else's fill:
+        // what it gets back may be meant for it alone.
+        let mut waited = parts.headers.contains_key(header::AUTHORIZATION);
+        let mut collapsed = false;
+        loop {
+            let now = SystemTime::now();
+            let stale = match self.lookup(&key, &parts, now) {
+                Lookup::Fresh(response) => {
+                    self.count(if collapsed {
+                        Outcome::Collapsed
+                    } else {
+                        Outcome::Hit
+                    });
+                    return Ok(response);
+                }
+                Lookup::Stale(stale)
+                    if stale.stored.staleness(now) <= stale.stored.stale.while_revalidate
+                        && !stale.stored.stale.while_revalidate.is_zero() =>
+                {
+                    self.revalidate_in_background(&key, &stale, &parts, client, timeouts);
+                    self.count(Outcome::Stale);
+                    return Ok(stale.stored.serve_stale(now));
+                }
+                Lookup::Stale(stale) => Some(stale),
+                Lookup::Miss => None,
+            };
+            let guard = if waited {
+                None
+            } else {
+                match self.claim(&key) {
+                    Claim::Fill(guard) => Some(guard),
+                    Claim::Wait(mut done) => {
+                        // Bounded by the time the fill itself may take to
+                        // get its response head.
+                        let bound = timeouts.connect + timeouts.first_byte;
+                        let _ = tokio::time::timeout(bound, done.changed()).await;
+                        waited = true;
+                        collapsed = true;
+                        continue;
+                    }
+                }
+            };
+            return self
+                .fill(key, guard, parts, body, stale, client, timeouts)
+                .await;
+        }
+    }
+
+    fn lookup(&self, key: &CacheKey, request: &RequestParts, now: SystemTime) -> Lookup {
+        let Some(slot) = self.entries.get(key) else {
+            return Lookup::Miss;
+        };
+        let Slot::Http(variants) = slot.as_ref() else {
+            return Lookup::Miss;
+        };
+        let authorized = request.headers.contains_key(header::AUTHORIZATION);
+        for stored in variants {
+            if authorized && !policy::may_serve_authorized(&stored.headers) {
+                continue;
+            }
+            match stored.policy.before_request(request, now) {
+                BeforeRequest::Fresh(parts) => {
+                    return Lookup::Fresh(Response::from_parts(parts, full(stored.body.clone())));
+                }
+                BeforeRequest::Stale {
+                    request,
+                    matches: true,
+                } => {
+                    return Lookup::Stale(Stale {
+                        stored: Arc::clone(stored),
+                        revalidation: Arc::new(request),
+                    });
+                }
+                BeforeRequest::Stale { matches: false, .. } => {}
+            }
+        }
+        Lookup::Miss
+    }
+
+    fn claim(&self, key: &CacheKey) -> Claim {
+        match self.fills.entry(key.clone()) {
+            dashmap::Entry::Occupied(fill) => Claim::Wait(fill.get().clone()),
+            dashmap::Entry::Vacant(slot) => {
+                let (done, waiting) = watch::channel(());
+                slot.insert(waiting);
+                Claim::Fill(FillGuard {
+                    fills: Arc::clone(&self.fills),
+                    key: key.clone(),
+                    _done: done,
+                })
+            }
+        }
+    }
+
+    /// Goes to the origin for `key`: revalidating `stale` when there is one,
+    /// storing what may be stored. `guard`, if held, is released when done.
+    #[allow(clippy::too_many_arguments)]
+    async fn fill(
+        &self,
+        key: CacheKey,
+        guard: Option<FillGuard>,
+        request: RequestParts,
+        body: WasiBody,
+        stale: Option<Stale>,
+        client: &OriginClient,
+        timeouts: Timeouts,
+    ) -> Result<Response<WasiBody>, WasiHttpError> {
+        let outgoing = match &stale {
+            Some(stale) => clone_parts(&stale.revalidation),
+            None => clone_parts(&request),
+        };
+        let result = client
+            .send(Request::from_parts(outgoing, body), timeouts)
+            .await;
+        let now = SystemTime::now();
+        fn serve_stale_on_error(stale: &Option<Stale>, now: SystemTime) -> Option<&Stale> {
+            stale.as_ref().filter(|s| {
+                !s.stored.stale.if_error.is_zero()
+                    && s.stored.staleness(now) <= s.stored.stale.if_error
+            })
+        }
+        let response = match result {
+            Err(error) => {
+                if let Some(stale) = serve_stale_on_error(&stale, now) {
+                    self.count(Outcome::Stale);
+                    return Ok(stale.stored.serve_stale(now));
+                }
+                return Err(error);
+            }
+            Ok(response) => response,
+        };
+        if response.status().is_server_error()
+            && let Some(stale) = serve_stale_on_error(&stale, now)
+        {
+            self.count(Outcome::Stale);
+            return Ok(stale.stored.serve_stale(now));
+        }
+
+        if let Some(stale) = &stale
+            && response.status() == StatusCode::NOT_MODIFIED
+            && let AfterResponse::NotModified(policy, parts) =
+                stale.stored.policy.after_response(&request, &response, now)
+        {
+            let refreshed = StoredResponse::new(
+                policy,
+                stale.stored.status,
+                parts.headers.clone(),
+                stale.stored.body.clone(),
+            );
+            self.store(&key, &request, refreshed);
+            self.count(Outcome::Revalidated);
+            drop(guard);
+            return Ok(Response::from_parts(parts, full(stale.stored.body.clone())));
+        }
+
+        let policy = CachePolicy::new_options(&request, &response, now, policy::options());
+        if !policy::may_store(&policy, response.headers(), now) {
+            self.count(Outcome::Pass);
+            return Ok(response);
+        }
+        let (parts, body) = response.into_parts();
+        match collect_up_to(body, self.max_object_bytes).await? {
+            Collected::Complete(bytes) => {
+                let stored =
+                    StoredResponse::new(policy, parts.status, parts.headers.clone(), bytes.clone());
+                self.store(&key, &request, stored);
+                self.count(Outcome::Miss);
+                drop(guard);
+                Ok(Response::from_parts(parts, full(bytes)))
+            }
+            Collected::TooLarge { prefix, rest } => {
+                self.count(Outcome::Pass);
+                Ok(Response::from_parts(
+                    parts,
+                    PrefixedBody::boxed(prefix, rest),
+                ))
+            }
+        }
+    }
+
+    /// Refreshes a stale entry without making the current request wait.
+    fn revalidate_in_background(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        stale: &Stale,
+        request: &RequestParts,
+        client: &Arc<OriginClient>,
+        timeouts: Timeouts,
+    ) {
+        if stale.stored.revalidating.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Claim::Fill(guard) = self.claim(key) else {
+            return;
+        };
+        let cache = Arc::clone(self);
+        let (key, stale, request, client) = (
+            key.clone(),
+            stale.clone(),
+            clone_parts(request),
+            Arc::clone(client),
+        );
+        tokio::spawn(async move {
+            let body = http_body_util::Empty::new()
+                .map_err(|never: std::convert::Infallible| match never {})
+                .boxed_unsync();
+            let result = cache
+                .fill(
+                    key,
+                    Some(guard),
+                    request,
+                    body,
+                    Some(stale.clone()),
+                    &client,
+                    timeouts,
+                )
+                .await;
+            stale.stored.revalidating.store(false, Ordering::Release);
+            if let Err(error) = result {
+                tracing::debug!(%error, "background revalidation failed");
+            }
+        });
+    }
+
+    /// Stores `stored` as the variant `request` selects, keeping the others.
+    fn store(&self, key: &CacheKey, request: &RequestParts, stored: StoredResponse) {
+        let stored = Arc::new(stored);
+        for tag in &stored.surrogate_keys {
+            self.tags
+                .entry((Arc::clone(&key.namespace), tag.clone()))
+                .or_default()
+                .insert(key.clone());
+        }
+        let now = SystemTime::now();
+        self.entries.entry(key.clone()).and_compute_with(|current| {
+            let mut variants = vec![Arc::clone(&stored)];
+            if let Some(current) = current
+                && let Slot::Http(old) = current.value().as_ref()
+            {
+                variants.extend(
+                    old.iter()
+                        .filter(|old| !old.selected_by(request, now))
+                        .take(CACHE_MAX_VARIANTS - 1)
+                        .cloned(),
+                );
+            }
+            Op::Put(Arc::new(Slot::Http(variants)))
+        });
+    }
+
+    /// RFC 9111 4.4: a successful unsafe request invalidates the stored
+    /// responses for its URL, and for the same-origin URLs in its
+    /// `Location` and `Content-Location`.
+    fn invalidate_after_unsafe(
+        &self,
+        namespace: &Arc<str>,
+        base_url: &str,
+        url: &str,
+        headers: &HeaderMap,
+    ) {
+        self.entries.invalidate(&CacheKey::http(namespace, url));
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(location) = headers.get(name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let target = if location.starts_with('/') {
+                format!("{base_url}{location}")
+            } else {
+                location.to_string()
+            };
+            if policy::normalize_url(&target)
+                .is_some_and(|t| t.starts_with(&format!("{base_url}/")))
+            {
+                self.entries.invalidate(&CacheKey::http(namespace, &target));
+            }
+        }
+    }
+
+    /// Removes every stored variant of `url` in `namespace`. Returns how many
+    /// entries went.
+    pub fn purge_url(&self, namespace: &str, url: &str) -> usize {
+        let key = CacheKey::http(&Arc::from(namespace), url);
+        usize::from(self.entries.remove(&key).is_some())
+    }
+
+    /// Removes every response and guest entry of `namespace` tagged with
+    /// `surrogate_key`, and nothing else: a URL's other variants stay.
+    pub fn purge_surrogate_key(&self, namespace: &str, surrogate_key: &str) -> usize {
+        let Some((_, keys)) = self
+            .tags
+            .remove(&(Arc::from(namespace), surrogate_key.to_string()))
+        else {
+            return 0;
+        };
+        let mut purged = 0;
+        for key in keys {
+            self.entries.entry(key).and_compute_with(|current| {
+                let Some(current) = current else {
+                    return Op::Nop;
+                };
+                let tagged = |keys: &[String]| keys.iter().any(|k| k == surrogate_key);
+                match current.value().as_ref() {
+                    Slot::Http(variants) => {
+                        let kept: Vec<_> = variants
+                            .iter()
+                            .filter(|v| !tagged(&v.surrogate_keys))
+                            .cloned()
+                            .collect();
+                        purged += variants.len() - kept.len();
+                        if kept.len() == variants.len() {
+                            Op::Nop
+                        } else if kept.is_empty() {
+                            Op::Remove
+                        } else {
+                            Op::Put(Arc::new(Slot::Http(kept)))
+                        }
+                    }
+                    Slot::Guest(entry) if tagged(&entry.surrogate_keys) => {
+                        purged += 1;
+                        Op::Remove
+                    }
+                    Slot::Guest(_) => Op::Nop,
+                }
+            });
+        }
+        purged
+    }
+
+    /// Drops everything: for a node that missed purges it can no longer
+    /// replay.
+    pub fn purge_all(&self) {
+        self.entries.invalidate_all();
+        self.tags.clear();
+    }
+
+    // -- The guest cache API ------------------------------------------------
+
+    pub fn guest_lookup(&self, namespace: &Arc<str>, key: &str) -> Option<Bytes> {
+        let slot = self.entries.get(&CacheKey::guest(namespace, key))?;
+        match slot.as_ref() {
+            Slot::Guest(entry) if entry.expires > Instant::now() => Some(entry.value.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn guest_insert(
+        &self,
+        namespace: &Arc<str>,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        surrogate_keys: Vec<String>,
+    ) {
+        let key = CacheKey::guest(namespace, key);
+        for tag in &surrogate_keys {
+            self.tags
+                .entry((Arc::clone(namespace), tag.clone()))
+                .or_default()
+                .insert(key.clone());
+        }
+        let entry = GuestEntry {
+            value,
+            expires: Instant::now() + ttl,
+            surrogate_keys,
+        };
+        self.entries.insert(key, Arc::new(Slot::Guest(entry)));
+    }
+
+    pub fn guest_purge(&self, namespace: &Arc<str>, key: &str) -> bool {
+        self.entries
+            .remove(&CacheKey::guest(namespace, key))
+            .is_some()
+    }
+
+    pub fn max_object_bytes(&self) -> usize {
+        self.max_object_bytes
+    }
+}
+
+fn unindex(tags: &TagIndex, key: &CacheKey, slot: &Slot) {
+    for tag in slot.surrogate_keys() {
+        let index_key = (Arc::clone(&key.namespace), tag.to_string());
+        if let Some(mut keys) = tags.get_mut(&index_key) {
+            keys.remove(key);
+        }
+        tags.remove_if(&index_key, |_, keys| keys.is_empty());
+    }
+}
+
+/// `http::request::Parts` is not `Clone` (its extensions need not be); the
+/// cache needs only the method, URI, version and headers.
+fn clone_parts(parts: &RequestParts) -> RequestParts {
+    let (mut clone, ()) = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version)
+        .body(())
+        .map(Request::into_parts)
+        .unwrap_or_else(|_| Request::new(()).into_parts());
+    clone.headers = parts.headers.clone();
+    clone
+}
+
+fn full(bytes: Bytes) -> WasiBody {
+    Full::new(bytes)
+        .map_err(|never: std::convert::Infallible| match never {})
+        .boxed_unsync()
+}
+
+enum Collected {
+    Complete(Bytes),
+    TooLarge { prefix: Bytes, rest: WasiBody },
+}
+
+/// Reads `body` whole if it is at most `limit` bytes; otherwise returns what
+/// was read and the rest, to be streamed without storing.
+async fn collect_up_to(mut body: WasiBody, limit: usize) -> Result<Collected, WasiHttpError> {
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers are not stored
+        };
+        buffer.extend_from_slice(&data);
+        if buffer.len() > limit {
+            return Ok(Collected::TooLarge {
+                prefix: buffer.freeze(),
+                rest: body,
+            });
+        }
+    }
+    Ok(Collected::Complete(buffer.freeze()))
+}
+
+/// Bytes already read, then the rest of the body.
+struct PrefixedBody {
+    prefix: Option<Bytes>,
+    rest: WasiBody,
+}
+
+impl PrefixedBody {
+    fn boxed(prefix: Bytes, rest: WasiBody) -> WasiBody {
+        Self {
+            prefix: Some(prefix),
+            rest,
+        }
+        .boxed_unsync()
+    }
+}
+
+impl Body for PrefixedBody {
+    type Data = Bytes;
+    type Error = WasiHttpError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return std::task::Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+    }
+}

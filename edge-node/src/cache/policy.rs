@@ -1,0 +1,227 @@
+//! The RFC 9111 decisions, made by `http-cache-semantics`, and the few rules
+//! this platform adds on top of them. Each addition says why.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, Method, header};
+use http_cache_semantics::{CacheOptions, CachePolicy};
+
+/// The crate's options for a shared cache that never guesses: a response
+/// without explicit freshness (`max-age`, `s-maxage`, `Expires`) is never
+/// served without revalidating it, and `immutable` gives no implicit
+/// lifetime either.
+pub fn options() -> CacheOptions {
+    CacheOptions {
+        shared: true,
+        cache_heuristic: 0.0,
+        immutable_min_time_to_live: Duration::ZERO,
+        ignore_cargo_cult: false,
+    }
+}
+
+/// Whether a response may be stored in the shared cache.
+///
+/// On top of the crate's verdict: a response that sets a cookie is never
+/// stored, even when marked `public` (the crate would store it then), because
+/// one visitor's cookie must never be handed to another. And a response that
+/// is neither fresh nor revalidatable would only take space.
+pub fn may_store(policy: &CachePolicy, response_headers: &HeaderMap, now: SystemTime) -> bool {
+    policy.is_storable()
+        && !response_headers.contains_key(header::SET_COOKIE)
+        && (!policy.time_to_live(now).is_zero() || has_validator(response_headers))
+}
+
+pub fn has_validator(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
+}
+
+/// RFC 9111 3.5: a response stored for one request may answer a request
+/// that carries `Authorization` only if it says so. The crate applies this
+/// when deciding to store, not when reusing an entry stored for another
+/// request, so it is checked here on every lookup.
+pub fn may_serve_authorized(response_headers: &HeaderMap) -> bool {
+    let directives = cache_control(response_headers);
+    directives
+        .iter()
+        .any(|(name, _)| matches!(name.as_str(), "public" | "s-maxage" | "must-revalidate"))
+}
+
+/// How long past its freshness a stored response may still be used, from the
+/// RFC 5861 `stale-while-revalidate` and `stale-if-error` directives (which
+/// the crate does not implement). `must-revalidate`, `proxy-revalidate` and
+/// `no-cache` forbid any stale use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StaleAllowance {
+    pub while_revalidate: Duration,
+    pub if_error: Duration,
+}
+
+impl StaleAllowance {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let directives = cache_control(headers);
+        let forbidden = directives.iter().any(|(name, _)| {
+            matches!(
+                name.as_str(),
+                "must-revalidate" | "proxy-revalidate" | "no-cache"
+            )
+        });
+        if forbidden {
+            return Self::default();
+        }
+        let seconds = |wanted: &str| {
+            directives
+                .iter()
+                .find(|(name, _)| name == wanted)
+                .and_then(|(_, value)| value.as_deref()?.parse::<u64>().ok())
+                .map_or(Duration::ZERO, Duration::from_secs)
+        };
+        Self {
+            while_revalidate: seconds("stale-while-revalidate"),
+            if_error: seconds("stale-if-error"),
+        }
+    }
+}
+
+/// `Cache-Control` directives, lowercase, with their unquoted values.
+fn cache_control(headers: &HeaderMap) -> Vec<(String, Option<String>)> {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|directive| {
+            let directive = directive.trim();
+            if directive.is_empty() {
+                return None;
+            }
+            Some(match directive.split_once('=') {
+                Some((name, value)) => (
+                    name.trim().to_ascii_lowercase(),
+                    Some(value.trim().trim_matches('"').to_string()),
+                ),
+                None => (directive.to_ascii_lowercase(), None),
+            })
+        })
+        .collect()
+}
+
+/// Methods that cannot change the resource; any other one invalidates the
+/// stored responses for its URL when it succeeds (RFC 9111 4.4).
+pub fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Surrogate keys of a response: space-separated in `Surrogate-Key`.
+pub fn surrogate_keys(headers: &HeaderMap, max: usize) -> Vec<String> {
+    let mut keys: Vec<String> = headers
+        .get_all("surrogate-key")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_ascii_whitespace)
+        .map(str::to_string)
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.truncate(max);
+    keys
+}
+
+/// A URL in the one spelling the cache keys use: lowercase scheme and host,
+/// no default port, no fragment, `/` for an empty path. `None` when it is not
+/// an absolute http(s) URL.
+pub fn normalize_url(url: &str) -> Option<String> {
+    let uri: http::Uri = url.trim().parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = uri.authority()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let host = authority.host().to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
+    let port = authority.port_u16().filter(|p| *p != default_port);
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let path = if path.is_empty() { "/" } else { path };
+    Some(match port {
+        Some(port) => format!("{scheme}://{host}:{port}{path}"),
+        None => format!("{scheme}://{host}{path}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn stale_directives_are_read_and_revalidation_directives_win() {
+        let allowance = StaleAllowance::from_headers(&headers(&[(
+            "cache-control",
+            "max-age=1, stale-while-revalidate=30, stale-if-error=\"60\"",
+        )]));
+        assert_eq!(allowance.while_revalidate, Duration::from_secs(30));
+        assert_eq!(allowance.if_error, Duration::from_secs(60));
+        let forbidden = StaleAllowance::from_headers(&headers(&[(
+            "cache-control",
+            "max-age=1, stale-if-error=60, must-revalidate",
+        )]));
+        assert_eq!(forbidden, StaleAllowance::default());
+    }
+
+    #[test]
+    fn authorized_requests_need_an_explicit_permission() {
+        assert!(!may_serve_authorized(&headers(&[(
+            "cache-control",
+            "max-age=60"
+        )])));
+        assert!(may_serve_authorized(&headers(&[(
+            "cache-control",
+            "public, max-age=60"
+        )])));
+        assert!(may_serve_authorized(&headers(&[(
+            "cache-control",
+            "s-maxage=60"
+        )])));
+    }
+
+    #[test]
+    fn urls_have_one_spelling() {
+        assert_eq!(
+            normalize_url("HTTPS://Example.COM:443/a?b=1").as_deref(),
+            Some("https://example.com/a?b=1")
+        );
+        assert_eq!(
+            normalize_url("http://example.com.:8080").as_deref(),
+            Some("http://example.com:8080/")
+        );
+        assert_eq!(normalize_url("/relative"), None);
+        assert_eq!(normalize_url("ftp://x/"), None);
+    }
+
+    #[test]
+    fn surrogate_keys_are_split_and_deduplicated() {
+        let keys = surrogate_keys(
+            &headers(&[("surrogate-key", "b a  b"), ("surrogate-key", "c")]),
+            2,
+        );
+        assert_eq!(keys, vec!["a", "b"]);
+    }
+}
