@@ -23,11 +23,17 @@
 //!
 //! - [`request`]: the incoming request, with its body read whole or streamed.
 //! - [`response`]: the response, with a body given whole or written as a stream.
+//! - [`backend`]: requests to the service's named backends, through the
+//!   platform's HTTP cache.
+//! - [`cache`]: the tenant's cache on the node: lookup, insert, purge.
 //! - [`handler!`] and the glue that runs a handler for one request.
 
+pub mod backend;
+pub mod cache;
 pub mod request;
 pub mod response;
 
+pub use backend::{Backend, BackendRequest, BackendResponse, FetchError};
 pub use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 pub use request::{BodyError, Request};
 pub use response::{BodyWriter, IntoResponse, Response};

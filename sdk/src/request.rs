@@ -149,11 +149,7 @@ impl Request {
     /// The body as a stream, for bodies too big to hold at once.
     pub fn body_reader(&mut self) -> Result<BodyReader, BodyError> {
         let body = self.body.take().ok_or(BodyError::AlreadyRead)?;
-        let stream = body.stream().map_err(|()| BodyError::AlreadyRead)?;
-        Ok(BodyReader {
-            stream: Some(stream),
-            body: Some(body),
-        })
+        BodyReader::new(body).map_err(|()| BodyError::AlreadyRead)
     }
 }
 
@@ -163,6 +159,16 @@ pub struct BodyReader {
     // The stream must be dropped before its body: field order matters.
     stream: Option<InputStream>,
     body: Option<IncomingBody>,
+}
+
+impl BodyReader {
+    pub(crate) fn new(body: IncomingBody) -> Result<Self, ()> {
+        let stream = body.stream()?;
+        Ok(Self {
+            stream: Some(stream),
+            body: Some(body),
+        })
+    }
 }
 
 impl Read for BodyReader {

@@ -159,6 +159,12 @@ pub struct BodyWriter {
     stream: OutputStream,
 }
 
+impl BodyWriter {
+    pub(crate) fn new(stream: OutputStream) -> Self {
+        Self { stream }
+    }
+}
+
 impl Write for BodyWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {

@@ -5,6 +5,7 @@
 //! - [`guests`]: the example guests (built once per test run) and hostile
 //!   components made from small core-wasm WAT.
 //! - [`node`]: [`node::TestNode`], an in-process node with a temp data dir.
+//! - [`origin`]: a test origin that counts what it receives.
 //! - [`client`]: one-shot HTTP/1.1 and HTTP/2 requests, and raw TCP.
 //! - [`bench`]: the hello guests the in-process benchmarks compare.
 
@@ -13,3 +14,4 @@ pub mod client;
 pub mod guests;
 pub mod hostile;
 pub mod node;
+pub mod origin;

@@ -1,5 +1,6 @@
 //! End-to-end tests of the edge node, one module per topic.
 
+mod backends;
 mod hostile;
 mod languages;
 mod limits;
