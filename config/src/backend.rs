@@ -211,19 +211,19 @@ mod tests {
 
     #[test]
     fn origins_parse_with_default_ports() {
-        let o = origin("https://API.example.com").unwrap();
+        let o = origin("https://API.example.com").expect("valid");
         assert_eq!(
             (o.tls, o.host.as_str(), o.port),
             (true, "api.example.com", 443)
         );
         assert_eq!(o.authority(), "api.example.com");
-        let o = origin("http://127.0.0.1:8080/").unwrap();
+        let o = origin("http://127.0.0.1:8080/").expect("valid");
         assert_eq!((o.tls, o.host.as_str(), o.port), (false, "127.0.0.1", 8080));
         assert_eq!(o.authority(), "127.0.0.1:8080");
-        let o = origin("http://[::1]:81").unwrap();
+        let o = origin("http://[::1]:81").expect("valid");
         assert_eq!((o.host.as_str(), o.port), ("::1", 81));
         assert_eq!(o.authority(), "[::1]:81");
-        let o = origin("http://[::1]").unwrap();
+        let o = origin("http://[::1]").expect("valid");
         assert_eq!((o.host.as_str(), o.port), ("::1", 80));
     }
 

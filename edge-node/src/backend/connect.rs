@@ -265,10 +265,10 @@ mod tests {
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
         ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
+            assert!(!is_public(private.parse().expect("valid")), "{private}");
         }
         for public in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
+            assert!(is_public(public.parse().expect("valid")), "{public}");
         }
     }
 }

@@ -164,8 +164,8 @@ mod tests {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
             map.append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
+                http::HeaderName::from_bytes(name.as_bytes()).expect("valid"),
+                HeaderValue::from_str(value).expect("valid"),
             );
         }
         map

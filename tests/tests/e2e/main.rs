@@ -1,6 +1,7 @@
 //! End-to-end tests of the edge node, one module per topic.
 
 mod backends;
+mod cache;
 mod hostile;
 mod languages;
 mod limits;

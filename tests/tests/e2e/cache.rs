@@ -1,0 +1,444 @@
+//! The HTTP cache between guests and their backends, and the guest cache
+//! API: RFC 9111 behaviour seen from the origin's request count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge_tests::client::{Protocol, get, request, send};
+use edge_tests::guests::rust_guest;
+use edge_tests::node::{TestNode, TestService};
+use edge_tests::origin::{Answer, TestOrigin};
+
+use crate::backends::loopback_backend;
+
+async fn proxy_node(origin: &TestOrigin) -> TestNode {
+    TestNode::start(vec![
+        TestService::new("proxy", "proxy.test", rust_guest("caching-proxy"))
+            .backend("origin", loopback_backend(origin)),
+    ])
+    .await
+}
+
+async fn get_with(
+    node: &TestNode,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> edge_tests::client::Reply {
+    let mut req = request("GET", "proxy.test", path, Bytes::new());
+    for (name, value) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    send(node.addr, Protocol::Http1, req).await
+}
+
+#[tokio::test]
+async fn concurrent_misses_make_one_origin_request() {
+    let origin = TestOrigin::start(|_, n| {
+        Answer::ok(format!("body {n}"))
+            .header("cache-control", "max-age=60")
+            .delay(Duration::from_millis(300))
+    })
+    .await;
+    let node = Arc::new(proxy_node(&origin).await);
+
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let node = Arc::clone(&node);
+        clients.push(tokio::spawn(async move {
+            get(node.addr, "proxy.test", "/collapse").await
+        }));
+    }
+    for client in clients {
+        let reply = client.await.expect("client");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "body 1");
+    }
+    assert_eq!(origin.count("/collapse"), 1);
+    let collapsed = node
+        .metric("edge_http_cache_requests_total{outcome=\"collapsed\"}")
+        .await;
+    assert!(collapsed >= 90.0, "collapsed {collapsed}");
+}
+
+#[tokio::test]
+async fn hits_carry_age_and_unshareable_responses_are_not_stored() {
+    let origin = TestOrigin::start(|seen, n| {
+        let answer = Answer::ok(format!("{} {n}", seen.path));
+        match seen.path.as_str() {
+            "/fresh" => answer.header("cache-control", "max-age=60"),
+            "/no-store" => answer.header("cache-control", "no-store, max-age=60"),
+            "/private" => answer.header("cache-control", "private, max-age=60"),
+            "/cookie" => answer
+                .header("cache-control", "public, max-age=60")
+                .header("set-cookie", "session=secret"),
+            // No explicit freshness: never reused without asking the origin.
+            "/heuristic" => answer.header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+            _ => answer,
+        }
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+
+    let first = get(node.addr, "proxy.test", "/fresh").await;
+    assert_eq!(first.text(), "/fresh 1");
+    assert_eq!(first.header("age"), None, "a miss has no Age");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = get(node.addr, "proxy.test", "/fresh").await;
+    assert_eq!(second.text(), "/fresh 1");
+    let age: u64 = second
+        .header("age")
+        .expect("Age on a hit")
+        .parse()
+        .expect("age");
+    assert!((1..=2).contains(&age), "age {age}");
+    assert_eq!(origin.count("/fresh"), 1);
+
+    for path in ["/no-store", "/private", "/cookie", "/heuristic"] {
+        for n in 1..=3 {
+            let reply = get(node.addr, "proxy.test", path).await;
+            assert_eq!(reply.text(), format!("{path} {n}"), "{path} was shared");
+        }
+        assert_eq!(origin.count(path), 3, "{path}");
+    }
+    let cookie = get(node.addr, "proxy.test", "/cookie").await;
+    assert_eq!(cookie.header("set-cookie"), Some("session=secret"));
+}
+
+#[tokio::test]
+async fn a_stale_response_is_revalidated_with_a_304() {
+    let origin = TestOrigin::start(|seen, n| {
+        if seen
+            .headers
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v1\"")
+        {
+            return Answer::ok("")
+                .status(304)
+                .header("etag", "\"v1\"")
+                .header("cache-control", "max-age=0")
+                .header("x-origin-says", "still good");
+        }
+        Answer::ok(format!("version 1 ({n})"))
+            .header("etag", "\"v1\"")
+            .header("x-origin-says", "first")
+            .header("cache-control", "max-age=0")
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+
+    assert_eq!(
+        get(node.addr, "proxy.test", "/doc").await.text(),
+        "version 1 (1)"
+    );
+    let second = get(node.addr, "proxy.test", "/doc").await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.text(), "version 1 (1)", "the stored body is served");
+    assert_eq!(
+        second.header("x-origin-says"),
+        Some("still good"),
+        "the 304 updates the stored headers"
+    );
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[1]
+            .headers
+            .get("if-none-match")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("\"v1\"")
+    );
+    assert_eq!(
+        node.metric("edge_http_cache_requests_total{outcome=\"revalidated\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn vary_keeps_variants_apart() {
+    let origin = TestOrigin::start(|seen, _| {
+        let language = seen
+            .headers
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_string();
+        Answer::ok(format!("in {language}"))
+            .header("cache-control", "max-age=60")
+            .header("vary", "Accept-Language")
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+
+    for _ in 0..3 {
+        for language in ["en", "fr"] {
+            let reply = get_with(&node, "/page", &[("accept-language", language)]).await;
+            assert_eq!(reply.text(), format!("in {language}"));
+        }
+    }
+    assert_eq!(origin.count("/page"), 2);
+}
+
+#[tokio::test]
+async fn credentials_are_not_served_from_a_shared_entry_unless_allowed() {
+    let origin = TestOrigin::start(|seen, n| match seen.path.as_str() {
+        "/public" => {
+            Answer::ok(format!("public {n}")).header("cache-control", "public, max-age=60")
+        }
+        _ => Answer::ok(format!("plain {n}")).header("cache-control", "max-age=60"),
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+
+    assert_eq!(
+        get(node.addr, "proxy.test", "/plain").await.text(),
+        "plain 1"
+    );
+    let authorized = get_with(&node, "/plain", &[("authorization", "Bearer a")]).await;
+    assert_eq!(authorized.text(), "plain 2");
+    assert_eq!(origin.count("/plain"), 2);
+
+    assert_eq!(
+        get(node.addr, "proxy.test", "/public").await.text(),
+        "public 1"
+    );
+    let authorized = get_with(&node, "/public", &[("authorization", "Bearer a")]).await;
+    assert_eq!(authorized.text(), "public 1");
+    assert_eq!(origin.count("/public"), 1);
+}
+
+#[tokio::test]
+async fn stale_responses_are_served_while_revalidating_and_on_error() {
+    let origin = TestOrigin::start(|seen, n| match seen.path.as_str() {
+        "/swr" => Answer::ok(format!("swr {n}"))
+            .header("cache-control", "max-age=1, stale-while-revalidate=30"),
+        _ if n == 1 => {
+            Answer::ok("sie good").header("cache-control", "max-age=1, stale-if-error=30")
+        }
+        _ => Answer::ok("broken").status(503),
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+
+    assert_eq!(get(node.addr, "proxy.test", "/swr").await.text(), "swr 1");
+    assert_eq!(
+        get(node.addr, "proxy.test", "/sie").await.text(),
+        "sie good"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // Stale within stale-while-revalidate: served at once, refreshed behind.
+    assert_eq!(get(node.addr, "proxy.test", "/swr").await.text(), "swr 1");
+    let mut refreshed = false;
+    for _ in 0..50 {
+        if get(node.addr, "proxy.test", "/swr").await.text() == "swr 2" {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refreshed, "the background revalidation never landed");
+    assert_eq!(origin.count("/swr"), 2);
+
+    // The origin fails: the stale response is served instead of the 503.
+    let reply = get(node.addr, "proxy.test", "/sie").await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, "sie good"));
+    assert_eq!(origin.count("/sie"), 2);
+}
+
+#[tokio::test]
+async fn a_successful_unsafe_request_invalidates_the_url() {
+    let origin = TestOrigin::start(|seen, n| {
+        Answer::ok(format!("{} {n}", seen.method)).header("cache-control", "max-age=60")
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+
+    assert_eq!(get(node.addr, "proxy.test", "/item").await.text(), "GET 1");
+    assert_eq!(get(node.addr, "proxy.test", "/item").await.text(), "GET 1");
+    let post = send(
+        node.addr,
+        Protocol::Http1,
+        request("POST", "proxy.test", "/item", "change"),
+    )
+    .await;
+    assert_eq!(post.text(), "POST 2", "every method reaches the origin");
+    assert_eq!(get(node.addr, "proxy.test", "/item").await.text(), "GET 3");
+}
+
+#[tokio::test]
+async fn the_rewrite_and_headers_pass_through() {
+    let origin = TestOrigin::start(|seen, _| {
+        let custom = seen
+            .headers
+            .get("x-custom")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Answer::ok(format!("{} {custom}", seen.path)).header("x-origin", "yes")
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+    let reply = get_with(&node, "/blog/hello?x=1", &[("x-custom", "kept")]).await;
+    assert_eq!(reply.text(), "/posts/hello?x=1 kept");
+    assert_eq!(reply.header("x-origin"), Some("yes"));
+    assert_eq!(reply.header("x-edge-proxy"), Some("caching-proxy"));
+    let seen = &origin.seen()[0];
+    assert_eq!(
+        seen.headers.get("host").map(|v| v.to_str().unwrap_or("")),
+        Some(origin.addr.to_string().as_str()),
+        "the origin gets the backend's host, not the guest's authority"
+    );
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_others_entries() {
+    let origin = TestOrigin::start(|_, n| {
+        Answer::ok(format!("served {n}"))
+            .header("cache-control", "max-age=60")
+            .header("surrogate-key", "shared-tag")
+    })
+    .await;
+    let service = |name: &str, tenant: &str, guest: &str| {
+        TestService::new(name, &format!("{name}.test"), rust_guest(guest))
+            .tenant(tenant)
+            .backend("origin", loopback_backend(&origin))
+    };
+    let node = TestNode::start(vec![
+        service("proxy-a", "a", "caching-proxy"),
+        service("proxy-b", "b", "caching-proxy"),
+        service("probe-a", "a", "backend-probe"),
+        service("probe-b", "b", "backend-probe"),
+    ])
+    .await;
+
+    assert_eq!(
+        get(node.addr, "proxy-a.test", "/shared").await.text(),
+        "served 1"
+    );
+    let insert = send(
+        node.addr,
+        Protocol::Http1,
+        request(
+            "POST",
+            "probe-a.test",
+            "/cache/insert?key=secret&tags=shared-tag",
+            "a's value",
+        ),
+    )
+    .await;
+    assert_eq!(insert.text(), "inserted\n");
+
+    let mut leaked = 0;
+    let spellings = [
+        "proxy-b.test",
+        "PROXY-B.TEST",
+        "proxy-b.test.",
+        "proxy-b.test:80",
+    ];
+    for host in spellings {
+        for path in ["/shared", "http://proxy-b.test/shared"] {
+            let reply = send(
+                node.addr,
+                Protocol::Http1,
+                request("GET", host, path, Bytes::new()),
+            )
+            .await;
+            assert_eq!(reply.status, 200, "{host} {path}");
+            leaked += usize::from(reply.text() == "served 1");
+        }
+        let lookup = get(
+            node.addr,
+            &host.replace("proxy", "probe").replace("PROXY", "PROBE"),
+            "/cache/lookup?key=secret",
+        )
+        .await;
+        assert_eq!(lookup.status, 404, "{host}: {}", lookup.text());
+    }
+    assert_eq!(leaked, 0, "tenant b was served tenant a's entry");
+    assert_eq!(origin.count("/shared"), 2, "b filled its own entry once");
+
+    // b purging the tag it shares with a purges only b's entries.
+    let purge = get(node.addr, "probe-b.test", "/cache/purge-tag?tag=shared-tag").await;
+    assert_eq!(purge.text(), "1\n");
+    assert_eq!(
+        get(node.addr, "proxy-a.test", "/shared").await.text(),
+        "served 1"
+    );
+    assert_eq!(
+        get(node.addr, "probe-a.test", "/cache/lookup?key=secret")
+            .await
+            .text(),
+        "a's value"
+    );
+    // a's own purge takes both of its tagged entries.
+    let purge = get(node.addr, "probe-a.test", "/cache/purge-tag?tag=shared-tag").await;
+    assert_eq!(purge.text(), "2\n");
+    assert_eq!(
+        get(node.addr, "proxy-a.test", "/shared").await.text(),
+        "served 3"
+    );
+}
+
+#[tokio::test]
+async fn the_guest_cache_api_stores_expires_and_refuses_bad_input() {
+    let node = TestNode::start(vec![TestService::new(
+        "probe",
+        "probe.test",
+        rust_guest("backend-probe"),
+    )])
+    .await;
+    let insert = |path: &str, body: &'static str| {
+        send(
+            node.addr,
+            Protocol::Http1,
+            request("POST", "probe.test", path, body),
+        )
+    };
+    assert_eq!(
+        insert("/cache/insert?key=k&ttl_ms=300", "v").await.text(),
+        "inserted\n"
+    );
+    assert_eq!(
+        get(node.addr, "probe.test", "/cache/lookup?key=k")
+            .await
+            .text(),
+        "v"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        get(node.addr, "probe.test", "/cache/lookup?key=k")
+            .await
+            .status,
+        404
+    );
+
+    assert_eq!(
+        insert("/cache/insert?key=k", "v2").await.text(),
+        "inserted\n"
+    );
+    assert_eq!(
+        get(node.addr, "probe.test", "/cache/purge?key=k")
+            .await
+            .text(),
+        "true\n"
+    );
+    assert_eq!(
+        get(node.addr, "probe.test", "/cache/lookup?key=k")
+            .await
+            .status,
+        404
+    );
+
+    let long_key = "k".repeat(1025);
+    let refused = insert(&format!("/cache/insert?key={long_key}"), "v").await;
+    assert_eq!(refused.text(), "refused Error::InvalidKey\n");
+    let refused = insert("/cache/insert?key=k&ttl_ms=0", "v").await;
+    assert_eq!(refused.text(), "refused Error::InvalidTtl\n");
+    let refused = insert("/cache/insert?key=k&ttl_ms=86400001", "v").await;
+    assert_eq!(refused.text(), "refused Error::InvalidTtl\n");
+}
