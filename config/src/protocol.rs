@@ -97,10 +97,41 @@ pub struct NodeRegistration {
     pub engine_fingerprint: String,
 }
 
-/// The id the control plane gave a registered node.
+/// The id the control plane gave a registered node, and the newest purge:
+/// a node starting with an empty cache has nothing older to apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRegistered {
     pub node_id: String,
+    #[serde(default)]
+    pub purge_seq: u64,
+}
+
+/// What a purge removes from one tenant's cache namespace:
+/// `{"url": "https://host/path"}` (every variant of that URL) or
+/// `{"surrogate_key": "key"}` (every response and guest entry tagged with it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PurgeTarget {
+    Url(String),
+    SurrogateKey(String),
+}
+
+/// One purge, numbered in the order every node applies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purge {
+    pub seq: u64,
+    pub tenant: String,
+    pub target: PurgeTarget,
+}
+
+/// The answer to a node's purge long-poll: the purges after the one it
+/// acknowledged, through `through`. `reset` means some were pruned before the
+/// node saw them: it must drop its whole cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeBatch {
+    pub through: u64,
+    pub reset: bool,
+    pub purges: Vec<Purge>,
 }
 
 /// Counters a node accumulated since its last report, per service.

@@ -61,12 +61,14 @@ pub async fn start(
     let fingerprint = engine_fingerprint(&engine);
     let modules = ArtifactStore::open(&config.data_dir.join("modules"), engine, &fingerprint)?;
     let version = store.snapshot_version().await?;
+    let purge_seq = store.purge_seq().await?;
     let state = api::AppState {
         store: store.clone(),
         config: Arc::new(config),
         modules: Arc::new(modules),
         compiler,
         snapshot_changed: Arc::new(watch::Sender::new(version)),
+        purges_changed: Arc::new(watch::Sender::new(purge_seq)),
         metrics: metrics::Metrics::new(),
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;

@@ -5,10 +5,13 @@
 //!   activation, rollback and usage;
 //! - [`nodes`]: the node protocol (register, snapshot long-poll, artifacts,
 //!   usage reports; cluster token) and the node list (operator);
+//! - [`purges`]: cache purges by URL or surrogate key, and the nodes'
+//!   long-poll that delivers them in order;
 //! - [`openapi`]: the OpenAPI document of all of it.
 
 pub mod nodes;
 pub mod openapi;
+pub mod purges;
 pub mod services;
 pub mod tenants;
 
@@ -54,6 +57,8 @@ pub struct AppState {
     /// The newest snapshot version this replica committed; long-polls wait
     /// on it (and re-read the database, for changes made by other replicas).
     pub snapshot_changed: Arc<watch::Sender<u64>>,
+    /// The newest purge this replica recorded; purge long-polls wait on it.
+    pub purges_changed: Arc<watch::Sender<u64>>,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -62,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tenants::router())
         .merge(services::router())
         .merge(nodes::router())
+        .merge(purges::router())
         .route("/openapi.json", get(openapi::document))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(crate::metrics::render))

@@ -49,7 +49,11 @@ async fn register(
         .store
         .register_node(&registration.name, &registration.engine_fingerprint)
         .await?;
-    Ok((StatusCode::CREATED, Json(NodeRegistered { node_id })))
+    let purge_seq = state.store.purge_seq().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NodeRegistered { node_id, purge_seq }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,6 +22,24 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ),
     ("post", "/v1/services", "Create a service", "tenant"),
     (
+        "post",
+        "/v1/purge",
+        "Purge the tenant's cache on every node, by {\"url\"} or {\"surrogate_key\"}",
+        "tenant",
+    ),
+    (
+        "get",
+        "/v1/purge/{seq}",
+        "How many healthy nodes have applied a purge",
+        "tenant",
+    ),
+    (
+        "get",
+        "/v1/node/purges",
+        "Long-poll the purges after `after`; acknowledges everything through it",
+        "cluster",
+    ),
+    (
         "get",
         "/v1/services",
         "List the tenant's services",

@@ -42,8 +42,27 @@ pub struct NewService {
     pub spec: ServiceSpec,
 }
 
-fn check_spec(state: &AppState, spec: &ServiceSpec) -> Result<(), ApiError> {
-    spec.validate(&state.config.sandbox).map_err(|errors| {
+/// Checks a spec, and that its backends stay on public addresses unless
+/// the operator allowed this tenant otherwise.
+fn check_spec(state: &AppState, caller: &TenantCaller, spec: &ServiceSpec) -> Result<(), ApiError> {
+    let mut errors = spec
+        .validate(&state.config.sandbox)
+        .err()
+        .unwrap_or_default();
+    if !caller.tenant.allow_private_backends {
+        for (name, backend) in &spec.backends {
+            if backend.allow_private_addresses {
+                errors.push(
+                    format!("backends.{name}.allow_private_addresses"),
+                    format!(
+                        "the operator has not allowed tenant {} to reach private addresses",
+                        caller.tenant.name
+                    ),
+                );
+            }
+        }
+    }
+    errors.into_result().map_err(|errors| {
         let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
         ApiError::bad_request("invalid_spec", list.join("; "))
     })
@@ -56,7 +75,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
     validate_service_name(&new.name)
         .map_err(|message| ApiError::bad_request("invalid_name", format!("name: {message}")))?;
-    check_spec(&state, &new.spec)?;
+    check_spec(&state, &caller, &new.spec)?;
     let service = state
         .store
         .create_service(&caller.tenant.id, &new.name, &new.spec)
@@ -101,7 +120,7 @@ async fn update(
     Json(spec): Json<ServiceSpec>,
 ) -> Result<Json<Service>, ApiError> {
     let service = own_service(&state, &caller, &name).await?;
-    check_spec(&state, &spec)?;
+    check_spec(&state, &caller, &spec)?;
     state.store.update_service(&service, &spec).await?;
     Ok(Json(own_service(&state, &caller, &name).await?))
 }

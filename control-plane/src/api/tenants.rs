@@ -23,6 +23,11 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     pub name: String,
+    /// Whether the tenant's backends may be on private, loopback or
+    /// link-local addresses: only for origins inside the operator's own
+    /// network.
+    #[serde(default)]
+    pub allow_private_backends: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,7 +46,7 @@ async fn create(
     let token = new_token();
     let tenant = state
         .store
-        .create_tenant(&new.name, &token_sha256(&token))
+        .create_tenant(&new.name, &token_sha256(&token), new.allow_private_backends)
         .await?;
     Ok((StatusCode::CREATED, Json(CreatedTenant { tenant, token })))
 }

@@ -2,21 +2,22 @@
 //! its own transaction. The SQL is the subset SQLite and PostgreSQL share.
 
 /// `(version, statements)`; append only, never edit a released one.
-pub const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE tenants (
+pub const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE tenants (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
             created_at BIGINT NOT NULL
         )",
-        "CREATE TABLE api_tokens (
+            "CREATE TABLE api_tokens (
             token_sha256 TEXT PRIMARY KEY,
             tenant_id TEXT NOT NULL REFERENCES tenants(id),
             label TEXT NOT NULL,
             created_at BIGINT NOT NULL
         )",
-        "CREATE TABLE services (
+            "CREATE TABLE services (
             id TEXT PRIMARY KEY,
             tenant_id TEXT NOT NULL REFERENCES tenants(id),
             name TEXT NOT NULL,
@@ -25,16 +26,16 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
             created_at BIGINT NOT NULL,
             UNIQUE (tenant_id, name)
         )",
-        "CREATE TABLE domains (
+            "CREATE TABLE domains (
             domain TEXT PRIMARY KEY,
             service_id TEXT NOT NULL REFERENCES services(id)
         )",
-        "CREATE TABLE modules (
+            "CREATE TABLE modules (
             sha256 TEXT PRIMARY KEY,
             size_bytes BIGINT NOT NULL,
             created_at BIGINT NOT NULL
         )",
-        "CREATE TABLE versions (
+            "CREATE TABLE versions (
             service_id TEXT NOT NULL REFERENCES services(id),
             number BIGINT NOT NULL,
             module_sha256 TEXT NOT NULL REFERENCES modules(sha256),
@@ -43,12 +44,12 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
             created_at BIGINT NOT NULL,
             PRIMARY KEY (service_id, number)
         )",
-        "CREATE TABLE snapshot (
+            "CREATE TABLE snapshot (
             id BIGINT PRIMARY KEY,
             version BIGINT NOT NULL
         )",
-        "INSERT INTO snapshot (id, version) VALUES (1, 0)",
-        "CREATE TABLE nodes (
+            "INSERT INTO snapshot (id, version) VALUES (1, 0)",
+            "CREATE TABLE nodes (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             engine_fingerprint TEXT NOT NULL,
@@ -56,7 +57,7 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
             registered_at BIGINT NOT NULL,
             last_seen_at BIGINT NOT NULL
         )",
-        "CREATE TABLE usage (
+            "CREATE TABLE usage (
             service_id TEXT NOT NULL REFERENCES services(id),
             node_id TEXT NOT NULL,
             requests BIGINT NOT NULL,
@@ -68,5 +69,31 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
             bytes_out BIGINT NOT NULL,
             PRIMARY KEY (service_id, node_id)
         )",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        &[
+            // Purges, in the order nodes apply them. The counter row gives
+            // each its number in the purge's own transaction, the same way
+            // on both databases.
+            "CREATE TABLE purges (
+                seq BIGINT PRIMARY KEY,
+                tenant_id TEXT NOT NULL REFERENCES tenants(id),
+                kind TEXT NOT NULL,
+                value TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            )",
+            "CREATE TABLE purge_counter (
+                id BIGINT PRIMARY KEY,
+                seq BIGINT NOT NULL
+            )",
+            "INSERT INTO purge_counter (id, seq) VALUES (1, 0)",
+            // The last purge each node acknowledged.
+            "ALTER TABLE nodes ADD COLUMN purge_seq BIGINT NOT NULL DEFAULT 0",
+            // Set by the operator: the tenant's backends may be on private
+            // addresses (1) or not (0).
+            "ALTER TABLE tenants ADD COLUMN allow_private_backends BIGINT NOT NULL DEFAULT 0",
+        ],
+    ),
+];

@@ -8,6 +8,7 @@
 //! `synchronous=FULL`, so a commit that returned is on disk.
 
 pub mod migrations;
+pub mod purges;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -63,6 +64,9 @@ pub struct Tenant {
     pub id: String,
     pub name: String,
     pub created_at: i64,
+    /// The operator lets this tenant's backends use private and loopback
+    /// addresses.
+    pub allow_private_backends: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +98,8 @@ pub struct NodeRecord {
     pub snapshot_version: i64,
     pub registered_at: i64,
     pub last_seen_at: i64,
+    /// The last purge the node applied.
+    pub purge_seq: i64,
     /// Heard from within [`NODE_HEALTHY_WITHIN_MS`].
     pub healthy: bool,
 }
@@ -214,17 +220,22 @@ impl Store {
         &self,
         name: &str,
         token_sha256: &str,
+        allow_private_backends: bool,
     ) -> Result<Tenant, StoreError> {
         let tenant = Tenant {
             id: random_hex(8),
             name: name.to_string(),
             created_at: now_ms(),
+            allow_private_backends,
         };
         let mut tx = self.pool.begin().await.map_err(db("creating a tenant"))?;
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(&tenant.id)
-            .bind(&tenant.name)
-            .bind(tenant.created_at)
+        sqlx::query(
+            "INSERT INTO tenants (id, name, created_at, allow_private_backends) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&tenant.id)
+        .bind(&tenant.name)
+        .bind(tenant.created_at)
+        .bind(i64::from(allow_private_backends))
             .execute(&mut *tx)
             .await
             .map_err(db("tenant"))?;
@@ -262,10 +273,12 @@ impl Store {
     }
 
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("listing tenants"))?;
+        let rows = sqlx::query(
+            "SELECT id, name, created_at, allow_private_backends FROM tenants ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing tenants"))?;
         Ok(rows.iter().map(tenant_from_row).collect())
     }
 
@@ -275,22 +288,24 @@ impl Store {
         token_sha256: &str,
     ) -> Result<Option<(Tenant, String)>, StoreError> {
         let row = sqlx::query(
-            "SELECT t.id, t.name, t.created_at, k.label FROM api_tokens k \
+            "SELECT t.id, t.name, t.created_at, t.allow_private_backends, k.label FROM api_tokens k \
              JOIN tenants t ON t.id = k.tenant_id WHERE k.token_sha256 = $1",
         )
         .bind(token_sha256)
         .fetch_optional(&self.pool)
         .await
         .map_err(db("checking a token"))?;
-        Ok(row.map(|row| (tenant_from_row(&row), row.get::<String, _>(3))))
+        Ok(row.map(|row| (tenant_from_row(&row), row.get::<String, _>(4))))
     }
 
     pub async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
-        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("reading a tenant"))?;
+        let row = sqlx::query(
+            "SELECT id, name, created_at, allow_private_backends FROM tenants WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a tenant"))?;
         Ok(row.as_ref().map(tenant_from_row))
     }
 
@@ -592,8 +607,8 @@ impl Store {
 
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, engine_fingerprint, snapshot_version, registered_at, last_seen_at \
-             FROM nodes ORDER BY name, id",
+            "SELECT id, name, engine_fingerprint, snapshot_version, registered_at, last_seen_at, \
+             purge_seq FROM nodes ORDER BY name, id",
         )
         .fetch_all(&self.pool)
         .await
@@ -610,6 +625,7 @@ impl Store {
                     snapshot_version: row.get(3),
                     registered_at: row.get(4),
                     last_seen_at,
+                    purge_seq: row.get(6),
                     healthy: now - last_seen_at <= NODE_HEALTHY_WITHIN_MS,
                 }
             })
@@ -747,6 +763,7 @@ fn tenant_from_row(row: &sqlx::any::AnyRow) -> Tenant {
         id: row.get(0),
         name: row.get(1),
         created_at: row.get(2),
+        allow_private_backends: row.get::<i64, _>(3) != 0,
     }
 }
 

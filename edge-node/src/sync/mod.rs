@@ -9,6 +9,9 @@
 //!
 //! Beside the long-poll, a second task posts usage reports (see
 //! [`crate::usage`]) every few seconds; the last one is sent on shutdown.
+//! A third applies cache purges in order ([`purges`]).
+
+mod purges;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -83,11 +86,19 @@ async fn restore(sync: &Sync) -> u64 {
     }
 }
 
+/// Who the control plane knows this node as.
+#[derive(Debug, Clone)]
+struct Registration {
+    node_id: String,
+    /// The newest purge when the node registered.
+    purge_seq: u64,
+}
+
 /// Follows the control plane until `shutdown` turns true.
 async fn run(
     sync: Arc<Sync>,
     mut version: u64,
-    node_ids: watch::Sender<Option<String>>,
+    registrations: watch::Sender<Option<Registration>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut node_id: Option<String> = None;
@@ -97,9 +108,10 @@ async fn run(
             let id = match &node_id {
                 Some(id) => id.clone(),
                 None => {
-                    let id = sync.register().await?;
+                    let registration = sync.register().await?;
+                    let id = registration.node_id.clone();
                     node_id = Some(id.clone());
-                    node_ids.send_replace(Some(id.clone()));
+                    registrations.send_replace(Some(registration));
                     id
                 }
             };
@@ -137,7 +149,7 @@ async fn run(
 async fn report_usage(
     sync: Arc<Sync>,
     interval: Duration,
-    node_ids: watch::Receiver<Option<String>>,
+    registrations: watch::Receiver<Option<Registration>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticks = tokio::time::interval(interval);
@@ -147,7 +159,10 @@ async fn report_usage(
             _ = ticks.tick() => false,
             _ = shutdown.wait_for(|stop| *stop) => true,
         };
-        let node_id = node_ids.borrow().clone();
+        let node_id = registrations
+            .borrow()
+            .as_ref()
+            .map(|registration| registration.node_id.clone());
         if let Some(node_id) = node_id {
             let usage = sync.node.usage().drain();
             if !usage.is_empty()
@@ -242,7 +257,7 @@ impl Sync {
         Ok(())
     }
 
-    async fn register(&self) -> Result<String, SyncError> {
+    async fn register(&self) -> Result<Registration, SyncError> {
         let registration = NodeRegistration {
             name: self.name.clone(),
             engine_fingerprint: self.node.sandbox().fingerprint().to_string(),
@@ -259,7 +274,10 @@ impl Sync {
         }
         let registered: NodeRegistered = response.json().await?;
         tracing::info!(node_id = %registered.node_id, "registered with the control plane");
-        Ok(registered.node_id)
+        Ok(Registration {
+            node_id: registered.node_id,
+            purge_seq: registered.purge_seq,
+        })
     }
 
     /// One long-poll. Returns the version applied, or `None` if nothing
@@ -393,6 +411,7 @@ impl Sync {
 #[derive(Debug)]
 pub struct Follower {
     stop: watch::Sender<bool>,
+    purges_applied: watch::Receiver<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -413,13 +432,31 @@ impl Follower {
         sync.applied.send_replace(version);
         let sync = Arc::new(sync);
         let (stop, stopped) = watch::channel(false);
-        let (node_ids, node_id) = watch::channel(None);
-        let poll = tokio::spawn(run(Arc::clone(&sync), version, node_ids, stopped.clone()));
-        let report = tokio::spawn(report_usage(sync, interval, node_id, stopped));
+        let (registrations, registered) = watch::channel(None);
+        let (applied, purges_applied) = watch::channel(0);
+        let poll = tokio::spawn(run(
+            Arc::clone(&sync),
+            version,
+            registrations,
+            stopped.clone(),
+        ));
+        let purge = tokio::spawn(purges::follow(
+            Arc::clone(&sync),
+            registered.clone(),
+            applied,
+            stopped.clone(),
+        ));
+        let report = tokio::spawn(report_usage(sync, interval, registered, stopped));
         Ok(Self {
             stop,
-            tasks: vec![poll, report],
+            purges_applied,
+            tasks: vec![poll, purge, report],
         })
+    }
+
+    /// The number of the last control-plane purge applied to the cache.
+    pub fn purges_applied(&self) -> watch::Receiver<u64> {
+        self.purges_applied.clone()
     }
 
     pub async fn stop(self) {

@@ -1,0 +1,137 @@
+//! Purges: a tenant asks for one (`POST /v1/purge`), every node applies it
+//! in order through a long-poll of its own (`GET /v1/node/purges?after=N`),
+//! and the tenant can follow how many nodes have (`GET /v1/purge/{seq}`).
+//!
+//! A node's next poll acknowledges everything through its `after`.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use edge_config::limits::CACHE_MAX_SURROGATE_KEY_BYTES;
+use edge_config::protocol::PurgeTarget;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use crate::auth::{ClusterNode, TenantCaller};
+use crate::error::ApiError;
+use crate::store::purges::PurgeStatus;
+
+/// How often a waiting purge long-poll re-reads the database, for purges
+/// recorded by another control-plane replica.
+const PURGE_RECHECK: Duration = Duration::from_secs(1);
+/// Longest URL a purge may name.
+pub const MAX_PURGE_URL_BYTES: usize = 8 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/purge", post(create))
+        .route("/v1/purge/{seq}", get(status))
+        .route("/v1/node/purges", get(poll))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PurgeAccepted {
+    pub seq: u64,
+}
+
+/// Checks a purge target and puts a URL into the spelling cache keys use.
+fn normalized(target: PurgeTarget) -> Result<PurgeTarget, ApiError> {
+    match target {
+        PurgeTarget::Url(url) => {
+            if url.len() > MAX_PURGE_URL_BYTES {
+                return Err(ApiError::bad_request(
+                    "invalid_purge",
+                    format!("url: longer than {MAX_PURGE_URL_BYTES} bytes"),
+                ));
+            }
+            edge_node::cache::policy::normalize_url(&url)
+                .map(PurgeTarget::Url)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_purge",
+                        format!("url: {url:?} is not an absolute http(s) URL"),
+                    )
+                })
+        }
+        PurgeTarget::SurrogateKey(key) => {
+            let valid = !key.is_empty()
+                && key.len() <= CACHE_MAX_SURROGATE_KEY_BYTES
+                && !key.contains(char::is_whitespace);
+            if valid {
+                Ok(PurgeTarget::SurrogateKey(key))
+            } else {
+                Err(ApiError::bad_request(
+                    "invalid_purge",
+                    format!(
+                        "surrogate_key: must be 1 to {CACHE_MAX_SURROGATE_KEY_BYTES} bytes without whitespace"
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+async fn create(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Json(target): Json<PurgeTarget>,
+) -> Result<(StatusCode, Json<PurgeAccepted>), ApiError> {
+    let target = normalized(target)?;
+    let seq = state.store.add_purge(&caller.tenant.id, &target).await?;
+    state.purges_changed.send_replace(seq);
+    Ok((StatusCode::ACCEPTED, Json(PurgeAccepted { seq })))
+}
+
+async fn status(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(seq): Path<u64>,
+) -> Result<Json<PurgeStatus>, ApiError> {
+    state
+        .store
+        .purge_status(&caller.tenant.id, seq)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("purge {seq}")))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PollQuery {
+    #[serde(default)]
+    after: u64,
+    node: String,
+}
+
+/// Answers as soon as there is a purge after `after`, or with 304 after the
+/// wait. Records `after` as the node's acknowledgement.
+async fn poll(
+    _: ClusterNode,
+    State(state): State<AppState>,
+    Query(query): Query<PollQuery>,
+) -> Result<Response, ApiError> {
+    if !state
+        .store
+        .node_applied_purges(&query.node, query.after)
+        .await?
+    {
+        return Err(ApiError::not_found(format!("node {}", query.node)));
+    }
+    let mut changed = state.purges_changed.subscribe();
+    let deadline = tokio::time::Instant::now() + state.config.snapshot_wait;
+    loop {
+        let batch = state.store.purges_after(query.after).await?;
+        if batch.through > query.after {
+            return Ok(Json(batch).into_response());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(StatusCode::NOT_MODIFIED.into_response());
+        }
+        let wait = PURGE_RECHECK.min(deadline - now);
+        let _ = tokio::time::timeout(wait, changed.changed()).await;
+    }
+}

@@ -1,0 +1,178 @@
+//! Purges: numbered in one sequence, kept for [`PURGE_RETENTION_MS`], read
+//! by nodes in order, acknowledged per node.
+
+use edge_config::protocol::{Purge, PurgeBatch, PurgeTarget};
+use sqlx::Row;
+
+use super::{Store, StoreError, db, now_ms, to_i64};
+
+/// Purges older than this are pruned. A node that was away longer is told
+/// to drop its whole cache instead ([`PurgeBatch::reset`]).
+pub const PURGE_RETENTION_MS: i64 = 24 * 3600 * 1000;
+/// Purges handed to a node in one answer.
+pub const MAX_PURGES_PER_BATCH: i64 = 1_000;
+
+/// A purge as its tenant sees it, with how far it has got.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PurgeStatus {
+    pub seq: u64,
+    pub target: PurgeTarget,
+    pub created_at: i64,
+    /// Healthy nodes.
+    pub nodes: u64,
+    /// Healthy nodes that have applied it.
+    pub acknowledged: u64,
+}
+
+fn target_from(kind: &str, value: String) -> Result<PurgeTarget, StoreError> {
+    match kind {
+        "url" => Ok(PurgeTarget::Url(value)),
+        "surrogate_key" => Ok(PurgeTarget::SurrogateKey(value)),
+        other => Err(StoreError::Corrupt(format!("purge kind {other:?}"))),
+    }
+}
+
+fn kind_and_value(target: &PurgeTarget) -> (&'static str, &str) {
+    match target {
+        PurgeTarget::Url(url) => ("url", url),
+        PurgeTarget::SurrogateKey(key) => ("surrogate_key", key),
+    }
+}
+
+impl Store {
+    /// Records a purge and returns its number. Prunes expired ones.
+    pub async fn add_purge(
+        &self,
+        tenant_id: &str,
+        target: &PurgeTarget,
+    ) -> Result<u64, StoreError> {
+        let (kind, value) = kind_and_value(target);
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(db("recording a purge"))?;
+        sqlx::query("UPDATE purge_counter SET seq = seq + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(db("numbering a purge"))?;
+        let seq: i64 = sqlx::query("SELECT seq FROM purge_counter WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("numbering a purge"))?
+            .get(0);
+        sqlx::query(
+            "INSERT INTO purges (seq, tenant_id, kind, value, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(seq)
+        .bind(tenant_id)
+        .bind(kind)
+        .bind(value)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("recording a purge"))?;
+        sqlx::query("DELETE FROM purges WHERE created_at < $1")
+            .bind(now - PURGE_RETENTION_MS)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("pruning purges"))?;
+        tx.commit().await.map_err(db("recording a purge"))?;
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    /// The number of the newest purge (0 if none).
+    pub async fn purge_seq(&self) -> Result<u64, StoreError> {
+        let seq: i64 = sqlx::query("SELECT seq FROM purge_counter WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("reading the purge counter"))?
+            .get(0);
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    /// The purges after `after`, in order.
+    pub async fn purges_after(&self, after: u64) -> Result<PurgeBatch, StoreError> {
+        let latest = self.purge_seq().await?;
+        if latest <= after {
+            return Ok(PurgeBatch {
+                through: after,
+                ..PurgeBatch::default()
+            });
+        }
+        let rows = sqlx::query(
+            "SELECT p.seq, t.name, p.kind, p.value FROM purges p \
+             JOIN tenants t ON t.id = p.tenant_id \
+             WHERE p.seq > $1 ORDER BY p.seq LIMIT $2",
+        )
+        .bind(to_i64(after))
+        .bind(MAX_PURGES_PER_BATCH)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading purges"))?;
+        let purges = rows
+            .into_iter()
+            .map(|row| {
+                Ok(Purge {
+                    seq: u64::try_from(row.get::<i64, _>(0)).unwrap_or(0),
+                    tenant: row.get(1),
+                    target: target_from(&row.get::<String, _>(2), row.get(3))?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // The first purge after `after` is gone: it was pruned unseen.
+        let reset = purges.first().is_none_or(|first| first.seq != after + 1);
+        let through = purges.last().map_or(latest, |last| last.seq);
+        Ok(PurgeBatch {
+            through: if purges.len() as i64 == MAX_PURGES_PER_BATCH {
+                through
+            } else {
+                latest
+            },
+            reset,
+            purges,
+        })
+    }
+
+    /// Records that `node_id` applied every purge through `seq`. Returns
+    /// false for an unknown node.
+    pub async fn node_applied_purges(&self, node_id: &str, seq: u64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE nodes SET purge_seq = $1, last_seen_at = $2 WHERE id = $3")
+            .bind(to_i64(seq))
+            .bind(now_ms())
+            .bind(node_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("recording a node's purges"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// A tenant's purge and how many healthy nodes applied it; `None` if it
+    /// is not the tenant's (or was pruned).
+    pub async fn purge_status(
+        &self,
+        tenant_id: &str,
+        seq: u64,
+    ) -> Result<Option<PurgeStatus>, StoreError> {
+        let row = sqlx::query(
+            "SELECT kind, value, created_at FROM purges WHERE seq = $1 AND tenant_id = $2",
+        )
+        .bind(to_i64(seq))
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a purge"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let nodes = self.nodes().await?;
+        let healthy: Vec<_> = nodes.iter().filter(|n| n.healthy).collect();
+        Ok(Some(PurgeStatus {
+            seq,
+            target: target_from(&row.get::<String, _>(0), row.get(1))?,
+            created_at: row.get(2),
+            nodes: healthy.len() as u64,
+            acknowledged: healthy
+                .iter()
+                .filter(|n| u64::try_from(n.purge_seq).unwrap_or(0) >= seq)
+                .count() as u64,
+        }))
+    }
+}
