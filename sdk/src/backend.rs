@@ -27,6 +27,10 @@ use crate::response::{BodyWriter, Response};
 /// the handler asks for more.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
+/// Backend response bodies of known length up to this size are passed on
+/// whole by [`BackendResponse::into_response`].
+pub const BUFFERED_BODY_BYTES: usize = 64 * 1024;
+
 /// A named backend of this service.
 #[derive(Debug, Clone)]
 pub struct Backend {
@@ -93,9 +97,19 @@ impl BackendRequest {
     /// method, path, headers (but the ones that belong to the client's
     /// connection) and body, read up to `max_body_bytes`.
     pub fn forward(request: &mut Request, max_body_bytes: usize) -> Result<Self, FetchError> {
-        let body = request
-            .body_bytes(max_body_bytes)
-            .map_err(|e| FetchError::Body(e.to_string()))?;
+        // A request without Content-Length or Transfer-Encoding has no body
+        // (RFC 9112 6.3): nothing to read.
+        let has_body = request.header("transfer-encoding").is_some()
+            || request
+                .header("content-length")
+                .is_some_and(|length| length != "0");
+        let body = if has_body {
+            request
+                .body_bytes(max_body_bytes)
+                .map_err(|e| FetchError::Body(e.to_string()))?
+        } else {
+            Vec::new()
+        };
         let mut headers = request.headers().clone();
         for name in FORBIDDEN_HEADERS {
             headers.remove(*name);
@@ -163,13 +177,25 @@ impl BackendResponse {
         &mut self.body
     }
 
-    /// This response as the handler's own, headers included, the body
-    /// streamed through as it arrives.
-    pub fn into_response(self) -> Response {
-        let mut body = self.body;
-        let mut response = Response::streaming(self.status.as_u16(), move |writer| {
-            std::io::copy(&mut body, writer).map(|_| ())
-        });
+    /// This response as the handler's own, headers included. A body of known
+    /// length up to [`BUFFERED_BODY_BYTES`] is passed on whole (fewer host
+    /// calls); any other is streamed through as it arrives.
+    pub fn into_response(mut self) -> Response {
+        let known_small = self
+            .header("content-length")
+            .and_then(|length| length.parse::<usize>().ok())
+            .is_some_and(|length| length <= BUFFERED_BODY_BYTES);
+        let mut response = if known_small {
+            match self.body_bytes(BUFFERED_BODY_BYTES) {
+                Ok(body) => Response::bytes(self.status.as_u16(), body),
+                Err(error) => return Response::text(502, format!("{error}\n")),
+            }
+        } else {
+            let mut body = self.body;
+            Response::streaming(self.status.as_u16(), move |writer| {
+                std::io::copy(&mut body, writer).map(|_| ())
+            })
+        };
         for (name, value) in &self.headers {
             // The platform frames the body itself.
             if name != http::header::CONTENT_LENGTH && name != http::header::TRANSFER_ENCODING {

@@ -1,20 +1,26 @@
-//! What the in-process benchmarks share: a node with no listener and the two
-//! hello guests they compare, both giving the same 20-byte answer.
+//! What the in-process benchmarks share: a node with no listener and the
+//! guests they compare, all giving the same 20-byte answer: two hello guests,
+//! and a caching proxy whose answer comes from the HTTP cache.
 
 use std::sync::Arc;
 
-use edge_config::{NodeConfig, ServiceConfig, ServiceLimits};
+use edge_config::{BackendSpec, NodeConfig, ServiceConfig, ServiceLimits};
 use edge_node::Node;
 use edge_node::routing::Service;
 use edge_node::sandbox::{GuestIdentity, ReadyComponent};
 
 use crate::guests::rust_guest;
 use crate::hostile::minimal_hello;
+use crate::origin::{Answer, TestOrigin};
 
 /// The guests by service name, with how a report describes them.
-pub const HELLO_GUESTS: [(&str, &str); 2] = [
+pub const HELLO_GUESTS: [(&str, &str); 3] = [
     ("hello", "SDK hello (Rust std, wasm32-wasip2)"),
     ("minimal", "minimal WAT hello (wasi:http calls only)"),
+    (
+        "cache-hit",
+        "caching-proxy guest, answer from the HTTP cache",
+    ),
 ];
 
 /// The answer both guests give.
@@ -25,6 +31,9 @@ pub const HELLO_BODY: &str = "hello from the edge\n";
 pub struct HelloNode {
     pub node: Node,
     _data: tempfile::TempDir,
+    /// The cache-hit guest's origin, asked once: its answer may be cached
+    /// for an hour.
+    _origin: TestOrigin,
 }
 
 /// One guest, ready to run as its service.
@@ -50,22 +59,35 @@ impl HelloNode {
         let node = Node::new(&config).expect("node");
         let minimal = data.path().join("minimal-hello.wasm");
         std::fs::write(&minimal, minimal_hello()).expect("write the minimal guest");
+        let origin = TestOrigin::start(|_, _| {
+            Answer::ok(HELLO_BODY).header("cache-control", "max-age=3600")
+        })
+        .await;
+        let mut backend = BackendSpec::new(origin.url());
+        backend.allow_private_addresses = true;
         let services = HELLO_GUESTS.map(|(name, _)| ServiceConfig {
             name: name.into(),
             domains: vec![format!("{name}.bench")],
-            module: if name == "minimal" {
-                minimal.clone()
-            } else {
-                rust_guest(name)
+            module: match name {
+                "minimal" => minimal.clone(),
+                "cache-hit" => rust_guest("caching-proxy"),
+                _ => rust_guest(name),
             },
             limits: ServiceLimits::default(),
             tenant: None,
-            backends: Default::default(),
+            backends: match name {
+                "cache-hit" => [("origin".to_string(), backend.clone())].into(),
+                _ => Default::default(),
+            },
         });
         node.install_services(&services, data.path())
             .await
             .expect("install the hello guests");
-        Self { node, _data: data }
+        Self {
+            node,
+            _data: data,
+            _origin: origin,
+        }
     }
 
     pub async fn guest(&self, name: &str) -> ReadyGuest {

@@ -3,7 +3,10 @@
 //! HTTP/1.1 + HTTP/2), with no sandbox. The node's throughput is reported
 //! as a share of this one's.
 //!
-//! Usage: native-hello 127.0.0.1:PORT
+//! It is also the origin of the cache benchmark (`benches/cache-load.sh`),
+//! where its answers carry a `Cache-Control` header.
+//!
+//! Usage: native-hello 127.0.0.1:PORT [CACHE-CONTROL]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,6 +35,15 @@ async fn main() -> std::io::Result<()> {
         .map_err(|e| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("address: {e}"))
         })?;
+    let cache_control = match std::env::args().nth(2) {
+        Some(value) => Some(HeaderValue::from_str(&value).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("cache-control: {e}"),
+            )
+        })?),
+        None => None,
+    };
     let listener = TcpListener::bind(addr).await?;
     println!(
         "native hello listening on http://{}",
@@ -40,14 +52,21 @@ async fn main() -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
+        let cache_control = cache_control.clone();
         tokio::spawn(async move {
-            let service = service_fn(|_request| async {
-                let mut response = Response::new(Full::new(Bytes::from_static(BODY)));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                Ok::<_, Infallible>(response)
+            let service = service_fn(move |_request| {
+                let cache_control = cache_control.clone();
+                async move {
+                    let mut response = Response::new(Full::new(Bytes::from_static(BODY)));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
+                    if let Some(value) = cache_control {
+                        response.headers_mut().insert(header::CACHE_CONTROL, value);
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)

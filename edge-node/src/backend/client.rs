@@ -101,7 +101,7 @@ impl OriginClient {
             .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
             .build(connector);
         Ok(Self {
-            base_url: format!("{}://{}", origin.scheme(), host_text.to_ascii_lowercase()),
+            base_url: base_url(origin.scheme(), &host_text),
             origin,
             host,
             connect_timeout,
@@ -154,6 +154,15 @@ impl OriginClient {
         let body = TimedBody::new(body, timeouts.between_bytes).boxed_unsync();
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// `scheme://host[:port]` in the spelling of
+/// [`crate::cache::policy::normalize_url`], so that a base plus a request's
+/// path is already a cache key.
+fn base_url(scheme: &str, host: &str) -> String {
+    let raw = format!("{scheme}://{host}/");
+    let normalized = crate::cache::policy::normalize_url(&raw).unwrap_or(raw);
+    normalized.trim_end_matches('/').to_string()
 }
 
 /// The wasi-http error code for a failed request.

@@ -92,13 +92,21 @@ enum KeyKind {
 }
 
 impl CacheKey {
+    /// The key of a URL already in its normal spelling: an origin client's
+    /// base URL and a request's path.
     fn http(namespace: &Arc<str>, url: &str) -> Self {
         Self {
             namespace: Arc::clone(namespace),
             kind: KeyKind::Http,
-            key: policy::normalize_url(url)
-                .unwrap_or_else(|| url.to_string())
-                .into(),
+            key: url.into(),
+        }
+    }
+
+    /// The key of a URL in any spelling (from a purge, or a `Location`).
+    fn http_normalizing(namespace: &Arc<str>, url: &str) -> Self {
+        match policy::normalize_url(url) {
+            Some(normal) => Self::http(namespace, &normal),
+            None => Self::http(namespace, url),
         }
     }
 
@@ -157,6 +165,10 @@ struct StoredResponse {
     policy: CachePolicy,
     /// The response headers as received (or as updated by a 304).
     headers: HeaderMap,
+    /// `headers` without hop-by-hop fields: what a hit serves, plus `Age`.
+    served_headers: HeaderMap,
+    /// Whether the response has a `Vary` header.
+    varies: bool,
     status: StatusCode,
     body: Bytes,
     /// Freshness lifetime, measured from the response's age of zero.
@@ -176,7 +188,11 @@ impl StoredResponse {
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len())
             .sum();
+        let mut served_headers = headers.clone();
+        crate::backend::client::remove_hop_by_hop(&mut served_headers);
         Self {
+            varies: headers.contains_key(header::VARY),
+            served_headers,
             stale: StaleAllowance::from_headers(&headers),
             surrogate_keys: policy::surrogate_keys(&headers, CACHE_MAX_SURROGATE_KEYS),
             weight: body.len() + header_bytes + ENTRY_OVERHEAD_BYTES,
@@ -213,12 +229,11 @@ impl StoredResponse {
         }
     }
 
-    /// The stored response served past its freshness, with its `Age`.
-    fn serve_stale(&self, now: SystemTime) -> Response<WasiBody> {
+    /// The stored response with its current `Age`.
+    fn serve(&self, now: SystemTime) -> Response<WasiBody> {
         let mut response = Response::new(full(self.body.clone()));
         *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers.clone();
-        crate::backend::client::remove_hop_by_hop(response.headers_mut());
+        *response.headers_mut() = self.served_headers.clone();
         if let Ok(age) = HeaderValue::from_str(&self.policy.age(now).as_secs().to_string()) {
             response.headers_mut().insert(header::AGE, age);
         }
@@ -404,7 +419,7 @@ impl HttpCache {
                 {
                     self.revalidate_in_background(&key, &stale, &parts, client, timeouts);
                     self.count(Outcome::Stale);
-                    return Ok(stale.stored.serve_stale(now));
+                    return Ok(stale.stored.serve(now));
                 }
                 Lookup::Stale(stale) => Some(stale),
                 Lookup::Miss => None,
@@ -439,9 +454,20 @@ impl HttpCache {
             return Lookup::Miss;
         };
         let authorized = request.headers.contains_key(header::AUTHORIZATION);
+        let plain_request = !request.headers.contains_key(header::CACHE_CONTROL)
+            && !request.headers.contains_key(header::PRAGMA);
         for stored in variants {
             if authorized && !policy::may_serve_authorized(&stored.headers) {
                 continue;
+            }
+            // The common hit, decided without `before_request`, which
+            // re-parses both header blocks and copies them on every call
+            // (measured at ~9 µs of a ~100 µs request). For a GET with no
+            // Cache-Control or Pragma of its own, to a response without
+            // Vary, under the same key (so the same URL), the crate's answer
+            // is "fresh" exactly when its `time_to_live` is above zero.
+            if plain_request && !stored.varies && !stored.policy.time_to_live(now).is_zero() {
+                return Lookup::Fresh(stored.serve(now));
             }
             match stored.policy.before_request(request, now) {
                 BeforeRequest::Fresh(parts) => {
@@ -508,7 +534,7 @@ impl HttpCache {
             Err(error) => {
                 if let Some(stale) = serve_stale_on_error(&stale, now) {
                     self.count(Outcome::Stale);
-                    return Ok(stale.stored.serve_stale(now));
+                    return Ok(stale.stored.serve(now));
                 }
                 return Err(error);
             }
@@ -518,7 +544,7 @@ impl HttpCache {
             && let Some(stale) = serve_stale_on_error(&stale, now)
         {
             self.count(Outcome::Stale);
-            return Ok(stale.stored.serve_stale(now));
+            return Ok(stale.stored.serve(now));
         }
 
         if let Some(stale) = &stale
@@ -656,7 +682,8 @@ impl HttpCache {
             if policy::normalize_url(&target)
                 .is_some_and(|t| t.starts_with(&format!("{base_url}/")))
             {
-                self.entries.invalidate(&CacheKey::http(namespace, &target));
+                self.entries
+                    .invalidate(&CacheKey::http_normalizing(namespace, &target));
             }
         }
     }
@@ -664,7 +691,7 @@ impl HttpCache {
     /// Removes every stored variant of `url` in `namespace`. Returns how many
     /// entries went.
     pub fn purge_url(&self, namespace: &str, url: &str) -> usize {
-        let key = CacheKey::http(&Arc::from(namespace), url);
+        let key = CacheKey::http_normalizing(&Arc::from(namespace), url);
         usize::from(self.entries.remove(&key).is_some())
     }
 
