@@ -62,6 +62,36 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
 }
 
+/// How often a waiting long-poll re-reads the database, for changes
+/// committed by another control-plane replica.
+const LONG_POLL_RECHECK: Duration = Duration::from_secs(1);
+
+/// Runs `ready` until it yields a value, again on every change `changed`
+/// announces and at least every [`LONG_POLL_RECHECK`]; `None` once `wait`
+/// is over. Shared by the snapshot and purge long-polls.
+pub(crate) async fn long_poll<T, Fut>(
+    wait: Duration,
+    changed: &watch::Sender<u64>,
+    mut ready: impl FnMut() -> Fut,
+) -> Result<Option<T>, crate::error::ApiError>
+where
+    Fut: Future<Output = Result<Option<T>, crate::error::ApiError>>,
+{
+    let mut changes = changed.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(value) = ready().await? {
+            return Ok(Some(value));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        let pause = LONG_POLL_RECHECK.min(deadline - now);
+        let _ = tokio::time::timeout(pause, changes.changed()).await;
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(tenants::router())

@@ -5,8 +5,6 @@
 //! wait with 304. It fetches the components and artifacts the snapshot names
 //! by hash, and posts usage reports.
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -21,10 +19,6 @@ use super::AppState;
 use crate::auth::{Admin, ClusterNode};
 use crate::error::ApiError;
 use crate::store::NodeRecord;
-
-/// How often a waiting long-poll re-reads the database, for versions
-/// committed by another control-plane replica.
-const SNAPSHOT_RECHECK: Duration = Duration::from_secs(1);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -73,20 +67,22 @@ async fn snapshot(
     {
         return Err(ApiError::not_found(format!("node {node}")));
     }
-    let mut changed = state.snapshot_changed.subscribe();
-    let deadline = tokio::time::Instant::now() + state.config.snapshot_wait;
-    loop {
-        if state.store.snapshot_version().await? > query.after {
-            let snapshot: Snapshot = state.store.snapshot().await?;
-            return Ok(Json(snapshot).into_response());
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Ok(StatusCode::NOT_MODIFIED.into_response());
-        }
-        let wait = SNAPSHOT_RECHECK.min(deadline - now);
-        let _ = tokio::time::timeout(wait, changed.changed()).await;
-    }
+    let snapshot = super::long_poll(
+        state.config.snapshot_wait,
+        &state.snapshot_changed,
+        || async {
+            if state.store.snapshot_version().await? > query.after {
+                Ok(Some(state.store.snapshot().await?))
+            } else {
+                Ok(None)
+            }
+        },
+    )
+    .await?;
+    Ok(match snapshot {
+        Some(snapshot) => Json::<Snapshot>(snapshot).into_response(),
+        None => StatusCode::NOT_MODIFIED.into_response(),
+    })
 }
 
 #[derive(Debug, Deserialize)]

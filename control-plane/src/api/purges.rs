@@ -4,8 +4,6 @@
 //!
 //! A node's next poll acknowledges everything through its `after`.
 
-use std::time::Duration;
-
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -20,9 +18,6 @@ use crate::auth::{ClusterNode, TenantCaller};
 use crate::error::ApiError;
 use crate::store::purges::PurgeStatus;
 
-/// How often a waiting purge long-poll re-reads the database, for purges
-/// recorded by another control-plane replica.
-const PURGE_RECHECK: Duration = Duration::from_secs(1);
 /// Longest URL a purge may name.
 pub const MAX_PURGE_URL_BYTES: usize = 8 * 1024;
 
@@ -120,18 +115,17 @@ async fn poll(
     {
         return Err(ApiError::not_found(format!("node {}", query.node)));
     }
-    let mut changed = state.purges_changed.subscribe();
-    let deadline = tokio::time::Instant::now() + state.config.snapshot_wait;
-    loop {
-        let batch = state.store.purges_after(query.after).await?;
-        if batch.through > query.after {
-            return Ok(Json(batch).into_response());
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Ok(StatusCode::NOT_MODIFIED.into_response());
-        }
-        let wait = PURGE_RECHECK.min(deadline - now);
-        let _ = tokio::time::timeout(wait, changed.changed()).await;
-    }
+    let batch = super::long_poll(
+        state.config.snapshot_wait,
+        &state.purges_changed,
+        || async {
+            let batch = state.store.purges_after(query.after).await?;
+            Ok((batch.through > query.after).then_some(batch))
+        },
+    )
+    .await?;
+    Ok(match batch {
+        Some(batch) => Json(batch).into_response(),
+        None => StatusCode::NOT_MODIFIED.into_response(),
+    })
 }
