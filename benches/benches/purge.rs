@@ -1,0 +1,86 @@
+//! Purge propagation: a control plane and 10 edge nodes in this process, on
+//! loopback. Each round first stores an entry tagged with the round's
+//! surrogate key in every node's cache, then asks the control plane to
+//! purge that key, and measures, per node, the time from the purge's
+//! answer until the node has applied it (the entry is gone). Prints p50/p99
+//! over every node of every round, and of the slowest node per round.
+//!
+//!   cargo bench -p edge-benches --bench purge
+//!   ROUNDS=200 NODES=10 cargo bench -p edge-benches --bench purge
+
+mod cluster;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster::{Cluster, TENANT, env_or, percentile_ms};
+use serde_json::json;
+
+fn main() -> std::process::ExitCode {
+    if let Some(code) = cluster::compile_worker() {
+        return code;
+    }
+    cluster::runtime().block_on(bench(env_or("NODES", 10), env_or("ROUNDS", 100)));
+    std::process::ExitCode::SUCCESS
+}
+
+async fn bench(node_count: usize, rounds: usize) {
+    let cluster = Cluster::start(node_count).await;
+    // Let every node register and open its purge long-poll.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let namespace: Arc<str> = TENANT.into();
+    let mut per_node = Vec::new();
+    let mut slowest = Vec::new();
+    for round in 0..rounds {
+        let key = format!("round-{round}");
+        for node in &cluster.nodes {
+            node.running.node().cache().guest_insert(
+                &namespace,
+                &key,
+                "cached".into(),
+                Duration::from_secs(600),
+                vec![key.clone()],
+            );
+        }
+        let accepted = cluster
+            .call("/v1/purge", json!({"surrogate_key": key}))
+            .await;
+        let purged = Instant::now();
+        let seq = accepted["seq"].as_u64().expect("purge number");
+        let (namespace, key) = (&namespace, &key);
+        let waits = cluster.nodes.iter().map(|node| async move {
+            let mut applied = node.follower.purges_applied();
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                applied.wait_for(|through| *through >= seq),
+            )
+            .await
+            .expect("a node never applied the purge")
+            .expect("follower running");
+            let elapsed = purged.elapsed();
+            let cache = node.running.node().cache();
+            assert!(
+                cache.guest_lookup(namespace, key).is_none(),
+                "purged entry still served"
+            );
+            elapsed
+        });
+        let times = futures::future::join_all(waits).await;
+        slowest.push(times.iter().copied().max().unwrap_or_default());
+        per_node.extend(times);
+    }
+    per_node.sort();
+    slowest.sort();
+    println!("\npurge propagation, {node_count} nodes, {rounds} purges by surrogate key\n");
+    println!("{:<28} {:>9} {:>9}", "", "p50 ms", "p99 ms");
+    for (label, times) in [("per node", &per_node), ("all nodes applied", &slowest)] {
+        println!(
+            "{label:<28} {:>9.1} {:>9.1}",
+            percentile_ms(times, 0.5),
+            percentile_ms(times, 0.99)
+        );
+    }
+    println!("target: p99 <= 150 ms");
+    cluster.shutdown().await;
+}
