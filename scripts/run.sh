@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Starts the platform with its embedded defaults: a control plane (SQLite in
 # target/platform), one edge node following it, and an example tenant with
-# two services deployed through edgectl. Ctrl-C stops everything.
+# three services deployed through edgectl: hello, echo, and a caching proxy
+# in front of a small origin (scripts/example-origin.py). Ctrl-C stops
+# everything.
 #
 #   control plane  http://127.0.0.1:7070   (API, /openapi.json)
 #   edge node      http://127.0.0.1:8080   (metrics on 127.0.0.1:9090)
+#   origin         http://127.0.0.1:8000   (behind the proxy service)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -51,13 +54,20 @@ node_name = "local-node"
 TOML
 "$bin/edge-node" serve --config "$data/node.toml" >"$data/node.out" 2>"$data/node.log" &
 pids+=($!)
+python3 scripts/example-origin.py 8000 2>"$data/origin.log" &
+pids+=($!)
 
-tenant_token="$("$bin/edgectl" tenant-create example --url http://127.0.0.1:7070)"
+# The example tenant's origin runs on loopback, which only tenants the
+# operator allows may reach.
+tenant_token="$("$bin/edgectl" tenant-create example --allow-private-backends --url http://127.0.0.1:7070)"
 "$bin/edgectl" login --url http://127.0.0.1:7070 --token "$tenant_token" >/dev/null
 "$bin/edgectl" service create hello --domain hello.localhost >/dev/null
 "$bin/edgectl" service create echo --domain echo.localhost --domain '*.echo.localhost' >/dev/null
+"$bin/edgectl" service create proxy --domain proxy.localhost \
+  --backend origin=http://127.0.0.1:8000 --allow-private-addresses >/dev/null
 "$bin/edgectl" deploy hello --wasm target/guests/hello.wasm
 "$bin/edgectl" deploy echo --wasm target/guests/echo.wasm
+"$bin/edgectl" deploy proxy --wasm target/guests/caching-proxy.wasm
 
 for _ in $(seq 100); do
   curl -fsS -H 'Host: hello.localhost' http://127.0.0.1:8080/ >/dev/null 2>&1 && break
@@ -67,12 +77,19 @@ done
 cat <<TRY
 
 The platform is running: control plane on 127.0.0.1:7070, one edge node on
-127.0.0.1:8080, tenant "example" with services hello and echo. Try:
+127.0.0.1:8080, tenant "example" with services hello, echo and proxy. Try:
 
   curl -H 'Host: hello.localhost' http://127.0.0.1:8080/
   curl -H 'Host: echo.localhost' -d 'some body' http://127.0.0.1:8080/any/path?log=hi
   curl --http2-prior-knowledge -H 'Host: api.echo.localhost' http://127.0.0.1:8080/h2
   curl -s http://127.0.0.1:9090/metrics | grep '^edge_requests_total'
+
+The proxy service rewrites /blog/* to the origin's /posts/*, and the edge
+caches what the origin allows (60 s here): ask twice, see the same time and
+an Age header, then purge and ask again:
+
+  curl -i -H 'Host: proxy.localhost' http://127.0.0.1:8080/blog/hello
+  EDGECTL_CONFIG=$EDGECTL_CONFIG target/debug/edgectl purge --surrogate-key post-hello --wait
 
 Deploy and roll back with edgectl (logged in as the example tenant):
 
@@ -83,6 +100,7 @@ Deploy and roll back with edgectl (logged in as the example tenant):
   target/debug/edgectl usage
 
 Admin token: $EDGE_ADMIN_TOKEN
-Logs: $data/control-plane.log, $data/node.log. Ctrl-C stops everything.
+Logs: $data/control-plane.log, $data/node.log, $data/origin.log.
+Ctrl-C stops everything.
 TRY
 wait

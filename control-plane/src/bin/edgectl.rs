@@ -1,6 +1,7 @@
 //! `edgectl`, the tenant CLI: log in once, create services, deploy a guest
 //! (built from source or a ready .wasm), list versions, roll back, read
-//! usage; operators also create tenants and list nodes.
+//! usage, purge the edge cache; operators also create tenants and list
+//! nodes.
 //!
 //! Credentials live in `$EDGECTL_CONFIG`, or `~/.config/edgectl/config.json`
 //! (mode 0600).
@@ -37,6 +38,9 @@ enum Command {
         url: Option<String>,
         #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
+        /// Let the tenant's backends reach loopback and private addresses.
+        #[arg(long)]
+        allow_private_backends: bool,
     },
     /// Manage services.
     Service {
@@ -60,6 +64,22 @@ enum Command {
     Rollback { service: String },
     /// Your usage per service.
     Usage,
+    /// Remove cached responses on every node: one URL (as the origin is
+    /// asked for it), or every entry tagged with a surrogate key.
+    Purge {
+        #[arg(
+            long,
+            conflicts_with = "surrogate_key",
+            required_unless_present = "surrogate_key"
+        )]
+        url: Option<String>,
+        #[arg(long)]
+        surrogate_key: Option<String>,
+        /// Wait until every healthy node has applied it, for at most this
+        /// many seconds.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "30")]
+        wait: Option<u64>,
+    },
     /// Operators: list nodes.
     Nodes {
         #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
@@ -74,9 +94,26 @@ enum ServiceCommand {
         name: String,
         #[arg(long = "domain", required = true)]
         domains: Vec<String>,
+        /// A named backend the guest reaches as `http://NAME/...`:
+        /// `NAME=ORIGIN`, e.g. `origin=https://api.example.com`.
+        #[arg(long = "backend", value_name = "NAME=ORIGIN", value_parser = parse_backend)]
+        backends: Vec<(String, String)>,
+        /// Let these backends reach loopback and private addresses (only
+        /// for tenants the operator allowed).
+        #[arg(long, requires = "backends")]
+        allow_private_addresses: bool,
     },
     /// List your services.
     List,
+}
+
+fn parse_backend(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((name, origin)) if !name.is_empty() && !origin.is_empty() => {
+            Ok((name.to_string(), origin.to_string()))
+        }
+        _ => Err(format!("{value:?} is not NAME=ORIGIN")),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -284,6 +321,40 @@ async fn deploy(
     Ok(())
 }
 
+async fn purge(
+    url: Option<String>,
+    surrogate_key: Option<String>,
+    wait: Option<u64>,
+) -> anyhow::Result<()> {
+    let api = Api::logged_in()?;
+    let target = match (url, surrogate_key) {
+        (Some(url), _) => json!({ "url": url }),
+        (None, Some(key)) => json!({ "surrogate_key": key }),
+        (None, None) => bail!("give --url or --surrogate-key"),
+    };
+    let accepted = api.post("/v1/purge", target).await?;
+    let seq = accepted["seq"]
+        .as_u64()
+        .context("no purge number in the answer")?;
+    let Some(wait) = wait else {
+        println!("purge {seq} accepted");
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        let status = api.get(&format!("/v1/purge/{seq}")).await?;
+        let (done, nodes) = (&status["acknowledged"], &status["nodes"]);
+        if done.as_u64() >= nodes.as_u64() {
+            println!("purge {seq} applied on {done} of {nodes} nodes");
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("purge {seq} applied on {done} of {nodes} nodes after {wait} s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 fn print_table(rows: &Value, columns: &[&str]) {
     println!("{}", columns.join("\t"));
     for row in rows.as_array().into_iter().flatten() {
@@ -316,23 +387,43 @@ async fn run(command: Command) -> anyhow::Result<()> {
             name,
             url,
             admin_token,
+            allow_private_backends,
         } => {
             let url = match url {
                 Some(url) => url,
                 None => load_credentials()?.url,
             };
             let created = Api::new(&url, &admin_token)
-                .post("/v1/tenants", json!({"name": name}))
+                .post(
+                    "/v1/tenants",
+                    json!({"name": name, "allow_private_backends": allow_private_backends}),
+                )
                 .await?;
             println!("{}", created["token"].as_str().unwrap_or_default());
         }
         Command::Service {
-            command: ServiceCommand::Create { name, domains },
+            command:
+                ServiceCommand::Create {
+                    name,
+                    domains,
+                    backends,
+                    allow_private_addresses,
+                },
         } => {
+            let backends: serde_json::Map<String, Value> = backends
+                .into_iter()
+                .map(|(name, origin)| {
+                    let spec = json!({
+                        "origin": origin,
+                        "allow_private_addresses": allow_private_addresses,
+                    });
+                    (name, spec)
+                })
+                .collect();
             Api::logged_in()?
                 .post(
                     "/v1/services",
-                    json!({"name": name, "spec": {"domains": domains}}),
+                    json!({"name": name, "spec": {"domains": domains, "backends": backends}}),
                 )
                 .await?;
             println!("created service {name}");
@@ -377,6 +468,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ],
             );
         }
+        Command::Purge {
+            url,
+            surrogate_key,
+            wait,
+        } => purge(url, surrogate_key, wait).await?,
         Command::Nodes { admin_token } => {
             let url = load_credentials()?.url;
             let nodes = Api::new(&url, &admin_token).get("/v1/nodes").await?;
