@@ -37,7 +37,7 @@ fn check_config_accepts_the_example_config() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (2 services)"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (3 services)"));
 }
 
 #[test]
