@@ -11,6 +11,7 @@
 //! - [`protocol`]: the wire types between control plane and nodes: a
 //!   service's spec, the config snapshot, registration and usage reports.
 //! - [`service`]: one tenant service: its domains, module and limits.
+//! - [`tls`]: the HTTPS listener and certificates (files or PEM text).
 //! - [`validate`]: the error list that `validate()` returns; every problem in
 //!   a file is reported at once, each with the path of the offending key.
 //!
@@ -22,10 +23,12 @@ pub mod limits;
 pub mod node;
 pub mod protocol;
 pub mod service;
+pub mod tls;
 pub mod validate;
 
 pub use backend::{BackendCache, BackendSpec};
 pub use limits::{CacheLimits, HttpLimits, SandboxLimits, ServiceLimits};
 pub use node::{NodeConfig, NodeSection};
 pub use service::ServiceConfig;
+pub use tls::{CertificateFiles, CertificatePem, TlsSection};
 pub use validate::{ConfigError, ConfigErrors};

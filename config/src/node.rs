@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{CacheLimits, HttpLimits, SandboxLimits};
 use crate::service::ServiceConfig;
+use crate::tls::TlsSection;
 use crate::validate::ConfigErrors;
 
 /// Where the node listens by default: the public listener on all interfaces
@@ -26,6 +27,7 @@ pub struct NodeConfig {
     pub http: HttpLimits,
     pub sandbox: SandboxLimits,
     pub cache: CacheLimits,
+    pub tls: TlsSection,
     /// Services served from this file. The control plane feeds the same
     /// routing table at run time.
     #[serde(rename = "service")]
@@ -112,6 +114,16 @@ impl NodeConfig {
         self.http.validate("http", &mut errors);
         self.sandbox.validate("sandbox", &mut errors);
         self.cache.validate("cache", &mut errors);
+        self.tls.validate("tls", &mut errors);
+        if let Some(tls) = self.tls.listen
+            && tls.port() != 0
+            && (tls == self.node.listen || tls == self.node.admin_listen)
+        {
+            errors.push(
+                "tls.listen",
+                "must differ from node.listen and node.admin_listen",
+            );
+        }
         if self.node.listen == self.node.admin_listen && self.node.listen.port() != 0 {
             errors.push("node.admin_listen", "must differ from node.listen");
         }

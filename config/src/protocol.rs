@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::backend::BackendSpec;
 use crate::limits::{SandboxLimits, ServiceLimits};
 use crate::service::validate_domain;
+use crate::tls::CertificatePem;
 use crate::validate::ConfigErrors;
 
 /// Config keys and values a service may carry, and how large they may be.
@@ -88,6 +89,9 @@ pub struct SnapshotService {
     pub version: u64,
     pub module_sha256: String,
     pub spec: ServiceSpec,
+    /// The service's certificate and key, served by SNI for its domains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificatePem>,
 }
 
 /// A node introducing itself with the cluster token.

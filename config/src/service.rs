@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendSpec;
 use crate::limits::{SandboxLimits, ServiceLimits};
+use crate::tls::CertificateFiles;
 use crate::validate::ConfigErrors;
 
 /// A service: the domains it answers for, the component that handles its
@@ -32,6 +33,10 @@ pub struct ServiceConfig {
     /// operator writes this file, so `allow_private_addresses` is honoured.
     #[serde(default, rename = "backend")]
     pub backends: BTreeMap<String, BackendSpec>,
+    /// The certificate served (by SNI) for this service's domains on the
+    /// HTTPS listener.
+    #[serde(default)]
+    pub certificate: Option<CertificateFiles>,
 }
 
 impl ServiceConfig {
@@ -61,6 +66,9 @@ impl ServiceConfig {
         }
         self.limits
             .validate(&format!("{path}.limits"), sandbox, errors);
+        if let Some(certificate) = &self.certificate {
+            certificate.validate(&format!("{path}.certificate"), errors);
+        }
         if let Some(tenant) = &self.tenant
             && let Err(message) = validate_service_name(tenant)
         {

@@ -45,6 +45,7 @@ pub mod node;
 pub mod routing;
 pub mod sandbox;
 pub mod sync;
+pub mod tls;
 pub mod usage;
 
 pub use error::EdgeError;

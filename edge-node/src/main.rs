@@ -3,6 +3,8 @@
 //! ```text
 //! edge-node serve --config node.toml      serve the services in a config file
 //! edge-node serve --module app.wasm       local mode: one component, any Host
+//! edge-node serve --module app.wasm --tls-listen 127.0.0.1:8443
+//!                                         ... and over TLS, with a development certificate
 //! edge-node check-config --config node.toml
 //! ```
 
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use edge_config::{NodeConfig, ServiceConfig, ServiceLimits};
 use edge_node::Node;
 
@@ -44,28 +46,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the services of a config file, or one component for any Host.
-    Serve {
-        /// Node config file (TOML).
-        #[arg(long, conflicts_with = "module")]
-        config: Option<PathBuf>,
-        /// Local mode: serve this component for every Host.
-        #[arg(long)]
-        module: Option<PathBuf>,
-        /// Local mode: a backend the component may fetch from, as
-        /// `NAME=ORIGIN` (e.g. `origin=http://127.0.0.1:9000`). Repeatable.
-        /// Private and loopback addresses are allowed: you are the operator.
-        #[arg(long = "backend", requires = "module", value_name = "NAME=ORIGIN")]
-        backends: Vec<String>,
-        /// Overrides `node.listen`.
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// Overrides `node.admin_listen`.
-        #[arg(long)]
-        admin_listen: Option<SocketAddr>,
-        /// Overrides `node.data_dir`.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
+    Serve(ServeArgs),
     /// Validate a config file and report every problem.
     CheckConfig {
         #[arg(long)]
@@ -73,32 +54,45 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct ServeArgs {
+    /// Node config file (TOML).
+    #[arg(long, conflicts_with = "module")]
+    config: Option<PathBuf>,
+    /// Local mode: serve this component for every Host.
+    #[arg(long)]
+    module: Option<PathBuf>,
+    /// Local mode: a backend the component may fetch from, as
+    /// `NAME=ORIGIN` (e.g. `origin=http://127.0.0.1:9000`). Repeatable.
+    /// Private and loopback addresses are allowed: you are the operator.
+    #[arg(long = "backend", requires = "module", value_name = "NAME=ORIGIN")]
+    backends: Vec<String>,
+    /// Overrides `node.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Overrides `node.admin_listen`.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Overrides `tls.listen`: HTTPS (HTTP/1.1 and HTTP/2 over TLS). In local
+    /// mode without a default certificate, a development certificate for
+    /// `localhost`, 127.0.0.1 and ::1 is made and saved in the data dir.
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
+    /// Overrides `node.data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::CheckConfig { config } => check_config(&config),
-        Command::Serve {
-            config,
-            module,
-            backends,
-            listen,
-            admin_listen,
-            data_dir,
-        } => tokio::runtime::Builder::new_multi_thread()
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")
-            .and_then(|runtime| {
-                runtime.block_on(serve(
-                    config,
-                    module,
-                    backends,
-                    listen,
-                    admin_listen,
-                    data_dir,
-                ))
-            }),
+            .and_then(|runtime| runtime.block_on(serve(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -182,19 +176,13 @@ fn local_backends(
     Ok(backends)
 }
 
-async fn serve(
-    config_path: Option<PathBuf>,
-    module: Option<PathBuf>,
-    backends: Vec<String>,
-    listen: Option<SocketAddr>,
-    admin_listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let (mut config, base_dir) = match &config_path {
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (mut config, base_dir) = match &args.config {
         Some(path) => (load_config(path)?, config_dir(path)),
         None => (NodeConfig::default(), PathBuf::from(".")),
     };
-    if let Some(module) = module {
+    let local = args.module.is_some();
+    if let Some(module) = args.module {
         // Local mode: the production path with one service for every Host.
         config.services = vec![ServiceConfig {
             name: "local".into(),
@@ -202,14 +190,22 @@ async fn serve(
             module,
             limits: ServiceLimits::default(),
             tenant: None,
-            backends: local_backends(&backends)?,
+            backends: local_backends(&args.backends)?,
+            certificate: None,
         }];
-    } else if config_path.is_none() {
+    } else if args.config.is_none() {
         anyhow::bail!("give --config FILE, or --module APP.wasm for local mode");
     }
-    config.node.listen = listen.unwrap_or(config.node.listen);
-    config.node.admin_listen = admin_listen.unwrap_or(config.node.admin_listen);
-    config.node.data_dir = data_dir.unwrap_or(config.node.data_dir);
+    config.node.listen = args.listen.unwrap_or(config.node.listen);
+    config.node.admin_listen = args.admin_listen.unwrap_or(config.node.admin_listen);
+    config.node.data_dir = args.data_dir.unwrap_or(config.node.data_dir);
+    config.tls.listen = args.tls_listen.or(config.tls.listen);
+    if let Some(files) = &mut config.tls.default_certificate {
+        files.cert = base_dir.join(&files.cert);
+        files.key = base_dir.join(&files.key);
+    } else if local && config.tls.listen.is_some() {
+        config.tls.default_certificate = Some(development_certificate(&config.node.data_dir)?);
+    }
 
     let node = Node::new(&config)?;
     node.install_services(&config.services, &base_dir).await?;
@@ -224,6 +220,9 @@ async fn serve(
         .start(config.node.listen, config.node.admin_listen)
         .await?;
     println!("edge node listening on http://{}", running.addr);
+    if let Some(tls_addr) = running.tls_addr {
+        println!("and on https://{tls_addr}");
+    }
     println!("metrics on http://{}/metrics", running.admin_addr);
     running_until_stopped().await;
     if let Some(follower) = follower {
@@ -231,6 +230,36 @@ async fn serve(
     }
     running.shutdown().await;
     Ok(())
+}
+
+/// A self-signed certificate for `localhost`, 127.0.0.1 and ::1, saved in
+/// the data dir (the key readable by this user only) so a client can trust
+/// it: `curl --cacert <data_dir>/tls/dev-cert.pem https://localhost:8443/`.
+fn development_certificate(data_dir: &Path) -> anyhow::Result<edge_config::CertificateFiles> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let files = edge_config::CertificateFiles {
+        cert: dir.join("dev-cert.pem"),
+        key: dir.join("dev-key.pem"),
+    };
+    if files.cert.is_file() && files.key.is_file() {
+        return Ok(files);
+    }
+    let pem = edge_node::tls::certs::self_signed(&["localhost", "127.0.0.1", "::1"])?;
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&files.key)
+        .with_context(|| format!("writing {}", files.key.display()))?;
+    key.write_all(pem.key_pem.0.as_bytes())?;
+    std::fs::write(&files.cert, &pem.cert_pem)
+        .with_context(|| format!("writing {}", files.cert.display()))?;
+    tracing::info!(cert = %files.cert.display(), "made a development certificate");
+    Ok(files)
 }
 
 async fn running_until_stopped() {

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::modules::{ArtifactStore, ModuleCache, ModuleHash};
 use crate::routing::{Router, RoutingTable, Service};
 use crate::sandbox::{GuestCapabilities, Sandbox};
+use crate::tls::{ServingCertificate, SniResolver, SniTable};
 use crate::usage::UsageMeter;
 
 /// Everything the request path reads. Shared by every connection.
@@ -36,6 +37,37 @@ pub struct NodeInner {
     pub(crate) usage: UsageMeter,
     pub(crate) cache: Arc<HttpCache>,
     pub(crate) origin_clients: OriginClients,
+    pub(crate) tls: Option<TlsListener>,
+}
+
+/// The HTTPS listener's address and settings, and the certificates it serves.
+#[derive(Debug)]
+pub(crate) struct TlsListener {
+    pub(crate) listen: SocketAddr,
+    pub(crate) config: Arc<rustls::ServerConfig>,
+    pub(crate) resolver: Arc<SniResolver>,
+    pub(crate) handshake_timeout: std::time::Duration,
+}
+
+impl TlsListener {
+    fn new(config: &NodeConfig, listen: SocketAddr) -> anyhow::Result<Self> {
+        let section = &config.tls;
+        let default = match &section.default_certificate {
+            Some(files) => files
+                .read(Path::new("."))
+                .map_err(|e| anyhow::anyhow!("tls.default_certificate: {e}"))?,
+            None => crate::tls::certs::self_signed(&["edge-node.invalid"])?,
+        };
+        let default = ServingCertificate::from_pem(&default, &[], &crate::tls::provider())
+            .context("tls.default_certificate")?;
+        let resolver = Arc::new(SniResolver::new(default.key));
+        Ok(Self {
+            listen,
+            config: crate::tls::server_config(section, Arc::clone(&resolver))?,
+            resolver,
+            handshake_timeout: std::time::Duration::from_millis(section.handshake_timeout_ms),
+        })
+    }
 }
 
 /// An edge node, not yet listening.
@@ -65,6 +97,10 @@ impl Node {
             &config.cache,
             metrics.http_cache_requests.clone(),
         ));
+        let tls = match config.tls.listen {
+            Some(listen) => Some(TlsListener::new(config, listen)?),
+            None => None,
+        };
         Ok(Self {
             inner: Arc::new(NodeInner {
                 cache,
@@ -80,6 +116,7 @@ impl Node {
                 metrics: Arc::new(metrics),
                 request_ids: RequestIds::new(),
                 usage: UsageMeter::default(),
+                tls,
             }),
         })
     }
@@ -146,9 +183,26 @@ impl Node {
         base_dir: &Path,
     ) -> anyhow::Result<()> {
         let mut table = RoutingTable::default();
+        let mut certificates = SniTable::default();
         let mut failures = Vec::new();
         let mut clients = std::collections::HashMap::new();
         for service in services {
+            if let Some(files) = &service.certificate {
+                let checked = files.read(base_dir).and_then(|pem| {
+                    ServingCertificate::from_pem(&pem, &service.domains, &crate::tls::provider())
+                        .map_err(|e| e.to_string())
+                });
+                match checked {
+                    Ok(certificate) => {
+                        for domain in &service.domains {
+                            certificates.insert(domain, Arc::clone(&certificate.key));
+                        }
+                    }
+                    Err(e) => {
+                        failures.push(format!("service {:?}: certificate: {e}", service.name))
+                    }
+                }
+            }
             match self.install_module(&base_dir.join(&service.module)).await {
                 Ok(module) => table.insert_service(
                     Service {
@@ -170,6 +224,7 @@ impl Node {
             anyhow::bail!("{}", failures.join("\n"));
         }
         self.inner.router.replace(table);
+        self.replace_certificates(certificates);
         self.inner.origin_clients.retain(clients);
         Ok(())
     }
@@ -181,8 +236,28 @@ impl Node {
     /// nothing changes.
     pub async fn install_snapshot(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
         let mut table = RoutingTable::default();
+        let mut certificates = SniTable::default();
         let mut clients = std::collections::HashMap::new();
         for service in &snapshot.services {
+            if let Some(pem) = &service.certificate {
+                // The control plane checked it on upload; one that fails
+                // here (a node with other crypto support) is left out, and
+                // the service's clients get the default certificate.
+                match ServingCertificate::from_pem(
+                    pem,
+                    &service.spec.domains,
+                    &crate::tls::provider(),
+                ) {
+                    Ok(certificate) => {
+                        for domain in &service.spec.domains {
+                            certificates.insert(domain, Arc::clone(&certificate.key));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(service = %service.name, "certificate not served: {e}")
+                    }
+                }
+            }
             let module: ModuleHash = service
                 .module_sha256
                 .parse()
@@ -207,8 +282,16 @@ impl Node {
             );
         }
         self.inner.router.replace(table);
+        self.replace_certificates(certificates);
         self.inner.origin_clients.retain(clients);
         Ok(())
+    }
+
+    /// Serves `certificates` from the next handshake on.
+    fn replace_certificates(&self, certificates: SniTable) {
+        if let Some(tls) = &self.inner.tls {
+            tls.resolver.replace(certificates);
+        }
     }
 
     async fn install_module(&self, path: &Path) -> anyhow::Result<ModuleHash> {
@@ -238,10 +321,22 @@ impl Node {
         let admin_listener = TcpListener::bind(admin_listen)
             .await
             .with_context(|| format!("binding the admin listener on {admin_listen}"))?;
+        let tls_listener = match &self.inner.tls {
+            Some(tls) => Some(
+                TcpListener::bind(tls.listen)
+                    .await
+                    .with_context(|| format!("binding the TLS listener on {}", tls.listen))?,
+            ),
+            None => None,
+        };
         let addr = listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
+        let tls_addr = tls_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let (shutdown, stop) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(crate::http::server::serve(
                 listener,
                 Arc::clone(&self.inner),
@@ -250,13 +345,21 @@ impl Node {
             tokio::spawn(crate::admin::serve(
                 admin_listener,
                 Arc::clone(&self.inner),
-                stop,
+                stop.clone(),
             )),
         ];
-        tracing::info!(%addr, %admin_addr, "edge node serving");
+        if let Some(listener) = tls_listener {
+            tasks.push(tokio::spawn(crate::http::server::serve_tls(
+                listener,
+                Arc::clone(&self.inner),
+                stop,
+            )));
+        }
+        tracing::info!(%addr, %admin_addr, ?tls_addr, "edge node serving");
         Ok(RunningNode {
             addr,
             admin_addr,
+            tls_addr,
             shutdown,
             tasks,
             node: self.clone(),
@@ -271,6 +374,8 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// The admin listener (`/metrics`, `/healthz`).
     pub admin_addr: SocketAddr,
+    /// The HTTPS listener (HTTP/1.1 and HTTP/2 over TLS), when configured.
+    pub tls_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     node: Node,

@@ -79,6 +79,7 @@ impl HelloNode {
                 "cache-hit" => [("origin".to_string(), backend.clone())].into(),
                 _ => Default::default(),
             },
+            certificate: None,
         });
         node.install_services(&services, data.path())
             .await

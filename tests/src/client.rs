@@ -49,6 +49,15 @@ pub async fn send(addr: SocketAddr, protocol: Protocol, request: Request<Full<By
 
 async fn send_inner(addr: SocketAddr, protocol: Protocol, request: Request<Full<Bytes>>) -> Reply {
     let stream = TcpStream::connect(addr).await.expect("connect");
+    send_over(stream, protocol, request).await
+}
+
+/// Sends `request` over an open connection (TCP, TLS, ...) and reads the
+/// whole response.
+pub async fn send_over<S>(stream: S, protocol: Protocol, request: Request<Full<Bytes>>) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(stream);
     let response = match protocol {
         Protocol::Http1 => {

@@ -7,6 +7,7 @@
 //! - [`node`]: [`node::TestNode`], an in-process node with a temp data dir.
 //! - [`origin`]: a test origin that counts what it receives.
 //! - [`client`]: one-shot HTTP/1.1 and HTTP/2 requests, and raw TCP.
+//! - [`tls`]: self-signed certificates and an in-process rustls client.
 //! - [`bench`]: the hello guests the in-process benchmarks compare.
 
 pub mod bench;
@@ -15,3 +16,4 @@ pub mod guests;
 pub mod hostile;
 pub mod node;
 pub mod origin;
+pub mod tls;

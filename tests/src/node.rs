@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use edge_config::{BackendSpec, NodeConfig, ServiceConfig, ServiceLimits};
+use edge_config::{BackendSpec, CertificateFiles, NodeConfig, ServiceConfig, ServiceLimits};
 use edge_node::{Node, RunningNode};
 
 /// A service to install on a [`TestNode`].
@@ -16,6 +16,7 @@ pub struct TestService {
     limits: ServiceLimits,
     tenant: Option<String>,
     backends: BTreeMap<String, BackendSpec>,
+    certificate: Option<CertificateFiles>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +35,7 @@ impl TestService {
             limits: ServiceLimits::default(),
             tenant: None,
             backends: BTreeMap::new(),
+            certificate: None,
         }
     }
 
@@ -62,6 +64,12 @@ impl TestService {
         self
     }
 
+    /// Serves this certificate for the service's domains over TLS.
+    pub fn certificate(mut self, files: CertificateFiles) -> Self {
+        self.certificate = Some(files);
+        self
+    }
+
     pub fn limits(mut self, change: impl FnOnce(&mut ServiceLimits)) -> Self {
         change(&mut self.limits);
         self
@@ -73,6 +81,8 @@ impl TestService {
 pub struct TestNode {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The HTTPS listener, when the config asked for one.
+    pub tls_addr: Option<SocketAddr>,
     pub data_dir: tempfile::TempDir,
     running: RunningNode,
 }
@@ -80,6 +90,13 @@ pub struct TestNode {
 impl TestNode {
     pub async fn start(services: Vec<TestService>) -> Self {
         Self::start_with(NodeConfig::default(), services).await
+    }
+
+    /// Starts with an HTTPS listener too.
+    pub async fn start_tls(services: Vec<TestService>) -> Self {
+        let mut config = NodeConfig::default();
+        config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        Self::start_with(config, services).await
     }
 
     /// Starts with `config` (its listeners and data dir are replaced).
@@ -108,6 +125,7 @@ impl TestNode {
                 limits: service.limits,
                 tenant: service.tenant,
                 backends: service.backends,
+                certificate: service.certificate,
             });
         }
         config.services = service_configs;
@@ -120,6 +138,7 @@ impl TestNode {
         Self {
             addr: running.addr,
             admin_addr: running.admin_addr,
+            tls_addr: running.tls_addr,
             data_dir,
             running,
         }

@@ -555,6 +555,7 @@ impl Store {
                     version: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
                     module_sha256: row.get(3),
                     spec: spec_from(&row.get::<String, _>(4))?,
+                    certificate: None,
                 })
             })
             .collect::<Result<_, StoreError>>()?;

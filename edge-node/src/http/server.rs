@@ -1,5 +1,6 @@
-//! The public listener: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on
-//! one TCP port, with every protocol limit from [`HttpLimits`] set.
+//! The public listeners: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on
+//! one TCP port, and both over TLS on another, with every protocol limit
+//! from [`HttpLimits`] set.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::pipeline;
@@ -50,15 +52,56 @@ pub fn connection_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Accepts connections until `shutdown` turns true, then gives open
-/// connections [`SHUTDOWN_GRACE`] to finish.
-pub async fn serve(
+/// Accepts cleartext connections (HTTP/1.1 and h2c) until `shutdown` turns
+/// true, then gives open connections [`SHUTDOWN_GRACE`] to finish.
+pub async fn serve(listener: TcpListener, node: Arc<NodeInner>, shutdown: watch::Receiver<bool>) {
+    accept_loop(listener, node, shutdown, |stream, _node| async move {
+        Some(TokioIo::new(stream))
+    })
+    .await;
+}
+
+/// Accepts TLS connections: the handshake runs in the connection's own task
+/// and is cut at the handshake timeout. ALPN picks HTTP/2 or HTTP/1.1.
+pub async fn serve_tls(
+    listener: TcpListener,
+    node: Arc<NodeInner>,
+    shutdown: watch::Receiver<bool>,
+) {
+    accept_loop(listener, node, shutdown, |stream, node| async move {
+        let tls = node.tls.as_ref()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
+        match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => Some(TokioIo::new(stream)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                None
+            }
+        }
+    })
+    .await;
+}
+
+/// The accept loop both listeners share. `secure` turns an accepted stream
+/// into the one HTTP runs over (or drops it); it runs in the connection's
+/// task so a slow handshake never holds up accepting.
+async fn accept_loop<S, F, Io>(
     listener: TcpListener,
     node: Arc<NodeInner>,
     mut shutdown: watch::Receiver<bool>,
-) {
+    secure: S,
+) where
+    S: Fn(TcpStream, Arc<NodeInner>) -> F + Send + Sync + 'static,
+    F: Future<Output = Option<TokioIo<Io>>> + Send + 'static,
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let builder = Arc::new(connection_builder(&node.http_limits));
     let graceful = GracefulShutdown::new();
+    let secure = Arc::new(secure);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -74,15 +117,19 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let node = Arc::clone(&node);
-        let service = service_fn(move |request| {
-            let node = Arc::clone(&node);
-            async move { Ok::<_, Infallible>(pipeline::handle(&node, request).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = Arc::clone(&builder);
+        // Taken before the handshake, so a drain waits for it too.
+        let watcher = graceful.watcher();
+        let secure = Arc::clone(&secure);
         tokio::spawn(async move {
+            let Some(io) = secure(stream, Arc::clone(&node)).await else {
+                return;
+            };
+            let service = service_fn(move |request| {
+                let node = Arc::clone(&node);
+                async move { Ok::<_, Infallible>(pipeline::handle(&node, request).await) }
+            });
+            let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -7,3 +7,4 @@ mod languages;
 mod limits;
 mod metrics;
 mod serving;
+mod tls;

@@ -1,0 +1,43 @@
+//! TLS termination with rustls.
+//!
+//! - [`certs`]: PEM to a checked certificate (key matches, domains covered).
+//! - [`sni`]: the certificate for each handshake, by SNI, swapped whole when
+//!   services change.
+//!
+//! TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, resumption by tickets
+//! (TLS 1.3) and a bounded session cache (TLS 1.2).
+
+pub mod certs;
+pub mod sni;
+
+use std::sync::Arc;
+
+use edge_config::TlsSection;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::ServerSessionMemoryCache;
+
+pub use certs::{CertificateError, ServingCertificate};
+pub use sni::{SniResolver, SniTable};
+
+/// The one crypto provider: ring, as the rest of the node uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The rustls server config of the HTTPS listener.
+pub fn server_config(
+    section: &TlsSection,
+    resolver: Arc<SniResolver>,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.session_storage = ServerSessionMemoryCache::new(
+        usize::try_from(section.session_cache_entries).unwrap_or(usize::MAX),
+    );
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    Ok(Arc::new(config))
+}

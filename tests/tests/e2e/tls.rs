@@ -1,0 +1,213 @@
+//! TLS termination: the certificate picked by SNI, both protocols by ALPN,
+//! the default certificate, resumption, and the handshake timeout. `curl`
+//! is the independent client; the in-process client is rustls + hyper.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use edge_config::NodeConfig;
+use edge_tests::guests::rust_guest;
+use edge_tests::node::{TestNode, TestService};
+use edge_tests::tls::{TestCertificate, TlsClient};
+
+const HELLO: &str = "hello from the edge\n";
+
+struct TwoServices {
+    node: TestNode,
+    shop: TestCertificate,
+    blog: TestCertificate,
+}
+
+/// `hello` on shop.tls.test and `echo` on blog.tls.test (and any name under
+/// it), each with its own certificate.
+async fn two_services(config: NodeConfig) -> TwoServices {
+    let shop = TestCertificate::generate(&["shop.tls.test"]);
+    let blog = TestCertificate::generate(&["blog.tls.test", "*.blog.tls.test"]);
+    let mut config = config;
+    config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let node = TestNode::start_with(
+        config,
+        vec![
+            TestService::new("hello", "shop.tls.test", rust_guest("hello"))
+                .certificate(shop.files.clone()),
+            TestService::new("echo", "blog.tls.test", rust_guest("echo"))
+                .domain("*.blog.tls.test")
+                .certificate(blog.files.clone()),
+        ],
+    )
+    .await;
+    TwoServices { node, shop, blog }
+}
+
+/// Runs curl against the node's TLS port with `name` resolved to loopback;
+/// returns (exit code, stdout).
+async fn curl(tls: SocketAddr, name: &str, ca: &TestCertificate, args: &[&str]) -> (i32, String) {
+    let ca_file = ca.files.cert.to_string_lossy().into_owned();
+    let port = tls.port();
+    let output = tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "10"])
+        .args(["--cacert", &ca_file])
+        .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
+        .args(args)
+        .arg(format!("https://{name}:{port}/"))
+        .output()
+        .await
+        .expect("curl runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_gets_each_services_certificate_by_sni_on_http1_and_http2() {
+    let services = two_services(NodeConfig::default()).await;
+    let tls = services.node.tls_addr.expect("TLS listener");
+    let version = ["--write-out", "\n%{http_version}"];
+
+    // Verification against each service's own certificate only succeeds if
+    // SNI picked that certificate.
+    let (code, out) = curl(
+        tls,
+        "shop.tls.test",
+        &services.shop,
+        &[&["--http1.1"][..], &version].concat(),
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, format!("{HELLO}\n1.1").as_str()));
+    let (code, out) = curl(
+        tls,
+        "shop.tls.test",
+        &services.shop,
+        &[&["--http2"][..], &version].concat(),
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, format!("{HELLO}\n2").as_str()));
+    let (code, out) = curl(
+        tls,
+        "api.blog.tls.test",
+        &services.blog,
+        &[&["--http2"][..], &version].concat(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("authority: api.blog.tls.test"), "{out}");
+    assert!(out.ends_with("\n2"), "{out}");
+
+    // The other service's certificate does not verify: curl refuses (60).
+    let (code, _) = curl(tls, "shop.tls.test", &services.blog, &[]).await;
+    assert_eq!(code, 60, "shop must not be served blog's certificate");
+    services.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_clients_negotiate_h2_and_http1_and_resume_sessions() {
+    let services = two_services(NodeConfig::default()).await;
+    let tls = services.node.tls_addr.expect("TLS listener");
+
+    let client = TlsClient::trusting(&services.shop.pem);
+    let (reply, first) = client.get(tls, "shop.tls.test", "/").await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
+    assert_eq!(first.alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(first.version, Some(rustls::ProtocolVersion::TLSv1_3));
+    assert!(!first.resumed);
+    let (reply, second) = client.get(tls, "shop.tls.test", "/").await;
+    assert_eq!(reply.status, 200);
+    assert!(second.resumed, "the second connection resumes the session");
+
+    // HTTP/1.1 only, and TLS 1.2 only: both still served.
+    let http1 = TlsClient::with(&services.shop.pem, rustls::DEFAULT_VERSIONS, |c| {
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    });
+    let (reply, handshake) = http1.get(tls, "shop.tls.test", "/").await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
+    assert_eq!(handshake.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let tls12 = TlsClient::with(&services.shop.pem, &[&rustls::version::TLS12], |_| {});
+    let (reply, first) = tls12.get(tls, "shop.tls.test", "/").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(first.version, Some(rustls::ProtocolVersion::TLSv1_2));
+    let (_, second) = tls12.get(tls, "shop.tls.test", "/").await;
+    assert!(second.resumed, "TLS 1.2 resumes from the session cache");
+    services.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_sni_gets_the_default_certificate_and_is_still_routed_by_host() {
+    let services = two_services(NodeConfig::default()).await;
+    let tls = services.node.tls_addr.expect("TLS listener");
+    // An IP address in the URL: curl sends no SNI. The default certificate
+    // is not the service's, so skip verification and check the routing.
+    let output = tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--insecure", "--max-time", "10"])
+        .args(["--header", "Host: shop.tls.test"])
+        .arg(format!("https://{tls}/"))
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), HELLO);
+
+    // Verified against the service's certificate, it fails: the default
+    // certificate was served.
+    let output = tokio::process::Command::new("curl")
+        .args(["--silent", "--max-time", "10", "--cacert"])
+        .arg(&services.shop.files.cert)
+        .args(["--header", "Host: shop.tls.test"])
+        .arg(format!("https://{tls}/"))
+        .output()
+        .await
+        .expect("curl runs");
+    assert_eq!(output.status.code(), Some(60));
+    services.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_the_handshake_is_cut_at_the_timeout() {
+    let mut config = NodeConfig::default();
+    config.tls.handshake_timeout_ms = 300;
+    let services = two_services(config).await;
+    let tls = services.node.tls_addr.expect("TLS listener");
+    let started = Instant::now();
+    // A TCP connection that sends half a ClientHello and then nothing.
+    let (_, closed) =
+        edge_tests::client::raw(tls, &[0x16, 0x03, 0x01], Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    assert!(closed, "the node closes the connection");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "closed after {took:?}"
+    );
+    // Everyone else is still served.
+    let (reply, _) = TlsClient::trusting(&services.shop.pem)
+        .get(tls, "shop.tls.test", "/")
+        .await;
+    assert_eq!(reply.status, 200);
+    services.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_does_not_match_its_service_stops_the_start() {
+    let wrong = TestCertificate::generate(&["other.tls.test"]);
+    let mut config = NodeConfig::default();
+    config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.node.data_dir = tempfile::tempdir().expect("dir").keep();
+    let node = edge_node::Node::new(&config).expect("node");
+    let service = edge_config::ServiceConfig {
+        name: "hello".into(),
+        domains: vec!["shop.tls.test".into()],
+        module: rust_guest("hello"),
+        limits: Default::default(),
+        tenant: None,
+        backends: Default::default(),
+        certificate: Some(wrong.files.clone()),
+    };
+    let error = node
+        .install_services(&[service], std::path::Path::new("."))
+        .await
+        .expect_err("refused");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("the certificate does not cover \"shop.tls.test\""),
+        "{message}"
+    );
+}
