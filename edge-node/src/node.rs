@@ -241,20 +241,19 @@ impl Node {
         for service in &snapshot.services {
             if let Some(pem) = &service.certificate {
                 // The control plane checked it on upload; one that fails
-                // here (a node with other crypto support) is left out, and
-                // the service's clients get the default certificate.
-                match ServingCertificate::from_pem(
-                    pem,
-                    &service.spec.domains,
-                    &crate::tls::provider(),
-                ) {
+                // here is left out, and the service's clients get the
+                // default certificate. So does a domain added since the
+                // upload that the certificate does not cover.
+                match ServingCertificate::from_pem(pem, &[], &crate::tls::provider()) {
                     Ok(certificate) => {
                         for domain in &service.spec.domains {
-                            certificates.insert(domain, Arc::clone(&certificate.key));
+                            if certificate.covers(domain) {
+                                certificates.insert(domain, Arc::clone(&certificate.key));
+                            }
                         }
                     }
                     Err(e) => {
-                        tracing::error!(service = %service.name, "certificate not served: {e}")
+                        tracing::error!(service = %service.name, "certificate not served: {e}");
                     }
                 }
             }

@@ -9,6 +9,7 @@
 //!   long-poll that delivers them in order;
 //! - [`openapi`]: the OpenAPI document of all of it.
 
+pub mod certificates;
 pub mod nodes;
 pub mod openapi;
 pub mod purges;
@@ -96,6 +97,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(tenants::router())
         .merge(services::router())
+        .merge(certificates::router())
         .merge(nodes::router())
         .merge(purges::router())
         .route("/openapi.json", get(openapi::document))

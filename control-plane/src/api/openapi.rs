@@ -48,6 +48,24 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ("get", "/v1/services/{service}", "Show a service", "tenant"),
     (
         "put",
+        "/v1/services/{service}/certificate",
+        "Upload the service's TLS certificate: {\"cert_pem\", \"key_pem\"}; checked, then sent to every node",
+        "tenant",
+    ),
+    (
+        "get",
+        "/v1/services/{service}/certificate",
+        "Show the service's certificate fingerprint (never the key)",
+        "tenant",
+    ),
+    (
+        "delete",
+        "/v1/services/{service}/certificate",
+        "Remove the service's certificate (its clients get the node's default)",
+        "tenant",
+    ),
+    (
+        "put",
         "/v1/services/{service}",
         "Replace a service's spec (effective from the next version)",
         "tenant",

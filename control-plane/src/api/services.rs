@@ -91,7 +91,7 @@ async fn list(
 }
 
 /// The caller's service, or 404 whether it is missing or another tenant's.
-async fn own_service(
+pub(super) async fn own_service(
     state: &AppState,
     caller: &TenantCaller,
     name: &str,

@@ -1,7 +1,7 @@
 //! `edgectl`, the tenant CLI: log in once, create services, deploy a guest
 //! (built from source or a ready .wasm), list versions, roll back, read
-//! usage, purge the edge cache; operators also create tenants and list
-//! nodes.
+//! usage, upload TLS certificates, purge the edge cache; operators also
+//! create tenants and list nodes.
 //!
 //! Credentials live in `$EDGECTL_CONFIG`, or `~/.config/edgectl/config.json`
 //! (mode 0600).
@@ -46,6 +46,11 @@ enum Command {
     Service {
         #[command(subcommand)]
         command: ServiceCommand,
+    },
+    /// Manage a service's TLS certificate.
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
     },
     /// Build (or take) a component, upload it, activate it, print its URL.
     Deploy {
@@ -105,6 +110,24 @@ enum ServiceCommand {
     },
     /// List your services.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum CertificateCommand {
+    /// Upload a certificate chain and its key (PEM files); it replaces the
+    /// service's certificate on every node.
+    Upload {
+        service: String,
+        /// The certificate chain, leaf first.
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Show the service's certificate fingerprint.
+    Show { service: String },
+    /// Remove the service's certificate.
+    Remove { service: String },
 }
 
 fn parse_backend(value: &str) -> Result<(String, String), String> {
@@ -203,6 +226,16 @@ impl Api {
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}{path}", self.url)).json(&body))
+            .await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(self.http.put(format!("{}{path}", self.url)).json(&body))
+            .await
+    }
+
+    async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.delete(format!("{}{path}", self.url)))
             .await
     }
 
@@ -316,6 +349,37 @@ async fn deploy(
     for domain in details["spec"]["domains"].as_array().into_iter().flatten() {
         if let Some(domain) = domain.as_str() {
             println!("  http://{domain}/");
+        }
+    }
+    Ok(())
+}
+
+async fn certificate(command: CertificateCommand) -> anyhow::Result<()> {
+    let api = Api::logged_in()?;
+    match command {
+        CertificateCommand::Upload { service, cert, key } => {
+            let read = |path: &PathBuf| {
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+            };
+            let body = json!({"cert_pem": read(&cert)?, "key_pem": read(&key)?});
+            let info = api
+                .put(&format!("/v1/services/{service}/certificate"), body)
+                .await?;
+            println!(
+                "certificate {} uploaded for {service}",
+                info["fingerprint_sha256"].as_str().unwrap_or("?")
+            );
+        }
+        CertificateCommand::Show { service } => {
+            let info = api
+                .get(&format!("/v1/services/{service}/certificate"))
+                .await?;
+            println!("{}", info["fingerprint_sha256"].as_str().unwrap_or("?"));
+        }
+        CertificateCommand::Remove { service } => {
+            api.delete(&format!("/v1/services/{service}/certificate"))
+                .await?;
+            println!("certificate of {service} removed");
         }
     }
     Ok(())
@@ -468,6 +532,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ],
             );
         }
+        Command::Certificate { command } => certificate(command).await?,
         Command::Purge {
             url,
             surrogate_key,

@@ -96,4 +96,17 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE tenants ADD COLUMN allow_private_backends BIGINT NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        3,
+        &[
+            // One TLS certificate per service, sent to nodes in the snapshot.
+            "CREATE TABLE certificates (
+                service_id TEXT PRIMARY KEY REFERENCES services(id),
+                cert_pem TEXT NOT NULL,
+                key_pem TEXT NOT NULL,
+                fingerprint_sha256 TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            )",
+        ],
+    ),
 ];

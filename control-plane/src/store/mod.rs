@@ -7,6 +7,7 @@
 //! snapshot version it bumps) is one transaction. SQLite runs in WAL mode with
 //! `synchronous=FULL`, so a commit that returned is on disk.
 
+pub mod certificates;
 pub mod migrations;
 pub mod purges;
 
@@ -535,9 +536,11 @@ impl Store {
             .map_err(db("reading the snapshot version"))?
             .get(0);
         let rows = sqlx::query(
-            "SELECT t.name, s.name, v.number, v.module_sha256, v.spec FROM services s \
+            "SELECT t.name, s.name, v.number, v.module_sha256, v.spec, c.cert_pem, c.key_pem \
+             FROM services s \
              JOIN tenants t ON t.id = s.tenant_id \
              JOIN versions v ON v.service_id = s.id AND v.number = s.active_version \
+             LEFT JOIN certificates c ON c.service_id = s.id \
              ORDER BY t.name, s.name",
         )
         .fetch_all(&mut *tx)
@@ -555,7 +558,7 @@ impl Store {
                     version: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
                     module_sha256: row.get(3),
                     spec: spec_from(&row.get::<String, _>(4))?,
-                    certificate: None,
+                    certificate: certificates::from_columns(row.get(5), row.get(6)),
                 })
             })
             .collect::<Result<_, StoreError>>()?;

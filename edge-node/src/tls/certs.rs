@@ -39,6 +39,29 @@ pub struct ServingCertificate {
 }
 
 impl ServingCertificate {
+    /// The leaf certificate (DER).
+    fn leaf(&self) -> Option<&CertificateDer<'static>> {
+        self.key.cert.first()
+    }
+
+    /// Whether the certificate is valid for `domain` (see [`covers`]).
+    pub fn covers(&self, domain: &str) -> bool {
+        self.leaf()
+            .and_then(|leaf| webpki::EndEntityCert::try_from(leaf).ok())
+            .is_some_and(|parsed| covers(&parsed, domain))
+    }
+
+    /// sha256 of the leaf certificate, hex: how a tenant tells certificates
+    /// apart without seeing any key material.
+    pub fn fingerprint_sha256(&self) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(
+            self.leaf().map_or(&[][..], |leaf| leaf.as_ref()),
+        ))
+    }
+}
+
+impl ServingCertificate {
     /// Parses `pem`, checks that the key matches the leaf certificate and
     /// that the certificate covers every one of `domains`.
     pub fn from_pem(
