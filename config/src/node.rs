@@ -75,7 +75,14 @@ pub struct NodeSection {
     pub admin_listen: SocketAddr,
     /// Compiled artifacts and their manifests live here.
     pub data_dir: PathBuf,
+    /// On SIGTERM, how long requests in flight get to finish before their
+    /// connections are cut.
+    pub drain_grace_ms: u64,
 }
+
+/// Long enough for ordinary requests and streamed responses to finish;
+/// short enough for a rolling restart.
+pub const DEFAULT_DRAIN_GRACE_MS: u64 = 30_000;
 
 impl Default for NodeSection {
     fn default() -> Self {
@@ -83,6 +90,7 @@ impl Default for NodeSection {
             listen: parse_default_addr(DEFAULT_LISTEN),
             admin_listen: parse_default_addr(DEFAULT_ADMIN_LISTEN),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            drain_grace_ms: DEFAULT_DRAIN_GRACE_MS,
         }
     }
 }
@@ -115,6 +123,12 @@ impl NodeConfig {
         self.sandbox.validate("sandbox", &mut errors);
         self.cache.validate("cache", &mut errors);
         self.tls.validate("tls", &mut errors);
+        errors.check_range(
+            "node.drain_grace_ms",
+            self.node.drain_grace_ms,
+            0,
+            3_600_000,
+        );
         if let Some(tls) = self.tls.listen
             && tls.port() != 0
             && (tls == self.node.listen || tls == self.node.admin_listen)

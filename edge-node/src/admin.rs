@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics` (Prometheus text format) and `/healthz`.
+//! The admin listener: `/metrics` (Prometheus text format) and `/healthz`
+//! (the lifecycle phase; 200 only while serving).
 //! It binds to loopback by default: metrics name every service on the node.
 
 use std::convert::Infallible;
@@ -49,7 +50,16 @@ fn route(node: &NodeInner, request: &Request<Incoming>) -> Response<Full<Bytes>>
             "text/plain; version=0.0.4",
             node.metrics.render(),
         ),
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        // 200 only while serving: a draining node must get no new traffic.
+        "/healthz" => {
+            let phase = node.lifecycle.phase();
+            let status = if phase == crate::lifecycle::Phase::Serving {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, "text/plain", format!("{}\n", phase.as_str()))
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

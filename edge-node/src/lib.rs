@@ -39,6 +39,7 @@ pub mod backend;
 pub mod cache;
 pub mod error;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod modules;
 pub mod node;

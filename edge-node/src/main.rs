@@ -108,7 +108,9 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -177,6 +179,8 @@ fn local_backends(
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Before anything listens: a signal during start-up drains too.
+    let mut signals = Signals::new()?;
     let (mut config, base_dir) = match &args.config {
         Some(path) => (load_config(path)?, config_dir(path)),
         None => (NodeConfig::default(), PathBuf::from(".")),
@@ -224,12 +228,43 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("and on https://{tls_addr}");
     }
     println!("metrics on http://{}/metrics", running.admin_addr);
-    running_until_stopped().await;
+    signals.next().await;
+    tracing::info!("draining; a second signal cuts what is still open");
+    let grace = std::time::Duration::from_millis(config.node.drain_grace_ms);
+    let report = running.drain(grace, signals.next()).await;
     if let Some(follower) = follower {
         follower.stop().await;
     }
-    running.shutdown().await;
+    if report.cut_connections > 0 {
+        tracing::warn!(
+            cut_connections = report.cut_connections,
+            "stopped with connections cut"
+        );
+    }
     Ok(())
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), one after the other.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 /// A self-signed certificate for `localhost`, 127.0.0.1 and ::1, saved in
@@ -260,22 +295,4 @@ fn development_certificate(data_dir: &Path) -> anyhow::Result<edge_config::Certi
         .with_context(|| format!("writing {}", files.cert.display()))?;
     tracing::info!(cert = %files.cert.display(), "made a development certificate");
     Ok(files)
-}
-
-async fn running_until_stopped() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let sigterm = async {
-        match terminate.as_mut() {
-            Some(signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = sigterm => {}
-    }
-    tracing::info!("stopping");
 }

@@ -6,7 +6,8 @@
 
 use prometheus::{CounterVec, Encoder, TextEncoder};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// The service label of requests that match no service.
@@ -43,6 +44,9 @@ pub struct Metrics {
     /// Backend requests through the HTTP cache, by outcome (hit, miss,
     /// revalidated, stale, pass, collapsed).
     pub http_cache_requests: IntCounterVec,
+    /// 1 for the node's current phase (starting, serving, draining,
+    /// stopped), 0 for the others.
+    pub node_phase: IntGaugeVec,
 }
 
 impl Metrics {
@@ -123,9 +127,18 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("valid metric"),
+            node_phase: IntGaugeVec::new(
+                Opts::new(
+                    "edge_node_phase",
+                    "1 for the node's current lifecycle phase",
+                ),
+                &["phase"],
+            )
+            .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+            Box::new(metrics.node_phase.clone()),
             Box::new(metrics.http_cache_requests.clone()),
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),

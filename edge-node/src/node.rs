@@ -17,6 +17,7 @@ use crate::backend::OriginClients;
 use crate::backend::outbound::OutboundContext;
 use crate::cache::HttpCache;
 use crate::cache::guest_api::GuestCache;
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::metrics::Metrics;
 use crate::modules::{ArtifactStore, ModuleCache, ModuleHash};
 use crate::routing::{Router, RoutingTable, Service};
@@ -38,6 +39,9 @@ pub struct NodeInner {
     pub(crate) cache: Arc<HttpCache>,
     pub(crate) origin_clients: OriginClients,
     pub(crate) tls: Option<TlsListener>,
+    pub(crate) lifecycle: Lifecycle,
+    /// How long a drain lets requests in flight finish.
+    pub(crate) drain_grace: std::time::Duration,
 }
 
 /// The HTTPS listener's address and settings, and the certificates it serves.
@@ -97,6 +101,7 @@ impl Node {
             &config.cache,
             metrics.http_cache_requests.clone(),
         ));
+        let lifecycle = Lifecycle::new(metrics.node_phase.clone());
         let tls = match config.tls.listen {
             Some(listen) => Some(TlsListener::new(config, listen)?),
             None => None,
@@ -117,6 +122,8 @@ impl Node {
                 request_ids: RequestIds::new(),
                 usage: UsageMeter::default(),
                 tls,
+                lifecycle,
+                drain_grace: std::time::Duration::from_millis(config.node.drain_grace_ms),
             }),
         })
     }
@@ -335,18 +342,12 @@ impl Node {
             .map(TcpListener::local_addr)
             .transpose()?;
         let (shutdown, stop) = watch::channel(false);
-        let mut tasks = vec![
-            tokio::spawn(crate::http::server::serve(
-                listener,
-                Arc::clone(&self.inner),
-                stop.clone(),
-            )),
-            tokio::spawn(crate::admin::serve(
-                admin_listener,
-                Arc::clone(&self.inner),
-                stop.clone(),
-            )),
-        ];
+        let (admin_shutdown, admin_stop) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(crate::http::server::serve(
+            listener,
+            Arc::clone(&self.inner),
+            stop.clone(),
+        ))];
         if let Some(listener) = tls_listener {
             tasks.push(tokio::spawn(crate::http::server::serve_tls(
                 listener,
@@ -354,13 +355,22 @@ impl Node {
                 stop,
             )));
         }
+        // The admin listener outlives the drain, so operators can watch it.
+        let admin = tokio::spawn(crate::admin::serve(
+            admin_listener,
+            Arc::clone(&self.inner),
+            admin_stop,
+        ));
+        self.inner.lifecycle.enter(Phase::Serving);
         tracing::info!(%addr, %admin_addr, ?tls_addr, "edge node serving");
         Ok(RunningNode {
             addr,
             admin_addr,
             tls_addr,
             shutdown,
+            admin_shutdown,
             tasks,
+            admin,
             node: self.clone(),
         })
     }
@@ -376,8 +386,18 @@ pub struct RunningNode {
     /// The HTTPS listener (HTTP/1.1 and HTTP/2 over TLS), when configured.
     pub tls_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
+    admin_shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    admin: JoinHandle<()>,
     node: Node,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Connections still open when the grace period ended or the drain was
+    /// cut short, and closed by force.
+    pub cut_connections: usize,
 }
 
 impl RunningNode {
@@ -385,12 +405,49 @@ impl RunningNode {
         &self.node
     }
 
-    /// Stops accepting, lets open connections finish (bounded), and returns.
-    pub async fn shutdown(self) {
+    /// Drains with the configured grace period (`node.drain_grace_ms`).
+    pub async fn shutdown(self) -> DrainReport {
+        let grace = self.node.inner.drain_grace;
+        self.drain(grace, std::future::pending()).await
+    }
+
+    /// Stops accepting (new connections are refused), sends GOAWAY on
+    /// HTTP/2 and closes HTTP/1.1 connections after their response, and
+    /// waits for requests in flight to finish, for at most `grace` or until
+    /// `cut_now` resolves (a second signal). What is still open then is
+    /// cut, and counted in the report.
+    pub async fn drain(
+        self,
+        grace: std::time::Duration,
+        cut_now: impl Future<Output = ()>,
+    ) -> DrainReport {
+        let lifecycle = &self.node.inner.lifecycle;
+        lifecycle.enter(Phase::Draining);
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        let mut tasks = self.tasks;
+        let finished = futures::future::join_all(tasks.iter_mut());
+        let mut cut_connections = 0;
+        tokio::select! {
+            _ = finished => {}
+            () = tokio::time::sleep(grace) => {
+                cut_connections = lifecycle.cut_connections();
+                tracing::warn!(cut_connections, ?grace, "drain grace period over: cutting connections");
+            }
+            () = cut_now => {
+                cut_connections = lifecycle.cut_connections();
+                tracing::warn!(cut_connections, "drain cut short: cutting connections");
+            }
         }
+        for task in tasks {
+            if !task.is_finished() {
+                let _ = task.await;
+            }
+        }
+        lifecycle.enter(Phase::Stopped);
+        let _ = self.admin_shutdown.send(true);
+        let _ = self.admin.await;
+        tracing::info!(cut_connections, "node stopped");
+        DrainReport { cut_connections }
     }
 }
 

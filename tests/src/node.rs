@@ -108,6 +108,11 @@ impl TestNode {
             .try_init();
         let data_dir = tempfile::tempdir().expect("temp dir");
         config.node.data_dir = data_dir.path().join("data");
+        // Tests that leave a slow client open should not wait the full
+        // production grace period when they stop the node.
+        if config.node.drain_grace_ms == edge_config::node::DEFAULT_DRAIN_GRACE_MS {
+            config.node.drain_grace_ms = 2_000;
+        }
         let mut service_configs = Vec::new();
         for (i, service) in services.into_iter().enumerate() {
             let module = match service.module {

@@ -24,8 +24,6 @@ const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// Streams the server may reset for a client's errors before closing the
 /// connection (CVE-2024-27316 family).
 const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
-/// Time given to open connections to finish when the node stops.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The hyper connection builder with the node's protocol limits.
 pub fn connection_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
@@ -53,7 +51,7 @@ pub fn connection_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
 }
 
 /// Accepts cleartext connections (HTTP/1.1 and h2c) until `shutdown` turns
-/// true, then gives open connections [`SHUTDOWN_GRACE`] to finish.
+/// true, then drains (see [`accept_loop`]).
 pub async fn serve(listener: TcpListener, node: Arc<NodeInner>, shutdown: watch::Receiver<bool>) {
     accept_loop(listener, node, shutdown, |stream, _node| async move {
         Some(TokioIo::new(stream))
@@ -89,6 +87,11 @@ pub async fn serve_tls(
 /// The accept loop both listeners share. `secure` turns an accepted stream
 /// into the one HTTP runs over (or drops it); it runs in the connection's
 /// task so a slow handshake never holds up accepting.
+///
+/// When `shutdown` turns true the listener closes (new connections are
+/// refused), HTTP/2 connections get GOAWAY and HTTP/1.1 ones close after
+/// their response in flight, and this returns once every connection has
+/// ended, or has been cut by the lifecycle's cut signal.
 async fn accept_loop<S, F, Io>(
     listener: TcpListener,
     node: Arc<NodeInner>,
@@ -121,7 +124,10 @@ async fn accept_loop<S, F, Io>(
         // Taken before the handshake, so a drain waits for it too.
         let watcher = graceful.watcher();
         let secure = Arc::clone(&secure);
+        let open = node.lifecycle.connection_opened();
+        let mut cut = node.lifecycle.cut_signal();
         tokio::spawn(async move {
+            let _open = open;
             let Some(io) = secure(stream, Arc::clone(&node)).await else {
                 return;
             };
@@ -130,16 +136,16 @@ async fn accept_loop<S, F, Io>(
                 async move { Ok::<_, Infallible>(pipeline::handle(&node, request).await) }
             });
             let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                _ = cut.wait_for(|cut| *cut) => {
+                    tracing::debug!(%peer, "connection cut at the end of the drain");
+                }
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the shutdown grace period");
-    }
+    graceful.shutdown().await;
 }

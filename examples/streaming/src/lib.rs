@@ -2,6 +2,8 @@
 //! bytes each, flushing after every chunk, so the client receives the body
 //! while the handler is still producing it. Chunk `i` is filled with the
 //! letter `b'a' + i % 26`, so a client can check order and completeness.
+//! `?delay_ms=D` waits D ms before each chunk after the first: a slow
+//! producer (waiting costs no CPU budget).
 
 use std::io::Write;
 
@@ -10,8 +12,12 @@ use edge_sdk::{Request, Response};
 fn stream(req: Request) -> Response {
     let chunks: usize = req.query_param("chunks").and_then(|v| v.parse().ok()).unwrap_or(10);
     let size: usize = req.query_param("size").and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let delay: u64 = req.query_param("delay_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
     Response::streaming(200, move |body| {
         for i in 0..chunks {
+            if i > 0 && delay > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(delay));
+            }
             let letter = b'a' + (i % 26) as u8;
             body.write_all(&vec![letter; size])?;
             body.flush()?;
