@@ -30,5 +30,5 @@ pub use backend::{BackendCache, BackendSpec};
 pub use limits::{CacheLimits, HttpLimits, SandboxLimits, ServiceLimits};
 pub use node::{NodeConfig, NodeSection};
 pub use service::ServiceConfig;
-pub use tls::{CertificateFiles, CertificatePem, TlsSection};
+pub use tls::{CertificateFiles, CertificatePem, Http3Section, TlsSection};
 pub use validate::{ConfigError, ConfigErrors};

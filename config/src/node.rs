@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{CacheLimits, HttpLimits, SandboxLimits};
 use crate::service::ServiceConfig;
-use crate::tls::TlsSection;
+use crate::tls::{Http3Section, TlsSection};
 use crate::validate::ConfigErrors;
 
 /// Where the node listens by default: the public listener on all interfaces
@@ -28,6 +28,7 @@ pub struct NodeConfig {
     pub sandbox: SandboxLimits,
     pub cache: CacheLimits,
     pub tls: TlsSection,
+    pub http3: Http3Section,
     /// Services served from this file. The control plane feeds the same
     /// routing table at run time.
     #[serde(rename = "service")]
@@ -123,6 +124,7 @@ impl NodeConfig {
         self.sandbox.validate("sandbox", &mut errors);
         self.cache.validate("cache", &mut errors);
         self.tls.validate("tls", &mut errors);
+        self.http3.validate("http3", &mut errors);
         errors.check_range(
             "node.drain_grace_ms",
             self.node.drain_grace_ms,

@@ -21,6 +21,69 @@ pub const DEFAULT_TLS_SESSION_CACHE_ENTRIES: u64 = 4_096;
 /// Largest certificate chain or key accepted, in PEM.
 pub const MAX_CERTIFICATE_PEM_BYTES: usize = 64 * 1024;
 
+/// Streams a client may have open on one HTTP/3 connection.
+pub const DEFAULT_H3_MAX_CONCURRENT_STREAMS: u64 = 100;
+/// A QUIC connection with no traffic for this long is closed.
+pub const DEFAULT_H3_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// QUIC connections open at once; more are refused.
+pub const DEFAULT_H3_MAX_CONNECTIONS: u64 = 10_000;
+/// Beyond this many open QUIC connections, a new client must first prove
+/// its address with a Retry round trip: spoofed floods cost us nothing.
+pub const DEFAULT_H3_RETRY_ABOVE_CONNECTIONS: u64 = 1_000;
+
+/// `[http3]` in the node's config: HTTP/3 over QUIC on the TLS listener's
+/// port (UDP), with the same certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http3Section {
+    pub enabled: bool,
+    pub max_concurrent_streams: u64,
+    pub idle_timeout_ms: u64,
+    pub max_connections: u64,
+    pub retry_above_connections: u64,
+}
+
+impl Default for Http3Section {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_concurrent_streams: DEFAULT_H3_MAX_CONCURRENT_STREAMS,
+            idle_timeout_ms: DEFAULT_H3_IDLE_TIMEOUT_MS,
+            max_connections: DEFAULT_H3_MAX_CONNECTIONS,
+            retry_above_connections: DEFAULT_H3_RETRY_ABOVE_CONNECTIONS,
+        }
+    }
+}
+
+impl Http3Section {
+    pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
+        errors.check_range(
+            format!("{path}.max_concurrent_streams"),
+            self.max_concurrent_streams,
+            1,
+            10_000,
+        );
+        errors.check_range(
+            format!("{path}.idle_timeout_ms"),
+            self.idle_timeout_ms,
+            1_000,
+            600_000,
+        );
+        errors.check_range(
+            format!("{path}.max_connections"),
+            self.max_connections,
+            1,
+            10_000_000,
+        );
+        errors.check_range(
+            format!("{path}.retry_above_connections"),
+            self.retry_above_connections,
+            0,
+            self.max_connections,
+        );
+    }
+}
+
 /// `[tls]` in the node's config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

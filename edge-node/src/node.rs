@@ -51,6 +51,10 @@ pub(crate) struct TlsListener {
     pub(crate) config: Arc<rustls::ServerConfig>,
     pub(crate) resolver: Arc<SniResolver>,
     pub(crate) handshake_timeout: std::time::Duration,
+    /// HTTP/3 on the same port (UDP), when enabled.
+    pub(crate) http3: Option<(edge_config::Http3Section, Arc<rustls::ServerConfig>)>,
+    /// `Alt-Svc` for responses over TCP, once the HTTP/3 port is known.
+    pub(crate) alt_svc: std::sync::OnceLock<http::HeaderValue>,
 }
 
 impl TlsListener {
@@ -65,11 +69,19 @@ impl TlsListener {
         let default = ServingCertificate::from_pem(&default, &[], &crate::tls::provider())
             .context("tls.default_certificate")?;
         let resolver = Arc::new(SniResolver::new(default.key));
+        let http3 = if config.http3.enabled {
+            let quic = crate::tls::quic_server_config(section, Arc::clone(&resolver))?;
+            Some((config.http3.clone(), quic))
+        } else {
+            None
+        };
         Ok(Self {
             listen,
             config: crate::tls::server_config(section, Arc::clone(&resolver))?,
             resolver,
             handshake_timeout: std::time::Duration::from_millis(section.handshake_timeout_ms),
+            http3,
+            alt_svc: std::sync::OnceLock::new(),
         })
     }
 }
@@ -348,10 +360,29 @@ impl Node {
             Arc::clone(&self.inner),
             stop.clone(),
         ))];
+        let mut h3_addr = None;
         if let Some(listener) = tls_listener {
             tasks.push(tokio::spawn(crate::http::server::serve_tls(
                 listener,
                 Arc::clone(&self.inner),
+                stop.clone(),
+            )));
+        }
+        if let (Some(tls), Some(tcp_addr)) = (&self.inner.tls, tls_addr)
+            && let Some((section, quic)) = &tls.http3
+        {
+            let endpoint = crate::http::h3::endpoint(tcp_addr, Arc::clone(quic), section)
+                .with_context(|| format!("binding HTTP/3 (UDP) on {tcp_addr}"))?;
+            let addr = endpoint.local_addr()?;
+            h3_addr = Some(addr);
+            let _ = tls.alt_svc.set(http::HeaderValue::from_str(&format!(
+                "h3=\":{}\"; ma=86400",
+                addr.port()
+            ))?);
+            tasks.push(tokio::spawn(crate::http::h3::serve(
+                endpoint,
+                Arc::clone(&self.inner),
+                section.clone(),
                 stop,
             )));
         }
@@ -367,6 +398,7 @@ impl Node {
             addr,
             admin_addr,
             tls_addr,
+            h3_addr,
             shutdown,
             admin_shutdown,
             tasks,
@@ -385,6 +417,8 @@ pub struct RunningNode {
     pub admin_addr: SocketAddr,
     /// The HTTPS listener (HTTP/1.1 and HTTP/2 over TLS), when configured.
     pub tls_addr: Option<SocketAddr>,
+    /// HTTP/3 (UDP, the TLS listener's port), when enabled.
+    pub h3_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     admin_shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,

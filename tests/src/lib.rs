@@ -8,11 +8,13 @@
 //! - [`origin`]: a test origin that counts what it receives.
 //! - [`client`]: one-shot HTTP/1.1 and HTTP/2 requests, and raw TCP.
 //! - [`tls`]: self-signed certificates and an in-process rustls client.
+//! - [`h3`]: an in-process HTTP/3 client (quinn + h3).
 //! - [`bench`]: the hello guests the in-process benchmarks compare.
 
 pub mod bench;
 pub mod client;
 pub mod guests;
+pub mod h3;
 pub mod hostile;
 pub mod node;
 pub mod origin;

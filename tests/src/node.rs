@@ -83,6 +83,8 @@ pub struct TestNode {
     pub admin_addr: SocketAddr,
     /// The HTTPS listener, when the config asked for one.
     pub tls_addr: Option<SocketAddr>,
+    /// HTTP/3 (UDP), on the HTTPS listener's port.
+    pub h3_addr: Option<SocketAddr>,
     pub data_dir: tempfile::TempDir,
     running: RunningNode,
 }
@@ -144,6 +146,7 @@ impl TestNode {
             addr: running.addr,
             admin_addr: running.admin_addr,
             tls_addr: running.tls_addr,
+            h3_addr: running.h3_addr,
             data_dir,
             running,
         }

@@ -7,21 +7,20 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 /// Streams the client's body to the guest. Past `limit` bytes the guest's
 /// read fails with `HTTP-request-body-size` and `exceeded` is set, so that
 /// the client gets 413 when the guest does not answer.
 #[derive(Debug)]
-pub struct LimitedBody {
-    inner: Incoming,
+pub struct LimitedBody<B> {
+    inner: B,
     remaining: u64,
     limit: u64,
     exceeded: Arc<AtomicBool>,
 }
 
-impl LimitedBody {
-    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+impl<B> LimitedBody<B> {
+    pub fn new(inner: B, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
         Self {
             inner,
             remaining: limit,
@@ -31,7 +30,11 @@ impl LimitedBody {
     }
 }
 
-impl Body for LimitedBody {
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 

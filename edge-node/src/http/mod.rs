@@ -7,5 +7,6 @@
 //! - [`body`]: the request body as the guest reads it, with its size limit.
 
 pub mod body;
+pub mod h3;
 pub mod pipeline;
 pub mod server;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, header};
-use hyper::body::Incoming;
+use http_body::Body;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::body::{LimitedBody, MeteredBody};
@@ -21,7 +21,14 @@ use crate::sandbox::{GuestIdentity, GuestReport};
 use crate::usage::ServiceCounters;
 
 /// Handles one request. Never fails: every problem becomes a response.
-pub async fn handle(node: &NodeInner, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+///
+/// The same for every protocol: `B` is hyper's body for HTTP/1.1 and
+/// HTTP/2, and the QUIC stream's for HTTP/3.
+pub async fn handle<B>(node: &NodeInner, request: Request<B>) -> Response<HyperOutgoingBody>
+where
+    B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     let started = Instant::now();
     let request_id: Arc<str> = node.request_ids.next().into();
     // Usage is counted for routed requests only: a refused one belongs to
@@ -62,9 +69,9 @@ pub async fn handle(node: &NodeInner, request: Request<Incoming>) -> Response<Hy
 }
 
 /// The checks that need only the request head.
-fn admit_and_route(
+fn admit_and_route<B>(
     node: &NodeInner,
-    request: &Request<Incoming>,
+    request: &Request<B>,
 ) -> Result<(Arc<Service>, crate::admission::AdmissionPermit), EdgeError> {
     let limits = &node.http_limits;
     let uri_bytes = request
@@ -113,14 +120,18 @@ fn refuse(metrics: &Metrics, error: EdgeError) -> EdgeError {
     error
 }
 
-async fn run_guest(
+async fn run_guest<B>(
     node: &NodeInner,
     service: &Arc<Service>,
-    request: Request<Incoming>,
+    request: Request<B>,
     request_id: &Arc<str>,
     permit: crate::admission::AdmissionPermit,
     usage: &Arc<ServiceCounters>,
-) -> Result<Response<HyperOutgoingBody>, EdgeError> {
+) -> Result<Response<HyperOutgoingBody>, EdgeError>
+where
+    B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     let body_limit = service.limits.max_request_body_bytes;
     let declared_length = request
         .headers()

@@ -53,9 +53,13 @@ pub fn connection_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
 /// Accepts cleartext connections (HTTP/1.1 and h2c) until `shutdown` turns
 /// true, then drains (see [`accept_loop`]).
 pub async fn serve(listener: TcpListener, node: Arc<NodeInner>, shutdown: watch::Receiver<bool>) {
-    accept_loop(listener, node, shutdown, |stream, _node| async move {
-        Some(TokioIo::new(stream))
-    })
+    accept_loop(
+        listener,
+        node,
+        shutdown,
+        false,
+        |stream, _node| async move { Some(TokioIo::new(stream)) },
+    )
     .await;
 }
 
@@ -66,7 +70,7 @@ pub async fn serve_tls(
     node: Arc<NodeInner>,
     shutdown: watch::Receiver<bool>,
 ) {
-    accept_loop(listener, node, shutdown, |stream, node| async move {
+    accept_loop(listener, node, shutdown, true, |stream, node| async move {
         let tls = node.tls.as_ref()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
         match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
@@ -84,7 +88,8 @@ pub async fn serve_tls(
     .await;
 }
 
-/// The accept loop both listeners share. `secure` turns an accepted stream
+/// The accept loop both listeners share. `advertise_h3` adds `Alt-Svc` to
+/// responses (TLS only: HTTP/3 is always encrypted). `secure` turns an accepted stream
 /// into the one HTTP runs over (or drops it); it runs in the connection's
 /// task so a slow handshake never holds up accepting.
 ///
@@ -96,6 +101,7 @@ async fn accept_loop<S, F, Io>(
     listener: TcpListener,
     node: Arc<NodeInner>,
     mut shutdown: watch::Receiver<bool>,
+    advertise_h3: bool,
     secure: S,
 ) where
     S: Fn(TcpStream, Arc<NodeInner>) -> F + Send + Sync + 'static,
@@ -133,14 +139,25 @@ async fn accept_loop<S, F, Io>(
             };
             let service = service_fn(move |request| {
                 let node = Arc::clone(&node);
-                async move { Ok::<_, Infallible>(pipeline::handle(&node, request).await) }
+                async move {
+                    let mut response = pipeline::handle(&node, request).await;
+                    // Tells clients HTTP/3 is on the same port.
+                    if advertise_h3
+                        && let Some(alt_svc) = node.tls.as_ref().and_then(|tls| tls.alt_svc.get())
+                    {
+                        response
+                            .headers_mut()
+                            .insert(http::header::ALT_SVC, alt_svc.clone());
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
             tokio::select! {
                 ended = connection => if let Err(e) = ended {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 },
-                _ = cut.wait_for(|cut| *cut) => {
+                () = crate::node::stopped(&mut cut) => {
                     tracing::debug!(%peer, "connection cut at the end of the drain");
                 }
             }

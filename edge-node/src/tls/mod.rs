@@ -25,7 +25,7 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The rustls server config of the HTTPS listener.
+/// The rustls server config of the HTTPS listener (TCP).
 pub fn server_config(
     section: &TlsSection,
     resolver: Arc<SniResolver>,
@@ -35,6 +35,26 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.session_storage = ServerSessionMemoryCache::new(
+        usize::try_from(section.session_cache_entries).unwrap_or(usize::MAX),
+    );
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    Ok(Arc::new(config))
+}
+
+/// The rustls config of HTTP/3: QUIC is TLS 1.3 only, ALPN `h3`, the same
+/// certificates. No 0-RTT: early data can be replayed, and a guest cannot
+/// tell.
+pub fn quic_server_config(
+    section: &TlsSection,
+    resolver: Arc<SniResolver>,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h3".to_vec()];
+    config.max_early_data_size = 0;
     config.session_storage = ServerSessionMemoryCache::new(
         usize::try_from(section.session_cache_entries).unwrap_or(usize::MAX),
     );

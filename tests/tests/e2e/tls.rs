@@ -211,3 +211,63 @@ async fn a_certificate_that_does_not_match_its_service_stops_the_start() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_serves_the_same_guests_with_the_same_certificates() {
+    let services = two_services(NodeConfig::default()).await;
+    let tls = services.node.tls_addr.expect("TLS listener");
+    let h3 = services.node.h3_addr.expect("HTTP/3");
+    assert_eq!(h3.port(), tls.port(), "HTTP/3 shares the TLS port");
+
+    // TCP responses advertise it.
+    let (reply, _) = TlsClient::trusting(&services.shop.pem)
+        .get(tls, "shop.tls.test", "/")
+        .await;
+    assert_eq!(
+        reply.header("alt-svc"),
+        Some(format!("h3=\":{}\"; ma=86400", h3.port()).as_str())
+    );
+
+    let reply = edge_tests::h3::send(
+        h3,
+        "shop.tls.test",
+        &services.shop.pem,
+        "GET",
+        "/",
+        Default::default(),
+    )
+    .await
+    .expect("HTTP/3 GET");
+    assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
+    assert!(reply.header("x-request-id").is_some());
+
+    // SNI picks blog's certificate; a request body streams to the guest.
+    let body = bytes::Bytes::from(vec![b'x'; 300_000]);
+    let reply = edge_tests::h3::send(
+        h3,
+        "api.blog.tls.test",
+        &services.blog.pem,
+        "POST",
+        "/upload",
+        body,
+    )
+    .await
+    .expect("HTTP/3 POST");
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    assert!(text.contains("authority: api.blog.tls.test"), "{text}");
+    assert!(text.contains("body-bytes: 300000"), "{text}");
+
+    // Blog's certificate is not shop's: the handshake fails.
+    let refused = edge_tests::h3::send(
+        h3,
+        "shop.tls.test",
+        &services.blog.pem,
+        "GET",
+        "/",
+        Default::default(),
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    services.node.shutdown().await;
+}

@@ -1,0 +1,239 @@
+//! HTTP/3: QUIC (quinn) on the TLS listener's port, UDP, with the same
+//! certificates and the same request path to the guest as TCP.
+//!
+//! Limits: concurrent streams and idle timeout per connection (QUIC
+//! transport parameters), `max_field_section_size` (h3's default is
+//! unlimited), the handshake timeout, a cap on open connections, and
+//! address validation (Retry) once many are open.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use edge_config::Http3Section;
+use h3::server::RequestStream;
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::pipeline;
+use crate::node::NodeInner;
+
+/// Builds the QUIC endpoint on `addr` (UDP).
+pub fn endpoint(
+    addr: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    section: &Http3Section,
+) -> anyhow::Result<quinn::Endpoint> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u64(section.max_concurrent_streams)?)
+        // The client's control stream and two QPACK streams, plus room for
+        // grease; request streams are bidirectional.
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(8))
+        .max_idle_timeout(Some(
+            Duration::from_millis(section.idle_timeout_ms).try_into()?,
+        ));
+    server.transport_config(Arc::new(transport));
+    Ok(quinn::Endpoint::server(server, addr)?)
+}
+
+/// Accepts QUIC connections until `shutdown` turns true; then new ones are
+/// refused, open ones get GOAWAY and finish their requests, and this
+/// returns when they have (or the lifecycle cut them).
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    node: Arc<NodeInner>,
+    section: Http3Section,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let open = Arc::new(AtomicU64::new(0));
+    let mut connections = JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+            () = crate::node::stopped(&mut shutdown) => break,
+        };
+        let count = open.load(Ordering::Acquire);
+        if count >= section.max_connections {
+            tracing::debug!(count, "QUIC connection refused: at the connection limit");
+            incoming.refuse();
+            continue;
+        }
+        if count >= section.retry_above_connections && !incoming.remote_address_validated() {
+            // Stateless: costs us one packet, the client one round trip.
+            let _ = incoming.retry();
+            continue;
+        }
+        let node = Arc::clone(&node);
+        let open = Arc::clone(&open);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            open.fetch_add(1, Ordering::AcqRel);
+            let _open = node.lifecycle.connection_opened();
+            connection(incoming, node, shutdown).await;
+            open.fetch_sub(1, Ordering::AcqRel);
+        });
+        // Reap finished connections as we go.
+        while connections.try_join_next().is_some() {}
+    }
+    // Stop taking new connections; the open ones drain.
+    endpoint.set_server_config(None);
+    while connections.join_next().await.is_some() {}
+    endpoint.close(quinn::VarInt::from_u32(0), b"shutting down");
+}
+
+async fn connection(
+    incoming: quinn::Incoming,
+    node: Arc<NodeInner>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(tls) = node.tls.as_ref() else {
+        return;
+    };
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            tracing::debug!(error = %e, "QUIC accept failed");
+            return;
+        }
+    };
+    let quic = match tokio::time::timeout(tls.handshake_timeout, connecting).await {
+        Ok(Ok(quic)) => quic,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "QUIC handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("QUIC handshake timed out");
+            return;
+        }
+    };
+    let peer = quic.remote_address();
+    let mut h3 = match h3::server::builder()
+        .max_field_section_size(node.http_limits.max_header_bytes)
+        .build::<_, Bytes>(h3_quinn::Connection::new(quic.clone()))
+        .await
+    {
+        Ok(h3) => h3,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "HTTP/3 connection setup failed");
+            return;
+        }
+    };
+    let mut cut = node.lifecycle.cut_signal();
+    let mut requests = JoinSet::new();
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            accepted = h3.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    let node = Arc::clone(&node);
+                    requests.spawn(async move {
+                        match resolver.resolve_request().await {
+                            Ok((request, stream)) => respond(&node, request, stream).await,
+                            Err(e) => tracing::debug!(%peer, error = %e, "HTTP/3 request refused"),
+                        }
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
+                    break;
+                }
+            },
+            () = crate::node::stopped(&mut shutdown), if !draining => {
+                // GOAWAY: no new requests, the accepted ones finish.
+                draining = true;
+                if h3.shutdown(0).await.is_err() {
+                    break;
+                }
+            }
+            () = crate::node::stopped(&mut cut) => {
+                requests.abort_all();
+                quic.close(quinn::VarInt::from_u32(0x0102), b"node stopping");
+                return;
+            }
+        }
+    }
+    tokio::select! {
+        _ = async { while requests.join_next().await.is_some() {} } => {}
+        () = crate::node::stopped(&mut cut) => requests.abort_all(),
+    }
+}
+
+/// Runs one request through the pipeline and streams the response back.
+async fn respond(
+    node: &NodeInner,
+    request: http::Request<()>,
+    stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+) {
+    let (mut send, recv) = stream.split();
+    let request = request.map(|()| H3Body { stream: recv });
+    let response = pipeline::handle(node, request).await;
+    let (parts, mut body) = response.into_parts();
+    if let Err(e) = send
+        .send_response(http::Response::from_parts(parts, ()))
+        .await
+    {
+        tracing::debug!(error = %e, "HTTP/3 response head not sent");
+        return;
+    }
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data()
+                    && let Err(e) = send.send_data(data).await
+                {
+                    tracing::debug!(error = %e, "HTTP/3 response body cut by the client");
+                    return;
+                }
+            }
+            Err(e) => {
+                // The guest failed mid-body: reset the stream, so the
+                // client never takes a truncated body for a whole one.
+                tracing::debug!(error = %e, "HTTP/3 response body failed");
+                send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return;
+            }
+        }
+    }
+    let _ = send.finish().await;
+}
+
+/// The client's request body, read from the QUIC stream as the guest asks.
+struct H3Body {
+    stream: RequestStream<h3_quinn::RecvStream, Bytes>,
+}
+
+impl Body for H3Body {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.stream.poll_recv_data(cx) {
+            Poll::Ready(Ok(Some(mut data))) => {
+                let bytes = data.copy_to_bytes(data.remaining());
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(
+                wasmtime_wasi_http::Error::InternalError(Some(format!("HTTP/3 request body: {e}"))),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! An in-process HTTP/3 client: quinn + h3, trusting one certificate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use edge_config::CertificatePem;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::client::Reply;
+
+/// Sends one request over a new HTTP/3 connection to `addr`, with
+/// `server_name` as SNI and `:authority`; reads the whole response.
+pub async fn send(
+    addr: SocketAddr,
+    server_name: &str,
+    trusted: &CertificatePem,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> Result<Reply, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(trusted.cert_pem.as_bytes()) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
+        .map_err(|e| e.to_string())?;
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .map_err(|e| e.to_string())?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let connection = endpoint
+        .connect(addr, server_name)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| format!("QUIC: {e}"))?;
+    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .map_err(|e| format!("h3: {e}"))?;
+    let drive = tokio::spawn(async move { driver.wait_idle().await });
+    let request = http::Request::builder()
+        .method(method)
+        .uri(format!("https://{server_name}{path}"))
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let mut stream = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    if !body.is_empty() {
+        stream
+            .send_data(body)
+            .await
+            .map_err(|e| format!("body: {e}"))?;
+    }
+    stream.finish().await.map_err(|e| format!("finish: {e}"))?;
+    let response = stream
+        .recv_response()
+        .await
+        .map_err(|e| format!("response: {e}"))?;
+    let mut bytes = Vec::new();
+    let mut body_error = None;
+    loop {
+        match stream.recv_data().await {
+            Ok(Some(mut chunk)) => {
+                let chunk = chunk.copy_to_bytes(chunk.remaining());
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                body_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(sender);
+    drive.abort();
+    endpoint.close(quinn::VarInt::from_u32(0), b"done");
+    Ok(Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: bytes,
+        body_error,
+    })
+}
