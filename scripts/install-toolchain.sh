@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing the project needs beyond a Rust
 # toolchain: the wasm32-wasip2 target that the Rust example guests are built
-# for, componentize-py (PyPI, into target/py-venv) for the Python one, and
-# PostgreSQL (Debian package) for the control plane's API suite.
+# for, componentize-py (PyPI, into target/py-venv) for the Python one,
+# aioquic (PyPI, same venv) as an independent HTTP/3 client, curl for
+# HTTP/1.1 and HTTP/2 over TLS, and PostgreSQL (Debian package) for the
+# control plane's API suite.
 # Idempotent: a second run only checks.
 #
 #   scripts/install-toolchain.sh          test prerequisites
@@ -38,6 +40,14 @@ else
   log "componentize-py $COMPONENTIZE_PY_VERSION present"
 fi
 
+AIOQUIC_VERSION="1.3.0"
+if ! "$venv/bin/python" -c "import aioquic, sys; sys.exit(aioquic.__version__ != '$AIOQUIC_VERSION')" 2>/dev/null; then
+  log "pip install aioquic==$AIOQUIC_VERSION into target/py-venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "aioquic==$AIOQUIC_VERSION"
+else
+  log "aioquic $AIOQUIC_VERSION present"
+fi
+
 apt_updated=0
 apt_install() {
   local sudo=""
@@ -49,6 +59,12 @@ apt_install() {
   fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null
 }
+
+if ! command -v curl >/dev/null 2>&1; then
+  apt_install curl ca-certificates
+else
+  log "curl present"
+fi
 
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt_install postgresql

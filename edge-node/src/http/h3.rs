@@ -122,6 +122,9 @@ async fn connection(
     let peer = quic.remote_address();
     let mut h3 = match h3::server::builder()
         .max_field_section_size(node.http_limits.max_header_bytes)
+        // A grease frame after the last DATA frame leaves some clients
+        // (aioquic) waiting for an end of stream they never report.
+        .send_grease(false)
         .build::<_, Bytes>(h3_quinn::Connection::new(quic.clone()))
         .await
     {
@@ -155,7 +158,14 @@ async fn connection(
             () = crate::node::stopped(&mut shutdown), if !draining => {
                 // GOAWAY: no new requests, the accepted ones finish.
                 draining = true;
-                if h3.shutdown(0).await.is_err() {
+                if h3.shutdown(0).await.is_err() || requests.is_empty() {
+                    break;
+                }
+            }
+            // Reaps finished requests; a draining connection closes after
+            // its last one.
+            Some(_) = requests.join_next() => {
+                if draining && requests.is_empty() {
                     break;
                 }
             }
@@ -170,6 +180,7 @@ async fn connection(
         _ = async { while requests.join_next().await.is_some() {} } => {}
         () = crate::node::stopped(&mut cut) => requests.abort_all(),
     }
+    quic.close(quinn::VarInt::from_u32(0x0100), b"");
 }
 
 /// Runs one request through the pipeline and streams the response back.

@@ -271,3 +271,32 @@ async fn http3_serves_the_same_guests_with_the_same_certificates() {
     assert!(refused.is_err(), "{refused:?}");
     services.node.shutdown().await;
 }
+
+/// aioquic, from target/py-venv (scripts/install-toolchain.sh).
+fn aioquic_python() -> std::path::PathBuf {
+    edge_tests::guests::repo_root().join("target/py-venv/bin/python")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_http3_client_fetches_from_the_node() {
+    let services = two_services(NodeConfig::default()).await;
+    let h3 = services.node.h3_addr.expect("HTTP/3");
+    let script = edge_tests::guests::repo_root().join("tests/clients/h3_get.py");
+    let output = tokio::process::Command::new(aioquic_python())
+        .arg(&script)
+        .args(["127.0.0.1", &h3.port().to_string(), "shop.tls.test", "/"])
+        .arg(&services.shop.files.cert)
+        .output()
+        .await
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], HELLO);
+    assert!(answer["headers"]["x-request-id"].is_string(), "{answer}");
+    services.node.shutdown().await;
+}
