@@ -24,6 +24,17 @@ const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// Streams the server may reset for a client's errors before closing the
 /// connection (CVE-2024-27316 family).
 const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Flow-control windows: how much a client may send before the guest reads.
+/// 1 MiB per stream lets one upload run at loopback speed; 4 MiB per
+/// connection bounds what 100 streams can make the node buffer.
+const H2_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+const H2_CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// Largest frame a client may send (the protocol's default).
+const H2_MAX_FRAME_BYTES: u32 = 16 * 1024;
+/// Response bytes buffered per stream before the guest's writes wait.
+const H2_MAX_SEND_BUFFER_BYTES: usize = 400 * 1024;
+/// A client that does not answer a keep-alive ping within this is gone.
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The hyper connection builder with the node's protocol limits.
 pub fn connection_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
@@ -45,8 +56,13 @@ pub fn connection_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
+        .adaptive_window(false)
+        .max_frame_size(H2_MAX_FRAME_BYTES)
+        .max_send_buf_size(H2_MAX_SEND_BUFFER_BYTES)
         .keep_alive_interval(Duration::from_millis(limits.keep_alive_idle_ms))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
     builder
 }
 

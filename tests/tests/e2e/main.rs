@@ -6,5 +6,6 @@ mod hostile;
 mod languages;
 mod limits;
 mod metrics;
+mod protocols;
 mod serving;
 mod tls;
