@@ -196,6 +196,12 @@ pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u64 = 100;
 /// sandbox's instance pool by default: a request beyond it could not get an
 /// instance anyway.
 pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: u64 = 1_000;
+/// Requests in flight for one tenant (all its services together): one
+/// tenant's burst cannot take every instance on the node.
+pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS_PER_TENANT: u64 = 500;
+/// Open client connections (TCP and QUIC) on the node. Beyond it a new
+/// connection is answered 503 with `Retry-After` and closed.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 20_000;
 /// Seconds a refused client is asked to wait (`Retry-After`).
 pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 1;
 
@@ -210,6 +216,8 @@ pub struct HttpLimits {
     pub keep_alive_idle_ms: u64,
     pub h2_max_concurrent_streams: u64,
     pub max_in_flight_requests: u64,
+    pub max_in_flight_requests_per_tenant: u64,
+    pub max_connections: u64,
     pub retry_after_seconds: u64,
 }
 
@@ -223,6 +231,8 @@ impl Default for HttpLimits {
             keep_alive_idle_ms: DEFAULT_KEEP_ALIVE_IDLE_MS,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             max_in_flight_requests: DEFAULT_MAX_IN_FLIGHT_REQUESTS,
+            max_in_flight_requests_per_tenant: DEFAULT_MAX_IN_FLIGHT_REQUESTS_PER_TENANT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             retry_after_seconds: DEFAULT_RETRY_AFTER_SECONDS,
         }
     }
@@ -272,6 +282,18 @@ impl HttpLimits {
             self.max_in_flight_requests,
             1,
             1_000_000,
+        );
+        errors.check_range(
+            format!("{path}.max_in_flight_requests_per_tenant"),
+            self.max_in_flight_requests_per_tenant,
+            1,
+            1_000_000,
+        );
+        errors.check_range(
+            format!("{path}.max_connections"),
+            self.max_connections,
+            1,
+            10_000_000,
         );
         errors.check_range(
             format!("{path}.retry_after_seconds"),

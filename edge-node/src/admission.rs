@@ -1,19 +1,30 @@
-//! Admission: a bound on requests in flight across the node.
+//! Admission: bounds on requests in flight, across the node and per tenant.
 //!
-//! A request beyond the bound is refused at once with 503 and `Retry-After`
+//! A request beyond a bound is refused at once with 503 and `Retry-After`
 //! rather than queued: a queue without a deadline turns overload into
-//! timeouts for everyone. The permit lives until the guest has finished,
-//! including a body it is still streaming.
+//! timeouts for everyone. The per-tenant bound keeps one tenant's burst
+//! from taking every instance on the node. The permit lives until the guest
+//! has finished, including a body it is still streaming.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use dashmap::DashMap;
 use prometheus::IntGauge;
+
+/// Which bound refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Node,
+    Tenant,
+}
 
 #[derive(Debug)]
 pub struct Admission {
     in_flight: Arc<AtomicU64>,
     max_in_flight: u64,
+    per_tenant: DashMap<Arc<str>, Arc<AtomicU64>>,
+    max_per_tenant: u64,
     gauge: IntGauge,
 }
 
@@ -21,28 +32,52 @@ pub struct Admission {
 #[derive(Debug)]
 pub struct AdmissionPermit {
     in_flight: Arc<AtomicU64>,
+    tenant: Arc<AtomicU64>,
     gauge: IntGauge,
 }
 
+/// Takes one slot of `counter` if it is under `max`.
+fn take(counter: &AtomicU64, max: u64) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
 impl Admission {
-    pub fn new(max_in_flight: u64, gauge: IntGauge) -> Self {
+    pub fn new(max_in_flight: u64, max_per_tenant: u64, gauge: IntGauge) -> Self {
         Self {
             in_flight: Arc::new(AtomicU64::new(0)),
             max_in_flight,
+            per_tenant: DashMap::new(),
+            max_per_tenant,
             gauge,
         }
     }
 
-    /// A permit, or `None` when the node is at its limit.
-    pub fn try_admit(&self) -> Option<AdmissionPermit> {
-        self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_in_flight).then_some(n + 1)
-            })
-            .ok()?;
+    /// A permit for one of `tenant`'s requests, or which bound is full.
+    pub fn try_admit(&self, tenant: &Arc<str>) -> Result<AdmissionPermit, Refusal> {
+        let counter = match self.per_tenant.get(tenant) {
+            Some(counter) => Arc::clone(&counter),
+            None => Arc::clone(
+                self.per_tenant
+                    .entry(Arc::clone(tenant))
+                    .or_default()
+                    .value(),
+            ),
+        };
+        if !take(&counter, self.max_per_tenant) {
+            return Err(Refusal::Tenant);
+        }
+        if !take(&self.in_flight, self.max_in_flight) {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::Node);
+        }
         self.gauge.inc();
-        Some(AdmissionPermit {
+        Ok(AdmissionPermit {
             in_flight: Arc::clone(&self.in_flight),
+            tenant: counter,
             gauge: self.gauge.clone(),
         })
     }
@@ -51,6 +86,7 @@ impl Admission {
 impl Drop for AdmissionPermit {
     fn drop(&mut self) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.tenant.fetch_sub(1, Ordering::AcqRel);
         self.gauge.dec();
     }
 }
@@ -60,12 +96,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuses_beyond_the_limit_and_frees_on_drop() {
-        let admission = Admission::new(2, IntGauge::new("g", "g").expect("gauge"));
-        let first = admission.try_admit().expect("first");
-        let _second = admission.try_admit().expect("second");
-        assert!(admission.try_admit().is_none());
+    fn refuses_beyond_either_limit_and_frees_on_drop() {
+        let admission = Admission::new(3, 2, IntGauge::new("g", "g").expect("gauge"));
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let first = admission.try_admit(&a).expect("first");
+        let _second = admission.try_admit(&a).expect("second");
+        assert_eq!(admission.try_admit(&a).err(), Some(Refusal::Tenant));
+        let _third = admission.try_admit(&b).expect("another tenant still fits");
+        assert_eq!(admission.try_admit(&b).err(), Some(Refusal::Node));
         drop(first);
-        assert!(admission.try_admit().is_some());
+        assert!(admission.try_admit(&a).is_ok());
     }
 }

@@ -40,6 +40,9 @@ pub enum EdgeError {
     /// The node has `http.max_in_flight_requests` requests in flight, or no
     /// free instance slot.
     Overloaded,
+    /// The service's tenant has `http.max_in_flight_requests_per_tenant`
+    /// requests in flight on this node.
+    TenantOverloaded,
     /// The guest trapped (panic, unreachable, stack overflow, bad access).
     GuestTrap,
     /// The guest used its CPU budget.
@@ -69,7 +72,7 @@ impl EdgeError {
             EdgeError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             EdgeError::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             EdgeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            EdgeError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            EdgeError::Overloaded | EdgeError::TenantOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             EdgeError::GuestTrap => StatusCode::INTERNAL_SERVER_ERROR,
             EdgeError::CpuBudgetExceeded { .. } => StatusCode::LOOP_DETECTED,
             EdgeError::WallTimeExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -90,6 +93,7 @@ impl EdgeError {
             EdgeError::TooManyHeaders { .. } => "too-many-headers",
             EdgeError::BodyTooLarge { .. } => "body-too-large",
             EdgeError::Overloaded => "overloaded",
+            EdgeError::TenantOverloaded => "tenant-overloaded",
             EdgeError::GuestTrap => "guest-trap",
             EdgeError::CpuBudgetExceeded { .. } => "cpu-budget-exceeded",
             EdgeError::WallTimeExceeded { .. } => "wall-time-exceeded",
@@ -109,7 +113,7 @@ impl EdgeError {
             | EdgeError::UriTooLong { .. }
             | EdgeError::TooManyHeaders { .. }
             | EdgeError::BodyTooLarge { .. } => Fault::Client,
-            EdgeError::Overloaded => Fault::Capacity,
+            EdgeError::Overloaded | EdgeError::TenantOverloaded => Fault::Capacity,
             EdgeError::GuestTrap
             | EdgeError::CpuBudgetExceeded { .. }
             | EdgeError::WallTimeExceeded { .. }
@@ -172,6 +176,10 @@ impl fmt::Display for EdgeError {
                 write!(f, "the request body is larger than {limit} bytes")
             }
             EdgeError::Overloaded => write!(f, "the node is at capacity; retry later"),
+            EdgeError::TenantOverloaded => write!(
+                f,
+                "this tenant has too many requests in flight on this node; retry later"
+            ),
             EdgeError::GuestTrap => write!(f, "the service's code failed"),
             EdgeError::CpuBudgetExceeded { budget_ms } => {
                 write!(

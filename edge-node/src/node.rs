@@ -127,6 +127,7 @@ impl Node {
                 router: Router::default(),
                 admission: Admission::new(
                     config.http.max_in_flight_requests,
+                    config.http.max_in_flight_requests_per_tenant,
                     metrics.in_flight_requests.clone(),
                 ),
                 http_limits: config.http.clone(),
@@ -226,6 +227,7 @@ impl Node {
                 Ok(module) => table.insert_service(
                     Service {
                         name: service.name.as_str().into(),
+                        tenant: service.tenant.as_deref().unwrap_or(&service.name).into(),
                         module,
                         limits: service.limits.clone(),
                         capabilities: self.capabilities(
@@ -288,6 +290,7 @@ impl Node {
             table.insert_service(
                 Service {
                     name: service.name.as_str().into(),
+                    tenant: service.tenant.as_str().into(),
                     module,
                     limits: service.spec.limits.clone(),
                     capabilities: self.capabilities(

@@ -18,6 +18,8 @@ use crate::sandbox::GuestCapabilities;
 #[derive(Debug)]
 pub struct Service {
     pub name: Arc<str>,
+    /// Whose service it is: the per-tenant admission bound counts by it.
+    pub tenant: Arc<str>,
     pub module: ModuleHash,
     pub limits: ServiceLimits,
     pub capabilities: GuestCapabilities,
@@ -119,6 +121,7 @@ mod tests {
     fn service(name: &str) -> Arc<Service> {
         Arc::new(Service {
             name: name.into(),
+            tenant: name.into(),
             module: ModuleHash::of(name.as_bytes()),
             limits: ServiceLimits::default(),
             capabilities: GuestCapabilities::default(),

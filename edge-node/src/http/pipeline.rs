@@ -13,6 +13,7 @@ use http_body::Body;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::body::{LimitedBody, MeteredBody};
+use crate::admission::Refusal;
 use crate::error::EdgeError;
 use crate::metrics::{Metrics, UNKNOWN_SERVICE};
 use crate::node::NodeInner;
@@ -96,10 +97,6 @@ fn admit_and_route<B>(
             },
         ));
     }
-    let permit = node
-        .admission
-        .try_admit()
-        .ok_or_else(|| refuse(&node.metrics, EdgeError::Overloaded))?;
     let authority = match request.uri().authority() {
         Some(authority) => authority.as_str(),
         None => request
@@ -109,6 +106,16 @@ fn admit_and_route<B>(
             .ok_or(EdgeError::MissingHost)?,
     };
     let service = node.router.route(authority).ok_or(EdgeError::UnknownHost)?;
+    let permit = node
+        .admission
+        .try_admit(&service.tenant)
+        .map_err(|refusal| {
+            let error = match refusal {
+                Refusal::Node => EdgeError::Overloaded,
+                Refusal::Tenant => EdgeError::TenantOverloaded,
+            };
+            refuse(&node.metrics, error)
+        })?;
     Ok((service, permit))
 }
 

@@ -104,6 +104,25 @@ pub async fn serve_tls(
     .await;
 }
 
+/// The answer on a connection over `http.max_connections`: 503, and the
+/// connection closes after it.
+fn refuse_connection(
+    node: &NodeInner,
+) -> http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody> {
+    node.metrics
+        .limit_refusals
+        .with_label_values(&["connections"])
+        .inc();
+    let request_id = node.request_ids.next();
+    let mut response = crate::error::EdgeError::Overloaded
+        .to_response(&request_id, node.http_limits.retry_after_seconds);
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// The accept loop both listeners share. `advertise_h3` adds `Alt-Svc` to
 /// responses (TLS only: HTTP/3 is always encrypted). `secure` turns an accepted stream
 /// into the one HTTP runs over (or drops it); it runs in the connection's
@@ -146,6 +165,10 @@ async fn accept_loop<S, F, Io>(
         // Taken before the handshake, so a drain waits for it too.
         let watcher = graceful.watcher();
         let secure = Arc::clone(&secure);
+        // Over the node's connection bound the client still gets an HTTP
+        // answer, 503 with Retry-After, rather than a reset it cannot read.
+        let over_capacity =
+            node.lifecycle.open_connections() as u64 >= node.http_limits.max_connections;
         let open = node.lifecycle.connection_opened();
         let mut cut = node.lifecycle.cut_signal();
         tokio::spawn(async move {
@@ -156,6 +179,10 @@ async fn accept_loop<S, F, Io>(
             let service = service_fn(move |request| {
                 let node = Arc::clone(&node);
                 async move {
+                    if over_capacity {
+                        drop(request);
+                        return Ok(refuse_connection(&node));
+                    }
                     let mut response = pipeline::handle(&node, request).await;
                     // Tells clients HTTP/3 is on the same port.
                     if advertise_h3

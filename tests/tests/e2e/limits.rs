@@ -146,3 +146,100 @@ async fn streamed_body_over_the_limit_fails_the_guests_read() {
     let (reply, _) = client::raw(node.addr, raw.as_bytes(), Duration::from_secs(5)).await;
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
 }
+
+/// A request to the streaming guest that stays in flight for about 3 s,
+/// on a connection held open meanwhile.
+fn hold_in_flight(addr: std::net::SocketAddr, host: &str) -> tokio::task::JoinHandle<String> {
+    let request = format!("GET /?chunks=60&size=10&delay_ms=50 HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    tokio::spawn(async move {
+        client::raw(addr, request.as_bytes(), Duration::from_secs(4))
+            .await
+            .0
+    })
+}
+
+async fn until_in_flight(node: &TestNode, count: f64) {
+    let started = std::time::Instant::now();
+    while node.metric("edge_in_flight_requests").await < count {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never {count} in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_at_its_in_flight_bound_gets_503_and_others_are_served() {
+    let mut config = edge_config::NodeConfig::default();
+    config.http.max_in_flight_requests_per_tenant = 2;
+    let node = TestNode::start_with(
+        config,
+        vec![
+            TestService::new("slow", "slow.test", rust_guest("streaming")).tenant("acme"),
+            TestService::new("hello", "hello.test", rust_guest("hello")).tenant("acme"),
+            TestService::new("other", "other.test", rust_guest("hello")).tenant("globex"),
+        ],
+    )
+    .await;
+    let held = [
+        hold_in_flight(node.addr, "slow.test"),
+        hold_in_flight(node.addr, "slow.test"),
+    ];
+    until_in_flight(&node, 2.0).await;
+
+    // The same tenant's other service is over the bound too.
+    let reply = get(node.addr, "hello.test", "/").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("edge-error"), Some("tenant-overloaded"));
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    // Another tenant is not.
+    let reply = get(node.addr, "other.test", "/").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        node.metric("edge_limit_refusals_total{limit=\"tenant-overloaded\"}")
+            .await,
+        1.0
+    );
+    for held in held {
+        let answer = held.await.expect("held request");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let reply = get(node.addr, "hello.test", "/").await;
+    assert_eq!(reply.status, 200, "the bound frees when requests finish");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_over_the_node_bound_gets_503_and_is_closed() {
+    let mut config = edge_config::NodeConfig::default();
+    config.http.max_connections = 2;
+    let node = TestNode::start_with(
+        config,
+        vec![TestService::new("hello", "hello.test", rust_guest("hello"))],
+    )
+    .await;
+    let idle = [
+        tokio::net::TcpStream::connect(node.addr)
+            .await
+            .expect("first"),
+        tokio::net::TcpStream::connect(node.addr)
+            .await
+            .expect("second"),
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (answer, closed) = client::raw(
+        node.addr,
+        b"GET / HTTP/1.1\r\nHost: hello.test\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("edge-error: overloaded"), "{answer}");
+    assert!(closed, "the connection is closed after the answer");
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get(node.addr, "hello.test", "/").await.status, 200);
+    node.shutdown().await;
+}
