@@ -8,7 +8,8 @@
 # Idempotent: a second run only checks.
 #
 #   scripts/install-toolchain.sh          test prerequisites
-#   scripts/install-toolchain.sh --bench  + wrk for benches/load.sh (apt-get)
+#   scripts/install-toolchain.sh --bench  + wrk, h2load and nginx for the load
+#                                           benchmarks (apt-get)
 set -euo pipefail
 
 want_bench=0
@@ -70,6 +71,14 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt_install postgresql
 else
   log "PostgreSQL present"
+fi
+
+if [ "$want_bench" = 1 ] && ! command -v h2load >/dev/null 2>&1; then
+  apt_install nghttp2-client
+fi
+
+if [ "$want_bench" = 1 ] && ! command -v nginx >/dev/null 2>&1; then
+  apt_install nginx-light
 fi
 
 if [ "$want_bench" = 1 ] && ! command -v wrk >/dev/null 2>&1; then

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# TLS load benchmark: the edge node serving the hello guest over TLS against
+# nginx (Debian package) returning the same static body over TLS, in the
+# same run, with the same clients and the same ECDSA P-256 certificate:
+#
+#   HTTP/1.1 over TLS   wrk, keep-alive
+#   HTTP/2 over TLS     h2load (nghttp2-client), 10 streams per connection
+#   full handshakes     wrk with `Connection: close`: one TLS 1.3 handshake
+#                       (no resumption) per request
+#   HTTP/3              the node only (Debian's nginx has no HTTP/3):
+#                       benches/examples/h3_load.rs, 10 streams per connection
+#
+# Prints req/s for each and the node / nginx ratio.
+#
+#   benches/tls-load.sh
+#   DURATION=20s CONNECTIONS=128 benches/tls-load.sh
+#
+# Everything runs on 127.0.0.1 and stops by itself; only the processes this
+# script starts are stopped.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-2}"
+NODE_PORT="${NODE_PORT:-18443}"
+NGINX_PORT="${NGINX_PORT:-18444}"
+NAME="bench.test"
+
+scripts/install-toolchain.sh --bench
+scripts/build-guests.sh >/dev/null
+cargo build --release --quiet -p edge-node --bin edge-node -p edge-benches --example h3_load
+
+data="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$data"
+}
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj "/CN=$NAME" -addext "subjectAltName=DNS:$NAME" \
+  -keyout "$data/key.pem" -out "$data/cert.pem" 2>/dev/null
+
+cat >"$data/node.toml" <<TOML
+[node]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+data_dir = "$data/node"
+
+[tls]
+listen = "127.0.0.1:$NODE_PORT"
+default_certificate = { cert = "$data/cert.pem", key = "$data/key.pem" }
+
+[[service]]
+name = "hello"
+domains = ["$NAME"]
+module = "$root/target/guests/hello.wasm"
+certificate = { cert = "$data/cert.pem", key = "$data/key.pem" }
+TOML
+target/release/edge-node serve --config "$data/node.toml" 2>"$data/node.log" >/dev/null &
+pids+=($!)
+
+mkdir -p "$data/nginx"
+cat >"$data/nginx/nginx.conf" <<NGINX
+daemon off;
+worker_processes $(nproc);
+pid $data/nginx/nginx.pid;
+error_log $data/nginx/error.log;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $data/nginx;
+  proxy_temp_path $data/nginx;
+  fastcgi_temp_path $data/nginx;
+  uwsgi_temp_path $data/nginx;
+  scgi_temp_path $data/nginx;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_cache shared:SSL:10m;
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl http2;
+    server_name $NAME;
+    ssl_certificate $data/cert.pem;
+    ssl_certificate_key $data/key.pem;
+    location / {
+      default_type "text/plain; charset=utf-8";
+      return 200 "hello from the edge\n";
+    }
+  }
+}
+NGINX
+nginx -c "$data/nginx/nginx.conf" &
+pids+=($!)
+
+for port in "$NODE_PORT" "$NGINX_PORT"; do
+  for _ in $(seq 100); do
+    curl -fsSk --resolve "$NAME:$port:127.0.0.1" "https://$NAME:$port/" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fsSk --resolve "$NAME:$port:127.0.0.1" "https://$NAME:$port/" | grep -q "hello from the edge" \
+    || { echo "server on port $port did not answer over TLS" >&2; exit 1; }
+done
+
+# wrk_rps PORT [extra wrk args] -> req/s; fails on any non-2xx answer.
+wrk_rps() {
+  local port="$1"; shift
+  local out
+  out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -H "Host: $NAME" "$@" "https://127.0.0.1:$port/")"
+  if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
+    echo "$out" >&2
+  fi
+  grep -q "Non-2xx" <<<"$out" && { echo "non-2xx responses from port $port" >&2; exit 1; }
+  awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
+}
+
+# h2load_rps PORT -> req/s over HTTP/2; fails unless every request succeeded.
+h2load_rps() {
+  local out seconds="${DURATION%s}"
+  out="$(h2load -t"$THREADS" -c"$CONNECTIONS" -m10 -D"$seconds" \
+    -H ":authority: $NAME" "https://127.0.0.1:$1/" 2>&1)"
+  grep -q "h2" <<<"$(grep -i 'application protocol' <<<"$out")" \
+    || { echo "$out" >&2; echo "HTTP/2 was not negotiated on port $1" >&2; exit 1; }
+  grep -q " 0 failed, 0 errored" <<<"$out" \
+    || { echo "$out" >&2; echo "failed requests on port $1" >&2; exit 1; }
+  awk '/^finished in/ { gsub(",", "", $4); print $4 }' <<<"$out"
+}
+
+echo "warming up..." >&2
+for port in "$NODE_PORT" "$NGINX_PORT"; do
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -H "Host: $NAME" "https://127.0.0.1:$port/" >/dev/null
+done
+
+node_h1="$(wrk_rps "$NODE_PORT")"
+nginx_h1="$(wrk_rps "$NGINX_PORT")"
+node_h2="$(h2load_rps "$NODE_PORT")"
+nginx_h2="$(h2load_rps "$NGINX_PORT")"
+node_hs="$(wrk_rps "$NODE_PORT" -H "Connection: close")"
+nginx_hs="$(wrk_rps "$NGINX_PORT" -H "Connection: close")"
+# The node's UDP port is its TLS port.
+node_h3="$(target/release/examples/h3_load "127.0.0.1:$NODE_PORT" "$NAME" "$data/cert.pem" \
+  "$CONNECTIONS" 10 "${DURATION%s}")"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+printf '\n%s connections, %s threads, %s each, 127.0.0.1, %s cores, TLS 1.3, ECDSA P-256\n\n' \
+  "$CONNECTIONS" "$THREADS" "$DURATION" "$(nproc)"
+printf '%-36s %12s %12s %8s\n' "" "node req/s" "nginx req/s" "ratio"
+printf '%-36s %12.0f %12.0f %8s\n' "HTTP/1.1 over TLS (wrk)" "$node_h1" "$nginx_h1" "$(ratio "$node_h1" "$nginx_h1")"
+printf '%-36s %12.0f %12.0f %8s\n' "HTTP/2 over TLS (h2load -m10)" "$node_h2" "$nginx_h2" "$(ratio "$node_h2" "$nginx_h2")"
+printf '%-36s %12.0f %12.0f %8s\n' "full handshakes (Connection: close)" "$node_hs" "$nginx_hs" "$(ratio "$node_hs" "$nginx_hs")"
+printf '%-36s %12.0f %12s %8s\n' "HTTP/3 (h3_load, 10 streams/conn)" "$node_h3" "-" "-"
+echo
+echo "targets: HTTP/1.1 and HTTP/2 ratio >= 1.00; handshakes >= 0.80"
