@@ -42,7 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj "/CN=$NAME" -addext "subjectAltName=DNS:$NAME" \
+  -subj "/CN=$NAME" -addext "subjectAltName=DNS:$NAME" -addext "basicConstraints=critical,CA:FALSE" \
   -keyout "$data/key.pem" -out "$data/cert.pem" 2>/dev/null
 
 cat >"$data/node.toml" <<TOML
@@ -73,6 +73,8 @@ error_log $data/nginx/error.log;
 events { worker_connections 8192; }
 http {
   access_log off;
+  # Like the node, never close a busy connection after N requests.
+  keepalive_requests 10000000;
   client_body_temp_path $data/nginx;
   proxy_temp_path $data/nginx;
   fastcgi_temp_path $data/nginx;
@@ -116,15 +118,16 @@ wrk_rps() {
   awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
 }
 
-# h2load_rps PORT -> req/s over HTTP/2; fails unless every request succeeded.
+# h2load_rps PORT -> req/s over HTTP/2; fails on any non-2xx answer. (In
+# duration mode h2load counts the requests it abandons at the end as failed.)
 h2load_rps() {
   local out seconds="${DURATION%s}"
   out="$(h2load -t"$THREADS" -c"$CONNECTIONS" -m10 -D"$seconds" \
     -H ":authority: $NAME" "https://127.0.0.1:$1/" 2>&1)"
   grep -q "h2" <<<"$(grep -i 'application protocol' <<<"$out")" \
     || { echo "$out" >&2; echo "HTTP/2 was not negotiated on port $1" >&2; exit 1; }
-  grep -q " 0 failed, 0 errored" <<<"$out" \
-    || { echo "$out" >&2; echo "failed requests on port $1" >&2; exit 1; }
+  grep -q "0 3xx, 0 4xx, 0 5xx" <<<"$out" \
+    || { echo "$out" >&2; echo "non-2xx answers on port $1" >&2; exit 1; }
   awk '/^finished in/ { gsub(",", "", $4); print $4 }' <<<"$out"
 }
 
