@@ -27,6 +27,9 @@ pub struct ServiceSpec {
     pub backends: BTreeMap<String, BackendSpec>,
     pub limits: ServiceLimits,
     pub config: BTreeMap<String, String>,
+    /// Cache the guest's own responses at the edge when their headers allow
+    /// a shared cache to.
+    pub cache_responses: bool,
 }
 
 impl ServiceSpec {

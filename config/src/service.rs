@@ -37,6 +37,10 @@ pub struct ServiceConfig {
     /// HTTPS listener.
     #[serde(default)]
     pub certificate: Option<CertificateFiles>,
+    /// Cache the guest's own responses at the edge when their headers allow
+    /// a shared cache to (see docs/architecture.md, "The edge cache").
+    #[serde(default)]
+    pub cache_responses: bool,
 }
 
 impl ServiceConfig {

@@ -196,6 +196,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tenant: None,
             backends: local_backends(&args.backends)?,
             certificate: None,
+            cache_responses: false,
         }];
     } else if args.config.is_none() {
         anyhow::bail!("give --config FILE, or --module APP.wasm for local mode");

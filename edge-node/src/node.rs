@@ -228,6 +228,7 @@ impl Node {
                     Service {
                         name: service.name.as_str().into(),
                         tenant: service.tenant.as_deref().unwrap_or(&service.name).into(),
+                        cache_responses: service.cache_responses,
                         module,
                         limits: service.limits.clone(),
                         capabilities: self.capabilities(
@@ -291,6 +292,7 @@ impl Node {
                 Service {
                     name: service.name.as_str().into(),
                     tenant: service.tenant.as_str().into(),
+                    cache_responses: service.spec.cache_responses,
                     module,
                     limits: service.spec.limits.clone(),
                     capabilities: self.capabilities(

@@ -20,6 +20,8 @@ pub struct Service {
     pub name: Arc<str>,
     /// Whose service it is: the per-tenant admission bound counts by it.
     pub tenant: Arc<str>,
+    /// Whether the guest's cacheable responses are kept at the edge.
+    pub cache_responses: bool,
     pub module: ModuleHash,
     pub limits: ServiceLimits,
     pub capabilities: GuestCapabilities,
@@ -122,6 +124,7 @@ mod tests {
         Arc::new(Service {
             name: name.into(),
             tenant: name.into(),
+            cache_responses: false,
             module: ModuleHash::of(name.as_bytes()),
             limits: ServiceLimits::default(),
             capabilities: GuestCapabilities::default(),

@@ -80,6 +80,7 @@ impl HelloNode {
                 _ => Default::default(),
             },
             certificate: None,
+            cache_responses: false,
         });
         node.install_services(&services, data.path())
             .await

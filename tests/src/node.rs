@@ -17,6 +17,7 @@ pub struct TestService {
     tenant: Option<String>,
     backends: BTreeMap<String, BackendSpec>,
     certificate: Option<CertificateFiles>,
+    cache_responses: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +37,7 @@ impl TestService {
             tenant: None,
             backends: BTreeMap::new(),
             certificate: None,
+            cache_responses: false,
         }
     }
 
@@ -61,6 +63,12 @@ impl TestService {
     /// Adds a backend the guest reaches as `http://<name>/`.
     pub fn backend(mut self, name: &str, backend: BackendSpec) -> Self {
         self.backends.insert(name.into(), backend);
+        self
+    }
+
+    /// Caches the guest's own cacheable responses at the edge.
+    pub fn cache_responses(mut self) -> Self {
+        self.cache_responses = true;
         self
     }
 
@@ -133,6 +141,7 @@ impl TestNode {
                 tenant: service.tenant,
                 backends: service.backends,
                 certificate: service.certificate,
+                cache_responses: service.cache_responses,
             });
         }
         config.services = service_configs;

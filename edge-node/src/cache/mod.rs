@@ -16,6 +16,7 @@
 
 pub mod guest_api;
 pub mod policy;
+pub mod responses;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -801,7 +802,7 @@ fn unindex(tags: &TagIndex, key: &CacheKey, slot: &Slot) {
 
 /// `http::request::Parts` is not `Clone` (its extensions need not be); the
 /// cache needs only the method, URI, version and headers.
-fn clone_parts(parts: &RequestParts) -> RequestParts {
+pub(crate) fn clone_parts(parts: &RequestParts) -> RequestParts {
     let (mut clone, ()) = Request::builder()
         .method(parts.method.clone())
         .uri(parts.uri.clone())

@@ -151,6 +151,26 @@ where
             EdgeError::BodyTooLarge { limit: body_limit },
         ));
     }
+    // The edge's own cache: a fresh stored response of this service for
+    // this URL is served without running the guest.
+    let front = service
+        .capabilities
+        .cache
+        .as_ref()
+        .filter(|_| service.cache_responses);
+    let (parts, body) = request.into_parts();
+    let url = front.and_then(|_| crate::cache::responses::public_url(&parts));
+    if let (Some(front), Some(url)) = (front, &url)
+        && let Some(hit) = front
+            .cache
+            .stored_guest_response(&front.namespace, url, &parts)
+    {
+        drop(permit);
+        return Ok(hit.map(|body| MeteredBody::boxed(body, Arc::clone(usage))));
+    }
+    let stored_request = url.as_ref().map(|_| crate::cache::clone_parts(&parts));
+    let request = Request::from_parts(parts, body);
+
     let component = node.modules.get(service.module).await.map_err(|error| {
         tracing::error!(service = %service.name, module = %service.module, %error, "module unavailable");
         EdgeError::ModuleUnavailable
@@ -188,10 +208,61 @@ where
             &node.metrics,
             EdgeError::BodyTooLarge { limit: body_limit },
         )),
-        Ok(response) => check_response_head(&node.http_limits, response)
-            .map(|response| response.map(|body| MeteredBody::boxed(body, Arc::clone(usage)))),
+        Ok(response) => {
+            let response = check_response_head(&node.http_limits, response)?;
+            let response = match (front, url, stored_request) {
+                (Some(front), Some(url), Some(request)) => {
+                    keep_cacheable(front, &url, &request, response).await?
+                }
+                _ => response,
+            };
+            Ok(response.map(|body| MeteredBody::boxed(body, Arc::clone(usage))))
+        }
         Err(error) => Err(error),
     }
+}
+
+/// Stores a guest's response in the edge cache when its headers allow it
+/// (collecting its body first, which is small and of known length), and
+/// drops what is stored for the URL after a successful unsafe request.
+async fn keep_cacheable(
+    front: &crate::cache::guest_api::GuestCache,
+    url: &str,
+    request: &http::request::Parts,
+    response: Response<HyperOutgoingBody>,
+) -> Result<Response<HyperOutgoingBody>, EdgeError> {
+    use http_body_util::BodyExt;
+    let cache = &front.cache;
+    if !crate::cache::policy::is_safe(&request.method) {
+        if response.status().is_success() || response.status().is_redirection() {
+            cache.invalidate_guest_url(&front.namespace, url);
+        }
+        return Ok(response);
+    }
+    let max = cache.max_object_bytes();
+    if !crate::cache::responses::worth_storing(&request.method, response.headers(), max) {
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    // A guest that fails mid-body, or sends more than it declared, gets no
+    // entry and its client no truncated body.
+    let bytes = http_body_util::Limited::new(body, max)
+        .collect()
+        .await
+        .map_err(|_| EdgeError::GuestTrap)?
+        .to_bytes();
+    cache.store_guest_response(
+        &front.namespace,
+        url,
+        request,
+        parts.status,
+        &parts.headers,
+        bytes.clone(),
+    );
+    let body = http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok(Response::from_parts(parts, body))
 }
 
 /// A guest's response head is held to the limits clients are held to, so

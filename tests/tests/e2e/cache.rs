@@ -442,3 +442,62 @@ async fn the_guest_cache_api_stores_expires_and_refuses_bad_input() {
     let refused = insert("/cache/insert?key=k&ttl_ms=86400001", "v").await;
     assert_eq!(refused.text(), "refused Error::InvalidTtl\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_can_have_its_own_cacheable_responses_served_without_running_the_guest() {
+    // The origin counts how often the guest ran: the backend cache is off.
+    let origin = TestOrigin::start(|seen, n| {
+        let cache_control = if seen.path.starts_with("/private") {
+            "private, max-age=60"
+        } else {
+            "public, max-age=60"
+        };
+        Answer::ok(format!("run {n}"))
+            .header("cache-control", cache_control)
+            .header("surrogate-key", "page")
+    })
+    .await;
+    let mut backend = loopback_backend(&origin);
+    backend.cache = edge_config::BackendCache::Off;
+    let node = TestNode::start(vec![
+        TestService::new("edge", "edge.test", rust_guest("caching-proxy"))
+            .backend("origin", backend.clone())
+            .cache_responses(),
+        TestService::new("plain", "plain.test", rust_guest("caching-proxy"))
+            .backend("origin", backend),
+    ])
+    .await;
+
+    let first = get(node.addr, "edge.test", "/page").await;
+    let second = get(node.addr, "EDGE.test", "/page").await;
+    assert_eq!(
+        (first.text(), second.text()),
+        ("run 1".into(), "run 1".into())
+    );
+    assert!(second.header("age").is_some(), "a hit carries Age");
+    assert_eq!(origin.count("/page"), 1, "the guest ran once");
+
+    // Not shareable: the guest runs every time. Nor without the setting.
+    get(node.addr, "edge.test", "/private").await;
+    get(node.addr, "edge.test", "/private").await;
+    assert_eq!(origin.count("/private"), 2);
+    get(node.addr, "plain.test", "/page").await;
+    get(node.addr, "plain.test", "/page").await;
+    assert_eq!(origin.count("/page"), 3);
+
+    // A purge by the public URL, or by surrogate key, reaches it.
+    let cache = node.node().cache();
+    assert_eq!(cache.purge_url("edge", "https://edge.test/page"), 1);
+    assert_eq!(get(node.addr, "edge.test", "/page").await.text(), "run 4");
+    assert!(cache.purge_surrogate_key("edge", "page") >= 1);
+    assert_eq!(get(node.addr, "edge.test", "/page").await.text(), "run 5");
+    // A successful POST to the URL invalidates it too.
+    send(
+        node.addr,
+        Protocol::Http1,
+        request("POST", "edge.test", "/page", "x"),
+    )
+    .await;
+    assert_eq!(get(node.addr, "edge.test", "/page").await.text(), "run 7");
+    node.shutdown().await;
+}

@@ -200,6 +200,7 @@ async fn a_certificate_that_does_not_match_its_service_stops_the_start() {
         tenant: None,
         backends: Default::default(),
         certificate: Some(wrong.files.clone()),
+        cache_responses: false,
     };
     let error = node
         .install_services(&[service], std::path::Path::new("."))

@@ -1,0 +1,92 @@
+//! Guests' own responses, cached at the edge: a response whose headers let
+//! a shared cache keep it (`public`, `s-maxage` or `max-age`, no `private`,
+//! no `no-store`, no `Set-Cookie`; RFC 9111 through the same policy as
+//! backend responses) is served to the next request for the same URL
+//! without running the guest. Entries live in the tenant's namespace under
+//! the public URL (`https://<host><path>`), so purges by URL and by
+//! surrogate key reach them like any other.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::request::Parts as RequestParts;
+use http::{HeaderMap, Method, Response, StatusCode, header};
+use http_cache_semantics::CachePolicy;
+use wasmtime_wasi_http::WasiBody;
+
+use super::{CacheKey, HttpCache, Lookup, StoredResponse, policy};
+
+/// The key URL of a request to a service: its public URL, normalized.
+pub fn public_url(request: &RequestParts) -> Option<String> {
+    let host = match request.uri.authority() {
+        Some(authority) => authority.as_str(),
+        None => request.headers.get(header::HOST)?.to_str().ok()?,
+    };
+    let path = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    policy::normalize_url(&format!("https://{host}{path}"))
+}
+
+/// Whether a guest's response is worth collecting to store: a GET answered
+/// with explicit freshness and a known, small enough length.
+pub fn worth_storing(method: &Method, headers: &HeaderMap, max_bytes: usize) -> bool {
+    method == Method::GET
+        && (headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::EXPIRES))
+        && !headers.contains_key(header::SET_COOKIE)
+        && headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|length| length.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|length| length <= max_bytes)
+}
+
+impl HttpCache {
+    /// A fresh stored response of one of `namespace`'s services for this
+    /// request, with its `Age`.
+    pub fn stored_guest_response(
+        &self,
+        namespace: &Arc<str>,
+        url: &str,
+        request: &RequestParts,
+    ) -> Option<Response<WasiBody>> {
+        if request.method != Method::GET && request.method != Method::HEAD {
+            return None;
+        }
+        match self.lookup(&CacheKey::http(namespace, url), request, SystemTime::now()) {
+            Lookup::Fresh(response) => Some(response),
+            Lookup::Stale(_) | Lookup::Miss => None,
+        }
+    }
+
+    /// Drops what is stored for `url`: a successful unsafe request to it
+    /// (RFC 9111 section 4.4).
+    pub fn invalidate_guest_url(&self, namespace: &Arc<str>, url: &str) {
+        self.entries.invalidate(&CacheKey::http(namespace, url));
+    }
+
+    /// Stores a guest's response if its headers allow a shared cache to.
+    /// Returns whether it was stored.
+    pub fn store_guest_response(
+        &self,
+        namespace: &Arc<str>,
+        url: &str,
+        request: &RequestParts,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> bool {
+        if body.len() > self.max_object_bytes {
+            return false;
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.headers_mut() = headers.clone();
+        let now = SystemTime::now();
+        let policy = CachePolicy::new_options(request, &response, now, policy::options());
+        if !policy::may_store(&policy, headers, now) {
+            return false;
+        }
+        let stored = StoredResponse::new(policy, status, headers.clone(), body);
+        self.store(&CacheKey::http(namespace, url), request, stored);
+        true
+    }
+}
