@@ -107,6 +107,10 @@ enum ServiceCommand {
         /// for tenants the operator allowed).
         #[arg(long, requires = "backends")]
         allow_private_addresses: bool,
+        /// Keep the guest's own shareable responses at the edge (served
+        /// without running the guest while fresh).
+        #[arg(long)]
+        cache_responses: bool,
     },
     /// List your services.
     List,
@@ -472,6 +476,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     domains,
                     backends,
                     allow_private_addresses,
+                    cache_responses,
                 },
         } => {
             let backends: serde_json::Map<String, Value> = backends
@@ -487,7 +492,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Api::logged_in()?
                 .post(
                     "/v1/services",
-                    json!({"name": name, "spec": {"domains": domains, "backends": backends}}),
+                    json!({"name": name, "spec": {
+                        "domains": domains,
+                        "backends": backends,
+                        "cache_responses": cache_responses,
+                    }}),
                 )
                 .await?;
             println!("created service {name}");
