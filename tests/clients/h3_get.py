@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """An HTTP/3 client independent of the node's own stack (aioquic).
 
-    h3_get.py HOST PORT SERVER_NAME PATH CA_FILE
+    h3_get.py HOST PORT SERVER_NAME PATH CA_FILE [EXTRA_FIELDS]
 
 Connects to HOST:PORT over QUIC with SERVER_NAME as SNI and :authority,
 verifies the certificate against CA_FILE, sends GET PATH, and prints the
 answer as one JSON object: {"status", "headers", "body"}. Exits non-zero on
-any failure.
+any failure. With EXTRA_FIELDS, the request carries that many more header
+fields (`x-extra-N`, 10 bytes each).
 """
 
 import asyncio
@@ -29,19 +30,18 @@ class Client(QuicConnectionProtocol):
         self.headers = {}
         self.body = b""
 
-    def get(self, authority, path):
+    def get(self, authority, path, extra_fields=0):
         stream_id = self._quic.get_next_available_stream_id()
-        self.http.send_headers(
-            stream_id,
-            [
-                (b":method", b"GET"),
-                (b":scheme", b"https"),
-                (b":authority", authority.encode()),
-                (b":path", path.encode()),
-                (b"user-agent", b"aioquic"),
-            ],
-            end_stream=True,
-        )
+        headers = [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":authority", authority.encode()),
+            (b":path", path.encode()),
+            (b"user-agent", b"aioquic"),
+        ]
+        for i in range(extra_fields):
+            headers.append((f"x-extra-{i}".encode(), b"x" * 10))
+        self.http.send_headers(stream_id, headers, end_stream=True)
         self.transmit()
 
     def quic_event_received(self, event):
@@ -58,12 +58,12 @@ class Client(QuicConnectionProtocol):
                 self.done.set_result(None)
 
 
-async def main(host, port, server_name, path, ca_file):
+async def main(host, port, server_name, path, ca_file, extra_fields):
     configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN)
     configuration.server_name = server_name
     configuration.load_verify_locations(ca_file)
     async with connect(host, port, configuration=configuration, create_protocol=Client) as client:
-        client.get(server_name, path)
+        client.get(server_name, path, extra_fields)
         await asyncio.wait_for(client.done, timeout=10)
         print(json.dumps({
             "status": client.status,
@@ -74,4 +74,5 @@ async def main(host, port, server_name, path, ca_file):
 
 if __name__ == "__main__":
     host, port, server_name, path, ca_file = sys.argv[1:6]
-    asyncio.run(asyncio.wait_for(main(host, int(port), server_name, path, ca_file), timeout=20))
+    extra = int(sys.argv[6]) if len(sys.argv) > 6 else 0
+    asyncio.run(asyncio.wait_for(main(host, int(port), server_name, path, ca_file, extra), timeout=20))
