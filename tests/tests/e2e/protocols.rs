@@ -184,3 +184,69 @@ async fn oversized_headers_get_431_on_http1_and_http2() {
     }
     node.shutdown().await;
 }
+
+/// Writes a request head one byte every 100 ms, never finishing it; returns
+/// how long until the node closed the connection, and what it answered.
+async fn trickle<S>(mut stream: S) -> (Duration, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let head = b"GET / HTTP/1.1\r\nHost: hello.test\r\nX-Slow: ";
+    let mut answer = Vec::new();
+    for byte in head.iter().chain(std::iter::repeat(&b'a')) {
+        if stream.write_all(&[*byte]).await.is_err() || stream.flush().await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never cut");
+    }
+    (
+        started.elapsed(),
+        String::from_utf8_lossy(&answer).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_header_is_cut_at_the_header_read_timeout_with_and_without_tls() {
+    let certificate = edge_tests::tls::TestCertificate::generate(&["hello.test"]);
+    let mut config = edge_config::NodeConfig::default();
+    config.http.header_read_timeout_ms = 500;
+    config.tls.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let node = TestNode::start_with(
+        config,
+        vec![
+            TestService::new("hello", "hello.test", rust_guest("hello"))
+                .certificate(certificate.files.clone()),
+        ],
+    )
+    .await;
+
+    let (took, _) = trickle(TcpStream::connect(node.addr).await.expect("connect")).await;
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "cleartext: cut after {took:?}"
+    );
+
+    let client =
+        edge_tests::tls::TlsClient::with(&certificate.pem, rustls::DEFAULT_VERSIONS, |c| {
+            c.alpn_protocols = vec![b"http/1.1".to_vec()]
+        });
+    let tls = node.tls_addr.expect("TLS listener");
+    let (stream, _) = client.connect(tls, "hello.test").await.expect("TLS");
+    let (took, _) = trickle(stream).await;
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "TLS: cut after {took:?}"
+    );
+
+    // A client that sends its head at once is served.
+    assert_eq!(get(node.addr, "hello.test", "/").await.text(), HELLO);
+    node.shutdown().await;
+}
