@@ -202,6 +202,9 @@ pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS_PER_TENANT: u64 = 500;
 /// Open client connections (TCP and QUIC) on the node. Beyond it a new
 /// connection is answered 503 with `Retry-After` and closed.
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 20_000;
+/// Open TLS connections whose SNI names one tenant's services: one tenant
+/// cannot hold every connection slot of the node.
+pub const DEFAULT_MAX_CONNECTIONS_PER_TENANT: u64 = 5_000;
 /// Seconds a refused client is asked to wait (`Retry-After`).
 pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 1;
 
@@ -218,6 +221,7 @@ pub struct HttpLimits {
     pub max_in_flight_requests: u64,
     pub max_in_flight_requests_per_tenant: u64,
     pub max_connections: u64,
+    pub max_connections_per_tenant: u64,
     pub retry_after_seconds: u64,
 }
 
@@ -233,6 +237,7 @@ impl Default for HttpLimits {
             max_in_flight_requests: DEFAULT_MAX_IN_FLIGHT_REQUESTS,
             max_in_flight_requests_per_tenant: DEFAULT_MAX_IN_FLIGHT_REQUESTS_PER_TENANT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_tenant: DEFAULT_MAX_CONNECTIONS_PER_TENANT,
             retry_after_seconds: DEFAULT_RETRY_AFTER_SECONDS,
         }
     }
@@ -292,6 +297,12 @@ impl HttpLimits {
         errors.check_range(
             format!("{path}.max_connections"),
             self.max_connections,
+            1,
+            10_000_000,
+        );
+        errors.check_range(
+            format!("{path}.max_connections_per_tenant"),
+            self.max_connections_per_tenant,
             1,
             10_000_000,
         );

@@ -25,7 +25,29 @@ pub struct Admission {
     max_in_flight: u64,
     per_tenant: DashMap<Arc<str>, Arc<AtomicU64>>,
     max_per_tenant: u64,
+    connections_per_tenant: DashMap<Arc<str>, Arc<AtomicU64>>,
+    max_connections_per_tenant: u64,
     gauge: IntGauge,
+}
+
+/// One of a tenant's open connections; the count drops with it.
+#[derive(Debug)]
+pub struct TenantConnection {
+    count: Arc<AtomicU64>,
+}
+
+impl Drop for TenantConnection {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The counter of `tenant` in `map`, made on first use.
+fn counter(map: &DashMap<Arc<str>, Arc<AtomicU64>>, tenant: &Arc<str>) -> Arc<AtomicU64> {
+    match map.get(tenant) {
+        Some(counter) => Arc::clone(&counter),
+        None => Arc::clone(map.entry(Arc::clone(tenant)).or_default().value()),
+    }
 }
 
 /// Held for as long as a request is in flight.
@@ -46,27 +68,33 @@ fn take(counter: &AtomicU64, max: u64) -> bool {
 }
 
 impl Admission {
-    pub fn new(max_in_flight: u64, max_per_tenant: u64, gauge: IntGauge) -> Self {
+    pub fn new(limits: &edge_config::HttpLimits, gauge: IntGauge) -> Self {
         Self {
             in_flight: Arc::new(AtomicU64::new(0)),
-            max_in_flight,
+            max_in_flight: limits.max_in_flight_requests,
             per_tenant: DashMap::new(),
-            max_per_tenant,
+            max_per_tenant: limits.max_in_flight_requests_per_tenant,
+            connections_per_tenant: DashMap::new(),
+            max_connections_per_tenant: limits.max_connections_per_tenant,
             gauge,
+        }
+    }
+
+    /// Counts a connection for `tenant`, or `None` when the tenant is at
+    /// `http.max_connections_per_tenant`.
+    pub fn try_connect(&self, tenant: &Arc<str>) -> Option<TenantConnection> {
+        let count = counter(&self.connections_per_tenant, tenant);
+        // Built only once the slot is taken: dropping one gives a slot back.
+        if take(&count, self.max_connections_per_tenant) {
+            Some(TenantConnection { count })
+        } else {
+            None
         }
     }
 
     /// A permit for one of `tenant`'s requests, or which bound is full.
     pub fn try_admit(&self, tenant: &Arc<str>) -> Result<AdmissionPermit, Refusal> {
-        let counter = match self.per_tenant.get(tenant) {
-            Some(counter) => Arc::clone(&counter),
-            None => Arc::clone(
-                self.per_tenant
-                    .entry(Arc::clone(tenant))
-                    .or_default()
-                    .value(),
-            ),
-        };
+        let counter = counter(&self.per_tenant, tenant);
         if !take(&counter, self.max_per_tenant) {
             return Err(Refusal::Tenant);
         }
@@ -97,7 +125,12 @@ mod tests {
 
     #[test]
     fn refuses_beyond_either_limit_and_frees_on_drop() {
-        let admission = Admission::new(3, 2, IntGauge::new("g", "g").expect("gauge"));
+        let limits = edge_config::HttpLimits {
+            max_in_flight_requests: 3,
+            max_in_flight_requests_per_tenant: 2,
+            ..Default::default()
+        };
+        let admission = Admission::new(&limits, IntGauge::new("g", "g").expect("gauge"));
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         let first = admission.try_admit(&a).expect("first");
         let _second = admission.try_admit(&a).expect("second");
@@ -106,5 +139,21 @@ mod tests {
         assert_eq!(admission.try_admit(&b).err(), Some(Refusal::Node));
         drop(first);
         assert!(admission.try_admit(&a).is_ok());
+    }
+
+    #[test]
+    fn tenant_connections_are_bounded_and_a_refusal_takes_nothing() {
+        let limits = edge_config::HttpLimits {
+            max_connections_per_tenant: 1,
+            ..Default::default()
+        };
+        let admission = Admission::new(&limits, IntGauge::new("g", "g").expect("gauge"));
+        let tenant: Arc<str> = "a".into();
+        let first = admission.try_connect(&tenant).expect("first");
+        for _ in 0..3 {
+            assert!(admission.try_connect(&tenant).is_none());
+        }
+        drop(first);
+        assert!(admission.try_connect(&tenant).is_some());
     }
 }

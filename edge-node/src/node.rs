@@ -125,11 +125,7 @@ impl Node {
                 sandbox,
                 modules,
                 router: Router::default(),
-                admission: Admission::new(
-                    config.http.max_in_flight_requests,
-                    config.http.max_in_flight_requests_per_tenant,
-                    metrics.in_flight_requests.clone(),
-                ),
+                admission: Admission::new(&config.http, metrics.in_flight_requests.clone()),
                 http_limits: config.http.clone(),
                 metrics: Arc::new(metrics),
                 request_ids: RequestIds::new(),

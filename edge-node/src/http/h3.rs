@@ -120,6 +120,20 @@ async fn connection(
         }
     };
     let peer = quic.remote_address();
+    // Counted against the tenant its SNI names, like a TLS connection.
+    let server_name = quic
+        .handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.server_name);
+    let tenant_connection = server_name
+        .and_then(|name| node.router.route(&name))
+        .map(|service| node.admission.try_connect(&service.tenant));
+    if matches!(tenant_connection, Some(None)) {
+        tracing::debug!(%peer, "QUIC connection refused: its tenant is at its connection limit");
+        quic.close(quinn::VarInt::from_u32(0x0107), b"tenant connection limit");
+        return;
+    }
+    let _tenant_connection = tenant_connection.flatten();
     let mut h3 = match h3::server::builder()
         .max_field_section_size(node.http_limits.max_header_bytes)
         // A grease frame after the last DATA frame leaves some clients

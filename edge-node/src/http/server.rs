@@ -74,7 +74,7 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeInner>, shutdown: watch:
         node,
         shutdown,
         false,
-        |stream, _node| async move { Some(TokioIo::new(stream)) },
+        |stream, _node| async move { Some((TokioIo::new(stream), None)) },
     )
     .await;
 }
@@ -90,7 +90,10 @@ pub async fn serve_tls(
         let tls = node.tls.as_ref()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
         match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => Some(TokioIo::new(stream)),
+            Ok(Ok(stream)) => {
+                let server_name = stream.get_ref().1.server_name().map(str::to_string);
+                Some((TokioIo::new(stream), server_name))
+            }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
                 None
@@ -126,7 +129,8 @@ fn refuse_connection(
 /// The accept loop both listeners share. `advertise_h3` adds `Alt-Svc` to
 /// responses (TLS only: HTTP/3 is always encrypted). `secure` turns an accepted stream
 /// into the one HTTP runs over (or drops it); it runs in the connection's
-/// task so a slow handshake never holds up accepting.
+/// task so a slow handshake never holds up accepting; it also returns the
+/// SNI server name, if any.
 ///
 /// When `shutdown` turns true the listener closes (new connections are
 /// refused), HTTP/2 connections get GOAWAY and HTTP/1.1 ones close after
@@ -140,7 +144,7 @@ async fn accept_loop<S, F, Io>(
     secure: S,
 ) where
     S: Fn(TcpStream, Arc<NodeInner>) -> F + Send + Sync + 'static,
-    F: Future<Output = Option<TokioIo<Io>>> + Send + 'static,
+    F: Future<Output = Option<(TokioIo<Io>, Option<String>)>> + Send + 'static,
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let builder = Arc::new(connection_builder(&node.http_limits));
@@ -173,9 +177,16 @@ async fn accept_loop<S, F, Io>(
         let mut cut = node.lifecycle.cut_signal();
         tokio::spawn(async move {
             let _open = open;
-            let Some(io) = secure(stream, Arc::clone(&node)).await else {
+            let Some((io, server_name)) = secure(stream, Arc::clone(&node)).await else {
                 return;
             };
+            // A TLS client names its service in SNI: count the connection
+            // against that service's tenant.
+            let tenant_connection = server_name
+                .and_then(|name| node.router.route(&name))
+                .map(|service| node.admission.try_connect(&service.tenant));
+            let over_capacity = over_capacity || matches!(tenant_connection, Some(None));
+            let _tenant_connection = tenant_connection.flatten();
             let service = service_fn(move |request| {
                 let node = Arc::clone(&node);
                 async move {

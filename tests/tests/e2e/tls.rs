@@ -326,3 +326,33 @@ async fn an_independent_http3_client_fetches_from_the_node() {
     );
     services.node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_at_its_connection_bound_gets_503_and_others_connect() {
+    let mut config = NodeConfig::default();
+    config.http.max_connections_per_tenant = 2;
+    let services = two_services(config).await;
+    let tls = services.node.tls_addr.expect("TLS listener");
+    let shop = TlsClient::with(&services.shop.pem, rustls::DEFAULT_VERSIONS, |c| {
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    });
+    let held = [
+        shop.connect(tls, "shop.tls.test").await.expect("first"),
+        shop.connect(tls, "shop.tls.test").await.expect("second"),
+    ];
+    // The third connection naming shop (a tenant of its own) is answered
+    // 503 and closed; blog's are not affected.
+    let (reply, _) = shop.get(tls, "shop.tls.test", "/").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("edge-error"), Some("overloaded"));
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    let (reply, _) = TlsClient::trusting(&services.blog.pem)
+        .get(tls, "blog.tls.test", "/")
+        .await;
+    assert_eq!(reply.status, 200);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (reply, _) = shop.get(tls, "shop.tls.test", "/").await;
+    assert_eq!(reply.status, 200, "the bound frees when connections close");
+    services.node.shutdown().await;
+}
