@@ -7,6 +7,7 @@
 #
 #   control plane  http://127.0.0.1:7070   (API, /openapi.json)
 #   edge node      http://127.0.0.1:8080   (metrics on 127.0.0.1:9090)
+#                  https://127.0.0.1:8443  (HTTP/1.1, HTTP/2; HTTP/3 on UDP 8443)
 #   origin         http://127.0.0.1:8000   (behind the proxy service)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,6 +48,9 @@ listen = "127.0.0.1:8080"
 admin_listen = "127.0.0.1:9090"
 data_dir = "$data/node"
 
+[tls]
+listen = "127.0.0.1:8443"
+
 [control_plane]
 url = "http://127.0.0.1:7070"
 cluster_token = "$EDGE_CLUSTER_TOKEN"
@@ -83,6 +87,11 @@ The platform is running: control plane on 127.0.0.1:7070, one edge node on
   curl -H 'Host: echo.localhost' -d 'some body' http://127.0.0.1:8080/any/path?log=hi
   curl --http2-prior-knowledge -H 'Host: api.echo.localhost' http://127.0.0.1:8080/h2
   curl -s http://127.0.0.1:9090/metrics | grep '^edge_requests_total'
+
+Over TLS (the node's self-signed default certificate until a service
+uploads its own with \`edgectl certificate upload\`):
+
+  curl -k --http2 --resolve hello.localhost:8443:127.0.0.1 https://hello.localhost:8443/
 
 The proxy service rewrites /blog/* to the origin's /posts/*, and the edge
 caches what the origin allows (60 s here): ask twice, see the same time and
