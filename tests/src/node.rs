@@ -177,8 +177,9 @@ impl TestNode {
         metric_value(&self.metrics().await, series)
     }
 
-    pub async fn shutdown(self) {
-        self.running.shutdown().await;
+    /// Drains the node (see `RunningNode::drain`) and reports what it cut.
+    pub async fn shutdown(self) -> edge_node::node::DrainReport {
+        self.running.shutdown().await
     }
 }
 

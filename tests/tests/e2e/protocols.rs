@@ -250,3 +250,43 @@ async fn a_client_trickling_its_header_is_cut_at_the_header_read_timeout_with_an
     assert_eq!(get(node.addr, "hello.test", "/").await.text(), HELLO);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_sends_http2_goaway_and_finishes_the_streams_in_flight() {
+    let node = TestNode::start(vec![TestService::new(
+        "stream",
+        "stream.test",
+        rust_guest("streaming"),
+    )])
+    .await;
+    let tcp = TcpStream::connect(node.addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::builder()
+        .uri("http://stream.test/?chunks=20&size=1000&delay_ms=25")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    let response = response.await.expect("response head");
+    assert_eq!(response.status(), 200);
+
+    // The drain starts while the body is still streaming.
+    let drain = tokio::spawn(async move { node.shutdown().await });
+    let mut body = response.into_body();
+    let mut received = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("the stream in flight is not cut");
+        received += chunk.len();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    assert_eq!(received, 20 * 1000);
+    // The connection ends with the server's GOAWAY, not an error.
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the connection closes")
+        .expect("task");
+    assert!(ended.is_ok(), "{ended:?}");
+    let report = drain.await.expect("drain");
+    assert_eq!(report.cut_connections, 0);
+}
