@@ -44,6 +44,29 @@ pub struct NodeInner {
     pub(crate) drain_grace: std::time::Duration,
 }
 
+impl NodeInner {
+    /// Counts a TLS or QUIC connection against the tenant whose service its
+    /// SNI names (`Ok(None)`: no SNI, or no such service). `Err` when that
+    /// tenant is at `http.max_connections_per_tenant`.
+    pub(crate) fn tenant_connection(
+        &self,
+        server_name: Option<&str>,
+    ) -> Result<Option<crate::admission::TenantConnection>, TenantAtLimit> {
+        match server_name.and_then(|name| self.router.route(name)) {
+            Some(service) => self
+                .admission
+                .try_connect(&service.tenant)
+                .map(Some)
+                .ok_or(TenantAtLimit),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A tenant has as many connections open as it may.
+#[derive(Debug)]
+pub(crate) struct TenantAtLimit;
+
 /// The HTTPS listener's address and settings, and the certificates it serves.
 #[derive(Debug)]
 pub(crate) struct TlsListener {

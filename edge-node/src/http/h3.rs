@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -54,7 +53,6 @@ pub async fn serve(
     section: Http3Section,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let open = Arc::new(AtomicU64::new(0));
     let mut connections = JoinSet::new();
     loop {
         let incoming = tokio::select! {
@@ -64,7 +62,9 @@ pub async fn serve(
             },
             () = crate::node::stopped(&mut shutdown) => break,
         };
-        let count = open.load(Ordering::Acquire);
+        // Open QUIC connections: the tasks not yet finished.
+        while connections.try_join_next().is_some() {}
+        let count = connections.len() as u64;
         if count >= section.max_connections {
             tracing::debug!(count, "QUIC connection refused: at the connection limit");
             incoming.refuse();
@@ -76,16 +76,12 @@ pub async fn serve(
             continue;
         }
         let node = Arc::clone(&node);
-        let open = Arc::clone(&open);
         let shutdown = shutdown.clone();
+        let open = node.lifecycle.connection_opened();
         connections.spawn(async move {
-            open.fetch_add(1, Ordering::AcqRel);
-            let _open = node.lifecycle.connection_opened();
+            let _open = open;
             connection(incoming, node, shutdown).await;
-            open.fetch_sub(1, Ordering::AcqRel);
         });
-        // Reap finished connections as we go.
-        while connections.try_join_next().is_some() {}
     }
     // Stop taking new connections; the open ones drain.
     endpoint.set_server_config(None);
@@ -125,15 +121,11 @@ async fn connection(
         .handshake_data()
         .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|data| data.server_name);
-    let tenant_connection = server_name
-        .and_then(|name| node.router.route(&name))
-        .map(|service| node.admission.try_connect(&service.tenant));
-    if matches!(tenant_connection, Some(None)) {
+    let Ok(_tenant_connection) = node.tenant_connection(server_name.as_deref()) else {
         tracing::debug!(%peer, "QUIC connection refused: its tenant is at its connection limit");
         quic.close(quinn::VarInt::from_u32(0x0107), b"tenant connection limit");
         return;
-    }
-    let _tenant_connection = tenant_connection.flatten();
+    };
     let mut h3 = match h3::server::builder()
         .max_field_section_size(node.http_limits.max_header_bytes)
         // A grease frame after the last DATA frame leaves some clients

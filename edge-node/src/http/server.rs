@@ -180,13 +180,9 @@ async fn accept_loop<S, F, Io>(
             let Some((io, server_name)) = secure(stream, Arc::clone(&node)).await else {
                 return;
             };
-            // A TLS client names its service in SNI: count the connection
-            // against that service's tenant.
-            let tenant_connection = server_name
-                .and_then(|name| node.router.route(&name))
-                .map(|service| node.admission.try_connect(&service.tenant));
-            let over_capacity = over_capacity || matches!(tenant_connection, Some(None));
-            let _tenant_connection = tenant_connection.flatten();
+            let tenant_connection = node.tenant_connection(server_name.as_deref());
+            let over_capacity = over_capacity || tenant_connection.is_err();
+            let _tenant_connection = tenant_connection.ok().flatten();
             let service = service_fn(move |request| {
                 let node = Arc::clone(&node);
                 async move {
