@@ -10,18 +10,11 @@ use rustls::pki_types::pem::PemObject;
 
 use crate::client::Reply;
 
-/// Sends one request over a new HTTP/3 connection to `addr`, with
-/// `server_name` as SNI and `:authority`; reads the whole response.
-pub async fn send(
-    addr: SocketAddr,
-    server_name: &str,
-    trusted: &CertificatePem,
-    method: &str,
-    path: &str,
-    body: Bytes,
-) -> Result<Reply, String> {
+/// A QUIC client config for HTTP/3 (TLS 1.3, ALPN `h3`) trusting exactly
+/// the certificates in `trusted_pem`.
+pub fn client_config(trusted_pem: &[u8]) -> Result<quinn::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(trusted.cert_pem.as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(trusted_pem) {
         roots
             .add(cert.map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
@@ -36,9 +29,22 @@ pub async fn send(
     tls.alpn_protocols = vec![b"h3".to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
         .map_err(|e| e.to_string())?;
+    Ok(quinn::ClientConfig::new(Arc::new(crypto)))
+}
+
+/// Sends one request over a new HTTP/3 connection to `addr`, with
+/// `server_name` as SNI and `:authority`; reads the whole response.
+pub async fn send(
+    addr: SocketAddr,
+    server_name: &str,
+    trusted: &CertificatePem,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> Result<Reply, String> {
     let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
         .map_err(|e| e.to_string())?;
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint.set_default_client_config(client_config(trusted.cert_pem.as_bytes())?);
     let connection = endpoint
         .connect(addr, server_name)
         .map_err(|e| e.to_string())?
