@@ -3,8 +3,10 @@
 # toolchain: the wasm32-wasip2 target that the Rust example guests are built
 # for, componentize-py (PyPI, into target/py-venv) for the Python one,
 # aioquic (PyPI, same venv) as an independent HTTP/3 client, curl for
-# HTTP/1.1 and HTTP/2 over TLS, and PostgreSQL (Debian package) for the
-# control plane's API suite.
+# HTTP/1.1 and HTTP/2 over TLS, PostgreSQL (Debian package) for the
+# control plane's API suite, and Prometheus (Debian package) for the
+# observability test, which scrapes a node and the control plane with the
+# shipped scrape config.
 # Idempotent: a second run only checks.
 #
 #   scripts/install-toolchain.sh          test prerequisites
@@ -71,6 +73,12 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt_install postgresql
 else
   log "PostgreSQL present"
+fi
+
+if ! command -v prometheus >/dev/null 2>&1; then
+  apt_install prometheus
+else
+  log "Prometheus present"
 fi
 
 if [ "$want_bench" = 1 ] && ! command -v h2load >/dev/null 2>&1; then

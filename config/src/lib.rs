@@ -8,6 +8,8 @@
 //! - [`node`]: the node's config file (`edge-node --config node.toml`):
 //!   listeners, protocol limits, sandbox sizing and, until the control plane
 //!   feeds it, the services it serves.
+//! - [`observability`]: metrics (and their cardinality guard), the access
+//!   log and the shipping of tenants' guest logs.
 //! - [`protocol`]: the wire types between control plane and nodes: a
 //!   service's spec, the config snapshot, registration and usage reports.
 //! - [`service`]: one tenant service: its domains, module and limits.
@@ -21,6 +23,7 @@
 pub mod backend;
 pub mod limits;
 pub mod node;
+pub mod observability;
 pub mod protocol;
 pub mod service;
 pub mod tls;
@@ -29,6 +32,7 @@ pub mod validate;
 pub use backend::{BackendCache, BackendSpec};
 pub use limits::{CacheLimits, HttpLimits, SandboxLimits, ServiceLimits};
 pub use node::{NodeConfig, NodeSection};
+pub use observability::{LogsSection, MetricsSection};
 pub use service::ServiceConfig;
 pub use tls::{CertificateFiles, CertificatePem, Http3Section, TlsSection};
 pub use validate::{ConfigError, ConfigErrors};

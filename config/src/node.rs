@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{CacheLimits, HttpLimits, SandboxLimits};
+use crate::observability::{LogsSection, MetricsSection};
 use crate::service::ServiceConfig;
 use crate::tls::{Http3Section, TlsSection};
 use crate::validate::ConfigErrors;
@@ -29,6 +30,8 @@ pub struct NodeConfig {
     pub cache: CacheLimits,
     pub tls: TlsSection,
     pub http3: Http3Section,
+    pub metrics: MetricsSection,
+    pub logs: LogsSection,
     /// Services served from this file. The control plane feeds the same
     /// routing table at run time.
     #[serde(rename = "service")]
@@ -125,6 +128,8 @@ impl NodeConfig {
         self.cache.validate("cache", &mut errors);
         self.tls.validate("tls", &mut errors);
         self.http3.validate("http3", &mut errors);
+        self.metrics.validate("metrics", &mut errors);
+        self.logs.validate("logs", &mut errors);
         errors.check_range(
             "node.drain_grace_ms",
             self.node.drain_grace_ms,

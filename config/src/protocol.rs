@@ -160,3 +160,28 @@ pub struct ServiceUsage {
     pub guest_cpu_micros: u64,
     pub bytes_out: u64,
 }
+
+/// One line a guest printed, as shipped from a node to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestLogLine {
+    /// As in [`SnapshotService::name`].
+    pub service: String,
+    /// The service version that printed it (0: a service of the node's
+    /// config file).
+    pub version: u64,
+    pub request_id: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// When the node received it, Unix milliseconds.
+    pub timestamp_ms: u64,
+    pub line: String,
+}
+
+/// Guest log lines a node ships in one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestLogBatch {
+    pub lines: Vec<GuestLogLine>,
+}
+
+/// Lines a node ships per request at most.
+pub const MAX_GUEST_LOG_LINES_PER_BATCH: usize = 1_000;

@@ -48,7 +48,7 @@ fn route(node: &NodeInner, request: &Request<Incoming>) -> Response<Full<Bytes>>
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            node.metrics.render(),
+            node.metrics.render(node.cache.usage()),
         ),
         // 200 only while serving: a draining node must get no new traffic.
         "/healthz" => {

@@ -15,7 +15,8 @@
 //!          (backend::outbound) -> tenant's HTTP cache, RFC 9111, collapsing
 //!          (cache) -> pooled origin connection, timeouts (backend::client)
 //!        edge:platform/cache -> the same cache, tenant's namespace
-//!   -> respond, streaming; metrics per service (metrics)
+//!   -> respond, streaming; metrics per service (metrics), one access-log
+//!      event (http::pipeline), guest log lines to the tenant (tenant_logs)
 //! ```
 //!
 //! # Layout
@@ -27,7 +28,10 @@
 //! - [`backend`]: guests' requests to their services' named origins.
 //! - [`cache`]: the HTTP cache (RFC 9111) and the guest cache API.
 //! - [`sandbox`]: the engine, the epoch ticker, per-request guest state.
-//! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener.
+//! - [`metrics`], [`admin`]: Prometheus metrics (with their cardinality
+//!   guard) and the admin listener.
+//! - [`tenant_logs`]: guests' log lines, rate-limited and buffered for the
+//!   control plane.
 //! - [`error`]: every outcome a client can see, with its status.
 //! - [`sync`]: following the control plane: snapshot long-poll, module
 //!   fetch, the last good snapshot kept on disk; [`usage`]: what the node
@@ -46,6 +50,7 @@ pub mod node;
 pub mod routing;
 pub mod sandbox;
 pub mod sync;
+pub mod tenant_logs;
 pub mod tls;
 pub mod usage;
 

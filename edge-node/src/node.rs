@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::modules::{ArtifactStore, ModuleCache, ModuleHash};
 use crate::routing::{Router, RoutingTable, Service};
 use crate::sandbox::{GuestCapabilities, Sandbox};
+use crate::tenant_logs::TenantLogs;
 use crate::tls::{ServingCertificate, SniResolver, SniTable};
 use crate::usage::UsageMeter;
 
@@ -36,12 +37,17 @@ pub struct NodeInner {
     pub(crate) http_limits: HttpLimits,
     pub(crate) request_ids: RequestIds,
     pub(crate) usage: UsageMeter,
+    pub(crate) tenant_logs: Arc<TenantLogs>,
+    /// One access-log event per request (`logs.access_log`).
+    pub(crate) access_log: bool,
     pub(crate) cache: Arc<HttpCache>,
     pub(crate) origin_clients: OriginClients,
     pub(crate) tls: Option<TlsListener>,
     pub(crate) lifecycle: Lifecycle,
     /// How long a drain lets requests in flight finish.
     pub(crate) drain_grace: std::time::Duration,
+    /// How often the services with their own metrics label are chosen.
+    pub(crate) metrics_rerank: std::time::Duration,
 }
 
 impl NodeInner {
@@ -118,7 +124,7 @@ pub struct Node {
 impl Node {
     /// Builds the engine, the artifact store and the module cache.
     pub fn new(config: &NodeConfig) -> anyhow::Result<Self> {
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new(&config.metrics));
         let sandbox = Arc::new(Sandbox::new(&config.sandbox).context("creating the sandbox")?);
         let store = ArtifactStore::open(
             &config.node.data_dir,
@@ -130,12 +136,9 @@ impl Node {
             Arc::new(store),
             Arc::clone(&sandbox),
             config.sandbox.module_cache_entries,
-            metrics.clone(),
+            Arc::clone(&metrics),
         );
-        let cache = Arc::new(HttpCache::new(
-            &config.cache,
-            metrics.http_cache_requests.clone(),
-        ));
+        let cache = Arc::new(HttpCache::new(&config.cache, Arc::clone(&metrics)));
         let lifecycle = Lifecycle::new(metrics.node_phase.clone());
         let tls = match config.tls.listen {
             Some(listen) => Some(TlsListener::new(config, listen)?),
@@ -150,9 +153,14 @@ impl Node {
                 router: Router::default(),
                 admission: Admission::new(&config.http, metrics.in_flight_requests.clone()),
                 http_limits: config.http.clone(),
-                metrics: Arc::new(metrics),
+                metrics: Arc::clone(&metrics),
                 request_ids: RequestIds::new(),
                 usage: UsageMeter::default(),
+                tenant_logs: Arc::new(TenantLogs::new(&config.logs, Arc::clone(&metrics))),
+                access_log: config.logs.access_log,
+                metrics_rerank: std::time::Duration::from_millis(
+                    config.metrics.service_label_rerank_ms,
+                ),
                 tls,
                 lifecycle,
                 drain_grace: std::time::Duration::from_millis(config.node.drain_grace_ms),
@@ -171,6 +179,11 @@ impl Node {
     /// Usage per service since the last report.
     pub fn usage(&self) -> &UsageMeter {
         &self.inner.usage
+    }
+
+    /// Guest log lines waiting to be shipped to the control plane.
+    pub fn tenant_logs(&self) -> &Arc<TenantLogs> {
+        &self.inner.tenant_logs
     }
 
     pub fn sandbox(&self) -> &Sandbox {
@@ -202,8 +215,10 @@ impl Node {
                 .origin_clients
                 .backend_set(backends, clients_in_use),
             cache: Arc::clone(&self.inner.cache),
+            metrics: Arc::clone(&self.inner.metrics),
         });
         GuestCapabilities {
+            logs: Some(Arc::clone(&self.inner.tenant_logs)),
             outbound,
             cache: Some(GuestCache {
                 namespace,
@@ -247,6 +262,7 @@ impl Node {
                     Service {
                         name: service.name.as_str().into(),
                         tenant: service.tenant.as_deref().unwrap_or(&service.name).into(),
+                        version: 0,
                         cache_responses: service.cache_responses,
                         module,
                         limits: service.limits.clone(),
@@ -267,6 +283,7 @@ impl Node {
         self.inner.router.replace(table);
         self.replace_certificates(certificates);
         self.inner.origin_clients.retain(clients);
+        self.inner.metrics.snapshot_applied(0);
         Ok(())
     }
 
@@ -311,6 +328,7 @@ impl Node {
                 Service {
                     name: service.name.as_str().into(),
                     tenant: service.tenant.as_str().into(),
+                    version: service.version,
                     cache_responses: service.spec.cache_responses,
                     module,
                     limits: service.spec.limits.clone(),
@@ -326,6 +344,7 @@ impl Node {
         self.inner.router.replace(table);
         self.replace_certificates(certificates);
         self.inner.origin_clients.retain(clients);
+        self.inner.metrics.snapshot_applied(snapshot.version);
         Ok(())
     }
 
@@ -410,6 +429,12 @@ impl Node {
                 stop,
             )));
         }
+        // Ends with the admin listener, after the drain.
+        tokio::spawn(rerank_service_labels(
+            Arc::downgrade(&self.inner),
+            self.inner.metrics_rerank,
+            admin_stop.clone(),
+        ));
         // The admin listener outlives the drain, so operators can watch it.
         let admin = tokio::spawn(crate::admin::serve(
             admin_listener,
@@ -506,6 +531,27 @@ impl RunningNode {
         let _ = self.admin.await;
         tracing::info!(cut_connections, "node stopped");
         DrainReport { cut_connections }
+    }
+}
+
+/// Chooses the services with their own metrics label every `period`, for
+/// as long as the node is up.
+async fn rerank_service_labels(
+    node: std::sync::Weak<NodeInner>,
+    period: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stopped(&mut shutdown) => return,
+        }
+        match node.upgrade() {
+            Some(node) => node.metrics.rerank_services(),
+            None => return,
+        }
     }
 }
 

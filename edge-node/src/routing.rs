@@ -20,6 +20,8 @@ pub struct Service {
     pub name: Arc<str>,
     /// Whose service it is: the per-tenant admission bound counts by it.
     pub tenant: Arc<str>,
+    /// The control plane's version number (0: a service of the config file).
+    pub version: u64,
     /// Whether the guest's cacheable responses are kept at the edge.
     pub cache_responses: bool,
     pub module: ModuleHash,
@@ -124,6 +126,7 @@ mod tests {
         Arc::new(Service {
             name: name.into(),
             tenant: name.into(),
+            version: 0,
             cache_responses: false,
             module: ModuleHash::of(name.as_bytes()),
             limits: ServiceLimits::default(),

@@ -106,7 +106,9 @@ impl HelloNode {
             .expect("ready component");
         let identity = GuestIdentity {
             service: Arc::clone(&service.name),
+            version: service.version,
             request_id: "bench".into(),
+            metrics_label: Arc::clone(&service.name),
         };
         ReadyGuest {
             service,

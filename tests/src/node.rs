@@ -183,7 +183,7 @@ impl TestNode {
     }
 }
 
-/// Finds `series` (e.g. `edge_requests_total{service="a",status="200"}`) in a
+/// Finds `series` (e.g. `edge_module_loads_total{source="compiled"}`) in a
 /// Prometheus text page. Absent series count as 0.
 pub fn metric_value(page: &str, series: &str) -> f64 {
     page.lines()

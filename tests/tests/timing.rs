@@ -84,8 +84,10 @@ async fn twenty_concurrent_loops_are_stopped_in_time_while_hello_keeps_answering
         "charged {cpu} s for {LOOPS} loops"
     );
     assert_eq!(
-        node.metric("edge_requests_total{service=\"hostile\",status=\"508\"}")
-            .await,
+        node.metric(
+            "edge_requests_total{protocol=\"http1\",service=\"hostile\",status_class=\"5xx\"}"
+        )
+        .await,
         LOOPS as f64
     );
 }

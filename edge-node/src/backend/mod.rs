@@ -17,8 +17,13 @@ pub mod outbound;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use edge_config::BackendSpec;
+use http::{Request, Response};
+use wasmtime_wasi_http::{Error as WasiHttpError, WasiBody};
+
+use crate::metrics::Metrics;
 
 pub use client::{OriginClient, Timeouts};
 pub use outbound::Outbound;
@@ -32,6 +37,64 @@ pub struct Backend {
     /// certificate): requests to this backend then fail with
     /// `configuration-error` while the service's other backends work.
     pub client: Result<Arc<OriginClient>, String>,
+}
+
+/// A backend request's way out: the origin's pooled client, and the series
+/// of `edge_backend_*` its requests are counted in.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub client: Arc<OriginClient>,
+    /// The requesting service's metrics label.
+    pub service: Arc<str>,
+    pub backend: Arc<str>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Origin {
+    pub fn base_url(&self) -> &str {
+        self.client.base_url()
+    }
+
+    /// Sends one request to the origin (see [`OriginClient::send`]) and
+    /// counts it, with the time to its response head.
+    pub async fn send(
+        &self,
+        request: Request<WasiBody>,
+        timeouts: Timeouts,
+    ) -> Result<Response<WasiBody>, WasiHttpError> {
+        let started = Instant::now();
+        let result = self.client.send(request, timeouts).await;
+        let outcome = match &result {
+            Ok(response) => crate::metrics::status_class(response.status().as_u16()).to_string(),
+            Err(error) => error_label(error),
+        };
+        self.metrics
+            .record_backend(&self.service, &self.backend, &outcome, started.elapsed());
+        result
+    }
+}
+
+/// The `outcome` label of a failed backend request: the error code's name in
+/// snake case (`connection_refused`, `connection_timeout`, ...). The codes
+/// are a closed set, so the label values are too.
+fn error_label(error: &WasiHttpError) -> String {
+    let debug = format!("{error:?}");
+    let name: String = debug
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    let mut label = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                label.push('_');
+            }
+            label.push(c.to_ascii_lowercase());
+        } else {
+            label.push(c);
+        }
+    }
+    label
 }
 
 /// A service's backends by name.

@@ -9,8 +9,9 @@ use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error as WasiHttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::{BackendSet, Timeouts};
+use super::{BackendSet, Origin, Timeouts};
 use crate::cache::HttpCache;
+use crate::metrics::Metrics;
 
 /// Everything a guest's outgoing requests need, shared by the service's
 /// requests.
@@ -20,12 +21,15 @@ pub struct OutboundContext {
     pub namespace: Arc<str>,
     pub backends: Arc<BackendSet>,
     pub cache: Arc<HttpCache>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The outgoing-request hook of one guest execution.
 #[derive(Debug)]
 pub struct Outbound {
     context: Option<OutboundContext>,
+    /// The service's metrics label for this request.
+    metrics_label: Arc<str>,
     requests_left: u64,
     limit: u64,
     in_flight: Arc<Semaphore>,
@@ -43,9 +47,14 @@ type SendFuture = Box<
 impl Outbound {
     /// `context` is `None` for a service with no backends: every request is
     /// then refused.
-    pub fn new(context: Option<OutboundContext>, limits: &ServiceLimits) -> Self {
+    pub fn new(
+        context: Option<OutboundContext>,
+        metrics_label: Arc<str>,
+        limits: &ServiceLimits,
+    ) -> Self {
         Self {
             context,
+            metrics_label,
             requests_left: limits.max_backend_requests,
             limit: limits.max_backend_requests,
             in_flight: Arc::new(Semaphore::new(
@@ -102,6 +111,12 @@ impl WasiHttpHooks for Outbound {
             Ok(client) => Arc::clone(client),
             Err(_) => return Self::refuse(WasiHttpError::ConfigurationError),
         };
+        let origin = Origin {
+            client,
+            service: Arc::clone(&self.metrics_label),
+            backend: Arc::clone(&backend.name),
+            metrics: Arc::clone(&context.metrics),
+        };
         let context = context.clone();
         let in_flight = Arc::clone(&self.in_flight);
         let timeouts = Timeouts::new(&backend.spec, options);
@@ -114,7 +129,7 @@ impl WasiHttpHooks for Outbound {
                 .map_err(|_| WasiHttpError::InternalError(None))?;
             let response = context
                 .cache
-                .fetch(&context.namespace, &backend, &client, request, timeouts)
+                .fetch(&context.namespace, &backend, &origin, request, timeouts)
                 .await?;
             // The slot is held until the body is read or dropped.
             let response = response.map(|body| PermitBody::boxed(body, permit));

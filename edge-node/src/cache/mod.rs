@@ -34,11 +34,11 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CachePolicy};
 use moka::ops::compute::Op;
-use prometheus::IntCounterVec;
 use tokio::sync::watch;
 use wasmtime_wasi_http::{Error as WasiHttpError, WasiBody};
 
-use crate::backend::{Backend, OriginClient, Timeouts};
+use crate::backend::{Backend, Origin, Timeouts};
+use crate::metrics::Metrics;
 use policy::StaleAllowance;
 
 /// A stored response that can be revalidated is kept this long past the end
@@ -294,7 +294,7 @@ pub struct HttpCache {
     tags: Arc<TagIndex>,
     fills: Arc<DashMap<CacheKey, watch::Receiver<()>>>,
     max_object_bytes: usize,
-    requests: IntCounterVec,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for HttpCache {
@@ -332,7 +332,7 @@ impl moka::Expiry<CacheKey, Arc<Slot>> for SlotExpiry {
 }
 
 impl HttpCache {
-    pub fn new(limits: &CacheLimits, requests: IntCounterVec) -> Self {
+    pub fn new(limits: &CacheLimits, metrics: Arc<Metrics>) -> Self {
         let tags: Arc<TagIndex> = Arc::default();
         let index = Arc::clone(&tags);
         let entries = moka::sync::Cache::builder()
@@ -354,12 +354,24 @@ impl HttpCache {
             tags,
             fills: Arc::default(),
             max_object_bytes: usize::try_from(limits.max_object_bytes).unwrap_or(usize::MAX),
-            requests,
+            metrics,
         }
     }
 
     fn count(&self, outcome: Outcome) {
-        self.requests.with_label_values(&[outcome.label()]).inc();
+        self.metrics
+            .http_cache_requests
+            .with_label_values(&[outcome.label()])
+            .inc();
+    }
+
+    /// Counts body bytes served from the cache (`served`) or put in it
+    /// (`stored`).
+    fn count_bytes(&self, direction: &str, bytes: usize) {
+        self.metrics
+            .http_cache_bytes
+            .with_label_values(&[direction])
+            .inc_by(bytes as u64);
     }
 
     /// Entries stored and the bytes they are charged.
@@ -373,19 +385,19 @@ impl HttpCache {
         self: &Arc<Self>,
         namespace: &Arc<str>,
         backend: &Backend,
-        client: &Arc<OriginClient>,
+        origin: &Origin,
         request: Request<WasiBody>,
         timeouts: Timeouts,
     ) -> Result<Response<WasiBody>, WasiHttpError> {
         let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let url = format!("{}{path}", client.base_url());
+        let url = format!("{}{path}", origin.base_url());
         if !policy::is_safe(request.method()) {
             self.count(Outcome::Pass);
-            let response = client.send(request, timeouts).await?;
+            let response = origin.send(request, timeouts).await?;
             if response.status().is_success() || response.status().is_redirection() {
                 self.invalidate_after_unsafe(
                     namespace,
-                    client.base_url(),
+                    origin.base_url(),
                     &url,
                     response.headers(),
                 );
@@ -394,7 +406,7 @@ impl HttpCache {
         }
         if backend.spec.cache == BackendCache::Off || request.method() != Method::GET {
             self.count(Outcome::Pass);
-            return client.send(request, timeouts).await;
+            return origin.send(request, timeouts).await;
         }
 
         let key = CacheKey::http(namespace, &url);
@@ -418,8 +430,9 @@ impl HttpCache {
                     if stale.stored.staleness(now) <= stale.stored.stale.while_revalidate
                         && !stale.stored.stale.while_revalidate.is_zero() =>
                 {
-                    self.revalidate_in_background(&key, &stale, &parts, client, timeouts);
+                    self.revalidate_in_background(&key, &stale, &parts, origin, timeouts);
                     self.count(Outcome::Stale);
+                    self.count_bytes("served", stale.stored.body.len());
                     return Ok(stale.stored.serve(now));
                 }
                 Lookup::Stale(stale) => Some(stale),
@@ -442,7 +455,7 @@ impl HttpCache {
                 }
             };
             return self
-                .fill(key, guard, parts, body, stale, client, timeouts)
+                .fill(key, guard, parts, body, stale, origin, timeouts)
                 .await;
         }
     }
@@ -468,10 +481,12 @@ impl HttpCache {
             // Vary, under the same key (so the same URL), the crate's answer
             // is "fresh" exactly when its `time_to_live` is above zero.
             if plain_request && !stored.varies && !stored.policy.time_to_live(now).is_zero() {
+                self.count_bytes("served", stored.body.len());
                 return Lookup::Fresh(stored.serve(now));
             }
             match stored.policy.before_request(request, now) {
                 BeforeRequest::Fresh(parts) => {
+                    self.count_bytes("served", stored.body.len());
                     return Lookup::Fresh(Response::from_parts(parts, full(stored.body.clone())));
                 }
                 BeforeRequest::Stale {
@@ -514,14 +529,14 @@ impl HttpCache {
         request: RequestParts,
         body: WasiBody,
         stale: Option<Stale>,
-        client: &OriginClient,
+        origin: &Origin,
         timeouts: Timeouts,
     ) -> Result<Response<WasiBody>, WasiHttpError> {
         let outgoing = match &stale {
             Some(stale) => clone_parts(&stale.revalidation),
             None => clone_parts(&request),
         };
-        let result = client
+        let result = origin
             .send(Request::from_parts(outgoing, body), timeouts)
             .await;
         let now = SystemTime::now();
@@ -535,6 +550,7 @@ impl HttpCache {
             Err(error) => {
                 if let Some(stale) = serve_stale_on_error(&stale, now) {
                     self.count(Outcome::Stale);
+                    self.count_bytes("served", stale.stored.body.len());
                     return Ok(stale.stored.serve(now));
                 }
                 return Err(error);
@@ -545,6 +561,7 @@ impl HttpCache {
             && let Some(stale) = serve_stale_on_error(&stale, now)
         {
             self.count(Outcome::Stale);
+            self.count_bytes("served", stale.stored.body.len());
             return Ok(stale.stored.serve(now));
         }
 
@@ -561,6 +578,7 @@ impl HttpCache {
             );
             self.store(&key, &request, refreshed);
             self.count(Outcome::Revalidated);
+            self.count_bytes("served", stale.stored.body.len());
             drop(guard);
             return Ok(Response::from_parts(parts, full(stale.stored.body.clone())));
         }
@@ -596,7 +614,7 @@ impl HttpCache {
         key: &CacheKey,
         stale: &Stale,
         request: &RequestParts,
-        client: &Arc<OriginClient>,
+        origin: &Origin,
         timeouts: Timeouts,
     ) {
         if stale.stored.revalidating.swap(true, Ordering::AcqRel) {
@@ -606,11 +624,11 @@ impl HttpCache {
             return;
         };
         let cache = Arc::clone(self);
-        let (key, stale, request, client) = (
+        let (key, stale, request, origin) = (
             key.clone(),
             stale.clone(),
             clone_parts(request),
-            Arc::clone(client),
+            origin.clone(),
         );
         tokio::spawn(async move {
             let body = http_body_util::Empty::new()
@@ -623,7 +641,7 @@ impl HttpCache {
                     request,
                     body,
                     Some(stale.clone()),
-                    &client,
+                    &origin,
                     timeouts,
                 )
                 .await;
@@ -636,6 +654,7 @@ impl HttpCache {
 
     /// Stores `stored` as the variant `request` selects, keeping the others.
     fn store(&self, key: &CacheKey, request: &RequestParts, stored: StoredResponse) {
+        self.count_bytes("stored", stored.body.len());
         let stored = Arc::new(stored);
         for tag in &stored.surrogate_keys {
             self.tags

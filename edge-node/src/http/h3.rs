@@ -78,9 +78,10 @@ pub async fn serve(
         let node = Arc::clone(&node);
         let shutdown = shutdown.clone();
         let open = node.lifecycle.connection_opened();
+        let counted = crate::metrics::OpenConnection::accepted(&node.metrics, "quic");
         connections.spawn(async move {
             let _open = open;
-            connection(incoming, node, shutdown).await;
+            connection(incoming, node, counted, shutdown).await;
         });
     }
     // Stop taking new connections; the open ones drain.
@@ -92,6 +93,7 @@ pub async fn serve(
 async fn connection(
     incoming: quinn::Incoming,
     node: Arc<NodeInner>,
+    counted: crate::metrics::OpenConnection,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(tls) = node.tls.as_ref() else {
@@ -116,6 +118,8 @@ async fn connection(
         }
     };
     let peer = quic.remote_address();
+    // Every request on it is HTTP/3: counted as such from the handshake on.
+    counted.request(http::Version::HTTP_3);
     // Counted against the tenant its SNI names, like a TLS connection.
     let server_name = quic
         .handshake_data()

@@ -15,7 +15,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use super::body::{LimitedBody, MeteredBody};
 use crate::admission::Refusal;
 use crate::error::EdgeError;
-use crate::metrics::{Metrics, UNKNOWN_SERVICE};
+use crate::metrics::{GuestRun, Metrics, UNKNOWN_SERVICE};
 use crate::node::NodeInner;
 use crate::routing::Service;
 use crate::sandbox::{GuestIdentity, GuestReport};
@@ -32,15 +32,27 @@ where
 {
     let started = Instant::now();
     let request_id: Arc<str> = node.request_ids.next().into();
+    let version = request.version();
+    let access = node.access_log.then(|| AccessFields::of(&request));
     // Usage is counted for routed requests only: a refused one belongs to
     // no tenant.
-    let (service_name, result, usage) = match admit_and_route(node, &request) {
+    let (service_name, metrics_label, result, usage) = match admit_and_route(node, &request) {
         Ok((service, permit)) => {
             let usage = node.usage.counters(&service.name);
-            let result = run_guest(node, &service, request, &request_id, permit, &usage).await;
-            (Arc::clone(&service.name), result, Some(usage))
+            let label = node.metrics.service_label(&service.name);
+            let identity = GuestIdentity {
+                service: Arc::clone(&service.name),
+                version: service.version,
+                request_id: Arc::clone(&request_id),
+                metrics_label: Arc::clone(&label),
+            };
+            let result = run_guest(node, &service, request, &identity, permit, &usage).await;
+            (Arc::clone(&service.name), label, result, Some(usage))
         }
-        Err(refusal) => (Arc::from(UNKNOWN_SERVICE), Err(refusal), None),
+        Err(refusal) => {
+            let unknown: Arc<str> = Arc::from(UNKNOWN_SERVICE);
+            (Arc::clone(&unknown), unknown, Err(refusal), None)
+        }
     };
     let mut response = match result {
         Ok(response) => response,
@@ -58,15 +70,67 @@ where
     if let Some(usage) = usage {
         usage.record_status(status.as_u16());
     }
+    let elapsed = started.elapsed();
     node.metrics
-        .requests
-        .with_label_values(&[&service_name, status.as_str()])
-        .inc();
-    node.metrics
-        .request_duration
-        .with_label_values(&[&service_name])
-        .observe(started.elapsed().as_secs_f64());
+        .record_request(&metrics_label, version, status.as_u16(), elapsed);
+    if let Some(access) = access {
+        access.emit(&request_id, &service_name, version, status, elapsed);
+    }
     response
+}
+
+/// What the access log says about a request, taken from its head before the
+/// request is handed on.
+struct AccessFields {
+    method: http::Method,
+    host: String,
+    path: String,
+}
+
+impl AccessFields {
+    fn of<B>(request: &Request<B>) -> Self {
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("")
+            .to_string();
+        Self {
+            method: request.method().clone(),
+            host,
+            path: request.uri().path().to_string(),
+        }
+    }
+
+    /// One event, target `access`, at INFO: `--log-format json` makes it a
+    /// JSON object with these fields.
+    fn emit(
+        self,
+        request_id: &str,
+        service: &str,
+        version: http::Version,
+        status: http::StatusCode,
+        elapsed: std::time::Duration,
+    ) {
+        tracing::info!(
+            target: "access",
+            request_id,
+            service,
+            method = %self.method,
+            host = %self.host,
+            path = %self.path,
+            protocol = crate::metrics::protocol_label(version),
+            status = status.as_u16(),
+            duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+    }
 }
 
 /// The checks that need only the request head.
@@ -131,7 +195,7 @@ async fn run_guest<B>(
     node: &NodeInner,
     service: &Arc<Service>,
     request: Request<B>,
-    request_id: &Arc<str>,
+    identity: &GuestIdentity,
     permit: crate::admission::AdmissionPermit,
     usage: &Arc<ServiceCounters>,
 ) -> Result<Response<HyperOutgoingBody>, EdgeError>
@@ -160,13 +224,16 @@ where
         .filter(|_| service.cache_responses);
     let (parts, body) = request.into_parts();
     let url = front.and_then(|_| crate::cache::responses::public_url(&parts));
-    if let (Some(front), Some(url)) = (front, &url)
-        && let Some(hit) = front
+    if let (Some(front), Some(url)) = (front, &url) {
+        let hit = front
             .cache
-            .stored_guest_response(&front.namespace, url, &parts)
-    {
-        drop(permit);
-        return Ok(hit.map(|body| MeteredBody::boxed(body, Arc::clone(usage))));
+            .stored_guest_response(&front.namespace, url, &parts);
+        node.metrics
+            .record_response_cache(&identity.metrics_label, hit.is_some());
+        if let Some(hit) = hit {
+            drop(permit);
+            return Ok(hit.map(|body| MeteredBody::boxed(body, Arc::clone(usage))));
+        }
     }
     let stored_request = url.as_ref().map(|_| crate::cache::clone_parts(&parts));
     let request = Request::from_parts(parts, body);
@@ -179,15 +246,11 @@ where
     let body_exceeded = Arc::new(AtomicBool::new(false));
     let request =
         request.map(|body| LimitedBody::new(body, body_limit, Arc::clone(&body_exceeded)));
-    let identity = GuestIdentity {
-        service: Arc::clone(&service.name),
-        request_id: Arc::clone(request_id),
-    };
     let metrics = Arc::clone(&node.metrics);
     let guest_usage = Arc::clone(usage);
-    let service_name = Arc::clone(&service.name);
+    let metrics_label = Arc::clone(&identity.metrics_label);
     let finished = move |report: GuestReport| {
-        record_guest(&metrics, &service_name, &report);
+        record_guest(&metrics, &metrics_label, &report);
         guest_usage.add_cpu(report.cpu);
         // The request leaves admission only when its guest is done.
         drop(permit);
@@ -196,7 +259,7 @@ where
         .sandbox
         .handle(
             &component,
-            &identity,
+            identity,
             &service.capabilities,
             &service.limits,
             request,
@@ -290,26 +353,22 @@ fn check_response_head(
 }
 
 fn record_guest(metrics: &Metrics, service: &str, report: &GuestReport) {
-    metrics
-        .guest_cpu_seconds
-        .with_label_values(&[service])
-        .inc_by(report.cpu.as_secs_f64());
-    if let Some(instantiation) = report.instantiation {
-        metrics
-            .instantiation_duration
-            .observe(instantiation.as_secs_f64());
-    }
-    let reason = match &report.outcome {
-        Ok(()) => return,
-        Err(EdgeError::CpuBudgetExceeded { .. }) => "cpu",
-        Err(EdgeError::WallTimeExceeded { .. }) => "wall",
-        Err(EdgeError::MemoryLimitExceeded { .. }) => "memory",
-        Err(EdgeError::NoResponse) => "no_response",
-        Err(EdgeError::Overloaded) => "overloaded",
-        Err(_) => "trap",
+    let termination = match &report.outcome {
+        Ok(()) => None,
+        Err(EdgeError::CpuBudgetExceeded { .. }) => Some("cpu"),
+        Err(EdgeError::WallTimeExceeded { .. }) => Some("wall"),
+        Err(EdgeError::MemoryLimitExceeded { .. }) => Some("memory"),
+        Err(EdgeError::NoResponse) => Some("no_response"),
+        Err(EdgeError::Overloaded) => Some("overloaded"),
+        Err(_) => Some("trap"),
     };
-    metrics
-        .guest_terminations
-        .with_label_values(&[service, reason])
-        .inc();
+    metrics.record_guest(
+        service,
+        GuestRun {
+            cpu: report.cpu,
+            wall: report.wall,
+            instantiation: report.instantiation,
+            termination,
+        },
+    );
 }

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::pipeline;
+use crate::metrics::OpenConnection;
 use crate::node::NodeInner;
 
 /// Resets a client may cause before HTTP/2 closes its connection (the
@@ -174,6 +175,8 @@ async fn accept_loop<S, F, Io>(
         let over_capacity =
             node.lifecycle.open_connections() as u64 >= node.http_limits.max_connections;
         let open = node.lifecycle.connection_opened();
+        let listener_name = if advertise_h3 { "https" } else { "http" };
+        let counted = Arc::new(OpenConnection::accepted(&node.metrics, listener_name));
         let mut cut = node.lifecycle.cut_signal();
         tokio::spawn(async move {
             let _open = open;
@@ -183,8 +186,9 @@ async fn accept_loop<S, F, Io>(
             let tenant_connection = node.tenant_connection(server_name.as_deref());
             let over_capacity = over_capacity || tenant_connection.is_err();
             let _tenant_connection = tenant_connection.ok().flatten();
-            let service = service_fn(move |request| {
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let node = Arc::clone(&node);
+                counted.request(request.version());
                 async move {
                     if over_capacity {
                         drop(request);

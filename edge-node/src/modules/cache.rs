@@ -15,7 +15,7 @@ pub struct ModuleCache {
     store: Arc<ArtifactStore>,
     sandbox: Arc<Sandbox>,
     ready: Cache<ModuleHash, ReadyComponent>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for ModuleCache {
@@ -31,7 +31,7 @@ impl ModuleCache {
         store: Arc<ArtifactStore>,
         sandbox: Arc<Sandbox>,
         max_entries: u64,
-        metrics: Metrics,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,

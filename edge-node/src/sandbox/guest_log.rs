@@ -1,7 +1,8 @@
 //! Guest stdout and stderr become the tenant's log lines.
 //!
 //! Each complete line is emitted as a `tracing` event (target `guest`) with
-//! the service and request id. A request may log up to its service's
+//! the service and request id, and offered to the node's [`TenantLogs`] for
+//! the control plane, where the tenant reads it (`edgectl logs`). A request may log up to its service's
 //! `max_log_bytes_per_request`; the rest is counted and dropped, and one
 //! warning says how much. Writes never fail, so a guest that logs too much
 //! keeps running (Rust's `println!` panics when stdout returns an error).
@@ -12,6 +13,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
+
+pub use crate::tenant_logs::LogStream;
+use crate::tenant_logs::{LineSource, TenantLogs};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
@@ -20,36 +24,25 @@ const MAX_WRITE_BYTES: usize = 64 * 1024;
 /// A partial line is emitted once it reaches this length.
 const MAX_LINE_BYTES: usize = 8 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogStream {
-    Stdout,
-    Stderr,
-}
-
-impl LogStream {
-    fn name(self) -> &'static str {
-        match self {
-            LogStream::Stdout => "stdout",
-            LogStream::Stderr => "stderr",
-        }
-    }
-}
-
 /// The log of one request, shared by its stdout and stderr.
 #[derive(Debug)]
 pub struct GuestLog {
-    service: Arc<str>,
-    request_id: Arc<str>,
+    source: LineSource,
+    sink: Option<Arc<TenantLogs>>,
     remaining_bytes: usize,
     dropped_bytes: u64,
     partial: [Vec<u8>; 2],
 }
 
 impl GuestLog {
-    pub fn new(service: Arc<str>, request_id: Arc<str>, max_bytes: u64) -> Arc<Mutex<Self>> {
+    pub fn new(
+        source: LineSource,
+        sink: Option<Arc<TenantLogs>>,
+        max_bytes: u64,
+    ) -> Arc<Mutex<Self>> {
         Arc::new(Mutex::new(Self {
-            service,
-            request_id,
+            source,
+            sink,
             remaining_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
             dropped_bytes: 0,
             partial: [Vec::new(), Vec::new()],
@@ -81,11 +74,15 @@ impl GuestLog {
         }
         tracing::info!(
             target: "guest",
-            service = %self.service,
-            request_id = %self.request_id,
+            service = %self.source.service,
+            version = self.source.version,
+            request_id = %self.source.request_id,
             stream = stream.name(),
             "{line}"
         );
+        if let Some(sink) = &self.sink {
+            sink.offer(&self.source, stream, line);
+        }
     }
 }
 
@@ -100,8 +97,8 @@ impl Drop for GuestLog {
         if self.dropped_bytes > 0 {
             tracing::warn!(
                 target: "guest",
-                service = %self.service,
-                request_id = %self.request_id,
+                service = %self.source.service,
+                request_id = %self.source.request_id,
                 dropped_bytes = self.dropped_bytes,
                 "guest log truncated at max_log_bytes_per_request"
             );
@@ -190,7 +187,12 @@ mod tests {
     use super::*;
 
     fn log(max_bytes: u64) -> Arc<Mutex<GuestLog>> {
-        GuestLog::new("svc".into(), "req".into(), max_bytes)
+        let source = LineSource {
+            service: "svc".into(),
+            version: 1,
+            request_id: "req".into(),
+        };
+        GuestLog::new(source, None, max_bytes)
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct GuestReport {
     pub cpu: Duration,
     /// Time to instantiate, when instantiation finished.
     pub instantiation: Option<Duration>,
+    /// Time from the start of instantiation to the guest's end.
+    pub wall: Duration,
 }
 
 /// The error the epoch callback raises when a guest used its CPU budget.
@@ -182,9 +184,9 @@ impl Sandbox {
         let wall_time = Duration::from_millis(limits.wall_time_ms);
         let limits = limits.clone();
         let guest = async move {
+            let started = Instant::now();
             let mut instantiation = None;
             let run = async {
-                let started = Instant::now();
                 let proxy = component.instantiate_async(&mut store).await?;
                 instantiation = Some(started.elapsed());
                 proxy
@@ -210,6 +212,7 @@ impl Sandbox {
                 outcome: outcome.clone(),
                 cpu: cpu.used(),
                 instantiation,
+                wall: started.elapsed(),
             });
             outcome
         };

@@ -15,12 +15,17 @@ use super::limiter::GuestLimiter;
 use crate::backend::Outbound;
 use crate::backend::outbound::OutboundContext;
 use crate::cache::guest_api::GuestCache;
+use crate::tenant_logs::{LineSource, TenantLogs};
 
-/// Who a guest runs for: used in its log lines.
+/// Who a guest runs for: used in its log lines and metrics.
 #[derive(Debug, Clone)]
 pub struct GuestIdentity {
     pub service: Arc<str>,
+    /// The service version (0: a service of the node's config file).
+    pub version: u64,
     pub request_id: Arc<str>,
+    /// The service's label in metrics (see [`crate::metrics::ServiceLabels`]).
+    pub metrics_label: Arc<str>,
 }
 
 /// What a service's guests may reach beyond their request: its backends
@@ -32,6 +37,8 @@ pub struct GuestCapabilities {
     /// is refused with `HTTP-request-denied`.
     pub outbound: Option<OutboundContext>,
     pub cache: Option<GuestCache>,
+    /// Where the guest's log lines go for its tenant.
+    pub logs: Option<Arc<TenantLogs>>,
 }
 
 /// The data of one request's `Store`.
@@ -53,9 +60,14 @@ impl GuestState {
         limits: &ServiceLimits,
         cpu: Arc<CpuAccount>,
     ) -> Self {
+        let source = LineSource {
+            service: Arc::clone(&identity.service),
+            version: identity.version,
+            request_id: Arc::clone(&identity.request_id),
+        };
         let log = GuestLog::new(
-            Arc::clone(&identity.service),
-            Arc::clone(&identity.request_id),
+            source,
+            capabilities.logs.clone(),
             limits.max_log_bytes_per_request,
         );
         // Nothing is granted: no environment, arguments or preopened
@@ -73,7 +85,11 @@ impl GuestState {
             table,
             wasi,
             http: WasiHttpCtx::new(),
-            outbound: Outbound::new(capabilities.outbound.clone(), limits),
+            outbound: Outbound::new(
+                capabilities.outbound.clone(),
+                Arc::clone(&identity.metrics_label),
+                limits,
+            ),
             cache: capabilities.cache.clone(),
             limiter: GuestLimiter::new(limits),
             cpu,
