@@ -183,5 +183,6 @@ pub struct GuestLogBatch {
     pub lines: Vec<GuestLogLine>,
 }
 
-/// Lines a node ships per request at most.
-pub const MAX_GUEST_LOG_LINES_PER_BATCH: usize = 1_000;
+/// Lines a node ships per request at most: 200 lines of at most 8 KiB stay
+/// under the API's 2 MiB JSON body limit.
+pub const MAX_GUEST_LOG_LINES_PER_BATCH: usize = 200;

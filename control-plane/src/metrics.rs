@@ -21,6 +21,9 @@ pub struct Metrics {
     pub api_requests: IntCounterVec,
     pub uploads: IntCounterVec,
     pub compile_duration: Histogram,
+    /// Guest log lines nodes shipped, by outcome (stored, skipped: of a
+    /// service that no longer exists).
+    pub guest_log_lines: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -56,10 +59,18 @@ impl Metrics {
             )
             .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
         ));
+        let guest_log_lines = must(IntCounterVec::new(
+            Opts::new(
+                "cp_guest_log_lines_total",
+                "Guest log lines shipped by nodes, by outcome",
+            ),
+            &["outcome"],
+        ));
         for metric in [
             Box::new(api_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(uploads.clone()),
             Box::new(compile_duration.clone()),
+            Box::new(guest_log_lines.clone()),
         ] {
             must(registry.register(metric));
         }
@@ -68,6 +79,7 @@ impl Metrics {
             api_requests,
             uploads,
             compile_duration,
+            guest_log_lines,
         }
     }
 }

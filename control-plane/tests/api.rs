@@ -405,3 +405,96 @@ async fn the_openapi_document_lists_every_route() {
     }
     plane.stop().await;
 }
+
+#[tokio::test]
+async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
+    use control_plane::store::guest_logs::MAX_GUEST_LOG_LINES_PER_SERVICE;
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        let other = plane.tenant("other").await;
+        plane.service(&token, "web", "web.acme.test").await;
+        let line = |n: i64| {
+            json!({"service": "acme/web", "version": 1, "request_id": format!("r{n}"),
+                   "stream": "stdout", "timestamp_ms": 1_000 + n, "line": format!("line {n}")})
+        };
+        // One shipment over the batch limit is refused whole.
+        let too_many: Vec<Value> = (0..201).map(line).collect();
+        let (status, body) = plane
+            .call(
+                "POST",
+                "/v1/node/logs?node=n1",
+                CLUSTER,
+                Some(json!({"lines": too_many})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {body}");
+        // A line of a service that does not exist is skipped.
+        let (status, _) = plane
+            .call(
+                "POST",
+                "/v1/node/logs?node=n1",
+                CLUSTER,
+                Some(
+                    json!({"lines": [{"service": "ghost/x", "version": 1, "request_id": "r",
+                    "stream": "stdout", "timestamp_ms": 1, "line": "lost"}]}),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
+        // Past the per-service bound the oldest lines go.
+        let total = MAX_GUEST_LOG_LINES_PER_SERVICE + 200;
+        for start in (0..total).step_by(200) {
+            let lines: Vec<Value> = (start..start + 200).map(line).collect();
+            let (status, _) = plane
+                .call(
+                    "POST",
+                    "/v1/node/logs?node=n1",
+                    CLUSTER,
+                    Some(json!({"lines": lines})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
+        }
+        let (_, page) = plane
+            .call("GET", "/v1/services/web/logs?limit=3", &token, None)
+            .await;
+        let texts: Vec<&str> = page["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .map(|l| l["line"].as_str().unwrap_or_default())
+            .collect();
+        let last = total - 1;
+        assert_eq!(
+            texts,
+            [
+                format!("line {}", last - 2),
+                format!("line {}", last - 1),
+                format!("line {last}")
+            ],
+            "{kind}"
+        );
+        let (_, oldest) = plane
+            .call("GET", "/v1/services/web/logs?after=0&limit=1", &token, None)
+            .await;
+        assert_eq!(oldest["lines"][0]["line"], "line 200", "{kind}");
+        // Reading on from the last id gives nothing new.
+        let next = page["next_after"].as_i64().expect("next_after");
+        let (_, rest) = plane
+            .call(
+                "GET",
+                &format!("/v1/services/web/logs?after={next}"),
+                &token,
+                None,
+            )
+            .await;
+        assert_eq!(rest["lines"].as_array().map(Vec::len), Some(0), "{kind}");
+        // Another tenant cannot read them.
+        let (status, _) = plane
+            .call("GET", "/v1/services/web/logs", &other, None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{kind}");
+        plane.stop().await;
+    }
+}

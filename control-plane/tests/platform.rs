@@ -266,7 +266,27 @@ async fn usage_reported_by_nodes_adds_up_in_the_usage_api() {
         usage[0]["bytes_out"],
         expected_requests * HELLO.len() as i64
     );
-    assert!(usage[0]["guest_cpu_micros"].as_i64().unwrap_or(0) > 0);
+    // The nodes' own counters agree: the same requests, and the same CPU
+    // time within 10 %.
+    let mut node_requests = 0.0;
+    let mut node_cpu_seconds = 0.0;
+    for node in &nodes {
+        node_requests += node
+            .metric(
+                r#"edge_requests_total{protocol="http1",service="acme/web",status_class="2xx"}"#,
+            )
+            .await;
+        node_cpu_seconds += node
+            .metric(r#"edge_guest_cpu_seconds_total{service="acme/web"}"#)
+            .await;
+    }
+    assert_eq!(node_requests, expected_requests as f64);
+    let usage_cpu_seconds = usage[0]["guest_cpu_micros"].as_i64().unwrap_or(0) as f64 / 1e6;
+    assert!(usage_cpu_seconds > 0.0);
+    assert!(
+        (usage_cpu_seconds - node_cpu_seconds).abs() <= node_cpu_seconds * 0.10,
+        "usage API {usage_cpu_seconds} s, nodes {node_cpu_seconds} s"
+    );
     // The control plane's own /metrics carries the same totals.
     let page = plane
         .http
@@ -806,4 +826,99 @@ async fn until_trusted(node: &EdgeNode, client: &edge_tests::tls::TlsClient) -> 
         assert!(started.elapsed() < Duration::from_secs(10), "never served");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Gets `path` from `host` on `node` until it answers 200 (the node may not
+/// have the deploy yet); returns the reply.
+async fn until_ok(node: &EdgeNode, host: &str, path: &str) -> edge_tests::client::Reply {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = get(node.addr, host, path).await;
+        if reply.status == 200 {
+            return reply;
+        }
+        assert!(Instant::now() < deadline, "{host}{path}: {}", reply.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `edgectl logs` until its output contains `wanted`.
+async fn logs_until(config: &Path, service: &str, wanted: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = edgectl(config, &["logs", service]).await;
+        if out.contains(wanted) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "no {wanted:?} in: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_reads_its_own_guest_logs_with_edgectl() {
+    let plane = Plane::start("sqlite").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (acme, other) = (plane.tenant("acme").await, plane.tenant("other").await);
+    // Both tenants name their service `web`.
+    plane.service(&acme, "web", DOMAIN).await;
+    plane.service(&other, "web", "web.other.test").await;
+    let node_dir = tempfile::tempdir().expect("dir");
+    let node = EdgeNode::start(&plane.base, node_dir.path(), "node-a").await;
+    plane.deploy(&acme, "web", echo()).await;
+    plane.deploy(&other, "web", echo()).await;
+    let acme_reply = until_ok(&node, DOMAIN, "/?log=acme-line").await;
+    until_ok(&node, "web.other.test", "/?log=other-line").await;
+    let request_id = acme_reply.header("x-request-id").expect("request id");
+
+    let acme_config = dir.path().join("acme.json");
+    let other_config = dir.path().join("other.json");
+    edgectl(
+        &acme_config,
+        &["login", "--url", &plane.base, "--token", &acme],
+    )
+    .await;
+    edgectl(
+        &other_config,
+        &["login", "--url", &plane.base, "--token", &other],
+    )
+    .await;
+
+    // The line, with the request id the client got and the version.
+    let out = logs_until(&acme_config, "web", "acme-line").await;
+    let line = out
+        .lines()
+        .find(|line| line.ends_with("stdout: acme-line"))
+        .unwrap_or_else(|| panic!("no stdout line in: {out}"));
+    assert!(line.contains(request_id), "{line}");
+    assert!(line.contains(" v1 "), "{line}");
+    // Each tenant sees only its own service's lines.
+    assert!(!out.contains("other-line"), "{out}");
+    let out = logs_until(&other_config, "web", "other-line").await;
+    assert!(!out.contains("acme-line"), "{out}");
+
+    // --follow prints a line printed after it started.
+    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgectl"))
+        .args(["logs", "web", "--follow"])
+        .env("EDGECTL_CONFIG", &acme_config)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("edgectl logs --follow");
+    let stdout = follow.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    get(node.addr, DOMAIN, "/?log=followed-line").await;
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.ends_with("followed-line") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "--follow never printed the new line");
+    let _ = follow.kill().await;
+    node.stop().await;
+    plane.stop().await;
 }

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use edge_config::LogsSection;
@@ -47,6 +47,7 @@ pub struct LineSource {
 pub struct TenantLogs {
     max_per_second: u64,
     max_buffered: usize,
+    ship_interval: Duration,
     shipping: AtomicBool,
     buffer: Mutex<VecDeque<GuestLogLine>>,
     /// Per service: the current second and the lines accepted in it.
@@ -59,11 +60,17 @@ impl TenantLogs {
         Self {
             max_per_second: config.max_guest_lines_per_second,
             max_buffered: usize::try_from(config.max_buffered_guest_lines).unwrap_or(usize::MAX),
+            ship_interval: Duration::from_millis(config.guest_ship_interval_ms),
             shipping: AtomicBool::new(false),
             buffer: Mutex::new(VecDeque::new()),
             rate: DashMap::new(),
             metrics,
         }
+    }
+
+    /// How often the follower ships lines (`logs.guest_ship_interval_ms`).
+    pub fn ship_interval(&self) -> Duration {
+        self.ship_interval
     }
 
     /// From now on lines are kept for shipping (a control plane is

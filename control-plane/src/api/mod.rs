@@ -5,11 +5,13 @@
 //!   activation, rollback and usage;
 //! - [`nodes`]: the node protocol (register, snapshot long-poll, artifacts,
 //!   usage reports; cluster token) and the node list (operator);
+//! - [`logs`]: guest log lines, shipped by nodes and read by their tenant;
 //! - [`purges`]: cache purges by URL or surrogate key, and the nodes'
 //!   long-poll that delivers them in order;
 //! - [`openapi`]: the OpenAPI document of all of it.
 
 pub mod certificates;
+pub mod logs;
 pub mod nodes;
 pub mod openapi;
 pub mod purges;
@@ -98,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tenants::router())
         .merge(services::router())
         .merge(certificates::router())
+        .merge(logs::router())
         .merge(nodes::router())
         .merge(purges::router())
         .route("/openapi.json", get(openapi::document))

@@ -121,6 +121,18 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ),
     ("post", "/v1/node/usage", "Post a usage report", "cluster"),
     (
+        "post",
+        "/v1/node/logs",
+        "Ship guest log lines: {\"lines\": [...]}, at most 200",
+        "cluster",
+    ),
+    (
+        "get",
+        "/v1/services/{service}/logs",
+        "The service's guest log lines after `after` (a line id), oldest first, at most `limit`",
+        "tenant",
+    ),
+    (
         "get",
         "/v1/node/components/{sha256}",
         "Fetch a component by hash",

@@ -69,6 +69,17 @@ enum Command {
     Rollback { service: String },
     /// Your usage per service.
     Usage,
+    /// Show what a service's guests printed (stdout and stderr), oldest
+    /// first: time, version, request id, stream, line.
+    Logs {
+        service: String,
+        /// Keep printing new lines as they arrive (Ctrl-C to stop).
+        #[arg(long, short)]
+        follow: bool,
+        /// How many of the newest lines to start with.
+        #[arg(long, default_value_t = 100)]
+        lines: u64,
+    },
     /// Remove cached responses on every node: one URL (as the origin is
     /// asked for it), or every entry tagged with a surrogate key.
     Purge {
@@ -423,6 +434,63 @@ async fn purge(
     }
 }
 
+/// How often `edgectl logs --follow` asks for new lines.
+const LOGS_FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn logs(service: &str, follow: bool, lines: u64) -> anyhow::Result<()> {
+    let api = Api::logged_in()?;
+    let mut query = format!("limit={lines}");
+    loop {
+        let page = api
+            .get(&format!("/v1/services/{service}/logs?{query}"))
+            .await?;
+        for line in page["lines"].as_array().into_iter().flatten() {
+            println!(
+                "{} v{} {} {}: {}",
+                rfc3339_millis(line["timestamp_ms"].as_i64().unwrap_or(0)),
+                line["version"].as_i64().unwrap_or(0),
+                line["request_id"].as_str().unwrap_or("-"),
+                line["stream"].as_str().unwrap_or("-"),
+                line["line"].as_str().unwrap_or_default(),
+            );
+        }
+        if !follow {
+            return Ok(());
+        }
+        if let Some(after) = page["next_after"].as_i64() {
+            query = format!("after={after}&limit=1000");
+        }
+        tokio::time::sleep(LOGS_FOLLOW_INTERVAL).await;
+    }
+}
+
+/// `2026-12-01T04:30:00.123Z` for Unix milliseconds (UTC).
+fn rfc3339_millis(unix_ms: i64) -> String {
+    let (days, ms_of_day) = (
+        unix_ms.div_euclid(86_400_000),
+        unix_ms.rem_euclid(86_400_000),
+    );
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let seconds = ms_of_day / 1000;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60,
+        ms_of_day % 1000
+    )
+}
+
 fn print_table(rows: &Value, columns: &[&str]) {
     println!("{}", columns.join("\t"));
     for row in rows.as_array().into_iter().flatten() {
@@ -541,6 +609,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ],
             );
         }
+        Command::Logs {
+            service,
+            follow,
+            lines,
+        } => logs(&service, follow, lines).await?,
         Command::Certificate { command } => certificate(command).await?,
         Command::Purge {
             url,
@@ -567,5 +640,20 @@ async fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_as_rfc3339_utc() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(
+            rfc3339_millis(1_796_100_000_000),
+            "2026-12-01T04:40:00.000Z"
+        );
     }
 }

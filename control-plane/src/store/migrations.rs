@@ -109,4 +109,28 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             )",
         ],
     ),
+    (
+        4,
+        &[
+            // Lines guests printed, shipped by nodes; the newest
+            // MAX_GUEST_LOG_LINES_PER_SERVICE per service are kept. The
+            // counter row numbers them the same way on both databases.
+            "CREATE TABLE guest_logs (
+                id BIGINT PRIMARY KEY,
+                service_id TEXT NOT NULL REFERENCES services(id),
+                node_id TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                request_id TEXT NOT NULL,
+                stream TEXT NOT NULL,
+                timestamp_ms BIGINT NOT NULL,
+                line TEXT NOT NULL
+            )",
+            "CREATE INDEX guest_logs_by_service ON guest_logs (service_id, id)",
+            "CREATE TABLE guest_log_counter (
+                id BIGINT PRIMARY KEY,
+                seq BIGINT NOT NULL
+            )",
+            "INSERT INTO guest_log_counter (id, seq) VALUES (1, 0)",
+        ],
+    ),
 ];

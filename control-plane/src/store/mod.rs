@@ -8,6 +8,7 @@
 //! `synchronous=FULL`, so a commit that returned is on disk.
 
 pub mod certificates;
+pub mod guest_logs;
 pub mod migrations;
 pub mod purges;
 

@@ -9,7 +9,9 @@
 //!
 //! Beside the long-poll, a second task posts usage reports (see
 //! [`crate::usage`]) every few seconds; the last one is sent on shutdown.
-//! A third applies cache purges in order ([`purges`]).
+//! A third applies cache purges in order ([`purges`]). A fourth ships
+//! guests' log lines ([`crate::tenant_logs`]) every second or so; lines that
+//! fail to go are kept (within the buffer's bound) for the next try.
 
 mod purges;
 
@@ -19,7 +21,8 @@ use std::time::Duration;
 
 use edge_config::node::ControlPlaneSection;
 use edge_config::protocol::{
-    NodeRegistered, NodeRegistration, ServiceUsage, Snapshot, UsageReport,
+    GuestLogBatch, MAX_GUEST_LOG_LINES_PER_BATCH, NodeRegistered, NodeRegistration, ServiceUsage,
+    Snapshot, UsageReport,
 };
 use reqwest::StatusCode;
 use tokio::sync::watch;
@@ -144,14 +147,18 @@ async fn run(
     }
 }
 
-/// Posts the node's usage every `interval`. A report that fails is put
-/// back and sent with the next one.
-async fn report_usage(
-    sync: Arc<Sync>,
+/// Runs `round` with the node's id every `interval` once the node is
+/// registered, and a last time when `shutdown` turns true, so that what is
+/// pending at shutdown still goes out.
+async fn every_interval<F, Fut>(
     interval: Duration,
     registrations: watch::Receiver<Option<Registration>>,
     mut shutdown: watch::Receiver<bool>,
-) {
+    mut round: F,
+) where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -164,6 +171,25 @@ async fn report_usage(
             .as_ref()
             .map(|registration| registration.node_id.clone());
         if let Some(node_id) = node_id {
+            round(node_id).await;
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Posts the node's usage every `interval`. A report that fails is put
+/// back and sent with the next one.
+async fn report_usage(
+    sync: Arc<Sync>,
+    interval: Duration,
+    registrations: watch::Receiver<Option<Registration>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    every_interval(interval, registrations, shutdown, |node_id| {
+        let sync = Arc::clone(&sync);
+        async move {
             let usage = sync.node.usage().drain();
             if !usage.is_empty()
                 && let Err(e) = sync.post_usage(&node_id, usage.clone()).await
@@ -172,10 +198,41 @@ async fn report_usage(
                 sync.node.usage().restore(&usage);
             }
         }
-        if stopping {
-            return;
+    })
+    .await;
+}
+
+/// Ships guest log lines every `interval`: as many batches as there are
+/// lines, each put back if it fails.
+async fn ship_logs(
+    sync: Arc<Sync>,
+    interval: Duration,
+    registrations: watch::Receiver<Option<Registration>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    every_interval(interval, registrations, shutdown, |node_id| {
+        let sync = Arc::clone(&sync);
+        async move {
+            let logs = sync.node.tenant_logs();
+            loop {
+                let lines = logs.take(MAX_GUEST_LOG_LINES_PER_BATCH);
+                if lines.is_empty() {
+                    return;
+                }
+                let count = lines.len();
+                let batch = GuestLogBatch { lines };
+                match sync.post_logs(&node_id, &batch).await {
+                    Ok(()) => logs.shipped(count),
+                    Err(e) => {
+                        tracing::warn!(error = %e, lines = count, "guest log shipment failed; kept for the next one");
+                        logs.put_back(batch.lines);
+                        return;
+                    }
+                }
+            }
         }
-    }
+    })
+    .await;
 }
 
 struct Sync {
@@ -249,6 +306,22 @@ impl Sync {
             .bearer_auth(&self.token)
             .timeout(CONNECT_TIMEOUT * 2)
             .json(&report)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(SyncError::Status(response.status()));
+        }
+        Ok(())
+    }
+
+    async fn post_logs(&self, node_id: &str, batch: &GuestLogBatch) -> Result<(), SyncError> {
+        let response = self
+            .client
+            .post(format!("{}/v1/node/logs", self.base))
+            .query(&[("node", node_id)])
+            .bearer_auth(&self.token)
+            .timeout(CONNECT_TIMEOUT * 2)
+            .json(batch)
             .send()
             .await?;
         if !response.status().is_success() {
@@ -446,11 +519,18 @@ impl Follower {
             applied,
             stopped.clone(),
         ));
+        node.tenant_logs().start_shipping();
+        let logs = tokio::spawn(ship_logs(
+            Arc::clone(&sync),
+            node.tenant_logs().ship_interval(),
+            registered.clone(),
+            stopped.clone(),
+        ));
         let report = tokio::spawn(report_usage(sync, interval, registered, stopped));
         Ok(Self {
             stop,
             purges_applied,
-            tasks: vec![poll, purge, report],
+            tasks: vec![poll, purge, logs, report],
         })
     }
 

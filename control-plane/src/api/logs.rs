@@ -1,0 +1,85 @@
+//! Guest log lines: nodes ship them (cluster token), and a tenant reads its
+//! own services' lines, oldest first, after the last line it saw. Another
+//! tenant's service is 404, like every service lookup.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use edge_config::protocol::{GuestLogBatch, MAX_GUEST_LOG_LINES_PER_BATCH};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::services::own_service;
+use crate::auth::{ClusterNode, TenantCaller};
+use crate::error::ApiError;
+use crate::store::guest_logs::StoredLogLine;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/node/logs", post(ship))
+        .route("/v1/services/{service}/logs", get(read))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ShipQuery {
+    node: String,
+}
+
+async fn ship(
+    _: ClusterNode,
+    State(state): State<AppState>,
+    Query(query): Query<ShipQuery>,
+    Json(batch): Json<GuestLogBatch>,
+) -> Result<StatusCode, ApiError> {
+    if batch.lines.len() > MAX_GUEST_LOG_LINES_PER_BATCH {
+        return Err(ApiError::bad_request(
+            "too_many_lines",
+            format!("at most {MAX_GUEST_LOG_LINES_PER_BATCH} lines per shipment"),
+        ));
+    }
+    let stored = state
+        .store
+        .add_guest_logs(&query.node, &batch.lines)
+        .await?;
+    let metric = &state.metrics.guest_log_lines;
+    metric.with_label_values(&["stored"]).inc_by(stored as u64);
+    metric
+        .with_label_values(&["skipped"])
+        .inc_by((batch.lines.len() - stored) as u64);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReadQuery {
+    /// The last line id seen; without it, the newest `limit` lines.
+    after: Option<i64>,
+    #[serde(default = "default_limit")]
+    limit: u64,
+}
+
+fn default_limit() -> u64 {
+    100
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogPage {
+    pub lines: Vec<StoredLogLine>,
+    /// Pass as `after` to get the lines that come next.
+    pub next_after: Option<i64>,
+}
+
+async fn read(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<LogPage>, ApiError> {
+    let service = own_service(&state, &caller, &name).await?;
+    let lines = state
+        .store
+        .guest_logs(&service, query.after, query.limit)
+        .await?;
+    let next_after = lines.last().map(|line| line.id).or(query.after);
+    Ok(Json(LogPage { lines, next_after }))
+}

@@ -1,0 +1,201 @@
+//! Guests' log lines, as nodes ship them. Each line is numbered in the order
+//! it arrived, so a reader (`edgectl logs --follow`) asks for the lines
+//! after the last one it saw. Only the newest
+//! [`MAX_GUEST_LOG_LINES_PER_SERVICE`] lines of a service are kept.
+
+use std::collections::HashMap;
+
+use edge_config::protocol::GuestLogLine;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{Service, Store, StoreError, db, to_i64};
+
+/// Lines kept per service; older ones are deleted as new ones arrive.
+pub const MAX_GUEST_LOG_LINES_PER_SERVICE: i64 = 10_000;
+/// Longest line stored; a longer one is cut (nodes already cut at 8 KiB).
+pub const MAX_GUEST_LOG_LINE_BYTES: usize = 16 * 1024;
+/// Most lines one read returns.
+pub const MAX_GUEST_LOG_LINES_PER_READ: u64 = 1_000;
+
+/// One stored line, as a tenant reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredLogLine {
+    /// Increases with every line stored: pass the last one seen as `after`.
+    pub id: i64,
+    pub timestamp_ms: i64,
+    pub node: String,
+    pub version: i64,
+    pub request_id: String,
+    pub stream: String,
+    pub line: String,
+}
+
+fn cut(line: &str) -> &str {
+    if line.len() <= MAX_GUEST_LOG_LINE_BYTES {
+        return line;
+    }
+    let mut end = MAX_GUEST_LOG_LINE_BYTES;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+impl Store {
+    /// Stores the lines of a node's shipment, in one transaction. Lines of
+    /// services that no longer exist are skipped. Returns how many were
+    /// stored.
+    pub async fn add_guest_logs(
+        &self,
+        node_id: &str,
+        lines: &[GuestLogLine],
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("storing guest logs"))?;
+        let mut service_ids: HashMap<&str, Option<String>> = HashMap::new();
+        for line in lines {
+            if !service_ids.contains_key(line.service.as_str()) {
+                let id = match line.service.split_once('/') {
+                    Some((tenant, service)) => sqlx::query(
+                        "SELECT s.id FROM services s JOIN tenants t ON t.id = s.tenant_id \
+                         WHERE t.name = $1 AND s.name = $2",
+                    )
+                    .bind(tenant)
+                    .bind(service)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("storing guest logs"))?
+                    .map(|row| row.get::<String, _>(0)),
+                    None => None,
+                };
+                service_ids.insert(&line.service, id);
+            }
+        }
+        let kept: Vec<(&GuestLogLine, &str)> = lines
+            .iter()
+            .filter_map(|line| {
+                let id = service_ids.get(line.service.as_str())?.as_deref()?;
+                Some((line, id))
+            })
+            .collect();
+        if kept.is_empty() {
+            return Ok(0);
+        }
+        let count = i64::try_from(kept.len()).unwrap_or(i64::MAX);
+        sqlx::query("UPDATE guest_log_counter SET seq = seq + $1 WHERE id = 1")
+            .bind(count)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("numbering guest logs"))?;
+        let last: i64 = sqlx::query("SELECT seq FROM guest_log_counter WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("numbering guest logs"))?
+            .get(0);
+        let first = last - count + 1;
+        for (offset, (line, service_id)) in kept.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO guest_logs (id, service_id, node_id, version, request_id, stream, \
+                 timestamp_ms, line) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(first + offset as i64)
+            .bind(*service_id)
+            .bind(node_id)
+            .bind(to_i64(line.version))
+            .bind(&line.request_id)
+            .bind(&line.stream)
+            .bind(to_i64(line.timestamp_ms))
+            .bind(cut(&line.line))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("storing guest logs"))?;
+        }
+        let mut touched: Vec<&str> = kept.iter().map(|(_, id)| *id).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        for service_id in touched {
+            let oldest_kept = sqlx::query(
+                "SELECT id FROM guest_logs WHERE service_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2",
+            )
+            .bind(service_id)
+            .bind(MAX_GUEST_LOG_LINES_PER_SERVICE - 1)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("pruning guest logs"))?;
+            if let Some(row) = oldest_kept {
+                sqlx::query("DELETE FROM guest_logs WHERE service_id = $1 AND id < $2")
+                    .bind(service_id)
+                    .bind(row.get::<i64, _>(0))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("pruning guest logs"))?;
+            }
+        }
+        tx.commit().await.map_err(db("storing guest logs"))?;
+        Ok(kept.len())
+    }
+
+    /// A service's lines after `after`, oldest first, at most `limit`.
+    /// `after = None` starts from the newest `limit` lines.
+    pub async fn guest_logs(
+        &self,
+        service: &Service,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<StoredLogLine>, StoreError> {
+        let limit = to_i64(limit.min(MAX_GUEST_LOG_LINES_PER_READ));
+        let columns = "id, timestamp_ms, node_id, version, request_id, stream, line";
+        let rows = match after {
+            Some(after) => {
+                sqlx::query(&format!(
+                    "SELECT {columns} FROM guest_logs WHERE service_id = $1 AND id > $2 \
+                     ORDER BY id LIMIT $3"
+                ))
+                .bind(&service.id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {columns} FROM guest_logs WHERE service_id = $1 \
+                     ORDER BY id DESC LIMIT $2"
+                ))
+                .bind(&service.id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(db("reading guest logs"))?;
+        let mut lines: Vec<StoredLogLine> = rows
+            .iter()
+            .map(|row| StoredLogLine {
+                id: row.get(0),
+                timestamp_ms: row.get(1),
+                node: row.get(2),
+                version: row.get(3),
+                request_id: row.get(4),
+                stream: row.get(5),
+                line: row.get(6),
+            })
+            .collect();
+        lines.sort_by_key(|line| line.id);
+        Ok(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_cut_on_a_character_boundary() {
+        let line = "é".repeat(MAX_GUEST_LOG_LINE_BYTES);
+        let kept = cut(&line);
+        assert!(kept.len() <= MAX_GUEST_LOG_LINE_BYTES);
+        assert!(kept.chars().all(|c| c == 'é'));
+        assert_eq!(cut("short"), "short");
+    }
+}
