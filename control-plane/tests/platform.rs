@@ -9,67 +9,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use edge_config::NodeConfig;
-use edge_config::node::ControlPlaneSection;
-use edge_node::sync::Follower;
-use edge_node::{Node, RunningNode};
 use edge_tests::client::get;
 use reqwest::StatusCode;
 
-const DOMAIN: &str = "web.acme.test";
 const HELLO: &str = "hello from the edge\n";
 /// The body of `examples/plain-wasi` for `/`.
 const PLAIN: &str = "plain wasi component at /\n";
-
-struct EdgeNode {
-    addr: SocketAddr,
-    admin_addr: SocketAddr,
-    tls_addr: SocketAddr,
-    follower: Follower,
-    running: RunningNode,
-}
-
-impl EdgeNode {
-    async fn start(plane_base: &str, data_dir: &Path, name: &str) -> Self {
-        let mut config = NodeConfig::default();
-        config.node.data_dir = data_dir.to_path_buf();
-        config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-        let control_plane = ControlPlaneSection {
-            url: plane_base.to_string(),
-            cluster_token: CLUSTER.to_string(),
-            node_name: name.to_string(),
-            usage_report_interval_ms: 200,
-        };
-        let node = Node::new(&config).expect("node builds");
-        let follower = Follower::start(&node, control_plane, data_dir)
-            .await
-            .expect("follower starts");
-        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
-        let running = node.start(localhost, localhost).await.expect("node starts");
-        Self {
-            addr: running.addr,
-            admin_addr: running.admin_addr,
-            tls_addr: running.tls_addr.expect("TLS listener"),
-            follower,
-            running,
-        }
-    }
-
-    async fn body(&self) -> (u16, String) {
-        let reply = get(self.addr, DOMAIN, "/").await;
-        (reply.status, reply.text())
-    }
-
-    async fn metric(&self, series: &str) -> f64 {
-        let page = get(self.admin_addr, "admin", "/metrics").await.text();
-        edge_tests::node::metric_value(&page, series)
-    }
-
-    async fn stop(self) {
-        self.follower.stop().await;
-        self.running.shutdown().await;
-    }
-}
 
 /// Waits until every node answers `expected`, and returns how long that took.
 async fn until_all_serve(nodes: &[EdgeNode], expected: &str) -> Duration {

@@ -4,12 +4,16 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use control_plane::compile::Compiler;
 use control_plane::{ApiConfig, RunningControlPlane};
-use edge_config::SandboxLimits;
+use edge_config::node::ControlPlaneSection;
+use edge_config::{NodeConfig, SandboxLimits};
+use edge_node::sync::Follower;
+use edge_node::{Node, RunningNode};
+use edge_tests::client::get;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -34,7 +38,7 @@ pub fn databases() -> Vec<&'static str> {
     kinds
 }
 
-pub async fn database_url(kind: &str, data: &std::path::Path) -> String {
+pub async fn database_url(kind: &str, data: &Path) -> String {
     if kind == "sqlite" {
         return format!("sqlite://{}", data.join("cp.db").display());
     }
@@ -194,4 +198,59 @@ pub fn hello() -> Vec<u8> {
 
 pub fn echo() -> Vec<u8> {
     std::fs::read(edge_tests::guests::rust_guest("echo")).expect("echo guest")
+}
+
+/// The domain the harness's node tests serve.
+pub const DOMAIN: &str = "web.acme.test";
+
+/// An edge node following a control plane, with a TLS listener, all on
+/// loopback ports chosen by the OS.
+pub struct EdgeNode {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub tls_addr: SocketAddr,
+    pub follower: Follower,
+    pub running: RunningNode,
+}
+
+impl EdgeNode {
+    pub async fn start(plane_base: &str, data_dir: &Path, name: &str) -> Self {
+        let mut config = NodeConfig::default();
+        config.node.data_dir = data_dir.to_path_buf();
+        config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let control_plane = ControlPlaneSection {
+            url: plane_base.to_string(),
+            cluster_token: CLUSTER.to_string(),
+            node_name: name.to_string(),
+            usage_report_interval_ms: 200,
+        };
+        let node = Node::new(&config).expect("node builds");
+        let follower = Follower::start(&node, control_plane, data_dir)
+            .await
+            .expect("follower starts");
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        let running = node.start(localhost, localhost).await.expect("node starts");
+        Self {
+            addr: running.addr,
+            admin_addr: running.admin_addr,
+            tls_addr: running.tls_addr.expect("TLS listener"),
+            follower,
+            running,
+        }
+    }
+
+    pub async fn body(&self) -> (u16, String) {
+        let reply = get(self.addr, DOMAIN, "/").await;
+        (reply.status, reply.text())
+    }
+
+    pub async fn metric(&self, series: &str) -> f64 {
+        let page = get(self.admin_addr, "admin", "/metrics").await.text();
+        edge_tests::node::metric_value(&page, series)
+    }
+
+    pub async fn stop(self) {
+        self.follower.stop().await;
+        self.running.shutdown().await;
+    }
 }
