@@ -24,28 +24,15 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-DURATION="${DURATION:-10s}"
-CONNECTIONS="${CONNECTIONS:-64}"
-THREADS="${THREADS:-2}"
+source benches/lib.sh
 NODE_PORT="${NODE_PORT:-18443}"
 NGINX_PORT="${NGINX_PORT:-18444}"
 ORIGIN_PORT="${ORIGIN_PORT:-18445}"
 NAME="bench.test"
 CACHED="cached.bench.test"
 
-scripts/install-toolchain.sh --bench
-scripts/build-guests.sh >/dev/null
-cargo build --release --quiet -p edge-node --bin edge-node -p edge-benches --example h3_load \
+prepare -p edge-node --bin edge-node -p edge-benches --example h3_load \
   --bin native-hello
-
-data="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$data"
-}
-trap cleanup EXIT
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj "/CN=$NAME" -addext "subjectAltName=DNS:$NAME" -addext "basicConstraints=critical,CA:FALSE" \
@@ -79,10 +66,9 @@ cache_responses = true
 origin = "http://127.0.0.1:$ORIGIN_PORT"
 allow_private_addresses = true
 TOML
-target/release/native-hello "127.0.0.1:$ORIGIN_PORT" "public, max-age=3600" >/dev/null &
-pids+=($!)
-target/release/edge-node serve --config "$data/node.toml" 2>"$data/node.log" >/dev/null &
-pids+=($!)
+start origin target/release/native-hello "127.0.0.1:$ORIGIN_PORT" "public, max-age=3600"
+# The access log is off, as nginx's is.
+RUST_LOG="info,access=off" start node target/release/edge-node serve --config "$data/node.toml"
 
 mkdir -p "$data/nginx"
 cat >"$data/nginx/nginx.conf" <<NGINX
@@ -114,28 +100,16 @@ http {
   }
 }
 NGINX
-nginx -c "$data/nginx/nginx.conf" &
-pids+=($!)
+start nginx nginx -c "$data/nginx/nginx.conf"
 
 for port in "$NODE_PORT" "$NGINX_PORT"; do
-  for _ in $(seq 100); do
-    curl -fsSk --resolve "$NAME:$port:127.0.0.1" "https://$NAME:$port/" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  curl -fsSk --resolve "$NAME:$port:127.0.0.1" "https://$NAME:$port/" | grep -q "hello from the edge" \
-    || { echo "server on port $port did not answer over TLS" >&2; exit 1; }
+  wait_for "the server on port $port" "https://$NAME:$port/" -k --resolve "$NAME:$port:127.0.0.1"
 done
 
 # wrk_rps PORT HOST [extra wrk args] -> req/s; fails on any non-2xx answer.
 wrk_rps() {
   local port="$1" host="$2"; shift 2
-  local out
-  out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -H "Host: $host" "$@" "https://127.0.0.1:$port/")"
-  if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
-    echo "$out" >&2
-  fi
-  grep -q "Non-2xx" <<<"$out" && { echo "non-2xx responses from port $port" >&2; exit 1; }
-  awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
+  wrk_figures "$CONNECTIONS" -H "Host: $host" "$@" "https://127.0.0.1:$port/" | cut -d' ' -f1
 }
 
 # h2load_rps PORT HOST -> req/s over HTTP/2; fails on any non-2xx answer.
@@ -154,7 +128,7 @@ h2load_rps() {
 
 echo "warming up..." >&2
 for port in "$NODE_PORT" "$NGINX_PORT"; do
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -H "Host: $NAME" "https://127.0.0.1:$port/" >/dev/null
+  warm_up -H "Host: $NAME" "https://127.0.0.1:$port/"
 done
 
 curl -fsSk -H "Host: $CACHED" "https://127.0.0.1:$NODE_PORT/" | grep -q "hello from the edge" \
@@ -171,7 +145,6 @@ nginx_hs="$(wrk_rps "$NGINX_PORT" "$NAME" -H "Connection: close")"
 node_h3="$(target/release/examples/h3_load "127.0.0.1:$NODE_PORT" "$NAME" "$data/cert.pem" \
   "$CONNECTIONS" 10 "${DURATION%s}")"
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 printf '\n%s connections, %s threads, %s each, 127.0.0.1, %s cores, TLS 1.3, ECDSA P-256\n\n' \
   "$CONNECTIONS" "$THREADS" "$DURATION" "$(nproc)"
 printf '%-36s %12s %12s %8s\n' "" "node req/s" "nginx req/s" "ratio"

@@ -108,6 +108,16 @@ Deploy and roll back with edgectl (logged in as the example tenant):
   target/debug/edgectl rollback hello
   target/debug/edgectl usage
 
+What the echo guest printed for ?log=hi, as its tenant sees it:
+
+  target/debug/edgectl logs echo --follow
+
+Metrics: scrape the node and the control plane with the shipped config and
+open config/observability/grafana/edge-platform.json in Grafana:
+
+  prometheus --config.file=config/observability/prometheus.yml \\
+             --web.listen-address=127.0.0.1:9091
+
 Admin token: $EDGE_ADMIN_TOKEN
 Logs: $data/control-plane.log, $data/node.log, $data/origin.log.
 Ctrl-C stops everything.

@@ -72,48 +72,102 @@ fn check_config_reports_every_problem_and_fails() {
     assert!(stderr.contains("service[0].name"), "{stderr}");
 }
 
-#[test]
-fn local_mode_serves_one_component_for_any_host() {
-    let module = built_guest("hello");
-    let data = tempfile::tempdir().expect("temp dir");
+/// Starts `edge-node serve --module` on free loopback ports with `args`
+/// (global flags) first; returns the child and its listening address.
+fn start_local_mode(
+    args: &[&str],
+    data: &Path,
+    stderr: Stdio,
+) -> (std::process::Child, String) {
     let mut child = edge_node()
+        .args(args)
         .args([
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
-            "--module",
         ])
-        .arg(&module)
+        .arg("--module")
+        .arg(built_guest("hello"))
         .arg("--data-dir")
-        .arg(data.path())
+        .arg(data)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start edge-node");
     let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("a line").expect("utf-8");
+    let first = BufReader::new(stdout)
+        .lines()
+        .next()
+        .expect("a line")
+        .expect("utf-8");
     let addr = first
         .strip_prefix("edge node listening on http://")
         .expect("listening line")
         .to_string();
+    (child, addr)
+}
+
+/// Sends one HTTP/1.1 GET and returns the whole reply as text.
+fn get(addr: &str, host: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("read");
+    reply
+}
+
+#[test]
+fn local_mode_serves_one_component_for_any_host() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let (mut child, addr) = start_local_mode(&[], data.path(), Stdio::null());
     for host in ["localhost", "anything.example"] {
-        let mut stream = TcpStream::connect(&addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        write!(
-            stream,
-            "GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).expect("read");
+        let reply = get(&addr, host, "/");
         assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
         assert!(reply.ends_with("hello from the edge\n"), "{reply}");
     }
     child.kill().expect("stop edge-node");
     child.wait().expect("reap edge-node");
+}
+
+#[test]
+fn json_logs_carry_one_access_event_per_request_with_the_clients_request_id() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let (mut child, addr) =
+        start_local_mode(&["--log-format", "json"], data.path(), Stdio::piped());
+    let reply = get(&addr, "shop.example", "/some/path?q=1");
+    let request_id = reply
+        .lines()
+        .find_map(|line| line.strip_prefix("x-request-id: "))
+        .expect("x-request-id in the response")
+        .trim()
+        .to_string();
+    child.kill().expect("stop edge-node");
+    let output = child.wait_with_output().expect("reap edge-node");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every log line is JSON"))
+        .collect();
+    let access: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|event| event["target"] == "access")
+        .collect();
+    assert_eq!(access.len(), 1, "{stderr}");
+    let fields = &access[0]["fields"];
+    assert_eq!(fields["request_id"], request_id.as_str());
+    assert_eq!(fields["status"], 200);
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["host"], "shop.example");
+    assert_eq!(fields["path"], "/some/path");
+    assert_eq!(fields["protocol"], "http1");
+    assert!(fields["duration_us"].as_u64().is_some(), "{fields}");
 }

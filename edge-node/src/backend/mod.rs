@@ -147,3 +147,22 @@ impl OriginClients {
         *self.clients.lock().unwrap_or_else(|e| e.into_inner()) = in_use;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_errors_become_snake_case_labels_without_their_details() {
+        assert_eq!(
+            error_label(&WasiHttpError::ConnectionRefused),
+            "connection_refused"
+        );
+        assert_eq!(
+            error_label(&WasiHttpError::InternalError(Some(
+                "a guest-chosen detail".into()
+            ))),
+            "internal_error"
+        );
+    }
+}

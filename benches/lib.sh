@@ -1,0 +1,82 @@
+# Shared by the load benchmarks (sourced, not run): the scratch directory,
+# the processes a benchmark starts (stopped by PID when it exits), waiting
+# for a server, and wrk's figures.
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#   start native target/release/native-hello 127.0.0.1:18088
+#   wait_for "native hello" http://127.0.0.1:18088/
+#   read -r rps p50 p99 < <(wrk_figures 64 -H "Host: x" http://127.0.0.1:18088/)
+
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-2}"
+
+data="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$data"
+}
+trap cleanup EXIT
+
+# start NAME COMMAND ARGS... : runs the command in the background (stdout
+# discarded, stderr to $data/NAME.log) and remembers its PID for cleanup.
+start() {
+  local name="$1"; shift
+  "$@" >/dev/null 2>"$data/$name.log" &
+  pids+=($!)
+}
+
+# wait_for WHAT URL [curl args...] : waits up to 10 s for a "hello from the
+# edge" answer at URL.
+wait_for() {
+  local what="$1" url="$2"; shift 2
+  for _ in $(seq 100); do
+    curl -fsS "$@" "$url" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fsS "$@" "$url" | grep -q "hello from the edge" \
+    || { echo "$what did not answer at $url" >&2; cat "$data"/*.log >&2 || true; exit 1; }
+}
+
+# wrk_figures CONNECTIONS [wrk args...] URL -> "REQ_PER_SEC P50_MS P99_MS".
+# Fails on any non-2xx answer.
+wrk_figures() {
+  local connections="$1"; shift
+  local threads="$THREADS" out
+  [ "$connections" -lt "$threads" ] && threads="$connections"
+  out="$(wrk -t"$threads" -c"$connections" -d"$DURATION" --latency "$@")"
+  if grep -q "Non-2xx" <<<"$out"; then
+    echo "$out" >&2
+    echo "non-2xx responses: wrk $*" >&2
+    exit 1
+  fi
+  awk '
+    function ms(v) {
+      if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+      if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+      if (v ~ /s$/) { sub(/s$/, "", v); return v * 1000 }
+      return v
+    }
+    /^Requests\/sec:/ { rps = $2 }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    END { printf "%s %.3f %.3f\n", rps, p50, p99 }' <<<"$out"
+}
+
+# warm_up [wrk args...] URL : 2 s of load, figures discarded.
+warm_up() {
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$@" >/dev/null
+}
+
+# ratio A B -> A / B with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+# prepare CARGO_BUILD_ARGS... : installs the load tools, builds the guests,
+# and builds what the benchmark runs, in release.
+prepare() {
+  scripts/install-toolchain.sh --bench
+  scripts/build-guests.sh >/dev/null
+  cargo build --release --quiet "$@"
+}
