@@ -150,7 +150,7 @@ impl EdgeError {
         );
         headers.insert("edge-error", HeaderValue::from_static(self.code()));
         if let Ok(id) = HeaderValue::from_str(request_id) {
-            headers.insert("x-request-id", id);
+            headers.insert(crate::http::pipeline::REQUEST_ID, id);
         }
         if self.fault() == Fault::Capacity {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));

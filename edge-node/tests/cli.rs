@@ -74,11 +74,7 @@ fn check_config_reports_every_problem_and_fails() {
 
 /// Starts `edge-node serve --module` on free loopback ports with `args`
 /// (global flags) first; returns the child and its listening address.
-fn start_local_mode(
-    args: &[&str],
-    data: &Path,
-    stderr: Stdio,
-) -> (std::process::Child, String) {
+fn start_local_mode(args: &[&str], data: &Path, stderr: Stdio) -> (std::process::Child, String) {
     let mut child = edge_node()
         .args(args)
         .args([

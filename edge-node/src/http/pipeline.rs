@@ -21,6 +21,10 @@ use crate::routing::Service;
 use crate::sandbox::{GuestIdentity, GuestReport};
 use crate::usage::ServiceCounters;
 
+/// The response header that carries the request id (also in the access log
+/// and the guest's log lines).
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// Handles one request. Never fails: every problem becomes a response.
 ///
 /// The same for every protocol: `B` is hyper's body for HTTP/1.1 and
@@ -64,7 +68,7 @@ where
         }
     };
     if let Ok(id) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", id);
+        response.headers_mut().insert(REQUEST_ID, id);
     }
     let status = response.status();
     if let Some(usage) = usage {

@@ -47,7 +47,7 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<GuestState>,
     fingerprint: String,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl fmt::Debug for Sandbox {
@@ -113,7 +113,7 @@ impl Sandbox {
             engine,
             linker,
             fingerprint,
-            _ticker: ticker,
+            ticker,
         })
     }
 
@@ -183,7 +183,10 @@ impl Sandbox {
         let component = component.clone();
         let wall_time = Duration::from_millis(limits.wall_time_ms);
         let limits = limits.clone();
+        // The epoch ticks while this guest runs, streaming included.
+        let running = self.ticker.guest_started();
         let guest = async move {
+            let _running = running;
             let started = Instant::now();
             let mut instantiation = None;
             let run = async {
