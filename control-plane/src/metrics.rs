@@ -8,8 +8,8 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::api::AppState;
@@ -19,6 +19,8 @@ use crate::error::ApiError;
 pub struct Metrics {
     registry: Registry,
     pub api_requests: IntCounterVec,
+    /// Time to answer, by route (long-polls included: they wait by design).
+    pub api_duration: HistogramVec,
     pub uploads: IntCounterVec,
     pub compile_duration: Histogram,
     /// Guest log lines nodes shipped, by outcome (stored, skipped: of a
@@ -48,6 +50,17 @@ impl Metrics {
             Opts::new("cp_api_requests_total", "API requests by route and status"),
             &["route", "status"],
         ));
+        let api_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "cp_api_request_duration_seconds",
+                "Time to answer an API request, by route",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ]),
+            &["route"],
+        ));
         let uploads = must(IntCounterVec::new(
             Opts::new("cp_uploads_total", "Module uploads by outcome"),
             &["outcome"],
@@ -68,6 +81,7 @@ impl Metrics {
         ));
         for metric in [
             Box::new(api_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(api_duration.clone()),
             Box::new(uploads.clone()),
             Box::new(compile_duration.clone()),
             Box::new(guest_log_lines.clone()),
@@ -77,6 +91,7 @@ impl Metrics {
         Self {
             registry,
             api_requests,
+            api_duration,
             uploads,
             compile_duration,
             guest_log_lines,
@@ -95,12 +110,18 @@ pub async fn count_requests(
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched".to_string(), |path| path.as_str().to_string());
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
     state
         .metrics
         .api_requests
         .with_label_values(&[&route, response.status().as_str()])
         .inc();
+    state
+        .metrics
+        .api_duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 

@@ -247,6 +247,7 @@ async fn prometheus_scrapes_the_platform_and_the_dashboard_queries_hold() {
         "Snapshot lag per node (versions behind)",
         "Snapshot version and age",
         "API requests by route",
+        "API latency p99 by route (without long-polls)",
     ];
     let queries = dashboard_queries();
     assert!(queries.len() >= 25, "{} queries", queries.len());
