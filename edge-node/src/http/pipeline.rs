@@ -259,17 +259,17 @@ where
         // The request leaves admission only when its guest is done.
         drop(permit);
     };
-    let result = node
-        .sandbox
-        .handle(
-            &component,
-            identity,
-            &service.capabilities,
-            &service.limits,
-            request,
-            finished,
-        )
-        .await;
+    // Boxed, like the store below: the guest's future is large, and a
+    // request answered from the edge cache should not carry (and copy) it.
+    let result = Box::pin(node.sandbox.handle(
+        &component,
+        identity,
+        &service.capabilities,
+        &service.limits,
+        request,
+        finished,
+    ))
+    .await;
     match result {
         Err(_) if body_exceeded.load(Ordering::Acquire) => Err(refuse(
             &node.metrics,
@@ -279,7 +279,7 @@ where
             let response = check_response_head(&node.http_limits, response)?;
             let response = match (front, url, stored_request) {
                 (Some(front), Some(url), Some(request)) => {
-                    keep_cacheable(front, &url, &request, response).await?
+                    Box::pin(keep_cacheable(front, &url, &request, response)).await?
                 }
                 _ => response,
             };

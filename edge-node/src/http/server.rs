@@ -194,7 +194,10 @@ async fn accept_loop<S, F, Io>(
                         drop(request);
                         return Ok(refuse_connection(&node));
                     }
-                    let mut response = pipeline::handle(&node, request).await;
+                    // Boxed: hyper spawns a task per HTTP/2 stream, and moving
+                    // the pipeline's large future into it copied kilobytes
+                    // per request.
+                    let mut response = Box::pin(pipeline::handle(&node, request)).await;
                     // Tells clients HTTP/3 is on the same port.
                     if advertise_h3
                         && let Some(alt_svc) = node.tls.as_ref().and_then(|tls| tls.alt_svc.get())
