@@ -67,7 +67,10 @@ where
             error.to_response(&request_id, node.http_limits.retry_after_seconds)
         }
     };
-    if let Ok(id) = HeaderValue::from_str(&request_id) {
+    if let Ok(mut id) = HeaderValue::from_str(&request_id) {
+        // Unique per response: kept out of the HTTP/2 and HTTP/3 header
+        // tables, where it would only evict the entries that do repeat.
+        id.set_sensitive(true);
         response.headers_mut().insert(REQUEST_ID, id);
     }
     let status = response.status();
