@@ -867,3 +867,94 @@ async fn a_tenant_reads_its_own_guest_logs_with_edgectl() {
     node.stop().await;
     plane.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_and_logs_a_node_could_not_deliver_are_sent_after_its_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let base = format!("http://{port}");
+    let dir = tempfile::tempdir().expect("dir");
+    let plane_dir = dir.path().join("control-plane");
+    let node_dir = dir.path().join("node");
+    let process = PlaneProcess::start(&plane_dir, port).await;
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"name": "acme"}))
+        .send()
+        .await
+        .expect("tenant")
+        .json()
+        .await
+        .expect("JSON");
+    let token = created["token"].as_str().expect("token").to_string();
+    let service = serde_json::json!({"name": "web", "spec": {"domains": [DOMAIN]}});
+    let created = http
+        .post(format!("{base}/v1/services"))
+        .bearer_auth(&token)
+        .json(&service)
+        .send()
+        .await
+        .expect("service");
+    assert!(created.status().is_success());
+    assert_eq!(
+        deploy_over_http(&http, &base, &token, echo()).await,
+        StatusCode::CREATED
+    );
+    let node = EdgeNode::start(&base, &node_dir, "node-a").await;
+    until_ok(&node, DOMAIN, "/").await;
+
+    // The control plane goes away; the node serves, and its guest logs.
+    process.kill().await;
+    for _ in 0..10 {
+        assert_eq!(get(node.addr, DOMAIN, "/?log=while-away").await.status, 200);
+    }
+    let served = node
+        .metric(r#"edge_requests_total{protocol="http1",service="acme/web",status_class="2xx"}"#)
+        .await;
+    node.stop().await;
+    assert!(node_dir.join("undelivered.json").exists());
+
+    // Back: a node started on the same data dir delivers it all.
+    let _process = PlaneProcess::start(&plane_dir, port).await;
+    let node = EdgeNode::start(&base, &node_dir, "node-a").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let usage: serde_json::Value = http
+            .get(format!("{base}/v1/usage"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("usage")
+            .json()
+            .await
+            .expect("JSON");
+        let logs: serde_json::Value = http
+            .get(format!("{base}/v1/services/web/logs?limit=1000"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("logs")
+            .json()
+            .await
+            .expect("JSON");
+        let away = logs["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|line| line["line"] == "while-away")
+            .count();
+        if usage[0]["requests"].as_f64() == Some(served) && away == 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "usage {usage} (node served {served}), {away} of 10 lines"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!node_dir.join("undelivered.json").exists());
+    node.stop().await;
+}

@@ -50,6 +50,70 @@ enum SyncError {
     Apply(String),
 }
 
+/// Usage and guest log lines a stopping node could not deliver (the control
+/// plane was away), kept in the data dir and sent after the next start.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Undelivered {
+    usage: Vec<ServiceUsage>,
+    guest_logs: Vec<edge_config::protocol::GuestLogLine>,
+}
+
+fn undelivered_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("undelivered.json")
+}
+
+/// Takes back what an earlier run could not deliver; it goes out with the
+/// next report and shipment.
+async fn restore_undelivered(node: &Node, data_dir: &Path) {
+    let path = undelivered_path(data_dir);
+    let Ok(text) = tokio::fs::read(&path).await else {
+        return;
+    };
+    match serde_json::from_slice::<Undelivered>(&text) {
+        Ok(undelivered) => {
+            tracing::info!(
+                services = undelivered.usage.len(),
+                guest_log_lines = undelivered.guest_logs.len(),
+                "sending what the last run could not deliver"
+            );
+            node.usage().restore(&undelivered.usage);
+            node.tenant_logs().put_back(undelivered.guest_logs);
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "undelivered usage unreadable; ignoring it")
+        }
+    }
+    let _ = tokio::fs::remove_file(&path).await;
+}
+
+/// Keeps what is still undelivered after the last report and shipment.
+async fn save_undelivered(node: &Node, data_dir: &Path) {
+    let undelivered = Undelivered {
+        usage: node.usage().drain(),
+        guest_logs: node.tenant_logs().take(usize::MAX),
+    };
+    if undelivered.usage.is_empty() && undelivered.guest_logs.is_empty() {
+        return;
+    }
+    let path = undelivered_path(data_dir);
+    let text = serde_json::to_vec(&undelivered).unwrap_or_default();
+    let written = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || write_atomically(&path, &text)
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => tracing::warn!(
+            services = undelivered.usage.len(),
+            guest_log_lines = undelivered.guest_logs.len(),
+            path = %path.display(),
+            "control plane unreachable at shutdown: usage and guest logs kept for the next start"
+        ),
+        Ok(Err(e)) => tracing::error!(error = %e, "usage and guest logs lost: cannot save them"),
+        Err(e) => tracing::error!(error = %e, "usage and guest logs lost: cannot save them"),
+    }
+}
+
 /// The file the last applied snapshot is kept in.
 pub fn snapshot_path(data_dir: &Path) -> PathBuf {
     data_dir.join("snapshot.json")
@@ -483,6 +547,8 @@ impl Sync {
 /// A running follower of the control plane.
 #[derive(Debug)]
 pub struct Follower {
+    node: Node,
+    data_dir: PathBuf,
     stop: watch::Sender<bool>,
     purges_applied: watch::Receiver<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -520,6 +586,7 @@ impl Follower {
             stopped.clone(),
         ));
         node.tenant_logs().start_shipping();
+        restore_undelivered(node, data_dir).await;
         let logs = tokio::spawn(ship_logs(
             Arc::clone(&sync),
             node.tenant_logs().ship_interval(),
@@ -528,6 +595,8 @@ impl Follower {
         ));
         let report = tokio::spawn(report_usage(sync, interval, registered, stopped));
         Ok(Self {
+            node: node.clone(),
+            data_dir: data_dir.to_path_buf(),
             stop,
             purges_applied,
             tasks: vec![poll, purge, logs, report],
@@ -539,10 +608,13 @@ impl Follower {
         self.purges_applied.clone()
     }
 
+    /// Stops following after a last usage report and log shipment; what
+    /// those could not deliver is saved for the next start.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
+        save_undelivered(&self.node, &self.data_dir).await;
     }
 }
