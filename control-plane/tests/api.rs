@@ -490,6 +490,18 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
             )
             .await;
         assert_eq!(rest["lines"].as_array().map(Vec::len), Some(0), "{kind}");
+        // One request's lines only.
+        let (_, one) = plane
+            .call(
+                "GET",
+                &format!("/v1/services/web/logs?request_id=r{}", last - 5),
+                &token,
+                None,
+            )
+            .await;
+        let one = one["lines"].as_array().expect("lines");
+        assert_eq!(one.len(), 1, "{kind}");
+        assert_eq!(one[0]["line"], format!("line {}", last - 5));
         // Another tenant cannot read them.
         let (status, _) = plane
             .call("GET", "/v1/services/web/logs", &other, None)

@@ -839,6 +839,14 @@ async fn a_tenant_reads_its_own_guest_logs_with_edgectl() {
     assert!(line.contains(" v1 "), "{line}");
     // Each tenant sees only its own service's lines.
     assert!(!out.contains("other-line"), "{out}");
+    // One request's lines, by the id its client got.
+    let later = until_ok(&node, DOMAIN, "/?log=later-line").await;
+    let later_id = later.header("x-request-id").expect("request id");
+    logs_until(&acme_config, "web", "later-line").await;
+    let only = edgectl(&acme_config, &["logs", "web", "--request-id", request_id]).await;
+    assert_eq!(only.lines().count(), 1, "{only}");
+    assert!(only.ends_with("stdout: acme-line\n"), "{only}");
+    assert!(!only.contains(later_id), "{only}");
     let out = logs_until(&other_config, "web", "other-line").await;
     assert!(!out.contains("acme-line"), "{out}");
 

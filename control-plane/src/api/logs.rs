@@ -54,6 +54,8 @@ async fn ship(
 pub struct ReadQuery {
     /// The last line id seen; without it, the newest `limit` lines.
     after: Option<i64>,
+    /// Only the lines of this request (its `x-request-id`).
+    request_id: Option<String>,
     #[serde(default = "default_limit")]
     limit: u64,
 }
@@ -78,7 +80,12 @@ async fn read(
     let service = own_service(&state, &caller, &name).await?;
     let lines = state
         .store
-        .guest_logs(&service, query.after, query.limit)
+        .guest_logs(
+            &service,
+            query.after,
+            query.request_id.as_deref(),
+            query.limit,
+        )
         .await?;
     let next_after = lines.last().map(|line| line.id).or(query.after);
     Ok(Json(LogPage { lines, next_after }))

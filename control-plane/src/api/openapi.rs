@@ -129,7 +129,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     (
         "get",
         "/v1/services/{service}/logs",
-        "The service's guest log lines after `after` (a line id), oldest first, at most `limit`",
+        "The service's guest log lines after `after` (a line id), oldest first, at most `limit`; `request_id` keeps one request's",
         "tenant",
     ),
     (

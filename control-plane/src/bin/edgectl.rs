@@ -79,6 +79,9 @@ enum Command {
         /// How many of the newest lines to start with.
         #[arg(long, default_value_t = 100)]
         lines: u64,
+        /// Only the lines of one request (the `x-request-id` its client got).
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Remove cached responses on every node: one URL (as the origin is
     /// asked for it), or every entry tagged with a surrogate key.
@@ -437,9 +440,20 @@ async fn purge(
 /// How often `edgectl logs --follow` asks for new lines.
 const LOGS_FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn logs(service: &str, follow: bool, lines: u64) -> anyhow::Result<()> {
+async fn logs(
+    service: &str,
+    follow: bool,
+    lines: u64,
+    request_id: Option<&str>,
+) -> anyhow::Result<()> {
     let api = Api::logged_in()?;
-    let mut query = format!("limit={lines}");
+    if let Some(id) = request_id
+        && !id.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        anyhow::bail!("--request-id {id:?}: a request id is letters and digits");
+    }
+    let only = request_id.map_or(String::new(), |id| format!("&request_id={id}"));
+    let mut query = format!("limit={lines}{only}");
     loop {
         let page = api
             .get(&format!("/v1/services/{service}/logs?{query}"))
@@ -458,7 +472,7 @@ async fn logs(service: &str, follow: bool, lines: u64) -> anyhow::Result<()> {
             return Ok(());
         }
         if let Some(after) = page["next_after"].as_i64() {
-            query = format!("after={after}&limit=1000");
+            query = format!("after={after}&limit=1000{only}");
         }
         tokio::time::sleep(LOGS_FOLLOW_INTERVAL).await;
     }
@@ -613,7 +627,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             service,
             follow,
             lines,
-        } => logs(&service, follow, lines).await?,
+            request_id,
+        } => logs(&service, follow, lines, request_id.as_deref()).await?,
         Command::Certificate { command } => certificate(command).await?,
         Command::Purge {
             url,

@@ -135,39 +135,31 @@ impl Store {
         Ok(kept.len())
     }
 
-    /// A service's lines after `after`, oldest first, at most `limit`.
-    /// `after = None` starts from the newest `limit` lines.
+    /// A service's lines after `after`, oldest first, at most `limit`;
+    /// only those of one request when `request_id` is given. `after = None`
+    /// starts from the newest `limit` lines.
     pub async fn guest_logs(
         &self,
         service: &Service,
         after: Option<i64>,
+        request_id: Option<&str>,
         limit: u64,
     ) -> Result<Vec<StoredLogLine>, StoreError> {
         let limit = to_i64(limit.min(MAX_GUEST_LOG_LINES_PER_READ));
-        let columns = "id, timestamp_ms, node_id, version, request_id, stream, line";
-        let rows = match after {
-            Some(after) => {
-                sqlx::query(&format!(
-                    "SELECT {columns} FROM guest_logs WHERE service_id = $1 AND id > $2 \
-                     ORDER BY id LIMIT $3"
-                ))
-                .bind(&service.id)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-            }
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {columns} FROM guest_logs WHERE service_id = $1 \
-                     ORDER BY id DESC LIMIT $2"
-                ))
-                .bind(&service.id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-            }
-        }
+        // Reading on from a line: the oldest after it. Starting out: the
+        // newest, put back in order below.
+        let order = if after.is_some() { "ASC" } else { "DESC" };
+        let rows = sqlx::query(&format!(
+            "SELECT id, timestamp_ms, node_id, version, request_id, stream, line \
+             FROM guest_logs WHERE service_id = $1 AND id > $2 \
+             AND ($3 = '' OR request_id = $3) ORDER BY id {order} LIMIT $4"
+        ))
+        .bind(&service.id)
+        .bind(after.unwrap_or(0))
+        .bind(request_id.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
         .map_err(db("reading guest logs"))?;
         let mut lines: Vec<StoredLogLine> = rows
             .iter()
