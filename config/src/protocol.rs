@@ -183,6 +183,39 @@ pub struct GuestLogBatch {
     pub lines: Vec<GuestLogLine>,
 }
 
-/// Lines a node ships per request at most: 200 lines of at most 8 KiB stay
-/// under the API's 2 MiB JSON body limit.
+/// Lines a node ships per request at most.
 pub const MAX_GUEST_LOG_LINES_PER_BATCH: usize = 200;
+/// A shipped line's text is cut to this many bytes.
+pub const MAX_GUEST_LOG_LINE_BYTES: usize = 8 * 1024;
+/// `line` cut to [`MAX_GUEST_LOG_LINE_BYTES`], on a character boundary: what
+/// a node ships and the control plane stores.
+pub fn bounded_log_line(line: &str) -> &str {
+    if line.len() <= MAX_GUEST_LOG_LINE_BYTES {
+        return line;
+    }
+    let mut end = MAX_GUEST_LOG_LINE_BYTES;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+/// The largest shipment the control plane reads: 200 lines of 8 KiB even
+/// when JSON escapes every byte (`\u0000`, six bytes each), with room for
+/// the other fields.
+pub const MAX_GUEST_LOG_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_log_lines_are_cut_on_a_character_boundary() {
+        let line = "é".repeat(MAX_GUEST_LOG_LINE_BYTES);
+        let kept = bounded_log_line(&line);
+        assert!(kept.len() <= MAX_GUEST_LOG_LINE_BYTES);
+        assert!(kept.len() > MAX_GUEST_LOG_LINE_BYTES - 2);
+        assert!(kept.chars().all(|c| c == 'é'));
+        assert_eq!(bounded_log_line("short"), "short");
+    }
+}

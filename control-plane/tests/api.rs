@@ -429,6 +429,24 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
             )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {body}");
+        // The largest shipment a node sends is read, even when JSON escapes
+        // every byte: 200 lines of 8 KiB control characters (~10 MB).
+        let escaped = "\u{1}".repeat(8 * 1024);
+        let heavy: Vec<Value> = (0..200)
+            .map(|n| {
+                json!({"service": "acme/web", "version": 1, "request_id": format!("h{n}"),
+                            "stream": "stderr", "timestamp_ms": 1, "line": escaped})
+            })
+            .collect();
+        let (status, body) = plane
+            .call(
+                "POST",
+                "/v1/node/logs?node=n1",
+                CLUSTER,
+                Some(json!({"lines": heavy})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{kind}: {body}");
         // A line of a service that does not exist is skipped.
         let (status, _) = plane
             .call(

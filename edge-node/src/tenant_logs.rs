@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use edge_config::LogsSection;
-use edge_config::protocol::GuestLogLine;
+use edge_config::protocol::{GuestLogLine, bounded_log_line};
 
 use crate::metrics::Metrics;
 
@@ -117,7 +117,7 @@ impl TenantLogs {
             request_id: source.request_id.to_string(),
             stream: stream.name().to_string(),
             timestamp_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
-            line: line.to_string(),
+            line: bounded_log_line(line).to_string(),
         };
         let evicted = {
             let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
@@ -157,6 +157,12 @@ impl TenantLogs {
         }
     }
 
+    /// A shipment the control plane refused as malformed: sending it again
+    /// would fail again, so its lines are dropped, counted.
+    pub fn rejected(&self, lines: usize) {
+        self.count("dropped_rejected", lines as u64);
+    }
+
     /// Lines shipped to the control plane.
     pub fn shipped(&self, lines: usize) {
         self.count("shipped", lines as u64);
@@ -170,6 +176,7 @@ impl TenantLogs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edge_config::protocol::MAX_GUEST_LOG_LINE_BYTES;
 
     fn logs(per_second: u64, buffered: u64) -> TenantLogs {
         let config = LogsSection {
@@ -205,6 +212,16 @@ mod tests {
         assert_eq!(lines[0].line, "line 0");
         assert_eq!(lines[0].version, 3);
         assert_eq!(lines.last().map(|l| l.stream.as_str()), Some("stderr"));
+    }
+
+    #[test]
+    fn long_lines_are_cut_to_the_shipped_bound() {
+        let logs = logs(10, 10);
+        let long = "é".repeat(MAX_GUEST_LOG_LINE_BYTES);
+        logs.offer(&source("a/web"), LogStream::Stdout, &long);
+        let line = &logs.take(1)[0].line;
+        assert!(line.len() <= MAX_GUEST_LOG_LINE_BYTES);
+        assert!(line.len() > MAX_GUEST_LOG_LINE_BYTES - 2);
     }
 
     #[test]

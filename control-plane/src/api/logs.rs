@@ -6,7 +6,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use edge_config::protocol::{GuestLogBatch, MAX_GUEST_LOG_LINES_PER_BATCH};
+use edge_config::protocol::{
+    GuestLogBatch, MAX_GUEST_LOG_BATCH_BYTES, MAX_GUEST_LOG_LINES_PER_BATCH,
+};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -17,7 +19,12 @@ use crate::store::guest_logs::StoredLogLine;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/node/logs", post(ship))
+        .route(
+            "/v1/node/logs",
+            post(ship).layer(axum::extract::DefaultBodyLimit::max(
+                MAX_GUEST_LOG_BATCH_BYTES,
+            )),
+        )
         .route("/v1/services/{service}/logs", get(read))
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use edge_config::protocol::GuestLogLine;
+use edge_config::protocol::{GuestLogLine, bounded_log_line};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -13,8 +13,8 @@ use super::{Service, Store, StoreError, db, to_i64};
 
 /// Lines kept per service; older ones are deleted as new ones arrive.
 pub const MAX_GUEST_LOG_LINES_PER_SERVICE: i64 = 10_000;
-/// Longest line stored; a longer one is cut (nodes already cut at 8 KiB).
-pub const MAX_GUEST_LOG_LINE_BYTES: usize = 16 * 1024;
+/// Longest line stored; a longer one is cut (as nodes already do).
+pub use edge_config::protocol::MAX_GUEST_LOG_LINE_BYTES;
 /// Most lines one read returns.
 pub const MAX_GUEST_LOG_LINES_PER_READ: u64 = 1_000;
 
@@ -29,17 +29,6 @@ pub struct StoredLogLine {
     pub request_id: String,
     pub stream: String,
     pub line: String,
-}
-
-fn cut(line: &str) -> &str {
-    if line.len() <= MAX_GUEST_LOG_LINE_BYTES {
-        return line;
-    }
-    let mut end = MAX_GUEST_LOG_LINE_BYTES;
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    &line[..end]
 }
 
 impl Store {
@@ -105,7 +94,7 @@ impl Store {
             .bind(&line.request_id)
             .bind(&line.stream)
             .bind(to_i64(line.timestamp_ms))
-            .bind(cut(&line.line))
+            .bind(bounded_log_line(&line.line))
             .execute(&mut *tx)
             .await
             .map_err(db("storing guest logs"))?;
@@ -175,19 +164,5 @@ impl Store {
             .collect();
         lines.sort_by_key(|line| line.id);
         Ok(lines)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_lines_are_cut_on_a_character_boundary() {
-        let line = "é".repeat(MAX_GUEST_LOG_LINE_BYTES);
-        let kept = cut(&line);
-        assert!(kept.len() <= MAX_GUEST_LOG_LINE_BYTES);
-        assert!(kept.chars().all(|c| c == 'é'));
-        assert_eq!(cut("short"), "short");
     }
 }

@@ -287,6 +287,10 @@ async fn ship_logs(
                 let batch = GuestLogBatch { lines };
                 match sync.post_logs(&node_id, &batch).await {
                     Ok(()) => logs.shipped(count),
+                    Err(SyncError::Status(status)) if status.is_client_error() => {
+                        tracing::error!(%status, lines = count, "guest log shipment refused; dropping it");
+                        logs.rejected(count);
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, lines = count, "guest log shipment failed; kept for the next one");
                         logs.put_back(batch.lines);
