@@ -9,7 +9,7 @@ use edge_config::protocol::{GuestLogLine, bounded_log_line};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{Service, Store, StoreError, db, to_i64};
+use super::{Service, Store, StoreError, db, service_id_by_platform_name, to_i64};
 
 /// Lines kept per service; older ones are deleted as new ones arrive.
 pub const MAX_GUEST_LOG_LINES_PER_SERVICE: i64 = 10_000;
@@ -44,19 +44,9 @@ impl Store {
         let mut service_ids: HashMap<&str, Option<String>> = HashMap::new();
         for line in lines {
             if !service_ids.contains_key(line.service.as_str()) {
-                let id = match line.service.split_once('/') {
-                    Some((tenant, service)) => sqlx::query(
-                        "SELECT s.id FROM services s JOIN tenants t ON t.id = s.tenant_id \
-                         WHERE t.name = $1 AND s.name = $2",
-                    )
-                    .bind(tenant)
-                    .bind(service)
-                    .fetch_optional(&mut *tx)
+                let id = service_id_by_platform_name(&mut tx, &line.service)
                     .await
-                    .map_err(db("storing guest logs"))?
-                    .map(|row| row.get::<String, _>(0)),
-                    None => None,
-                };
+                    .map_err(db("storing guest logs"))?;
                 service_ids.insert(&line.service, id);
             }
         }

@@ -643,20 +643,12 @@ impl Store {
     pub async fn add_usage(&self, node_id: &str, report: &UsageReport) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("recording usage"))?;
         for usage in &report.services {
-            let Some((tenant, service)) = usage.service.split_once('/') else {
+            let Some(service_id) = service_id_by_platform_name(&mut tx, &usage.service)
+                .await
+                .map_err(db("recording usage"))?
+            else {
                 continue;
             };
-            let row = sqlx::query(
-                "SELECT s.id FROM services s JOIN tenants t ON t.id = s.tenant_id \
-                 WHERE t.name = $1 AND s.name = $2",
-            )
-            .bind(tenant)
-            .bind(service)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("recording usage"))?;
-            let Some(row) = row else { continue };
-            let service_id: String = row.get(0);
             sqlx::query(
                 "INSERT INTO usage (service_id, node_id, requests, status_2xx, status_3xx, status_4xx, \
                  status_5xx, guest_cpu_micros, bytes_out) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -761,6 +753,26 @@ async fn bump_snapshot(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<u64,
         .map_err(db("reading the snapshot version"))?
         .get(0);
     Ok(u64::try_from(version).unwrap_or(0))
+}
+
+/// The id of the service a node names `<tenant>/<service>` (as in snapshots,
+/// usage reports and log lines); `None` if there is no such service.
+async fn service_id_by_platform_name(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    name: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let Some((tenant, service)) = name.split_once('/') else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "SELECT s.id FROM services s JOIN tenants t ON t.id = s.tenant_id \
+         WHERE t.name = $1 AND s.name = $2",
+    )
+    .bind(tenant)
+    .bind(service)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|row| row.get(0)))
 }
 
 fn tenant_from_row(row: &sqlx::any::AnyRow) -> Tenant {

@@ -101,15 +101,16 @@ async fn save_undelivered(node: &Node, data_dir: &Path) {
         let path = path.clone();
         move || write_atomically(&path, &text)
     })
-    .await;
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|written| written.map_err(|e| e.to_string()));
     match written {
-        Ok(Ok(())) => tracing::warn!(
+        Ok(()) => tracing::warn!(
             services = undelivered.usage.len(),
             guest_log_lines = undelivered.guest_logs.len(),
             path = %path.display(),
             "control plane unreachable at shutdown: usage and guest logs kept for the next start"
         ),
-        Ok(Err(e)) => tracing::error!(error = %e, "usage and guest logs lost: cannot save them"),
         Err(e) => tracing::error!(error = %e, "usage and guest logs lost: cannot save them"),
     }
 }
