@@ -37,7 +37,10 @@ where
     let started = Instant::now();
     let request_id: Arc<str> = node.request_ids.next().into();
     let version = request.version();
-    let access = node.access_log.then(|| AccessFields::of(&request));
+    // Taken only when the event will be written: with the access log off,
+    // or filtered out (`RUST_LOG=...,access=off`), nothing is copied.
+    let access = (node.access_log && tracing::enabled!(target: "access", tracing::Level::INFO))
+        .then(|| AccessFields::of(&request));
     // Usage is counted for routed requests only: a refused one belongs to
     // no tenant.
     let (service_name, metrics_label, result, usage) = match admit_and_route(node, &request) {
