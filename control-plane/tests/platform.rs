@@ -402,15 +402,18 @@ async fn deploy_over_http(
         .status()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_control_plane_loses_nothing_and_nodes_never_stop_serving() {
+/// A control-plane process on a free port with tenant `acme` and its
+/// service `web` (at [`DOMAIN`]) serving `guest`; returns the process, its
+/// address and the tenant's token.
+async fn killable_plane_with_web(
+    plane_dir: &Path,
+    guest: Vec<u8>,
+) -> (PlaneProcess, SocketAddr, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");
     let base = format!("http://{port}");
-    let dir = tempfile::tempdir().expect("dir");
-    let plane_dir = dir.path().join("control-plane");
-    let process = PlaneProcess::start(&plane_dir, port).await;
+    let process = PlaneProcess::start(plane_dir, port).await;
     let http = reqwest::Client::new();
     let post = |path: &str, token: &str, body: serde_json::Value| {
         http.post(format!("{base}{path}"))
@@ -434,8 +437,18 @@ async fn a_killed_control_plane_loses_nothing_and_nodes_never_stop_serving() {
             .status()
             .is_success()
     );
-    let status = deploy_over_http(&http, &base, &token, hello()).await;
+    let status = deploy_over_http(&http, &base, &token, guest).await;
     assert_eq!(status, StatusCode::CREATED);
+    (process, port, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_control_plane_loses_nothing_and_nodes_never_stop_serving() {
+    let dir = tempfile::tempdir().expect("dir");
+    let plane_dir = dir.path().join("control-plane");
+    let (process, port, token) = killable_plane_with_web(&plane_dir, hello()).await;
+    let base = format!("http://{port}");
+    let http = reqwest::Client::new();
 
     let node = EdgeNode::start(&base, &dir.path().join("node"), "node-a").await;
     until_all_serve(std::slice::from_ref(&node), HELLO).await;
@@ -878,39 +891,12 @@ async fn a_tenant_reads_its_own_guest_logs_with_edgectl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_and_logs_a_node_could_not_deliver_are_sent_after_its_restart() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
-    let base = format!("http://{port}");
     let dir = tempfile::tempdir().expect("dir");
     let plane_dir = dir.path().join("control-plane");
     let node_dir = dir.path().join("node");
-    let process = PlaneProcess::start(&plane_dir, port).await;
+    let (process, port, token) = killable_plane_with_web(&plane_dir, echo()).await;
+    let base = format!("http://{port}");
     let http = reqwest::Client::new();
-    let created: serde_json::Value = http
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({"name": "acme"}))
-        .send()
-        .await
-        .expect("tenant")
-        .json()
-        .await
-        .expect("JSON");
-    let token = created["token"].as_str().expect("token").to_string();
-    let service = serde_json::json!({"name": "web", "spec": {"domains": [DOMAIN]}});
-    let created = http
-        .post(format!("{base}/v1/services"))
-        .bearer_auth(&token)
-        .json(&service)
-        .send()
-        .await
-        .expect("service");
-    assert!(created.status().is_success());
-    assert_eq!(
-        deploy_over_http(&http, &base, &token, echo()).await,
-        StatusCode::CREATED
-    );
     let node = EdgeNode::start(&base, &node_dir, "node-a").await;
     until_ok(&node, DOMAIN, "/").await;
 
