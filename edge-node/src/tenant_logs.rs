@@ -167,10 +167,6 @@ impl TenantLogs {
     pub fn shipped(&self, lines: usize) {
         self.count("shipped", lines as u64);
     }
-
-    pub fn buffered(&self) -> usize {
-        self.buffer.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
 }
 
 #[cfg(test)]

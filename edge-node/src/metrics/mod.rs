@@ -306,10 +306,6 @@ impl Metrics {
         metrics
     }
 
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// The `service` label value for one request of `service` (see
     /// [`ServiceLabels`]).
     pub fn service_label(&self, service: &Arc<str>) -> Arc<str> {
