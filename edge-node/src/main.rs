@@ -224,11 +224,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let running = node
         .start(config.node.listen, config.node.admin_listen)
         .await?;
-    println!("edge node listening on http://{}", running.addr);
+    announce(&format!("edge node listening on http://{}", running.addr));
     if let Some(tls_addr) = running.tls_addr {
-        println!("and on https://{tls_addr}");
+        announce(&format!("and on https://{tls_addr}"));
     }
-    println!("metrics on http://{}/metrics", running.admin_addr);
+    announce(&format!("metrics on http://{}/metrics", running.admin_addr));
     signals.next().await;
     tracing::info!("draining; a second signal cuts what is still open");
     let grace = std::time::Duration::from_millis(config.node.drain_grace_ms);
@@ -243,6 +243,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints a line for whoever started the node. A closed stdout (the reader
+/// went away) must not stop a serving node, as `println!` would by
+/// panicking, so write errors are ignored.
+fn announce(line: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 /// SIGTERM and SIGINT (Ctrl-C), one after the other.
