@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`authority`]: a request's `Host` / `:authority`, parsed into the one
+//!   spelling routing, cache keys and guests see.
 //! - [`backend`]: a named origin: address, timeouts, TLS, cache policy.
 //! - [`limits`]: every per-service and per-node limit, each a `DEFAULT_*`
 //!   constant with its unit in the name and its reason beside it.
@@ -20,6 +22,7 @@
 //! Every struct rejects unknown keys (`deny_unknown_fields`), so a typo in a
 //! config file is an error instead of a silently ignored setting.
 
+pub mod authority;
 pub mod backend;
 pub mod limits;
 pub mod node;

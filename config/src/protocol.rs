@@ -91,7 +91,13 @@ pub struct SnapshotService {
     pub tenant: String,
     pub version: u64,
     pub module_sha256: String,
+    /// The version's spec, with `domains` cut to those the service holds
+    /// now: its platform domain and its verified custom domains.
     pub spec: ServiceSpec,
+    /// When the service was created, Unix milliseconds: of two services
+    /// claiming one domain, a node keeps the older.
+    #[serde(default)]
+    pub created_at_ms: u64,
     /// The service's certificate and key, served by SNI for its domains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificatePem>,

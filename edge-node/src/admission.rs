@@ -34,6 +34,15 @@ pub struct Admission {
 #[derive(Debug)]
 pub struct TenantConnection {
     count: Arc<AtomicU64>,
+    tenant: Arc<str>,
+}
+
+impl TenantConnection {
+    /// The tenant whose name the connection's SNI carried, and whose
+    /// certificate it was served.
+    pub fn tenant(&self) -> &Arc<str> {
+        &self.tenant
+    }
 }
 
 impl Drop for TenantConnection {
@@ -86,7 +95,10 @@ impl Admission {
         let count = counter(&self.connections_per_tenant, tenant);
         // Built only once the slot is taken: dropping one gives a slot back.
         if take(&count, self.max_connections_per_tenant) {
-            Some(TenantConnection { count })
+            Some(TenantConnection {
+                count,
+                tenant: Arc::clone(tenant),
+            })
         } else {
             None
         }

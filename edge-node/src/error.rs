@@ -31,6 +31,16 @@ pub enum EdgeError {
     UnknownHost,
     /// The request has no Host (HTTP/1.1) or `:authority`.
     MissingHost,
+    /// The Host or `:authority` is not a valid `host[:port]`, or there are
+    /// two Host fields.
+    InvalidAuthority,
+    /// On HTTP/2 or HTTP/3, `host` names another authority than
+    /// `:authority`.
+    HostMismatch,
+    /// The connection's TLS server name routes to another tenant than the
+    /// request's Host: the handshake served that other tenant's
+    /// certificate, so this connection may not carry the request.
+    MisdirectedRequest,
     /// The request line is longer than `http.max_uri_bytes`.
     UriTooLong { limit: u64 },
     /// More header fields than `http.max_header_count`.
@@ -68,7 +78,10 @@ impl EdgeError {
     pub fn status(&self) -> StatusCode {
         match self {
             EdgeError::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
-            EdgeError::MissingHost => StatusCode::BAD_REQUEST,
+            EdgeError::MissingHost | EdgeError::InvalidAuthority | EdgeError::HostMismatch => {
+                StatusCode::BAD_REQUEST
+            }
+            EdgeError::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             EdgeError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             EdgeError::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             EdgeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -89,6 +102,9 @@ impl EdgeError {
         match self {
             EdgeError::UnknownHost => "unknown-host",
             EdgeError::MissingHost => "missing-host",
+            EdgeError::InvalidAuthority => "invalid-authority",
+            EdgeError::HostMismatch => "host-mismatch",
+            EdgeError::MisdirectedRequest => "misdirected-request",
             EdgeError::UriTooLong { .. } => "uri-too-long",
             EdgeError::TooManyHeaders { .. } => "too-many-headers",
             EdgeError::BodyTooLarge { .. } => "body-too-large",
@@ -110,6 +126,9 @@ impl EdgeError {
         match self {
             EdgeError::UnknownHost
             | EdgeError::MissingHost
+            | EdgeError::InvalidAuthority
+            | EdgeError::HostMismatch
+            | EdgeError::MisdirectedRequest
             | EdgeError::UriTooLong { .. }
             | EdgeError::TooManyHeaders { .. }
             | EdgeError::BodyTooLarge { .. } => Fault::Client,
@@ -168,6 +187,17 @@ impl fmt::Display for EdgeError {
         match self {
             EdgeError::UnknownHost => write!(f, "no service is configured for this host"),
             EdgeError::MissingHost => write!(f, "the request has no Host header"),
+            EdgeError::InvalidAuthority => write!(
+                f,
+                "the request's Host or :authority is not a valid host[:port]"
+            ),
+            EdgeError::HostMismatch => {
+                write!(f, "the host header names another authority than :authority")
+            }
+            EdgeError::MisdirectedRequest => write!(
+                f,
+                "this connection was opened for another tenant's name; open one for this host"
+            ),
             EdgeError::UriTooLong { limit } => write!(f, "the URI is longer than {limit} bytes"),
             EdgeError::TooManyHeaders { limit } => {
                 write!(f, "the request has more than {limit} header fields")

@@ -58,7 +58,7 @@ impl NodeInner {
         &self,
         server_name: Option<&str>,
     ) -> Result<Option<crate::admission::TenantConnection>, TenantAtLimit> {
-        match server_name.and_then(|name| self.router.route(name)) {
+        match server_name.and_then(|name| self.router.route_server_name(name)) {
             Some(service) => self
                 .admission
                 .try_connect(&service.tenant)
@@ -113,6 +113,38 @@ impl TlsListener {
             alt_svc: std::sync::OnceLock::new(),
         })
     }
+}
+
+/// Records in the SNI table that each of `domains` routes to `tenant`, with
+/// `certificate` for those it covers.
+fn add_certificates(
+    table: &mut SniTable,
+    domains: &[String],
+    tenant: &Arc<str>,
+    certificate: Option<ServingCertificate>,
+) {
+    for domain in domains {
+        let key = certificate
+            .as_ref()
+            .filter(|certificate| certificate.covers(domain))
+            .map(|certificate| Arc::clone(&certificate.key));
+        table.insert(domain, tenant, key);
+    }
+}
+
+/// What applying a snapshot left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotReport {
+    pub skipped: Vec<SkippedService>,
+}
+
+/// A service of a snapshot that the node does not serve, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedService {
+    pub service: String,
+    pub version: u64,
+    pub module_sha256: String,
+    pub error: String,
 }
 
 /// An edge node, not yet listening.
@@ -241,36 +273,31 @@ impl Node {
         let mut failures = Vec::new();
         let mut clients = std::collections::HashMap::new();
         for service in services {
-            if let Some(files) = &service.certificate {
-                let checked = files.read(base_dir).and_then(|pem| {
+            let tenant: Arc<str> = service.tenant.as_deref().unwrap_or(&service.name).into();
+            let certificate = match &service.certificate {
+                Some(files) => match files.read(base_dir).and_then(|pem| {
                     ServingCertificate::from_pem(&pem, &service.domains, &crate::tls::provider())
                         .map_err(|e| e.to_string())
-                });
-                match checked {
-                    Ok(certificate) => {
-                        for domain in &service.domains {
-                            certificates.insert(domain, Arc::clone(&certificate.key));
-                        }
-                    }
+                }) {
+                    Ok(certificate) => Some(certificate),
                     Err(e) => {
-                        failures.push(format!("service {:?}: certificate: {e}", service.name))
+                        failures.push(format!("service {:?}: certificate: {e}", service.name));
+                        None
                     }
-                }
-            }
+                },
+                None => None,
+            };
+            add_certificates(&mut certificates, &service.domains, &tenant, certificate);
             match self.install_module(&base_dir.join(&service.module)).await {
                 Ok(module) => table.insert_service(
                     Service {
                         name: service.name.as_str().into(),
-                        tenant: service.tenant.as_deref().unwrap_or(&service.name).into(),
+                        tenant: Arc::clone(&tenant),
                         version: 0,
                         cache_responses: service.cache_responses,
                         module,
                         limits: service.limits.clone(),
-                        capabilities: self.capabilities(
-                            service.tenant.as_deref().unwrap_or(&service.name),
-                            &service.backends,
-                            &mut clients,
-                        ),
+                        capabilities: self.capabilities(&tenant, &service.backends, &mut clients),
                     },
                     &service.domains,
                 ),
@@ -287,65 +314,92 @@ impl Node {
         Ok(())
     }
 
-    /// Serves exactly the services of a control-plane snapshot, whose
-    /// components are already in the module store. Every module is loaded
-    /// before the routing table is swapped, in one step: requests in flight
-    /// finish on the version they started with. If any module fails to load,
-    /// nothing changes.
-    pub async fn install_snapshot(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
+    /// Serves the services of a control-plane snapshot, whose components
+    /// are already in the module store. Every module is loaded before the
+    /// routing table is swapped, in one step: requests in flight finish on
+    /// the version they started with.
+    ///
+    /// Service by service: one whose module does not load is left out (its
+    /// domains answer 421 until a version that loads is active), counted in
+    /// `edge_snapshot_services_skipped_total` and named in the report, and
+    /// every other service is served. A domain that two services claim (the
+    /// control plane never sends one; a node does not rely on it) stays
+    /// with the older claim, and the newer one is logged and counted in
+    /// `edge_snapshot_duplicate_domains_total`.
+    pub async fn install_snapshot(&self, snapshot: &Snapshot) -> SnapshotReport {
         let mut table = RoutingTable::default();
         let mut certificates = SniTable::default();
         let mut clients = std::collections::HashMap::new();
-        for service in &snapshot.services {
-            if let Some(pem) = &service.certificate {
+        let mut report = SnapshotReport::default();
+        let mut claimed = std::collections::HashSet::new();
+        // Oldest claim first: it keeps a domain claimed twice.
+        let mut services: Vec<_> = snapshot.services.iter().collect();
+        services.sort_by(|a, b| (a.created_at_ms, &a.name).cmp(&(b.created_at_ms, &b.name)));
+        for service in services {
+            let loaded = match service.module_sha256.parse::<ModuleHash>() {
+                Ok(module) => self
+                    .inner
+                    .modules
+                    .preload(module)
+                    .await
+                    .map(|()| module)
+                    .map_err(|e| e.to_string()),
+                Err(_) => Err(format!("bad module hash {:?}", service.module_sha256)),
+            };
+            let module = match loaded {
+                Ok(module) => module,
+                Err(error) => {
+                    tracing::error!(service = %service.name, version = service.version, %error, "service not served: its module does not load");
+                    self.inner.metrics.snapshot_services_skipped.inc();
+                    report.skipped.push(SkippedService {
+                        service: service.name.clone(),
+                        version: service.version,
+                        module_sha256: service.module_sha256.clone(),
+                        error,
+                    });
+                    continue;
+                }
+            };
+            let mut domains = Vec::with_capacity(service.spec.domains.len());
+            for domain in &service.spec.domains {
+                if claimed.insert(domain.as_str()) {
+                    domains.push(domain.clone());
+                } else {
+                    tracing::error!(service = %service.name, %domain, "domain claimed by an older service in the snapshot; left with it");
+                    self.inner.metrics.snapshot_duplicate_domains.inc();
+                }
+            }
+            let tenant: Arc<str> = service.tenant.as_str().into();
+            let certificate = service.certificate.as_ref().and_then(|pem| {
                 // The control plane checked it on upload; one that fails
                 // here is left out, and the service's clients get the
                 // default certificate. So does a domain added since the
                 // upload that the certificate does not cover.
-                match ServingCertificate::from_pem(pem, &[], &crate::tls::provider()) {
-                    Ok(certificate) => {
-                        for domain in &service.spec.domains {
-                            if certificate.covers(domain) {
-                                certificates.insert(domain, Arc::clone(&certificate.key));
-                            }
-                        }
-                    }
-                    Err(e) => {
+                ServingCertificate::from_pem(pem, &[], &crate::tls::provider())
+                    .map_err(|e| {
                         tracing::error!(service = %service.name, "certificate not served: {e}");
-                    }
-                }
-            }
-            let module: ModuleHash = service
-                .module_sha256
-                .parse()
-                .map_err(|_| anyhow::anyhow!("service {}: bad module hash", service.name))?;
-            self.inner
-                .modules
-                .preload(module)
-                .await
-                .map_err(|e| anyhow::anyhow!("service {}: {e}", service.name))?;
+                    })
+                    .ok()
+            });
+            add_certificates(&mut certificates, &domains, &tenant, certificate);
             table.insert_service(
                 Service {
                     name: service.name.as_str().into(),
-                    tenant: service.tenant.as_str().into(),
+                    tenant: Arc::clone(&tenant),
                     version: service.version,
                     cache_responses: service.spec.cache_responses,
                     module,
                     limits: service.spec.limits.clone(),
-                    capabilities: self.capabilities(
-                        &service.tenant,
-                        &service.spec.backends,
-                        &mut clients,
-                    ),
+                    capabilities: self.capabilities(&tenant, &service.spec.backends, &mut clients),
                 },
-                &service.spec.domains,
+                &domains,
             );
         }
         self.inner.router.replace(table);
         self.replace_certificates(certificates);
         self.inner.origin_clients.retain(clients);
         self.inner.metrics.snapshot_applied(snapshot.version);
-        Ok(())
+        report
     }
 
     /// Serves `certificates` from the next handshake on.

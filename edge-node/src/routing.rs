@@ -4,12 +4,12 @@
 //! request sees either the old set of services or the new one, and requests
 //! already running keep the service (and module) they started with.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use edge_config::ServiceLimits;
+use edge_config::authority::Authority;
 
 use crate::modules::ModuleHash;
 use crate::sandbox::GuestCapabilities;
@@ -81,40 +81,24 @@ pub struct Router {
 }
 
 impl Router {
-    /// The service for a request's authority (`Host` or `:authority`).
-    pub fn route(&self, authority: &str) -> Option<Arc<Service>> {
-        let host = normalize_host(authority)?;
-        self.table.load().lookup(&host).cloned()
+    /// The service for a host already in its normal spelling (see
+    /// [`Authority`]).
+    pub fn route(&self, host: &str) -> Option<Arc<Service>> {
+        self.table.load().lookup(host).cloned()
+    }
+
+    /// The service for a TLS server name (SNI), in any case and with or
+    /// without a trailing dot. `None` for a name no authority could carry.
+    pub fn route_server_name(&self, server_name: &str) -> Option<Arc<Service>> {
+        let authority = Authority::parse(server_name).ok()?;
+        if authority.port().is_some() {
+            return None;
+        }
+        self.route(authority.host())
     }
 
     pub fn replace(&self, table: RoutingTable) {
         self.table.store(Arc::new(table));
-    }
-}
-
-/// `Shop.Example.com.:8080` -> `shop.example.com`. `None` for an authority
-/// that cannot name a service (empty, or with userinfo).
-pub fn normalize_host(authority: &str) -> Option<Cow<'_, str>> {
-    if authority.contains('@') {
-        return None;
-    }
-    let host = if let Some(bracketed) = authority.strip_prefix('[') {
-        // An IPv6 literal: keep the brackets, drop the port.
-        let end = bracketed.find(']')?;
-        &authority[..end + 2]
-    } else {
-        authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _port)| host)
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() {
-        return None;
-    }
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Some(Cow::Owned(host.to_ascii_lowercase()))
-    } else {
-        Some(Cow::Borrowed(host))
     }
 }
 
@@ -135,23 +119,15 @@ mod tests {
     }
 
     #[test]
-    fn host_spellings_normalize_to_one_name() {
-        for spelling in [
-            "shop.example.com",
-            "SHOP.Example.COM",
-            "shop.example.com.",
-            "shop.example.com:8080",
-            "Shop.Example.Com.:443",
-        ] {
-            assert_eq!(
-                normalize_host(spelling).as_deref(),
-                Some("shop.example.com"),
-                "{spelling}"
-            );
-        }
-        assert_eq!(normalize_host("[::1]:8080").as_deref(), Some("[::1]"));
-        assert_eq!(normalize_host("user@shop.example.com"), None);
-        assert_eq!(normalize_host(":80"), None);
+    fn server_names_route_in_any_case_and_never_with_a_port() {
+        let router = Router::default();
+        let mut table = RoutingTable::default();
+        table.insert("shop.example.com", service("shop"));
+        router.replace(table);
+        let name = |sni: &str| router.route_server_name(sni).map(|s| s.name.to_string());
+        assert_eq!(name("SHOP.example.com.").as_deref(), Some("shop"));
+        assert_eq!(name("shop.example.com:443"), None);
+        assert_eq!(name("shop.example.com/x"), None);
     }
 
     #[test]

@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use edge_config::CertificatePem;
+use h3::error::{Code, StreamError};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -34,6 +36,10 @@ pub fn client_config(trusted_pem: &[u8]) -> Result<quinn::ClientConfig, String> 
 
 /// Sends one request over a new HTTP/3 connection to `addr`, with
 /// `server_name` as SNI and `:authority`; reads the whole response.
+///
+/// A server that has answered in full may ask the client to stop sending
+/// its request with H3_NO_ERROR (RFC 9114 section 4.1); the response then
+/// still counts. Any other reset of the request is an error.
 pub async fn send(
     addr: SocketAddr,
     server_name: &str,
@@ -42,6 +48,38 @@ pub async fn send(
     path: &str,
     body: Bytes,
 ) -> Result<Reply, String> {
+    let (reply, finish) = exchange(
+        addr,
+        server_name,
+        trusted,
+        method,
+        path,
+        body,
+        Duration::ZERO,
+    )
+    .await?;
+    match finish {
+        None | Some(Some(Code::H3_NO_ERROR)) => Ok(reply),
+        Some(code) => Err(format!("finish: request stream reset: {code:?}")),
+    }
+}
+
+/// How ending a request stream went: `None` when it ended cleanly, or the
+/// code the server stopped it with (`Some(None)`: another error).
+pub type FinishOutcome = Option<Option<Code>>;
+
+/// Like [`send`], but waits `fin_delay` between the request head and the end
+/// of the request stream, as a client still producing its request would;
+/// returns how ending the stream went instead of failing on it.
+pub async fn exchange(
+    addr: SocketAddr,
+    server_name: &str,
+    trusted: &CertificatePem,
+    method: &str,
+    path: &str,
+    body: Bytes,
+    fin_delay: Duration,
+) -> Result<(Reply, FinishOutcome), String> {
     let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
         .map_err(|e| e.to_string())?;
     endpoint.set_default_client_config(client_config(trusted.cert_pem.as_bytes())?);
@@ -69,7 +107,14 @@ pub async fn send(
             .await
             .map_err(|e| format!("body: {e}"))?;
     }
-    stream.finish().await.map_err(|e| format!("finish: {e}"))?;
+    if !fin_delay.is_zero() {
+        tokio::time::sleep(fin_delay).await;
+    }
+    let finish = match stream.finish().await {
+        Ok(()) => None,
+        Err(StreamError::RemoteTerminate { code, .. }) => Some(Some(code)),
+        Err(_) => Some(None),
+    };
     let response = stream
         .recv_response()
         .await
@@ -92,10 +137,11 @@ pub async fn send(
     drop(sender);
     drive.abort();
     endpoint.close(quinn::VarInt::from_u32(0), b"done");
-    Ok(Reply {
+    let reply = Reply {
         status: response.status().as_u16(),
         headers: response.headers().clone(),
         body: bytes,
         body_error,
-    })
+    };
+    Ok((reply, finish))
 }

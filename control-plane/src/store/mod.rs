@@ -537,7 +537,7 @@ impl Store {
             .map_err(db("reading the snapshot version"))?
             .get(0);
         let rows = sqlx::query(
-            "SELECT t.name, s.name, v.number, v.module_sha256, v.spec, c.cert_pem, c.key_pem \
+            "SELECT t.name, s.name, v.number, v.module_sha256, v.spec, c.cert_pem, c.key_pem, s.created_at \
              FROM services s \
              JOIN tenants t ON t.id = s.tenant_id \
              JOIN versions v ON v.service_id = s.id AND v.number = s.active_version \
@@ -559,6 +559,7 @@ impl Store {
                     version: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
                     module_sha256: row.get(3),
                     spec: spec_from(&row.get::<String, _>(4))?,
+                    created_at_ms: u64::try_from(row.get::<i64, _>(7)).unwrap_or(0),
                     certificate: certificates::from_columns(row.get(5), row.get(6)),
                 })
             })

@@ -86,8 +86,13 @@ pub struct CacheKey {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum KeyKind {
-    /// A backend response, by URL.
+    /// A backend response, by the URL the origin sees.
     Http,
+    /// A guest's own response, by its public URL. Apart from `Http`, so an
+    /// origin's answer for the same URL (a backend whose `host_header` is
+    /// the public domain) is never served as the guest's, nor the other
+    /// way round.
+    Front,
     /// A guest's own entry, by its key.
     Guest,
 }
@@ -108,6 +113,15 @@ impl CacheKey {
         match policy::normalize_url(url) {
             Some(normal) => Self::http(namespace, &normal),
             None => Self::http(namespace, url),
+        }
+    }
+
+    /// The key of a guest's own response: its public URL, normalized.
+    fn front(namespace: &Arc<str>, url: &str) -> Self {
+        Self {
+            namespace: Arc::clone(namespace),
+            kind: KeyKind::Front,
+            key: url.into(),
         }
     }
 
@@ -708,11 +722,18 @@ impl HttpCache {
         }
     }
 
-    /// Removes every stored variant of `url` in `namespace`. Returns how many
-    /// entries went.
+    /// Removes every stored variant of `url` in `namespace`: the origin's
+    /// responses for it and the guest's own. Returns how many entries went.
     pub fn purge_url(&self, namespace: &str, url: &str) -> usize {
-        let key = CacheKey::http_normalizing(&Arc::from(namespace), url);
-        usize::from(self.entries.remove(&key).is_some())
+        let origin = CacheKey::http_normalizing(&Arc::from(namespace), url);
+        let front = CacheKey {
+            kind: KeyKind::Front,
+            ..origin.clone()
+        };
+        [origin, front]
+            .iter()
+            .filter(|&key| self.entries.remove(key).is_some())
+            .count()
     }
 
     /// Removes every response and guest entry of `namespace` tagged with

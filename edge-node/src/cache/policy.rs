@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use edge_config::authority::Authority;
 use http::{HeaderMap, Method, header};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 
@@ -131,7 +132,7 @@ pub fn surrogate_keys(headers: &HeaderMap, max: usize) -> Vec<String> {
 
 /// A URL in the one spelling the cache keys use: lowercase scheme and host,
 /// no default port, no fragment, `/` for an empty path. `None` when it is not
-/// an absolute http(s) URL.
+/// an absolute http(s) URL with a valid authority (see [`Authority`]).
 pub fn normalize_url(url: &str) -> Option<String> {
     let uri: http::Uri = url.trim().parse().ok()?;
     let scheme = uri.scheme_str()?.to_ascii_lowercase();
@@ -140,13 +141,9 @@ pub fn normalize_url(url: &str) -> Option<String> {
         "https" => 443,
         _ => return None,
     };
-    let authority = uri.authority()?;
-    if authority.as_str().contains('@') {
-        return None;
-    }
-    let host = authority.host().to_ascii_lowercase();
-    let host = host.trim_end_matches('.');
-    let port = authority.port_u16().filter(|p| *p != default_port);
+    let authority = Authority::parse(uri.authority()?.as_str()).ok()?;
+    let host = authority.host();
+    let port = authority.port().filter(|p| *p != default_port);
     let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let path = if path.is_empty() { "/" } else { path };
     Some(match port {
@@ -213,6 +210,8 @@ mod tests {
             Some("http://example.com:8080/")
         );
         assert_eq!(normalize_url("/relative"), None);
+        assert_eq!(normalize_url("https://user@example.com/"), None);
+        assert_eq!(normalize_url("https://example.com:abc/"), None);
         assert_eq!(normalize_url("ftp://x/"), None);
     }
 

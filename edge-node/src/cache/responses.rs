@@ -3,8 +3,9 @@
 //! no `no-store`, no `Set-Cookie`; RFC 9111 through the same policy as
 //! backend responses) is served to the next request for the same URL
 //! without running the guest. Entries live in the tenant's namespace under
-//! the public URL (`https://<host><path>`), so purges by URL and by
-//! surrogate key reach them like any other.
+//! the public URL (`https://<host><path>`), in a key space of their own (an
+//! origin's response for the same URL is not the guest's); purges by URL and
+//! by surrogate key reach them like any other.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -51,7 +52,7 @@ impl HttpCache {
         if request.method != Method::GET && request.method != Method::HEAD {
             return None;
         }
-        match self.lookup(&CacheKey::http(namespace, url), request, SystemTime::now()) {
+        match self.lookup(&CacheKey::front(namespace, url), request, SystemTime::now()) {
             Lookup::Fresh(response) => Some(response),
             Lookup::Stale(_) | Lookup::Miss => None,
         }
@@ -60,7 +61,7 @@ impl HttpCache {
     /// Drops what is stored for `url`: a successful unsafe request to it
     /// (RFC 9111 section 4.4).
     pub fn invalidate_guest_url(&self, namespace: &Arc<str>, url: &str) {
-        self.entries.invalidate(&CacheKey::http(namespace, url));
+        self.entries.invalidate(&CacheKey::front(namespace, url));
     }
 
     /// Stores a guest's response if its headers allow a shared cache to.
@@ -86,7 +87,87 @@ impl HttpCache {
             return false;
         }
         let stored = StoredResponse::new(policy, status, headers.clone(), body);
-        self.store(&CacheKey::http(namespace, url), request, stored);
+        self.store(&CacheKey::front(namespace, url), request, stored);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> HttpCache {
+        let metrics = Arc::new(crate::metrics::Metrics::new(&Default::default()));
+        HttpCache::new(&Default::default(), metrics)
+    }
+
+    fn get(url: &str) -> RequestParts {
+        http::Request::get(url)
+            .body(())
+            .expect("valid request")
+            .into_parts()
+            .0
+    }
+
+    fn public_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("public, max-age=60"),
+        );
+        headers
+    }
+
+    /// A backend whose `host_header` is the public domain gives its
+    /// responses the guest's public URL: they must not answer for the
+    /// guest, nor the guest's for the backend.
+    #[test]
+    fn an_origins_response_is_never_served_as_the_guests_own() {
+        let cache = cache();
+        let namespace: Arc<str> = "tenant".into();
+        let url = "https://edge.test/secret";
+        let request = get(url);
+        let mut origin_response = Response::new(());
+        *origin_response.headers_mut() = public_headers();
+        let policy = CachePolicy::new_options(
+            &request,
+            &origin_response,
+            SystemTime::now(),
+            policy::options(),
+        );
+        let stored = StoredResponse::new(
+            policy,
+            StatusCode::OK,
+            public_headers(),
+            Bytes::from_static(b"origin"),
+        );
+        cache.store(&CacheKey::http(&namespace, url), &request, stored);
+        assert!(
+            cache
+                .stored_guest_response(&namespace, url, &request)
+                .is_none(),
+            "the origin's entry answered for the guest"
+        );
+
+        assert!(cache.store_guest_response(
+            &namespace,
+            url,
+            &request,
+            StatusCode::OK,
+            &public_headers(),
+            Bytes::from_static(b"guest"),
+        ));
+        assert!(
+            cache
+                .stored_guest_response(&namespace, url, &request)
+                .is_some()
+        );
+        // A purge by URL reaches both.
+        assert_eq!(cache.purge_url("tenant", url), 2);
+        assert!(
+            cache
+                .stored_guest_response(&namespace, url, &request)
+                .is_none()
+        );
     }
 }

@@ -125,7 +125,7 @@ async fn connection(
         .handshake_data()
         .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|data| data.server_name);
-    let Ok(_tenant_connection) = node.tenant_connection(server_name.as_deref()) else {
+    let Ok(tenant_connection) = node.tenant_connection(server_name.as_deref()) else {
         tracing::debug!(%peer, "QUIC connection refused: its tenant is at its connection limit");
         quic.close(quinn::VarInt::from_u32(0x0107), b"tenant connection limit");
         return;
@@ -152,9 +152,12 @@ async fn connection(
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
                     let node = Arc::clone(&node);
+                    let sni_tenant = tenant_connection.as_ref().map(|c| Arc::clone(c.tenant()));
                     requests.spawn(async move {
                         match resolver.resolve_request().await {
-                            Ok((request, stream)) => respond(&node, request, stream).await,
+                            Ok((request, stream)) => {
+                                respond(&node, request, stream, sni_tenant.as_ref()).await
+                            }
                             Err(e) => tracing::debug!(%peer, error = %e, "HTTP/3 request refused"),
                         }
                     });
@@ -198,10 +201,30 @@ async fn respond(
     node: &NodeInner,
     request: http::Request<()>,
     stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+    sni_tenant: Option<&Arc<str>>,
 ) {
     let (mut send, recv) = stream.split();
-    let request = request.map(|()| H3Body { stream: recv });
-    let response = pipeline::handle(node, request).await;
+    let (returned, mut unread) = tokio::sync::oneshot::channel();
+    let request = request.map(|()| H3Body {
+        stream: Some(recv),
+        ended: false,
+        reading: false,
+        returned: Some(returned),
+    });
+    let response = pipeline::handle(node, request, sni_tenant).await;
+    send_response(&mut send, response).await;
+    // A request stream the guest dropped before its end came back here: it
+    // is let go only now that the response is complete. (One the guest
+    // still holds is let go when the guest drops it.)
+    if let Ok(recv) = unread.try_recv() {
+        stop_reading(recv);
+    }
+}
+
+async fn send_response(
+    send: &mut RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
+    response: http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+) {
     let (parts, mut body) = response.into_parts();
     if let Err(e) = send
         .send_response(http::Response::from_parts(parts, ()))
@@ -232,9 +255,41 @@ async fn respond(
     let _ = send.finish().await;
 }
 
+/// Lets go of a request stream the guest did not read to its end. Dropping
+/// it as is would have quinn send STOP_SENDING with code 0, which is no
+/// HTTP/3 code: a client still finishing its request (a GET's FIN a moment
+/// behind its HEADERS) sees its stream reset. Instead the client is asked to
+/// stop with H3_NO_ERROR, as RFC 9114 section 4.1 says a server that has
+/// answered in full does (quinn sends nothing if the request had ended).
+fn stop_reading(mut recv: RequestStream<h3_quinn::RecvStream, Bytes>) {
+    recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+}
+
 /// The client's request body, read from the QUIC stream as the guest asks.
+/// Dropped before its end, it hands the stream back to [`respond`] (see
+/// [`stop_reading`]).
 struct H3Body {
-    stream: RequestStream<h3_quinn::RecvStream, Bytes>,
+    stream: Option<RequestStream<h3_quinn::RecvStream, Bytes>>,
+    /// The stream has ended (or failed): nothing to stop.
+    ended: bool,
+    /// A read is in flight: h3-quinn holds the QUIC stream inside it, and
+    /// the stream can only be dropped as it is.
+    reading: bool,
+    returned: Option<tokio::sync::oneshot::Sender<RequestStream<h3_quinn::RecvStream, Bytes>>>,
+}
+
+impl Drop for H3Body {
+    fn drop(&mut self) {
+        if self.ended || self.reading {
+            return;
+        }
+        if let (Some(stream), Some(returned)) = (self.stream.take(), self.returned.take()) {
+            // The response is complete already: let go of the stream here.
+            if let Err(stream) = returned.send(stream) {
+                stop_reading(stream);
+            }
+        }
+    }
 }
 
 impl Body for H3Body {
@@ -245,15 +300,26 @@ impl Body for H3Body {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.stream.poll_recv_data(cx) {
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = stream.poll_recv_data(cx);
+        self.reading = polled.is_pending();
+        match polled {
             Poll::Ready(Ok(Some(mut data))) => {
                 let bytes = data.copy_to_bytes(data.remaining());
                 Poll::Ready(Some(Ok(Frame::data(bytes))))
             }
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(
-                wasmtime_wasi_http::Error::InternalError(Some(format!("HTTP/3 request body: {e}"))),
-            ))),
+            Poll::Ready(Ok(None)) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                    format!("HTTP/3 request body: {e}"),
+                )))))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use edge_config::authority::Authority;
 use http::{HeaderValue, Request, Response, header};
 use http_body::Body;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -29,7 +30,15 @@ pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-reques
 ///
 /// The same for every protocol: `B` is hyper's body for HTTP/1.1 and
 /// HTTP/2, and the QUIC stream's for HTTP/3.
-pub async fn handle<B>(node: &NodeInner, request: Request<B>) -> Response<HyperOutgoingBody>
+///
+/// `sni_tenant` is the tenant whose name the connection's TLS server name
+/// (SNI) routed to, and whose certificate the handshake served: a request
+/// on that connection for another tenant's host is misdirected (421).
+pub async fn handle<B>(
+    node: &NodeInner,
+    mut request: Request<B>,
+    sni_tenant: Option<&Arc<str>>,
+) -> Response<HyperOutgoingBody>
 where
     B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
@@ -43,24 +52,25 @@ where
         .then(|| AccessFields::of(&request));
     // Usage is counted for routed requests only: a refused one belongs to
     // no tenant.
-    let (service_name, metrics_label, result, usage) = match admit_and_route(node, &request) {
-        Ok((service, permit)) => {
-            let usage = node.usage.counters(&service.name);
-            let label = node.metrics.service_label(&service.name);
-            let identity = GuestIdentity {
-                service: Arc::clone(&service.name),
-                version: service.version,
-                request_id: Arc::clone(&request_id),
-                metrics_label: Arc::clone(&label),
-            };
-            let result = run_guest(node, &service, request, &identity, permit, &usage).await;
-            (Arc::clone(&service.name), label, result, Some(usage))
-        }
-        Err(refusal) => {
-            let unknown: Arc<str> = Arc::from(UNKNOWN_SERVICE);
-            (Arc::clone(&unknown), unknown, Err(refusal), None)
-        }
-    };
+    let (service_name, metrics_label, result, usage) =
+        match admit_and_route(node, &mut request, sni_tenant) {
+            Ok((service, permit)) => {
+                let usage = node.usage.counters(&service.name);
+                let label = node.metrics.service_label(&service.name);
+                let identity = GuestIdentity {
+                    service: Arc::clone(&service.name),
+                    version: service.version,
+                    request_id: Arc::clone(&request_id),
+                    metrics_label: Arc::clone(&label),
+                };
+                let result = run_guest(node, &service, request, &identity, permit, &usage).await;
+                (Arc::clone(&service.name), label, result, Some(usage))
+            }
+            Err(refusal) => {
+                let unknown: Arc<str> = Arc::from(UNKNOWN_SERVICE);
+                (Arc::clone(&unknown), unknown, Err(refusal), None)
+            }
+        };
     let mut response = match result {
         Ok(response) => response,
         Err(error) => {
@@ -146,7 +156,8 @@ impl AccessFields {
 /// The checks that need only the request head.
 fn admit_and_route<B>(
     node: &NodeInner,
-    request: &Request<B>,
+    request: &mut Request<B>,
+    sni_tenant: Option<&Arc<str>>,
 ) -> Result<(Arc<Service>, crate::admission::AdmissionPermit), EdgeError> {
     let limits = &node.http_limits;
     let uri_bytes = request
@@ -171,15 +182,16 @@ fn admit_and_route<B>(
             },
         ));
     }
-    let authority = match request.uri().authority() {
-        Some(authority) => authority.as_str(),
-        None => request
-            .headers()
-            .get(header::HOST)
-            .and_then(|host| host.to_str().ok())
-            .ok_or(EdgeError::MissingHost)?,
-    };
-    let service = node.router.route(authority).ok_or(EdgeError::UnknownHost)?;
+    let authority = normalize_authority(request).map_err(|e| refuse(&node.metrics, e))?;
+    let service = node
+        .router
+        .route(authority.host())
+        .ok_or(EdgeError::UnknownHost)?;
+    if let Some(sni_tenant) = sni_tenant
+        && *sni_tenant != service.tenant
+    {
+        return Err(refuse(&node.metrics, EdgeError::MisdirectedRequest));
+    }
     let permit = node
         .admission
         .try_admit(&service.tenant)
@@ -191,6 +203,74 @@ fn admit_and_route<B>(
             refuse(&node.metrics, error)
         })?;
     Ok((service, permit))
+}
+
+/// The request's authority, parsed, and written back in its normal spelling
+/// so that the router, every cache key and the guest see the same one.
+///
+/// - The request target's authority (`:authority` on HTTP/2 and HTTP/3, an
+///   absolute-form target on HTTP/1.1) is used when there is one; otherwise
+///   `Host`, which HTTP/1.1 requires (RFC 9112 section 3.2).
+/// - Two `Host` fields, or one that is not a valid authority, are 400
+///   (RFC 9112 section 3.2), even beside an absolute-form target.
+/// - On HTTP/2 and HTTP/3, a `host` that names another authority than
+///   `:authority` is 400 (RFC 9113 section 8.3.1, RFC 9114 section 4.3.1); on
+///   HTTP/1.1 an absolute-form target wins over `Host` (RFC 9112 section
+///   3.2.2).
+fn normalize_authority<B>(request: &mut Request<B>) -> Result<Authority, EdgeError> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(EdgeError::InvalidAuthority);
+    }
+    let host = host
+        .map(|value| {
+            let text = value.to_str().map_err(|_| EdgeError::InvalidAuthority)?;
+            Authority::parse(text).map_err(|_| EdgeError::InvalidAuthority)
+        })
+        .transpose()?;
+    let target = request
+        .uri()
+        .authority()
+        .map(|a| Authority::parse(a.as_str()).map_err(|_| EdgeError::InvalidAuthority))
+        .transpose()?;
+    let authority = match (target, host) {
+        (Some(target), Some(host))
+            if request.version() >= http::Version::HTTP_2
+                && !same_authority(request.uri().scheme_str(), &target, &host) =>
+        {
+            return Err(EdgeError::HostMismatch);
+        }
+        (Some(target), _) => target,
+        (None, Some(host)) => host,
+        (None, None) => return Err(EdgeError::MissingHost),
+    };
+    let normal = authority.to_string();
+    if request
+        .uri()
+        .authority()
+        .is_some_and(|a| a.as_str() != normal)
+    {
+        let mut parts = request.uri().clone().into_parts();
+        parts.authority = normal.parse().ok();
+        *request.uri_mut() =
+            http::Uri::from_parts(parts).map_err(|_| EdgeError::InvalidAuthority)?;
+    }
+    let host_value = HeaderValue::from_str(&normal).map_err(|_| EdgeError::InvalidAuthority)?;
+    request.headers_mut().insert(header::HOST, host_value);
+    Ok(authority)
+}
+
+/// Whether two authorities name the same origin under `scheme`, its default
+/// port and no port being the same (RFC 3986 section 6.2.3).
+fn same_authority(scheme: Option<&str>, a: &Authority, b: &Authority) -> bool {
+    let default_port = match scheme {
+        Some("http") => Some(80),
+        Some("https") => Some(443),
+        _ => None,
+    };
+    let port = |authority: &Authority| authority.port().filter(|&p| Some(p) != default_port);
+    a.host() == b.host() && port(a) == port(b)
 }
 
 fn refuse(metrics: &Metrics, error: EdgeError) -> EdgeError {

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::pipeline;
+use crate::admission::TenantConnection;
 use crate::metrics::OpenConnection;
 use crate::node::NodeInner;
 
@@ -185,9 +186,10 @@ async fn accept_loop<S, F, Io>(
             };
             let tenant_connection = node.tenant_connection(server_name.as_deref());
             let over_capacity = over_capacity || tenant_connection.is_err();
-            let _tenant_connection = tenant_connection.ok().flatten();
+            let tenant_connection = tenant_connection.ok().flatten().map(Arc::new);
             let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let node = Arc::clone(&node);
+                let tenant_connection = tenant_connection.clone();
                 counted.request(request.version());
                 async move {
                     if over_capacity {
@@ -197,7 +199,12 @@ async fn accept_loop<S, F, Io>(
                     // Boxed: hyper spawns a task per HTTP/2 stream, and moving
                     // the pipeline's large future into it copied kilobytes
                     // per request.
-                    let mut response = Box::pin(pipeline::handle(&node, request)).await;
+                    let mut response = Box::pin(pipeline::handle(
+                        &node,
+                        request,
+                        tenant_connection.as_deref().map(TenantConnection::tenant),
+                    ))
+                    .await;
                     // Tells clients HTTP/3 is on the same port.
                     if advertise_h3
                         && let Some(alt_svc) = node.tls.as_ref().and_then(|tls| tls.alt_svc.get())

@@ -83,6 +83,10 @@ pub struct Metrics {
     pub node_phase: IntGaugeVec,
     snapshot_version: IntGauge,
     snapshot_age_seconds: IntGauge,
+    /// Snapshot services not served because their module did not load.
+    pub snapshot_services_skipped: IntCounter,
+    /// Domains a snapshot gave to two services; the newer claim is dropped.
+    pub snapshot_duplicate_domains: IntCounter,
     /// When the snapshot being served was applied, Unix seconds.
     snapshot_applied_at: AtomicU64,
     /// Guest log lines, by outcome (shipped, or why dropped).
@@ -262,6 +266,14 @@ impl Metrics {
                 "Seconds since the snapshot being served was applied",
             ),
             snapshot_applied_at: AtomicU64::new(0),
+            snapshot_services_skipped: must(IntCounter::new(
+                "edge_snapshot_services_skipped_total",
+                "Snapshot services not served because their module did not load",
+            )),
+            snapshot_duplicate_domains: must(IntCounter::new(
+                "edge_snapshot_duplicate_domains_total",
+                "Domains a snapshot gave to two services (the newer claim is dropped)",
+            )),
             guest_log_lines: counter_vec(
                 "edge_guest_log_lines_total",
                 "Guest log lines, by outcome",
@@ -297,6 +309,8 @@ impl Metrics {
             Box::new(metrics.node_phase.clone()),
             Box::new(metrics.snapshot_version.clone()),
             Box::new(metrics.snapshot_age_seconds.clone()),
+            Box::new(metrics.snapshot_services_skipped.clone()),
+            Box::new(metrics.snapshot_duplicate_domains.clone()),
             Box::new(metrics.guest_log_lines.clone()),
             Box::new(metrics.service_labels.clone()),
         ];

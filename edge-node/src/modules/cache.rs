@@ -1,6 +1,7 @@
 //! The LRU of components ready to instantiate, keyed by hash.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use moka::future::Cache;
 
@@ -8,13 +9,22 @@ use super::{ArtifactStore, LoadSource, ModuleError, ModuleHash};
 use crate::metrics::Metrics;
 use crate::sandbox::{ReadyComponent, Sandbox};
 
+/// How long a module that failed to load is answered with that failure
+/// before it is tried again: a component this node cannot load is not
+/// recompiled on every snapshot poll or request.
+pub const FAILED_LOAD_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Failed loads remembered at most (the oldest are forgotten first).
+const FAILED_LOADS_REMEMBERED: u64 = 4096;
+
 /// Ready components, loaded from the [`ArtifactStore`] on a miss. Concurrent
-/// misses for one hash share a single load.
+/// misses for one hash share a single load, and a failed load is remembered
+/// for [`FAILED_LOAD_RETRY_AFTER`].
 #[derive(Clone)]
 pub struct ModuleCache {
     store: Arc<ArtifactStore>,
     sandbox: Arc<Sandbox>,
     ready: Cache<ModuleHash, ReadyComponent>,
+    failed: moka::sync::Cache<ModuleHash, Arc<ModuleError>>,
     metrics: Arc<Metrics>,
 }
 
@@ -37,6 +47,10 @@ impl ModuleCache {
             store,
             sandbox,
             ready: Cache::new(max_entries),
+            failed: moka::sync::Cache::builder()
+                .max_capacity(FAILED_LOADS_REMEMBERED)
+                .time_to_live(FAILED_LOAD_RETRY_AFTER)
+                .build(),
             metrics,
         }
     }
@@ -57,7 +71,19 @@ impl ModuleCache {
             return Ok(ready);
         }
         self.metrics.module_cache_misses.inc();
-        self.ready.try_get_with(hash, self.load(hash)).await
+        self.load_once(hash).await
+    }
+
+    /// Loads `hash` into the cache, or answers the failure remembered for it.
+    async fn load_once(&self, hash: ModuleHash) -> Result<ReadyComponent, Arc<ModuleError>> {
+        if let Some(failure) = self.failed.get(&hash) {
+            return Err(failure);
+        }
+        let loaded = self.ready.try_get_with(hash, self.load(hash)).await;
+        if let Err(failure) = &loaded {
+            self.failed.insert(hash, Arc::clone(failure));
+        }
+        loaded
     }
 
     async fn load(&self, hash: ModuleHash) -> Result<ReadyComponent, ModuleError> {
@@ -91,9 +117,12 @@ impl ModuleCache {
 
     /// Loads `hash` now, so that its first request does not pay for it.
     pub async fn preload(&self, hash: ModuleHash) -> Result<(), Arc<ModuleError>> {
-        self.ready
-            .try_get_with(hash, self.load(hash))
-            .await
-            .map(drop)
+        self.load_once(hash).await.map(drop)
+    }
+
+    /// Forgets a failed load of `hash`, so the next use tries again (its
+    /// files were just replaced).
+    pub fn retry(&self, hash: ModuleHash) {
+        self.failed.invalidate(&hash);
     }
 }

@@ -138,20 +138,15 @@ async fn restore(sync: &Sync) -> u64 {
         }
     };
     sync.repair_artifacts(&snapshot).await;
-    match node.install_snapshot(&snapshot).await {
-        Ok(()) => {
-            tracing::info!(
-                version = snapshot.version,
-                services = snapshot.services.len(),
-                "serving the saved snapshot"
-            );
-            snapshot.version
-        }
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "saved snapshot cannot be served");
-            0
-        }
-    }
+    let report = node.install_snapshot(&snapshot).await;
+    tracing::info!(
+        version = snapshot.version,
+        services = snapshot.services.len() - report.skipped.len(),
+        skipped = report.skipped.len(),
+        "serving the saved snapshot"
+    );
+    *sync.skipped.lock().unwrap_or_else(|e| e.into_inner()) = report.skipped;
+    snapshot.version
 }
 
 /// Who the control plane knows this node as.
@@ -313,6 +308,8 @@ struct Sync {
     client: reqwest::Client,
     /// The snapshot version being served.
     applied: watch::Sender<u64>,
+    /// The services of that snapshot not served, for the next report.
+    skipped: std::sync::Mutex<Vec<crate::node::SkippedService>>,
 }
 
 impl Sync {
@@ -329,6 +326,7 @@ impl Sync {
             data_dir: data_dir.to_path_buf(),
             client,
             applied: watch::Sender::new(0),
+            skipped: std::sync::Mutex::default(),
         })
     }
 
@@ -451,10 +449,7 @@ impl Sync {
                 self.fetch_module(hash).await?;
             }
         }
-        self.node
-            .install_snapshot(&snapshot)
-            .await
-            .map_err(|e| SyncError::Apply(format!("{e:#}")))?;
+        let report = self.node.install_snapshot(&snapshot).await;
         let text = serde_json::to_vec(&snapshot).unwrap_or_default();
         let path = snapshot_path(&self.data_dir);
         tokio::task::spawn_blocking(move || write_atomically(&path, &text))
@@ -464,9 +459,11 @@ impl Sync {
         self.applied.send_replace(snapshot.version);
         tracing::info!(
             version = snapshot.version,
-            services = snapshot.services.len(),
+            services = snapshot.services.len() - report.skipped.len(),
+            skipped = report.skipped.len(),
             "applied snapshot"
         );
+        *self.skipped.lock().unwrap_or_else(|e| e.into_inner()) = report.skipped;
         Ok(Some(snapshot.version))
     }
 
@@ -492,6 +489,7 @@ impl Sync {
             }
             self.on_store(move |store| store.insert_component(&bytes))
                 .await?;
+            self.node.modules().retry(hash);
         }
         if has_artifact {
             return Ok(());
@@ -510,7 +508,9 @@ impl Sync {
                         store.insert_fetched_artifact(&hash, &artifact, &manifest)
                     })
                     .await?;
-                if !stored {
+                if stored {
+                    self.node.modules().retry(hash);
+                } else {
                     tracing::warn!(%hash, "fetched artifact rejected; compiling locally");
                 }
             }

@@ -1,52 +1,86 @@
-//! Picking a certificate by SNI: exact names first, then wildcards (the
-//! longest suffix wins), then the default. The table is swapped whole when
-//! the services change, like the routing table, so a rotated certificate is
-//! served to the next handshake without a restart.
+//! Picking a certificate by SNI. The server name is looked up the way the
+//! router looks up a Host (exact name, then wildcards with the longest
+//! suffix first), which finds the service, and so the tenant, the name
+//! routes to. Only that tenant's certificates may answer: its service's own,
+//! or another of its services' wildcard that covers the name. A name whose
+//! tenant has none gets the operator's default certificate, never another
+//! tenant's. The table is swapped whole when the services change, like the
+//! routing table, so a rotated certificate is served to the next handshake
+//! without a restart.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+/// One routed domain: whose it is, and its certificate if it has one.
+#[derive(Debug)]
+struct SniEntry {
+    tenant: Arc<str>,
+    key: Option<Arc<CertifiedKey>>,
+}
+
 /// Certificates by server name.
 #[derive(Debug, Default)]
 pub struct SniTable {
-    exact: HashMap<String, Arc<CertifiedKey>>,
+    exact: HashMap<String, SniEntry>,
     /// `example.com` for a `*.example.com` domain.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, SniEntry>,
 }
 
 impl SniTable {
-    /// Serves `key` for `domain` (`shop.example` or `*.shop.example`).
-    pub fn insert(&mut self, domain: &str, key: Arc<CertifiedKey>) {
+    /// Records that `domain` (`shop.example` or `*.shop.example`) routes to
+    /// `tenant`, with `key` as its certificate if it has one. The first
+    /// entry for a domain stays, as the router keeps the first route.
+    pub fn insert(&mut self, domain: &str, tenant: &Arc<str>, key: Option<Arc<CertifiedKey>>) {
         let domain = domain.to_ascii_lowercase();
-        match domain.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.insert(suffix.to_string(), key),
-            None => self.exact.insert(domain, key),
+        let (map, name) = match domain.strip_prefix("*.") {
+            Some(suffix) => (&mut self.wildcard, suffix.to_string()),
+            None => (&mut self.exact, domain),
         };
+        if let Entry::Vacant(vacant) = map.entry(name) {
+            vacant.insert(SniEntry {
+                tenant: Arc::clone(tenant),
+                key,
+            });
+        }
     }
 
+    /// The entries matching `name`, in the router's order of precedence.
+    fn candidates<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a SniEntry> + 'n
+    where
+        'a: 'n,
+    {
+        let wildcards = std::iter::successors(name.split_once('.').map(|(_, s)| s), |rest| {
+            rest.split_once('.').map(|(_, s)| s)
+        })
+        .filter_map(|suffix| self.wildcard.get(suffix));
+        self.exact.get(name).into_iter().chain(wildcards)
+    }
+
+    /// The certificate for `name`: one of the tenant the name routes to.
     fn find(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(key) = self.exact.get(&name) {
+        let mut candidates = self.candidates(&name);
+        let routed = candidates.next()?;
+        if let Some(key) = &routed.key {
             return Some(key);
         }
-        // Longest suffix first: a.b.example.com tries b.example.com, then
-        // example.com, then com.
-        let mut rest = name.as_str();
-        while let Some((_, suffix)) = rest.split_once('.') {
-            if let Some(key) = self.wildcard.get(suffix) {
-                return Some(key);
-            }
-            rest = suffix;
-        }
-        None
+        candidates
+            .filter(|entry| entry.tenant == routed.tenant)
+            .find_map(|entry| entry.key.as_ref())
     }
 
+    /// Names with a certificate.
     pub fn len(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
+        self.exact
+            .values()
+            .chain(self.wildcard.values())
+            .filter(|entry| entry.key.is_some())
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -108,10 +142,11 @@ mod tests {
             key("*.example"),
             key("*.b.example"),
         );
+        let tenant: Arc<str> = "t".into();
         let mut table = SniTable::default();
-        table.insert("a.example", Arc::clone(&exact));
-        table.insert("*.example", Arc::clone(&wildcard));
-        table.insert("*.B.example", Arc::clone(&deep));
+        table.insert("a.example", &tenant, Some(Arc::clone(&exact)));
+        table.insert("*.example", &tenant, Some(Arc::clone(&wildcard)));
+        table.insert("*.B.example", &tenant, Some(Arc::clone(&deep)));
         let resolver = SniResolver::new(Arc::clone(&default));
         resolver.replace(table);
         let pick = |name: Option<&str>| resolver.certificate_for(name);
@@ -121,5 +156,28 @@ mod tests {
         assert!(Arc::ptr_eq(&pick(Some("example")), &default));
         assert!(Arc::ptr_eq(&pick(Some("other.test")), &default));
         assert!(Arc::ptr_eq(&pick(None), &default));
+    }
+
+    #[test]
+    fn a_name_routed_to_one_tenant_never_gets_another_tenants_certificate() {
+        let (default, alpha_wildcard) = (key("default"), key("*.alpha.test"));
+        let (alpha, beta): (Arc<str>, Arc<str>) = ("alpha".into(), "beta".into());
+        let mut table = SniTable::default();
+        table.insert("*.alpha.test", &alpha, Some(Arc::clone(&alpha_wildcard)));
+        // Beta's route for a name under alpha's wildcard, without a
+        // certificate (the control plane refuses such a claim; the node
+        // does not rely on it).
+        table.insert("www.alpha.test", &beta, None);
+        table.insert("*.x.alpha.test", &beta, None);
+        // Alpha's own service without a certificate of its own is covered
+        // by alpha's wildcard.
+        table.insert("api.alpha.test", &alpha, None);
+        let resolver = SniResolver::new(Arc::clone(&default));
+        resolver.replace(table);
+        let pick = |name: &str| resolver.certificate_for(Some(name));
+        assert!(Arc::ptr_eq(&pick("www.alpha.test"), &default));
+        assert!(Arc::ptr_eq(&pick("y.x.alpha.test"), &default));
+        assert!(Arc::ptr_eq(&pick("api.alpha.test"), &alpha_wildcard));
+        assert!(Arc::ptr_eq(&pick("shop.alpha.test"), &alpha_wildcard));
     }
 }

@@ -501,3 +501,75 @@ async fn a_service_can_have_its_own_cacheable_responses_served_without_running_t
     assert_eq!(get(node.addr, "edge.test", "/page").await.text(), "run 7");
     node.shutdown().await;
 }
+
+/// The authority is parsed before routing: one that is not `host[:port]`
+/// is 400, so a client cannot make one URL's response be stored as
+/// another's (`Host: edge.test:/page#` once keyed `/evil` as `/page`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_authority_is_refused_and_cannot_poison_the_edge_cache() {
+    let origin = TestOrigin::start(|seen, _| {
+        Answer::ok(format!("path {}", seen.path)).header("cache-control", "public, max-age=60")
+    })
+    .await;
+    let mut backend = loopback_backend(&origin);
+    backend.cache = edge_config::BackendCache::Off;
+    let node = TestNode::start(vec![
+        TestService::new("edge", "edge.test", rust_guest("caching-proxy"))
+            .domain("*.edge.test")
+            .backend("origin", backend)
+            .cache_responses(),
+        TestService::new("echo", "echo.test", rust_guest("echo")),
+    ])
+    .await;
+    for hostile in [
+        "edge.test:/page#",
+        "edge.test:/page?",
+        "edge.test:abc",
+        "edge.test:",
+        "edge.test:99999",
+        "a b.edge.test",
+        "x#.edge.test",
+        "www.edge.test/page#.edge.test",
+        "user@edge.test",
+        "edge.test:80:80",
+    ] {
+        let reply = get(node.addr, hostile, "/evil").await;
+        assert_eq!(reply.status, 400, "Host: {hostile}: {}", reply.text());
+        assert_eq!(reply.header("edge-error"), Some("invalid-authority"));
+    }
+    // Two Host fields are 400 too (RFC 9112 section 3.2).
+    let mut twice = request("GET", "edge.test", "/evil", Bytes::new());
+    twice
+        .headers_mut()
+        .append("host", http::HeaderValue::from_static("echo.test"));
+    assert_eq!(send(node.addr, Protocol::Http1, twice).await.status, 400);
+    assert_eq!(origin.count("/evil"), 0, "no refused request ran the guest");
+
+    let page = get(node.addr, "edge.test", "/page").await;
+    assert_eq!((page.status, page.text().as_str()), (200, "path /page"));
+    assert_eq!(origin.count("/page"), 1, "the cache held nothing for /page");
+    let page = get(node.addr, "EDGE.test.", "/page").await;
+    assert_eq!(page.text(), "path /page", "one spelling, one entry");
+    assert_eq!(origin.count("/page"), 1);
+
+    // The guest sees the authority in its normal spelling; on HTTP/1.1 an
+    // absolute-form target wins over Host (RFC 9112 section 3.2.2).
+    let echoed = get(node.addr, "ECHO.Test.:8080", "/").await.text();
+    assert!(echoed.contains("authority: echo.test:8080\n"), "{echoed}");
+    let absolute = get(node.addr, "edge.test", "http://Echo.Test/")
+        .await
+        .text();
+    assert!(absolute.contains("authority: echo.test\n"), "{absolute}");
+
+    // On HTTP/2 a host header that names another authority than
+    // :authority is malformed (RFC 9113 section 8.3.1).
+    let mut mismatched = request("GET", "echo.test", "http://edge.test/page", Bytes::new());
+    *mismatched.version_mut() = http::Version::HTTP_2;
+    let reply = send(node.addr, Protocol::Http2, mismatched).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(reply.header("edge-error"), Some("host-mismatch"));
+    let mut same = request("GET", "EDGE.test:80", "http://edge.test/page", Bytes::new());
+    *same.version_mut() = http::Version::HTTP_2;
+    assert_eq!(send(node.addr, Protocol::Http2, same).await.status, 200);
+    node.shutdown().await;
+}

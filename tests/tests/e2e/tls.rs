@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use edge_config::NodeConfig;
+use edge_tests::client::{Protocol, send_over};
 use edge_tests::guests::rust_guest;
 use edge_tests::node::{TestNode, TestService};
 use edge_tests::tls::{TestCertificate, TlsClient};
@@ -273,6 +274,36 @@ async fn http3_serves_the_same_guests_with_the_same_certificates() {
     services.node.shutdown().await;
 }
 
+/// A client whose request stream ends a moment after its head (a GET's FIN
+/// a packet behind its HEADERS) gets the whole response, and its stream is
+/// at most stopped with H3_NO_ERROR once the response is complete, never
+/// reset with a code HTTP/3 does not define.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_a_request_that_ends_late_still_gets_its_whole_response() {
+    let services = two_services(NodeConfig::default()).await;
+    let h3 = services.node.h3_addr.expect("HTTP/3");
+    for _ in 0..3 {
+        let (reply, finish) = edge_tests::h3::exchange(
+            h3,
+            "shop.tls.test",
+            &services.shop.pem,
+            "GET",
+            "/",
+            Default::default(),
+            Duration::from_millis(150),
+        )
+        .await
+        .expect("HTTP/3 GET");
+        assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
+        assert_eq!(reply.body_error, None);
+        assert!(
+            matches!(finish, None | Some(Some(h3::error::Code::H3_NO_ERROR))),
+            "the request stream was reset: {finish:?}"
+        );
+    }
+    services.node.shutdown().await;
+}
+
 /// aioquic, from target/py-venv (scripts/install-toolchain.sh).
 fn aioquic_python() -> std::path::PathBuf {
     edge_tests::guests::repo_root().join("target/py-venv/bin/python")
@@ -355,4 +386,63 @@ async fn one_tenant_at_its_connection_bound_gets_503_and_others_connect() {
     let (reply, _) = shop.get(tls, "shop.tls.test", "/").await;
     assert_eq!(reply.status, 200, "the bound frees when connections close");
     services.node.shutdown().await;
+}
+
+/// A connection opened with one tenant's name, and so served that tenant's
+/// certificate, never carries a request to another tenant's guest (421),
+/// and a name routed to one tenant is never answered with another tenant's
+/// certificate, even one whose wildcard covers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_for_one_tenant_never_reaches_another_tenants_guest() {
+    let alpha = TestCertificate::generate(&["*.alpha.tls.test"]);
+    let mut config = NodeConfig::default();
+    config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let node = TestNode::start_with(
+        config,
+        vec![
+            TestService::new("alpha", "*.alpha.tls.test", rust_guest("hello"))
+                .certificate(alpha.files.clone()),
+            // Another tenant's route under alpha's wildcard, as a node
+            // config or a bad snapshot could hold.
+            TestService::new("beta", "www.alpha.tls.test", rust_guest("echo"))
+                .domain("beta.tls.test"),
+        ],
+    )
+    .await;
+    let tls = node.tls_addr.expect("TLS listener");
+    let alpha_client = TlsClient::trusting(&alpha.pem);
+
+    // Alpha's own name: alpha's certificate and guest.
+    let (reply, _) = alpha_client.get(tls, "shop.alpha.tls.test", "/").await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
+    // Beta's route under alpha's wildcard does not get alpha's certificate:
+    // a client trusting alpha refuses the handshake.
+    assert!(
+        alpha_client
+            .connect(tls, "www.alpha.tls.test")
+            .await
+            .is_err(),
+        "beta's name was served alpha's certificate"
+    );
+    // On a connection made for alpha, a request for beta's host is 421.
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let (stream, _) = TlsClient::with(&alpha.pem, rustls::DEFAULT_VERSIONS, |c| {
+            c.alpn_protocols = match protocol {
+                Protocol::Http1 => vec![b"http/1.1".to_vec()],
+                Protocol::Http2 => vec![b"h2".to_vec()],
+            };
+        })
+        .connect(tls, "shop.alpha.tls.test")
+        .await
+        .expect("TLS connect");
+        let request = http::Request::builder()
+            .uri("https://beta.tls.test/")
+            .header("host", "beta.tls.test")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let reply = send_over(stream, protocol, request).await;
+        assert_eq!(reply.status, 421, "{protocol:?}: {}", reply.text());
+        assert_eq!(reply.header("edge-error"), Some("misdirected-request"));
+    }
+    node.shutdown().await;
 }
