@@ -65,16 +65,18 @@ pids+=($!)
 # operator allows may reach.
 tenant_token="$("$bin/edgectl" tenant-create example --allow-private-backends --url http://127.0.0.1:7070)"
 "$bin/edgectl" login --url http://127.0.0.1:7070 --token "$tenant_token" >/dev/null
-"$bin/edgectl" service create hello --domain hello.localhost >/dev/null
-"$bin/edgectl" service create echo --domain echo.localhost --domain '*.echo.localhost' >/dev/null
-"$bin/edgectl" service create proxy --domain proxy.localhost \
+# Each service answers on <service>.example.localhost (the platform domain
+# is localhost); custom domains wait for proof of ownership.
+"$bin/edgectl" service create hello >/dev/null
+"$bin/edgectl" service create echo --domain 'echo.example.test' >/dev/null
+"$bin/edgectl" service create proxy \
   --backend origin=http://127.0.0.1:8000 --allow-private-addresses >/dev/null
 "$bin/edgectl" deploy hello --wasm target/guests/hello.wasm
 "$bin/edgectl" deploy echo --wasm target/guests/echo.wasm
 "$bin/edgectl" deploy proxy --wasm target/guests/caching-proxy.wasm
 
 for _ in $(seq 100); do
-  curl -fsS -H 'Host: hello.localhost' http://127.0.0.1:8080/ >/dev/null 2>&1 && break
+  curl -fsS -H 'Host: hello.example.localhost' http://127.0.0.1:8080/ >/dev/null 2>&1 && break
   sleep 0.1
 done
 
@@ -83,22 +85,32 @@ cat <<TRY
 The platform is running: control plane on 127.0.0.1:7070, one edge node on
 127.0.0.1:8080, tenant "example" with services hello, echo and proxy. Try:
 
-  curl -H 'Host: hello.localhost' http://127.0.0.1:8080/
-  curl -H 'Host: echo.localhost' -d 'some body' http://127.0.0.1:8080/any/path?log=hi
-  curl --http2-prior-knowledge -H 'Host: api.echo.localhost' http://127.0.0.1:8080/h2
+  curl http://hello.example.localhost:8080/
+  curl -d 'some body' http://echo.example.localhost:8080/any/path?log=hi
+  curl --http2-prior-knowledge http://echo.example.localhost:8080/h2
   curl -s http://127.0.0.1:9090/metrics | grep '^edge_requests_total'
 
 Over TLS (the node's self-signed default certificate until a service
 uploads its own with \`edgectl certificate upload\`):
 
-  curl -k --http2 --resolve hello.localhost:8443:127.0.0.1 https://hello.localhost:8443/
+  curl -k --http2 https://hello.example.localhost:8443/
 
 The proxy service rewrites /blog/* to the origin's /posts/*, and the edge
 caches what the origin allows (60 s here): ask twice, see the same time and
 an Age header, then purge and ask again:
 
-  curl -i -H 'Host: proxy.localhost' http://127.0.0.1:8080/blog/hello
+  curl -i http://proxy.example.localhost:8080/blog/hello
   EDGECTL_CONFIG=$EDGECTL_CONFIG target/debug/edgectl purge --surrogate-key post-hello --wait
+
+A custom domain stays pending, and unrouted (421), until it is proved:
+echo claimed echo.example.test (its deploy above printed the TXT record
+that will prove it). Approve it as the operator and it is served from the
+next snapshot:
+
+  curl -H 'Host: echo.example.test' http://127.0.0.1:8080/      # 421
+  curl -X POST -H "Authorization: Bearer $EDGE_ADMIN_TOKEN" \\
+       http://127.0.0.1:7070/v1/domains/echo.example.test/approve
+  curl -H 'Host: echo.example.test' http://127.0.0.1:8080/      # 200
 
 Deploy and roll back with edgectl (logged in as the example tenant):
 

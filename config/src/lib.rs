@@ -5,6 +5,8 @@
 //! - [`authority`]: a request's `Host` / `:authority`, parsed into the one
 //!   spelling routing, cache keys and guests see.
 //! - [`backend`]: a named origin: address, timeouts, TLS, cache policy.
+//! - [`domain`]: domains as tenants claim them: one spelling, the
+//!   public-suffix rule, and when two claims overlap.
 //! - [`limits`]: every per-service and per-node limit, each a `DEFAULT_*`
 //!   constant with its unit in the name and its reason beside it.
 //! - [`node`]: the node's config file (`edge-node --config node.toml`):
@@ -24,6 +26,7 @@
 
 pub mod authority;
 pub mod backend;
+pub mod domain;
 pub mod limits;
 pub mod node;
 pub mod observability;

@@ -35,10 +35,9 @@ pub struct ServiceSpec {
 impl ServiceSpec {
     /// Every problem with the spec, each with its key path.
     pub fn validate(&self, sandbox: &SandboxLimits) -> Result<(), ConfigErrors> {
+        // No domain is fine: the control plane gives every service a name
+        // under its platform domain.
         let mut errors = ConfigErrors::default();
-        if self.domains.is_empty() {
-            errors.push("domains", "a service needs at least one domain");
-        }
         if self.domains.len() > MAX_DOMAINS_PER_SERVICE {
             errors.push(
                 "domains",

@@ -87,6 +87,11 @@ impl FromRequestParts<AppState> for TenantCaller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         match state.store.tenant_by_token(&token_sha256(token)).await? {
+            Some((tenant, _)) if tenant.suspended => Err(ApiError::new(
+                http::StatusCode::FORBIDDEN,
+                "tenant_suspended",
+                "this tenant is suspended by the operator",
+            )),
             Some((tenant, token_label)) => Ok(Self {
                 tenant,
                 token_label,

@@ -74,6 +74,9 @@ impl From<StoreError> for ApiError {
                 "conflict",
                 format!("{what} already exists"),
             ),
+            StoreError::DomainConflict(message) => {
+                Self::new(StatusCode::CONFLICT, "domain_conflict", message)
+            }
             other => Self::internal("database", &other),
         }
     }

@@ -56,7 +56,9 @@ pub async fn start(
     compiler: Compiler,
     listen: SocketAddr,
 ) -> anyhow::Result<RunningControlPlane> {
-    let store = Store::connect(database_url).await?;
+    let store = Store::connect(database_url)
+        .await?
+        .with_platform_domain(&config.platform_domain);
     let engine = build_engine(&config.sandbox).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let fingerprint = engine_fingerprint(&engine);
     let modules = ArtifactStore::open(&config.data_dir.join("modules"), engine, &fingerprint)?;

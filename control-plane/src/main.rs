@@ -45,6 +45,11 @@ enum Command {
         compile_timeout_secs: u64,
         #[arg(long, default_value_t = DEFAULT_COMPILE_MEMORY_BYTES)]
         compile_memory_bytes: u64,
+        /// Every service is served as `<service>.<tenant>.<this>` with no
+        /// proof of ownership; point a wildcard DNS record for it at the
+        /// nodes. Custom domains need their tenant to prove control.
+        #[arg(long, default_value = control_plane::store::DEFAULT_PLATFORM_DOMAIN)]
+        platform_domain: String,
         /// Log lines as JSON instead of text.
         #[arg(long)]
         log_json: bool,
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
             max_upload_bytes,
             compile_timeout_secs,
             compile_memory_bytes,
+            platform_domain,
             log_json,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -91,6 +97,10 @@ fn main() -> ExitCode {
             }
             if admin_token.len() < 16 || cluster_token.len() < 16 {
                 eprintln!("error: the admin and cluster tokens must be at least 16 characters");
+                return ExitCode::from(2);
+            }
+            if let Err(e) = edge_config::service::validate_domain(&platform_domain) {
+                eprintln!("error: --platform-domain: {e}");
                 return ExitCode::from(2);
             }
             if let Err(e) = std::fs::create_dir_all(&data_dir) {
@@ -114,6 +124,7 @@ fn main() -> ExitCode {
                 max_upload_bytes,
                 snapshot_wait: DEFAULT_SNAPSHOT_WAIT,
                 sandbox: SandboxLimits::default(),
+                platform_domain,
             };
             let compiler = Compiler {
                 program,

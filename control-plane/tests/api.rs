@@ -263,7 +263,7 @@ async fn a_tenant_cannot_touch_another_tenants_service() {
             .call("GET", "/v1/services/web/versions", &a, None)
             .await;
         assert_eq!(versions.as_array().map(Vec::len), Some(1), "{kind}");
-        // A domain can belong to one service only, across tenants.
+        // Another tenant's platform name is not beta's to claim.
         let (status, _) = plane
             .call(
                 "POST",
@@ -272,7 +272,7 @@ async fn a_tenant_cannot_touch_another_tenants_service() {
                 Some(json!({"name": "web", "spec": {"domains": ["web.alpha.test"]}})),
             )
             .await;
-        assert_eq!(status, StatusCode::CONFLICT, "{kind}: a claimed domain");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: a platform name");
         plane.stop().await;
     }
 }
@@ -525,6 +525,304 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
             .call("GET", "/v1/services/web/logs", &other, None)
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{kind}");
+        plane.stop().await;
+    }
+}
+
+async fn create(plane: &Plane, token: &str, name: &str, domains: &[&str]) -> (StatusCode, Value) {
+    plane
+        .call(
+            "POST",
+            "/v1/services",
+            token,
+            Some(json!({"name": name, "spec": {"domains": domains}})),
+        )
+        .await
+}
+
+/// A claim conflicts with every domain of another tenant that it equals,
+/// covers or is covered by, in any spelling; wildcards on a public suffix
+/// are refused.
+#[tokio::test]
+async fn domain_claims_never_overlap_across_tenants() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let alpha = plane.tenant("alpha").await;
+        let beta = plane.tenant("beta").await;
+        let (status, body) = create(
+            &plane,
+            &alpha,
+            "web",
+            &["*.Alpha.Example", "bücher.example"],
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: {body}");
+        assert_eq!(
+            body["spec"]["domains"],
+            json!(["*.alpha.example", "xn--bcher-kva.example"]),
+            "{kind}: one spelling"
+        );
+        for (i, taken) in [
+            "www.alpha.example",
+            "WWW.Alpha.EXAMPLE.",
+            "*.x.alpha.example",
+            "a.b.alpha.example",
+            "*.alpha.example",
+            "xn--bcher-kva.example",
+            "BÜCHER.example",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let (status, body) = create(&plane, &beta, &format!("s{i}"), &[taken]).await;
+            assert_eq!(status, StatusCode::CONFLICT, "{kind}: {taken}: {body}");
+            assert_eq!(body["error"]["code"], "domain_conflict", "{kind}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("domain "), "{kind}: {message}");
+            assert!(!message.contains("tenant alpha"), "{kind}: {message}");
+        }
+        for public in ["*.com", "*.co.uk", "*.github.io", "*.example"] {
+            let (status, body) = create(&plane, &beta, "wide", &[public]).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {public}: {body}");
+        }
+        // The other way round: alpha's wildcard over beta's name.
+        let (status, _) = create(&plane, &beta, "shop", &["shop.beta.example"]).await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}");
+        let (status, _) = plane
+            .call(
+                "PUT",
+                "/v1/services/web",
+                &alpha,
+                Some(json!({"domains": ["*.alpha.example", "*.beta.example"]})),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "{kind}: a wildcard over beta's name"
+        );
+        // Within one tenant, services may nest, but never share a name.
+        let (status, _) = create(&plane, &alpha, "api", &["api.alpha.example"]).await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}");
+        let (status, _) = create(&plane, &alpha, "api2", &["api.alpha.example"]).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{kind}");
+        // A deleted service releases its domains.
+        let (status, _) = plane.call("DELETE", "/v1/services/shop", &beta, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
+        let (status, body) = plane
+            .call(
+                "PUT",
+                "/v1/services/web",
+                &alpha,
+                Some(json!({"domains": ["*.alpha.example", "*.beta.example"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+        plane.stop().await;
+    }
+}
+
+/// Claims hold per version: a version whose domains another tenant holds
+/// now cannot be activated, and the snapshot never holds a domain twice.
+#[tokio::test]
+async fn activating_a_version_whose_domain_another_tenant_holds_now_is_refused() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let alpha = plane.tenant("alpha").await;
+        let beta = plane.tenant("beta").await;
+        let (status, _) = create(&plane, &beta, "s", &["shop.example"]).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (_, upload) = plane.upload(&beta, "s", hello()).await;
+        let (status, _) = plane
+            .call(
+                "POST",
+                "/v1/services/s/versions",
+                &beta,
+                Some(json!({"module_sha256": upload["module_sha256"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}");
+        let (status, _) = plane
+            .call("PUT", "/v1/services/s", &beta, Some(json!({"domains": []})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}");
+        let (status, body) = create(&plane, &alpha, "shop", &["shop.example"]).await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: released: {body}");
+        plane.deploy(&alpha, "shop", hello()).await;
+        plane.approve("shop.example").await;
+
+        let (status, body) = plane
+            .call(
+                "POST",
+                "/v1/services/s/activate",
+                &beta,
+                Some(json!({"version": 1})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{kind}: {body}");
+        let (_, snapshot) = plane.snapshot(0).await;
+        let holders: Vec<&Value> = snapshot["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .filter(|s| {
+                s["spec"]["domains"]
+                    .as_array()
+                    .is_some_and(|d| d.contains(&json!("shop.example")))
+            })
+            .collect();
+        assert_eq!(holders.len(), 1, "{kind}: {snapshot}");
+        assert_eq!(holders[0]["name"], "alpha/shop", "{kind}");
+        plane.stop().await;
+    }
+}
+
+/// A custom domain is pending, and out of every snapshot, until approved;
+/// the platform name needs nothing.
+#[tokio::test]
+async fn a_pending_domain_is_in_no_snapshot_until_approved() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        let (status, _) = create(&plane, &token, "web", &["shop.example"]).await;
+        assert_eq!(status, StatusCode::CREATED);
+        plane.deploy(&token, "web", hello()).await;
+        let (_, domains) = plane
+            .call("GET", "/v1/services/web/domains", &token, None)
+            .await;
+        assert_eq!(domains[0]["domain"], "web.acme.test", "{kind}: {domains}");
+        assert_eq!(domains[0]["status"], "platform");
+        assert_eq!(domains[1]["status"], "pending");
+        assert_eq!(
+            domains[1]["challenge"]["name"],
+            "_edge-challenge.shop.example"
+        );
+        let (_, snapshot) = plane.snapshot(0).await;
+        assert_eq!(
+            snapshot["services"][0]["spec"]["domains"],
+            json!(["web.acme.test"]),
+            "{kind}"
+        );
+        plane.approve("shop.example").await;
+        let (_, snapshot) = plane.snapshot(0).await;
+        assert_eq!(
+            snapshot["services"][0]["spec"]["domains"],
+            json!(["web.acme.test", "shop.example"]),
+            "{kind}"
+        );
+        plane.stop().await;
+    }
+}
+
+/// A version may name only a module its own tenant uploaded; identical
+/// bytes from two tenants are stored once, and neither learns of the other.
+#[tokio::test]
+async fn modules_belong_to_the_tenants_that_uploaded_them() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let alpha = plane.tenant("alpha").await;
+        let beta = plane.tenant("beta").await;
+        plane.service(&alpha, "web", "web.alpha.test").await;
+        plane.service(&beta, "web", "web.beta.test").await;
+        let (status, upload) = plane.upload(&alpha, "web", hello()).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let hash = upload["module_sha256"].clone();
+        let (status, body) = plane
+            .call(
+                "POST",
+                "/v1/services/web/versions",
+                &beta,
+                Some(json!({"module_sha256": hash})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{kind}: {body}");
+        let (status, _) = plane.upload(&beta, "web", hello()).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{kind}: the same as for new bytes"
+        );
+        let (status, _) = plane.upload(&beta, "web", hello()).await;
+        assert_eq!(status, StatusCode::OK, "{kind}: beta's own duplicate");
+        assert_eq!(plane.stored_components(), 1, "{kind}");
+        let (status, _) = plane
+            .call(
+                "POST",
+                "/v1/services/web/versions",
+                &beta,
+                Some(json!({"module_sha256": hash})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}");
+        plane.stop().await;
+    }
+}
+
+/// Kill switches: a suspended tenant leaves the snapshot and its tokens
+/// get 403; a revoked token gets 401 at once.
+#[tokio::test]
+async fn tenants_can_be_suspended_and_tokens_revoked() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        plane.service(&token, "web", "web.acme.test").await;
+        plane.deploy(&token, "web", hello()).await;
+        let (status, _) = plane
+            .call("POST", "/v1/tenants/acme/suspend", ADMIN, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}");
+        let (_, snapshot) = plane.snapshot(0).await;
+        assert_eq!(snapshot["services"], json!([]), "{kind}");
+        let (status, _) = plane.call("GET", "/v1/services", &token, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{kind}");
+        let (status, _) = plane
+            .call("POST", "/v1/tenants/acme/resume", ADMIN, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}");
+        let (_, snapshot) = plane.snapshot(0).await;
+        assert_eq!(
+            snapshot["services"].as_array().map(Vec::len),
+            Some(1),
+            "{kind}"
+        );
+
+        let (status, created) = plane
+            .call("POST", "/v1/tokens", &token, Some(json!({"label": "ci"})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}");
+        let ci = created["token"].as_str().expect("token").to_string();
+        let (_, tokens) = plane.call("GET", "/v1/tokens", &ci, None).await;
+        let id = tokens
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["label"] == "ci"))
+            .map(|t| t["id"].as_str().unwrap_or_default().to_string())
+            .expect("the ci token is listed");
+        assert!(
+            !tokens.to_string().contains(&ci),
+            "{kind}: tokens are never shown again"
+        );
+        let (status, _) = plane
+            .call("DELETE", &format!("/v1/tokens/{id}"), &token, None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
+        let (status, _) = plane.call("GET", "/v1/services", &ci, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}: revoked");
+        let (status, _) = plane.call("GET", "/v1/services", &token, None).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{kind}: the other token still works"
+        );
+        let (status, _) = plane
+            .call("DELETE", "/v1/tenants/acme/tokens", ADMIN, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}");
+        let (status, _) = plane.call("GET", "/v1/services", &token, None).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{kind}: revoked by the operator"
+        );
         plane.stop().await;
     }
 }

@@ -349,7 +349,8 @@ impl PlaneProcess {
     async fn start(data_dir: &Path, addr: SocketAddr) -> Self {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_control-plane"))
-            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .args(["serve", "--platform-domain", PLATFORM_DOMAIN])
+            .args(["--listen", &addr.to_string(), "--data-dir"])
             .arg(data_dir)
             .env("EDGE_ADMIN_TOKEN", ADMIN)
             .env("EDGE_CLUSTER_TOKEN", CLUSTER)

@@ -87,6 +87,8 @@ impl Cluster {
             max_upload_bytes: control_plane::api::DEFAULT_MAX_UPLOAD_BYTES,
             snapshot_wait: Duration::from_secs(30),
             sandbox: SandboxLimits::default(),
+            // DOMAIN is the service's own name under it.
+            platform_domain: "test".into(),
         };
         std::fs::create_dir_all(&config.data_dir).expect("dir");
         let url = format!("sqlite://{}", data.path().join("cp.db").display());

@@ -3,6 +3,8 @@
 //! - [`tenants`]: tenants and their tokens (operator);
 //! - [`services`]: a tenant's services, module uploads, versions,
 //!   activation, rollback and usage;
+//! - [`domains`]: a service's custom domains and the operator's approval
+//!   of them;
 //! - [`nodes`]: the node protocol (register, snapshot long-poll, artifacts,
 //!   usage reports; cluster token) and the node list (operator);
 //! - [`logs`]: guest log lines, shipped by nodes and read by their tenant;
@@ -11,6 +13,7 @@
 //! - [`openapi`]: the OpenAPI document of all of it.
 
 pub mod certificates;
+pub mod domains;
 pub mod logs;
 pub mod nodes;
 pub mod openapi;
@@ -48,6 +51,8 @@ pub struct ApiConfig {
     /// Sandbox sizing the nodes run with: service limits are checked
     /// against it.
     pub sandbox: SandboxLimits,
+    /// Services are served as `<service>.<tenant>.<platform_domain>`.
+    pub platform_domain: String,
 }
 
 /// Shared by every handler.
@@ -100,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tenants::router())
         .merge(services::router())
         .merge(certificates::router())
+        .merge(domains::router())
         .merge(logs::router())
         .merge(nodes::router())
         .merge(purges::router())

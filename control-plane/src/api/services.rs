@@ -8,8 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use edge_config::domain::{normalize_domain, within};
 use edge_config::protocol::ServiceSpec;
 use edge_config::service::validate_service_name;
+use edge_config::validate::ConfigErrors;
 use edge_node::modules::ModuleHash;
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +25,10 @@ use crate::validate::validate_component;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/services", post(create).get(list))
-        .route("/v1/services/{service}", get(show).put(update))
+        .route(
+            "/v1/services/{service}",
+            get(show).put(update).delete(delete),
+        )
         .route("/v1/services/{service}/modules", post(upload))
         .route(
             "/v1/services/{service}/versions",
@@ -42,13 +47,30 @@ pub struct NewService {
     pub spec: ServiceSpec,
 }
 
-/// Checks a spec, and that its backends stay on public addresses unless
-/// the operator allowed this tenant otherwise.
-fn check_spec(state: &AppState, caller: &TenantCaller, spec: &ServiceSpec) -> Result<(), ApiError> {
-    let mut errors = spec
-        .validate(&state.config.sandbox)
-        .err()
-        .unwrap_or_default();
+/// Checks a spec for service `service` and puts its domains in their one
+/// spelling (see [`normalize_domain`]); backends must stay on public
+/// addresses unless the operator allowed this tenant otherwise.
+fn check_spec(
+    state: &AppState,
+    caller: &TenantCaller,
+    service: &str,
+    mut spec: ServiceSpec,
+) -> Result<ServiceSpec, ApiError> {
+    let mut errors = ConfigErrors::default();
+    let mut domains = Vec::with_capacity(spec.domains.len());
+    for (i, domain) in spec.domains.iter().enumerate() {
+        match check_domain(state, caller, service, domain) {
+            Ok(domain) if domains.contains(&domain) => {
+                errors.push(format!("domains[{i}]"), format!("{domain} is listed twice"));
+            }
+            Ok(domain) => domains.push(domain),
+            Err(message) => errors.push(format!("domains[{i}]"), message),
+        }
+    }
+    spec.domains = domains;
+    if let Err(more) = spec.validate(&state.config.sandbox) {
+        errors.0.extend(more.0);
+    }
     if !caller.tenant.allow_private_backends {
         for (name, backend) in &spec.backends {
             if backend.allow_private_addresses {
@@ -62,10 +84,29 @@ fn check_spec(state: &AppState, caller: &TenantCaller, spec: &ServiceSpec) -> Re
             }
         }
     }
-    errors.into_result().map_err(|errors| {
+    errors.into_result().map(|()| spec).map_err(|errors| {
         let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
         ApiError::bad_request("invalid_spec", list.join("; "))
     })
+}
+
+/// A custom domain in its one spelling. Names under the platform domain
+/// are the platform's to give: only the service's own is accepted.
+pub(super) fn check_domain(
+    state: &AppState,
+    caller: &TenantCaller,
+    service: &str,
+    domain: &str,
+) -> Result<String, String> {
+    let domain = normalize_domain(domain)?;
+    let platform = state.store.platform_domain();
+    let own = format!("{service}.{}.{platform}", caller.tenant.name);
+    if domain != own && within(&domain, platform) {
+        return Err(format!(
+            "{domain} is under the platform domain {platform}; this service's name there is {own}"
+        ));
+    }
+    Ok(domain)
 }
 
 async fn create(
@@ -75,10 +116,10 @@ async fn create(
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
     validate_service_name(&new.name)
         .map_err(|message| ApiError::bad_request("invalid_name", format!("name: {message}")))?;
-    check_spec(&state, &caller, &new.spec)?;
+    let spec = check_spec(&state, &caller, &new.name, new.spec)?;
     let service = state
         .store
-        .create_service(&caller.tenant.id, &new.name, &new.spec)
+        .create_service(&caller.tenant, &new.name, &spec)
         .await?;
     Ok((StatusCode::CREATED, Json(service)))
 }
@@ -120,9 +161,21 @@ async fn update(
     Json(spec): Json<ServiceSpec>,
 ) -> Result<Json<Service>, ApiError> {
     let service = own_service(&state, &caller, &name).await?;
-    check_spec(&state, &caller, &spec)?;
+    let spec = check_spec(&state, &caller, &name, spec)?;
     state.store.update_service(&service, &spec).await?;
     Ok(Json(own_service(&state, &caller, &name).await?))
+}
+
+/// Deletes the service: nodes stop serving it, and its domains are free.
+async fn delete(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let service = own_service(&state, &caller, &name).await?;
+    let version = state.store.delete_service(&service).await?;
+    state.snapshot_changed.send_replace(version);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,7 +194,7 @@ async fn upload(
     body: Body,
 ) -> Result<(StatusCode, Json<UploadedModule>), ApiError> {
     own_service(&state, &caller, &name).await?;
-    let outcome = store_upload(&state, body).await;
+    let outcome = store_upload(&state, &caller, body).await;
     let label = match &outcome {
         Ok((StatusCode::OK, _)) => "duplicate",
         Ok(_) => "stored",
@@ -153,8 +206,11 @@ async fn upload(
     outcome
 }
 
+/// 200 for bytes this tenant uploaded before, 201 otherwise: whether
+/// another tenant has the same bytes is not told.
 async fn store_upload(
     state: &AppState,
+    caller: &TenantCaller,
     body: Body,
 ) -> Result<(StatusCode, Json<UploadedModule>), ApiError> {
     let limit = state.config.max_upload_bytes;
@@ -174,7 +230,7 @@ async fn store_upload(
     };
     let (artifact, _) = state.modules.artifact_paths(&hash);
     if state.store.module_exists(&uploaded.module_sha256).await? && artifact.exists() {
-        return Ok((StatusCode::OK, Json(uploaded)));
+        return record_upload(state, caller, uploaded).await;
     }
 
     let work = tempfile::tempdir_in(&state.config.data_dir)
@@ -209,11 +265,28 @@ async fn store_upload(
     .map_err(|e| ApiError::internal("storing a module", &e))?;
     // Recorded only once both files are durable: a module row always has
     // its files.
-    state
+    record_upload(state, caller, uploaded).await
+}
+
+async fn record_upload(
+    state: &AppState,
+    caller: &TenantCaller,
+    uploaded: UploadedModule,
+) -> Result<(StatusCode, Json<UploadedModule>), ApiError> {
+    let had_it = state
         .store
-        .record_module(&uploaded.module_sha256, uploaded.size_bytes)
+        .record_module(
+            &caller.tenant.id,
+            &uploaded.module_sha256,
+            uploaded.size_bytes,
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(uploaded)))
+    let status = if had_it {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(uploaded)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,11 +314,13 @@ async fn create_version(
     Json(new): Json<NewVersion>,
 ) -> Result<(StatusCode, Json<VersionCreated>), ApiError> {
     let service = own_service(&state, &caller, &name).await?;
-    if !state.store.module_exists(&new.module_sha256).await? {
-        return Err(ApiError::bad_request(
-            "unknown_module",
-            format!("no module {} was uploaded", new.module_sha256),
-        ));
+    // Another tenant's module answers as one that does not exist.
+    if !state
+        .store
+        .tenant_has_module(&caller.tenant.id, &new.module_sha256)
+        .await?
+    {
+        return Err(ApiError::not_found(format!("module {}", new.module_sha256)));
     }
     let version = state
         .store

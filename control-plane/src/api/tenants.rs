@@ -1,9 +1,9 @@
 //! Tenants, created by the operator. The response is the only time a token
 //! is shown: the database keeps its sha256.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::{Json, Router};
 use edge_config::service::validate_service_name;
 use serde::{Deserialize, Serialize};
@@ -11,12 +11,103 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use crate::auth::{Admin, TenantCaller, new_token, token_sha256};
 use crate::error::ApiError;
-use crate::store::Tenant;
+use crate::store::{Tenant, TokenInfo};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants", post(create).get(list))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{id}", delete(revoke_token))
+        .route("/v1/tenants/{tenant}/suspend", post(suspend))
+        .route("/v1/tenants/{tenant}/resume", post(resume))
+        .route("/v1/tenants/{tenant}/tokens", delete(revoke_tenant_tokens))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Suspension {
+    pub tenant: String,
+    pub suspended: bool,
+    pub snapshot_version: u64,
+}
+
+/// The operator's kill switch: the tenant's services leave every node's
+/// snapshot at once, and its tokens get 403 until it is resumed.
+async fn suspend(
+    admin: Admin,
+    state: State<AppState>,
+    path: Path<String>,
+) -> Result<Json<Suspension>, ApiError> {
+    set_suspended(admin, state, path, true).await
+}
+
+async fn resume(
+    admin: Admin,
+    state: State<AppState>,
+    path: Path<String>,
+) -> Result<Json<Suspension>, ApiError> {
+    set_suspended(admin, state, path, false).await
+}
+
+async fn set_suspended(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    suspended: bool,
+) -> Result<Json<Suspension>, ApiError> {
+    let snapshot_version = state
+        .store
+        .set_suspended(&tenant, suspended)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("tenant {tenant}")))?;
+    state.snapshot_changed.send_replace(snapshot_version);
+    Ok(Json(Suspension {
+        tenant,
+        suspended,
+        snapshot_version,
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Revoked {
+    pub revoked: u64,
+}
+
+/// The operator revokes every token of a tenant.
+async fn revoke_tenant_tokens(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Json<Revoked>, ApiError> {
+    let tenant = state
+        .store
+        .tenant_by_name(&tenant)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("tenant {tenant}")))?;
+    let revoked = state.store.revoke_tokens(&tenant.id, None).await?;
+    Ok(Json(Revoked { revoked }))
+}
+
+async fn list_tokens(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    Ok(Json(state.store.tokens(&caller.tenant.id).await?))
+}
+
+/// A tenant revokes one of its own tokens (the one calling included).
+async fn revoke_token(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match state
+        .store
+        .revoke_tokens(&caller.tenant.id, Some(&id))
+        .await?
+    {
+        0 => Err(ApiError::not_found(format!("token {id}"))),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -108,10 +108,11 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ServiceCommand {
-    /// Create a service answering on the given domains.
+    /// Create a service. It answers on `<name>.<tenant>.<platform domain>`,
+    /// and on each custom `--domain` once that is approved.
     Create {
         name: String,
-        #[arg(long = "domain", required = true)]
+        #[arg(long = "domain")]
         domains: Vec<String>,
         /// A named backend the guest reaches as `http://NAME/...`:
         /// `NAME=ORIGIN`, e.g. `origin=https://api.example.com`.
@@ -358,15 +359,24 @@ async fn deploy(
             json!({"module_sha256": hash, "activate": true}),
         )
         .await?;
-    let details = api.get(&format!("/v1/services/{service}")).await?;
+    let domains = api.get(&format!("/v1/services/{service}/domains")).await?;
     println!(
         "deployed {service} version {} (module {})",
         version["version"],
         &hash[..12.min(hash.len())]
     );
-    for domain in details["spec"]["domains"].as_array().into_iter().flatten() {
-        if let Some(domain) = domain.as_str() {
-            println!("  http://{domain}/");
+    for claim in domains.as_array().into_iter().flatten() {
+        let (Some(domain), Some(status)) = (claim["domain"].as_str(), claim["status"].as_str())
+        else {
+            continue;
+        };
+        match status {
+            "pending" => println!(
+                "  http://{domain}/  (pending: TXT {} = {}, or the operator's approval)",
+                claim["challenge"]["name"].as_str().unwrap_or(""),
+                claim["challenge"]["value"].as_str().unwrap_or("")
+            ),
+            _ => println!("  http://{domain}/"),
         }
     }
     Ok(())

@@ -133,4 +133,34 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "INSERT INTO guest_log_counter (id, seq) VALUES (1, 0)",
         ],
     ),
+    (
+        5,
+        &[
+            // The operator's kill switch: a suspended tenant's services
+            // leave every snapshot and its tokens are refused.
+            "ALTER TABLE tenants ADD COLUMN suspended BIGINT NOT NULL DEFAULT 0",
+            // Claims name their tenant and are pending until verified.
+            // Claims made before verification existed were being served:
+            // they are kept as verified.
+            "ALTER TABLE domains ADD COLUMN tenant_id TEXT NOT NULL DEFAULT ''",
+            "UPDATE domains SET tenant_id = \
+             (SELECT s.tenant_id FROM services s WHERE s.id = domains.service_id)",
+            "ALTER TABLE domains ADD COLUMN verified BIGINT NOT NULL DEFAULT 1",
+            "ALTER TABLE domains ADD COLUMN challenge TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE domains ADD COLUMN created_at BIGINT NOT NULL DEFAULT 0",
+            "CREATE INDEX domains_by_service ON domains (service_id)",
+            "CREATE INDEX domains_by_tenant ON domains (tenant_id)",
+            // Which tenants uploaded which module: a version may name only
+            // its own tenant's. The bytes are still stored once.
+            "CREATE TABLE tenant_modules (
+                tenant_id TEXT NOT NULL REFERENCES tenants(id),
+                sha256 TEXT NOT NULL REFERENCES modules(sha256),
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, sha256)
+            )",
+            "INSERT INTO tenant_modules (tenant_id, sha256, created_at) \
+             SELECT DISTINCT s.tenant_id, v.module_sha256, 0 FROM versions v \
+             JOIN services s ON s.id = v.service_id",
+        ],
+    ),
 ];

@@ -8,10 +8,12 @@
 //! `synchronous=FULL`, so a commit that returned is on disk.
 
 pub mod certificates;
+pub mod domains;
 pub mod guest_logs;
 pub mod migrations;
 pub mod purges;
 
+use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use edge_config::protocol::{ServiceSpec, Snapshot, SnapshotService, UsageReport};
@@ -29,6 +31,10 @@ pub enum StoreError {
     },
     #[error("{0} already exists")]
     Conflict(String),
+    /// A domain claim another claim stands in the way of; the message names
+    /// the domain, never the other tenant.
+    #[error("{0}")]
+    DomainConflict(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
 }
@@ -69,6 +75,16 @@ pub struct Tenant {
     /// The operator lets this tenant's backends use private and loopback
     /// addresses.
     pub allow_private_backends: bool,
+    /// Suspended by the operator: out of every snapshot, tokens refused.
+    pub suspended: bool,
+}
+
+/// What anyone sees of an API token.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub label: String,
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +93,8 @@ pub struct Service {
     pub id: String,
     #[serde(skip)]
     pub tenant_id: String,
+    #[serde(skip)]
+    pub tenant_name: String,
     pub name: String,
     pub spec: ServiceSpec,
     pub active_version: Option<i64>,
@@ -122,10 +140,16 @@ pub struct UsageTotals {
     pub bytes_out: i64,
 }
 
+/// The domain every service gets a name under by default.
+pub const DEFAULT_PLATFORM_DOMAIN: &str = "localhost";
+
 /// The database behind the API.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Every service is served as `<service>.<tenant>.<platform_domain>`
+    /// without proof of ownership.
+    platform_domain: String,
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -172,9 +196,41 @@ impl Store {
             .connect(&url)
             .await
             .map_err(db("connecting to the database"))?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            platform_domain: DEFAULT_PLATFORM_DOMAIN.to_string(),
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Serves services under `domain` instead of [`DEFAULT_PLATFORM_DOMAIN`].
+    pub fn with_platform_domain(mut self, domain: &str) -> Self {
+        self.platform_domain = domain.to_string();
+        self
+    }
+
+    pub fn platform_domain(&self) -> &str {
+        &self.platform_domain
+    }
+
+    /// `<service>.<tenant>.<platform domain>`: the service's own name.
+    pub fn platform_name(&self, service: &Service) -> String {
+        format!(
+            "{}.{}.{}",
+            service.name, service.tenant_name, self.platform_domain
+        )
+    }
+
+    /// The domains of `spec` that need a claim: all but the service's
+    /// platform name.
+    fn custom_domains(&self, service: &Service, spec: &ServiceSpec) -> Vec<String> {
+        let own = self.platform_name(service);
+        spec.domains
+            .iter()
+            .filter(|domain| **domain != own)
+            .cloned()
+            .collect()
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -229,6 +285,7 @@ impl Store {
             name: name.to_string(),
             created_at: now_ms(),
             allow_private_backends,
+            suspended: false,
         };
         let mut tx = self.pool.begin().await.map_err(db("creating a tenant"))?;
         sqlx::query(
@@ -274,9 +331,75 @@ impl Store {
         Ok(())
     }
 
+    /// Suspends or resumes the tenant named `name` and bumps the snapshot
+    /// version, so its services leave (or rejoin) every node. `None` if
+    /// there is no such tenant.
+    pub async fn set_suspended(
+        &self,
+        name: &str,
+        suspended: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("suspending a tenant"))?;
+        let done = sqlx::query("UPDATE tenants SET suspended = $1 WHERE name = $2")
+            .bind(i64::from(suspended))
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("suspending a tenant"))?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let version = bump_snapshot(&mut tx).await?;
+        tx.commit().await.map_err(db("suspending a tenant"))?;
+        Ok(Some(version))
+    }
+
+    /// A tenant's tokens: their ids (the first 12 hex digits of their
+    /// sha256), labels and creation times; never the tokens.
+    pub async fn tokens(&self, tenant_id: &str) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT substr(token_sha256, 1, 12), label, created_at FROM api_tokens \
+             WHERE tenant_id = $1 ORDER BY created_at, label",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing tokens"))?;
+        Ok(rows
+            .iter()
+            .map(|row| TokenInfo {
+                id: row.get(0),
+                label: row.get(1),
+                created_at: row.get(2),
+            })
+            .collect())
+    }
+
+    /// Revokes the tenant's token with id `id` (every one if `None`).
+    /// Returns how many went; a revoked token is refused from the next
+    /// request on.
+    pub async fn revoke_tokens(
+        &self,
+        tenant_id: &str,
+        id: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let done = match id {
+            Some(id) => sqlx::query(
+                "DELETE FROM api_tokens WHERE tenant_id = $1 AND substr(token_sha256, 1, 12) = $2",
+            )
+            .bind(tenant_id)
+            .bind(id),
+            None => sqlx::query("DELETE FROM api_tokens WHERE tenant_id = $1").bind(tenant_id),
+        }
+        .execute(&self.pool)
+        .await
+        .map_err(db("revoking tokens"))?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, created_at, allow_private_backends FROM tenants ORDER BY name",
+            "SELECT id, name, created_at, allow_private_backends, suspended FROM tenants ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await
@@ -290,19 +413,19 @@ impl Store {
         token_sha256: &str,
     ) -> Result<Option<(Tenant, String)>, StoreError> {
         let row = sqlx::query(
-            "SELECT t.id, t.name, t.created_at, t.allow_private_backends, k.label FROM api_tokens k \
-             JOIN tenants t ON t.id = k.tenant_id WHERE k.token_sha256 = $1",
+            "SELECT t.id, t.name, t.created_at, t.allow_private_backends, t.suspended, k.label \
+             FROM api_tokens k JOIN tenants t ON t.id = k.tenant_id WHERE k.token_sha256 = $1",
         )
         .bind(token_sha256)
         .fetch_optional(&self.pool)
         .await
         .map_err(db("checking a token"))?;
-        Ok(row.map(|row| (tenant_from_row(&row), row.get::<String, _>(4))))
+        Ok(row.map(|row| (tenant_from_row(&row), row.get::<String, _>(5))))
     }
 
     pub async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, name, created_at, allow_private_backends FROM tenants WHERE name = $1",
+            "SELECT id, name, created_at, allow_private_backends, suspended FROM tenants WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -313,68 +436,92 @@ impl Store {
 
     // ----- services -------------------------------------------------------
 
-    /// Creates a service. Fails with `Conflict` if the tenant already has a
-    /// service of that name or any service on the platform claims one of
-    /// its domains.
+    /// Creates a service and claims its custom domains (pending). Fails with
+    /// `Conflict` if the tenant already has a service of that name, and
+    /// `DomainConflict` if a domain overlaps another tenant's claim.
     pub async fn create_service(
         &self,
-        tenant_id: &str,
+        tenant: &Tenant,
         name: &str,
         spec: &ServiceSpec,
     ) -> Result<Service, StoreError> {
         let service = Service {
             id: random_hex(8),
-            tenant_id: tenant_id.to_string(),
+            tenant_id: tenant.id.clone(),
+            tenant_name: tenant.name.clone(),
             name: name.to_string(),
             spec: spec.clone(),
             active_version: None,
             created_at: now_ms(),
         };
         let mut tx = self.pool.begin().await.map_err(db("creating a service"))?;
+        domains::lock_claims(&mut tx).await?;
         sqlx::query(
             "INSERT INTO services (id, tenant_id, name, spec, active_version, created_at) \
              VALUES ($1, $2, $3, $4, NULL, $5)",
         )
         .bind(&service.id)
-        .bind(tenant_id)
+        .bind(&tenant.id)
         .bind(name)
         .bind(spec_text(spec))
         .bind(service.created_at)
         .execute(&mut *tx)
         .await
         .map_err(db("a service with this name"))?;
-        claim_domains(&mut tx, &service.id, &spec.domains).await?;
+        domains::claim(&mut tx, &service, &self.custom_domains(&service, spec)).await?;
         tx.commit().await.map_err(db("creating a service"))?;
         Ok(service)
     }
 
-    /// Replaces a service's spec (takes effect with the next version).
+    /// Replaces a service's spec (takes effect with the next version). The
+    /// service keeps its claims on the domains its active version serves,
+    /// claims the new ones, and releases the rest.
     pub async fn update_service(
         &self,
         service: &Service,
         spec: &ServiceSpec,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("updating a service"))?;
-        sqlx::query("UPDATE services SET spec = $1 WHERE id = $2")
-            .bind(spec_text(spec))
-            .bind(&service.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("updating a service"))?;
-        sqlx::query("DELETE FROM domains WHERE service_id = $1")
-            .bind(&service.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("updating domains"))?;
-        claim_domains(&mut tx, &service.id, &spec.domains).await?;
+        domains::lock_claims(&mut tx).await?;
+        domains::claim(&mut tx, service, &self.custom_domains(service, spec)).await?;
+        let active = active_spec(&mut tx, &service.id).await?;
+        let mut keep: HashSet<&str> = spec.domains.iter().map(String::as_str).collect();
+        if let Some(active) = &active {
+            keep.extend(active.domains.iter().map(String::as_str));
+        }
+        domains::release_except(&mut tx, &service.id, &keep).await?;
+        write_spec(&mut tx, &service.id, spec).await?;
         tx.commit().await.map_err(db("updating a service"))?;
         Ok(())
     }
 
+    /// Deletes a service with its versions, certificate, usage and logs,
+    /// and releases its domains; bumps the snapshot version, so nodes stop
+    /// serving it. Returns the new snapshot version.
+    pub async fn delete_service(&self, service: &Service) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("deleting a service"))?;
+        for table in ["domains", "certificates", "versions", "usage", "guest_logs"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE service_id = $1"))
+                .bind(&service.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("deleting a service"))?;
+        }
+        sqlx::query("DELETE FROM services WHERE id = $1")
+            .bind(&service.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("deleting a service"))?;
+        let version = bump_snapshot(&mut tx).await?;
+        tx.commit().await.map_err(db("deleting a service"))?;
+        Ok(version)
+    }
+
     pub async fn list_services(&self, tenant_id: &str) -> Result<Vec<Service>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, tenant_id, name, spec, active_version, created_at FROM services \
-             WHERE tenant_id = $1 ORDER BY name",
+            "SELECT s.id, s.tenant_id, s.name, s.spec, s.active_version, s.created_at, t.name \
+             FROM services s JOIN tenants t ON t.id = s.tenant_id \
+             WHERE s.tenant_id = $1 ORDER BY s.name",
         )
         .bind(tenant_id)
         .fetch_all(&self.pool)
@@ -390,8 +537,9 @@ impl Store {
         name: &str,
     ) -> Result<Option<Service>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, tenant_id, name, spec, active_version, created_at FROM services \
-             WHERE tenant_id = $1 AND name = $2",
+            "SELECT s.id, s.tenant_id, s.name, s.spec, s.active_version, s.created_at, t.name \
+             FROM services s JOIN tenants t ON t.id = s.tenant_id \
+             WHERE s.tenant_id = $1 AND s.name = $2",
         )
         .bind(tenant_id)
         .bind(name)
@@ -403,8 +551,15 @@ impl Store {
 
     // ----- modules and versions ---------------------------------------------
 
-    /// Records a stored component (once per hash).
-    pub async fn record_module(&self, sha256: &str, size_bytes: u64) -> Result<(), StoreError> {
+    /// Records a stored component (once per hash) as uploaded by `tenant_id`.
+    /// Returns whether this tenant had uploaded it before.
+    pub async fn record_module(
+        &self,
+        tenant_id: &str,
+        sha256: &str,
+        size_bytes: u64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("recording a module"))?;
         sqlx::query(
             "INSERT INTO modules (sha256, size_bytes, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (sha256) DO NOTHING",
@@ -412,12 +567,25 @@ impl Store {
         .bind(sha256)
         .bind(to_i64(size_bytes))
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db("recording a module"))?;
-        Ok(())
+        let added = sqlx::query(
+            "INSERT INTO tenant_modules (tenant_id, sha256, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, sha256) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(sha256)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("recording a module"))?;
+        tx.commit().await.map_err(db("recording a module"))?;
+        Ok(added.rows_affected() == 0)
     }
 
+    /// Whether any tenant uploaded the module `sha256` (its files are then
+    /// stored, and need no compiling again).
     pub async fn module_exists(&self, sha256: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT sha256 FROM modules WHERE sha256 = $1")
             .bind(sha256)
@@ -427,7 +595,25 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Creates the service's next version from its current spec.
+    /// Whether `tenant_id` uploaded the module `sha256`. Another tenant's
+    /// module is not there, exactly as one that does not exist.
+    pub async fn tenant_has_module(
+        &self,
+        tenant_id: &str,
+        sha256: &str,
+    ) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT sha256 FROM tenant_modules WHERE tenant_id = $1 AND sha256 = $2")
+                .bind(tenant_id)
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a module"))?;
+        Ok(row.is_some())
+    }
+
+    /// Creates the service's next version from its current spec, read in
+    /// the same transaction (a concurrent spec change cannot slip between).
     pub async fn create_version(
         &self,
         service: &Service,
@@ -445,7 +631,7 @@ impl Store {
         let version = Version {
             number: next,
             module_sha256: module_sha256.to_string(),
-            spec: service.spec.clone(),
+            spec: current_spec(&mut tx, &service.id).await?,
             author: author.to_string(),
             created_at: now_ms(),
         };
@@ -479,7 +665,10 @@ impl Store {
     }
 
     /// Makes `number` the active version and bumps the snapshot version, in
-    /// one transaction. Returns the new snapshot version, or `None` if the
+    /// one transaction. The version's domains are claimed again (a domain
+    /// another tenant holds now fails with `DomainConflict`, and nothing
+    /// changes), and the claims only the previously active version needed
+    /// are released. Returns the new snapshot version, or `None` if the
     /// service has no such version.
     pub async fn activate(
         &self,
@@ -491,16 +680,31 @@ impl Store {
             .begin()
             .await
             .map_err(db("activating a version"))?;
-        let exists =
-            sqlx::query("SELECT number FROM versions WHERE service_id = $1 AND number = $2")
-                .bind(&service.id)
-                .bind(number)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("reading a version"))?;
-        if exists.is_none() {
+        domains::lock_claims(&mut tx).await?;
+        let row = sqlx::query("SELECT spec FROM versions WHERE service_id = $1 AND number = $2")
+            .bind(&service.id)
+            .bind(number)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("reading a version"))?;
+        let Some(row) = row else {
             return Ok(None);
-        }
+        };
+        let version_spec = spec_from(&row.get::<String, _>(0))?;
+        domains::claim(
+            &mut tx,
+            service,
+            &self.custom_domains(service, &version_spec),
+        )
+        .await?;
+        let current = current_spec(&mut tx, &service.id).await?;
+        let keep: HashSet<&str> = current
+            .domains
+            .iter()
+            .chain(&version_spec.domains)
+            .map(String::as_str)
+            .collect();
+        domains::release_except(&mut tx, &service.id, &keep).await?;
         sqlx::query("UPDATE services SET active_version = $1 WHERE id = $2")
             .bind(number)
             .bind(&service.id)
@@ -523,8 +727,11 @@ impl Store {
         Ok(u64::try_from(version).unwrap_or(0))
     }
 
-    /// Every active service with the spec of its active version, read in one
-    /// transaction so that the version number matches the contents.
+    /// Every active service of a tenant not suspended, with the spec of its
+    /// active version, read in one transaction so that the version number
+    /// matches the contents. A service's domains are its platform name and
+    /// the version's custom domains it holds a verified claim on: a pending
+    /// domain reaches no node.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let mut tx = self
             .pool
@@ -537,28 +744,48 @@ impl Store {
             .map_err(db("reading the snapshot version"))?
             .get(0);
         let rows = sqlx::query(
-            "SELECT t.name, s.name, v.number, v.module_sha256, v.spec, c.cert_pem, c.key_pem, s.created_at \
+            "SELECT t.name, s.name, v.number, v.module_sha256, v.spec, c.cert_pem, c.key_pem, \
+             s.created_at, s.id \
              FROM services s \
              JOIN tenants t ON t.id = s.tenant_id \
              JOIN versions v ON v.service_id = s.id AND v.number = s.active_version \
              LEFT JOIN certificates c ON c.service_id = s.id \
-             ORDER BY t.name, s.name",
+             WHERE t.suspended = 0 \
+             ORDER BY s.created_at, t.name, s.name",
         )
         .fetch_all(&mut *tx)
         .await
         .map_err(db("reading the snapshot"))?;
+        let verified: HashSet<(String, String)> =
+            sqlx::query("SELECT service_id, domain FROM domains WHERE verified = 1")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("reading the snapshot"))?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
         tx.commit().await.map_err(db("reading the snapshot"))?;
         let services = rows
             .iter()
             .map(|row| {
                 let tenant: String = row.get(0);
                 let service: String = row.get(1);
+                let service_id: String = row.get(8);
+                let platform_name = format!("{service}.{tenant}.{}", self.platform_domain);
+                let mut spec = spec_from(&row.get::<String, _>(4))?;
+                let custom = std::mem::take(&mut spec.domains);
+                spec.domains = std::iter::once(platform_name.clone())
+                    .chain(custom.into_iter().filter(|domain| {
+                        *domain != platform_name
+                            && verified.contains(&(service_id.clone(), domain.clone()))
+                    }))
+                    .collect();
                 Ok(SnapshotService {
                     name: format!("{tenant}/{service}"),
                     tenant,
                     version: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
                     module_sha256: row.get(3),
-                    spec: spec_from(&row.get::<String, _>(4))?,
+                    spec,
                     created_at_ms: u64::try_from(row.get::<i64, _>(7)).unwrap_or(0),
                     certificate: certificates::from_columns(row.get(5), row.get(6)),
                 })
@@ -724,22 +951,47 @@ impl Store {
     }
 }
 
-async fn claim_domains(
+/// The service's current spec, read in `tx`.
+async fn current_spec(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     service_id: &str,
-    domains: &[String],
+) -> Result<ServiceSpec, StoreError> {
+    let row = sqlx::query("SELECT spec FROM services WHERE id = $1")
+        .bind(service_id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("reading a service"))?;
+    spec_from(&row.get::<String, _>(0))
+}
+
+/// The spec of the service's active version, if it has one.
+async fn active_spec(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    service_id: &str,
+) -> Result<Option<ServiceSpec>, StoreError> {
+    let row = sqlx::query(
+        "SELECT v.spec FROM services s JOIN versions v \
+         ON v.service_id = s.id AND v.number = s.active_version WHERE s.id = $1",
+    )
+    .bind(service_id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db("reading the active version"))?;
+    row.map(|row| spec_from(&row.get::<String, _>(0)))
+        .transpose()
+}
+
+async fn write_spec(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    service_id: &str,
+    spec: &ServiceSpec,
 ) -> Result<(), StoreError> {
-    for domain in domains {
-        sqlx::query("INSERT INTO domains (domain, service_id) VALUES ($1, $2)")
-            .bind(domain.to_ascii_lowercase())
-            .bind(service_id)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| match db("domain")(e) {
-                StoreError::Conflict(_) => StoreError::Conflict(format!("domain {domain}")),
-                other => other,
-            })?;
-    }
+    sqlx::query("UPDATE services SET spec = $1 WHERE id = $2")
+        .bind(spec_text(spec))
+        .bind(service_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("updating a service"))?;
     Ok(())
 }
 
@@ -782,6 +1034,7 @@ fn tenant_from_row(row: &sqlx::any::AnyRow) -> Tenant {
         name: row.get(1),
         created_at: row.get(2),
         allow_private_backends: row.get::<i64, _>(3) != 0,
+        suspended: row.get::<i64, _>(4) != 0,
     }
 }
 
@@ -793,6 +1046,7 @@ fn service_from_row(row: &sqlx::any::AnyRow) -> Result<Service, StoreError> {
         spec: spec_from(&row.get::<String, _>(3))?,
         active_version: row.get(4),
         created_at: row.get(5),
+        tenant_name: row.get(6),
     })
 }
 

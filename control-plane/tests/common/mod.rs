@@ -18,6 +18,9 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 pub const ADMIN: &str = "admin-token-for-tests";
+/// Every service is `<service>.<tenant>.test`: the harness's `DOMAIN`,
+/// `web.acme.test`, is tenant acme's service web.
+pub const PLATFORM_DOMAIN: &str = "test";
 pub const CLUSTER: &str = "cluster-token-for-tests";
 /// Small enough that a test can exceed it cheaply.
 pub const TEST_MAX_UPLOAD_BYTES: usize = 4 * 1024 * 1024;
@@ -74,6 +77,7 @@ impl Plane {
             max_upload_bytes: TEST_MAX_UPLOAD_BYTES,
             snapshot_wait: Duration::from_secs(1),
             sandbox: SandboxLimits::default(),
+            platform_domain: PLATFORM_DOMAIN.into(),
         };
         change(&mut config);
         let compiler = Compiler {
@@ -167,6 +171,19 @@ impl Plane {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["version"].as_i64().expect("version")
+    }
+
+    /// The operator approves a custom domain's claim.
+    pub async fn approve(&self, domain: &str) {
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/v1/domains/{domain}/approve"),
+                ADMIN,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
     }
 
     pub async fn snapshot(&self, after: u64) -> (StatusCode, Value) {

@@ -1,0 +1,106 @@
+//! A service's domains: its platform name, and the custom domains it
+//! claims. A custom domain is pending, and reaches no node, until the
+//! operator approves it; each pending claim carries the TXT record
+//! (`_edge-challenge.<domain>`) that proves its tenant controls it.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::services::{check_domain, own_service};
+use crate::auth::{Admin, TenantCaller};
+use crate::error::ApiError;
+use crate::store::domains::DomainClaim;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/services/{service}/domains", get(list).post(add))
+        .route("/v1/services/{service}/domains/{domain}", delete(remove))
+        .route("/v1/domains/{domain}/approve", post(approve))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDomain {
+    pub domain: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Approved {
+    pub domain: String,
+    pub snapshot_version: u64,
+}
+
+async fn list(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<DomainClaim>>, ApiError> {
+    let service = own_service(&state, &caller, &name).await?;
+    Ok(Json(state.store.domains(&service).await?))
+}
+
+/// Claims a custom domain for the service (409 if it overlaps another
+/// tenant's) and adds it to the spec: it is served from the next version
+/// on, once approved.
+async fn add(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(new): Json<NewDomain>,
+) -> Result<(StatusCode, Json<DomainClaim>), ApiError> {
+    let service = own_service(&state, &caller, &name).await?;
+    let domain = check_domain(&state, &caller, &name, &new.domain)
+        .map_err(|message| ApiError::bad_request("invalid_domain", message))?;
+    state.store.add_domain(&service, &domain).await?;
+    let claim = state
+        .store
+        .domains(&service)
+        .await?
+        .into_iter()
+        .find(|claim| claim.domain == domain)
+        .ok_or_else(|| ApiError::not_found(format!("domain {domain}")))?;
+    Ok((StatusCode::CREATED, Json(claim)))
+}
+
+/// Releases the claim at once (nodes stop routing the domain) and drops it
+/// from the spec.
+async fn remove(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path((name, domain)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let service = own_service(&state, &caller, &name).await?;
+    let domain = check_domain(&state, &caller, &name, &domain)
+        .map_err(|message| ApiError::bad_request("invalid_domain", message))?;
+    let version = state
+        .store
+        .remove_domain(&service, &domain)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("domain {domain}")))?;
+    state.snapshot_changed.send_replace(version);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The operator vouches for a claim: nodes route it from the next snapshot.
+async fn approve(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(domain): Path<String>,
+) -> Result<Json<Approved>, ApiError> {
+    let domain = edge_config::domain::normalize_domain(&domain)
+        .map_err(|message| ApiError::bad_request("invalid_domain", message))?;
+    let snapshot_version = state
+        .store
+        .verify_domain(&domain)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("a claim on {domain}")))?;
+    state.snapshot_changed.send_replace(snapshot_version);
+    Ok(Json(Approved {
+        domain,
+        snapshot_version,
+    }))
+}

@@ -1,0 +1,249 @@
+//! Domain claims: which service holds a custom domain, and whether its
+//! tenant has proved control of it.
+//!
+//! - A claim conflicts with every claim of another tenant that it equals,
+//!   covers or is covered by (`www.alpha.test` under `*.alpha.test`,
+//!   `*.x.alpha.test` under `*.alpha.test`, and the other way round), and
+//!   with the same name in another service of the same tenant.
+//! - A service holds the custom domains of its current spec and of its
+//!   active version: a version that is activated (or rolled back to) claims
+//!   its domains again in the same transaction, or fails with a conflict.
+//! - A claim starts pending; only verified claims reach the snapshot
+//!   (see [`Store::snapshot`](super::Store::snapshot)).
+//!
+//! Every transaction that claims first takes the snapshot row's lock, so
+//! two overlapping claims on PostgreSQL cannot both pass the check.
+
+use std::collections::HashSet;
+
+use edge_config::domain::{base_name, challenge_record, covering_wildcards, overlaps};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Service, Store, StoreError, bump_snapshot, db, now_ms, random_hex};
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+/// A domain as its tenant sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainClaim {
+    pub domain: String,
+    /// `platform` (the service's own name under the platform domain),
+    /// `verified` or `pending`.
+    pub status: &'static str,
+    /// What proves control of a pending domain: a TXT record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<Challenge>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Challenge {
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub name: String,
+    pub value: String,
+}
+
+/// Serializes claiming transactions: a row lock every one of them takes
+/// (PostgreSQL holds it to the commit; SQLite has one writer anyway).
+pub(super) async fn lock_claims(tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE snapshot SET version = version WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .map_err(db("locking domain claims"))?;
+    Ok(())
+}
+
+/// Claims each of `domains` (normalized custom domains) for `service`,
+/// unless it already holds it.
+pub(super) async fn claim(
+    tx: &mut Tx<'_>,
+    service: &Service,
+    domains: &[String],
+) -> Result<(), StoreError> {
+    for domain in domains {
+        claim_one(tx, service, domain).await?;
+    }
+    Ok(())
+}
+
+async fn claim_one(tx: &mut Tx<'_>, service: &Service, domain: &str) -> Result<(), StoreError> {
+    let held = sqlx::query("SELECT service_id, tenant_id FROM domains WHERE domain = $1")
+        .bind(domain)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db("reading a domain claim"))?;
+    if let Some(row) = held {
+        let (service_id, tenant_id): (String, String) = (row.get(0), row.get(1));
+        if service_id == service.id {
+            return Ok(());
+        }
+        return Err(StoreError::DomainConflict(
+            if tenant_id == service.tenant_id {
+                format!("domain {domain} is used by another of your services")
+            } else {
+                format!("domain {domain} is held by another tenant")
+            },
+        ));
+    }
+    // Another tenant's claim that covers this one, or that it covers.
+    let covering = covering_wildcards(domain);
+    let mut sql = String::from("SELECT domain FROM domains WHERE tenant_id <> $1 AND (");
+    let mut binds: Vec<String> = Vec::new();
+    if domain.starts_with("*.") {
+        binds.push(format!("%.{}", base_name(domain)));
+        sql.push_str("domain LIKE $2");
+    } else {
+        sql.push_str("1 = 0");
+    }
+    for wildcard in covering {
+        binds.push(wildcard);
+        sql.push_str(&format!(" OR domain = ${}", binds.len() + 1));
+    }
+    sql.push(')');
+    let mut query = sqlx::query(&sql).bind(&service.tenant_id);
+    for bind in &binds {
+        query = query.bind(bind);
+    }
+    let others = query
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db("checking domain claims"))?;
+    if others
+        .iter()
+        .any(|row| overlaps(&row.get::<String, _>(0), domain))
+    {
+        return Err(StoreError::DomainConflict(format!(
+            "domain {domain} overlaps a domain another tenant holds"
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO domains (domain, service_id, tenant_id, verified, challenge, created_at) \
+         VALUES ($1, $2, $3, 0, $4, $5)",
+    )
+    .bind(domain)
+    .bind(&service.id)
+    .bind(&service.tenant_id)
+    .bind(random_hex(16))
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await
+    .map_err(db("claiming a domain"))?;
+    Ok(())
+}
+
+/// Releases the service's claims on every domain not in `keep`.
+pub(super) async fn release_except(
+    tx: &mut Tx<'_>,
+    service_id: &str,
+    keep: &HashSet<&str>,
+) -> Result<(), StoreError> {
+    let rows = sqlx::query("SELECT domain FROM domains WHERE service_id = $1")
+        .bind(service_id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db("reading domain claims"))?;
+    for row in rows {
+        let domain: String = row.get(0);
+        if !keep.contains(domain.as_str()) {
+            sqlx::query("DELETE FROM domains WHERE domain = $1")
+                .bind(&domain)
+                .execute(&mut **tx)
+                .await
+                .map_err(db("releasing a domain"))?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The service's platform domain and its claims.
+    pub async fn domains(&self, service: &Service) -> Result<Vec<DomainClaim>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT domain, verified, challenge FROM domains WHERE service_id = $1 ORDER BY domain",
+        )
+        .bind(&service.id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing domains"))?;
+        let mut claims = vec![DomainClaim {
+            domain: self.platform_name(service),
+            status: "platform",
+            challenge: None,
+        }];
+        claims.extend(rows.iter().map(|row| {
+            let domain: String = row.get(0);
+            let verified = row.get::<i64, _>(1) != 0;
+            DomainClaim {
+                challenge: (!verified).then(|| Challenge {
+                    record_type: "TXT",
+                    name: challenge_record(&domain),
+                    value: row.get(2),
+                }),
+                status: if verified { "verified" } else { "pending" },
+                domain,
+            }
+        }));
+        Ok(claims)
+    }
+
+    /// Marks a claim verified (its tenant proved control, or the operator
+    /// approved it) and bumps the snapshot version, so nodes route it.
+    /// Returns the new snapshot version, or `None` if no one claims it.
+    pub async fn verify_domain(&self, domain: &str) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("verifying a domain"))?;
+        let done = sqlx::query("UPDATE domains SET verified = 1 WHERE domain = $1")
+            .bind(domain)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("verifying a domain"))?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let version = bump_snapshot(&mut tx).await?;
+        tx.commit().await.map_err(db("verifying a domain"))?;
+        Ok(Some(version))
+    }
+
+    /// Adds `domain` to the service's spec and claims it (pending).
+    pub async fn add_domain(&self, service: &Service, domain: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("adding a domain"))?;
+        lock_claims(&mut tx).await?;
+        let mut spec = super::current_spec(&mut tx, &service.id).await?;
+        if !spec.domains.iter().any(|d| d == domain) {
+            spec.domains.push(domain.to_string());
+        }
+        claim(&mut tx, service, &[domain.to_string()]).await?;
+        super::write_spec(&mut tx, &service.id, &spec).await?;
+        tx.commit().await.map_err(db("adding a domain"))?;
+        Ok(())
+    }
+
+    /// Removes `domain` from the service's spec and releases the claim at
+    /// once: nodes stop routing it, even if the active version names it.
+    /// Returns the new snapshot version, or `None` if the service did not
+    /// hold it.
+    pub async fn remove_domain(
+        &self,
+        service: &Service,
+        domain: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("removing a domain"))?;
+        let mut spec = super::current_spec(&mut tx, &service.id).await?;
+        let before = spec.domains.len();
+        spec.domains.retain(|d| d != domain);
+        let released = sqlx::query("DELETE FROM domains WHERE domain = $1 AND service_id = $2")
+            .bind(domain)
+            .bind(&service.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("releasing a domain"))?;
+        if released.rows_affected() == 0 && spec.domains.len() == before {
+            return Ok(None);
+        }
+        super::write_spec(&mut tx, &service.id, &spec).await?;
+        let version = bump_snapshot(&mut tx).await?;
+        tx.commit().await.map_err(db("removing a domain"))?;
+        Ok(Some(version))
+    }
+}
