@@ -145,7 +145,6 @@ async fn restore(sync: &Sync) -> u64 {
         skipped = report.skipped.len(),
         "serving the saved snapshot"
     );
-    *sync.skipped.lock().unwrap_or_else(|e| e.into_inner()) = report.skipped;
     snapshot.version
 }
 
@@ -308,8 +307,6 @@ struct Sync {
     client: reqwest::Client,
     /// The snapshot version being served.
     applied: watch::Sender<u64>,
-    /// The services of that snapshot not served, for the next report.
-    skipped: std::sync::Mutex<Vec<crate::node::SkippedService>>,
 }
 
 impl Sync {
@@ -326,7 +323,6 @@ impl Sync {
             data_dir: data_dir.to_path_buf(),
             client,
             applied: watch::Sender::new(0),
-            skipped: std::sync::Mutex::default(),
         })
     }
 
@@ -463,7 +459,6 @@ impl Sync {
             skipped = report.skipped.len(),
             "applied snapshot"
         );
-        *self.skipped.lock().unwrap_or_else(|e| e.into_inner()) = report.skipped;
         Ok(Some(snapshot.version))
     }
 
