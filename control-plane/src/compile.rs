@@ -5,14 +5,16 @@
 //! upload is compiled by `control-plane compile-worker`, a child process with
 //! a data-memory cap it sets on itself (`RLIMIT_DATA`) and a wall-clock
 //! timeout enforced by the parent, which kills it. The worker builds the same
-//! engine as the nodes (so its artifacts carry their fingerprint), compiles,
-//! links the component against the node's real linker, and writes the
-//! artifact.
+//! engine as the nodes (so its artifacts carry their fingerprint), with the
+//! instance pool's checks at the nodes' ceilings (so a component no node
+//! could load is refused here, naming the limit), compiles, links the
+//! component against the node's real linker, and writes the artifact.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use edge_config::SandboxLimits;
 use edge_node::sandbox::Sandbox;
 use wasmtime::component::Component;
 
@@ -50,8 +52,14 @@ pub enum CompileError {
 }
 
 impl Compiler {
-    /// Compiles `component` (a file) to `artifact`.
-    pub async fn compile(&self, component: &Path, artifact: &Path) -> Result<(), CompileError> {
+    /// Compiles `component` (a file) to `artifact`, refusing it if a node
+    /// with the sandbox ceilings `nodes` could not load it.
+    pub async fn compile(
+        &self,
+        component: &Path,
+        artifact: &Path,
+        nodes: &SandboxLimits,
+    ) -> Result<(), CompileError> {
         let child = tokio::process::Command::new(&self.program)
             .arg("compile-worker")
             .arg("--input")
@@ -60,6 +68,10 @@ impl Compiler {
             .arg(artifact)
             .arg("--memory-bytes")
             .arg(self.memory_bytes.to_string())
+            .arg("--max-memory-bytes")
+            .arg(nodes.max_memory_bytes.to_string())
+            .arg("--max-table-elements")
+            .arg(nodes.max_table_elements.to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -92,8 +104,25 @@ impl Compiler {
     }
 }
 
+/// What the worker is asked to do.
+#[derive(Debug)]
+pub struct WorkerTask<'a> {
+    pub input: &'a Path,
+    pub output: &'a Path,
+    /// Its own data-memory cap.
+    pub memory_bytes: u64,
+    /// The nodes' sandbox ceilings the component must fit.
+    pub nodes: SandboxLimits,
+}
+
 /// The worker's body: `control-plane compile-worker --input --output`.
-pub fn run_worker(input: &Path, output: &Path, memory_bytes: u64) -> ExitCode {
+pub fn run_worker(task: &WorkerTask<'_>) -> ExitCode {
+    let WorkerTask {
+        input,
+        output,
+        memory_bytes,
+        ref nodes,
+    } = *task;
     use rustix::process::{Resource, Rlimit, setrlimit};
     let cap = Rlimit {
         current: Some(memory_bytes),
@@ -110,7 +139,7 @@ pub fn run_worker(input: &Path, output: &Path, memory_bytes: u64) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sandbox = match Sandbox::for_compiling() {
+    let sandbox = match Sandbox::for_validating(nodes) {
         Ok(sandbox) => sandbox,
         Err(e) => {
             eprintln!("building the engine: {e:#}");
@@ -120,7 +149,11 @@ pub fn run_worker(input: &Path, output: &Path, memory_bytes: u64) -> ExitCode {
     let component = match Component::new(sandbox.engine(), &bytes) {
         Ok(component) => component,
         Err(e) => {
-            eprintln!("the component does not compile: {e:#}");
+            let error = format!("{e:#}");
+            match exceeded_ceiling(&error, nodes) {
+                Some(limit) => eprintln!("the component exceeds {limit} ({error})"),
+                None => eprintln!("the component does not compile: {error}"),
+            }
             return ExitCode::from(EXIT_REFUSED);
         }
     };
@@ -140,4 +173,38 @@ pub fn run_worker(input: &Path, output: &Path, memory_bytes: u64) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Which of the nodes' ceilings a compile error names, in the terms an
+/// operator configures (`sandbox.*` in the node config) and a tenant can act
+/// on. The texts are the instance pool's refusals in the wasmtime this is
+/// built with; `control-plane/tests/api.rs` uploads one component for each.
+fn exceeded_ceiling(error: &str, nodes: &SandboxLimits) -> Option<String> {
+    let limit = if error.contains("memory has a minimum byte size") {
+        format!(
+            "the nodes' sandbox.max_memory_bytes ({}): its initial memory is larger",
+            nodes.max_memory_bytes
+        )
+    } else if error.contains("minimum element size") {
+        format!(
+            "the nodes' sandbox.max_table_elements ({}): its initial table is larger",
+            nodes.max_table_elements
+        )
+    } else if error.contains("defined memories count") {
+        "one memory per core module".to_string()
+    } else if error.contains("defined tables count") {
+        "one table per core module".to_string()
+    } else if error.contains("core module instances") {
+        format!(
+            "{} core instances per component",
+            edge_node::sandbox::engine::MAX_CORE_INSTANCES_PER_COMPONENT
+        )
+    } else if error.contains("Wasm linear memories") || error.contains("tables, which exceeds") {
+        "the memories or tables one component may define".to_string()
+    } else if error.contains("instance size does not fit") {
+        "the size of one instance's state".to_string()
+    } else {
+        return None;
+    };
+    Some(limit)
 }

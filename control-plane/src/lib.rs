@@ -15,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod compile;
+pub mod dns;
 pub mod error;
 pub mod metrics;
 pub mod store;

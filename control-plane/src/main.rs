@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use control_plane::api::{ApiConfig, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_SNAPSHOT_WAIT};
 use control_plane::compile::{
-    Compiler, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_COMPILE_TIMEOUT, run_worker,
+    Compiler, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_COMPILE_TIMEOUT, WorkerTask, run_worker,
 };
 use edge_config::SandboxLimits;
 
@@ -45,11 +45,24 @@ enum Command {
         compile_timeout_secs: u64,
         #[arg(long, default_value_t = DEFAULT_COMPILE_MEMORY_BYTES)]
         compile_memory_bytes: u64,
+        /// The smallest `sandbox.max_memory_bytes` of the nodes: an upload
+        /// whose initial memory is larger is refused (a node could not
+        /// load it), and so is a service limit above it.
+        #[arg(long, default_value_t = edge_config::limits::DEFAULT_SANDBOX_MAX_MEMORY_BYTES)]
+        node_max_memory_bytes: u64,
+        /// The smallest `sandbox.max_table_elements` of the nodes.
+        #[arg(long, default_value_t = edge_config::limits::DEFAULT_SANDBOX_MAX_TABLE_ELEMENTS)]
+        node_max_table_elements: u64,
         /// Every service is served as `<service>.<tenant>.<this>` with no
         /// proof of ownership; point a wildcard DNS record for it at the
         /// nodes. Custom domains need their tenant to prove control.
         #[arg(long, default_value = control_plane::store::DEFAULT_PLATFORM_DOMAIN)]
         platform_domain: String,
+        /// The DNS server (`ip:port`) that custom domains' TXT challenges
+        /// are read from. Without it, the operator approves each custom
+        /// domain by hand.
+        #[arg(long)]
+        dns_resolver: Option<SocketAddr>,
         /// Log lines as JSON instead of text.
         #[arg(long)]
         log_json: bool,
@@ -63,6 +76,10 @@ enum Command {
         output: PathBuf,
         #[arg(long)]
         memory_bytes: u64,
+        #[arg(long)]
+        max_memory_bytes: u64,
+        #[arg(long)]
+        max_table_elements: u64,
     },
 }
 
@@ -72,7 +89,18 @@ fn main() -> ExitCode {
             input,
             output,
             memory_bytes,
-        } => run_worker(&input, &output, memory_bytes),
+            max_memory_bytes,
+            max_table_elements,
+        } => run_worker(&WorkerTask {
+            input: &input,
+            output: &output,
+            memory_bytes,
+            nodes: SandboxLimits {
+                max_memory_bytes,
+                max_table_elements,
+                ..SandboxLimits::default()
+            },
+        }),
         Command::Serve {
             listen,
             data_dir,
@@ -82,7 +110,10 @@ fn main() -> ExitCode {
             max_upload_bytes,
             compile_timeout_secs,
             compile_memory_bytes,
+            node_max_memory_bytes,
+            node_max_table_elements,
             platform_domain,
+            dns_resolver,
             log_json,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -123,8 +154,14 @@ fn main() -> ExitCode {
                 cluster_token,
                 max_upload_bytes,
                 snapshot_wait: DEFAULT_SNAPSHOT_WAIT,
-                sandbox: SandboxLimits::default(),
+                sandbox: SandboxLimits {
+                    max_memory_bytes: node_max_memory_bytes,
+                    max_table_elements: node_max_table_elements,
+                    ..SandboxLimits::default()
+                },
                 platform_domain,
+                dns_resolver: dns_resolver
+                    .map(|addr| control_plane::dns::ChallengeResolver { addr }),
             };
             let compiler = Compiler {
                 program,

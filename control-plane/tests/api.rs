@@ -188,6 +188,66 @@ async fn bad_uploads_are_refused_by_name_and_nothing_is_stored() {
     }
 }
 
+/// A core module of a handler that does nothing, with `items` (memories,
+/// tables) in place of the usual one-page memory.
+fn handler_with(items: &str) -> Vec<u8> {
+    edge_tests::guests::hostile_component(&format!(
+        r#"(module {items}
+            (func (export "{}") (param i32 i32)))"#,
+        edge_tests::guests::HANDLE_EXPORT
+    ))
+}
+
+/// What the nodes' instance pool would refuse at load (the snapshot of every
+/// node would otherwise carry a service none of them can run) is refused at
+/// upload, with the limit named; what fits is accepted.
+#[tokio::test]
+async fn components_no_node_could_load_are_refused_at_upload_naming_the_limit() {
+    let plane = Plane::start("sqlite").await;
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", "web.acme.test").await;
+    // 2048 pages are the default 128 MiB ceiling exactly.
+    let cases = [
+        (
+            "initial memory over max_memory_bytes",
+            r#"(memory (export "memory") 2049)"#,
+            "sandbox.max_memory_bytes (134217728)",
+        ),
+        (
+            "two memories in one module",
+            r#"(memory (export "memory") 1) (memory 1)"#,
+            "one memory per core module",
+        ),
+        (
+            "a table over max_table_elements",
+            r#"(memory (export "memory") 1) (table 100001 funcref)"#,
+            "sandbox.max_table_elements (100000)",
+        ),
+        (
+            "two tables in one module",
+            r#"(memory (export "memory") 1) (table 1 funcref) (table 1 funcref)"#,
+            "one table per core module",
+        ),
+    ];
+    for (what, items, limit) in cases {
+        let (status, body) = plane.upload(&token, "web", handler_with(items)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_component", "{what}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(limit), "{what}: {message}");
+    }
+    assert_eq!(plane.stored_components(), 0, "nothing stored");
+    let (status, body) = plane
+        .upload(
+            &token,
+            "web",
+            handler_with(r#"(memory (export "memory") 2048)"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "at the ceiling: {body}");
+    plane.stop().await;
+}
+
 #[tokio::test]
 async fn the_same_bytes_are_stored_once() {
     for kind in databases() {

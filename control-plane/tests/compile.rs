@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use control_plane::compile::{CompileError, Compiler};
+use edge_config::SandboxLimits;
 
 fn compiler(timeout: Duration, memory_bytes: u64) -> Compiler {
     Compiler {
@@ -21,16 +22,21 @@ async fn the_compile_worker_honours_its_timeout_and_memory_cap() {
     let output = dir.path().join("hello.cwasm");
 
     let ok = compiler(Duration::from_secs(60), 2 * 1024 * 1024 * 1024);
-    ok.compile(&hello, &output).await.expect("compiles");
+    ok.compile(&hello, &output, &SandboxLimits::default())
+        .await
+        .expect("compiles");
     assert!(std::fs::metadata(&output).expect("artifact").len() > 0);
 
     let slow = compiler(Duration::from_millis(1), 2 * 1024 * 1024 * 1024);
-    let error = slow.compile(&hello, &output).await.expect_err("times out");
+    let error = slow
+        .compile(&hello, &output, &SandboxLimits::default())
+        .await
+        .expect_err("times out");
     assert!(matches!(error, CompileError::Timeout(_)), "{error}");
 
     let small = compiler(Duration::from_secs(60), 16 * 1024 * 1024);
     let error = small
-        .compile(&hello, &output)
+        .compile(&hello, &output, &SandboxLimits::default())
         .await
         .expect_err("runs out of memory");
     assert!(matches!(error, CompileError::OutOfMemory(_)), "{error}");
@@ -45,7 +51,11 @@ async fn a_component_that_does_not_link_is_refused_by_the_worker() {
     let input = dir.path().join("empty.wasm");
     std::fs::write(&input, empty).expect("write");
     let error = compiler(Duration::from_secs(60), 2 * 1024 * 1024 * 1024)
-        .compile(&input, &dir.path().join("out.cwasm"))
+        .compile(
+            &input,
+            &dir.path().join("out.cwasm"),
+            &SandboxLimits::default(),
+        )
         .await
         .expect_err("refused");
     match error {

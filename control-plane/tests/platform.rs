@@ -12,43 +12,6 @@ use common::*;
 use edge_tests::client::get;
 use reqwest::StatusCode;
 
-const HELLO: &str = "hello from the edge\n";
-/// The body of `examples/plain-wasi` for `/`.
-const PLAIN: &str = "plain wasi component at /\n";
-
-/// Waits until every node answers `expected`, and returns how long that took.
-async fn until_all_serve(nodes: &[EdgeNode], expected: &str) -> Duration {
-    let started = Instant::now();
-    for node in nodes {
-        loop {
-            let (status, body) = node.body().await;
-            if status == 200 && body == expected {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "node {} still answers {status} {body:?}, not {expected:?}",
-                node.addr
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    started.elapsed()
-}
-
-/// Two nodes following `plane`, each with its own data dir.
-async fn two_nodes(plane: &Plane) -> ([tempfile::TempDir; 2], [EdgeNode; 2]) {
-    let dirs = [
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    ];
-    let nodes = [
-        EdgeNode::start(&plane.base, dirs[0].path(), "node-a").await,
-        EdgeNode::start(&plane.base, dirs[1].path(), "node-b").await,
-    ];
-    (dirs, nodes)
-}
-
 fn plain_wasi() -> Vec<u8> {
     std::fs::read(edge_tests::guests::rust_guest("plain-wasi")).expect("plain-wasi guest")
 }

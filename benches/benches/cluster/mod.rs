@@ -89,6 +89,7 @@ impl Cluster {
             sandbox: SandboxLimits::default(),
             // DOMAIN is the service's own name under it.
             platform_domain: "test".into(),
+            dns_resolver: None,
         };
         std::fs::create_dir_all(&config.data_dir).expect("dir");
         let url = format!("sqlite://{}", data.path().join("cp.db").display());

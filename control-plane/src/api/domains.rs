@@ -1,17 +1,20 @@
 //! A service's domains: its platform name, and the custom domains it
-//! claims. A custom domain is pending, and reaches no node, until the
-//! operator approves it; each pending claim carries the TXT record
-//! (`_edge-challenge.<domain>`) that proves its tenant controls it.
+//! claims. A custom domain is pending, and reaches no node, until its
+//! tenant proves control of it, by publishing the TXT record the claim
+//! names (`_edge-challenge.<domain>`) and asking for it to be checked, or
+//! until the operator approves it.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use edge_config::domain::challenge_record;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::services::{check_domain, own_service};
 use crate::auth::{Admin, TenantCaller};
+use crate::dns::DnsError;
 use crate::error::ApiError;
 use crate::store::domains::DomainClaim;
 
@@ -19,6 +22,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/services/{service}/domains", get(list).post(add))
         .route("/v1/services/{service}/domains/{domain}", delete(remove))
+        .route(
+            "/v1/services/{service}/domains/{domain}/verify",
+            post(verify),
+        )
         .route("/v1/domains/{domain}/approve", post(approve))
 }
 
@@ -83,6 +90,70 @@ async fn remove(
         .ok_or_else(|| ApiError::not_found(format!("domain {domain}")))?;
     state.snapshot_changed.send_replace(version);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reads the claim's TXT record through the operator's resolver; if it
+/// holds the token, the claim is verified and nodes route the domain from
+/// the next snapshot. 409 while the record is missing or wrong.
+async fn verify(
+    caller: TenantCaller,
+    State(state): State<AppState>,
+    Path((name, domain)): Path<(String, String)>,
+) -> Result<Json<DomainClaim>, ApiError> {
+    let service = own_service(&state, &caller, &name).await?;
+    let domain = check_domain(&state, &caller, &name, &domain)
+        .map_err(|message| ApiError::bad_request("invalid_domain", message))?;
+    let claim_of = |claims: Vec<DomainClaim>| {
+        claims
+            .into_iter()
+            .find(|claim| claim.domain == domain)
+            .ok_or_else(|| ApiError::not_found(format!("domain {domain}")))
+    };
+    let Some(token) = state.store.claim_token(&service, &domain).await? else {
+        return Err(ApiError::not_found(format!("domain {domain}")));
+    };
+    let Some(token) = token else {
+        return Ok(Json(claim_of(state.store.domains(&service).await?)?));
+    };
+    let Some(resolver) = state.config.dns_resolver else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "verification_unavailable",
+            "this platform checks no DNS records: ask its operator to approve the domain",
+        ));
+    };
+    let record = challenge_record(&domain);
+    let unproved = |why: String| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "domain_unverified",
+            format!("{why}: publish TXT {record} \"{token}\" and try again"),
+        )
+    };
+    match resolver.holds(&record, &token).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(unproved(format!(
+                "no TXT record at {record} holds the token"
+            )));
+        }
+        Err(DnsError::NoRecord(_)) => return Err(unproved(format!("no TXT record at {record}"))),
+        Err(e @ DnsError::Lookup { .. }) => {
+            tracing::warn!(error = %e, "checking a domain challenge");
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "dns_unavailable",
+                format!("the platform's resolver did not answer for {record}; try again later"),
+            ));
+        }
+    }
+    let snapshot_version = state
+        .store
+        .verify_claim(&service, &domain, &token)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("domain {domain}")))?;
+    state.snapshot_changed.send_replace(snapshot_version);
+    Ok(Json(claim_of(state.store.domains(&service).await?)?))
 }
 
 /// The operator vouches for a claim: nodes route it from the next snapshot.

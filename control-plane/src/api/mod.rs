@@ -53,6 +53,9 @@ pub struct ApiConfig {
     pub sandbox: SandboxLimits,
     /// Services are served as `<service>.<tenant>.<platform_domain>`.
     pub platform_domain: String,
+    /// Where custom domains' TXT challenges are looked up; without one,
+    /// only the operator's approval verifies a domain.
+    pub dns_resolver: Option<crate::dns::ChallengeResolver>,
 }
 
 /// Shared by every handler.

@@ -241,7 +241,10 @@ async fn store_upload(
         .await
         .map_err(|e| ApiError::internal("writing an upload", &e))?;
     let started = std::time::Instant::now();
-    let compiled = state.compiler.compile(&input, &output).await;
+    let compiled = state
+        .compiler
+        .compile(&input, &output, &state.config.sandbox)
+        .await;
     state
         .metrics
         .compile_duration

@@ -191,12 +191,59 @@ impl Store {
     /// approved it) and bumps the snapshot version, so nodes route it.
     /// Returns the new snapshot version, or `None` if no one claims it.
     pub async fn verify_domain(&self, domain: &str) -> Result<Option<u64>, StoreError> {
+        self.mark_verified(domain, None).await
+    }
+
+    /// Marks the service's claim verified, provided it still holds it with
+    /// the same token: a claim released and re-made (by anyone) while its
+    /// TXT record was being read gets a new token and stays pending.
+    pub async fn verify_claim(
+        &self,
+        service: &Service,
+        domain: &str,
+        token: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        self.mark_verified(domain, Some((&service.id, token))).await
+    }
+
+    /// The token a pending claim of the service must publish, `Some(None)`
+    /// if the claim is verified already, `None` if the service holds no
+    /// claim on `domain`.
+    pub async fn claim_token(
+        &self,
+        service: &Service,
+        domain: &str,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT verified, challenge FROM domains WHERE domain = $1 AND service_id = $2",
+        )
+        .bind(domain)
+        .bind(&service.id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a domain claim"))?;
+        Ok(row.map(|row| (row.get::<i64, _>(0) == 0).then(|| row.get(1))))
+    }
+
+    async fn mark_verified(
+        &self,
+        domain: &str,
+        holder: Option<(&str, &str)>,
+    ) -> Result<Option<u64>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("verifying a domain"))?;
-        let done = sqlx::query("UPDATE domains SET verified = 1 WHERE domain = $1")
+        let done = match holder {
+            None => sqlx::query("UPDATE domains SET verified = 1 WHERE domain = $1").bind(domain),
+            Some((service_id, token)) => sqlx::query(
+                "UPDATE domains SET verified = 1 \
+                 WHERE domain = $1 AND service_id = $2 AND challenge = $3",
+            )
             .bind(domain)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("verifying a domain"))?;
+            .bind(service_id)
+            .bind(token),
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(db("verifying a domain"))?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }

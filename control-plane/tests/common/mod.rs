@@ -3,9 +3,11 @@
 //! speaks its API.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod dns;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use control_plane::compile::Compiler;
 use control_plane::{ApiConfig, RunningControlPlane};
@@ -78,6 +80,7 @@ impl Plane {
             snapshot_wait: Duration::from_secs(1),
             sandbox: SandboxLimits::default(),
             platform_domain: PLATFORM_DOMAIN.into(),
+            dns_resolver: None,
         };
         change(&mut config);
         let compiler = Compiler {
@@ -270,4 +273,41 @@ impl EdgeNode {
         self.follower.stop().await;
         self.running.shutdown().await;
     }
+}
+
+pub const HELLO: &str = "hello from the edge\n";
+/// The body of `examples/plain-wasi` for `/`.
+pub const PLAIN: &str = "plain wasi component at /\n";
+
+/// Waits until every node answers `expected`, and returns how long that took.
+pub async fn until_all_serve(nodes: &[EdgeNode], expected: &str) -> Duration {
+    let started = Instant::now();
+    for node in nodes {
+        loop {
+            let (status, body) = node.body().await;
+            if status == 200 && body == expected {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "node {} still answers {status} {body:?}, not {expected:?}",
+                node.addr
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    started.elapsed()
+}
+
+/// Two nodes following `plane`, each with its own data dir.
+pub async fn two_nodes(plane: &Plane) -> ([tempfile::TempDir; 2], [EdgeNode; 2]) {
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let nodes = [
+        EdgeNode::start(&plane.base, dirs[0].path(), "node-a").await,
+        EdgeNode::start(&plane.base, dirs[1].path(), "node-b").await,
+    ];
+    (dirs, nodes)
 }

@@ -13,7 +13,7 @@ pub const WASMTIME_VERSION: &str = env!("EDGE_WASMTIME_VERSION");
 
 /// Core instances a component may create: its modules plus adapters and shims
 /// (a Rust component makes 3-5, Python's runtime around 10).
-const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 /// Core instance slots in the pool per concurrent component instance.
 const CORE_INSTANCES_PER_SLOT: u32 = 10;
 const MEMORIES_PER_SLOT: u32 = 2;
@@ -54,12 +54,17 @@ pub fn build_engine(limits: &SandboxLimits) -> wasmtime::Result<Engine> {
     Engine::new(&config)
 }
 
-/// An engine that compiles exactly as [`build_engine`]'s does (same
-/// fingerprint) but reserves no instance pool: for a process that only
-/// compiles, such as the control plane's compile worker, which runs under a
-/// memory cap the pool's reservations would exceed.
-pub fn build_compile_engine() -> wasmtime::Result<Engine> {
-    Engine::new(&code_config())
+/// An engine that refuses at compile time exactly what [`build_engine`]
+/// with the same `limits` refuses when it loads a component (one memory and
+/// one table per core module, memory and table minimums under the
+/// ceilings, core instances per component), with a pool of one instance so
+/// that it reserves little: for the control plane's compile worker, so that
+/// an upload the nodes could not load is refused, not distributed.
+pub fn build_validation_engine(limits: &SandboxLimits) -> wasmtime::Result<Engine> {
+    build_engine(&SandboxLimits {
+        max_concurrent_instances: 1,
+        ..limits.clone()
+    })
 }
 
 /// Every setting that shapes compiled code, shared by both engines.
@@ -100,7 +105,7 @@ mod tests {
     #[test]
     fn the_compile_engine_makes_artifacts_the_node_accepts() {
         let node = build_engine(&SandboxLimits::default()).expect("node engine");
-        let compile = build_compile_engine().expect("compile engine");
-        assert_eq!(engine_fingerprint(&node), engine_fingerprint(&compile));
+        let validate = build_validation_engine(&SandboxLimits::default()).expect("engine");
+        assert_eq!(engine_fingerprint(&node), engine_fingerprint(&validate));
     }
 }

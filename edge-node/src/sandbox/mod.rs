@@ -89,10 +89,11 @@ impl Sandbox {
         Self::with_engine(engine)
     }
 
-    /// A sandbox that compiles and links components but has no instance
-    /// pool to run them: see [`engine::build_compile_engine`].
-    pub fn for_compiling() -> anyhow::Result<Self> {
-        let engine = engine::build_compile_engine().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    /// A sandbox whose compiles refuse what a node with these `limits`
+    /// could not load: see [`engine::build_validation_engine`].
+    pub fn for_validating(limits: &SandboxLimits) -> anyhow::Result<Self> {
+        let engine =
+            engine::build_validation_engine(limits).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         Self::with_engine(engine)
     }
 
