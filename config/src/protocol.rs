@@ -114,6 +114,9 @@ pub struct NodeRegistration {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRegistered {
     pub node_id: String,
+    /// The node's own credential for every later call: the cluster token
+    /// only registers.
+    pub node_token: String,
     #[serde(default)]
     pub purge_seq: u64,
 }
@@ -144,6 +147,24 @@ pub struct PurgeBatch {
     pub through: u64,
     pub reset: bool,
     pub purges: Vec<Purge>,
+}
+
+/// What a node made of the snapshot it applied last: the services it could
+/// not load (and so does not serve), sent after every apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub snapshot_version: u64,
+    pub failures: Vec<ServiceFailure>,
+}
+
+/// A service of a snapshot that a node does not serve, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceFailure {
+    /// As in [`SnapshotService::name`].
+    pub service: String,
+    pub version: u64,
+    pub module_sha256: String,
+    pub error: String,
 }
 
 /// Counters a node accumulated since its last report, per service.

@@ -1,5 +1,7 @@
 //! Who is calling: the operator (admin token), a tenant (one of its API
-//! tokens, stored only as a sha256), or a node (the cluster token).
+//! tokens, stored only as a sha256), a machine joining the cluster (the
+//! cluster token, good for registering and nothing else), or a registered
+//! node (the credential it got at registration, stored only as a sha256).
 //! Secrets are compared in constant time.
 
 use axum::extract::FromRequestParts;
@@ -61,7 +63,7 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// The caller is an edge node of this cluster.
+/// The caller holds the cluster token: it may register as a node.
 #[derive(Debug)]
 pub struct ClusterNode;
 
@@ -70,6 +72,26 @@ impl FromRequestParts<AppState> for ClusterNode {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         require_secret(parts, &state.config.cluster_token).map(|()| ClusterNode)
+    }
+}
+
+/// The caller is a registered node, identified by its own credential: what
+/// it reports is recorded as its own, and a node's credential can be
+/// told from every other node's.
+#[derive(Debug)]
+pub struct NodeCaller {
+    pub id: String,
+}
+
+impl FromRequestParts<AppState> for NodeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        match state.store.node_by_token(&token_sha256(token)).await? {
+            Some(id) => Ok(Self { id }),
+            None => Err(ApiError::unauthorized()),
+        }
     }
 }
 

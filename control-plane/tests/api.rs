@@ -396,19 +396,22 @@ async fn nodes_register_report_usage_and_are_listed() {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{kind}");
-        let node = registered["node_id"].as_str().expect("id").to_string();
+        let node = registered["node_token"]
+            .as_str()
+            .expect("credential")
+            .to_string();
+        // The cluster token only registers: reports need the node's own.
         let report = json!({"snapshot_version": 1, "services": [{
             "service": "acme/web", "requests": 10, "status_2xx": 9, "status_3xx": 0,
             "status_4xx": 1, "status_5xx": 0, "guest_cpu_micros": 1234, "bytes_out": 200
         }]});
+        let (status, _) = plane
+            .call("POST", "/v1/node/usage", CLUSTER, Some(report.clone()))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}");
         for _ in 0..2 {
             let (status, _) = plane
-                .call(
-                    "POST",
-                    &format!("/v1/node/usage?node={node}"),
-                    CLUSTER,
-                    Some(report.clone()),
-                )
+                .call("POST", "/v1/node/usage", &node, Some(report.clone()))
                 .await;
             assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
         }
@@ -420,6 +423,77 @@ async fn nodes_register_report_usage_and_are_listed() {
         assert_eq!(nodes[0]["name"], "n1", "{kind}");
         assert_eq!(nodes[0]["snapshot_version"], 1);
         assert_eq!(nodes[0]["healthy"], true);
+        plane.stop().await;
+    }
+}
+
+/// A hostile node (it holds the cluster token) cannot break usage for
+/// everyone: counts no node could have served are refused, and what is
+/// stored can never make the sums fail.
+#[tokio::test]
+async fn implausible_usage_is_refused_and_usage_and_metrics_still_answer() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        plane.service(&token, "web", "web.acme.test").await;
+        plane.deploy(&token, "web", hello()).await;
+        let nodes = [
+            plane.register_node("n1").await,
+            plane.register_node("n2").await,
+        ];
+        let usage = |requests: u64, ok: u64, cpu: u64, bytes: u64| {
+            json!({"snapshot_version": 1, "services": [{
+                "service": "acme/web", "requests": requests, "status_2xx": ok, "status_3xx": 0,
+                "status_4xx": 0, "status_5xx": 0, "guest_cpu_micros": cpu, "bytes_out": bytes
+            }]})
+        };
+        let max = u64::MAX;
+        let limit = control_plane::api::nodes::MAX_REPORTED_REQUESTS;
+        for hostile in [
+            usage(max, max, max, max),
+            usage(max, 0, 0, 0),
+            usage(10, 11, 0, 0),
+            usage(10, 10, max, 0),
+            usage(10, 10, 0, max),
+        ] {
+            for node in &nodes {
+                let (status, body) = plane
+                    .call("POST", "/v1/node/usage", node, Some(hostile.clone()))
+                    .await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {hostile}");
+                assert_eq!(body["error"]["code"], "implausible_usage", "{kind}");
+            }
+        }
+        // The largest plausible report, several times from two nodes.
+        let big = usage(
+            limit,
+            limit,
+            control_plane::api::nodes::MAX_REPORTED_CPU_MICROS,
+            control_plane::api::nodes::MAX_REPORTED_BYTES,
+        );
+        for _ in 0..3 {
+            for node in &nodes {
+                let (status, body) = plane
+                    .call("POST", "/v1/node/usage", node, Some(big.clone()))
+                    .await;
+                assert_eq!(status, StatusCode::NO_CONTENT, "{kind}: {body}");
+            }
+        }
+        let (status, totals) = plane.call("GET", "/v1/usage", &token, None).await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {totals}");
+        assert_eq!(totals[0]["requests"], 6 * limit, "{kind}");
+        assert_eq!(
+            totals[0]["bytes_out"],
+            6 * control_plane::api::nodes::MAX_REPORTED_BYTES,
+            "{kind}"
+        );
+        let metrics = plane
+            .http
+            .get(plane.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(metrics.status(), StatusCode::OK, "{kind}");
         plane.stop().await;
     }
 }
@@ -474,6 +548,7 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
         let token = plane.tenant("acme").await;
         let other = plane.tenant("other").await;
         plane.service(&token, "web", "web.acme.test").await;
+        let node = plane.register_node("n1").await;
         let line = |n: i64| {
             json!({"service": "acme/web", "version": 1, "request_id": format!("r{n}"),
                    "stream": "stdout", "timestamp_ms": 1_000 + n, "line": format!("line {n}")})
@@ -483,8 +558,8 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
         let (status, body) = plane
             .call(
                 "POST",
-                "/v1/node/logs?node=n1",
-                CLUSTER,
+                "/v1/node/logs",
+                &node,
                 Some(json!({"lines": too_many})),
             )
             .await;
@@ -501,8 +576,8 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
         let (status, body) = plane
             .call(
                 "POST",
-                "/v1/node/logs?node=n1",
-                CLUSTER,
+                "/v1/node/logs",
+                &node,
                 Some(json!({"lines": heavy})),
             )
             .await;
@@ -511,8 +586,8 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
         let (status, _) = plane
             .call(
                 "POST",
-                "/v1/node/logs?node=n1",
-                CLUSTER,
+                "/v1/node/logs",
+                &node,
                 Some(
                     json!({"lines": [{"service": "ghost/x", "version": 1, "request_id": "r",
                     "stream": "stdout", "timestamp_ms": 1, "line": "lost"}]}),
@@ -527,8 +602,8 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
             let (status, _) = plane
                 .call(
                     "POST",
-                    "/v1/node/logs?node=n1",
-                    CLUSTER,
+                    "/v1/node/logs",
+                    &node,
                     Some(json!({"lines": lines})),
                 )
                 .await;

@@ -12,10 +12,6 @@ use common::*;
 use edge_tests::client::get;
 use reqwest::StatusCode;
 
-fn plain_wasi() -> Vec<u8> {
-    std::fs::read(edge_tests::guests::rust_guest("plain-wasi")).expect("plain-wasi guest")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_and_rollbacks_reach_every_node_within_a_second() {
     let plane = Plane::start_with("sqlite", |c| c.snapshot_wait = Duration::from_secs(20)).await;

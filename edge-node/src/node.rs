@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
-use edge_config::protocol::Snapshot;
+use edge_config::protocol::{ServiceFailure, Snapshot};
 use edge_config::{BackendSpec, HttpLimits, NodeConfig, ServiceConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -135,16 +135,7 @@ fn add_certificates(
 /// What applying a snapshot left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SnapshotReport {
-    pub skipped: Vec<SkippedService>,
-}
-
-/// A service of a snapshot that the node does not serve, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SkippedService {
-    pub service: String,
-    pub version: u64,
-    pub module_sha256: String,
-    pub error: String,
+    pub skipped: Vec<ServiceFailure>,
 }
 
 /// An edge node, not yet listening.
@@ -351,7 +342,7 @@ impl Node {
                 Err(error) => {
                     tracing::error!(service = %service.name, version = service.version, %error, "service not served: its module does not load");
                     self.inner.metrics.snapshot_services_skipped.inc();
-                    report.skipped.push(SkippedService {
+                    report.skipped.push(ServiceFailure {
                         service: service.name.clone(),
                         version: service.version,
                         module_sha256: service.module_sha256.clone(),

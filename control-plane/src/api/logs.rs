@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::services::own_service;
-use crate::auth::{ClusterNode, TenantCaller};
+use crate::auth::{NodeCaller, TenantCaller};
 use crate::error::ApiError;
 use crate::store::guest_logs::StoredLogLine;
 
@@ -28,15 +28,9 @@ pub fn router() -> Router<AppState> {
         .route("/v1/services/{service}/logs", get(read))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ShipQuery {
-    node: String,
-}
-
 async fn ship(
-    _: ClusterNode,
+    node: NodeCaller,
     State(state): State<AppState>,
-    Query(query): Query<ShipQuery>,
     Json(batch): Json<GuestLogBatch>,
 ) -> Result<StatusCode, ApiError> {
     if batch.lines.len() > MAX_GUEST_LOG_LINES_PER_BATCH {
@@ -45,10 +39,7 @@ async fn ship(
             format!("at most {MAX_GUEST_LOG_LINES_PER_BATCH} lines per shipment"),
         ));
     }
-    let stored = state
-        .store
-        .add_guest_logs(&query.node, &batch.lines)
-        .await?;
+    let stored = state.store.add_guest_logs(&node.id, &batch.lines).await?;
     let metric = &state.metrics.guest_log_lines;
     metric.with_label_values(&["stored"]).inc_by(stored as u64);
     metric

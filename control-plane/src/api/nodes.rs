@@ -11,12 +11,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use edge_config::protocol::{NodeRegistered, NodeRegistration, Snapshot, UsageReport};
+use edge_config::protocol::{NodeRegistered, NodeRegistration, NodeStatus, Snapshot, UsageReport};
 use edge_node::modules::ModuleHash;
 use serde::Deserialize;
 
 use super::AppState;
-use crate::auth::{Admin, ClusterNode};
+use crate::auth::{Admin, ClusterNode, NodeCaller};
 use crate::error::ApiError;
 use crate::store::NodeRecord;
 
@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/node/register", post(register))
         .route("/v1/node/snapshot", get(snapshot))
         .route("/v1/node/usage", post(usage))
+        .route("/v1/node/status", post(status))
         .route("/v1/node/components/{sha256}", get(component))
         .route("/v1/node/artifacts/{sha256}/{fingerprint}", get(artifact))
         .route(
@@ -39,14 +40,23 @@ async fn register(
     State(state): State<AppState>,
     Json(registration): Json<NodeRegistration>,
 ) -> Result<(StatusCode, Json<NodeRegistered>), ApiError> {
+    let node_token = crate::auth::new_token();
     let node_id = state
         .store
-        .register_node(&registration.name, &registration.engine_fingerprint)
+        .register_node(
+            &registration.name,
+            &registration.engine_fingerprint,
+            &crate::auth::token_sha256(&node_token),
+        )
         .await?;
     let purge_seq = state.store.purge_seq().await?;
     Ok((
         StatusCode::CREATED,
-        Json(NodeRegistered { node_id, purge_seq }),
+        Json(NodeRegistered {
+            node_id,
+            node_token,
+            purge_seq,
+        }),
     ))
 }
 
@@ -54,18 +64,15 @@ async fn register(
 pub struct SnapshotQuery {
     #[serde(default)]
     after: u64,
-    node: Option<String>,
 }
 
 async fn snapshot(
-    _: ClusterNode,
+    node: NodeCaller,
     State(state): State<AppState>,
     Query(query): Query<SnapshotQuery>,
 ) -> Result<Response, ApiError> {
-    if let Some(node) = &query.node
-        && !state.store.node_seen(node, query.after).await?
-    {
-        return Err(ApiError::not_found(format!("node {node}")));
+    if !state.store.node_seen(&node.id, query.after).await? {
+        return Err(ApiError::not_found(format!("node {}", node.id)));
     }
     let snapshot = super::long_poll(
         state.config.snapshot_wait,
@@ -85,26 +92,102 @@ async fn snapshot(
     })
 }
 
-#[derive(Debug, Deserialize)]
-pub struct UsageQuery {
-    node: String,
+async fn usage(
+    node: NodeCaller,
+    State(state): State<AppState>,
+    Json(report): Json<UsageReport>,
+) -> Result<StatusCode, ApiError> {
+    check_usage(&report)?;
+    if !state
+        .store
+        .node_seen(&node.id, report.snapshot_version)
+        .await?
+    {
+        return Err(ApiError::not_found(format!("node {}", node.id)));
+    }
+    state.store.add_usage(&node.id, &report).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
-async fn usage(
-    _: ClusterNode,
+/// The services the node could not load in the snapshot it applied.
+async fn status(
+    node: NodeCaller,
     State(state): State<AppState>,
-    Query(query): Query<UsageQuery>,
-    Json(report): Json<UsageReport>,
+    Json(status): Json<NodeStatus>,
 ) -> Result<StatusCode, ApiError> {
     if !state
         .store
-        .node_seen(&query.node, report.snapshot_version)
+        .node_seen(&node.id, status.snapshot_version)
         .await?
     {
-        return Err(ApiError::not_found(format!("node {}", query.node)));
+        return Err(ApiError::not_found(format!("node {}", node.id)));
     }
-    state.store.add_usage(&query.node, &report).await?;
+    state.store.record_node_status(&node.id, &status).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Requests one report may count for one service: a node serving a
+/// million requests a second reports every few seconds; this is two weeks
+/// of that.
+pub const MAX_REPORTED_REQUESTS: u64 = 1 << 40;
+/// Guest CPU one request may have used: the largest CPU budget a service
+/// may set (60 s).
+pub const MAX_REPORTED_CPU_MICROS_PER_REQUEST: u64 = 60_000_000;
+/// Guest CPU one report may count for one service (about 35 years).
+pub const MAX_REPORTED_CPU_MICROS: u64 = 1 << 50;
+/// Bytes one request may have sent, on average over a report (1 GiB).
+pub const MAX_REPORTED_BYTES_PER_REQUEST: u64 = 1 << 30;
+/// Bytes one report may count for one service (64 PiB).
+pub const MAX_REPORTED_BYTES: u64 = 1 << 56;
+
+/// Refuses a report with counts no node could have served: more requests
+/// than [`MAX_REPORTED_REQUESTS`], more responses than requests, more CPU
+/// or bytes than that many requests could use or than the absolute bounds.
+/// Each value then stays far from overflowing a sum (and the sums saturate
+/// anyway).
+fn check_usage(report: &UsageReport) -> Result<(), ApiError> {
+    for usage in &report.services {
+        let implausible = |what: &str| {
+            Err(ApiError::bad_request(
+                "implausible_usage",
+                format!("{}: {what}", usage.service),
+            ))
+        };
+        let responses = [
+            usage.status_2xx,
+            usage.status_3xx,
+            usage.status_4xx,
+            usage.status_5xx,
+        ]
+        .iter()
+        .try_fold(0u64, |sum, n| sum.checked_add(*n));
+        if usage.requests > MAX_REPORTED_REQUESTS {
+            return implausible(&format!(
+                "{} requests in one report (at most {MAX_REPORTED_REQUESTS})",
+                usage.requests
+            ));
+        }
+        if responses.is_none_or(|responses| responses > usage.requests) {
+            return implausible("more responses than requests");
+        }
+        let cpu_bound = MAX_REPORTED_CPU_MICROS.min(
+            usage
+                .requests
+                .saturating_mul(MAX_REPORTED_CPU_MICROS_PER_REQUEST),
+        );
+        if usage.guest_cpu_micros > cpu_bound {
+            return implausible("more guest CPU than its requests could use");
+        }
+        let bytes_bound = MAX_REPORTED_BYTES.min(
+            usage
+                .requests
+                .saturating_mul(MAX_REPORTED_BYTES_PER_REQUEST),
+        );
+        if usage.bytes_out > bytes_bound {
+            return implausible("more bytes than its requests could send");
+        }
+    }
+    Ok(())
 }
 
 fn parse_hash(text: &str) -> Result<ModuleHash, ApiError> {
@@ -125,7 +208,7 @@ async fn file_response(path: std::path::PathBuf, what: String) -> Result<Respons
 }
 
 async fn component(
-    _: ClusterNode,
+    _: NodeCaller,
     State(state): State<AppState>,
     Path(sha256): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -140,7 +223,7 @@ async fn component(
 /// The artifact for an engine fingerprint; a node whose engine has no
 /// artifact here gets 404 and compiles the component itself.
 async fn artifact(
-    _: ClusterNode,
+    _: NodeCaller,
     State(state): State<AppState>,
     Path((sha256, fingerprint)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -148,7 +231,7 @@ async fn artifact(
 }
 
 async fn artifact_manifest(
-    _: ClusterNode,
+    _: NodeCaller,
     State(state): State<AppState>,
     Path((sha256, fingerprint)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {

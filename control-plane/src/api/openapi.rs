@@ -59,13 +59,19 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     (
         "post",
         "/v1/services/{service}/domains",
-        "Claim a custom domain (409 if it overlaps another tenant's); pending until approved",
+        "Claim a custom domain (409 if it overlaps another tenant's); pending until verified",
         "tenant",
     ),
     (
         "delete",
         "/v1/services/{service}/domains/{domain}",
         "Release a custom domain: nodes stop routing it",
+        "tenant",
+    ),
+    (
+        "post",
+        "/v1/services/{service}/domains/{domain}/verify",
+        "Check the claim's TXT record through the platform's resolver; verified (and routed) if it holds the token, else 409",
         "tenant",
     ),
     (
@@ -97,7 +103,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "get",
         "/v1/node/purges",
         "Long-poll the purges after `after`; acknowledges everything through it",
-        "cluster",
+        "node",
     ),
     (
         "get",
@@ -172,19 +178,35 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "List nodes with their snapshot version and last contact",
         "admin",
     ),
-    ("post", "/v1/node/register", "Register a node", "cluster"),
+    (
+        "post",
+        "/v1/node/register",
+        "Register a node; answers with the node's own credential for every other node call",
+        "cluster",
+    ),
     (
         "get",
         "/v1/node/snapshot",
         "Long-poll the config snapshot newer than `after`",
-        "cluster",
+        "node",
     ),
-    ("post", "/v1/node/usage", "Post a usage report", "cluster"),
+    (
+        "post",
+        "/v1/node/usage",
+        "Post a usage report (400 implausible_usage for counts no node could have served)",
+        "node",
+    ),
+    (
+        "post",
+        "/v1/node/status",
+        "Report the services the node could not load in the snapshot it applied",
+        "node",
+    ),
     (
         "post",
         "/v1/node/logs",
         "Ship guest log lines: {\"lines\": [...]}, at most 200",
-        "cluster",
+        "node",
     ),
     (
         "get",
@@ -196,19 +218,19 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "get",
         "/v1/node/components/{sha256}",
         "Fetch a component by hash",
-        "cluster",
+        "node",
     ),
     (
         "get",
         "/v1/node/artifacts/{sha256}/{fingerprint}",
         "Fetch a precompiled artifact for an engine",
-        "cluster",
+        "node",
     ),
     (
         "get",
         "/v1/node/artifacts/{sha256}/{fingerprint}/manifest",
         "Fetch an artifact's manifest",
-        "cluster",
+        "node",
     ),
     ("get", "/openapi.json", "This document", "anyone"),
     ("get", "/healthz", "Liveness", "anyone"),
@@ -258,7 +280,8 @@ pub fn spec() -> Value {
             "securitySchemes": {
                 "admin": {"type": "http", "scheme": "bearer", "description": "The operator's admin token"},
                 "tenant": {"type": "http", "scheme": "bearer", "description": "One of the tenant's API tokens"},
-                "cluster": {"type": "http", "scheme": "bearer", "description": "The cluster token nodes share"}
+                "cluster": {"type": "http", "scheme": "bearer", "description": "The cluster token: registers a node, nothing else"},
+                "node": {"type": "http", "scheme": "bearer", "description": "A node's own credential, from its registration"}
             },
             "schemas": {
                 "Error": {

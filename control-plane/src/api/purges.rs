@@ -14,7 +14,7 @@ use edge_config::protocol::PurgeTarget;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use crate::auth::{ClusterNode, TenantCaller};
+use crate::auth::{NodeCaller, TenantCaller};
 use crate::error::ApiError;
 use crate::store::purges::PurgeStatus;
 
@@ -98,22 +98,21 @@ async fn status(
 pub struct PollQuery {
     #[serde(default)]
     after: u64,
-    node: String,
 }
 
 /// Answers as soon as there is a purge after `after`, or with 304 after the
 /// wait. Records `after` as the node's acknowledgement.
 async fn poll(
-    _: ClusterNode,
+    node: NodeCaller,
     State(state): State<AppState>,
     Query(query): Query<PollQuery>,
 ) -> Result<Response, ApiError> {
     if !state
         .store
-        .node_applied_purges(&query.node, query.after)
+        .node_applied_purges(&node.id, query.after)
         .await?
     {
-        return Err(ApiError::not_found(format!("node {}", query.node)));
+        return Err(ApiError::not_found(format!("node {}", node.id)));
     }
     let batch = super::long_poll(
         state.config.snapshot_wait,

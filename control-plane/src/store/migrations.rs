@@ -163,4 +163,24 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
              JOIN services s ON s.id = v.service_id",
         ],
     ),
+    (
+        6,
+        &[
+            // Each node's own credential (a sha256, as for tenant tokens).
+            // Nodes registered before have none and register again.
+            "ALTER TABLE nodes ADD COLUMN token_sha256 TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX nodes_by_token ON nodes (token_sha256)",
+            // Services a node could not load in the snapshot it applied
+            // last, replaced at each report.
+            "CREATE TABLE node_failures (
+                node_id TEXT NOT NULL,
+                service_id TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                error TEXT NOT NULL,
+                reported_at BIGINT NOT NULL
+            )",
+            "CREATE INDEX node_failures_by_service ON node_failures (service_id, version)",
+            "CREATE INDEX node_failures_by_node ON node_failures (node_id)",
+        ],
+    ),
 ];

@@ -11,6 +11,7 @@ pub mod certificates;
 pub mod domains;
 pub mod guest_logs;
 pub mod migrations;
+pub mod node_failures;
 pub mod purges;
 
 use std::collections::HashSet;
@@ -108,6 +109,9 @@ pub struct Version {
     pub spec: ServiceSpec,
     pub author: String,
     pub created_at: i64,
+    /// Nodes that could not load this version, and why (reported after
+    /// each snapshot they apply).
+    pub node_failures: Vec<node_failures::NodeFailure>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -634,6 +638,7 @@ impl Store {
             spec: current_spec(&mut tx, &service.id).await?,
             author: author.to_string(),
             created_at: now_ms(),
+            node_failures: Vec::new(),
         };
         sqlx::query(
             "INSERT INTO versions (service_id, number, module_sha256, spec, author, created_at) \
@@ -661,7 +666,14 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(db("listing versions"))?;
-        rows.iter().map(version_from_row).collect()
+        let mut failures = self.node_failures(service).await?;
+        rows.iter()
+            .map(|row| {
+                let mut version = version_from_row(row)?;
+                version.node_failures = failures.remove(&version.number).unwrap_or_default();
+                Ok(version)
+            })
+            .collect()
     }
 
     /// Makes `number` the active version and bumps the snapshot version, in
@@ -803,21 +815,34 @@ impl Store {
         &self,
         name: &str,
         engine_fingerprint: &str,
+        token_sha256: &str,
     ) -> Result<String, StoreError> {
         let id = random_hex(8);
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO nodes (id, name, engine_fingerprint, snapshot_version, registered_at, last_seen_at) \
-             VALUES ($1, $2, $3, 0, $4, $4)",
+            "INSERT INTO nodes (id, name, engine_fingerprint, snapshot_version, registered_at, \
+             last_seen_at, token_sha256) VALUES ($1, $2, $3, 0, $4, $4, $5)",
         )
         .bind(&id)
         .bind(name)
         .bind(engine_fingerprint)
         .bind(now)
+        .bind(token_sha256)
         .execute(&self.pool)
         .await
         .map_err(db("registering a node"))?;
         Ok(id)
+    }
+
+    /// The node whose credential hashes to `token_sha256`.
+    pub async fn node_by_token(&self, token_sha256: &str) -> Result<Option<String>, StoreError> {
+        let row =
+            sqlx::query("SELECT id FROM nodes WHERE token_sha256 = $1 AND token_sha256 <> ''")
+                .bind(token_sha256)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a node credential"))?;
+        Ok(row.map(|row| row.get(0)))
     }
 
     /// Records that a node was seen, and the snapshot version it serves.
@@ -877,18 +902,13 @@ impl Store {
             else {
                 continue;
             };
-            sqlx::query(
-                "INSERT INTO usage (service_id, node_id, requests, status_2xx, status_3xx, status_4xx, \
-                 status_5xx, guest_cpu_micros, bytes_out) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (service_id, node_id) DO UPDATE SET \
-                 requests = usage.requests + excluded.requests, \
-                 status_2xx = usage.status_2xx + excluded.status_2xx, \
-                 status_3xx = usage.status_3xx + excluded.status_3xx, \
-                 status_4xx = usage.status_4xx + excluded.status_4xx, \
-                 status_5xx = usage.status_5xx + excluded.status_5xx, \
-                 guest_cpu_micros = usage.guest_cpu_micros + excluded.guest_cpu_micros, \
-                 bytes_out = usage.bytes_out + excluded.bytes_out",
-            )
+            sqlx::query(&format!(
+                "INSERT INTO usage (service_id, node_id, {columns}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (service_id, node_id) DO UPDATE SET {sums}",
+                columns = USAGE_COLUMNS.join(", "),
+                sums = saturating_sums(),
+            ))
             .bind(service_id)
             .bind(node_id)
             .bind(to_i64(usage.requests))
@@ -917,38 +937,79 @@ impl Store {
         Ok(all)
     }
 
-    /// A tenant's usage per service, summed over nodes. (PostgreSQL sums
-    /// BIGINTs as NUMERIC; the casts keep both databases' answers BIGINT.)
+    /// A tenant's usage per service, summed over nodes. The sums are made
+    /// here, saturating, not in SQL: SQLite's `sum()` fails on an integer
+    /// overflow, and one bad row would fail the whole answer (and
+    /// `/metrics`).
     pub async fn usage(&self, tenant_id: &str) -> Result<Vec<UsageTotals>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT s.name, CAST(COALESCE(SUM(u.requests), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(u.status_2xx), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(u.status_3xx), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(u.status_4xx), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(u.status_5xx), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(u.guest_cpu_micros), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(u.bytes_out), 0) AS BIGINT) \
-             FROM services s LEFT JOIN usage u ON u.service_id = s.id \
-             WHERE s.tenant_id = $1 GROUP BY s.name ORDER BY s.name",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT s.name, {columns} FROM services s LEFT JOIN usage u ON u.service_id = s.id \
+             WHERE s.tenant_id = $1 ORDER BY s.name",
+            columns = USAGE_COLUMNS.map(|c| format!("u.{c}")).join(", "),
+        ))
         .bind(tenant_id)
         .fetch_all(&self.pool)
         .await
         .map_err(db("reading usage"))?;
-        Ok(rows
-            .iter()
-            .map(|row| UsageTotals {
-                service: row.get(0),
-                requests: row.get(1),
-                status_2xx: row.get(2),
-                status_3xx: row.get(3),
-                status_4xx: row.get(4),
-                status_5xx: row.get(5),
-                guest_cpu_micros: row.get(6),
-                bytes_out: row.get(7),
-            })
-            .collect())
+        let mut totals: Vec<UsageTotals> = Vec::new();
+        for row in &rows {
+            let service: String = row.get(0);
+            let mut counts = [0i64; USAGE_COLUMNS.len()];
+            for (i, count) in counts.iter_mut().enumerate() {
+                // NULL for a service with no usage yet.
+                *count = row
+                    .try_get::<Option<i64>, _>(i + 1)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+            }
+            let total = match totals.last_mut() {
+                Some(last) if last.service == service => last,
+                _ => {
+                    totals.push(UsageTotals {
+                        service,
+                        ..UsageTotals::default()
+                    });
+                    totals.last_mut().expect("just pushed")
+                }
+            };
+            let [requests, s2, s3, s4, s5, cpu, bytes] = counts;
+            total.requests = total.requests.saturating_add(requests);
+            total.status_2xx = total.status_2xx.saturating_add(s2);
+            total.status_3xx = total.status_3xx.saturating_add(s3);
+            total.status_4xx = total.status_4xx.saturating_add(s4);
+            total.status_5xx = total.status_5xx.saturating_add(s5);
+            total.guest_cpu_micros = total.guest_cpu_micros.saturating_add(cpu);
+            total.bytes_out = total.bytes_out.saturating_add(bytes);
+        }
+        Ok(totals)
     }
+}
+
+/// The counters of a `usage` row, in the order of [`UsageTotals`].
+const USAGE_COLUMNS: [&str; 7] = [
+    "requests",
+    "status_2xx",
+    "status_3xx",
+    "status_4xx",
+    "status_5xx",
+    "guest_cpu_micros",
+    "bytes_out",
+];
+
+/// `col = usage.col + excluded.col` for each counter, stopping at
+/// `i64::MAX` instead of failing the report (PostgreSQL raises on an
+/// overflow).
+fn saturating_sums() -> String {
+    USAGE_COLUMNS
+        .map(|c| {
+            format!(
+                "{c} = CASE WHEN usage.{c} > {max} - excluded.{c} THEN {max} \
+                 ELSE usage.{c} + excluded.{c} END",
+                max = i64::MAX
+            )
+        })
+        .join(", ")
 }
 
 /// The service's current spec, read in `tx`.
@@ -1010,7 +1071,7 @@ async fn bump_snapshot(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<u64,
 
 /// The id of the service a node names `<tenant>/<service>` (as in snapshots,
 /// usage reports and log lines); `None` if there is no such service.
-async fn service_id_by_platform_name(
+pub(super) async fn service_id_by_platform_name(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     name: &str,
 ) -> Result<Option<String>, sqlx::Error> {
@@ -1057,5 +1118,6 @@ fn version_from_row(row: &sqlx::any::AnyRow) -> Result<Version, StoreError> {
         spec: spec_from(&row.get::<String, _>(2))?,
         author: row.get(3),
         created_at: row.get(4),
+        node_failures: Vec::new(),
     })
 }

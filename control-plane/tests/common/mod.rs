@@ -189,11 +189,27 @@ impl Plane {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
+    /// Registers a node with the cluster token; returns its credential.
+    pub async fn register_node(&self, name: &str) -> String {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/node/register",
+                CLUSTER,
+                Some(json!({"name": name, "engine_fingerprint": "x"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["node_token"].as_str().expect("node token").to_string()
+    }
+
+    /// The snapshot after `after`, as a newly registered node gets it.
     pub async fn snapshot(&self, after: u64) -> (StatusCode, Value) {
+        let node = self.register_node("snapshot-reader").await;
         self.call(
             "GET",
             &format!("/v1/node/snapshot?after={after}"),
-            CLUSTER,
+            &node,
             None,
         )
         .await
@@ -214,6 +230,10 @@ impl Plane {
 
 pub fn hello() -> Vec<u8> {
     std::fs::read(edge_tests::guests::rust_guest("hello")).expect("hello guest")
+}
+
+pub fn plain_wasi() -> Vec<u8> {
+    std::fs::read(edge_tests::guests::rust_guest("plain-wasi")).expect("plain-wasi guest")
 }
 
 pub fn echo() -> Vec<u8> {

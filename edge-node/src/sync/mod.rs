@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use edge_config::node::ControlPlaneSection;
 use edge_config::protocol::{
-    GuestLogBatch, MAX_GUEST_LOG_LINES_PER_BATCH, NodeRegistered, NodeRegistration, ServiceUsage,
-    Snapshot, UsageReport,
+    GuestLogBatch, MAX_GUEST_LOG_LINES_PER_BATCH, NodeRegistered, NodeRegistration, NodeStatus,
+    ServiceUsage, Snapshot, UsageReport,
 };
 use reqwest::StatusCode;
 use tokio::sync::watch;
@@ -163,21 +163,16 @@ async fn run(
     registrations: watch::Sender<Option<Registration>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut node_id: Option<String> = None;
+    let mut registered = false;
     let mut backoff = FIRST_BACKOFF;
     loop {
         let round = async {
-            let id = match &node_id {
-                Some(id) => id.clone(),
-                None => {
-                    let registration = sync.register().await?;
-                    let id = registration.node_id.clone();
-                    node_id = Some(id.clone());
-                    registrations.send_replace(Some(registration));
-                    id
-                }
-            };
-            sync.poll_once(&id, version).await
+            if !registered {
+                let registration = sync.register().await?;
+                registered = true;
+                registrations.send_replace(Some(registration));
+            }
+            sync.poll_once(version).await
         };
         let outcome = tokio::select! {
             outcome = round => outcome,
@@ -189,10 +184,10 @@ async fn run(
                 backoff = FIRST_BACKOFF;
             }
             Ok(None) => backoff = FIRST_BACKOFF,
-            Err(SyncError::Status(StatusCode::NOT_FOUND)) => {
-                // The control plane does not know this node (its database
-                // was replaced): register again.
-                node_id = None;
+            Err(SyncError::Status(StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED)) => {
+                // The control plane does not know this node or its
+                // credential (its database was replaced): register again.
+                registered = false;
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "control-plane sync failed; still serving snapshot {version}");
@@ -206,8 +201,7 @@ async fn run(
     }
 }
 
-/// Runs `round` with the node's id every `interval` once the node is
-/// registered, and a last time when `shutdown` turns true, so that what is
+/// Runs `round` every `interval` once the node is registered, and a last time when `shutdown` turns true, so that what is
 /// pending at shutdown still goes out.
 async fn every_interval<F, Fut>(
     interval: Duration,
@@ -215,7 +209,7 @@ async fn every_interval<F, Fut>(
     mut shutdown: watch::Receiver<bool>,
     mut round: F,
 ) where
-    F: FnMut(String) -> Fut,
+    F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
     let mut ticks = tokio::time::interval(interval);
@@ -225,12 +219,9 @@ async fn every_interval<F, Fut>(
             _ = ticks.tick() => false,
             _ = shutdown.wait_for(|stop| *stop) => true,
         };
-        let node_id = registrations
-            .borrow()
-            .as_ref()
-            .map(|registration| registration.node_id.clone());
-        if let Some(node_id) = node_id {
-            round(node_id).await;
+        let registered = registrations.borrow().is_some();
+        if registered {
+            round().await;
         }
         if stopping {
             return;
@@ -246,12 +237,12 @@ async fn report_usage(
     registrations: watch::Receiver<Option<Registration>>,
     shutdown: watch::Receiver<bool>,
 ) {
-    every_interval(interval, registrations, shutdown, |node_id| {
+    every_interval(interval, registrations, shutdown, || {
         let sync = Arc::clone(&sync);
         async move {
             let usage = sync.node.usage().drain();
             if !usage.is_empty()
-                && let Err(e) = sync.post_usage(&node_id, usage.clone()).await
+                && let Err(e) = sync.post_usage(usage.clone()).await
             {
                 tracing::warn!(error = %e, "usage report failed; kept for the next one");
                 sync.node.usage().restore(&usage);
@@ -269,7 +260,7 @@ async fn ship_logs(
     registrations: watch::Receiver<Option<Registration>>,
     shutdown: watch::Receiver<bool>,
 ) {
-    every_interval(interval, registrations, shutdown, |node_id| {
+    every_interval(interval, registrations, shutdown, || {
         let sync = Arc::clone(&sync);
         async move {
             let logs = sync.node.tenant_logs();
@@ -280,7 +271,7 @@ async fn ship_logs(
                 }
                 let count = lines.len();
                 let batch = GuestLogBatch { lines };
-                match sync.post_logs(&node_id, &batch).await {
+                match sync.post_logs(&batch).await {
                     Ok(()) => logs.shipped(count),
                     Err(SyncError::Status(status)) if status.is_client_error() => {
                         tracing::error!(%status, lines = count, "guest log shipment refused; dropping it");
@@ -301,7 +292,11 @@ async fn ship_logs(
 struct Sync {
     node: Node,
     base: String,
-    token: String,
+    /// Good only for registering.
+    cluster_token: String,
+    /// The node's own credential, from its registration: every other call
+    /// presents it.
+    credential: std::sync::RwLock<String>,
     name: String,
     data_dir: PathBuf,
     client: reqwest::Client,
@@ -318,7 +313,8 @@ impl Sync {
         Ok(Self {
             node: node.clone(),
             base: config.url.trim_end_matches('/').to_string(),
-            token: config.cluster_token,
+            cluster_token: config.cluster_token,
+            credential: std::sync::RwLock::new(String::new()),
             name: config.node_name,
             data_dir: data_dir.to_path_buf(),
             client,
@@ -353,11 +349,15 @@ impl Sync {
         }
     }
 
-    async fn post_usage(
-        &self,
-        node_id: &str,
-        services: Vec<ServiceUsage>,
-    ) -> Result<(), SyncError> {
+    /// The credential to present (empty before registration).
+    fn credential(&self) -> String {
+        self.credential
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn post_usage(&self, services: Vec<ServiceUsage>) -> Result<(), SyncError> {
         let report = UsageReport {
             snapshot_version: *self.applied.borrow(),
             services,
@@ -365,8 +365,7 @@ impl Sync {
         let response = self
             .client
             .post(format!("{}/v1/node/usage", self.base))
-            .query(&[("node", node_id)])
-            .bearer_auth(&self.token)
+            .bearer_auth(self.credential())
             .timeout(CONNECT_TIMEOUT * 2)
             .json(&report)
             .send()
@@ -377,12 +376,26 @@ impl Sync {
         Ok(())
     }
 
-    async fn post_logs(&self, node_id: &str, batch: &GuestLogBatch) -> Result<(), SyncError> {
+    async fn post_status(&self, status: &NodeStatus) -> Result<(), SyncError> {
+        let response = self
+            .client
+            .post(format!("{}/v1/node/status", self.base))
+            .bearer_auth(self.credential())
+            .timeout(CONNECT_TIMEOUT * 2)
+            .json(status)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(SyncError::Status(response.status()));
+        }
+        Ok(())
+    }
+
+    async fn post_logs(&self, batch: &GuestLogBatch) -> Result<(), SyncError> {
         let response = self
             .client
             .post(format!("{}/v1/node/logs", self.base))
-            .query(&[("node", node_id)])
-            .bearer_auth(&self.token)
+            .bearer_auth(self.credential())
             .timeout(CONNECT_TIMEOUT * 2)
             .json(batch)
             .send()
@@ -401,7 +414,7 @@ impl Sync {
         let response = self
             .client
             .post(format!("{}/v1/node/register", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(&self.cluster_token)
             .json(&registration)
             .send()
             .await?;
@@ -410,6 +423,10 @@ impl Sync {
         }
         let registered: NodeRegistered = response.json().await?;
         tracing::info!(node_id = %registered.node_id, "registered with the control plane");
+        *self
+            .credential
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = registered.node_token;
         Ok(Registration {
             node_id: registered.node_id,
             purge_seq: registered.purge_seq,
@@ -418,15 +435,12 @@ impl Sync {
 
     /// One long-poll. Returns the version applied, or `None` if nothing
     /// changed.
-    async fn poll_once(&self, node_id: &str, version: u64) -> Result<Option<u64>, SyncError> {
+    async fn poll_once(&self, version: u64) -> Result<Option<u64>, SyncError> {
         let response = self
             .client
             .get(format!("{}/v1/node/snapshot", self.base))
-            .query(&[
-                ("after", version.to_string()),
-                ("node", node_id.to_string()),
-            ])
-            .bearer_auth(&self.token)
+            .query(&[("after", version.to_string())])
+            .bearer_auth(self.credential())
             .send()
             .await?;
         match response.status() {
@@ -459,6 +473,15 @@ impl Sync {
             skipped = report.skipped.len(),
             "applied snapshot"
         );
+        // The tenants whose services were left out see it in their versions;
+        // a lost status is sent again with the next snapshot.
+        let status = NodeStatus {
+            snapshot_version: snapshot.version,
+            failures: report.skipped,
+        };
+        if let Err(e) = self.post_status(&status).await {
+            tracing::warn!(error = %e, "could not report the snapshot's failed services");
+        }
         Ok(Some(snapshot.version))
     }
 
@@ -534,7 +557,7 @@ impl Sync {
         let response = self
             .client
             .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.credential())
             .send()
             .await?;
         if !response.status().is_success() {

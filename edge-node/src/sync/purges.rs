@@ -45,7 +45,7 @@ pub(super) async fn follow(
         };
         position = Some((registration.node_id.clone(), from));
         applied.send_replace(from);
-        let poll = sync.poll_purges(&registration.node_id, from);
+        let poll = sync.poll_purges(from);
         let outcome = tokio::select! {
             outcome = poll => outcome,
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -89,16 +89,12 @@ fn apply(sync: &Sync, batch: &PurgeBatch) {
 
 impl Sync {
     /// One purge long-poll; `None` when nothing new came.
-    async fn poll_purges(
-        &self,
-        node_id: &str,
-        after: u64,
-    ) -> Result<Option<PurgeBatch>, SyncError> {
+    async fn poll_purges(&self, after: u64) -> Result<Option<PurgeBatch>, SyncError> {
         let response = self
             .client
             .get(format!("{}/v1/node/purges", self.base))
-            .query(&[("after", after.to_string()), ("node", node_id.to_string())])
-            .bearer_auth(&self.token)
+            .query(&[("after", after.to_string())])
+            .bearer_auth(self.credential())
             .send()
             .await?;
         match response.status() {

@@ -1,0 +1,97 @@
+//! Services nodes could not load: each node reports, after every snapshot
+//! it applies, the services it left out and why; a tenant sees them next
+//! to its versions.
+
+use std::collections::HashMap;
+
+use edge_config::protocol::NodeStatus;
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Service, Store, StoreError, db, now_ms, service_id_by_platform_name};
+
+/// Failures one report may carry; the rest are dropped. A snapshot with
+/// more services that fail than this says enough.
+pub const MAX_REPORTED_FAILURES: usize = 1_000;
+/// Characters of one failure's error kept.
+pub const MAX_FAILURE_ERROR_CHARS: usize = 1_024;
+
+/// One node's word on one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeFailure {
+    pub node: String,
+    pub error: String,
+    pub reported_at: i64,
+}
+
+impl Store {
+    /// Replaces what `node_id` said last with `status`. Services that do
+    /// not exist (any more) are left out.
+    pub async fn record_node_status(
+        &self,
+        node_id: &str,
+        status: &NodeStatus,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("recording a node status"))?;
+        sqlx::query("DELETE FROM node_failures WHERE node_id = $1")
+            .bind(node_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("recording a node status"))?;
+        for failure in status.failures.iter().take(MAX_REPORTED_FAILURES) {
+            let Some(service_id) = service_id_by_platform_name(&mut tx, &failure.service)
+                .await
+                .map_err(db("recording a node status"))?
+            else {
+                continue;
+            };
+            let error: String = failure
+                .error
+                .chars()
+                .take(MAX_FAILURE_ERROR_CHARS)
+                .collect();
+            sqlx::query(
+                "INSERT INTO node_failures (node_id, service_id, version, error, reported_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(node_id)
+            .bind(service_id)
+            .bind(i64::try_from(failure.version).unwrap_or(i64::MAX))
+            .bind(error)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("recording a node status"))?;
+        }
+        tx.commit().await.map_err(db("recording a node status"))?;
+        Ok(())
+    }
+
+    /// What nodes reported about each version of the service.
+    pub async fn node_failures(
+        &self,
+        service: &Service,
+    ) -> Result<HashMap<i64, Vec<NodeFailure>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT f.version, n.name, f.error, f.reported_at FROM node_failures f \
+             JOIN nodes n ON n.id = f.node_id WHERE f.service_id = $1 ORDER BY n.name, n.id",
+        )
+        .bind(&service.id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading node failures"))?;
+        let mut by_version: HashMap<i64, Vec<NodeFailure>> = HashMap::new();
+        for row in &rows {
+            by_version.entry(row.get(0)).or_default().push(NodeFailure {
+                node: row.get(1),
+                error: row.get(2),
+                reported_at: row.get(3),
+            });
+        }
+        Ok(by_version)
+    }
+}

@@ -1,0 +1,273 @@
+//! Tenants who do not trust each other, on the real platform: a control
+//! plane and two edge nodes on loopback. A custom domain reaches no node
+//! until its tenant proves control of it through a real DNS server; a
+//! suspended tenant leaves every node at once; a service no node can load
+//! does not hold back anyone else's deploy.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::dns::DnsServer;
+use common::*;
+use control_plane::dns::ChallengeResolver;
+use edge_tests::client::get;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Waits until every node answers `host` with `status`; returns how long
+/// that took.
+async fn until_all_answer(nodes: &[EdgeNode], host: &str, status: u16) -> Duration {
+    let started = Instant::now();
+    for node in nodes {
+        loop {
+            let reply = get(node.addr, host, "/").await;
+            if reply.status == status {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "node {} still answers {} for {host}, not {status}",
+                node.addr,
+                reply.status
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    started.elapsed()
+}
+
+async fn verify(plane: &Plane, token: &str, domain: &str) -> (StatusCode, Value) {
+    plane
+        .call(
+            "POST",
+            &format!("/v1/services/web/domains/{domain}/verify"),
+            token,
+            None,
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_domain_reaches_no_node_until_its_txt_record_proves_it() {
+    const CUSTOM: &str = "www.shop.example";
+    let dns = DnsServer::start("shop.example").await;
+    let plane = Plane::start_with("sqlite", |c| {
+        c.dns_resolver = Some(ChallengeResolver { addr: dns.addr });
+    })
+    .await;
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", CUSTOM).await;
+    plane.deploy(&token, "web", hello()).await;
+    let (_dirs, nodes) = two_nodes(&plane).await;
+    // The platform name needs no proof.
+    until_all_serve(&nodes, HELLO).await;
+    for node in &nodes {
+        assert_eq!(get(node.addr, CUSTOM, "/").await.status, 421, "pending");
+    }
+
+    let (status, claims) = plane
+        .call("GET", "/v1/services/web/domains", &token, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let claim = claims
+        .as_array()
+        .and_then(|claims| claims.iter().find(|c| c["domain"] == CUSTOM))
+        .expect("the claim is listed")
+        .clone();
+    assert_eq!(claim["status"], "pending");
+    assert_eq!(claim["challenge"]["type"], "TXT");
+    assert_eq!(
+        claim["challenge"]["name"],
+        "_edge-challenge.www.shop.example"
+    );
+    let challenge = claim["challenge"]["value"].as_str().expect("token");
+
+    // No record yet, then a record with the wrong text: still pending.
+    let (status, body) = verify(&plane, &token, CUSTOM).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "domain_unverified");
+    dns.publish_txt("_edge-challenge.www.shop.example", "not-the-token")
+        .await;
+    let (status, body) = verify(&plane, &token, CUSTOM).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    // Another tenant cannot verify (or even see) the claim.
+    let beta = plane.tenant("beta").await;
+    plane.service(&beta, "web", "web.beta.test").await;
+    let (status, _) = verify(&plane, &beta, CUSTOM).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for node in &nodes {
+        assert_eq!(get(node.addr, CUSTOM, "/").await.status, 421, "pending");
+    }
+
+    dns.publish_txt("_edge-challenge.www.shop.example", challenge)
+        .await;
+    let (status, body) = verify(&plane, &token, CUSTOM).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "verified");
+    assert!(body.get("challenge").is_none(), "{body}");
+    let took = until_all_answer(&nodes, CUSTOM, 200).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "verified domain took {took:?}"
+    );
+    assert_eq!(get(nodes[1].addr, CUSTOM, "/").await.text(), HELLO);
+    // Verifying again is a no-op.
+    let (status, _) = verify(&plane, &token, CUSTOM).await;
+    assert_eq!(status, StatusCode::OK);
+
+    for node in nodes {
+        node.stop().await;
+    }
+    plane.stop().await;
+    dns.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_resolver_only_the_operator_verifies_and_a_dead_resolver_is_502() {
+    // A port nothing listens on: the resolver's queries are refused.
+    let unused = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("port");
+    for resolver in [None, Some(unused)] {
+        let plane = Plane::start_with("sqlite", |c| {
+            c.dns_resolver = resolver.map(|addr| ChallengeResolver { addr });
+        })
+        .await;
+        let token = plane.tenant("acme").await;
+        plane.service(&token, "web", "www.shop.example").await;
+        let (status, body) = verify(&plane, &token, "www.shop.example").await;
+        match resolver {
+            None => {
+                assert_eq!(status, StatusCode::CONFLICT, "{body}");
+                assert_eq!(body["error"]["code"], "verification_unavailable");
+            }
+            Some(_) => {
+                assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+                assert_eq!(body["error"]["code"], "dns_unavailable");
+            }
+        }
+        plane.approve("www.shop.example").await;
+        let (status, body) = verify(&plane, &token, "www.shop.example").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "verified");
+        plane.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_tenant_is_served_by_no_node_within_a_second() {
+    let plane = Plane::start_with("sqlite", |c| c.snapshot_wait = Duration::from_secs(20)).await;
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", DOMAIN).await;
+    plane.deploy(&token, "web", hello()).await;
+    let beta = plane.tenant("beta").await;
+    plane.service(&beta, "web", "web.beta.test").await;
+    plane.deploy(&beta, "web", hello()).await;
+    let (_dirs, nodes) = two_nodes(&plane).await;
+    until_all_serve(&nodes, HELLO).await;
+
+    let (status, _) = plane
+        .call("POST", "/v1/tenants/acme/suspend", ADMIN, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let took = until_all_answer(&nodes, DOMAIN, 421).await;
+    assert!(took < Duration::from_secs(1), "suspension took {took:?}");
+    // The other tenant is untouched; the suspended one cannot call the API.
+    until_all_answer(&nodes, "web.beta.test", 200).await;
+    let (status, _) = plane.call("GET", "/v1/services", &token, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, _) = plane
+        .call("POST", "/v1/tenants/acme/resume", ADMIN, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let took = until_all_serve(&nodes, HELLO).await;
+    assert!(took < Duration::from_secs(1), "resumption took {took:?}");
+    for node in nodes {
+        node.stop().await;
+    }
+    plane.stop().await;
+}
+
+/// A component that fits the control plane's ceilings but not the nodes':
+/// 2049 pages of initial memory, one page over the nodes' default 128 MiB.
+/// (A control plane configured with the nodes' real ceilings refuses it at
+/// upload; see `api.rs`.)
+fn too_big_for_the_nodes() -> Vec<u8> {
+    edge_tests::guests::hostile_component(&format!(
+        r#"(module (memory (export "memory") 2049)
+            (func (export "{}") (param i32 i32)))"#,
+        edge_tests::guests::HANDLE_EXPORT
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_no_node_can_load_holds_back_no_one_elses_deploy() {
+    let plane = Plane::start_with("sqlite", |c| {
+        c.snapshot_wait = Duration::from_secs(20);
+        c.sandbox.max_memory_bytes = 256 * 1024 * 1024;
+    })
+    .await;
+    let mallory = plane.tenant("mallory").await;
+    plane.service(&mallory, "web", "web.mallory.test").await;
+    plane.deploy(&mallory, "web", too_big_for_the_nodes()).await;
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", DOMAIN).await;
+    let (_dirs, nodes) = two_nodes(&plane).await;
+
+    plane.deploy(&token, "web", hello()).await;
+    let took = until_all_serve(&nodes, HELLO).await;
+    assert!(took < Duration::from_secs(1), "the deploy took {took:?}");
+    plane.deploy(&token, "web", plain_wasi()).await;
+    let took = until_all_serve(&nodes, PLAIN).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "the next deploy took {took:?}"
+    );
+    for node in &nodes {
+        assert_eq!(
+            get(node.addr, "web.mallory.test", "/").await.status,
+            421,
+            "the service that does not load is not routed"
+        );
+        assert!(
+            node.metric("edge_snapshot_services_skipped_total").await >= 1.0,
+            "counted"
+        );
+        // Compiled once per node at most, not once per snapshot.
+        assert!(
+            node.metric("edge_module_loads_total{source=\"compiled\"}")
+                .await
+                <= 1.0
+        );
+    }
+    // Each node reported it; the tenant sees that in its versions.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, versions) = plane
+            .call("GET", "/v1/services/web/versions", &mallory, None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let failures = versions[0]["node_failures"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if failures.len() == 2 {
+            let error = failures[0]["error"].as_str().unwrap_or_default();
+            assert!(error.contains("memory"), "{error}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reported: {versions}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, theirs) = plane
+        .call("GET", "/v1/services/web/versions", &token, None)
+        .await;
+    assert_eq!(theirs[0]["node_failures"], json!([]), "{theirs}");
+    for node in nodes {
+        node.stop().await;
+    }
+    plane.stop().await;
+}
