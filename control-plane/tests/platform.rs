@@ -217,22 +217,6 @@ async fn usage_reported_by_nodes_adds_up_in_the_usage_api() {
 
 /// Runs `edgectl` with its own config file; returns stdout, or panics with
 /// stderr.
-async fn edgectl(config: &Path, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgectl"))
-        .args(args)
-        .env("EDGECTL_CONFIG", config)
-        // The test's own cargo settings must not leak into a guest build.
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .output()
-        .await
-        .expect("edgectl runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "edgectl {args:?} failed: {stderr}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_deploys_from_source_with_edgectl() {
     let plane = Plane::start_with("sqlite", |c| c.snapshot_wait = Duration::from_secs(20)).await;

@@ -271,3 +271,76 @@ async fn a_service_no_node_can_load_holds_back_no_one_elses_deploy() {
     }
     plane.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_manages_domains_tokens_and_services_with_edgectl() {
+    let dns = DnsServer::start("shop.example").await;
+    let plane = Plane::start_with("sqlite", |c| {
+        c.dns_resolver = Some(ChallengeResolver { addr: dns.addr });
+    })
+    .await;
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", DOMAIN).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("edgectl.json");
+    edgectl(&config, &["login", "--url", &plane.base, "--token", &token]).await;
+
+    // Claim, publish the printed record, verify.
+    let added = edgectl(&config, &["domain", "add", "web", "WWW.Shop.Example."]).await;
+    let line = added
+        .lines()
+        .find(|l| l.starts_with("www.shop.example\tpending\tTXT "))
+        .unwrap_or_else(|| panic!("no pending claim in {added:?}"));
+    let value = line.rsplit('"').nth(1).expect("the token");
+    dns.publish_txt("_edge-challenge.www.shop.example", value)
+        .await;
+    let verified = edgectl(&config, &["domain", "verify", "web", "www.shop.example"]).await;
+    assert_eq!(verified.trim(), "www.shop.example\tverified");
+    let listed = edgectl(&config, &["domain", "list", "web"]).await;
+    assert!(listed.contains("web.acme.test\tplatform"), "{listed}");
+    assert!(listed.contains("www.shop.example\tverified"), "{listed}");
+    edgectl(&config, &["domain", "remove", "web", "www.shop.example"]).await;
+    let listed = edgectl(&config, &["domain", "list", "web"]).await;
+    assert!(!listed.contains("www.shop.example"), "{listed}");
+
+    // A second token, listed by id, revoked: 401 at once.
+    let second = edgectl(&config, &["token", "create", "--label", "ci"]).await;
+    let second = second.trim().to_string();
+    let (status, _) = plane.call("GET", "/v1/services", &second, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let tokens = edgectl(&config, &["token", "list"]).await;
+    let id = tokens
+        .lines()
+        .find(|l| l.contains("\tci\t"))
+        .and_then(|l| l.split('\t').next())
+        .unwrap_or_else(|| panic!("no ci token in {tokens:?}"))
+        .to_string();
+    edgectl(&config, &["token", "revoke", &id]).await;
+    let (status, _) = plane.call("GET", "/v1/services", &second, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Delete the service; its platform name is free again.
+    edgectl(&config, &["service", "delete", "web"]).await;
+    let (status, _) = plane
+        .call("GET", "/v1/services/web/domains", &token, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The operator suspends and resumes the tenant.
+    edgectl(
+        &config,
+        &["tenant", "suspend", "acme", "--admin-token", ADMIN],
+    )
+    .await;
+    let (status, _) = plane.call("GET", "/v1/services", &token, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    edgectl(
+        &config,
+        &["tenant", "resume", "acme", "--admin-token", ADMIN],
+    )
+    .await;
+    let (status, _) = plane.call("GET", "/v1/services", &token, None).await;
+    assert_eq!(status, StatusCode::OK);
+    plane.stop().await;
+    dns.stop().await;
+}

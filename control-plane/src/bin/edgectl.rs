@@ -1,7 +1,8 @@
-//! `edgectl`, the tenant CLI: log in once, create services, deploy a guest
-//! (built from source or a ready .wasm), list versions, roll back, read
-//! usage, upload TLS certificates, purge the edge cache; operators also
-//! create tenants and list nodes.
+//! `edgectl`, the tenant CLI: log in once, create and delete services,
+//! claim and verify custom domains, deploy a guest (built from source or a
+//! ready .wasm), list versions, roll back, read usage, upload TLS
+//! certificates, purge the edge cache, manage API tokens; operators also
+//! create, suspend and resume tenants, approve domains and list nodes.
 //!
 //! Credentials live in `$EDGECTL_CONFIG`, or `~/.config/edgectl/config.json`
 //! (mode 0600).
@@ -46,6 +47,23 @@ enum Command {
     Service {
         #[command(subcommand)]
         command: ServiceCommand,
+    },
+    /// Manage a service's custom domains.
+    Domain {
+        #[command(subcommand)]
+        command: DomainCommand,
+    },
+    /// Manage your API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Operators: suspend, resume a tenant, or revoke all its tokens.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+        #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true, global = true)]
+        admin_token: Option<String>,
     },
     /// Manage a service's TLS certificate.
     Certificate {
@@ -129,6 +147,52 @@ enum ServiceCommand {
     },
     /// List your services.
     List,
+    /// Delete a service: every node stops serving it and its domains are
+    /// released.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum DomainCommand {
+    /// Claim a custom domain for a service; prints the TXT record that
+    /// proves you control it.
+    Add { service: String, domain: String },
+    /// Check the domain's TXT record: once it holds the token, nodes route
+    /// the domain.
+    Verify { service: String, domain: String },
+    /// The service's domains and their status.
+    List { service: String },
+    /// Release a domain: nodes stop routing it at once.
+    Remove { service: String, domain: String },
+    /// Operators: approve a pending domain without a TXT record.
+    Approve {
+        domain: String,
+        #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make another token (printed once).
+    Create {
+        #[arg(long, default_value = "edgectl")]
+        label: String,
+    },
+    /// List your tokens (ids and labels, never the secrets).
+    List,
+    /// Revoke a token by id: it gets 401 from then on.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Take every service of the tenant off every node; its tokens get 403.
+    Suspend { name: String },
+    /// Serve the tenant's services again.
+    Resume { name: String },
+    /// Revoke every token of the tenant.
+    RevokeTokens { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -382,6 +446,134 @@ async fn deploy(
     Ok(())
 }
 
+/// Prints a claim: the domain, its status and, while pending, the TXT
+/// record to publish.
+fn print_claim(claim: &Value) {
+    let domain = claim["domain"].as_str().unwrap_or("?");
+    match claim["status"].as_str().unwrap_or("?") {
+        "pending" => println!(
+            "{domain}\tpending\tTXT {} \"{}\"",
+            claim["challenge"]["name"].as_str().unwrap_or(""),
+            claim["challenge"]["value"].as_str().unwrap_or("")
+        ),
+        status => println!("{domain}\t{status}"),
+    }
+}
+
+async fn domain(command: DomainCommand) -> anyhow::Result<()> {
+    match command {
+        DomainCommand::Add { service, domain } => {
+            let claim = Api::logged_in()?
+                .post(
+                    &format!("/v1/services/{service}/domains"),
+                    json!({ "domain": domain }),
+                )
+                .await?;
+            print_claim(&claim);
+            println!(
+                "publish the TXT record, then run `edgectl domain verify {service} {}`",
+                claim["domain"].as_str().unwrap_or(&domain)
+            );
+        }
+        DomainCommand::Verify { service, domain } => {
+            let claim = Api::logged_in()?
+                .post(
+                    &format!("/v1/services/{service}/domains/{domain}/verify"),
+                    json!({}),
+                )
+                .await?;
+            print_claim(&claim);
+        }
+        DomainCommand::List { service } => {
+            let claims = Api::logged_in()?
+                .get(&format!("/v1/services/{service}/domains"))
+                .await?;
+            claims
+                .as_array()
+                .into_iter()
+                .flatten()
+                .for_each(print_claim);
+        }
+        DomainCommand::Remove { service, domain } => {
+            Api::logged_in()?
+                .delete(&format!("/v1/services/{service}/domains/{domain}"))
+                .await?;
+            println!("{domain} released");
+        }
+        DomainCommand::Approve {
+            domain,
+            admin_token,
+        } => {
+            let url = load_credentials()?.url;
+            let done = Api::new(&url, &admin_token)
+                .post(&format!("/v1/domains/{domain}/approve"), json!({}))
+                .await?;
+            println!("{} approved", done["domain"].as_str().unwrap_or(&domain));
+        }
+    }
+    Ok(())
+}
+
+async fn token(command: TokenCommand) -> anyhow::Result<()> {
+    let api = Api::logged_in()?;
+    match command {
+        TokenCommand::Create { label } => {
+            let created = api.post("/v1/tokens", json!({ "label": label })).await?;
+            println!("{}", created["token"].as_str().unwrap_or_default());
+        }
+        TokenCommand::List => {
+            let tokens = api.get("/v1/tokens").await?;
+            print_table(&tokens, &["id", "label", "created_at"]);
+        }
+        TokenCommand::Revoke { id } => {
+            api.delete(&format!("/v1/tokens/{id}")).await?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn tenant(command: TenantCommand, admin_token: Option<String>) -> anyhow::Result<()> {
+    let admin_token = admin_token.context("give --admin-token or set EDGE_ADMIN_TOKEN")?;
+    let api = Api::new(&load_credentials()?.url, &admin_token);
+    match command {
+        TenantCommand::Suspend { name } => {
+            api.post(&format!("/v1/tenants/{name}/suspend"), json!({}))
+                .await?;
+            println!("tenant {name} suspended");
+        }
+        TenantCommand::Resume { name } => {
+            api.post(&format!("/v1/tenants/{name}/resume"), json!({}))
+                .await?;
+            println!("tenant {name} resumed");
+        }
+        TenantCommand::RevokeTokens { name } => {
+            api.delete(&format!("/v1/tenants/{name}/tokens")).await?;
+            println!("every token of {name} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// Prints a service's versions, then what nodes said about the ones they
+/// could not load.
+fn print_versions(versions: &Value) {
+    print_table(
+        versions,
+        &["number", "module_sha256", "author", "created_at"],
+    );
+    for version in versions.as_array().into_iter().flatten() {
+        for failure in version["node_failures"].as_array().into_iter().flatten() {
+            println!(
+                "version {} does not load on node {}: {}",
+                version["number"],
+                failure["node"].as_str().unwrap_or("?"),
+                failure["error"].as_str().unwrap_or("?")
+            );
+        }
+    }
+}
+
 async fn certificate(command: CertificateCommand) -> anyhow::Result<()> {
     let api = Api::logged_in()?;
     match command {
@@ -599,6 +791,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let services = Api::logged_in()?.get("/v1/services").await?;
             print_table(&services, &["name", "active_version"]);
         }
+        Command::Service {
+            command: ServiceCommand::Delete { name },
+        } => {
+            Api::logged_in()?
+                .delete(&format!("/v1/services/{name}"))
+                .await?;
+            println!("deleted service {name}");
+        }
+        Command::Domain { command } => domain(command).await?,
+        Command::Token { command } => token(command).await?,
+        Command::Tenant {
+            command,
+            admin_token,
+        } => tenant(command, admin_token).await?,
         Command::Deploy {
             service,
             wasm,
@@ -607,10 +813,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Versions { service } => {
             let api = Api::logged_in()?;
             let versions = api.get(&format!("/v1/services/{service}/versions")).await?;
-            print_table(
-                &versions,
-                &["number", "module_sha256", "author", "created_at"],
-            );
+            print_versions(&versions);
         }
         Command::Rollback { service } => {
             let done = Api::logged_in()?

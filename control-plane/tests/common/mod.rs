@@ -331,3 +331,20 @@ pub async fn two_nodes(plane: &Plane) -> ([tempfile::TempDir; 2], [EdgeNode; 2])
     ];
     (dirs, nodes)
 }
+
+/// Runs `edgectl` with its config at `config`; returns its stdout.
+pub async fn edgectl(config: &Path, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgectl"))
+        .args(args)
+        .env("EDGECTL_CONFIG", config)
+        // The test's own cargo settings must not leak into a guest build.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .await
+        .expect("edgectl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "edgectl {args:?} failed: {stderr}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
