@@ -45,8 +45,13 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlPlaneSection {
-    /// Base URL, e.g. `http://127.0.0.1:7070`.
+    /// Base URL, e.g. `https://cp.example.net:7070`. `http://` only to a
+    /// loopback address: the snapshot carries every tenant's private keys.
     pub url: String,
+    /// The CA certificate(s) (PEM) the control plane's certificate must
+    /// chain to; the public web roots without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// The cluster token every node of the cluster presents.
     pub cluster_token: String,
     /// How the node is listed by the control plane.
@@ -55,6 +60,41 @@ pub struct ControlPlaneSection {
     /// How often usage is reported.
     #[serde(default = "default_usage_report_interval_ms")]
     pub usage_report_interval_ms: u64,
+}
+
+impl ControlPlaneSection {
+    /// An `https://` URL, or `http://` to a loopback host (`localhost`,
+    /// `127.0.0.0/8`, `[::1]`): plaintext anywhere else would carry the
+    /// cluster token, the node's credential and every tenant's private
+    /// keys in the clear.
+    pub fn check_url(&self) -> Result<(), String> {
+        let (plaintext, rest) = if let Some(rest) = self.url.strip_prefix("https://") {
+            (false, rest)
+        } else if let Some(rest) = self.url.strip_prefix("http://") {
+            (true, rest)
+        } else {
+            return Err("must be an https:// URL (or http:// to a loopback address)".into());
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = crate::authority::Authority::parse(authority)
+            .map_err(|e| format!("{e}"))?
+            .host()
+            .to_string();
+        if plaintext && !is_loopback(&host) {
+            return Err(format!(
+                "http:// is refused for {host}, which is not a loopback address: use https://"
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || literal
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Usage reports go out this often: fresh enough for a usage page, rare
@@ -149,9 +189,8 @@ impl NodeConfig {
             errors.push("node.admin_listen", "must differ from node.listen");
         }
         if let Some(control_plane) = &self.control_plane {
-            let url = &control_plane.url;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                errors.push("control_plane.url", "must be an http:// or https:// URL");
+            if let Err(e) = control_plane.check_url() {
+                errors.push("control_plane.url", e);
             }
             errors.check_range(
                 "control_plane.usage_report_interval_ms",
@@ -191,6 +230,41 @@ impl NodeConfig {
 
 #[cfg(test)]
 mod tests {
+    use super::ControlPlaneSection;
+
+    #[test]
+    fn plaintext_to_the_control_plane_only_on_loopback() {
+        let section = |url: &str| ControlPlaneSection {
+            url: url.to_string(),
+            ca_file: None,
+            cluster_token: "t".into(),
+            node_name: "n".into(),
+            usage_report_interval_ms: 1_000,
+        };
+        for ok in [
+            "https://cp.example.net:7070",
+            "https://10.0.0.5/",
+            "http://127.0.0.1:7070",
+            "http://127.8.9.10",
+            "http://localhost:7070/",
+            "http://[::1]:7070",
+        ] {
+            assert_eq!(section(ok).check_url(), Ok(()), "{ok}");
+        }
+        for refused in [
+            "http://cp.example.net:7070",
+            "http://10.0.0.5:7070",
+            "http://[::ffff:127.0.0.1]:7070",
+            "http://localhost.evil.example/",
+            "http://0.0.0.0:7070",
+            "ftp://127.0.0.1/",
+            "127.0.0.1:7070",
+            "https://cp.example.net:99999",
+        ] {
+            assert!(section(refused).check_url().is_err(), "{refused}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -4,7 +4,9 @@
 //! artifacts, and report usage.
 //!
 //! - [`api`]: the HTTP API, one router per resource, and its OpenAPI document;
-//! - [`auth`]: admin, tenant and cluster tokens;
+//! - [`auth`]: admin and tenant tokens, the cluster token, node credentials;
+//! - [`tls`]: HTTPS for the API;
+//! - [`dns`]: custom domains' TXT challenges;
 //! - [`validate`]: what an upload must be before it is compiled;
 //! - [`compile`]: the compile worker process, its timeout and memory cap;
 //! - [`store`]: SQLite or PostgreSQL behind one set of queries, with
@@ -19,6 +21,7 @@ pub mod dns;
 pub mod error;
 pub mod metrics;
 pub mod store;
+pub mod tls;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -74,20 +77,25 @@ pub async fn start(
         purges_changed: Arc::new(watch::Sender::new(purge_seq)),
         metrics: metrics::Metrics::new(),
     };
+    let tls = match &state.config.tls {
+        Some(files) => Some(files.server_config()?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(state);
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop.await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "control-plane listener failed");
-        }
-    });
+    let stopped = async {
+        let _ = stop.await;
+    };
+    let task = match tls {
+        Some(config) => tokio::spawn(serve(
+            tls::TlsListener::new(listener, config)?,
+            app,
+            stopped,
+        )),
+        None => tokio::spawn(serve(listener, app, stopped)),
+    };
     tracing::info!(%addr, "control plane serving");
     Ok(RunningControlPlane {
         addr,
@@ -95,4 +103,20 @@ pub async fn start(
         shutdown,
         task,
     })
+}
+
+async fn serve<L>(
+    listener: L,
+    app: axum::Router,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "control-plane listener failed");
+    }
 }

@@ -63,9 +63,26 @@ enum Command {
         /// domain by hand.
         #[arg(long)]
         dns_resolver: Option<SocketAddr>,
+        /// Serve HTTPS with this certificate chain (PEM); give --tls-key
+        /// with it. Without both, the API is plaintext HTTP, which nodes
+        /// accept only on loopback.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Log lines as JSON instead of text.
         #[arg(long)]
         log_json: bool,
+    },
+    /// Write a development CA (`ca.pem`) and a certificate it signed for
+    /// `--name` (`cert.pem`, `key.pem`) into `--out-dir`: for --tls-cert,
+    /// --tls-key, and the nodes' and edgectl's CA file.
+    DevCertificates {
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Host names or IP addresses the certificate is for.
+        #[arg(long = "name", default_values = ["localhost", "127.0.0.1", "::1"])]
+        names: Vec<String>,
     },
     /// Compile one component (run by `serve`, not by hand).
     #[command(hide = true)]
@@ -85,6 +102,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::DevCertificates { out_dir, names } => write_dev_certificates(&out_dir, &names),
         Command::CompileWorker {
             input,
             output,
@@ -114,6 +132,8 @@ fn main() -> ExitCode {
             node_max_table_elements,
             platform_domain,
             dns_resolver,
+            tls_cert,
+            tls_key,
             log_json,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -162,6 +182,14 @@ fn main() -> ExitCode {
                 platform_domain,
                 dns_resolver: dns_resolver
                     .map(|addr| control_plane::dns::ChallengeResolver { addr }),
+                tls: tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| control_plane::tls::TlsFiles { cert, key }),
+            };
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
             };
             let compiler = Compiler {
                 program,
@@ -184,11 +212,45 @@ fn main() -> ExitCode {
                             return ExitCode::FAILURE;
                         }
                     };
-                println!("control plane listening on http://{}", running.addr);
+                println!("control plane listening on {scheme}://{}", running.addr);
                 let _ = tokio::signal::ctrl_c().await;
                 running.shutdown().await;
                 ExitCode::SUCCESS
             })
+        }
+    }
+}
+
+fn write_dev_certificates(dir: &std::path::Path, names: &[String]) -> ExitCode {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (ca, server) = match edge_node::tls::certs::development_ca(&names) {
+        Ok(made) => made,
+        Err(e) => {
+            eprintln!("error: making the certificates: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(dir.join("ca.pem"), ca))
+        .and_then(|()| std::fs::write(dir.join("cert.pem"), &server.cert_pem))
+        .and_then(|()| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut key = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(dir.join("key.pem"))?;
+            std::io::Write::write_all(&mut key, server.key_pem.0.as_bytes())
+        });
+    match written {
+        Ok(()) => {
+            println!("{}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: writing to {}: {e}", dir.display());
+            ExitCode::FAILURE
         }
     }
 }

@@ -344,3 +344,99 @@ async fn a_tenant_manages_domains_tokens_and_services_with_edgectl() {
     plane.stop().await;
     dns.stop().await;
 }
+
+/// The node protocol over HTTPS: nodes that trust the operator's CA follow
+/// the control plane; a node that trusts another CA never gets a snapshot
+/// (and so never a tenant's key); plaintext is refused off loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_follow_the_control_plane_over_https_and_only_with_its_ca() {
+    let ca = DevCa::new();
+    let plane = Plane::start_https("sqlite", &ca).await;
+    assert!(
+        plane.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        plane.base
+    );
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", DOMAIN).await;
+    plane.deploy(&token, "web", hello()).await;
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let trusting =
+        EdgeNode::start_trusting(&plane.base, dirs[0].path(), "node-a", Some(&ca.ca_file)).await;
+    let other_ca = DevCa::new();
+    let stranger = EdgeNode::start_trusting(
+        &plane.base,
+        dirs[1].path(),
+        "node-b",
+        Some(&other_ca.ca_file),
+    )
+    .await;
+    until_all_serve(std::slice::from_ref(&trusting), HELLO).await;
+    let (_, nodes) = plane.call("GET", "/v1/nodes", ADMIN, None).await;
+    let names: Vec<&str> = nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert_eq!(names, ["node-a"], "the stranger never registered");
+    assert_eq!(stranger.body().await.0, 421, "and serves nothing");
+
+    // edgectl over HTTPS: with the CA file it logs in, without it it fails.
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("edgectl.json");
+    let ca_file = ca.ca_file.to_str().expect("path");
+    edgectl(
+        &config,
+        &[
+            "login",
+            "--url",
+            &plane.base,
+            "--token",
+            &token,
+            "--ca-file",
+            ca_file,
+        ],
+    )
+    .await;
+    let listed = edgectl(&config, &["service", "list"]).await;
+    assert!(listed.contains("web"), "{listed}");
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgectl"))
+        .args(["login", "--url", &plane.base, "--token", &token])
+        .env("EDGECTL_CONFIG", dir.path().join("other.json"))
+        .env_remove("EDGECTL_CA_FILE")
+        .output()
+        .await
+        .expect("edgectl runs");
+    assert!(
+        !refused.status.success(),
+        "a certificate it cannot verify is refused"
+    );
+
+    trusting.stop().await;
+    stranger.stop().await;
+    plane.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_refuses_a_plaintext_control_plane_off_loopback() {
+    let node = edge_node::Node::new(&edge_config::NodeConfig::default()).expect("node");
+    let dir = tempfile::tempdir().expect("dir");
+    for url in ["http://cp.example.net:7070", "http://10.1.2.3:7070"] {
+        let section = edge_config::node::ControlPlaneSection {
+            url: url.to_string(),
+            ca_file: None,
+            cluster_token: CLUSTER.to_string(),
+            node_name: "n".to_string(),
+            usage_report_interval_ms: 1_000,
+        };
+        let error = edge_node::sync::Follower::start(&node, section, dir.path())
+            .await
+            .expect_err("plaintext refused");
+        let message = format!("{error:#}");
+        assert!(message.contains("not a loopback address"), "{message}");
+    }
+}

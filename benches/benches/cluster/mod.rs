@@ -90,6 +90,7 @@ impl Cluster {
             // DOMAIN is the service's own name under it.
             platform_domain: "test".into(),
             dns_resolver: None,
+            tls: None,
         };
         std::fs::create_dir_all(&config.data_dir).expect("dir");
         let url = format!("sqlite://{}", data.path().join("cp.db").display());
@@ -131,6 +132,7 @@ impl Cluster {
             let follower = Follower::start(
                 &node,
                 ControlPlaneSection {
+                    ca_file: None,
                     url: base.clone(),
                     cluster_token: CLUSTER.into(),
                     node_name: format!("bench-{i}"),

@@ -31,12 +31,19 @@ enum Command {
         url: String,
         #[arg(long, env = "EDGECTL_TOKEN", hide_env_values = true)]
         token: String,
+        /// The CA certificate (PEM) the control plane's certificate chains
+        /// to, if not a public one (`scripts/run.sh` makes a development CA).
+        #[arg(long, env = "EDGECTL_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// Operators: create a tenant and print its token.
     TenantCreate {
         name: String,
         #[arg(long)]
         url: Option<String>,
+        /// As for `login`.
+        #[arg(long, env = "EDGECTL_CA_FILE")]
+        ca_file: Option<PathBuf>,
         #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
         /// Let the tenant's backends reach loopback and private addresses.
@@ -226,6 +233,8 @@ fn parse_backend(value: &str) -> Result<(String, String), String> {
 struct Credentials {
     url: String,
     token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_file: Option<PathBuf>,
 }
 
 fn config_path() -> anyhow::Result<PathBuf> {
@@ -272,17 +281,42 @@ struct Api {
 }
 
 impl Api {
-    fn new(url: &str, token: &str) -> Self {
-        Self {
+    /// A client for `url`; with `ca_file`, only that CA vouches for it.
+    fn new(url: &str, token: &str, ca_file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not PEM certificates", path.display()))?;
+            http = http.tls_built_in_root_certs(false);
+            for root in roots {
+                http = http.add_root_certificate(root);
+            }
+        }
+        Ok(Self {
             url: url.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            http: reqwest::Client::new(),
-        }
+            http: http.build().context("building the HTTP client")?,
+        })
     }
 
     fn logged_in() -> anyhow::Result<Self> {
         let credentials = load_credentials()?;
-        Ok(Self::new(&credentials.url, &credentials.token))
+        Self::new(
+            &credentials.url,
+            &credentials.token,
+            credentials.ca_file.as_deref(),
+        )
+    }
+
+    /// The logged-in control plane, with the operator's token.
+    fn operator(admin_token: &str) -> anyhow::Result<Self> {
+        let credentials = load_credentials()?;
+        Self::new(
+            &credentials.url,
+            admin_token,
+            credentials.ca_file.as_deref(),
+        )
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
@@ -504,8 +538,7 @@ async fn domain(command: DomainCommand) -> anyhow::Result<()> {
             domain,
             admin_token,
         } => {
-            let url = load_credentials()?.url;
-            let done = Api::new(&url, &admin_token)
+            let done = Api::operator(&admin_token)?
                 .post(&format!("/v1/domains/{domain}/approve"), json!({}))
                 .await?;
             println!("{} approved", done["domain"].as_str().unwrap_or(&domain));
@@ -535,7 +568,7 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
 
 async fn tenant(command: TenantCommand, admin_token: Option<String>) -> anyhow::Result<()> {
     let admin_token = admin_token.context("give --admin-token or set EDGE_ADMIN_TOKEN")?;
-    let api = Api::new(&load_credentials()?.url, &admin_token);
+    let api = Api::operator(&admin_token)?;
     match command {
         TenantCommand::Suspend { name } => {
             api.post(&format!("/v1/tenants/{name}/suspend"), json!({}))
@@ -724,12 +757,26 @@ fn print_table(rows: &Value, columns: &[&str]) {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Login { url, token } => {
-            let api = Api::new(&url, &token);
+        Command::Login {
+            url,
+            token,
+            ca_file,
+        } => {
+            // Kept absolute: edgectl runs from any directory.
+            let ca_file = ca_file
+                .map(|path| {
+                    std::fs::canonicalize(&path).with_context(|| path.display().to_string())
+                })
+                .transpose()?;
+            let api = Api::new(&url, &token, ca_file.as_deref())?;
             api.get("/v1/services")
                 .await
                 .context("checking the token")?;
-            save_credentials(&Credentials { url, token })?;
+            save_credentials(&Credentials {
+                url,
+                token,
+                ca_file,
+            })?;
             println!(
                 "logged in; credentials saved to {}",
                 config_path()?.display()
@@ -738,14 +785,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::TenantCreate {
             name,
             url,
+            ca_file,
             admin_token,
             allow_private_backends,
         } => {
-            let url = match url {
-                Some(url) => url,
-                None => load_credentials()?.url,
+            let api = match url {
+                Some(url) => Api::new(&url, &admin_token, ca_file.as_deref())?,
+                None => Api::operator(&admin_token)?,
             };
-            let created = Api::new(&url, &admin_token)
+            let created = api
                 .post(
                     "/v1/tenants",
                     json!({"name": name, "allow_private_backends": allow_private_backends}),
@@ -849,8 +897,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             wait,
         } => purge(url, surrogate_key, wait).await?,
         Command::Nodes { admin_token } => {
-            let url = load_credentials()?.url;
-            let nodes = Api::new(&url, &admin_token).get("/v1/nodes").await?;
+            let nodes = Api::operator(&admin_token)?.get("/v1/nodes").await?;
             print_table(
                 &nodes,
                 &["name", "id", "healthy", "snapshot_version", "last_seen_at"],

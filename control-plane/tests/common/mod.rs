@@ -64,7 +64,49 @@ pub async fn database_url(kind: &str, data: &Path) -> String {
     format!("{base}/{name}")
 }
 
+/// A development CA and the control plane's certificate it signed (for
+/// `localhost` and `127.0.0.1`), as files.
+pub struct DevCa {
+    pub ca_file: PathBuf,
+    pub server: control_plane::tls::TlsFiles,
+    _dir: tempfile::TempDir,
+}
+
+impl DevCa {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let (ca, server) = edge_node::tls::certs::development_ca(&["localhost", "127.0.0.1"])
+            .expect("development CA");
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("ca.pem"), ca).expect("write");
+        std::fs::write(path("cert.pem"), &server.cert_pem).expect("write");
+        std::fs::write(path("key.pem"), &server.key_pem.0).expect("write");
+        Self {
+            ca_file: path("ca.pem"),
+            server: control_plane::tls::TlsFiles {
+                cert: path("cert.pem"),
+                key: path("key.pem"),
+            },
+            _dir: dir,
+        }
+    }
+}
+
 impl Plane {
+    /// A control plane serving HTTPS with `ca`'s certificate; its client
+    /// trusts `ca` only.
+    pub async fn start_https(kind: &str, ca: &DevCa) -> Self {
+        let mut plane = Self::start_with(kind, |c| c.tls = Some(ca.server.clone())).await;
+        let pem = std::fs::read(&ca.ca_file).expect("CA");
+        plane.http = Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"))
+            .build()
+            .expect("client");
+        plane.base = plane.base.replacen("http://", "https://", 1);
+        plane
+    }
+
     pub async fn start(kind: &str) -> Self {
         Self::start_with(kind, |_| {}).await
     }
@@ -81,6 +123,7 @@ impl Plane {
             sandbox: SandboxLimits::default(),
             platform_domain: PLATFORM_DOMAIN.into(),
             dns_resolver: None,
+            tls: None,
         };
         change(&mut config);
         let compiler = Compiler {
@@ -255,10 +298,22 @@ pub struct EdgeNode {
 
 impl EdgeNode {
     pub async fn start(plane_base: &str, data_dir: &Path, name: &str) -> Self {
+        Self::start_trusting(plane_base, data_dir, name, None).await
+    }
+
+    /// A node that trusts only `ca_file` for the control plane's
+    /// certificate.
+    pub async fn start_trusting(
+        plane_base: &str,
+        data_dir: &Path,
+        name: &str,
+        ca_file: Option<&Path>,
+    ) -> Self {
         let mut config = NodeConfig::default();
         config.node.data_dir = data_dir.to_path_buf();
         config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         let control_plane = ControlPlaneSection {
+            ca_file: ca_file.map(Path::to_path_buf),
             url: plane_base.to_string(),
             cluster_token: CLUSTER.to_string(),
             node_name: name.to_string(),

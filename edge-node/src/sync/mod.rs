@@ -48,6 +48,8 @@ enum SyncError {
     Status(StatusCode),
     #[error("{0}")]
     Apply(String),
+    #[error("control_plane: {0}")]
+    Config(String),
 }
 
 /// Usage and guest log lines a stopping node could not deliver (the control
@@ -306,10 +308,31 @@ struct Sync {
 
 impl Sync {
     fn new(node: &Node, config: ControlPlaneSection, data_dir: &Path) -> Result<Self, SyncError> {
-        let client = reqwest::Client::builder()
+        config
+            .check_url()
+            .map_err(|e| SyncError::Config(format!("url {:?}: {e}", config.url)))?;
+        let mut client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(POLL_TIMEOUT)
-            .build()?;
+            .https_only(!config.url.starts_with("http://"));
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| SyncError::Config(format!("ca_file {}: {e}", path.display())))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| SyncError::Config(format!("ca_file {}: {e}", path.display())))?;
+            if roots.is_empty() {
+                return Err(SyncError::Config(format!(
+                    "ca_file {} holds no certificate",
+                    path.display()
+                )));
+            }
+            // Only the operator's CA vouches for the control plane.
+            client = client.tls_built_in_root_certs(false);
+            for root in roots {
+                client = client.add_root_certificate(root);
+            }
+        }
+        let client = client.build()?;
         Ok(Self {
             node: node.clone(),
             base: config.url.trim_end_matches('/').to_string(),
@@ -588,7 +611,7 @@ impl Follower {
     ) -> anyhow::Result<Self> {
         let config_interval_ms = config.usage_report_interval_ms;
         let sync = Sync::new(node, config, data_dir)
-            .map_err(|e| anyhow::anyhow!("building the control-plane client: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("following the control plane: {e}"))?;
         let interval = Duration::from_millis(config_interval_ms);
         let version = restore(&sync).await;
         sync.applied.send_replace(version);

@@ -123,6 +123,34 @@ fn covers(certificate: &webpki::EndEntityCert<'_>, domain: &str) -> bool {
     certificate.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
+/// A development certificate authority and a certificate it signed for
+/// `names` (host names or IP addresses): `(CA certificate PEM, server
+/// certificate and key)`. Clients that trust the CA file trust the server.
+pub fn development_ca(names: &[&str]) -> anyhow::Result<(String, CertificatePem)> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name
+        .push(DnType::CommonName, "edge platform development CA");
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let names: Vec<String> = names.iter().map(|n| (*n).to_string()).collect();
+    let server = CertificateParams::new(names)?;
+    let server_key = KeyPair::generate()?;
+    let server_cert = server.signed_by(&server_key, &issuer)?;
+    Ok((
+        ca_cert.pem(),
+        CertificatePem {
+            cert_pem: server_cert.pem(),
+            key_pem: edge_config::tls::SecretPem(server_key.serialize_pem()),
+        },
+    ))
+}
+
 /// A self-signed certificate for `names`: development, and the default a
 /// node serves to clients that send no SNI when the operator gave none.
 pub fn self_signed(names: &[&str]) -> anyhow::Result<CertificatePem> {
