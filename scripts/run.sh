@@ -5,7 +5,8 @@
 # in front of a small origin (scripts/example-origin.py). Ctrl-C stops
 # everything.
 #
-#   control plane  http://127.0.0.1:7070   (API, /openapi.json)
+#   control plane  https://127.0.0.1:7070  (API, /openapi.json; a development
+#                                          CA in target/platform/ca signs it)
 #   edge node      http://127.0.0.1:8080   (metrics on 127.0.0.1:9090)
 #                  https://127.0.0.1:8443  (HTTP/1.1, HTTP/2; HTTP/3 on UDP 8443)
 #   origin         http://127.0.0.1:8000   (behind the proxy service)
@@ -24,6 +25,12 @@ export EDGE_ADMIN_TOKEN="admin-$(token)"
 export EDGE_CLUSTER_TOKEN="cluster-$(token)"
 export EDGECTL_CONFIG="$data/edgectl.json"
 bin="$root/target/debug"
+# The control plane serves HTTPS with a certificate of a development CA
+# made here; the node and edgectl trust that CA and nothing else for it.
+ca="$data/ca"
+"$bin/control-plane" dev-certificates --out-dir "$ca" >/dev/null
+export EDGECTL_CA_FILE="$ca/ca.pem"
+api="https://127.0.0.1:7070"
 
 pids=()
 cleanup() {
@@ -33,13 +40,14 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 "$bin/control-plane" serve --listen 127.0.0.1:7070 --data-dir "$data/control-plane" \
+  --tls-cert "$ca/cert.pem" --tls-key "$ca/key.pem" \
   >"$data/control-plane.out" 2>"$data/control-plane.log" &
 pids+=($!)
 for _ in $(seq 100); do
-  curl -fsS http://127.0.0.1:7070/healthz >/dev/null 2>&1 && break
+  curl -fsS --cacert "$ca/ca.pem" "$api/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done
-curl -fsS http://127.0.0.1:7070/healthz >/dev/null \
+curl -fsS --cacert "$ca/ca.pem" "$api/healthz" >/dev/null \
   || { echo "the control plane did not start; see $data/control-plane.log" >&2; exit 1; }
 
 cat >"$data/node.toml" <<TOML
@@ -52,7 +60,8 @@ data_dir = "$data/node"
 listen = "127.0.0.1:8443"
 
 [control_plane]
-url = "http://127.0.0.1:7070"
+url = "$api"
+ca_file = "$ca/ca.pem"
 cluster_token = "$EDGE_CLUSTER_TOKEN"
 node_name = "local-node"
 TOML
@@ -63,8 +72,8 @@ pids+=($!)
 
 # The example tenant's origin runs on loopback, which only tenants the
 # operator allows may reach.
-tenant_token="$("$bin/edgectl" tenant-create example --allow-private-backends --url http://127.0.0.1:7070)"
-"$bin/edgectl" login --url http://127.0.0.1:7070 --token "$tenant_token" >/dev/null
+tenant_token="$("$bin/edgectl" tenant-create example --allow-private-backends --url "$api")"
+"$bin/edgectl" login --url "$api" --token "$tenant_token" >/dev/null
 # Each service answers on <service>.example.localhost (the platform domain
 # is localhost); custom domains wait for proof of ownership.
 "$bin/edgectl" service create hello >/dev/null
@@ -82,7 +91,8 @@ done
 
 cat <<TRY
 
-The platform is running: control plane on 127.0.0.1:7070, one edge node on
+The platform is running: control plane on https://127.0.0.1:7070 (CA:
+$ca/ca.pem), one edge node on
 127.0.0.1:8080, tenant "example" with services hello, echo and proxy. Try:
 
   curl http://hello.example.localhost:8080/
@@ -100,21 +110,29 @@ caches what the origin allows (60 s here): ask twice, see the same time and
 an Age header, then purge and ask again:
 
   curl -i http://proxy.example.localhost:8080/blog/hello
-  EDGECTL_CONFIG=$EDGECTL_CONFIG target/debug/edgectl purge --surrogate-key post-hello --wait
+  EDGECTL_CONFIG=$EDGECTL_CONFIG EDGECTL_CA_FILE=$EDGECTL_CA_FILE \\
+    target/debug/edgectl purge --surrogate-key post-hello --wait
 
 A custom domain stays pending, and unrouted (421), until it is proved:
 echo claimed echo.example.test (its deploy above printed the TXT record
-that will prove it). Approve it as the operator and it is served from the
+that proves it). Add another with edgectl, see its record, and verify it:
+
+  export EDGECTL_CONFIG=$EDGECTL_CONFIG EDGECTL_CA_FILE=$EDGECTL_CA_FILE
+  target/debug/edgectl domain add echo www.example.test
+  target/debug/edgectl domain list echo
+  target/debug/edgectl domain verify echo www.example.test   # 409 until the TXT record exists
+
+verify reads the record through the DNS server the operator names with
+\`control-plane serve --dns-resolver IP:PORT\`; this local run names none,
+so here the operator approves instead, and the domain is served from the
 next snapshot:
 
   curl -H 'Host: echo.example.test' http://127.0.0.1:8080/      # 421
-  curl -X POST -H "Authorization: Bearer $EDGE_ADMIN_TOKEN" \\
-       http://127.0.0.1:7070/v1/domains/echo.example.test/approve
+  target/debug/edgectl domain approve echo.example.test --admin-token $EDGE_ADMIN_TOKEN
   curl -H 'Host: echo.example.test' http://127.0.0.1:8080/      # 200
 
 Deploy and roll back with edgectl (logged in as the example tenant):
 
-  export EDGECTL_CONFIG=$EDGECTL_CONFIG
   target/debug/edgectl deploy hello --build examples/streaming
   target/debug/edgectl versions hello
   target/debug/edgectl rollback hello

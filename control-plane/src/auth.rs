@@ -95,6 +95,25 @@ impl FromRequestParts<AppState> for NodeCaller {
     }
 }
 
+/// The caller holds the cluster token or a node's credential: enough to
+/// fetch modules by hash (a node repairing its artifacts at start fetches
+/// before it registers; the cluster token can register anyway).
+#[derive(Debug)]
+pub struct ClusterMember;
+
+impl FromRequestParts<AppState> for ClusterMember {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if require_secret(parts, &state.config.cluster_token).is_ok() {
+            return Ok(Self);
+        }
+        NodeCaller::from_request_parts(parts, state)
+            .await
+            .map(|_| Self)
+    }
+}
+
 /// The caller is a tenant, identified by one of its tokens.
 #[derive(Debug)]
 pub struct TenantCaller {

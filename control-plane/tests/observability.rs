@@ -107,13 +107,19 @@ impl Prometheus {
 
 /// The shipped scrape config, pointed at this test's node and control plane
 /// and scraping every second.
-fn scrape_config(node_admin: SocketAddr, plane: &str) -> String {
+fn scrape_config(node_admin: SocketAddr, plane: &str, ca_file: &Path) -> String {
     let shipped = std::fs::read_to_string(
         edge_tests::guests::repo_root().join("config/observability/prometheus.yml"),
     )
     .expect("config/observability/prometheus.yml");
-    let plane = plane.trim_start_matches("http://");
-    for default in ["127.0.0.1:9090", "127.0.0.1:7070", "scrape_interval: 15s"] {
+    let plane = plane.trim_start_matches("https://");
+    const SHIPPED_CA: &str = "../../target/platform/ca/ca.pem";
+    for default in [
+        "127.0.0.1:9090",
+        "127.0.0.1:7070",
+        "scrape_interval: 15s",
+        SHIPPED_CA,
+    ] {
         assert!(
             shipped.contains(default),
             "the shipped config lost {default}"
@@ -122,6 +128,7 @@ fn scrape_config(node_admin: SocketAddr, plane: &str) -> String {
     shipped
         .replace("127.0.0.1:9090", &node_admin.to_string())
         .replace("127.0.0.1:7070", plane)
+        .replace(SHIPPED_CA, &ca_file.display().to_string())
         .replace("scrape_interval: 15s", "scrape_interval: 1s")
 }
 
@@ -149,11 +156,13 @@ fn dashboard_queries() -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_platform_and_the_dashboard_queries_hold() {
-    let plane = Plane::start("sqlite").await;
+    let ca = DevCa::new();
+    let plane = Plane::start_https("sqlite", &ca).await;
     let token = plane.tenant("acme").await;
     plane.service(&token, "web", DOMAIN).await;
     let node_dir = tempfile::tempdir().expect("dir");
-    let node = EdgeNode::start(&plane.base, node_dir.path(), "node-a").await;
+    let node =
+        EdgeNode::start_trusting(&plane.base, node_dir.path(), "node-a", Some(&ca.ca_file)).await;
     plane.deploy(&token, "web", hello()).await;
     // Wait for the deploy, then a known burst.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -180,7 +189,11 @@ async fn prometheus_scrapes_the_platform_and_the_dashboard_queries_hold() {
 
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("prometheus.yml");
-    std::fs::write(&config, scrape_config(node.admin_addr, &plane.base)).expect("config");
+    std::fs::write(
+        &config,
+        scrape_config(node.admin_addr, &plane.base, &ca.ca_file),
+    )
+    .expect("config");
     let prometheus = Prometheus::start(&config, &dir.path().join("data")).await;
 
     // Both jobs of the shipped config are up, and the series carry the

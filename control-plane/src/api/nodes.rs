@@ -16,7 +16,7 @@ use edge_node::modules::ModuleHash;
 use serde::Deserialize;
 
 use super::AppState;
-use crate::auth::{Admin, ClusterNode, NodeCaller};
+use crate::auth::{Admin, ClusterMember, ClusterNode, NodeCaller};
 use crate::error::ApiError;
 use crate::store::NodeRecord;
 
@@ -208,7 +208,7 @@ async fn file_response(path: std::path::PathBuf, what: String) -> Result<Respons
 }
 
 async fn component(
-    _: NodeCaller,
+    _: ClusterMember,
     State(state): State<AppState>,
     Path(sha256): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -223,7 +223,7 @@ async fn component(
 /// The artifact for an engine fingerprint; a node whose engine has no
 /// artifact here gets 404 and compiles the component itself.
 async fn artifact(
-    _: NodeCaller,
+    _: ClusterMember,
     State(state): State<AppState>,
     Path((sha256, fingerprint)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -231,7 +231,7 @@ async fn artifact(
 }
 
 async fn artifact_manifest(
-    _: NodeCaller,
+    _: ClusterMember,
     State(state): State<AppState>,
     Path((sha256, fingerprint)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {

@@ -372,12 +372,19 @@ impl Sync {
         }
     }
 
-    /// The credential to present (empty before registration).
+    /// The credential to present: the node's own once registered, the
+    /// cluster token before (which only registers and fetches modules).
     fn credential(&self) -> String {
-        self.credential
+        let own = self
+            .credential
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .clone();
+        if own.is_empty() {
+            self.cluster_token.clone()
+        } else {
+            own
+        }
     }
 
     async fn post_usage(&self, services: Vec<ServiceUsage>) -> Result<(), SyncError> {
