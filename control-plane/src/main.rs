@@ -23,57 +23,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the API.
-    Serve {
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        listen: SocketAddr,
-        /// Where the database (SQLite by default) and modules live.
-        #[arg(long, default_value = "control-plane-data")]
-        data_dir: PathBuf,
-        /// `sqlite://<path>` or `postgres://...`; SQLite in the data
-        /// directory by default.
-        #[arg(long, env = "EDGE_DATABASE_URL")]
-        database_url: Option<String>,
-        /// The operator's token (creates tenants, lists nodes).
-        #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
-        /// The token nodes present.
-        #[arg(long, env = "EDGE_CLUSTER_TOKEN", hide_env_values = true)]
-        cluster_token: String,
-        #[arg(long, default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
-        max_upload_bytes: usize,
-        #[arg(long, default_value_t = DEFAULT_COMPILE_TIMEOUT.as_secs())]
-        compile_timeout_secs: u64,
-        #[arg(long, default_value_t = DEFAULT_COMPILE_MEMORY_BYTES)]
-        compile_memory_bytes: u64,
-        /// The smallest `sandbox.max_memory_bytes` of the nodes: an upload
-        /// whose initial memory is larger is refused (a node could not
-        /// load it), and so is a service limit above it.
-        #[arg(long, default_value_t = edge_config::limits::DEFAULT_SANDBOX_MAX_MEMORY_BYTES)]
-        node_max_memory_bytes: u64,
-        /// The smallest `sandbox.max_table_elements` of the nodes.
-        #[arg(long, default_value_t = edge_config::limits::DEFAULT_SANDBOX_MAX_TABLE_ELEMENTS)]
-        node_max_table_elements: u64,
-        /// Every service is served as `<service>.<tenant>.<this>` with no
-        /// proof of ownership; point a wildcard DNS record for it at the
-        /// nodes. Custom domains need their tenant to prove control.
-        #[arg(long, default_value = control_plane::store::DEFAULT_PLATFORM_DOMAIN)]
-        platform_domain: String,
-        /// The DNS server (`ip:port`) that custom domains' TXT challenges
-        /// are read from. Without it, the operator approves each custom
-        /// domain by hand.
-        #[arg(long)]
-        dns_resolver: Option<SocketAddr>,
-        /// Serve HTTPS with this certificate chain (PEM); give --tls-key
-        /// with it. Without both, the API is plaintext HTTP, which nodes
-        /// accept only on loopback.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Log lines as JSON instead of text.
-        #[arg(long)]
-        log_json: bool,
-    },
+    Serve(Box<ServeArgs>),
     /// Write a development CA (`ca.pem`) and a certificate it signed for
     /// `--name` (`cert.pem`, `key.pem`) into `--out-dir`: for --tls-cert,
     /// --tls-key, and the nodes' and edgectl's CA file.
@@ -100,6 +50,59 @@ enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Where the database (SQLite by default) and modules live.
+    #[arg(long, default_value = "control-plane-data")]
+    data_dir: PathBuf,
+    /// `sqlite://<path>` or `postgres://...`; SQLite in the data
+    /// directory by default.
+    #[arg(long, env = "EDGE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The operator's token (creates tenants, lists nodes).
+    #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+    /// The token nodes present.
+    #[arg(long, env = "EDGE_CLUSTER_TOKEN", hide_env_values = true)]
+    cluster_token: String,
+    #[arg(long, default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
+    max_upload_bytes: usize,
+    #[arg(long, default_value_t = DEFAULT_COMPILE_TIMEOUT.as_secs())]
+    compile_timeout_secs: u64,
+    #[arg(long, default_value_t = DEFAULT_COMPILE_MEMORY_BYTES)]
+    compile_memory_bytes: u64,
+    /// The smallest `sandbox.max_memory_bytes` of the nodes: an upload
+    /// whose initial memory is larger is refused (a node could not
+    /// load it), and so is a service limit above it.
+    #[arg(long, default_value_t = edge_config::limits::DEFAULT_SANDBOX_MAX_MEMORY_BYTES)]
+    node_max_memory_bytes: u64,
+    /// The smallest `sandbox.max_table_elements` of the nodes.
+    #[arg(long, default_value_t = edge_config::limits::DEFAULT_SANDBOX_MAX_TABLE_ELEMENTS)]
+    node_max_table_elements: u64,
+    /// Every service is served as `<service>.<tenant>.<this>` with no
+    /// proof of ownership; point a wildcard DNS record for it at the
+    /// nodes. Custom domains need their tenant to prove control.
+    #[arg(long, default_value = control_plane::store::DEFAULT_PLATFORM_DOMAIN)]
+    platform_domain: String,
+    /// The DNS server (`ip:port`) that custom domains' TXT challenges
+    /// are read from. Without it, the operator approves each custom
+    /// domain by hand.
+    #[arg(long)]
+    dns_resolver: Option<SocketAddr>,
+    /// Serve HTTPS with this certificate chain (PEM); give --tls-key
+    /// with it. Without both, the API is plaintext HTTP, which nodes
+    /// accept only on loopback.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Log lines as JSON instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::DevCertificates { out_dir, names } => write_dev_certificates(&out_dir, &names),
@@ -119,23 +122,24 @@ fn main() -> ExitCode {
                 ..SandboxLimits::default()
             },
         }),
-        Command::Serve {
-            listen,
-            data_dir,
-            database_url,
-            admin_token,
-            cluster_token,
-            max_upload_bytes,
-            compile_timeout_secs,
-            compile_memory_bytes,
-            node_max_memory_bytes,
-            node_max_table_elements,
-            platform_domain,
-            dns_resolver,
-            tls_cert,
-            tls_key,
-            log_json,
-        } => {
+        Command::Serve(serve) => {
+            let ServeArgs {
+                listen,
+                data_dir,
+                database_url,
+                admin_token,
+                cluster_token,
+                max_upload_bytes,
+                compile_timeout_secs,
+                compile_memory_bytes,
+                node_max_memory_bytes,
+                node_max_table_elements,
+                platform_domain,
+                dns_resolver,
+                tls_cert,
+                tls_key,
+                log_json,
+            } = *serve;
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info".into());
             let logs = tracing_subscriber::fmt()

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use control_plane::ApiConfig;
-use control_plane::compile::{Compiler, run_worker};
+use control_plane::compile::{Compiler, WorkerTask, run_worker};
 use edge_config::node::ControlPlaneSection;
 use edge_config::{NodeConfig, SandboxLimits};
 use edge_node::Node;
@@ -46,11 +46,19 @@ pub fn compile_worker() -> Option<std::process::ExitCode> {
             .cloned()
             .unwrap_or_default()
     };
-    Some(run_worker(
-        value("--input").as_ref(),
-        value("--output").as_ref(),
-        value("--memory-bytes").parse().unwrap_or(u64::MAX),
-    ))
+    let number = |flag: &str, default: u64| value(flag).parse().unwrap_or(default);
+    let (input, output) = (value("--input"), value("--output"));
+    let defaults = SandboxLimits::default();
+    Some(run_worker(&WorkerTask {
+        input: input.as_ref(),
+        output: output.as_ref(),
+        memory_bytes: number("--memory-bytes", u64::MAX),
+        nodes: SandboxLimits {
+            max_memory_bytes: number("--max-memory-bytes", defaults.max_memory_bytes),
+            max_table_elements: number("--max-table-elements", defaults.max_table_elements),
+            ..defaults
+        },
+    }))
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
