@@ -194,6 +194,10 @@ fn exceeded_ceiling(error: &str, nodes: &SandboxLimits) -> Option<String> {
         "one memory per core module".to_string()
     } else if error.contains("defined tables count") {
         "one table per core module".to_string()
+    } else if error.contains("instance size does not fit") {
+        // Before the count below: this error's text names core module
+        // instances too.
+        "the size of one instance's state".to_string()
     } else if error.contains("core module instances") {
         format!(
             "{} core instances per component",
@@ -201,8 +205,6 @@ fn exceeded_ceiling(error: &str, nodes: &SandboxLimits) -> Option<String> {
         )
     } else if error.contains("Wasm linear memories") || error.contains("tables, which exceeds") {
         "the memories or tables one component may define".to_string()
-    } else if error.contains("instance size does not fit") {
-        "the size of one instance's state".to_string()
     } else {
         return None;
     };

@@ -12,10 +12,12 @@ use std::time::Duration;
 use hickory_resolver::Resolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::{Name, RData};
 
 /// How long one query waits for an answer, per attempt.
 pub const DNS_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one check may take in all (CNAME hops and retries included).
+pub const DNS_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many TXT strings of one answer are compared with the token; the
 /// rest are ignored (a record set is small; a hostile zone is not).
 pub const MAX_TXT_VALUES: usize = 64;
@@ -71,16 +73,31 @@ impl ChallengeResolver {
         options.ndots = 0;
         let resolver = builder.build().map_err(|e| lookup_error(e.to_string()))?;
         let fqdn = format!("{}.", name.trim_end_matches('.'));
-        let lookup = match resolver.txt_lookup(fqdn).await {
+        let queried = Name::from_ascii(&fqdn).map_err(|e| lookup_error(e.to_string()))?;
+        let lookup = match resolver.txt_lookup(queried.clone()).await {
             Ok(lookup) => lookup,
             Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
                 return Err(DnsError::NoRecord(name.to_string()));
             }
             Err(e) => return Err(lookup_error(e.to_string())),
         };
-        Ok(lookup
-            .answers()
+        // Only the records of the name asked for (or of what its CNAME
+        // chain ends at): a resolver that passes on more proves nothing.
+        let answers = lookup.answers();
+        let mut owner = queried;
+        for _ in 0..answers.len() {
+            let next = answers.iter().find_map(|record| match &record.data {
+                RData::CNAME(target) if record.name == owner => Some(target.0.clone()),
+                _ => None,
+            });
+            match next {
+                Some(target) => owner = target,
+                None => break,
+            }
+        }
+        Ok(answers
             .iter()
+            .filter(|record| record.name == owner)
             .filter_map(|record| match &record.data {
                 RData::TXT(txt) => Some(
                     txt.txt_data

@@ -62,7 +62,8 @@ pub async fn start(
 ) -> anyhow::Result<RunningControlPlane> {
     let store = Store::connect(database_url)
         .await?
-        .with_platform_domain(&config.platform_domain);
+        .with_platform_domain(&config.platform_domain)
+        .with_pending_claim_ttl(config.pending_claim_ttl);
     let engine = build_engine(&config.sandbox).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let fingerprint = engine_fingerprint(&engine);
     let modules = ArtifactStore::open(&config.data_dir.join("modules"), engine, &fingerprint)?;

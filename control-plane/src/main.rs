@@ -91,6 +91,10 @@ struct ServeArgs {
     /// domain by hand.
     #[arg(long)]
     dns_resolver: Option<SocketAddr>,
+    /// How long a custom-domain claim nobody has proved blocks other
+    /// tenants' claims on the names it overlaps.
+    #[arg(long, default_value_t = control_plane::store::DEFAULT_PENDING_CLAIM_TTL.as_secs() / 3600)]
+    pending_domain_ttl_hours: u64,
     /// Serve HTTPS with this certificate chain (PEM); give --tls-key
     /// with it. Without both, the API is plaintext HTTP, which nodes
     /// accept only on loopback.
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
                 node_max_table_elements,
                 platform_domain,
                 dns_resolver,
+                pending_domain_ttl_hours,
                 tls_cert,
                 tls_key,
                 log_json,
@@ -186,6 +191,9 @@ fn main() -> ExitCode {
                 platform_domain,
                 dns_resolver: dns_resolver
                     .map(|addr| control_plane::dns::ChallengeResolver { addr }),
+                pending_claim_ttl: Duration::from_secs(
+                    pending_domain_ttl_hours.saturating_mul(3600),
+                ),
                 tls: tls_cert
                     .zip(tls_key)
                     .map(|(cert, key)| control_plane::tls::TlsFiles { cert, key }),

@@ -3,11 +3,13 @@
 //! itself (rustls, certificate and key from files) instead of relying on a
 //! proxy in front of it.
 //!
-//! Handshakes run in tasks of their own, bounded in number and time, so a
-//! client that opens a connection and sends nothing holds one handshake
-//! slot for [`HANDSHAKE_TIMEOUT`] and never the accept loop.
+//! Handshakes run in tasks of their own, bounded in number (in all and per
+//! client address) and in time. The accept loop never waits for a slot: a
+//! connection that finds none is closed at once, so clients that open
+//! connections and send nothing cannot queue everyone else behind them.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +19,60 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+
+/// Handshakes in progress per client address.
+#[derive(Debug, Default)]
+struct PerAddress(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a slot for `ip`, unless it has [`MAX_HANDSHAKES_PER_ADDRESS`].
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let mut counts = self.counts();
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            ip,
+            table: Arc::clone(self),
+        })
+    }
+}
+
+/// One handshake's place in [`PerAddress`], given back when dropped.
+#[derive(Debug)]
+struct AddressSlot {
+    ip: IpAddr,
+    table: Arc<PerAddress>,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.table.counts();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// How long a client has to complete its handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; more connections wait in the kernel's
-/// backlog.
-pub const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshakes in progress at once; a connection beyond is closed.
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 1_024;
+/// Handshakes in progress at once from one IP address.
+pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 32;
 
 /// The API's certificate chain and key, as PEM files.
 #[derive(Debug, Clone)]
@@ -71,11 +119,9 @@ impl TlsListener {
         let (done, ready) = mpsc::channel(MAX_CONCURRENT_HANDSHAKES);
         let acceptor = TlsAcceptor::from(config);
         let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+        let per_address = Arc::new(PerAddress::default());
         let accepting = tokio::spawn(async move {
             loop {
-                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                    return;
-                };
                 let (tcp, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -85,10 +131,18 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::debug!(%peer, "too many API handshakes in progress; closed");
+                    continue;
+                };
+                let Some(address_slot) = per_address.take(peer.ip()) else {
+                    tracing::debug!(%peer, "too many API handshakes from this address; closed");
+                    continue;
+                };
                 let acceptor = acceptor.clone();
                 let done = done.clone();
                 tokio::spawn(async move {
-                    let _slot = slot;
+                    let _slots = (slot, address_slot);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             let _ = done.send((tls, peer)).await;

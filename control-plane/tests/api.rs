@@ -423,6 +423,28 @@ async fn nodes_register_report_usage_and_are_listed() {
         assert_eq!(nodes[0]["name"], "n1", "{kind}");
         assert_eq!(nodes[0]["snapshot_version"], 1);
         assert_eq!(nodes[0]["healthy"], true);
+        // The operator removes the node: its credential is refused at once.
+        let id = nodes[0]["id"].as_str().expect("id");
+        let (status, _) = plane
+            .call("DELETE", &format!("/v1/nodes/{id}"), ADMIN, None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
+        let (status, _) = plane
+            .call("POST", "/v1/node/usage", &node, Some(report.clone()))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}");
+        for name in ["", "a b", &"n".repeat(129)] {
+            let (status, body) = plane
+                .call(
+                    "POST",
+                    "/v1/node/register",
+                    CLUSTER,
+                    Some(json!({"name": name, "engine_fingerprint": "x"})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {name:?}");
+            assert_eq!(body["error"]["code"], "invalid_node_name");
+        }
         plane.stop().await;
     }
 }
@@ -454,7 +476,7 @@ async fn implausible_usage_is_refused_and_usage_and_metrics_still_answer() {
             usage(max, 0, 0, 0),
             usage(10, 11, 0, 0),
             usage(10, 10, max, 0),
-            usage(10, 10, 0, max),
+            usage(0, 0, 0, max),
         ] {
             for node in &nodes {
                 let (status, body) = plane
@@ -464,6 +486,12 @@ async fn implausible_usage_is_refused_and_usage_and_metrics_still_answer() {
                 assert_eq!(body["error"]["code"], "implausible_usage", "{kind}");
             }
         }
+        // CPU and bytes may come without requests (a request is counted at
+        // its response head; its guest may finish in the next report).
+        let (status, body) = plane
+            .call("POST", "/v1/node/usage", &nodes[0], Some(usage(0, 0, 5, 7)))
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{kind}: {body}");
         // The largest plausible report, several times from two nodes.
         let big = usage(
             limit,
@@ -483,8 +511,13 @@ async fn implausible_usage_is_refused_and_usage_and_metrics_still_answer() {
         assert_eq!(status, StatusCode::OK, "{kind}: {totals}");
         assert_eq!(totals[0]["requests"], 6 * limit, "{kind}");
         assert_eq!(
+            totals[0]["guest_cpu_micros"],
+            6 * control_plane::api::nodes::MAX_REPORTED_CPU_MICROS + 5,
+            "{kind}"
+        );
+        assert_eq!(
             totals[0]["bytes_out"],
-            6 * control_plane::api::nodes::MAX_REPORTED_BYTES,
+            6 * control_plane::api::nodes::MAX_REPORTED_BYTES + 7,
             "{kind}"
         );
         let metrics = plane
@@ -678,6 +711,41 @@ async fn create(plane: &Plane, token: &str, name: &str, domains: &[&str]) -> (St
 /// A claim conflicts with every domain of another tenant that it equals,
 /// covers or is covered by, in any spelling; wildcards on a public suffix
 /// are refused.
+/// A claim nobody proves blocks other tenants only for the pending-claim
+/// TTL: a squatter cannot keep a name from its owner. A verified claim
+/// never expires.
+#[tokio::test]
+async fn a_pending_claim_nobody_proves_stops_blocking_after_its_ttl() {
+    for ttl in [Duration::from_secs(3600), Duration::ZERO] {
+        let plane = Plane::start_with("sqlite", |c| c.pending_claim_ttl = ttl).await;
+        let squatter = plane.tenant("squatter").await;
+        let owner = plane.tenant("owner").await;
+        let (status, _) = create(&plane, &squatter, "web", &["*.victim.example"]).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, body) = create(&plane, &owner, "web", &["www.victim.example"]).await;
+        if ttl.is_zero() {
+            assert_eq!(status, StatusCode::CREATED, "expired: {body}");
+            let (_, claims) = plane
+                .call("GET", "/v1/services/web/domains", &squatter, None)
+                .await;
+            assert!(!claims.to_string().contains("victim"), "released: {claims}");
+        } else {
+            assert_eq!(status, StatusCode::CONFLICT, "still pending: {body}");
+        }
+        plane.stop().await;
+    }
+    // Verified, it holds even with a TTL of zero.
+    let plane = Plane::start_with("sqlite", |c| c.pending_claim_ttl = Duration::ZERO).await;
+    let first = plane.tenant("first").await;
+    let second = plane.tenant("second").await;
+    let (status, _) = create(&plane, &first, "web", &["*.shop.example"]).await;
+    assert_eq!(status, StatusCode::CREATED);
+    plane.approve("*.shop.example").await;
+    let (status, _) = create(&plane, &second, "web", &["www.shop.example"]).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    plane.stop().await;
+}
+
 #[tokio::test]
 async fn domain_claims_never_overlap_across_tenants() {
     for kind in databases() {

@@ -440,3 +440,56 @@ async fn a_node_refuses_a_plaintext_control_plane_off_loopback() {
         assert!(message.contains("not a loopback address"), "{message}");
     }
 }
+
+/// Clients that connect and send nothing hold at most
+/// `MAX_HANDSHAKES_PER_ADDRESS` handshake slots, from their own address:
+/// one more connection from it is closed at once, and a client from
+/// another address is served as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_hold_only_their_own_addresss_handshake_slots() {
+    use control_plane::tls::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES_PER_ADDRESS};
+    use tokio::io::AsyncReadExt;
+    let ca = DevCa::new();
+    let plane = Plane::start_https("sqlite", &ca).await;
+    let addr: std::net::SocketAddr = plane
+        .base
+        .trim_start_matches("https://")
+        .parse()
+        .expect("address");
+    let mut silent = Vec::new();
+    for _ in 0..MAX_HANDSHAKES_PER_ADDRESS {
+        silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    // Let the accept loop take them all.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let mut one_more = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, one_more.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed at once, not left waiting: {read:?}"
+    );
+    assert!(
+        started.elapsed() < HANDSHAKE_TIMEOUT / 2,
+        "{:?}",
+        started.elapsed()
+    );
+    // Another client address is served while they sit there.
+    let pem = std::fs::read(&ca.ca_file).expect("CA");
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA"))
+        .build()
+        .expect("client");
+    let health = other
+        .get(plane.url("/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("served");
+    assert_eq!(health.status(), StatusCode::OK);
+    drop(silent);
+    plane.stop().await;
+}

@@ -99,6 +99,7 @@ impl Cluster {
             platform_domain: "test".into(),
             dns_resolver: None,
             tls: None,
+            pending_claim_ttl: control_plane::store::DEFAULT_PENDING_CLAIM_TTL,
         };
         std::fs::create_dir_all(&config.data_dir).expect("dir");
         let url = format!("sqlite://{}", data.path().join("cp.db").display());

@@ -56,6 +56,8 @@ pub struct ApiConfig {
     /// Where custom domains' TXT challenges are looked up; without one,
     /// only the operator's approval verifies a domain.
     pub dns_resolver: Option<crate::dns::ChallengeResolver>,
+    /// How long another tenant's pending domain claim blocks a name.
+    pub pending_claim_ttl: Duration,
     /// Serve HTTPS with this certificate; plaintext HTTP without it.
     pub tls: Option<crate::tls::TlsFiles>,
 }

@@ -179,6 +179,12 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "admin",
     ),
     (
+        "delete",
+        "/v1/nodes/{id}",
+        "Remove a node: its credential is refused from then on",
+        "admin",
+    ),
+    (
         "post",
         "/v1/node/register",
         "Register a node; answers with the node's own credential for every other node call",

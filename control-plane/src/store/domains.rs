@@ -9,7 +9,9 @@
 //!   active version: a version that is activated (or rolled back to) claims
 //!   its domains again in the same transaction, or fails with a conflict.
 //! - A claim starts pending; only verified claims reach the snapshot
-//!   (see [`Store::snapshot`](super::Store::snapshot)).
+//!   (see [`Store::snapshot`](super::Store::snapshot)). A pending claim
+//!   blocks other tenants for the pending-claim TTL (7 days by default);
+//!   after that the next overlapping claim releases it.
 //!
 //! Every transaction that claims first takes the snapshot row's lock, so
 //! two overlapping claims on PostgreSQL cannot both pass the check.
@@ -55,12 +57,25 @@ pub(super) async fn lock_claims(tx: &mut Tx<'_>) -> Result<(), StoreError> {
 }
 
 /// Claims each of `domains` (normalized custom domains) for `service`,
-/// unless it already holds it.
+/// unless it already holds it. Other tenants' pending claims made before
+/// `expired_before` (Unix ms) no longer block anyone: they are released
+/// first, so a claim nobody proves cannot keep a name from its owner.
 pub(super) async fn claim(
     tx: &mut Tx<'_>,
     service: &Service,
     domains: &[String],
+    expired_before: i64,
 ) -> Result<(), StoreError> {
+    if !domains.is_empty() {
+        sqlx::query(
+            "DELETE FROM domains WHERE verified = 0 AND created_at <= $1 AND tenant_id <> $2",
+        )
+        .bind(expired_before)
+        .bind(&service.tenant_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("releasing expired domain claims"))?;
+    }
     for domain in domains {
         claim_one(tx, service, domain).await?;
     }
@@ -260,7 +275,13 @@ impl Store {
         if !spec.domains.iter().any(|d| d == domain) {
             spec.domains.push(domain.to_string());
         }
-        claim(&mut tx, service, &[domain.to_string()]).await?;
+        claim(
+            &mut tx,
+            service,
+            &[domain.to_string()],
+            self.pending_claims_expire_before(),
+        )
+        .await?;
         super::write_spec(&mut tx, &service.id, &spec).await?;
         tx.commit().await.map_err(db("adding a domain"))?;
         Ok(())

@@ -154,7 +154,15 @@ pub struct Store {
     /// Every service is served as `<service>.<tenant>.<platform_domain>`
     /// without proof of ownership.
     platform_domain: String,
+    /// How long another tenant's pending claim blocks a name.
+    pending_claim_ttl: std::time::Duration,
 }
+
+/// How long a pending domain claim blocks other tenants' claims on the
+/// names it overlaps: long enough to publish a TXT record, short enough
+/// that a squatter does not keep a name from its owner.
+pub const DEFAULT_PENDING_CLAIM_TTL: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -203,6 +211,7 @@ impl Store {
         let store = Self {
             pool,
             platform_domain: DEFAULT_PLATFORM_DOMAIN.to_string(),
+            pending_claim_ttl: DEFAULT_PENDING_CLAIM_TTL,
         };
         store.migrate().await?;
         Ok(store)
@@ -212,6 +221,17 @@ impl Store {
     pub fn with_platform_domain(mut self, domain: &str) -> Self {
         self.platform_domain = domain.to_string();
         self
+    }
+
+    pub fn with_pending_claim_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.pending_claim_ttl = ttl;
+        self
+    }
+
+    /// Pending claims made before this (Unix ms) have expired.
+    pub(super) fn pending_claims_expire_before(&self) -> i64 {
+        now_ms()
+            .saturating_sub(i64::try_from(self.pending_claim_ttl.as_millis()).unwrap_or(i64::MAX))
     }
 
     pub fn platform_domain(&self) -> &str {
@@ -472,7 +492,13 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db("a service with this name"))?;
-        domains::claim(&mut tx, &service, &self.custom_domains(&service, spec)).await?;
+        domains::claim(
+            &mut tx,
+            &service,
+            &self.custom_domains(&service, spec),
+            self.pending_claims_expire_before(),
+        )
+        .await?;
         tx.commit().await.map_err(db("creating a service"))?;
         Ok(service)
     }
@@ -487,7 +513,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("updating a service"))?;
         domains::lock_claims(&mut tx).await?;
-        domains::claim(&mut tx, service, &self.custom_domains(service, spec)).await?;
+        domains::claim(
+            &mut tx,
+            service,
+            &self.custom_domains(service, spec),
+            self.pending_claims_expire_before(),
+        )
+        .await?;
         let active = active_spec(&mut tx, &service.id).await?;
         let mut keep: HashSet<&str> = spec.domains.iter().map(String::as_str).collect();
         if let Some(active) = &active {
@@ -707,6 +739,7 @@ impl Store {
             &mut tx,
             service,
             &self.custom_domains(service, &version_spec),
+            self.pending_claims_expire_before(),
         )
         .await?;
         let current = current_spec(&mut tx, &service.id).await?;
@@ -832,6 +865,23 @@ impl Store {
         .await
         .map_err(db("registering a node"))?;
         Ok(id)
+    }
+
+    /// Removes a node and what it reported; false if there is none.
+    pub async fn remove_node(&self, node_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("removing a node"))?;
+        sqlx::query("DELETE FROM node_failures WHERE node_id = $1")
+            .bind(node_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("removing a node"))?;
+        let removed = sqlx::query("DELETE FROM nodes WHERE id = $1")
+            .bind(node_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("removing a node"))?;
+        tx.commit().await.map_err(db("removing a node"))?;
+        Ok(removed.rows_affected() > 0)
     }
 
     /// The node whose credential hashes to `token_sha256`.

@@ -71,16 +71,19 @@ impl Store {
         Ok(())
     }
 
-    /// What nodes reported about each version of the service.
+    /// What nodes heard from lately (healthy ones) reported about each
+    /// version of the service: a node long gone says nothing.
     pub async fn node_failures(
         &self,
         service: &Service,
     ) -> Result<HashMap<i64, Vec<NodeFailure>>, StoreError> {
         let rows = sqlx::query(
             "SELECT f.version, n.name, f.error, f.reported_at FROM node_failures f \
-             JOIN nodes n ON n.id = f.node_id WHERE f.service_id = $1 ORDER BY n.name, n.id",
+             JOIN nodes n ON n.id = f.node_id WHERE f.service_id = $1 AND n.last_seen_at >= $2 \
+             ORDER BY n.name, n.id",
         )
         .bind(&service.id)
+        .bind(now_ms() - super::NODE_HEALTHY_WITHIN_MS)
         .fetch_all(&self.pool)
         .await
         .map_err(db("reading node failures"))?;

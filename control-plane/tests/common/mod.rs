@@ -124,6 +124,7 @@ impl Plane {
             platform_domain: PLATFORM_DOMAIN.into(),
             dns_resolver: None,
             tls: None,
+            pending_claim_ttl: control_plane::store::DEFAULT_PENDING_CLAIM_TTL,
         };
         change(&mut config);
         let compiler = Compiler {

@@ -50,6 +50,11 @@ enum SyncError {
     Apply(String),
     #[error("control_plane: {0}")]
     Config(String),
+    /// The snapshot poll was refused for the node's credential (the
+    /// control plane's database was replaced, or the operator removed the
+    /// node): it registers again.
+    #[error("the control plane does not know this node ({0})")]
+    Unrecognized(StatusCode),
 }
 
 /// Usage and guest log lines a stopping node could not deliver (the control
@@ -158,6 +163,20 @@ struct Registration {
     purge_seq: u64,
 }
 
+/// The node's registration, kept in its data dir (mode 0600, as every temp
+/// file is made) so that a restart presents the same credential instead of
+/// registering a new node each time.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SavedRegistration {
+    node_id: String,
+    node_token: String,
+    purge_seq: u64,
+}
+
+fn registration_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("registration.json")
+}
+
 /// Follows the control plane until `shutdown` turns true.
 async fn run(
     sync: Arc<Sync>,
@@ -165,7 +184,13 @@ async fn run(
     registrations: watch::Sender<Option<Registration>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut registered = false;
+    let mut registered = match sync.saved_registration().await {
+        Some(registration) => {
+            registrations.send_replace(Some(registration));
+            true
+        }
+        None => false,
+    };
     let mut backoff = FIRST_BACKOFF;
     loop {
         let round = async {
@@ -186,10 +211,16 @@ async fn run(
                 backoff = FIRST_BACKOFF;
             }
             Ok(None) => backoff = FIRST_BACKOFF,
-            Err(SyncError::Status(StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED)) => {
-                // The control plane does not know this node or its
-                // credential (its database was replaced): register again.
+            Err(SyncError::Unrecognized(status)) => {
+                tracing::warn!(%status, "the control plane does not know this node; registering again");
                 registered = false;
+                sync.forget_registration().await;
+                // Not at once: a control plane that refuses every
+                // credential would otherwise be asked in a tight loop.
+                tokio::select! {
+                    () = tokio::time::sleep(FIRST_BACKOFF) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "control-plane sync failed; still serving snapshot {version}");
@@ -243,11 +274,23 @@ async fn report_usage(
         let sync = Arc::clone(&sync);
         async move {
             let usage = sync.node.usage().drain();
-            if !usage.is_empty()
-                && let Err(e) = sync.post_usage(usage.clone()).await
-            {
-                tracing::warn!(error = %e, "usage report failed; kept for the next one");
-                sync.node.usage().restore(&usage);
+            if usage.is_empty() {
+                return;
+            }
+            match sync.post_usage(usage.clone()).await {
+                Ok(()) => {}
+                // Refused for its content: sending it again would be
+                // refused again, and hold back every later report.
+                Err(SyncError::Status(status))
+                    if status.is_client_error()
+                        && !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND) =>
+                {
+                    tracing::error!(%status, services = usage.len(), "usage report refused; dropping it");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "usage report failed; kept for the next one");
+                    sync.node.usage().restore(&usage);
+                }
             }
         }
     })
@@ -275,7 +318,15 @@ async fn ship_logs(
                 let batch = GuestLogBatch { lines };
                 match sync.post_logs(&batch).await {
                     Ok(()) => logs.shipped(count),
-                    Err(SyncError::Status(status)) if status.is_client_error() => {
+                    // A credential not (yet) recognized is the node's
+                    // problem, not the lines': they wait for it to register.
+                    Err(SyncError::Status(status))
+                        if status.is_client_error()
+                            && !matches!(
+                                status,
+                                StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND
+                            ) =>
+                    {
                         tracing::error!(%status, lines = count, "guest log shipment refused; dropping it");
                         logs.rejected(count);
                     }
@@ -453,14 +504,48 @@ impl Sync {
         }
         let registered: NodeRegistered = response.json().await?;
         tracing::info!(node_id = %registered.node_id, "registered with the control plane");
-        *self
-            .credential
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = registered.node_token;
+        let saved = SavedRegistration {
+            node_id: registered.node_id.clone(),
+            node_token: registered.node_token.clone(),
+            purge_seq: registered.purge_seq,
+        };
+        let text = serde_json::to_vec(&saved).unwrap_or_default();
+        let path = registration_path(&self.data_dir);
+        let written = tokio::task::spawn_blocking(move || write_atomically(&path, &text)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::warn!("could not save the registration; the next start registers again");
+        }
+        self.set_credential(registered.node_token);
         Ok(Registration {
             node_id: registered.node_id,
             purge_seq: registered.purge_seq,
         })
+    }
+
+    fn set_credential(&self, token: String) {
+        *self
+            .credential
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+    }
+
+    /// The registration a previous run saved, now presented again.
+    async fn saved_registration(&self) -> Option<Registration> {
+        let text = tokio::fs::read(registration_path(&self.data_dir))
+            .await
+            .ok()?;
+        let saved: SavedRegistration = serde_json::from_slice(&text).ok()?;
+        tracing::info!(node_id = %saved.node_id, "presenting the saved registration");
+        self.set_credential(saved.node_token);
+        Some(Registration {
+            node_id: saved.node_id,
+            purge_seq: saved.purge_seq,
+        })
+    }
+
+    async fn forget_registration(&self) {
+        self.set_credential(String::new());
+        let _ = tokio::fs::remove_file(registration_path(&self.data_dir)).await;
     }
 
     /// One long-poll. Returns the version applied, or `None` if nothing
@@ -475,6 +560,9 @@ impl Sync {
             .await?;
         match response.status() {
             StatusCode::NOT_MODIFIED => return Ok(None),
+            status @ (StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND) => {
+                return Err(SyncError::Unrecognized(status));
+            }
             status if !status.is_success() => return Err(SyncError::Status(status)),
             _ => {}
         }
