@@ -256,8 +256,15 @@ fn normalize_authority<B>(request: &mut Request<B>) -> Result<Authority, EdgeErr
         *request.uri_mut() =
             http::Uri::from_parts(parts).map_err(|_| EdgeError::InvalidAuthority)?;
     }
-    let host_value = HeaderValue::from_str(&normal).map_err(|_| EdgeError::InvalidAuthority)?;
-    request.headers_mut().insert(header::HOST, host_value);
+    // Most clients already send the normal spelling: leave that header be.
+    let host_is_normal = request
+        .headers()
+        .get(header::HOST)
+        .is_some_and(|value| value.as_bytes() == normal.as_bytes());
+    if !host_is_normal {
+        let host_value = HeaderValue::from_str(&normal).map_err(|_| EdgeError::InvalidAuthority)?;
+        request.headers_mut().insert(header::HOST, host_value);
+    }
     Ok(authority)
 }
 
