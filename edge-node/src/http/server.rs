@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use edge_config::HttpLimits;
@@ -37,6 +38,84 @@ const H2_MAX_FRAME_BYTES: u32 = 16 * 1024;
 const H2_MAX_SEND_BUFFER_BYTES: usize = 400 * 1024;
 /// A client that does not answer a keep-alive ping within this is gone.
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a connection has been doing, for its two deadlines: its first
+/// request must arrive within `http.header_read_timeout_ms` of the
+/// connection being ready (a client that sends nothing, half an HTTP/2
+/// preface, or a preface and no stream is cut), and a connection with no
+/// request in flight for `http.keep_alive_idle_ms` is closed (HTTP/2:
+/// GOAWAY), whatever the protocol keeps alive underneath.
+#[derive(Debug)]
+struct ConnectionActivity {
+    started: tokio::time::Instant,
+    seen_request: AtomicBool,
+    in_flight: AtomicUsize,
+    /// When the last request ended, in ms since `started`.
+    idle_since_ms: AtomicU64,
+    /// Wakes the connection's task to move its deadline when a request
+    /// starts or ends.
+    changed: tokio::sync::Notify,
+}
+
+impl ConnectionActivity {
+    fn new() -> Self {
+        Self {
+            started: tokio::time::Instant::now(),
+            seen_request: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn request_started(self: &Arc<Self>) -> RequestInFlight {
+        self.seen_request.store(true, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_one();
+        RequestInFlight(Arc::clone(self))
+    }
+
+    /// The next moment a deadline may be due, and what is due then.
+    fn next_deadline(
+        &self,
+        first_request: Duration,
+        idle: Duration,
+    ) -> (tokio::time::Instant, Due) {
+        if !self.seen_request.load(Ordering::Relaxed) {
+            return (self.started + first_request, Due::FirstRequest);
+        }
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            // Moved on when the request ends; until then, looked at again
+            // after one idle period.
+            return (tokio::time::Instant::now() + idle, Due::Recheck);
+        }
+        let idle_since =
+            self.started + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
+        (idle_since + idle, Due::Idle)
+    }
+}
+
+/// What a connection's deadline found when it fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    FirstRequest,
+    Idle,
+    Recheck,
+}
+
+/// One request of a connection, from its head to its response head.
+#[derive(Debug)]
+struct RequestInFlight(Arc<ConnectionActivity>);
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let now = u64::try_from(activity.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.idle_since_ms.store(now, Ordering::Relaxed);
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        activity.changed.notify_one();
+    }
+}
 
 /// The hyper connection builder with the node's protocol limits.
 pub fn connection_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
@@ -179,19 +258,29 @@ async fn accept_loop<S, F, Io>(
         let listener_name = if advertise_h3 { "https" } else { "http" };
         let counted = Arc::new(OpenConnection::accepted(&node.metrics, listener_name));
         let mut cut = node.lifecycle.cut_signal();
+        let mut draining = shutdown.clone();
         tokio::spawn(async move {
             let _open = open;
+            // Held until the connection ends: the drain waits for it.
+            let _drain = watcher;
             let Some((io, server_name)) = secure(stream, Arc::clone(&node)).await else {
                 return;
             };
+            let first_request = Duration::from_millis(node.http_limits.header_read_timeout_ms);
+            let idle = Duration::from_millis(node.http_limits.keep_alive_idle_ms);
+            let activity = Arc::new(ConnectionActivity::new());
             let tenant_connection = node.tenant_connection(server_name.as_deref());
             let over_capacity = over_capacity || tenant_connection.is_err();
             let tenant_connection = tenant_connection.ok().flatten().map(Arc::new);
+            let metrics_node = Arc::clone(&node);
+            let service_activity = Arc::clone(&activity);
             let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let node = Arc::clone(&node);
                 let tenant_connection = tenant_connection.clone();
+                let in_flight = service_activity.request_started();
                 counted.request(request.version());
                 async move {
+                    let _in_flight = in_flight;
                     if over_capacity {
                         drop(request);
                         return Ok(refuse_connection(&node));
@@ -216,13 +305,46 @@ async fn accept_loop<S, F, Io>(
                     Ok::<_, Infallible>(response)
                 }
             });
-            let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
-            tokio::select! {
-                ended = connection => if let Err(e) = ended {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                },
-                () = crate::node::stopped(&mut cut) => {
-                    tracing::debug!(%peer, "connection cut at the end of the drain");
+            let connection = builder.serve_connection(io, service).into_owned();
+            tokio::pin!(connection);
+            let mut closing = false;
+            loop {
+                let (deadline, due) = activity.next_deadline(first_request, idle);
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(e) = ended {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    () = crate::node::stopped(&mut cut) => {
+                        tracing::debug!(%peer, "connection cut at the end of the drain");
+                        return;
+                    }
+                    () = activity.changed.notified() => {}
+                    () = crate::node::stopped(&mut draining), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    () = tokio::time::sleep_until(deadline), if !closing || due == Due::FirstRequest => {
+                        match activity.next_deadline(first_request, idle).1 {
+                            Due::FirstRequest => {
+                                metrics_node
+                                    .metrics
+                                    .limit_refusals
+                                    .with_label_values(&["first-request-timeout"])
+                                    .inc();
+                                tracing::debug!(%peer, "no request within the first-request deadline; closed");
+                                return;
+                            }
+                            Due::Idle if tokio::time::Instant::now() >= deadline => {
+                                tracing::debug!(%peer, "idle connection closed");
+                                connection.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
+                            Due::Idle | Due::Recheck => {}
+                        }
+                    }
                 }
             }
         });

@@ -243,3 +243,112 @@ async fn a_connection_over_the_node_bound_gets_503_and_is_closed() {
     assert_eq!(get(node.addr, "hello.test", "/").await.status, 200);
     node.shutdown().await;
 }
+
+/// Waits until the server closes `stream` (read gives 0 or an error) or
+/// `within` passes; returns whether it closed and how long that took.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> (bool, Duration) {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (closed, started.elapsed())
+}
+
+/// Connections that send nothing, or only part of an HTTP/2 preface, are
+/// closed at the first-request deadline (`http.header_read_timeout_ms`)
+/// and give their slots back: with `max_connections = 2`, two silent
+/// connections no longer lock every client out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_at_the_first_request_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = edge_config::NodeConfig::default();
+    config.http.max_connections = 2;
+    config.http.header_read_timeout_ms = 500;
+    let node = TestNode::start_with(
+        config,
+        vec![TestService::new("hello", "hello.test", rust_guest("hello"))],
+    )
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("silent");
+    let mut preface = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("preface");
+    preface.write_all(b"PRI * HT").await.expect("write");
+    for stream in [&mut silent, &mut preface] {
+        let (closed, took) = closed_within(stream, Duration::from_secs(5)).await;
+        assert!(closed, "closed");
+        assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get(node.addr, "hello.test", "/").await.status, 200);
+    assert!(
+        node.metric("edge_limit_refusals_total{limit=\"first-request-timeout\"}")
+            .await
+            >= 2.0
+    );
+    node.shutdown().await;
+}
+
+/// An HTTP/2 connection with no stream open for `http.keep_alive_idle_ms`
+/// gets GOAWAY and is closed, though it answers every ping; so does an idle
+/// HTTP/1.1 keep-alive connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_keep_alive_idle_time() {
+    let mut config = edge_config::NodeConfig::default();
+    config.http.keep_alive_idle_ms = 400;
+    let node = TestNode::start_with(
+        config,
+        vec![TestService::new("hello", "hello.test", rust_guest("hello"))],
+    )
+    .await;
+    // h2c with prior knowledge: one request, then nothing.
+    let stream = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    let started = std::time::Instant::now();
+    let driver = tokio::spawn(connection);
+    let response = sender
+        .send_request(request("GET", "hello.test", "/", ""))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    drop(response);
+    let ended = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    assert!(
+        ended.is_ok(),
+        "the node closed the idle h2 connection (GOAWAY)"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(sender.ready().await.is_err(), "no new stream after GOAWAY");
+
+    // HTTP/1.1 keep-alive: one request, then idle.
+    let mut h1 = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("connect");
+    {
+        use tokio::io::AsyncWriteExt;
+        h1.write_all(b"GET / HTTP/1.1\r\nHost: hello.test\r\n\r\n")
+            .await
+            .expect("write");
+    }
+    let (closed, _) = closed_within(&mut h1, Duration::from_secs(5)).await;
+    assert!(closed, "the idle HTTP/1.1 connection is closed");
+    node.shutdown().await;
+}
