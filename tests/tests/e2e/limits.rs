@@ -212,12 +212,9 @@ async fn one_tenant_at_its_in_flight_bound_gets_503_and_others_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_over_the_node_bound_gets_503_and_is_closed() {
-    let mut config = edge_config::NodeConfig::default();
-    config.http.max_connections = 2;
-    let node = TestNode::start_with(
-        config,
-        vec![TestService::new("hello", "hello.test", rust_guest("hello"))],
-    )
+    let node = hello_node(|http| {
+        http.max_connections = 2;
+    })
     .await;
     let idle = [
         tokio::net::TcpStream::connect(node.addr)
@@ -270,13 +267,10 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_at_the_first_request_deadline() {
     use tokio::io::AsyncWriteExt;
-    let mut config = edge_config::NodeConfig::default();
-    config.http.max_connections = 2;
-    config.http.header_read_timeout_ms = 500;
-    let node = TestNode::start_with(
-        config,
-        vec![TestService::new("hello", "hello.test", rust_guest("hello"))],
-    )
+    let node = hello_node(|http| {
+        http.max_connections = 2;
+        http.header_read_timeout_ms = 500;
+    })
     .await;
     let mut silent = tokio::net::TcpStream::connect(node.addr)
         .await
@@ -305,12 +299,9 @@ async fn silent_connections_are_closed_at_the_first_request_deadline() {
 /// HTTP/1.1 keep-alive connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_after_the_keep_alive_idle_time() {
-    let mut config = edge_config::NodeConfig::default();
-    config.http.keep_alive_idle_ms = 400;
-    let node = TestNode::start_with(
-        config,
-        vec![TestService::new("hello", "hello.test", rust_guest("hello"))],
-    )
+    let node = hello_node(|http| {
+        http.keep_alive_idle_ms = 400;
+    })
     .await;
     // h2c with prior knowledge: one request, then nothing.
     let stream = tokio::net::TcpStream::connect(node.addr)
@@ -351,4 +342,16 @@ async fn idle_connections_are_closed_after_the_keep_alive_idle_time() {
     let (closed, _) = closed_within(&mut h1, Duration::from_secs(5)).await;
     assert!(closed, "the idle HTTP/1.1 connection is closed");
     node.shutdown().await;
+}
+
+/// A node serving `hello.test` with the hello guest, its HTTP limits
+/// changed by `change`.
+async fn hello_node(change: impl FnOnce(&mut edge_config::HttpLimits)) -> TestNode {
+    let mut config = edge_config::NodeConfig::default();
+    change(&mut config.http);
+    TestNode::start_with(
+        config,
+        vec![TestService::new("hello", "hello.test", rust_guest("hello"))],
+    )
+    .await
 }
