@@ -44,23 +44,13 @@ for round in $(seq "$ROUNDS"); do
   [ $((round % 2)) -eq 0 ] && order=(1 0)
   for i in "${order[@]}"; do
     before="$(ticks "${server_pids[$i]}")"
-    out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Host: shop.test" \
-      "http://127.0.0.1:${ports[$i]}/")"
+    out="$(wrk_run "$CONNECTIONS" -H "Host: shop.test" "http://127.0.0.1:${ports[$i]}/")"
     after="$(ticks "${server_pids[$i]}")"
-    grep -q "Non-2xx" <<<"$out" && { echo "$out" >&2; exit 1; }
-    requests="$(awk '/requests in/ { print $1 }' <<<"$out")"
-    awk -v name="${names[$i]}" -v round="$round" -v req="$requests" \
-        -v cpu="$(( after - before ))" -v hz="$hz" '
-      function ms(v) {
-        if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-        if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
-        if (v ~ /s$/) { sub(/s$/, "", v); return v * 1000 }
-        return v
-      }
-      /^Requests\/sec:/ { rps = $2 }
-      $1 == "99%" { p99 = ms($2) }
-      END { printf "%s %s %.0f %.2f %.1f\n", name, round, rps, p99, cpu / hz * 1e6 / req }' \
-      <<<"$out" | tee -a "$results"
+    read -r rps _ p99 requests < <(wrk_parse <<<"$out")
+    awk -v name="${names[$i]}" -v round="$round" -v rps="$rps" -v p99="$p99" \
+        -v req="$requests" -v cpu="$(( after - before ))" -v hz="$hz" \
+        'BEGIN { printf "%s %s %.0f %.2f %.1f\n", name, round, rps, p99, cpu / hz * 1e6 / req }' \
+      | tee -a "$results"
   done
 done
 

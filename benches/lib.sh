@@ -43,6 +43,14 @@ wait_for() {
 # wrk_figures CONNECTIONS [wrk args...] URL -> "REQ_PER_SEC P50_MS P99_MS".
 # Fails on any non-2xx answer.
 wrk_figures() {
+  local out
+  out="$(wrk_run "$@")"
+  wrk_parse <<<"$out" | awk '{ print $1, $2, $3 }'
+}
+
+# wrk_run CONNECTIONS [wrk args...] URL -> wrk's own output. Fails on any
+# non-2xx answer.
+wrk_run() {
   local connections="$1"; shift
   local threads="$THREADS" out
   [ "$connections" -lt "$threads" ] && threads="$connections"
@@ -52,6 +60,11 @@ wrk_figures() {
     echo "non-2xx responses: wrk $*" >&2
     exit 1
   fi
+  printf '%s\n' "$out"
+}
+
+# wrk_parse < WRK_OUTPUT -> "REQ_PER_SEC P50_MS P99_MS REQUESTS".
+wrk_parse() {
   awk '
     function ms(v) {
       if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
@@ -60,9 +73,10 @@ wrk_figures() {
       return v
     }
     /^Requests\/sec:/ { rps = $2 }
+    /requests in/ { requests = $1 }
     $1 == "50%" { p50 = ms($2) }
     $1 == "99%" { p99 = ms($2) }
-    END { printf "%s %.3f %.3f\n", rps, p50, p99 }' <<<"$out"
+    END { printf "%s %.3f %.3f %s\n", rps, p50, p99, requests }'
 }
 
 # warm_up [wrk args...] URL : 2 s of load, figures discarded.

@@ -387,19 +387,7 @@ async fn nodes_register_report_usage_and_are_listed() {
             )
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}");
-        let (status, registered) = plane
-            .call(
-                "POST",
-                "/v1/node/register",
-                CLUSTER,
-                Some(json!({"name": "n1", "engine_fingerprint": "x"})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{kind}");
-        let node = registered["node_token"]
-            .as_str()
-            .expect("credential")
-            .to_string();
+        let node = plane.register_node("n1").await;
         // The cluster token only registers: reports need the node's own.
         let report = json!({"snapshot_version": 1, "services": [{
             "service": "acme/web", "requests": 10, "status_2xx": 9, "status_3xx": 0,

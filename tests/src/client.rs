@@ -130,6 +130,13 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
 pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (String, bool) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(bytes).await.expect("write");
+    let (out, closed) = read_until_closed(&mut stream, wait).await;
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+/// Reads `stream` until the server closes it (or errors) or `wait` passes.
+/// Returns what was read and whether the server closed.
+pub async fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     let closed = tokio::time::timeout(wait, async {
         let mut buf = [0u8; 4096];
@@ -142,5 +149,5 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (String, boo
     })
     .await
     .is_ok();
-    (String::from_utf8_lossy(&out).into_owned(), closed)
+    (out, closed)
 }

@@ -16,6 +16,7 @@ use super::services::{check_domain, own_service};
 use crate::auth::{Admin, TenantCaller};
 use crate::dns::DnsError;
 use crate::error::ApiError;
+use crate::store::Service;
 use crate::store::domains::DomainClaim;
 
 pub fn router() -> Router<AppState> {
@@ -50,6 +51,20 @@ async fn list(
     Ok(Json(state.store.domains(&service).await?))
 }
 
+/// The caller's service `name` and `domain` in its normal spelling (400
+/// `invalid_domain` if it is not one the service may claim).
+async fn own_service_and_domain(
+    state: &AppState,
+    caller: &TenantCaller,
+    name: &str,
+    domain: &str,
+) -> Result<(Service, String), ApiError> {
+    let service = own_service(state, caller, name).await?;
+    let domain = check_domain(state, caller, name, domain)
+        .map_err(|message| ApiError::bad_request("invalid_domain", message))?;
+    Ok((service, domain))
+}
+
 /// Claims a custom domain for the service (409 if it overlaps another
 /// tenant's) and adds it to the spec: it is served from the next version
 /// on, once approved.
@@ -59,9 +74,7 @@ async fn add(
     Path(name): Path<String>,
     Json(new): Json<NewDomain>,
 ) -> Result<(StatusCode, Json<DomainClaim>), ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
-    let domain = check_domain(&state, &caller, &name, &new.domain)
-        .map_err(|message| ApiError::bad_request("invalid_domain", message))?;
+    let (service, domain) = own_service_and_domain(&state, &caller, &name, &new.domain).await?;
     state.store.add_domain(&service, &domain).await?;
     let claim = state
         .store
@@ -80,9 +93,7 @@ async fn remove(
     State(state): State<AppState>,
     Path((name, domain)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
-    let domain = check_domain(&state, &caller, &name, &domain)
-        .map_err(|message| ApiError::bad_request("invalid_domain", message))?;
+    let (service, domain) = own_service_and_domain(&state, &caller, &name, &domain).await?;
     let version = state
         .store
         .remove_domain(&service, &domain)
@@ -100,9 +111,7 @@ async fn verify(
     State(state): State<AppState>,
     Path((name, domain)): Path<(String, String)>,
 ) -> Result<Json<DomainClaim>, ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
-    let domain = check_domain(&state, &caller, &name, &domain)
-        .map_err(|message| ApiError::bad_request("invalid_domain", message))?;
+    let (service, domain) = own_service_and_domain(&state, &caller, &name, &domain).await?;
     let claim_of = |claims: Vec<DomainClaim>| {
         claims
             .into_iter()

@@ -285,13 +285,7 @@ impl Api {
     fn new(url: &str, token: &str, ca_file: Option<&Path>) -> anyhow::Result<Self> {
         let mut http = reqwest::Client::builder();
         if let Some(path) = ca_file {
-            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("{} is not PEM certificates", path.display()))?;
-            http = http.tls_built_in_root_certs(false);
-            for root in roots {
-                http = http.add_root_certificate(root);
-            }
+            http = edge_node::tls::trust_only(http, path).map_err(anyhow::Error::msg)?;
         }
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),

@@ -181,6 +181,8 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             )",
             "CREATE INDEX node_failures_by_service ON node_failures (service_id, version)",
             "CREATE INDEX node_failures_by_node ON node_failures (node_id)",
+            // Every claiming transaction releases expired pending claims.
+            "CREATE INDEX domains_pending ON domains (verified, created_at)",
         ],
     ),
 ];

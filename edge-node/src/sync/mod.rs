@@ -367,21 +367,8 @@ impl Sync {
             .timeout(POLL_TIMEOUT)
             .https_only(!config.url.starts_with("http://"));
         if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| SyncError::Config(format!("ca_file {}: {e}", path.display())))?;
-            let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| SyncError::Config(format!("ca_file {}: {e}", path.display())))?;
-            if roots.is_empty() {
-                return Err(SyncError::Config(format!(
-                    "ca_file {} holds no certificate",
-                    path.display()
-                )));
-            }
             // Only the operator's CA vouches for the control plane.
-            client = client.tls_built_in_root_certs(false);
-            for root in roots {
-                client = client.add_root_certificate(root);
-            }
+            client = crate::tls::trust_only(client, path).map_err(SyncError::Config)?;
         }
         let client = client.build()?;
         Ok(Self {
@@ -443,42 +430,26 @@ impl Sync {
             snapshot_version: *self.applied.borrow(),
             services,
         };
-        let response = self
-            .client
-            .post(format!("{}/v1/node/usage", self.base))
-            .bearer_auth(self.credential())
-            .timeout(CONNECT_TIMEOUT * 2)
-            .json(&report)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Err(SyncError::Status(response.status()));
-        }
-        Ok(())
+        self.post("/v1/node/usage", &report).await
     }
 
     async fn post_status(&self, status: &NodeStatus) -> Result<(), SyncError> {
-        let response = self
-            .client
-            .post(format!("{}/v1/node/status", self.base))
-            .bearer_auth(self.credential())
-            .timeout(CONNECT_TIMEOUT * 2)
-            .json(status)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Err(SyncError::Status(response.status()));
-        }
-        Ok(())
+        self.post("/v1/node/status", status).await
     }
 
     async fn post_logs(&self, batch: &GuestLogBatch) -> Result<(), SyncError> {
+        self.post("/v1/node/logs", batch).await
+    }
+
+    /// Posts `body` as JSON with the node's credential; any answer but a
+    /// success is an error.
+    async fn post(&self, path: &str, body: &impl serde::Serialize) -> Result<(), SyncError> {
         let response = self
             .client
-            .post(format!("{}/v1/node/logs", self.base))
+            .post(format!("{}{path}", self.base))
             .bearer_auth(self.credential())
             .timeout(CONNECT_TIMEOUT * 2)
-            .json(batch)
+            .json(body)
             .send()
             .await?;
         if !response.status().is_success() {

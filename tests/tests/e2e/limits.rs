@@ -244,19 +244,8 @@ async fn a_connection_over_the_node_bound_gets_503_and_is_closed() {
 /// Waits until the server closes `stream` (read gives 0 or an error) or
 /// `within` passes; returns whether it closed and how long that took.
 async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> (bool, Duration) {
-    use tokio::io::AsyncReadExt;
     let started = std::time::Instant::now();
-    let closed = tokio::time::timeout(within, async {
-        let mut buf = [0u8; 1024];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok();
+    let (_, closed) = client::read_until_closed(stream, within).await;
     (closed, started.elapsed())
 }
 
