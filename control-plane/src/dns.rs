@@ -12,7 +12,7 @@ use std::time::Duration;
 use hickory_resolver::Resolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::{Name, RData};
+use hickory_resolver::proto::rr::{Name, RData, Record};
 
 /// How long one query waits for an answer, per attempt.
 pub const DNS_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -81,33 +81,85 @@ impl ChallengeResolver {
             }
             Err(e) => return Err(lookup_error(e.to_string())),
         };
-        // Only the records of the name asked for (or of what its CNAME
-        // chain ends at): a resolver that passes on more proves nothing.
-        let answers = lookup.answers();
-        let mut owner = queried;
-        for _ in 0..answers.len() {
-            let next = answers.iter().find_map(|record| match &record.data {
-                RData::CNAME(target) if record.name == owner => Some(target.0.clone()),
-                _ => None,
-            });
-            match next {
-                Some(target) => owner = target,
-                None => break,
-            }
+        Ok(texts_of(lookup.answers(), queried))
+    }
+}
+
+/// The text of each TXT record of `queried` among `answers`, or of the
+/// name its CNAME chain ends at, at most [`MAX_TXT_VALUES`]: a resolver
+/// that passes on records of other names proves nothing with them.
+fn texts_of(answers: &[Record], queried: Name) -> Vec<String> {
+    let mut owner = queried;
+    for _ in 0..answers.len() {
+        let next = answers.iter().find_map(|record| match &record.data {
+            RData::CNAME(target) if record.name == owner => Some(target.0.clone()),
+            _ => None,
+        });
+        match next {
+            Some(target) => owner = target,
+            None => break,
         }
-        Ok(answers
-            .iter()
-            .filter(|record| record.name == owner)
-            .filter_map(|record| match &record.data {
-                RData::TXT(txt) => Some(
-                    txt.txt_data
-                        .iter()
-                        .map(|part| String::from_utf8_lossy(part))
-                        .collect::<String>(),
-                ),
-                _ => None,
-            })
-            .take(MAX_TXT_VALUES)
-            .collect())
+    }
+    answers
+        .iter()
+        .filter(|record| record.name == owner)
+        .filter_map(|record| match &record.data {
+            RData::TXT(txt) => Some(
+                txt.txt_data
+                    .iter()
+                    .map(|part| String::from_utf8_lossy(part))
+                    .collect::<String>(),
+            ),
+            _ => None,
+        })
+        .take(MAX_TXT_VALUES)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_resolver::proto::rr::rdata::{CNAME, TXT};
+
+    use super::*;
+
+    fn name(text: &str) -> Name {
+        Name::from_ascii(text).expect("name")
+    }
+
+    fn txt(owner: &str, text: &str) -> Record {
+        Record::from_rdata(
+            name(owner),
+            60,
+            RData::TXT(TXT::new(vec![text.to_string()])),
+        )
+    }
+
+    #[test]
+    fn only_the_asked_names_records_count_and_at_most_max_txt_values() {
+        let asked = "_edge-challenge.shop.example.";
+        // Another name's record, passed on by a careless forwarder.
+        let answers = [
+            txt("_edge-challenge.evil.example.", "token"),
+            txt(asked, "other"),
+        ];
+        assert_eq!(texts_of(&answers, name(asked)), ["other"]);
+        // Case does not matter; the CNAME chain is followed to its end.
+        let answers = [
+            Record::from_rdata(
+                name("_EDGE-challenge.Shop.example."),
+                60,
+                RData::CNAME(CNAME(name("proof.dns-host.example."))),
+            ),
+            txt(asked, "not the end of the chain"),
+            txt("proof.dns-host.example.", "token"),
+        ];
+        assert_eq!(texts_of(&answers, name(asked)), ["token"]);
+        // A record set larger than the bound is cut to it.
+        let many: Vec<Record> = (0..MAX_TXT_VALUES + 1)
+            .map(|i| txt(asked, &format!("value {i}")))
+            .collect();
+        let texts = texts_of(&many, name(asked));
+        assert_eq!(texts.len(), MAX_TXT_VALUES);
+        assert!(!texts.contains(&format!("value {MAX_TXT_VALUES}")));
     }
 }

@@ -437,6 +437,59 @@ async fn nodes_register_report_usage_and_are_listed() {
     }
 }
 
+/// What a node says about services it could not load is bounded: at most
+/// `MAX_REPORTED_FAILURES` entries and `MAX_FAILURE_ERROR_CHARS` of each
+/// error are kept, a service that does not exist is left out, and the next
+/// report replaces the last.
+#[tokio::test]
+async fn node_failure_reports_are_bounded_and_replaced() {
+    use control_plane::store::node_failures::{MAX_FAILURE_ERROR_CHARS, MAX_REPORTED_FAILURES};
+    let plane = Plane::start("sqlite").await;
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", "web.acme.test").await;
+    plane.deploy(&token, "web", hello()).await;
+    let node = plane.register_node("n1").await;
+    let failure = |service: &str| {
+        json!({"service": service, "version": 1, "module_sha256": "x",
+               "error": "e".repeat(MAX_FAILURE_ERROR_CHARS + 100)})
+    };
+    let mut failures: Vec<Value> = (0..=MAX_REPORTED_FAILURES)
+        .map(|_| failure("acme/web"))
+        .collect();
+    failures.insert(0, failure("nobody/nothing"));
+    let (status, body) = plane
+        .call(
+            "POST",
+            "/v1/node/status",
+            &node,
+            Some(json!({"snapshot_version": 1, "failures": failures})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (_, versions) = plane
+        .call("GET", "/v1/services/web/versions", &token, None)
+        .await;
+    let kept = versions[0]["node_failures"].as_array().expect("failures");
+    // The unknown service took one of the places and was then left out.
+    assert_eq!(kept.len(), MAX_REPORTED_FAILURES - 1);
+    let error = kept[0]["error"].as_str().expect("error");
+    assert_eq!(error.chars().count(), MAX_FAILURE_ERROR_CHARS);
+    let (status, _) = plane
+        .call(
+            "POST",
+            "/v1/node/status",
+            &node,
+            Some(json!({"snapshot_version": 2, "failures": []})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, versions) = plane
+        .call("GET", "/v1/services/web/versions", &token, None)
+        .await;
+    assert_eq!(versions[0]["node_failures"], json!([]), "replaced");
+    plane.stop().await;
+}
+
 /// A hostile node (it holds the cluster token) cannot break usage for
 /// everyone: counts no node could have served are refused, and what is
 /// stored can never make the sums fail.
