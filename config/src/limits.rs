@@ -329,6 +329,10 @@ pub const ASYNC_STACK_BYTES: usize = 2 * 1024 * 1024;
 /// How often the epoch ticker thread advances the engine's epoch. The CPU
 /// budget is checked at this granularity.
 pub const EPOCH_TICK_MS: u64 = 1;
+/// The tick while guests wait for a turn on the CPU (see the node's
+/// `sandbox::turns`): a running guest's turn ends at the next tick, so this
+/// is how long a waiting tenant's guest waits for a free turn, at most.
+pub const CONTENDED_EPOCH_TICK_US: u64 = 250;
 /// Instances that can run at once. Sizes the pooling allocator's slots.
 pub const DEFAULT_MAX_CONCURRENT_INSTANCES: u64 = 1_000;
 /// Ceiling for any service's `memory_bytes`; sizes the pooling allocator's

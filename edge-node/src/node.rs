@@ -148,7 +148,11 @@ impl Node {
     /// Builds the engine, the artifact store and the module cache.
     pub fn new(config: &NodeConfig) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new(&config.metrics));
-        let sandbox = Arc::new(Sandbox::new(&config.sandbox).context("creating the sandbox")?);
+        let sandbox = Arc::new(
+            Sandbox::new(&config.sandbox)
+                .map(|sandbox| sandbox.with_turns(metrics.guests_waiting_for_cpu.clone()))
+                .context("creating the sandbox")?,
+        );
         let store = ArtifactStore::open(
             &config.node.data_dir,
             sandbox.engine().clone(),

@@ -106,6 +106,7 @@ impl HelloNode {
             .expect("ready component");
         let identity = GuestIdentity {
             service: Arc::clone(&service.name),
+            tenant: Arc::clone(&service.tenant),
             version: service.version,
             request_id: "bench".into(),
             metrics_label: Arc::clone(&service.name),

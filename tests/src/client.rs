@@ -151,3 +151,42 @@ pub async fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> (Vec<u
     .is_ok();
     (out, closed)
 }
+
+/// Sends `GET host/` over one HTTP/1.1 keep-alive connection, one request
+/// after another, until `duration` has passed. Returns each request's
+/// latency; every answer must be 200, and the connection must stay open.
+pub async fn keep_alive_latencies(
+    addr: SocketAddr,
+    host: &str,
+    duration: Duration,
+) -> Vec<Duration> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(connection);
+    let started = std::time::Instant::now();
+    let mut latencies = Vec::new();
+    while started.elapsed() < duration {
+        let sent = std::time::Instant::now();
+        let response = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            sender.send_request(request("GET", host, "/", Bytes::new())),
+        )
+        .await
+        .expect("request timed out")
+        .expect("response");
+        assert_eq!(response.status(), 200, "{host}");
+        response.into_body().collect().await.expect("body");
+        latencies.push(sent.elapsed());
+    }
+    latencies
+}
+
+/// The `q` quantile (0..=1) of `samples`.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    assert!(!samples.is_empty(), "no samples");
+    samples.sort_unstable();
+    let index = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[index]
+}

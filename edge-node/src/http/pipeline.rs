@@ -59,6 +59,7 @@ where
                 let label = node.metrics.service_label(&service.name);
                 let identity = GuestIdentity {
                     service: Arc::clone(&service.name),
+                    tenant: Arc::clone(&service.tenant),
                     version: service.version,
                     request_id: Arc::clone(&request_id),
                     metrics_label: Arc::clone(&label),

@@ -61,6 +61,8 @@ pub struct Metrics {
     /// Requests refused by a node limit before reaching a guest, by limit.
     pub limit_refusals: IntCounterVec,
     pub in_flight_requests: IntGauge,
+    /// Guests waiting for a turn on the CPU (see `sandbox::turns`).
+    pub guests_waiting_for_cpu: IntGauge,
     /// Backend requests through the HTTP cache, by outcome (hit, miss,
     /// revalidated, stale, pass, collapsed).
     pub http_cache_requests: IntCounterVec,
@@ -208,6 +210,10 @@ impl Metrics {
                 "edge_in_flight_requests",
                 "Requests being handled, including guests still streaming a body",
             ),
+            guests_waiting_for_cpu: gauge(
+                "edge_guests_waiting_for_cpu",
+                "Guests ready to run, waiting for their tenant's turn on the CPU",
+            ),
             http_cache_requests: counter_vec(
                 "edge_http_cache_requests_total",
                 "Backend requests through the HTTP cache, by outcome",
@@ -297,6 +303,7 @@ impl Metrics {
             Box::new(metrics.module_loads.clone()),
             Box::new(metrics.limit_refusals.clone()),
             Box::new(metrics.in_flight_requests.clone()),
+            Box::new(metrics.guests_waiting_for_cpu.clone()),
             Box::new(metrics.http_cache_requests.clone()),
             Box::new(metrics.http_cache_bytes.clone()),
             Box::new(metrics.http_cache_entries.clone()),

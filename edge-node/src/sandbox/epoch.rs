@@ -5,20 +5,24 @@
 //!
 //! With no guest running the thread sleeps until one starts: an idle node,
 //! or one answering from its edge cache, is not woken a thousand times a
-//! second for nothing.
+//! second for nothing. While guests wait for a turn on the CPU it ticks
+//! every [`CONTENDED_EPOCH_TICK_US`] instead, since a turn lasts until the
+//! next tick.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use edge_config::limits::EPOCH_TICK_MS;
+use edge_config::limits::{CONTENDED_EPOCH_TICK_US, EPOCH_TICK_MS};
 use wasmtime::Engine;
 
 #[derive(Debug, Default)]
 struct Shared {
     stop: AtomicBool,
     running_guests: AtomicUsize,
+    /// Set while guests wait for a turn (see [`Contention`]).
+    contended: Arc<AtomicBool>,
     /// Held to check for work before parking, and to wake the thread.
     parked: Mutex<()>,
     wake: Condvar,
@@ -36,6 +40,19 @@ impl Shared {
 pub struct EpochTicker {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Whether guests are waiting for a turn on the CPU: told to the ticker by
+/// the node's turns.
+#[derive(Debug, Clone)]
+pub struct Contention(pub(super) Arc<AtomicBool>);
+
+impl Contention {
+    pub fn set(&self, contended: bool) {
+        if self.0.load(Ordering::Relaxed) != contended {
+            self.0.store(contended, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A running guest: the ticker ticks while at least one exists.
@@ -65,6 +82,11 @@ impl EpochTicker {
         })
     }
 
+    /// Where the node's turns say whether guests are waiting for one.
+    pub fn contention(&self) -> Contention {
+        Contention(Arc::clone(&self.shared.contended))
+    }
+
     /// Counts a guest as running until the returned guard is dropped.
     pub fn guest_started(&self) -> RunningGuest {
         if self.shared.running_guests.fetch_add(1, Ordering::AcqRel) == 0 {
@@ -86,7 +108,11 @@ fn tick(engine: &Engine, shared: &Shared) {
                 parked = shared.wake.wait(parked).unwrap_or_else(|e| e.into_inner());
             }
         }
-        std::thread::sleep(Duration::from_millis(EPOCH_TICK_MS));
+        std::thread::sleep(if shared.contended.load(Ordering::Relaxed) {
+            Duration::from_micros(CONTENDED_EPOCH_TICK_US)
+        } else {
+            Duration::from_millis(EPOCH_TICK_MS)
+        });
         engine.increment_epoch();
     }
 }

@@ -10,6 +10,7 @@
 //!   images) and the fingerprint compiled artifacts are checked against.
 //! - [`epoch`]: the one ticker thread.
 //! - [`cpu`]: CPU accounting per request.
+//! - [`turns`]: fair turns on the CPU between tenants.
 //! - [`state`], [`limiter`], [`guest_log`]: what a request's store holds.
 
 pub mod cpu;
@@ -18,6 +19,7 @@ pub mod epoch;
 pub mod guest_log;
 pub mod limiter;
 pub mod state;
+pub mod turns;
 
 use std::fmt;
 use std::sync::Arc;
@@ -38,6 +40,7 @@ use crate::error::EdgeError;
 use cpu::{CpuAccount, CpuMetered};
 use epoch::EpochTicker;
 pub use state::{GuestCapabilities, GuestIdentity, GuestState};
+use turns::{CpuTurns, TakesTurns, Turn};
 
 /// A component ready to instantiate for a request.
 pub type ReadyComponent = ProxyPre<GuestState>;
@@ -48,6 +51,8 @@ pub struct Sandbox {
     linker: Linker<GuestState>,
     fingerprint: String,
     ticker: EpochTicker,
+    /// `None`: guests run as the runtime schedules them (validation only).
+    turns: Option<Arc<CpuTurns>>,
 }
 
 impl fmt::Debug for Sandbox {
@@ -115,7 +120,19 @@ impl Sandbox {
             linker,
             fingerprint,
             ticker,
+            turns: None,
         })
+    }
+
+    /// Guests take fair turns on the CPU by tenant ([`turns`]), as many at
+    /// once as the runtime has worker threads.
+    #[must_use]
+    pub fn with_turns(mut self, waiting_gauge: prometheus::IntGauge) -> Self {
+        self.turns = Some(Arc::new(CpuTurns::for_this_runtime(
+            waiting_gauge,
+            self.ticker.contention(),
+        )));
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -156,15 +173,31 @@ impl Sandbox {
             GuestState::new(identity, capabilities, limits, Arc::clone(&cpu)),
         );
         store.limiter(|state| &mut state.limiter);
+        let turn = self
+            .turns
+            .as_ref()
+            .map(|turns| Turn::new(Arc::clone(turns), Arc::clone(&identity.tenant)));
+        store.data_mut().turn = turn.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|context| {
             let state = context.data();
             if state.cpu.used_including_current_poll() > state.cpu_budget {
                 return Err(wasmtime::Error::new(CpuBudgetExceeded));
             }
+            // With guests waiting for a turn, this one's ends here, and it
+            // waits for its next in its tenant's queue.
+            if let Some(turn) = &state.turn
+                && turn.others_waiting()
+            {
+                return Ok(UpdateDeadline::YieldCustom(1, turn.next()));
+            }
             // Yielding on every tick keeps a busy guest from holding a
             // worker thread that other requests are waiting for.
-            Ok(UpdateDeadline::Yield(1))
+            let yielding = match &state.turn {
+                Some(turn) => turn.yield_keeping_turn(),
+                None => turns::yield_to_runtime(),
+            };
+            Ok(UpdateDeadline::YieldCustom(1, yielding))
         });
 
         let incoming = store
@@ -198,8 +231,13 @@ impl Sandbox {
                     .call_handle(&mut store, incoming, outparam)
                     .await
             };
-            let result =
-                tokio::time::timeout(wall_time, CpuMetered::new(run, Arc::clone(&cpu))).await;
+            let metered = CpuMetered::new(run, Arc::clone(&cpu));
+            // A guest waiting for its turn is charged no CPU: the turn is
+            // taken outside the meter.
+            let result = match turn {
+                Some(turn) => tokio::time::timeout(wall_time, TakesTurns::new(metered, turn)).await,
+                None => tokio::time::timeout(wall_time, metered).await,
+            };
             let outcome = match result {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(error)) => Err(classify(&error, store.data().limiter.limit_hit, &limits)),

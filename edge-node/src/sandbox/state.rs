@@ -21,6 +21,8 @@ use crate::tenant_logs::{LineSource, TenantLogs};
 #[derive(Debug, Clone)]
 pub struct GuestIdentity {
     pub service: Arc<str>,
+    /// Whose service it is: guests take turns on the CPU by tenant.
+    pub tenant: Arc<str>,
     /// The service version (0: a service of the node's config file).
     pub version: u64,
     pub request_id: Arc<str>,
@@ -51,6 +53,8 @@ pub struct GuestState {
     pub(crate) limiter: GuestLimiter,
     pub(crate) cpu: Arc<CpuAccount>,
     pub(crate) cpu_budget: Duration,
+    /// This guest's place in the node's turns on the CPU, if it takes turns.
+    pub(crate) turn: Option<Arc<super::turns::Turn>>,
 }
 
 impl GuestState {
@@ -94,6 +98,7 @@ impl GuestState {
             limiter: GuestLimiter::new(limits),
             cpu,
             cpu_budget: Duration::from_millis(limits.cpu_budget_ms),
+            turn: None,
         }
     }
 }
