@@ -205,6 +205,14 @@ pub const DEFAULT_MAX_CONNECTIONS: u64 = 20_000;
 /// Open TLS connections whose SNI names one tenant's services: one tenant
 /// cannot hold every connection slot of the node.
 pub const DEFAULT_MAX_CONNECTIONS_PER_TENANT: u64 = 5_000;
+/// Open connections (TCP and QUIC together) from one client address (an
+/// IPv4 address, or an IPv6 /64, which one host usually has to itself): one
+/// client cannot hold every connection slot of the node. Generous, for the
+/// many users behind one NAT.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u64 = 256;
+/// Time a client may leave a request body without a byte while the guest
+/// waits for it: a client cannot hold a guest, and its slot, by trickling.
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 10_000;
 /// Seconds a refused client is asked to wait (`Retry-After`).
 pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 1;
 
@@ -222,6 +230,8 @@ pub struct HttpLimits {
     pub max_in_flight_requests_per_tenant: u64,
     pub max_connections: u64,
     pub max_connections_per_tenant: u64,
+    pub max_connections_per_client: u64,
+    pub body_read_timeout_ms: u64,
     pub retry_after_seconds: u64,
 }
 
@@ -238,6 +248,8 @@ impl Default for HttpLimits {
             max_in_flight_requests_per_tenant: DEFAULT_MAX_IN_FLIGHT_REQUESTS_PER_TENANT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_tenant: DEFAULT_MAX_CONNECTIONS_PER_TENANT,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
             retry_after_seconds: DEFAULT_RETRY_AFTER_SECONDS,
         }
     }
@@ -305,6 +317,18 @@ impl HttpLimits {
             self.max_connections_per_tenant,
             1,
             10_000_000,
+        );
+        errors.check_range(
+            format!("{path}.max_connections_per_client"),
+            self.max_connections_per_client,
+            1,
+            10_000_000,
+        );
+        errors.check_range(
+            format!("{path}.body_read_timeout_ms"),
+            self.body_read_timeout_ms,
+            100,
+            600_000,
         );
         errors.check_range(
             format!("{path}.retry_after_seconds"),

@@ -47,6 +47,9 @@ pub enum EdgeError {
     TooManyHeaders { limit: u64 },
     /// The body is over the service's `max_request_body_bytes`.
     BodyTooLarge { limit: u64 },
+    /// The client sent no body bytes for `http.body_read_timeout_ms` while
+    /// the guest was waiting for them.
+    BodyReadTimeout { limit_ms: u64 },
     /// The node has `http.max_in_flight_requests` requests in flight, or no
     /// free instance slot.
     Overloaded,
@@ -85,6 +88,7 @@ impl EdgeError {
             EdgeError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             EdgeError::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             EdgeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            EdgeError::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             EdgeError::Overloaded | EdgeError::TenantOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             EdgeError::GuestTrap => StatusCode::INTERNAL_SERVER_ERROR,
             EdgeError::CpuBudgetExceeded { .. } => StatusCode::LOOP_DETECTED,
@@ -108,6 +112,7 @@ impl EdgeError {
             EdgeError::UriTooLong { .. } => "uri-too-long",
             EdgeError::TooManyHeaders { .. } => "too-many-headers",
             EdgeError::BodyTooLarge { .. } => "body-too-large",
+            EdgeError::BodyReadTimeout { .. } => "body-read-timeout",
             EdgeError::Overloaded => "overloaded",
             EdgeError::TenantOverloaded => "tenant-overloaded",
             EdgeError::GuestTrap => "guest-trap",
@@ -131,7 +136,8 @@ impl EdgeError {
             | EdgeError::MisdirectedRequest
             | EdgeError::UriTooLong { .. }
             | EdgeError::TooManyHeaders { .. }
-            | EdgeError::BodyTooLarge { .. } => Fault::Client,
+            | EdgeError::BodyTooLarge { .. }
+            | EdgeError::BodyReadTimeout { .. } => Fault::Client,
             EdgeError::Overloaded | EdgeError::TenantOverloaded => Fault::Capacity,
             EdgeError::GuestTrap
             | EdgeError::CpuBudgetExceeded { .. }
@@ -204,6 +210,9 @@ impl fmt::Display for EdgeError {
             }
             EdgeError::BodyTooLarge { limit } => {
                 write!(f, "the request body is larger than {limit} bytes")
+            }
+            EdgeError::BodyReadTimeout { limit_ms } => {
+                write!(f, "the request body stalled: no bytes for {limit_ms} ms")
             }
             EdgeError::Overloaded => write!(f, "the node is at capacity; retry later"),
             EdgeError::TenantOverloaded => write!(

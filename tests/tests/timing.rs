@@ -253,7 +253,10 @@ async fn a_tenant_spinning_200_guests_leaves_another_tenant_its_share_of_the_cpu
         "hello alone: {alone:?}; beside {SPINNERS} spinners: {attacked:?} \
          ({still_spinning} spinners still running at the end)"
     );
-    assert!(still_spinning > 0, "the attack lasted the whole measurement");
+    assert!(
+        still_spinning > 0,
+        "the attack lasted the whole measurement"
+    );
     assert!(
         attacked.p99 < Duration::from_millis(5),
         "hello p99 under attack: {:?} (alone: {:?})",

@@ -1,31 +1,70 @@
-//! The request body handed to a guest, cut at the service's size limit.
+//! The request body handed to a guest, cut at the service's size limit and
+//! when the client stalls.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+/// Why a request body was cut, for the answer the client gets when the
+/// guest does not answer itself (413 or 408).
+#[derive(Debug, Default)]
+pub struct BodyCut(AtomicU8);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutReason {
+    TooLarge,
+    Stalled,
+}
+
+impl BodyCut {
+    fn set(&self, reason: CutReason) {
+        let code = match reason {
+            CutReason::TooLarge => 1,
+            CutReason::Stalled => 2,
+        };
+        self.0.store(code, Ordering::Release);
+    }
+
+    pub fn reason(&self) -> Option<CutReason> {
+        match self.0.load(Ordering::Acquire) {
+            1 => Some(CutReason::TooLarge),
+            2 => Some(CutReason::Stalled),
+            _ => None,
+        }
+    }
+}
+
 /// Streams the client's body to the guest. Past `limit` bytes the guest's
-/// read fails with `HTTP-request-body-size` and `exceeded` is set, so that
-/// the client gets 413 when the guest does not answer.
+/// read fails with `HTTP-request-body-size`; when the guest waits for bytes
+/// and none come for `stall_timeout` (`http.body_read_timeout_ms`), with
+/// `connection-read-timeout`. Either way `cut` says why, so that the client
+/// gets 413 or 408 when the guest does not answer. The timer runs only
+/// while the guest waits: a guest that reads slowly stalls nobody.
 #[derive(Debug)]
 pub struct LimitedBody<B> {
     inner: B,
     remaining: u64,
     limit: u64,
-    exceeded: Arc<AtomicBool>,
+    stall_timeout: Duration,
+    /// Armed when a read finds nothing ready; reset by every frame.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    cut: Arc<BodyCut>,
 }
 
 impl<B> LimitedBody<B> {
-    pub fn new(inner: B, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+    pub fn new(inner: B, limit: u64, stall_timeout: Duration, cut: Arc<BodyCut>) -> Self {
         Self {
             inner,
             remaining: limit,
             limit,
-            exceeded,
+            stall_timeout,
+            stall: None,
+            cut,
         }
     }
 }
@@ -46,12 +85,28 @@ where
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                let timeout = self.stall_timeout;
+                let stall = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if stall.as_mut().poll(cx).is_ready() {
+                    self.cut.set(CutReason::Stalled);
+                    return Poll::Ready(Some(Err(
+                        wasmtime_wasi_http::Error::ConnectionReadTimeout,
+                    )));
+                }
+                return Poll::Pending;
+            }
         };
+        let next = tokio::time::Instant::now() + self.stall_timeout;
+        if let Some(stall) = self.stall.as_mut() {
+            stall.as_mut().reset(next);
+        }
         if let Some(data) = frame.data_ref() {
             let len = data.len() as u64;
             if len > self.remaining {
-                self.exceeded.store(true, Ordering::Release);
+                self.cut.set(CutReason::TooLarge);
                 let limit = self.limit;
                 return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
                     Some(limit),

@@ -118,6 +118,17 @@ async fn connection(
         }
     };
     let peer = quic.remote_address();
+    // Counted once the handshake has proved the address: a spoofed one
+    // cannot take a real client's share.
+    let Some(_client_connection) = node.admission.try_connect_client(peer.ip()) else {
+        node.metrics
+            .limit_refusals
+            .with_label_values(&["client-connections"])
+            .inc();
+        tracing::debug!(%peer, "QUIC connection refused: its address is at its connection limit");
+        quic.close(quinn::VarInt::from_u32(0x0107), b"client connection limit");
+        return;
+    };
     // Every request on it is HTTP/3: counted as such from the handshake on.
     counted.request(http::Version::HTTP_3);
     // Counted against the tenant its SNI names, like a TLS connection.

@@ -5,15 +5,14 @@
 //! passed through with the request id added.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use edge_config::authority::Authority;
 use http::{HeaderValue, Request, Response, header};
 use http_body::Body;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use super::body::{LimitedBody, MeteredBody};
+use super::body::{BodyCut, CutReason, LimitedBody, MeteredBody};
 use crate::admission::Refusal;
 use crate::error::EdgeError;
 use crate::metrics::{GuestRun, Metrics, UNKNOWN_SERVICE};
@@ -137,7 +136,7 @@ impl AccessFields {
         service: &str,
         version: http::Version,
         status: http::StatusCode,
-        elapsed: std::time::Duration,
+        elapsed: Duration,
     ) {
         tracing::info!(
             target: "access",
@@ -341,9 +340,10 @@ where
         EdgeError::ModuleUnavailable
     })?;
 
-    let body_exceeded = Arc::new(AtomicBool::new(false));
-    let request =
-        request.map(|body| LimitedBody::new(body, body_limit, Arc::clone(&body_exceeded)));
+    let body_cut = Arc::new(BodyCut::default());
+    let stall_timeout = Duration::from_millis(node.http_limits.body_read_timeout_ms);
+    let request = request
+        .map(|body| LimitedBody::new(body, body_limit, stall_timeout, Arc::clone(&body_cut)));
     let metrics = Arc::clone(&node.metrics);
     let guest_usage = Arc::clone(usage);
     let metrics_label = Arc::clone(&identity.metrics_label);
@@ -365,9 +365,15 @@ where
     ))
     .await;
     match result {
-        Err(_) if body_exceeded.load(Ordering::Acquire) => Err(refuse(
+        Err(_) if body_cut.reason() == Some(CutReason::TooLarge) => Err(refuse(
             &node.metrics,
             EdgeError::BodyTooLarge { limit: body_limit },
+        )),
+        Err(_) if body_cut.reason() == Some(CutReason::Stalled) => Err(refuse(
+            &node.metrics,
+            EdgeError::BodyReadTimeout {
+                limit_ms: node.http_limits.body_read_timeout_ms,
+            },
         )),
         Ok(response) => {
             let response = check_response_head(&node.http_limits, response)?;

@@ -52,8 +52,11 @@ struct ConnectionActivity {
     in_flight: AtomicUsize,
     /// When the last request ended, in ms since `started`.
     idle_since_ms: AtomicU64,
+    /// Set when the connection is to close after the requests in flight
+    /// (HTTP/2: GOAWAY), as a connection over capacity is.
+    close: AtomicBool,
     /// Wakes the connection's task to move its deadline when a request
-    /// starts or ends.
+    /// starts or ends, or to close it.
     changed: tokio::sync::Notify,
 }
 
@@ -64,8 +67,15 @@ impl ConnectionActivity {
             seen_request: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            close: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Asks the connection's task to close the connection gracefully.
+    fn close_after_requests(&self) {
+        self.close.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
     }
 
     fn request_started(self: &Arc<Self>) -> RequestInFlight {
@@ -106,6 +116,13 @@ enum Due {
 /// One request of a connection, from its head to its response head.
 #[derive(Debug)]
 struct RequestInFlight(Arc<ConnectionActivity>);
+
+impl RequestInFlight {
+    /// The connection closes once this request is answered.
+    fn closing(&self) {
+        self.0.close_after_requests();
+    }
+}
 
 impl Drop for RequestInFlight {
     fn drop(&mut self) {
@@ -188,8 +205,9 @@ pub async fn serve_tls(
     .await;
 }
 
-/// The answer on a connection over `http.max_connections`: 503, and the
-/// connection closes after it.
+/// The answer on a connection over `http.max_connections` (or the
+/// tenant's): 503, and the connection closes after it: HTTP/1.1 with
+/// `Connection: close`, HTTP/2 with GOAWAY (see `close_after_requests`).
 fn refuse_connection(
     node: &NodeInner,
 ) -> http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody> {
@@ -244,6 +262,17 @@ async fn accept_loop<S, F, Io>(
             },
             () = crate::node::stopped(&mut shutdown) => break,
         };
+        // Refused before any handshake: the client's other connections
+        // are what it may use.
+        let Some(client_connection) = node.admission.try_connect_client(peer.ip()) else {
+            node.metrics
+                .limit_refusals
+                .with_label_values(&["client-connections"])
+                .inc();
+            tracing::debug!(%peer, "connection refused: its address is at its connection limit");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let node = Arc::clone(&node);
         let builder = Arc::clone(&builder);
@@ -261,6 +290,7 @@ async fn accept_loop<S, F, Io>(
         let mut draining = shutdown.clone();
         tokio::spawn(async move {
             let _open = open;
+            let _client_connection = client_connection;
             // Held until the connection ends: the drain waits for it.
             let _drain = watcher;
             let Some((io, server_name)) = secure(stream, Arc::clone(&node)).await else {
@@ -283,6 +313,7 @@ async fn accept_loop<S, F, Io>(
                     let _in_flight = in_flight;
                     if over_capacity {
                         drop(request);
+                        _in_flight.closing();
                         return Ok(refuse_connection(&node));
                     }
                     // Boxed: hyper spawns a task per HTTP/2 stream, and moving
@@ -321,7 +352,12 @@ async fn accept_loop<S, F, Io>(
                         tracing::debug!(%peer, "connection cut at the end of the drain");
                         return;
                     }
-                    () = activity.changed.notified() => {}
+                    () = activity.changed.notified() => {
+                        if !closing && activity.close.load(Ordering::Relaxed) {
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
                     () = crate::node::stopped(&mut draining), if !closing => {
                         connection.as_mut().graceful_shutdown();
                         closing = true;

@@ -344,3 +344,175 @@ async fn hello_node(change: impl FnOnce(&mut edge_config::HttpLimits)) -> TestNo
     )
     .await
 }
+
+/// Over `http.max_connections`, an HTTP/2 connection gets 503 on its
+/// stream and then GOAWAY, rather than 503 on every stream for as long as
+/// the client likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_over_the_node_bound_gets_503_and_goaway() {
+    let node = hello_node(|http| {
+        http.max_connections = 1;
+    })
+    .await;
+    let held = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("first");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stream = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    let driver = tokio::spawn(connection);
+    let response = sender
+        .send_request(request("GET", "hello.test", "/", ""))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["edge-error"], "overloaded");
+    drop(response);
+    let ended = tokio::time::timeout(Duration::from_secs(3), driver).await;
+    assert!(ended.is_ok(), "GOAWAY and close after the 503");
+    assert!(sender.ready().await.is_err(), "no new stream after GOAWAY");
+    drop(held);
+    node.shutdown().await;
+}
+
+/// A TCP connection from `local` (a loopback address) to `addr`.
+async fn connect_from(local: &str, addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{local}:0").parse().expect("address"))
+        .expect("bind");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// One client address holds at most `http.max_connections_per_client`
+/// connections: beyond it a new one is closed at once, before any
+/// handshake, while other addresses are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_holds_at_most_its_connection_cap() {
+    use tokio::io::AsyncWriteExt;
+    let node = hello_node(|http| {
+        http.max_connections_per_client = 2;
+    })
+    .await;
+    let held = [
+        connect_from("127.0.0.1", node.addr).await,
+        connect_from("127.0.0.1", node.addr).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = connect_from("127.0.0.1", node.addr).await;
+    let _ = third
+        .write_all(b"GET / HTTP/1.1\r\nHost: hello.test\r\n\r\n")
+        .await;
+    let (answer, closed) = client::read_until_closed(&mut third, Duration::from_secs(2)).await;
+    assert!(closed, "the third connection is closed");
+    assert!(answer.is_empty(), "and gets no answer");
+    assert_eq!(
+        node.metric("edge_limit_refusals_total{limit=\"client-connections\"}")
+            .await,
+        1.0
+    );
+    // Another address is served meanwhile.
+    let other = connect_from("127.0.0.2", node.addr).await;
+    let reply = client::send_over(
+        other,
+        Protocol::Http1,
+        request("GET", "hello.test", "/", ""),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    // A slot given back is usable again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get(node.addr, "hello.test", "/").await.status, 200);
+    node.shutdown().await;
+}
+
+/// A request body that stops arriving while the guest reads it is cut after
+/// `http.body_read_timeout_ms`, on HTTP/1.1 and HTTP/2, instead of holding
+/// the guest until its wall time: the guest's read fails with
+/// `connection-read-timeout` (the echo guest answers with that error; a
+/// guest that fails instead gets the client a 408 `body-read-timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_is_cut_at_the_body_read_timeout() {
+    let mut config = edge_config::NodeConfig::default();
+    config.http.body_read_timeout_ms = 300;
+    let node = TestNode::start_with(
+        config,
+        vec![TestService::new("echo", "echo.test", rust_guest("echo"))],
+    )
+    .await;
+    // HTTP/1.1: 3 of 100 declared bytes, then nothing.
+    let started = std::time::Instant::now();
+    let (answer, _) = client::raw(
+        node.addr,
+        b"POST / HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 100\r\n\r\nabc",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.contains("connection read timeout"), "{answer}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+
+    // HTTP/2: one DATA frame, then a stream that never ends.
+    let stream = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(connection);
+    let stalled = http::Request::builder()
+        .method("POST")
+        .uri("http://echo.test/")
+        .body(StalledBody { sent: false })
+        .expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(stalled))
+        .await
+        .expect("answered within the bound")
+        .expect("response");
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("connection read timeout"),
+        "{body:?}"
+    );
+    node.shutdown().await;
+}
+
+/// A request body that sends three bytes and then never another, nor its end.
+struct StalledBody {
+    sent: bool,
+}
+
+impl hyper::body::Body for StalledBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.sent {
+            return std::task::Poll::Pending;
+        }
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            b"abc",
+        )))))
+    }
+}
