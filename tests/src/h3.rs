@@ -64,6 +64,24 @@ pub async fn send(
     }
 }
 
+/// A QUIC connection (ALPN `h3`) to `addr`, with `server_name` as SNI,
+/// trusting `trusted`: for tests that speak HTTP/3 frames themselves.
+pub async fn connect(
+    addr: SocketAddr,
+    server_name: &str,
+    trusted: &CertificatePem,
+) -> Result<(quinn::Endpoint, quinn::Connection), String> {
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .map_err(|e| e.to_string())?;
+    endpoint.set_default_client_config(client_config(trusted.cert_pem.as_bytes())?);
+    let connection = endpoint
+        .connect(addr, server_name)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| format!("QUIC: {e}"))?;
+    Ok((endpoint, connection))
+}
+
 /// How ending a request stream went: `None` when it ended cleanly, or the
 /// code the server stopped it with (`Some(None)`: another error).
 pub type FinishOutcome = Option<Option<Code>>;
@@ -80,14 +98,7 @@ pub async fn exchange(
     body: Bytes,
     fin_delay: Duration,
 ) -> Result<(Reply, FinishOutcome), String> {
-    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .map_err(|e| e.to_string())?;
-    endpoint.set_default_client_config(client_config(trusted.cert_pem.as_bytes())?);
-    let connection = endpoint
-        .connect(addr, server_name)
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| format!("QUIC: {e}"))?;
+    let (endpoint, connection) = connect(addr, server_name, trusted).await?;
     let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(connection))
         .await
         .map_err(|e| format!("h3: {e}"))?;

@@ -1,10 +1,12 @@
 //! HTTP/3: QUIC (quinn) on the TLS listener's port, UDP, with the same
 //! certificates and the same request path to the guest as TCP.
 //!
-//! Limits: concurrent streams and idle timeout per connection (QUIC
-//! transport parameters), `max_field_section_size` (h3's default is
-//! unlimited), the handshake timeout, a cap on open connections, and
-//! address validation (Retry) once many are open.
+//! Limits: concurrent streams, receive windows and idle timeout per
+//! connection (QUIC transport parameters), `max_field_section_size` (h3's
+//! default is unlimited), frames bounded before h3 buffers them
+//! ([`super::h3_frames`]), a request head within the header read timeout,
+//! the handshake timeout, a cap on open connections, and address
+//! validation (Retry) once many are open.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,7 +22,14 @@ use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::h3_frames::{GuardedBidiStream, GuardedConnection, GuardedRecvStream};
 use super::pipeline;
+
+/// How much a client may send on one request stream, and on the whole
+/// connection, before the node reads it: as for HTTP/2. quinn's default
+/// connection window is unbounded.
+const H3_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+const H3_CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 use crate::node::NodeInner;
 
 /// Builds the QUIC endpoint on `addr` (UDP).
@@ -37,6 +46,8 @@ pub fn endpoint(
         // The client's control stream and two QPACK streams, plus room for
         // grease; request streams are bidirectional.
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(8))
+        .stream_receive_window(quinn::VarInt::from_u32(H3_STREAM_WINDOW_BYTES))
+        .receive_window(quinn::VarInt::from_u32(H3_CONNECTION_WINDOW_BYTES))
         .max_idle_timeout(Some(
             Duration::from_millis(section.idle_timeout_ms).try_into()?,
         ));
@@ -146,7 +157,10 @@ async fn connection(
         // A grease frame after the last DATA frame leaves some clients
         // (aioquic) waiting for an end of stream they never report.
         .send_grease(false)
-        .build::<_, Bytes>(h3_quinn::Connection::new(quic.clone()))
+        .build::<_, Bytes>(GuardedConnection::new(
+            h3_quinn::Connection::new(quic.clone()),
+            node.http_limits.max_header_bytes,
+        ))
         .await
     {
         Ok(h3) => h3,
@@ -155,6 +169,7 @@ async fn connection(
             return;
         }
     };
+    let header_read_timeout = Duration::from_millis(node.http_limits.header_read_timeout_ms);
     let mut cut = node.lifecycle.cut_signal();
     let mut requests = JoinSet::new();
     let mut draining = false;
@@ -165,11 +180,14 @@ async fn connection(
                     let node = Arc::clone(&node);
                     let sni_tenant = tenant_connection.as_ref().map(|c| Arc::clone(c.tenant()));
                     requests.spawn(async move {
-                        match resolver.resolve_request().await {
-                            Ok((request, stream)) => {
+                        // A stream whose head does not come in time is
+                        // dropped, and with it what h3 holds for it.
+                        match tokio::time::timeout(header_read_timeout, resolver.resolve_request()).await {
+                            Ok(Ok((request, stream))) => {
                                 respond(&node, request, stream, sni_tenant.as_ref()).await
                             }
-                            Err(e) => tracing::debug!(%peer, error = %e, "HTTP/3 request refused"),
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP/3 request refused"),
+                            Err(_) => tracing::debug!(%peer, "HTTP/3 request head not received in time"),
                         }
                     });
                 }
@@ -211,7 +229,7 @@ async fn connection(
 async fn respond(
     node: &NodeInner,
     request: http::Request<()>,
-    stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+    stream: RequestStream<GuardedBidiStream<Bytes>, Bytes>,
     sni_tenant: Option<&Arc<str>>,
 ) {
     let (mut send, recv) = stream.split();
@@ -272,7 +290,7 @@ async fn send_response(
 /// behind its HEADERS) sees its stream reset. Instead the client is asked to
 /// stop with H3_NO_ERROR, as RFC 9114 section 4.1 says a server that has
 /// answered in full does (quinn sends nothing if the request had ended).
-fn stop_reading(mut recv: RequestStream<h3_quinn::RecvStream, Bytes>) {
+fn stop_reading(mut recv: RequestStream<GuardedRecvStream, Bytes>) {
     recv.stop_sending(h3::error::Code::H3_NO_ERROR);
 }
 
@@ -280,13 +298,13 @@ fn stop_reading(mut recv: RequestStream<h3_quinn::RecvStream, Bytes>) {
 /// Dropped before its end, it hands the stream back to [`respond`] (see
 /// [`stop_reading`]).
 struct H3Body {
-    stream: Option<RequestStream<h3_quinn::RecvStream, Bytes>>,
+    stream: Option<RequestStream<GuardedRecvStream, Bytes>>,
     /// The stream has ended (or failed): nothing to stop.
     ended: bool,
     /// A read is in flight: h3-quinn holds the QUIC stream inside it, and
     /// the stream can only be dropped as it is.
     reading: bool,
-    returned: Option<tokio::sync::oneshot::Sender<RequestStream<h3_quinn::RecvStream, Bytes>>>,
+    returned: Option<tokio::sync::oneshot::Sender<RequestStream<GuardedRecvStream, Bytes>>>,
 }
 
 impl Drop for H3Body {

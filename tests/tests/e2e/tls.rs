@@ -446,3 +446,54 @@ async fn a_connection_for_one_tenant_never_reaches_another_tenants_guest() {
     }
     node.shutdown().await;
 }
+
+/// An HTTP/3 request stream that declares a 1 GiB HEADERS frame is stopped
+/// with H3_EXCESSIVE_LOAD at the frame's header: the client cannot make
+/// the node take even 4 MiB of it (h3 alone would buffer the whole frame
+/// before its field-section limit applies). The node serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_a_headers_frame_declaring_a_gibibyte_is_stopped_at_its_header() {
+    let services = two_services(NodeConfig::default()).await;
+    let h3 = services.node.h3_addr.expect("HTTP/3");
+    let (endpoint, connection) = edge_tests::h3::connect(h3, "shop.tls.test", &services.shop.pem)
+        .await
+        .expect("QUIC connection");
+    let (mut send, _recv) = connection.open_bi().await.expect("request stream");
+    // HEADERS (type 0x01), length 2^30 as an 8-byte varint.
+    let mut frame = vec![0x01];
+    frame.extend_from_slice(&((1u64 << 30) | (0b11 << 62)).to_be_bytes());
+    send.write_all(&frame).await.expect("frame header");
+    let chunk = vec![0u8; 64 * 1024];
+    let mut sent = 0usize;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), async {
+        while sent < 4 * 1024 * 1024 {
+            if let Err(e) = send.write_all(&chunk).await {
+                return Some(e);
+            }
+            sent += chunk.len();
+        }
+        None
+    })
+    .await
+    .expect("the node stops the stream or takes the bytes within 10 s");
+    match stopped {
+        Some(quinn::WriteError::Stopped(code)) => {
+            assert_eq!(code.into_inner(), 0x0107, "H3_EXCESSIVE_LOAD");
+        }
+        other => panic!("not stopped after {sent} bytes: {other:?}"),
+    }
+    assert!(sent < 4 * 1024 * 1024, "stopped after {sent} bytes");
+    endpoint.close(quinn::VarInt::from_u32(0), b"done");
+    let reply = edge_tests::h3::send(
+        h3,
+        "shop.tls.test",
+        &services.shop.pem,
+        "GET",
+        "/",
+        Default::default(),
+    )
+    .await
+    .expect("HTTP/3 GET");
+    assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
+    services.node.shutdown().await;
+}
