@@ -227,18 +227,26 @@ macro_rules! debug_as_name {
     )*};
 }
 
-debug_as_name!(
-    GuardedConnection,
-    GuardedOpener,
-    GuardedBidiStream<B: Buf>,
-    GuardedRecvStream
-);
+debug_as_name!(GuardedBidiStream<B: Buf>, GuardedRecvStream);
 
-/// A QUIC connection whose streams h3 reads through a [`FrameScanner`].
-pub struct GuardedConnection {
-    inner: h3_quinn::Connection,
+impl<T> fmt::Debug for Guarded<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guarded")
+            .field("max_header_bytes", &self.max_header_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A QUIC connection (or its stream opener) whose streams h3 reads through
+/// a [`FrameScanner`].
+#[derive(Clone)]
+pub struct Guarded<T> {
+    inner: T,
     max_header_bytes: u64,
 }
+
+/// The connection h3 is given.
+pub type GuardedConnection = Guarded<h3_quinn::Connection>;
 
 impl GuardedConnection {
     pub fn new(inner: h3_quinn::Connection, max_header_bytes: u64) -> Self {
@@ -249,7 +257,15 @@ impl GuardedConnection {
     }
 }
 
-impl<B: Buf> quic::OpenStreams<B> for GuardedConnection {
+impl<B, T> quic::OpenStreams<B> for Guarded<T>
+where
+    B: Buf,
+    T: quic::OpenStreams<
+            B,
+            BidiStream = h3_quinn::BidiStream<B>,
+            SendStream = h3_quinn::SendStream<B>,
+        >,
+{
     type BidiStream = GuardedBidiStream<B>;
     type SendStream = h3_quinn::SendStream<B>;
 
@@ -258,7 +274,8 @@ impl<B: Buf> quic::OpenStreams<B> for GuardedConnection {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
         let max_header_bytes = self.max_header_bytes;
-        quic::OpenStreams::<B>::poll_open_bidi(&mut self.inner, cx)
+        self.inner
+            .poll_open_bidi(cx)
             .map_ok(|stream| GuardedBidiStream::new(stream, max_header_bytes))
     }
 
@@ -266,17 +283,17 @@ impl<B: Buf> quic::OpenStreams<B> for GuardedConnection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        quic::OpenStreams::<B>::poll_open_send(&mut self.inner, cx)
+        self.inner.poll_open_send(cx)
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
-        quic::OpenStreams::<B>::close(&mut self.inner, code, reason);
+        self.inner.close(code, reason);
     }
 }
 
 impl<B: Buf> quic::Connection<B> for GuardedConnection {
     type RecvStream = GuardedRecvStream;
-    type OpenStreams = GuardedOpener;
+    type OpenStreams = Guarded<h3_quinn::OpenStreams>;
 
     fn poll_accept_recv(
         &mut self,
@@ -297,43 +314,10 @@ impl<B: Buf> quic::Connection<B> for GuardedConnection {
     }
 
     fn opener(&self) -> Self::OpenStreams {
-        GuardedOpener {
+        Guarded {
             inner: quic::Connection::<B>::opener(&self.inner),
             max_header_bytes: self.max_header_bytes,
         }
-    }
-}
-
-/// Opens streams on a [`GuardedConnection`] (h3 opens its control and
-/// QPACK streams with it).
-#[derive(Clone)]
-pub struct GuardedOpener {
-    inner: h3_quinn::OpenStreams,
-    max_header_bytes: u64,
-}
-
-impl<B: Buf> quic::OpenStreams<B> for GuardedOpener {
-    type BidiStream = GuardedBidiStream<B>;
-    type SendStream = h3_quinn::SendStream<B>;
-
-    fn poll_open_bidi(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        let max_header_bytes = self.max_header_bytes;
-        quic::OpenStreams::<B>::poll_open_bidi(&mut self.inner, cx)
-            .map_ok(|stream| GuardedBidiStream::new(stream, max_header_bytes))
-    }
-
-    fn poll_open_send(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        quic::OpenStreams::<B>::poll_open_send(&mut self.inner, cx)
-    }
-
-    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
-        quic::OpenStreams::<B>::close(&mut self.inner, code, reason);
     }
 }
 
