@@ -35,13 +35,17 @@ async fn bench(node_count: usize, rounds: usize) {
     for round in 0..rounds {
         let key = format!("round-{round}");
         for node in &cluster.nodes {
-            node.running.node().cache().guest_insert(
-                &namespace,
-                &key,
-                "cached".into(),
-                Duration::from_secs(600),
-                vec![key.clone()],
-            );
+            node.running
+                .node()
+                .cache()
+                .guest_insert(
+                    &namespace,
+                    &key,
+                    "cached".into(),
+                    Duration::from_secs(600),
+                    vec![key.clone()],
+                )
+                .expect("under the tenant's surrogate-key bound");
         }
         let accepted = cluster
             .call("/v1/purge", json!({"surrogate_key": key}))

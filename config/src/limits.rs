@@ -428,6 +428,9 @@ pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * MIB;
 /// Largest single entry. A bigger response is streamed to the guest and not
 /// stored, so that one object cannot evict a whole tenant's working set.
 pub const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 8 * MIB;
+/// Distinct surrogate keys one tenant may have indexed on a node: bounds
+/// the index whatever the tenant's entries look like.
+pub const DEFAULT_CACHE_MAX_SURROGATE_KEYS_PER_TENANT: u64 = 100_000;
 /// Variants (different `Vary` request headers) kept for one URL.
 pub const CACHE_MAX_VARIANTS: usize = 16;
 /// Longest key a guest may use with the cache API.
@@ -441,6 +444,7 @@ pub const CACHE_MAX_SURROGATE_KEYS: usize = 32;
 pub struct CacheLimits {
     pub max_bytes: u64,
     pub max_object_bytes: u64,
+    pub max_surrogate_keys_per_tenant: u64,
 }
 
 impl Default for CacheLimits {
@@ -448,6 +452,7 @@ impl Default for CacheLimits {
         Self {
             max_bytes: DEFAULT_CACHE_MAX_BYTES,
             max_object_bytes: DEFAULT_CACHE_MAX_OBJECT_BYTES,
+            max_surrogate_keys_per_tenant: DEFAULT_CACHE_MAX_SURROGATE_KEYS_PER_TENANT,
         }
     }
 }
@@ -465,6 +470,12 @@ impl CacheLimits {
             self.max_object_bytes,
             0,
             self.max_bytes.min(u64::from(u32::MAX)),
+        );
+        errors.check_range(
+            format!("{path}.max_surrogate_keys_per_tenant"),
+            self.max_surrogate_keys_per_tenant,
+            1,
+            100_000_000,
         );
     }
 }

@@ -59,14 +59,17 @@ impl GuestCache {
         {
             return Err(Error::InvalidSurrogateKey);
         }
-        self.cache.guest_insert(
-            &self.namespace,
-            key,
-            value.into(),
-            Duration::from_millis(ttl_ms),
-            surrogate_keys,
-        );
-        Ok(())
+        // A tenant with all the surrogate keys it may have gets the same
+        // error as for a key it may not use.
+        self.cache
+            .guest_insert(
+                &self.namespace,
+                key,
+                value.into(),
+                Duration::from_millis(ttl_ms),
+                surrogate_keys,
+            )
+            .map_err(|_full| Error::InvalidSurrogateKey)
     }
 }
 

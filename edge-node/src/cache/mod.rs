@@ -10,13 +10,15 @@
 //! - Concurrent misses for one key make one origin request: the first
 //!   becomes the fill, the others wait for it and then read what it stored.
 //! - Storage is one moka cache weighted by bytes, with entries expiring when
-//!   no longer usable. Surrogate keys index entries for purges.
+//!   no longer usable. Surrogate keys index entries for purges ([`tags`]),
+//!   and the index is charged to the entries' weight.
 //!
 //! [`policy`] holds the RFC 9111 decisions.
 
 pub mod guest_api;
 pub mod policy;
 pub mod responses;
+pub mod tags;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -40,6 +42,7 @@ use wasmtime_wasi_http::{Error as WasiHttpError, WasiBody};
 use crate::backend::{Backend, Origin, Timeouts};
 use crate::metrics::Metrics;
 use policy::StaleAllowance;
+use tags::{TagIndex, TagsFull};
 
 /// A stored response that can be revalidated is kept this long past the end
 /// of its freshness (and stale allowances): a conditional request that
@@ -300,8 +303,6 @@ impl Drop for FillGuard {
     }
 }
 
-type TagIndex = DashMap<(Arc<str>, String), HashSet<CacheKey>>;
-
 /// The node's cache, shared by every tenant through namespaced keys.
 pub struct HttpCache {
     entries: moka::sync::Cache<CacheKey, Arc<Slot>>,
@@ -347,19 +348,24 @@ impl moka::Expiry<CacheKey, Arc<Slot>> for SlotExpiry {
 
 impl HttpCache {
     pub fn new(limits: &CacheLimits, metrics: Arc<Metrics>) -> Self {
-        let tags: Arc<TagIndex> = Arc::default();
+        let tags = Arc::new(TagIndex::new(limits.max_surrogate_keys_per_tenant));
         let index = Arc::clone(&tags);
         let entries = moka::sync::Cache::builder()
             .max_capacity(limits.max_bytes)
             .weigher(|key: &CacheKey, slot: &Arc<Slot>| {
-                slot.weight().saturating_add(key.key.len() as u32)
+                let index = tags::index_weight(key, slot.surrogate_keys().into_iter());
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                slot.weight()
+                    .saturating_add(key.key.len() as u32)
+                    .saturating_add(index)
             })
             .expire_after(SlotExpiry)
             .eviction_listener(move |key: Arc<CacheKey>, slot: Arc<Slot>, cause| {
-                // A replaced slot's keys are handled by whoever replaced it;
-                // an evicted, expired or removed one leaves the index.
+                // A replaced slot's tags are unindexed by whoever replaced
+                // it, who knows which the new slot keeps; an evicted,
+                // expired or removed one leaves the index.
                 if cause != moka::notification::RemovalCause::Replaced {
-                    unindex(&index, &key, &slot);
+                    index.unindex_dropped(&key, slot.surrogate_keys().into_iter(), &HashSet::new());
                 }
             })
             .build();
@@ -667,30 +673,47 @@ impl HttpCache {
     }
 
     /// Stores `stored` as the variant `request` selects, keeping the others.
+    /// Not stored if its tenant has all the surrogate keys it may.
     fn store(&self, key: &CacheKey, request: &RequestParts, stored: StoredResponse) {
+        if self.tags.index(key, &stored.surrogate_keys).is_err() {
+            tracing::debug!(namespace = %key.namespace, "response not stored: the tenant has all the surrogate keys it may");
+            return;
+        }
         self.count_bytes("stored", stored.body.len());
         let stored = Arc::new(stored);
-        for tag in &stored.surrogate_keys {
-            self.tags
-                .entry((Arc::clone(&key.namespace), tag.clone()))
-                .or_default()
-                .insert(key.clone());
-        }
         let now = SystemTime::now();
+        let mut replaced = None;
         self.entries.entry(key.clone()).and_compute_with(|current| {
             let mut variants = vec![Arc::clone(&stored)];
-            if let Some(current) = current
-                && let Slot::Http(old) = current.value().as_ref()
-            {
-                variants.extend(
-                    old.iter()
-                        .filter(|old| !old.selected_by(request, now))
-                        .take(CACHE_MAX_VARIANTS - 1)
-                        .cloned(),
-                );
+            if let Some(current) = current {
+                let current = current.into_value();
+                if let Slot::Http(old) = current.as_ref() {
+                    variants.extend(
+                        old.iter()
+                            .filter(|old| !old.selected_by(request, now))
+                            .take(CACHE_MAX_VARIANTS - 1)
+                            .cloned(),
+                    );
+                }
+                replaced = Some(current);
             }
             Op::Put(Arc::new(Slot::Http(variants)))
         });
+        if let Some(old) = replaced {
+            self.unindex_replaced(key, &old);
+        }
+    }
+
+    /// After `old` was replaced at `key`: its tags that the slot now there
+    /// does not have leave the index.
+    fn unindex_replaced(&self, key: &CacheKey, old: &Slot) {
+        let now = self.entries.get(key);
+        let kept: HashSet<&str> = now
+            .as_deref()
+            .map(|slot| slot.surrogate_keys().into_iter().collect())
+            .unwrap_or_default();
+        self.tags
+            .unindex_dropped(key, old.surrogate_keys().into_iter(), &kept);
     }
 
     /// RFC 9111 4.4: a successful unsafe request invalidates the stored
@@ -739,15 +762,13 @@ impl HttpCache {
     /// Removes every response and guest entry of `namespace` tagged with
     /// `surrogate_key`, and nothing else: a URL's other variants stay.
     pub fn purge_surrogate_key(&self, namespace: &str, surrogate_key: &str) -> usize {
-        let Some((_, keys)) = self
-            .tags
-            .remove(&(Arc::from(namespace), surrogate_key.to_string()))
-        else {
+        let Some(keys) = self.tags.take(namespace, surrogate_key) else {
             return 0;
         };
         let mut purged = 0;
         for key in keys {
-            self.entries.entry(key).and_compute_with(|current| {
+            let mut replaced = None;
+            self.entries.entry(key.clone()).and_compute_with(|current| {
                 let Some(current) = current else {
                     return Op::Nop;
                 };
@@ -765,6 +786,7 @@ impl HttpCache {
                         } else if kept.is_empty() {
                             Op::Remove
                         } else {
+                            replaced = Some(Arc::clone(current.value()));
                             Op::Put(Arc::new(Slot::Http(kept)))
                         }
                     }
@@ -775,6 +797,10 @@ impl HttpCache {
                     Slot::Guest(_) => Op::Nop,
                 }
             });
+            // The purged variants' other tags go too.
+            if let Some(old) = replaced {
+                self.unindex_replaced(&key, &old);
+            }
         }
         purged
     }
@@ -803,20 +829,23 @@ impl HttpCache {
         value: Bytes,
         ttl: Duration,
         surrogate_keys: Vec<String>,
-    ) {
+    ) -> Result<(), TagsFull> {
         let key = CacheKey::guest(namespace, key);
-        for tag in &surrogate_keys {
-            self.tags
-                .entry((Arc::clone(namespace), tag.clone()))
-                .or_default()
-                .insert(key.clone());
-        }
+        self.tags.index(&key, &surrogate_keys)?;
         let entry = GuestEntry {
             value,
             expires: Instant::now() + ttl,
             surrogate_keys,
         };
-        self.entries.insert(key, Arc::new(Slot::Guest(entry)));
+        let mut replaced = None;
+        self.entries.entry(key.clone()).and_compute_with(|current| {
+            replaced = current.map(moka::Entry::into_value);
+            Op::Put(Arc::new(Slot::Guest(entry)))
+        });
+        if let Some(old) = replaced {
+            self.unindex_replaced(&key, &old);
+        }
+        Ok(())
     }
 
     pub fn guest_purge(&self, namespace: &Arc<str>, key: &str) -> bool {
@@ -827,16 +856,6 @@ impl HttpCache {
 
     pub fn max_object_bytes(&self) -> usize {
         self.max_object_bytes
-    }
-}
-
-fn unindex(tags: &TagIndex, key: &CacheKey, slot: &Slot) {
-    for tag in slot.surrogate_keys() {
-        let index_key = (Arc::clone(&key.namespace), tag.to_string());
-        if let Some(mut keys) = tags.get_mut(&index_key) {
-            keys.remove(key);
-        }
-        tags.remove_if(&index_key, |_, keys| keys.is_empty());
     }
 }
 
@@ -912,5 +931,108 @@ impl Body for PrefixedBody {
             return std::task::Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
         std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(limits: CacheLimits) -> HttpCache {
+        let metrics = Arc::new(Metrics::new(&edge_config::MetricsSection::default()));
+        HttpCache::new(&limits, metrics)
+    }
+
+    fn tags(prefix: &str, count: usize) -> Vec<String> {
+        (0..count).map(|i| format!("{prefix}-{i}")).collect()
+    }
+
+    #[test]
+    fn replacing_an_entry_unindexes_the_tags_it_no_longer_has() {
+        let cache = cache(CacheLimits::default());
+        let tenant: Arc<str> = "alpha".into();
+        for round in 0..10_000 {
+            cache
+                .guest_insert(
+                    &tenant,
+                    "one-key",
+                    Bytes::from_static(b"v"),
+                    Duration::from_secs(60),
+                    tags(&format!("round{round}"), 32),
+                )
+                .expect("stored");
+        }
+        assert_eq!(cache.tags.len(), 32, "only the last insert's tags");
+        // The last ones still purge it.
+        assert_eq!(cache.purge_surrogate_key("alpha", "round9999-7"), 1);
+        assert!(cache.tags.is_empty());
+        assert!(cache.guest_lookup(&tenant, "one-key").is_none());
+    }
+
+    #[test]
+    fn evicted_entries_leave_the_index_and_tags_are_charged_to_the_weight() {
+        let cache = cache(CacheLimits {
+            max_bytes: 256 * 1024,
+            ..CacheLimits::default()
+        });
+        let tenant: Arc<str> = "alpha".into();
+        let insert = |key: &str, tags: Vec<String>| {
+            cache
+                .guest_insert(
+                    &tenant,
+                    key,
+                    Bytes::from_static(b"v"),
+                    Duration::from_secs(60),
+                    tags,
+                )
+                .expect("stored");
+        };
+        insert("untagged", Vec::new());
+        let (_, untagged) = cache.usage();
+        insert("tagged", tags("t", 32));
+        let (_, both) = cache.usage();
+        assert!(
+            both - untagged > 32 * 100,
+            "32 tags are charged: {untagged} then {both}"
+        );
+        for i in 0..5_000 {
+            insert(&format!("k{i}"), tags(&format!("k{i}"), 4));
+        }
+        let (entries, bytes) = cache.usage();
+        assert!(bytes <= 256 * 1024, "{bytes}");
+        assert!(
+            cache.tags.len() as u64 <= 4 * entries + 32,
+            "{} tags for {entries} entries",
+            cache.tags.len()
+        );
+    }
+
+    #[test]
+    fn a_tenant_at_its_surrogate_key_bound_stores_nothing_with_new_tags() {
+        let cache = cache(CacheLimits {
+            max_surrogate_keys_per_tenant: 10,
+            ..CacheLimits::default()
+        });
+        let (alpha, beta): (Arc<str>, Arc<str>) = ("alpha".into(), "beta".into());
+        let insert = |tenant: &Arc<str>, key: &str, tags: Vec<String>| {
+            cache.guest_insert(
+                tenant,
+                key,
+                Bytes::from_static(b"v"),
+                Duration::from_secs(60),
+                tags,
+            )
+        };
+        insert(&alpha, "a", tags("t", 8)).expect("8 of 10");
+        assert_eq!(insert(&alpha, "b", tags("u", 3)), Err(TagsFull));
+        assert!(cache.guest_lookup(&alpha, "b").is_none(), "not stored");
+        // Tags it has already cost nothing more; another tenant has its own.
+        insert(&alpha, "c", tags("t", 8)).expect("same tags");
+        insert(&beta, "b", tags("u", 10)).expect("beta's own bound");
+        // Purging frees them.
+        for tag in tags("t", 8) {
+            cache.purge_surrogate_key("alpha", &tag);
+        }
+        insert(&alpha, "b", tags("u", 10)).expect("room again");
     }
 }
