@@ -88,15 +88,24 @@ impl TenantLogs {
 
     /// Offers one complete line. Returns whether it was accepted.
     pub fn offer(&self, source: &LineSource, stream: LogStream, line: &str) -> bool {
-        let now = SystemTime::now()
+        let admitted = self.admit(&source.service);
+        if admitted {
+            self.keep(source, stream, line);
+        }
+        admitted
+    }
+
+    /// Whether one more line of `service` is within
+    /// `logs.max_guest_lines_per_second`; one that is not is counted as
+    /// `dropped_rate`. Asked before a line goes anywhere, the node's own log
+    /// included.
+    pub fn admit(&self, service: &Arc<str>) -> bool {
+        let second = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let second = now.as_secs();
+            .unwrap_or_default()
+            .as_secs();
         let within_rate = {
-            let mut rate = self
-                .rate
-                .entry(Arc::clone(&source.service))
-                .or_insert((second, 0));
+            let mut rate = self.rate.entry(Arc::clone(service)).or_insert((second, 0));
             if rate.0 != second {
                 *rate = (second, 0);
             }
@@ -105,11 +114,18 @@ impl TenantLogs {
         };
         if !within_rate {
             self.count("dropped_rate", 1);
-            return false;
         }
+        within_rate
+    }
+
+    /// Keeps an admitted line for the control plane.
+    pub fn keep(&self, source: &LineSource, stream: LogStream, line: &str) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         if !self.shipping.load(Ordering::Acquire) {
             self.count("not_shipped", 1);
-            return true;
+            return;
         }
         let line = GuestLogLine {
             service: source.service.to_string(),
@@ -130,7 +146,6 @@ impl TenantLogs {
         if evicted > 0 {
             self.count("dropped_buffer_full", evicted as u64);
         }
-        true
     }
 
     /// Takes up to `max` of the oldest lines, for one shipment.

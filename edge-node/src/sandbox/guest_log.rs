@@ -1,8 +1,11 @@
 //! Guest stdout and stderr become the tenant's log lines.
 //!
-//! Each complete line is emitted as a `tracing` event (target `guest`) with
-//! the service and request id, and offered to the node's [`TenantLogs`] for
-//! the control plane, where the tenant reads it (`edgectl logs`). A request may log up to its service's
+//! Each complete line within its service's rate
+//! (`logs.max_guest_lines_per_second`, asked first, so that a guest cannot
+//! flood the node's own log either) is emitted as a `tracing` event (target
+//! `guest`) with the service and request id, and kept by the node's
+//! [`TenantLogs`] for the control plane, where the tenant reads it
+//! (`edgectl logs`). A request may log up to its service's
 //! `max_log_bytes_per_request`; the rest is counted and dropped, and one
 //! warning says how much. Writes never fail, so a guest that logs too much
 //! keeps running (Rust's `println!` panics when stdout returns an error).
@@ -66,10 +69,17 @@ impl GuestLog {
         }
     }
 
+    /// Whether one more line of this service may go out now.
+    fn admitted(&self) -> bool {
+        self.sink
+            .as_ref()
+            .is_none_or(|sink| sink.admit(&self.source.service))
+    }
+
     fn emit(&self, stream: LogStream, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches(['\n', '\r']);
-        if line.is_empty() {
+        if line.is_empty() || !self.admitted() {
             return;
         }
         tracing::info!(
@@ -81,7 +91,7 @@ impl GuestLog {
             "{line}"
         );
         if let Some(sink) = &self.sink {
-            sink.offer(&self.source, stream, line);
+            sink.keep(&self.source, stream, line);
         }
     }
 }
@@ -94,7 +104,9 @@ impl Drop for GuestLog {
                 self.emit(stream, &line);
             }
         }
-        if self.dropped_bytes > 0 {
+        // The warning is a line of the node's log the guest causes: it is
+        // within the service's rate too.
+        if self.dropped_bytes > 0 && self.admitted() {
             tracing::warn!(
                 target: "guest",
                 service = %self.source.service,
@@ -214,6 +226,59 @@ mod tests {
         // The kept 10 bytes wait, as a partial line, for their newline.
         assert_eq!(state.partial[LogStream::Stdout as usize], b"0123456789");
         assert!(state.partial[LogStream::Stderr as usize].is_empty());
+    }
+
+    /// Counts the events of target `guest` that reach the node's log.
+    struct GuestEvents(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for GuestEvents {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if event.metadata().target() == "guest" {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[test]
+    fn a_guest_printing_10_000_lines_reaches_the_node_log_at_most_at_its_rate() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let config = edge_config::LogsSection {
+            max_guest_lines_per_second: 100,
+            ..Default::default()
+        };
+        let sink = Arc::new(TenantLogs::new(&config, Arc::clone(&metrics)));
+        let events = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(GuestEvents(Arc::clone(&events)));
+        tracing::subscriber::with_default(subscriber, || {
+            let source = LineSource {
+                service: "noisy".into(),
+                version: 1,
+                request_id: "req".into(),
+            };
+            let log = GuestLog::new(source, Some(sink), 1024 * 1024);
+            let mut stdout = GuestLogStream::new(Arc::clone(&log), LogStream::Stdout);
+            for i in 0..10_000 {
+                assert!(stdout.write(Bytes::from(format!("line {i}\n"))).is_ok());
+            }
+            drop(stdout);
+            drop(log);
+        });
+        let written = events.load(std::sync::atomic::Ordering::Relaxed);
+        // A second boundary inside the loop lets through up to twice.
+        assert!(
+            (100..=200).contains(&written),
+            "{written} lines in the node's log"
+        );
+        let dropped = metrics
+            .guest_log_lines
+            .with_label_values(&["dropped_rate"])
+            .get();
+        assert_eq!(dropped as usize, 10_000 - written);
     }
 
     #[test]
