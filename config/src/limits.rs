@@ -103,13 +103,13 @@ impl ServiceLimits {
             format!("{path}.cpu_budget_ms"),
             self.cpu_budget_ms,
             1,
-            60_000,
+            sandbox.max_cpu_budget_ms,
         );
         errors.check_range(
             format!("{path}.wall_time_ms"),
             self.wall_time_ms,
             1,
-            3_600_000,
+            sandbox.max_wall_time_ms,
         );
         errors.check_range(
             format!("{path}.memory_bytes"),
@@ -147,7 +147,7 @@ impl ServiceLimits {
             format!("{path}.max_log_bytes_per_request"),
             self.max_log_bytes_per_request,
             0,
-            16 * MIB,
+            sandbox.max_log_bytes_per_request,
         );
         errors.check_range(
             format!("{path}.max_backend_requests"),
@@ -364,6 +364,14 @@ pub const DEFAULT_MAX_CONCURRENT_INSTANCES: u64 = 1_000;
 pub const DEFAULT_SANDBOX_MAX_MEMORY_BYTES: u64 = DEFAULT_MEMORY_BYTES;
 /// Ceiling for any service's `max_table_elements`.
 pub const DEFAULT_SANDBOX_MAX_TABLE_ELEMENTS: u64 = DEFAULT_MAX_TABLE_ELEMENTS;
+/// Ceilings an operator puts on what tenants may set for their services:
+/// CPU budget, wall time and log bytes per request. A spec above one is
+/// refused, naming it. Generous next to the defaults (50 ms, 60 s, 64 KiB),
+/// for interpreters' first requests, and far below what the limits' own
+/// ranges allow (60 s, 1 h, 16 MiB).
+pub const DEFAULT_SANDBOX_MAX_CPU_BUDGET_MS: u64 = 5_000;
+pub const DEFAULT_SANDBOX_MAX_WALL_TIME_MS: u64 = 120_000;
+pub const DEFAULT_SANDBOX_MAX_LOG_BYTES_PER_REQUEST: u64 = MIB;
 /// Ready-to-instantiate components kept in memory. Beyond it the least
 /// recently used is dropped and reloaded (mmap) from disk when next needed.
 pub const DEFAULT_MODULE_CACHE_ENTRIES: u64 = 1_000;
@@ -375,6 +383,9 @@ pub struct SandboxLimits {
     pub max_concurrent_instances: u64,
     pub max_memory_bytes: u64,
     pub max_table_elements: u64,
+    pub max_cpu_budget_ms: u64,
+    pub max_wall_time_ms: u64,
+    pub max_log_bytes_per_request: u64,
     pub module_cache_entries: u64,
 }
 
@@ -384,6 +395,9 @@ impl Default for SandboxLimits {
             max_concurrent_instances: DEFAULT_MAX_CONCURRENT_INSTANCES,
             max_memory_bytes: DEFAULT_SANDBOX_MAX_MEMORY_BYTES,
             max_table_elements: DEFAULT_SANDBOX_MAX_TABLE_ELEMENTS,
+            max_cpu_budget_ms: DEFAULT_SANDBOX_MAX_CPU_BUDGET_MS,
+            max_wall_time_ms: DEFAULT_SANDBOX_MAX_WALL_TIME_MS,
+            max_log_bytes_per_request: DEFAULT_SANDBOX_MAX_LOG_BYTES_PER_REQUEST,
             module_cache_entries: DEFAULT_MODULE_CACHE_ENTRIES,
         }
     }
@@ -408,6 +422,24 @@ impl SandboxLimits {
             self.max_table_elements,
             1,
             10_000_000,
+        );
+        errors.check_range(
+            format!("{path}.max_cpu_budget_ms"),
+            self.max_cpu_budget_ms,
+            1,
+            60_000,
+        );
+        errors.check_range(
+            format!("{path}.max_wall_time_ms"),
+            self.max_wall_time_ms,
+            1,
+            3_600_000,
+        );
+        errors.check_range(
+            format!("{path}.max_log_bytes_per_request"),
+            self.max_log_bytes_per_request,
+            0,
+            16 * MIB,
         );
         errors.check_range(
             format!("{path}.module_cache_entries"),

@@ -81,6 +81,18 @@ struct ServeArgs {
     /// The smallest `sandbox.max_table_elements` of the nodes.
     #[arg(long, default_value_t = edge_config::limits::DEFAULT_SANDBOX_MAX_TABLE_ELEMENTS)]
     node_max_table_elements: u64,
+    /// The most CPU a tenant may give its service's requests
+    /// (`cpu_budget_ms`): a spec above it is refused, naming it. Set it to
+    /// the nodes' `sandbox.max_cpu_budget_ms`.
+    #[arg(long, default_value_t = edge_config::limits::DEFAULT_SANDBOX_MAX_CPU_BUDGET_MS)]
+    node_max_cpu_budget_ms: u64,
+    /// The most wall time a tenant may give its requests (`wall_time_ms`).
+    #[arg(long, default_value_t = edge_config::limits::DEFAULT_SANDBOX_MAX_WALL_TIME_MS)]
+    node_max_wall_time_ms: u64,
+    /// The most log bytes a tenant may let one request write
+    /// (`max_log_bytes_per_request`).
+    #[arg(long, default_value_t = edge_config::limits::DEFAULT_SANDBOX_MAX_LOG_BYTES_PER_REQUEST)]
+    node_max_log_bytes_per_request: u64,
     /// Every service is served as `<service>.<tenant>.<this>` with no
     /// proof of ownership; point a wildcard DNS record for it at the
     /// nodes. Custom domains need their tenant to prove control.
@@ -138,6 +150,9 @@ fn main() -> ExitCode {
                 compile_memory_bytes,
                 node_max_memory_bytes,
                 node_max_table_elements,
+                node_max_cpu_budget_ms,
+                node_max_wall_time_ms,
+                node_max_log_bytes_per_request,
                 platform_domain,
                 dns_resolver,
                 pending_domain_ttl_hours,
@@ -186,6 +201,9 @@ fn main() -> ExitCode {
                 sandbox: SandboxLimits {
                     max_memory_bytes: node_max_memory_bytes,
                     max_table_elements: node_max_table_elements,
+                    max_cpu_budget_ms: node_max_cpu_budget_ms,
+                    max_wall_time_ms: node_max_wall_time_ms,
+                    max_log_bytes_per_request: node_max_log_bytes_per_request,
                     ..SandboxLimits::default()
                 },
                 platform_domain,

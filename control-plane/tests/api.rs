@@ -371,6 +371,58 @@ async fn invalid_specs_name_every_problem() {
     }
 }
 
+/// What a tenant may set for its requests has the operator's maxima
+/// (`--node-max-cpu-budget-ms`, `--node-max-wall-time-ms`,
+/// `--node-max-log-bytes-per-request`): a spec above one is 400, naming it.
+#[tokio::test]
+async fn limits_above_the_operators_maxima_are_refused_naming_them() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        let (status, body) = plane
+            .call(
+                "POST",
+                "/v1/services",
+                &token,
+                Some(json!({"name": "web", "spec": {
+                    "domains": ["web.acme.test"],
+                    "limits": {
+                        "cpu_budget_ms": 60_000,
+                        "wall_time_ms": 3_600_000,
+                        "max_log_bytes_per_request": 16 * 1024 * 1024
+                    }
+                }})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        for (key, maximum) in [
+            ("limits.cpu_budget_ms", "1..=5000"),
+            ("limits.wall_time_ms", "1..=120000"),
+            ("limits.max_log_bytes_per_request", "0..=1048576"),
+        ] {
+            assert!(
+                message.contains(key) && message.contains(maximum),
+                "{kind}: {key} {maximum} missing from {message}"
+            );
+        }
+        // At the maxima, it is accepted.
+        let (status, _) = plane
+            .call(
+                "POST",
+                "/v1/services",
+                &token,
+                Some(json!({"name": "web", "spec": {
+                    "domains": ["web.acme.test"],
+                    "limits": {"cpu_budget_ms": 5_000, "wall_time_ms": 120_000}
+                }})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}");
+        plane.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn nodes_register_report_usage_and_are_listed() {
     for kind in databases() {
