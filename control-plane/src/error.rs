@@ -3,7 +3,7 @@
 //! a generic 500 that leaks nothing.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (429: a rate or concurrency bound).
+    pub retry_after_seconds: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -33,6 +35,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_seconds: None,
+        }
+    }
+
+    /// 429 `rate_limited`: retrying after `retry_after` helps.
+    pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        Self {
+            retry_after_seconds: Some((retry_after.as_secs_f64().ceil() as u64).max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
 
@@ -90,6 +101,12 @@ impl IntoResponse for ApiError {
                 message: &self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }

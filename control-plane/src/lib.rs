@@ -11,6 +11,8 @@
 //! - [`compile`]: the compile worker process, its timeout and memory cap;
 //! - [`store`]: SQLite or PostgreSQL behind one set of queries, with
 //!   migrations;
+//! - [`quotas`]: what each tenant may keep and how fast it may ask, and the
+//!   bound on compiles at once;
 //! - [`error`]: JSON errors with stable codes;
 //! - [`metrics`]: the control plane's own `/metrics`.
 
@@ -20,6 +22,7 @@ pub mod compile;
 pub mod dns;
 pub mod error;
 pub mod metrics;
+pub mod quotas;
 pub mod store;
 pub mod tls;
 pub mod validate;
@@ -69,6 +72,7 @@ pub async fn start(
     let modules = ArtifactStore::open(&config.data_dir.join("modules"), engine, &fingerprint)?;
     let version = store.snapshot_version().await?;
     let purge_seq = store.purge_seq().await?;
+    let config_quotas = config.quotas.clone();
     let state = api::AppState {
         store: store.clone(),
         config: Arc::new(config),
@@ -77,6 +81,7 @@ pub async fn start(
         snapshot_changed: Arc::new(watch::Sender::new(version)),
         purges_changed: Arc::new(watch::Sender::new(purge_seq)),
         metrics: metrics::Metrics::new(),
+        quotas: Arc::new(quotas::Quotas::new(config_quotas)),
     };
     let tls = match &state.config.tls {
         Some(files) => Some(files.server_config()?),

@@ -1122,3 +1122,171 @@ async fn tenants_can_be_suspended_and_tokens_revoked() {
         plane.stop().await;
     }
 }
+
+/// `bytes` (a component) with a custom section naming `n` appended: a
+/// distinct upload each time, compiled like the original.
+fn distinct_component(bytes: &[u8], n: usize) -> Vec<u8> {
+    let name = b"edge-test";
+    let payload = n.to_le_bytes();
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section id
+    out.push(section.len() as u8);
+    out.extend(section);
+    out
+}
+
+/// Compiles are bounded for the whole control plane: of 20 uploads at
+/// once, those that find every compile slot taken get 429 with
+/// `Retry-After`, and nothing is half-stored.
+#[tokio::test]
+async fn twenty_concurrent_uploads_compile_at_most_the_bound_and_the_rest_get_429() {
+    let plane = Plane::start_with("sqlite", |config| {
+        config.quotas.max_concurrent_compiles = 2;
+        config.quotas.max_uploads_per_tenant = 20;
+    })
+    .await;
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", "web.acme.test").await;
+    let plane = std::sync::Arc::new(plane);
+    let uploads: Vec<_> = (0..20)
+        .map(|n| {
+            let plane = std::sync::Arc::clone(&plane);
+            let token = token.clone();
+            tokio::spawn(async move {
+                let response = plane
+                    .http
+                    .post(plane.url("/v1/services/web/modules"))
+                    .bearer_auth(&token)
+                    .body(distinct_component(&hello(), n))
+                    .send()
+                    .await
+                    .expect("upload");
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                (response.status(), retry_after)
+            })
+        })
+        .collect();
+    let mut created = 0;
+    let mut limited = 0;
+    for upload in uploads {
+        match upload.await.expect("upload task") {
+            (StatusCode::CREATED, _) => created += 1,
+            (StatusCode::TOO_MANY_REQUESTS, Some(_)) => limited += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    eprintln!("{created} compiled, {limited} refused");
+    assert!(created >= 2, "{created} compiled");
+    assert!(limited >= 10, "{limited} refused of 20");
+    assert_eq!(plane.stored_components(), created, "nothing half-stored");
+    // The slots are free again.
+    let (status, _) = plane
+        .upload(&token, "web", distinct_component(&hello(), 100))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+/// A tenant's quotas (services, spec size) are 400 naming them; its rates
+/// (activations per minute, purges per second) are 429 with `Retry-After`,
+/// and another tenant is not touched by them.
+#[tokio::test]
+async fn a_tenant_past_its_quotas_and_rates_is_refused_and_others_are_not() {
+    let plane = Plane::start_with("sqlite", |config| {
+        config.quotas.max_services_per_tenant = 2;
+        config.quotas.max_spec_bytes = 2048;
+        config.quotas.activations_per_minute = 2;
+        config.quotas.purges_per_second = 3;
+    })
+    .await;
+    let acme = plane.tenant("acme").await;
+    let other = plane.tenant("other").await;
+    plane.service(&acme, "one", "one.acme.test").await;
+    plane.service(&acme, "two", "two.acme.test").await;
+    let (status, body) = plane
+        .call(
+            "POST",
+            "/v1/services",
+            &acme,
+            Some(json!({"name": "three", "spec": {"domains": ["three.acme.test"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most 2 services")),
+        "{body}"
+    );
+    let big_config: serde_json::Map<String, Value> = (0..40)
+        .map(|i| (format!("key{i}"), json!("v".repeat(100))))
+        .collect();
+    let (status, body) = plane
+        .call(
+            "PUT",
+            "/v1/services/one",
+            &acme,
+            Some(json!({"domains": ["one.acme.test"], "config": big_config})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most 2048")),
+        "{body}"
+    );
+
+    // Two activations a minute: the third deploy is 429.
+    plane.deploy(&acme, "one", hello()).await;
+    plane.deploy(&acme, "two", hello()).await;
+    let (status, uploaded) = plane.upload(&acme, "one", hello()).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = plane
+        .http
+        .post(plane.url("/v1/services/one/versions"))
+        .bearer_auth(&acme)
+        .json(&json!({"module_sha256": uploaded["module_sha256"], "activate": true}))
+        .send()
+        .await
+        .expect("deploy");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+
+    // Three purges a second.
+    let purge = |token: String| {
+        let plane = &plane;
+        async move {
+            plane
+                .call(
+                    "POST",
+                    "/v1/purge",
+                    &token,
+                    Some(json!({"surrogate_key": "k"})),
+                )
+                .await
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(purge(acme.clone()).await.0, StatusCode::ACCEPTED);
+    }
+    let (status, body) = purge(acme.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // The other tenant has its own.
+    assert_eq!(purge(other.clone()).await.0, StatusCode::ACCEPTED);
+    plane.service(&other, "web", "web.other.test").await;
+    plane.deploy(&other, "web", hello()).await;
+}

@@ -100,6 +100,12 @@ impl Cluster {
             dns_resolver: None,
             tls: None,
             pending_claim_ttl: control_plane::store::DEFAULT_PENDING_CLAIM_TTL,
+            // A benchmark deploys and purges as fast as it can.
+            quotas: control_plane::quotas::QuotaConfig {
+                activations_per_minute: u32::MAX,
+                purges_per_second: u32::MAX,
+                ..Default::default()
+            },
         };
         std::fs::create_dir_all(&config.data_dir).expect("dir");
         let url = format!("sqlite://{}", data.path().join("cp.db").display());

@@ -60,6 +60,8 @@ pub struct ApiConfig {
     pub pending_claim_ttl: Duration,
     /// Serve HTTPS with this certificate; plaintext HTTP without it.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Per-tenant quotas and rates, and the bound on compiles at once.
+    pub quotas: crate::quotas::QuotaConfig,
 }
 
 /// Shared by every handler.
@@ -75,6 +77,7 @@ pub struct AppState {
     /// The newest purge this replica recorded; purge long-polls wait on it.
     pub purges_changed: Arc<watch::Sender<u64>>,
     pub metrics: crate::metrics::Metrics,
+    pub quotas: Arc<crate::quotas::Quotas>,
 }
 
 /// How often a waiting long-poll re-reads the database, for changes

@@ -267,6 +267,11 @@ pub fn spec() -> Value {
             "parameters": parameters,
             "responses": {
                 "2XX": {"description": "Success"},
+                "429": {
+                    "description": "rate_limited: a per-tenant rate (activations per minute, purges per second) or a concurrency bound (uploads per tenant, compiles on the control plane) is reached; retry after the seconds in Retry-After",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                },
                 "default": {
                     "description": "Error",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
@@ -297,7 +302,7 @@ pub fn spec() -> Value {
                         "type": "object",
                         "required": ["code", "message"],
                         "properties": {
-                            "code": {"type": "string", "description": "Stable, machine-readable"},
+                            "code": {"type": "string", "description": "Stable, machine-readable; quota_exceeded (400) names the quota a request would pass: services per tenant, module bytes per tenant, spec bytes"},
                             "message": {"type": "string"}
                         }
                     }}

@@ -76,6 +76,7 @@ async fn create(
     Json(target): Json<PurgeTarget>,
 ) -> Result<(StatusCode, Json<PurgeAccepted>), ApiError> {
     let target = normalized(target)?;
+    state.quotas.purge(&caller.tenant.id)?;
     let seq = state.store.add_purge(&caller.tenant.id, &target).await?;
     state.purges_changed.send_replace(seq);
     Ok((StatusCode::ACCEPTED, Json(PurgeAccepted { seq })))

@@ -19,6 +19,7 @@ use super::AppState;
 use crate::auth::TenantCaller;
 use crate::compile::CompileError;
 use crate::error::ApiError;
+use crate::quotas::quota_exceeded;
 use crate::store::{Service, UsageTotals, Version};
 use crate::validate::validate_component;
 
@@ -84,10 +85,19 @@ fn check_spec(
             }
         }
     }
-    errors.into_result().map(|()| spec).map_err(|errors| {
+    errors.into_result().map_err(|errors| {
         let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
         ApiError::bad_request("invalid_spec", list.join("; "))
-    })
+    })?;
+    // Stored with every version and shipped to every node.
+    let bytes = serde_json::to_vec(&spec).map_or(usize::MAX, |json| json.len());
+    let max = state.quotas.config.max_spec_bytes;
+    if bytes > max {
+        return Err(quota_exceeded(format!(
+            "the spec is {bytes} bytes as JSON; at most {max} (--max-spec-bytes)"
+        )));
+    }
+    Ok(spec)
 }
 
 /// A custom domain in its one spelling. Names under the platform domain
@@ -117,6 +127,12 @@ async fn create(
     validate_service_name(&new.name)
         .map_err(|message| ApiError::bad_request("invalid_name", format!("name: {message}")))?;
     let spec = check_spec(&state, &caller, &new.name, new.spec)?;
+    let max = state.quotas.config.max_services_per_tenant;
+    if state.store.list_services(&caller.tenant.id).await?.len() as u64 >= max {
+        return Err(quota_exceeded(format!(
+            "a tenant may have at most {max} services (--max-services-per-tenant)"
+        )));
+    }
     let service = state
         .store
         .create_service(&caller.tenant, &new.name, &spec)
@@ -194,8 +210,12 @@ async fn upload(
     body: Body,
 ) -> Result<(StatusCode, Json<UploadedModule>), ApiError> {
     own_service(&state, &caller, &name).await?;
-    let outcome = store_upload(&state, &caller, body).await;
+    let outcome = match state.quotas.upload(&caller.tenant.id) {
+        Ok(_uploading) => store_upload(&state, &caller, body).await,
+        Err(limited) => Err(limited.into()),
+    };
     let label = match &outcome {
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
         Ok((StatusCode::OK, _)) => "duplicate",
         Ok(_) => "stored",
         Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
@@ -233,6 +253,14 @@ async fn store_upload(
         return record_upload(state, caller, uploaded).await;
     }
 
+    let max = state.quotas.config.max_module_bytes_per_tenant;
+    let stored = state.store.tenant_module_bytes(&caller.tenant.id).await?;
+    if stored.saturating_add(uploaded.size_bytes) > max {
+        return Err(quota_exceeded(format!(
+            "this tenant's modules take {stored} bytes; with this one it would pass its {max} (--max-module-bytes-per-tenant)"
+        )));
+    }
+    let _compiling = state.quotas.compile()?;
     let work = tempfile::tempdir_in(&state.config.data_dir)
         .map_err(|e| ApiError::internal("creating a compile directory", &e))?;
     let input = work.path().join("component.wasm");
@@ -371,6 +399,7 @@ async fn activate_version(
     service: &Service,
     number: i64,
 ) -> Result<Option<u64>, ApiError> {
+    state.quotas.activation(&service.tenant_id)?;
     let snapshot = state.store.activate(service, number).await?;
     if let Some(version) = snapshot {
         state.snapshot_changed.send_replace(version);

@@ -633,6 +633,20 @@ impl Store {
 
     /// Whether `tenant_id` uploaded the module `sha256`. Another tenant's
     /// module is not there, exactly as one that does not exist.
+    /// The bytes of the distinct modules `tenant_id` has uploaded.
+    pub async fn tenant_module_bytes(&self, tenant_id: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(m.size_bytes), 0) AS BIGINT) FROM tenant_modules t \
+             JOIN modules m ON m.sha256 = t.sha256 WHERE t.tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("summing a tenant's modules"))?;
+        let bytes: i64 = row.try_get(0).map_err(db("summing a tenant's modules"))?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
     pub async fn tenant_has_module(
         &self,
         tenant_id: &str,

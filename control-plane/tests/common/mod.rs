@@ -125,6 +125,7 @@ impl Plane {
             dns_resolver: None,
             tls: None,
             pending_claim_ttl: control_plane::store::DEFAULT_PENDING_CLAIM_TTL,
+            quotas: control_plane::quotas::QuotaConfig::default(),
         };
         change(&mut config);
         let compiler = Compiler {
