@@ -93,27 +93,8 @@ struct ServeArgs {
     /// (`max_log_bytes_per_request`).
     #[arg(long, default_value_t = edge_config::limits::DEFAULT_SANDBOX_MAX_LOG_BYTES_PER_REQUEST)]
     node_max_log_bytes_per_request: u64,
-    /// Services one tenant may have.
-    #[arg(long, default_value_t = control_plane::quotas::DEFAULT_MAX_SERVICES_PER_TENANT)]
-    max_services_per_tenant: u64,
-    /// Bytes of modules one tenant may have stored.
-    #[arg(long, default_value_t = control_plane::quotas::DEFAULT_MAX_MODULE_BYTES_PER_TENANT)]
-    max_module_bytes_per_tenant: u64,
-    /// Largest service spec, as JSON.
-    #[arg(long, default_value_t = control_plane::quotas::DEFAULT_MAX_SPEC_BYTES)]
-    max_spec_bytes: usize,
-    /// Activations (deploys, activations, rollbacks) per tenant per minute.
-    #[arg(long, default_value_t = control_plane::quotas::DEFAULT_ACTIVATIONS_PER_MINUTE)]
-    activations_per_minute: u32,
-    /// Purges per tenant per second.
-    #[arg(long, default_value_t = control_plane::quotas::DEFAULT_PURGES_PER_SECOND)]
-    purges_per_second: u32,
-    /// Uploads one tenant may have in progress at once.
-    #[arg(long, default_value_t = control_plane::quotas::DEFAULT_MAX_UPLOADS_PER_TENANT)]
-    max_uploads_per_tenant: usize,
-    /// Compiles the control plane runs at once, all tenants together.
-    #[arg(long, default_value_t = control_plane::quotas::DEFAULT_MAX_CONCURRENT_COMPILES)]
-    max_concurrent_compiles: usize,
+    #[command(flatten)]
+    quotas: control_plane::quotas::QuotaConfig,
     /// Every service is served as `<service>.<tenant>.<this>` with no
     /// proof of ownership; point a wildcard DNS record for it at the
     /// nodes. Custom domains need their tenant to prove control.
@@ -174,13 +155,7 @@ fn main() -> ExitCode {
                 node_max_cpu_budget_ms,
                 node_max_wall_time_ms,
                 node_max_log_bytes_per_request,
-                max_services_per_tenant,
-                max_module_bytes_per_tenant,
-                max_spec_bytes,
-                activations_per_minute,
-                purges_per_second,
-                max_uploads_per_tenant,
-                max_concurrent_compiles,
+                quotas,
                 platform_domain,
                 dns_resolver,
                 pending_domain_ttl_hours,
@@ -243,15 +218,7 @@ fn main() -> ExitCode {
                 tls: tls_cert
                     .zip(tls_key)
                     .map(|(cert, key)| control_plane::tls::TlsFiles { cert, key }),
-                quotas: control_plane::quotas::QuotaConfig {
-                    max_services_per_tenant,
-                    max_module_bytes_per_tenant,
-                    max_spec_bytes,
-                    activations_per_minute,
-                    purges_per_second,
-                    max_uploads_per_tenant,
-                    max_concurrent_compiles,
-                },
+                quotas,
             };
             let scheme = if config.tls.is_some() {
                 "https"

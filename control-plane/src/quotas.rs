@@ -29,17 +29,29 @@ pub const DEFAULT_MAX_UPLOADS_PER_TENANT: usize = 2;
 pub const DEFAULT_MAX_CONCURRENT_COMPILES: usize = 2;
 
 /// The operator's settings (`control-plane serve --max-...`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct QuotaConfig {
+    /// Services one tenant may have.
+    #[arg(long, default_value_t = DEFAULT_MAX_SERVICES_PER_TENANT)]
     pub max_services_per_tenant: u64,
-    /// Stored module bytes a tenant's uploads add up to (each distinct
-    /// module counted once per tenant).
+    /// Bytes of modules one tenant may have stored (each distinct module
+    /// counted once per tenant).
+    #[arg(long, default_value_t = DEFAULT_MAX_MODULE_BYTES_PER_TENANT)]
     pub max_module_bytes_per_tenant: u64,
-    /// A service spec, as JSON.
+    /// Largest service spec, as JSON.
+    #[arg(long, default_value_t = DEFAULT_MAX_SPEC_BYTES)]
     pub max_spec_bytes: usize,
+    /// Activations (deploys, activations, rollbacks) per tenant per minute.
+    #[arg(long, default_value_t = DEFAULT_ACTIVATIONS_PER_MINUTE)]
     pub activations_per_minute: u32,
+    /// Purges per tenant per second.
+    #[arg(long, default_value_t = DEFAULT_PURGES_PER_SECOND)]
     pub purges_per_second: u32,
+    /// Uploads one tenant may have in progress at once.
+    #[arg(long, default_value_t = DEFAULT_MAX_UPLOADS_PER_TENANT)]
     pub max_uploads_per_tenant: usize,
+    /// Compiles the control plane runs at once, all tenants together.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_COMPILES)]
     pub max_concurrent_compiles: usize,
 }
 
