@@ -384,11 +384,20 @@ impl Metrics {
     }
 
     /// One backend request: `outcome` is the response's status class, or
-    /// the error the guest got.
+    /// the error the guest got. `service` is the service's label: a service
+    /// counted under `_other` has its backends counted under `_other` too,
+    /// since their names are the tenants' to choose, and services without
+    /// a label of their own are unbounded in number (a labelled one has at
+    /// most `MAX_BACKENDS_PER_SERVICE`).
     pub fn record_backend(&self, service: &str, backend: &str, outcome: &str, elapsed: Duration) {
         if !self.enabled {
             return;
         }
+        let backend = if service == OTHER_SERVICES {
+            OTHER_SERVICES
+        } else {
+            backend
+        };
         self.backend_requests
             .with_label_values(&[service, backend, outcome])
             .inc();
@@ -513,5 +522,28 @@ fn unix_seconds(time: SystemTime) -> u64 {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new(&MetricsSection::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_of_services_without_a_label_share_one_series() {
+        let metrics = Metrics::default();
+        for i in 0..1_000 {
+            let backend = format!("backend-{i}");
+            metrics.record_backend(OTHER_SERVICES, &backend, "2xx", Duration::from_millis(1));
+        }
+        let page = metrics.render((0, 0));
+        let series = page
+            .lines()
+            .filter(|line| line.starts_with("edge_backend_requests_total{"))
+            .collect::<Vec<_>>();
+        assert_eq!(series.len(), 1, "{series:?}");
+        assert!(page.contains(
+            r#"edge_backend_requests_total{backend="_other",outcome="2xx",service="_other"} 1000"#
+        ));
     }
 }
