@@ -172,7 +172,14 @@ pub struct ServiceFailure {
 pub struct UsageReport {
     pub snapshot_version: u64,
     pub services: Vec<ServiceUsage>,
+    /// Unique per node: a report sent again with the same id is counted
+    /// once. (Absent from nodes older than it: each such report counts.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_id: Option<String>,
 }
+
+/// Longest report id a node may send.
+pub const MAX_REPORT_ID_BYTES: usize = 64;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceUsage {

@@ -423,6 +423,43 @@ async fn limits_above_the_operators_maxima_are_refused_naming_them() {
     }
 }
 
+/// A report carries an id: sent again (its answer was lost, or the node
+/// was killed before it knew), it is counted once; another id counts.
+#[tokio::test]
+async fn a_usage_report_sent_again_with_its_id_is_counted_once() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        plane.service(&token, "web", "web.acme.test").await;
+        plane.deploy(&token, "web", hello()).await;
+        let node = plane.register_node("n1").await;
+        let report = |id: &str| {
+            json!({"snapshot_version": 1, "report_id": id, "services": [{
+                "service": "acme/web", "requests": 10, "status_2xx": 10, "status_3xx": 0,
+                "status_4xx": 0, "status_5xx": 0, "guest_cpu_micros": 100, "bytes_out": 200
+            }]})
+        };
+        for id in ["run1-0", "run1-0", "run1-0", "run1-1"] {
+            let (status, _) = plane
+                .call("POST", "/v1/node/usage", &node, Some(report(id)))
+                .await;
+            assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
+        }
+        let (_, usage) = plane.call("GET", "/v1/usage", &token, None).await;
+        assert_eq!(usage[0]["requests"], 20, "{kind}: two distinct reports");
+        let (status, body) = plane
+            .call(
+                "POST",
+                "/v1/node/usage",
+                &node,
+                Some(report(&"x".repeat(65))),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {body}");
+        plane.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn nodes_register_report_usage_and_are_listed() {
     for kind in databases() {

@@ -833,8 +833,21 @@ async fn a_tenant_reads_its_own_guest_logs_with_edgectl() {
     plane.stop().await;
 }
 
+/// `GET url` with `token`, as JSON.
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn usage_and_logs_a_node_could_not_deliver_are_sent_after_its_restart() {
+async fn usage_and_logs_a_node_could_not_deliver_survive_a_kill_and_are_sent_once_after_its_restart()
+ {
     let dir = tempfile::tempdir().expect("dir");
     let plane_dir = dir.path().join("control-plane");
     let node_dir = dir.path().join("node");
@@ -855,29 +868,28 @@ async fn usage_and_logs_a_node_could_not_deliver_are_sent_after_its_restart() {
     node.stop().await;
     assert!(node_dir.join("undelivered.json").exists());
 
-    // Back: a node started on the same data dir delivers it all.
+    // Started again while the control plane is still away, then killed:
+    // what it could not deliver is still on disk.
+    let node = EdgeNode::start(&base, &node_dir, "node-a").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    node.kill().await;
+    assert!(
+        node_dir.join("undelivered.json").exists(),
+        "kept until delivered"
+    );
+
+    // Back: a node started on the same data dir delivers it all, once.
     let _process = PlaneProcess::start(&plane_dir, port).await;
     let node = EdgeNode::start(&base, &node_dir, "node-a").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let usage: serde_json::Value = http
-            .get(format!("{base}/v1/usage"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("usage")
-            .json()
-            .await
-            .expect("JSON");
-        let logs: serde_json::Value = http
-            .get(format!("{base}/v1/services/web/logs?limit=1000"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("logs")
-            .json()
-            .await
-            .expect("JSON");
+        let usage = get_json(&http, &format!("{base}/v1/usage"), &token).await;
+        let logs = get_json(
+            &http,
+            &format!("{base}/v1/services/web/logs?limit=1000"),
+            &token,
+        )
+        .await;
         let away = logs["lines"]
             .as_array()
             .into_iter()
@@ -894,5 +906,9 @@ async fn usage_and_logs_a_node_could_not_deliver_are_sent_after_its_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!node_dir.join("undelivered.json").exists());
+    // And nothing is counted twice later.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let usage = get_json(&http, &format!("{base}/v1/usage"), &token).await;
+    assert_eq!(usage[0]["requests"].as_f64(), Some(served), "{usage}");
     node.stop().await;
 }

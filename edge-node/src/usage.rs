@@ -1,8 +1,9 @@
 //! Per-service usage since the last report to the control plane: requests,
 //! status classes, guest CPU time and response bytes. Counters are atomics
 //! behind a concurrent map, so recording costs no lock on the request path.
-//! A report drains them; a report that fails to send is added back, so
-//! nothing is lost while the control plane is away.
+//! A report drains them; until the control plane has it, it is kept (and
+//! sent again with its id) by `sync::deliveries`, so nothing is lost while
+//! the control plane is away.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,21 +90,6 @@ impl UsageMeter {
         usage.sort_by(|a, b| a.service.cmp(&b.service));
         usage
     }
-
-    /// Puts back what a failed report took.
-    pub fn restore(&self, usage: &[ServiceUsage]) {
-        for u in usage {
-            let c = self.counters(&Arc::from(u.service.as_str()));
-            c.requests.fetch_add(u.requests, Ordering::Relaxed);
-            c.status_2xx.fetch_add(u.status_2xx, Ordering::Relaxed);
-            c.status_3xx.fetch_add(u.status_3xx, Ordering::Relaxed);
-            c.status_4xx.fetch_add(u.status_4xx, Ordering::Relaxed);
-            c.status_5xx.fetch_add(u.status_5xx, Ordering::Relaxed);
-            c.guest_cpu_micros
-                .fetch_add(u.guest_cpu_micros, Ordering::Relaxed);
-            c.bytes_out.fetch_add(u.bytes_out, Ordering::Relaxed);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -111,7 +97,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn drain_takes_everything_once_and_restore_puts_it_back() {
+    fn drain_takes_everything_once() {
         let meter = UsageMeter::default();
         let web: Arc<str> = Arc::from("acme/web");
         meter.counters(&web).record_status(200);
@@ -125,7 +111,5 @@ mod tests {
         assert_eq!(usage[0].guest_cpu_micros, 1500);
         assert_eq!(usage[0].bytes_out, 20);
         assert!(meter.drain().is_empty(), "drained");
-        meter.restore(&usage);
-        assert_eq!(meter.drain(), usage);
     }
 }

@@ -11,7 +11,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use edge_config::protocol::{NodeRegistered, NodeRegistration, NodeStatus, Snapshot, UsageReport};
+use edge_config::protocol::{
+    MAX_REPORT_ID_BYTES, NodeRegistered, NodeRegistration, NodeStatus, Snapshot, UsageReport,
+};
 use edge_node::modules::ModuleHash;
 use serde::Deserialize;
 
@@ -175,6 +177,14 @@ pub const MAX_REPORTED_BYTES: u64 = 1 << 56;
 /// bounds. Each value then stays far from overflowing a sum (and the sums
 /// saturate anyway).
 fn check_usage(report: &UsageReport) -> Result<(), ApiError> {
+    if let Some(id) = &report.report_id
+        && (id.is_empty() || id.len() > MAX_REPORT_ID_BYTES)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_report",
+            format!("report_id: 1 to {MAX_REPORT_ID_BYTES} bytes"),
+        ));
+    }
     for usage in &report.services {
         let implausible = |what: String| {
             Err(ApiError::bad_request(

@@ -185,4 +185,19 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX domains_pending ON domains (verified, created_at)",
         ],
     ),
+    (
+        7,
+        &[
+            // The usage reports already counted, by the id each carries: a
+            // report sent again (its answer was lost, or the node was
+            // killed before it knew) is counted once. Kept a week.
+            "CREATE TABLE usage_reports (
+                node_id TEXT NOT NULL,
+                report_id TEXT NOT NULL,
+                received_at BIGINT NOT NULL,
+                PRIMARY KEY (node_id, report_id)
+            )",
+            "CREATE INDEX usage_reports_by_age ON usage_reports (received_at)",
+        ],
+    ),
 ];

@@ -52,6 +52,11 @@ fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 }
 
 /// Milliseconds since the Unix epoch: how every time is stored.
+/// How long a usage report's id is remembered: a node resending a report
+/// later than this (it was down for a week with the report on disk) has it
+/// counted again.
+const USAGE_REPORT_ID_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -957,8 +962,33 @@ impl Store {
     /// Adds a node's usage report to the per-service totals, in one
     /// transaction. Services the report names that no longer exist are
     /// skipped.
-    pub async fn add_usage(&self, node_id: &str, report: &UsageReport) -> Result<(), StoreError> {
+    /// Adds a node's report to its services' usage, once: a report whose
+    /// id this node sent before (in the last week) is not counted again.
+    /// Returns whether it was counted.
+    pub async fn add_usage(&self, node_id: &str, report: &UsageReport) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("recording usage"))?;
+        if let Some(report_id) = &report.report_id {
+            let now = now_ms();
+            sqlx::query("DELETE FROM usage_reports WHERE received_at < $1")
+                .bind(now - USAGE_REPORT_ID_KEEP_MS)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording usage"))?;
+            let new = sqlx::query(
+                "INSERT INTO usage_reports (node_id, report_id, received_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (node_id, report_id) DO NOTHING",
+            )
+            .bind(node_id)
+            .bind(report_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("recording usage"))?
+            .rows_affected();
+            if new == 0 {
+                return Ok(false);
+            }
+        }
         for usage in &report.services {
             let Some(service_id) = service_id_by_platform_name(&mut tx, &usage.service)
                 .await
@@ -987,7 +1017,7 @@ impl Store {
             .map_err(db("recording usage"))?;
         }
         tx.commit().await.map_err(db("recording usage"))?;
-        Ok(())
+        Ok(true)
     }
 
     /// Every tenant's usage per service, for `/metrics`.

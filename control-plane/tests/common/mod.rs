@@ -350,6 +350,12 @@ impl EdgeNode {
         self.follower.stop().await;
         self.running.shutdown().await;
     }
+
+    /// Stops the node as `kill -9` would: no last report, nothing saved.
+    pub async fn kill(self) {
+        drop(self.follower);
+        self.running.shutdown().await;
+    }
 }
 
 pub const HELLO: &str = "hello from the edge\n";

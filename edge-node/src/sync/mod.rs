@@ -13,6 +13,7 @@
 //! guests' log lines ([`crate::tenant_logs`]) every second or so; lines that
 //! fail to go are kept (within the buffer's bound) for the next try.
 
+mod deliveries;
 mod purges;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use std::time::Duration;
 use edge_config::node::ControlPlaneSection;
 use edge_config::protocol::{
     GuestLogBatch, MAX_GUEST_LOG_LINES_PER_BATCH, NodeRegistered, NodeRegistration, NodeStatus,
-    ServiceUsage, Snapshot, UsageReport,
+    Snapshot, UsageReport,
 };
 use reqwest::StatusCode;
 use tokio::sync::watch;
@@ -55,71 +56,6 @@ enum SyncError {
     /// node): it registers again.
     #[error("the control plane does not know this node ({0})")]
     Unrecognized(StatusCode),
-}
-
-/// Usage and guest log lines a stopping node could not deliver (the control
-/// plane was away), kept in the data dir and sent after the next start.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Undelivered {
-    usage: Vec<ServiceUsage>,
-    guest_logs: Vec<edge_config::protocol::GuestLogLine>,
-}
-
-fn undelivered_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("undelivered.json")
-}
-
-/// Takes back what an earlier run could not deliver; it goes out with the
-/// next report and shipment.
-async fn restore_undelivered(node: &Node, data_dir: &Path) {
-    let path = undelivered_path(data_dir);
-    let Ok(text) = tokio::fs::read(&path).await else {
-        return;
-    };
-    match serde_json::from_slice::<Undelivered>(&text) {
-        Ok(undelivered) => {
-            tracing::info!(
-                services = undelivered.usage.len(),
-                guest_log_lines = undelivered.guest_logs.len(),
-                "sending what the last run could not deliver"
-            );
-            node.usage().restore(&undelivered.usage);
-            node.tenant_logs().put_back(undelivered.guest_logs);
-        }
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "undelivered usage unreadable; ignoring it")
-        }
-    }
-    let _ = tokio::fs::remove_file(&path).await;
-}
-
-/// Keeps what is still undelivered after the last report and shipment.
-async fn save_undelivered(node: &Node, data_dir: &Path) {
-    let undelivered = Undelivered {
-        usage: node.usage().drain(),
-        guest_logs: node.tenant_logs().take(usize::MAX),
-    };
-    if undelivered.usage.is_empty() && undelivered.guest_logs.is_empty() {
-        return;
-    }
-    let path = undelivered_path(data_dir);
-    let text = serde_json::to_vec(&undelivered).unwrap_or_default();
-    let written = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || write_atomically(&path, &text)
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|written| written.map_err(|e| e.to_string()));
-    match written {
-        Ok(()) => tracing::warn!(
-            services = undelivered.usage.len(),
-            guest_log_lines = undelivered.guest_logs.len(),
-            path = %path.display(),
-            "control plane unreachable at shutdown: usage and guest logs kept for the next start"
-        ),
-        Err(e) => tracing::error!(error = %e, "usage and guest logs lost: cannot save them"),
-    }
 }
 
 /// The file the last applied snapshot is kept in.
@@ -273,28 +209,31 @@ async fn report_usage(
     every_interval(interval, registrations, shutdown, || {
         let sync = Arc::clone(&sync);
         async move {
-            let usage = sync.node.usage().drain();
-            if usage.is_empty() {
+            let Some(report) = sync.deliveries.next_report(sync.node.usage()) else {
                 return;
-            }
-            match sync.post_usage(usage.clone()).await {
-                Ok(()) => {}
+            };
+            match sync.post_usage(&report).await {
+                Ok(()) => sync.deliveries.report_done(&report.id),
                 // Refused for its content: sending it again would be
                 // refused again, and hold back every later report.
-                Err(SyncError::Status(status))
-                    if status.is_client_error()
-                        && !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND) =>
-                {
-                    tracing::error!(%status, services = usage.len(), "usage report refused; dropping it");
+                Err(SyncError::Status(status)) if refused_for_good(status) => {
+                    tracing::error!(%status, services = report.services.len(), "usage report refused; dropping it");
+                    sync.deliveries.report_done(&report.id);
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "usage report failed; kept for the next one");
-                    sync.node.usage().restore(&usage);
-                }
+                // Sent again, with its id, next time.
+                Err(e) => tracing::warn!(error = %e, "usage report failed; kept for the next one"),
             }
         }
     })
     .await;
+}
+
+/// Whether the control plane refused what was sent for its content:
+/// sending it again would be refused again. A credential not (yet)
+/// recognized is the node's problem, not the content's: that waits for the
+/// node to register.
+fn refused_for_good(status: StatusCode) -> bool {
+    status.is_client_error() && !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND)
 }
 
 /// Ships guest log lines every `interval`: as many batches as there are
@@ -309,6 +248,27 @@ async fn ship_logs(
         let sync = Arc::clone(&sync);
         async move {
             let logs = sync.node.tenant_logs();
+            // What an earlier run saved goes first, and its file once it
+            // has all gone.
+            loop {
+                let lines = sync.deliveries.take_saved_logs(MAX_GUEST_LOG_LINES_PER_BATCH);
+                if lines.is_empty() {
+                    sync.deliveries.forget_file_once_delivered();
+                    break;
+                }
+                let batch = GuestLogBatch { lines };
+                match sync.post_logs(&batch).await {
+                    Ok(()) => logs.shipped(batch.lines.len()),
+                    Err(SyncError::Status(status)) if refused_for_good(status) => {
+                        logs.rejected(batch.lines.len());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "saved guest log lines not shipped; kept for the next try");
+                        sync.deliveries.put_back_saved_logs(batch.lines);
+                        return;
+                    }
+                }
+            }
             loop {
                 let lines = logs.take(MAX_GUEST_LOG_LINES_PER_BATCH);
                 if lines.is_empty() {
@@ -320,13 +280,7 @@ async fn ship_logs(
                     Ok(()) => logs.shipped(count),
                     // A credential not (yet) recognized is the node's
                     // problem, not the lines': they wait for it to register.
-                    Err(SyncError::Status(status))
-                        if status.is_client_error()
-                            && !matches!(
-                                status,
-                                StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND
-                            ) =>
-                    {
+                    Err(SyncError::Status(status)) if refused_for_good(status) => {
                         tracing::error!(%status, lines = count, "guest log shipment refused; dropping it");
                         logs.rejected(count);
                     }
@@ -342,6 +296,7 @@ async fn ship_logs(
     .await;
 }
 
+#[derive(Debug)]
 struct Sync {
     node: Node,
     base: String,
@@ -355,10 +310,16 @@ struct Sync {
     client: reqwest::Client,
     /// The snapshot version being served.
     applied: watch::Sender<u64>,
+    deliveries: deliveries::Deliveries,
 }
 
 impl Sync {
-    fn new(node: &Node, config: ControlPlaneSection, data_dir: &Path) -> Result<Self, SyncError> {
+    fn new(
+        node: &Node,
+        config: ControlPlaneSection,
+        data_dir: &Path,
+        deliveries: deliveries::Deliveries,
+    ) -> Result<Self, SyncError> {
         config
             .check_url()
             .map_err(|e| SyncError::Config(format!("url {:?}: {e}", config.url)))?;
@@ -380,6 +341,7 @@ impl Sync {
             data_dir: data_dir.to_path_buf(),
             client,
             applied: watch::Sender::new(0),
+            deliveries,
         })
     }
 
@@ -425,10 +387,11 @@ impl Sync {
         }
     }
 
-    async fn post_usage(&self, services: Vec<ServiceUsage>) -> Result<(), SyncError> {
+    async fn post_usage(&self, pending: &deliveries::PendingReport) -> Result<(), SyncError> {
         let report = UsageReport {
             snapshot_version: *self.applied.borrow(),
-            services,
+            services: pending.services.clone(),
+            report_id: Some(pending.id.clone()),
         };
         self.post("/v1/node/usage", &report).await
     }
@@ -659,8 +622,7 @@ impl Sync {
 /// A running follower of the control plane.
 #[derive(Debug)]
 pub struct Follower {
-    node: Node,
-    data_dir: PathBuf,
+    sync: Arc<Sync>,
     stop: watch::Sender<bool>,
     purges_applied: watch::Receiver<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -676,7 +638,10 @@ impl Follower {
         data_dir: &Path,
     ) -> anyhow::Result<Self> {
         let config_interval_ms = config.usage_report_interval_ms;
-        let sync = Sync::new(node, config, data_dir)
+        // What an earlier run could not deliver goes out with the first
+        // report and shipment.
+        let deliveries = deliveries::Deliveries::load(data_dir).await;
+        let sync = Sync::new(node, config, data_dir, deliveries)
             .map_err(|e| anyhow::anyhow!("following the control plane: {e}"))?;
         let interval = Duration::from_millis(config_interval_ms);
         let version = restore(&sync).await;
@@ -698,17 +663,20 @@ impl Follower {
             stopped.clone(),
         ));
         node.tenant_logs().start_shipping();
-        restore_undelivered(node, data_dir).await;
         let logs = tokio::spawn(ship_logs(
             Arc::clone(&sync),
             node.tenant_logs().ship_interval(),
             registered.clone(),
             stopped.clone(),
         ));
-        let report = tokio::spawn(report_usage(sync, interval, registered, stopped));
+        let report = tokio::spawn(report_usage(
+            Arc::clone(&sync),
+            interval,
+            registered,
+            stopped,
+        ));
         Ok(Self {
-            node: node.clone(),
-            data_dir: data_dir.to_path_buf(),
+            sync,
             stop,
             purges_applied,
             tasks: vec![poll, purge, logs, report],
@@ -722,11 +690,26 @@ impl Follower {
 
     /// Stops following after a last usage report and log shipment; what
     /// those could not deliver is saved for the next start.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
-        save_undelivered(&self.node, &self.data_dir).await;
+        let node = &self.sync.node;
+        self.sync
+            .deliveries
+            .save(node.usage(), node.tenant_logs())
+            .await;
+    }
+}
+
+/// A follower dropped without [`Follower::stop`] stops at once, as a
+/// killed node would: no last report, nothing saved (what an earlier run
+/// saved stays on disk until delivered).
+impl Drop for Follower {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
