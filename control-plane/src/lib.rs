@@ -45,6 +45,7 @@ pub struct RunningControlPlane {
     pub store: Store,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    pruning: tokio::task::JoinHandle<()>,
 }
 
 impl RunningControlPlane {
@@ -52,6 +53,7 @@ impl RunningControlPlane {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
         let _ = self.task.await;
+        self.pruning.abort();
     }
 }
 
@@ -82,6 +84,7 @@ pub async fn start(
         purges_changed: Arc::new(watch::Sender::new(purge_seq)),
         metrics: metrics::Metrics::new(),
         quotas: Arc::new(quotas::Quotas::new(config_quotas)),
+        snapshot_json: Arc::default(),
     };
     let tls = match &state.config.tls {
         Some(files) => Some(files.server_config()?),
@@ -103,12 +106,24 @@ pub async fn start(
         None => tokio::spawn(serve(listener, app, stopped)),
     };
     tracing::info!(%addr, "control plane serving");
+    let pruning = tokio::spawn(prune_every(store.clone(), store::PRUNE_INTERVAL));
     Ok(RunningControlPlane {
         addr,
         store,
         shutdown,
         task,
+        pruning,
     })
+}
+
+/// Prunes expired rows every `interval`, off every request's path.
+async fn prune_every(store: Store, interval: std::time::Duration) {
+    loop {
+        if let Err(error) = store.prune().await {
+            tracing::warn!(%error, "pruning expired rows failed; trying again later");
+        }
+        tokio::time::sleep(interval).await;
+    }
 }
 
 async fn serve<L>(

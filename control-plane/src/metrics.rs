@@ -26,6 +26,9 @@ pub struct Metrics {
     /// Guest log lines nodes shipped, by outcome (stored, skipped: of a
     /// service that no longer exists).
     pub guest_log_lines: IntCounterVec,
+    /// Snapshots read from the database and serialized: once per version
+    /// per replica, however many nodes poll.
+    pub snapshot_builds: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -79,12 +82,17 @@ impl Metrics {
             ),
             &["outcome"],
         ));
+        let snapshot_builds = must(prometheus::IntCounter::new(
+            "cp_snapshot_builds_total",
+            "Snapshots read and serialized (once per version, shared by every node's poll)",
+        ));
         for metric in [
             Box::new(api_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(api_duration.clone()),
             Box::new(uploads.clone()),
             Box::new(compile_duration.clone()),
             Box::new(guest_log_lines.clone()),
+            Box::new(snapshot_builds.clone()),
         ] {
             must(registry.register(metric));
         }
@@ -95,6 +103,7 @@ impl Metrics {
             uploads,
             compile_duration,
             guest_log_lines,
+            snapshot_builds,
         }
     }
 }

@@ -192,15 +192,7 @@ async fn usage_reported_by_nodes_adds_up_in_the_usage_api() {
         "usage API {usage_cpu_seconds} s, nodes {node_cpu_seconds} s"
     );
     // The control plane's own /metrics carries the same totals.
-    let page = plane
-        .http
-        .get(plane.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let page = plane.metrics_page().await;
     let series = |name: &str| edge_tests::node::metric_value(&page, name);
     assert_eq!(
         series("cp_usage_requests_total{service=\"web\",tenant=\"acme\"}"),

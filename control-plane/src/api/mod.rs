@@ -78,6 +78,9 @@ pub struct AppState {
     pub purges_changed: Arc<watch::Sender<u64>>,
     pub metrics: crate::metrics::Metrics,
     pub quotas: Arc<crate::quotas::Quotas>,
+    /// The newest snapshot as JSON, by version: built once, sent to every
+    /// node that polls for it.
+    pub snapshot_json: Arc<tokio::sync::Mutex<Option<(u64, bytes::Bytes)>>>,
 }
 
 /// How often a waiting long-poll re-reads the database, for changes

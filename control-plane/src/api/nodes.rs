@@ -81,6 +81,26 @@ pub struct SnapshotQuery {
     after: u64,
 }
 
+/// The snapshot of `version` (or newer) as JSON. Built once per version:
+/// when a deploy wakes every node's poll at once, the first builds it and
+/// the others wait for it and send the same bytes.
+async fn snapshot_json(state: &AppState, version: u64) -> Result<bytes::Bytes, ApiError> {
+    let mut cached = state.snapshot_json.lock().await;
+    if let Some((built, json)) = cached.as_ref()
+        && *built >= version
+    {
+        return Ok(json.clone());
+    }
+    let snapshot: Snapshot = state.store.snapshot().await?;
+    let json = bytes::Bytes::from(
+        serde_json::to_vec(&snapshot)
+            .map_err(|e| ApiError::internal("serializing a snapshot", &e))?,
+    );
+    state.metrics.snapshot_builds.inc();
+    *cached = Some((snapshot.version, json.clone()));
+    Ok(json)
+}
+
 async fn snapshot(
     node: NodeCaller,
     State(state): State<AppState>,
@@ -93,8 +113,9 @@ async fn snapshot(
         state.config.snapshot_wait,
         &state.snapshot_changed,
         || async {
-            if state.store.snapshot_version().await? > query.after {
-                Ok(Some(state.store.snapshot().await?))
+            let version = state.store.snapshot_version().await?;
+            if version > query.after {
+                Ok(Some(snapshot_json(&state, version).await?))
             } else {
                 Ok(None)
             }
@@ -102,7 +123,7 @@ async fn snapshot(
     )
     .await?;
     Ok(match snapshot {
-        Some(snapshot) => Json::<Snapshot>(snapshot).into_response(),
+        Some(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         None => StatusCode::NOT_MODIFIED.into_response(),
     })
 }

@@ -198,6 +198,8 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
                 PRIMARY KEY (node_id, report_id)
             )",
             "CREATE INDEX usage_reports_by_age ON usage_reports (received_at)",
+            // Expired purges are pruned by age, off the request path.
+            "CREATE INDEX purges_by_age ON purges (created_at)",
         ],
     ),
 ];

@@ -56,6 +56,10 @@ fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 /// later than this (it was down for a week with the report on disk) has it
 /// counted again.
 const USAGE_REPORT_ID_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Rows one pruning statement deletes at most.
+const PRUNE_BATCH: i64 = 10_000;
+/// How often the control plane prunes expired rows.
+pub const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -969,11 +973,6 @@ impl Store {
         let mut tx = self.pool.begin().await.map_err(db("recording usage"))?;
         if let Some(report_id) = &report.report_id {
             let now = now_ms();
-            sqlx::query("DELETE FROM usage_reports WHERE received_at < $1")
-                .bind(now - USAGE_REPORT_ID_KEEP_MS)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("recording usage"))?;
             let new = sqlx::query(
                 "INSERT INTO usage_reports (node_id, report_id, received_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (node_id, report_id) DO NOTHING",
@@ -1018,6 +1017,26 @@ impl Store {
         }
         tx.commit().await.map_err(db("recording usage"))?;
         Ok(true)
+    }
+
+    /// Deletes usage report ids older than a week (by the
+    /// `usage_reports_by_age` index).
+    pub async fn prune_usage_reports(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM usage_reports WHERE received_at < $1")
+            .bind(now_ms() - USAGE_REPORT_ID_KEEP_MS)
+            .execute(&self.pool)
+            .await
+            .map_err(db("pruning usage report ids"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Prunes what has expired: purges, usage report ids. Run by the
+    /// control plane's pruning task, never on a request's path.
+    pub async fn prune(&self) -> Result<(), StoreError> {
+        // In batches, so that a backlog never holds the database long.
+        while self.prune_purges(PRUNE_BATCH).await? == PRUNE_BATCH as u64 {}
+        self.prune_usage_reports().await?;
+        Ok(())
     }
 
     /// Every tenant's usage per service, for `/metrics`.

@@ -40,7 +40,8 @@ fn kind_and_value(target: &PurgeTarget) -> (&'static str, &str) {
 }
 
 impl Store {
-    /// Records a purge and returns its number. Prunes expired ones.
+    /// Records a purge and returns its number. Expired ones are pruned
+    /// elsewhere ([`Store::prune`]), not on this path.
     pub async fn add_purge(
         &self,
         tenant_id: &str,
@@ -69,13 +70,23 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db("recording a purge"))?;
-        sqlx::query("DELETE FROM purges WHERE created_at < $1")
-            .bind(now - PURGE_RETENTION_MS)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("pruning purges"))?;
         tx.commit().await.map_err(db("recording a purge"))?;
         Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    /// Deletes expired purges (by the `purges_by_age` index), at most
+    /// `batch` of them; returns how many went.
+    pub async fn prune_purges(&self, batch: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM purges WHERE seq IN \
+             (SELECT seq FROM purges WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+        )
+        .bind(now_ms() - PURGE_RETENTION_MS)
+        .bind(batch)
+        .execute(&self.pool)
+        .await
+        .map_err(db("pruning purges"))?;
+        Ok(done.rows_affected())
     }
 
     /// The number of the newest purge (0 if none).

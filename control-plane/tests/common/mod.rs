@@ -145,6 +145,23 @@ impl Plane {
         }
     }
 
+    /// The control plane's own `/metrics` page.
+    pub async fn metrics_page(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// The control plane's database, as its handlers use it.
+    pub fn store(&self) -> &control_plane::store::Store {
+        &self.running.as_ref().expect("running").store
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
