@@ -275,3 +275,88 @@ async fn a_tenant_spinning_200_guests_leaves_another_tenant_its_share_of_the_cpu
         .await;
     assert!(cpu <= SPINNERS as f64 * 0.060, "charged {cpu} s");
 }
+
+/// The resident memory of this process (the node runs in it), from
+/// `/proc/self/status`.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A tenant at its operator maximum: 500 requests in flight (its share of
+/// `http.max_in_flight_requests`), each a loop with the largest CPU budget
+/// the operator allows (5 s). Another tenant fares as beside the 50 ms
+/// spinners: fair turns do not depend on the budget. The node's memory
+/// stays bounded, and the loops are cut when the node stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_maxima_with_500_long_loops_does_no_worse_to_another() {
+    let _alone = alone().await;
+    const LOOPS: usize = 500;
+    let max_cpu = edge_config::limits::DEFAULT_SANDBOX_MAX_CPU_BUDGET_MS;
+    // All from one loopback address: let it hold them all.
+    let mut config = NodeConfig::default();
+    config.http.max_connections_per_client = 2 * LOOPS as u64;
+    let node = TestNode::start_with(
+        config,
+        vec![
+            TestService::from_bytes("hostile", "hostile.test", spin())
+                .limits(|l| l.cpu_budget_ms = max_cpu),
+            TestService::new("hello", "hello.test", rust_guest("hello")),
+        ],
+    )
+    .await;
+    let alone = measure_hello(&node).await;
+    let addr = node.addr;
+    let loops: Vec<_> = (0..LOOPS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                client::send_over(
+                    stream,
+                    client::Protocol::Http1,
+                    client::request("GET", "hostile.test", "/", ""),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.metric("edge_in_flight_requests").await < LOOPS as f64 {
+        assert!(Instant::now() < deadline, "the loops did not all start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let attacked = measure_hello(&node).await;
+    let resident = resident_bytes();
+    eprintln!(
+        "hello alone: {alone:?}; beside {LOOPS} loops of {max_cpu} ms: {attacked:?}; \
+         resident {} MiB",
+        resident / (1024 * 1024)
+    );
+    assert!(
+        attacked.p99 < Duration::from_millis(5),
+        "hello p99 under attack: {:?} (alone: {:?})",
+        attacked.p99,
+        alone.p99
+    );
+    assert!(
+        attacked.throughput * 2 >= alone.throughput,
+        "hello throughput under attack: {} vs {} alone",
+        attacked.throughput,
+        alone.throughput
+    );
+    assert!(
+        resident < 1024 * 1024 * 1024,
+        "{} MiB resident with {LOOPS} guests",
+        resident / (1024 * 1024)
+    );
+    // Stopping the node cuts them (after its drain grace): none hangs.
+    drop(node);
+    for task in loops {
+        task.abort();
+    }
+}
