@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use edge_config::limits::EPOCH_TICK_MS;
 use edge_config::{SandboxLimits, ServiceLimits};
 use http_body::Body;
 use wasmtime::component::{Component, Linker};
@@ -181,21 +182,27 @@ impl Sandbox {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|context| {
             let state = context.data();
-            if state.cpu.used_including_current_poll() > state.cpu_budget {
+            let used = state.cpu.used_including_current_poll();
+            if used > state.cpu_budget {
                 return Err(wasmtime::Error::new(CpuBudgetExceeded));
             }
-            // With guests waiting for a turn, this one's ends here, and it
-            // waits for its next in its tenant's queue.
-            if let Some(turn) = &state.turn
-                && turn.others_waiting()
-            {
-                return Ok(UpdateDeadline::YieldCustom(1, turn.next()));
+            let Some(turn) = &state.turn else {
+                return Ok(UpdateDeadline::YieldCustom(1, turns::yield_to_runtime()));
+            };
+            // A guest that has not used a tick of CPU yet is most likely
+            // about to finish (a tick came by in the middle of a short
+            // request): it runs on, and takes turns only once it is busy.
+            if used < Duration::from_millis(EPOCH_TICK_MS) {
+                return Ok(UpdateDeadline::Continue(1));
             }
-            // Yielding on every tick keeps a busy guest from holding a
-            // worker thread that other requests are waiting for.
-            let yielding = match &state.turn {
-                Some(turn) => turn.yield_keeping_turn(),
-                None => turns::yield_to_runtime(),
+            // A busy guest's turn ends at each tick: with guests waiting it
+            // waits for its next in its tenant's queue; without, it yields to
+            // the runtime, keeping its turn, so that other requests' work
+            // gets the worker thread.
+            let yielding = if turn.others_waiting() {
+                turn.next()
+            } else {
+                turn.yield_keeping_turn()
             };
             Ok(UpdateDeadline::YieldCustom(1, yielding))
         });

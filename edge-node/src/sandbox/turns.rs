@@ -140,10 +140,30 @@ impl CpuTurns {
         Err(waiter)
     }
 
-    /// Adds `used_ns` of CPU to what `tenant`'s turns have used.
-    fn charge(&self, tenant: &Arc<str>, used_ns: u64) {
-        if let Some(turns) = lock(&self.state).tenants.get_mut(tenant) {
+    /// Adds `used_ns` of CPU to what `tenant`'s turns have used. The
+    /// clock moves with the busiest tenant, so that one that comes back,
+    /// or comes for the first time, starts level with it rather than with
+    /// credit for all the CPU others used before anyone waited.
+    fn charge(state: &mut State, tenant: &Arc<str>, used_ns: u64) {
+        if let Some(turns) = state.tenants.get_mut(tenant) {
             turns.used_ns = turns.used_ns.saturating_add(used_ns);
+            state.clock = state.clock.max(turns.used_ns);
+        }
+    }
+
+    /// After one of `tenant`'s polls that used `used_ns`: charges it, and
+    /// gives the turn back if `release` (one lock for both).
+    fn end_poll(&self, tenant: &Arc<str>, used_ns: u64, release: bool) {
+        let next = {
+            let mut state = lock(&self.state);
+            Self::charge(&mut state, tenant, used_ns);
+            if !release {
+                return;
+            }
+            self.end_turn(&mut state, tenant)
+        };
+        if let Some(next) = next {
+            next.wake();
         }
     }
 
@@ -151,18 +171,24 @@ impl CpuTurns {
     fn give_back(&self, tenant: &Arc<str>) {
         let next = {
             let mut state = lock(&self.state);
-            state.running -= 1;
-            if let Some(turns) = state.tenants.get_mut(tenant) {
-                turns.running -= 1;
-                if turns.running == 0 && turns.waiters.is_empty() {
-                    state.tenants.remove(tenant);
-                }
-            }
-            self.hand_on(&mut state)
+            self.end_turn(&mut state, tenant)
         };
         if let Some(next) = next {
             next.wake();
         }
+    }
+
+    /// Ends one of `tenant`'s turns under the lock; returns the guest to
+    /// wake, which the turn went to.
+    fn end_turn(&self, state: &mut State, tenant: &Arc<str>) -> Option<Arc<Waiter>> {
+        state.running -= 1;
+        if let Some(turns) = state.tenants.get_mut(tenant) {
+            turns.running -= 1;
+            if turns.running == 0 && turns.waiters.is_empty() {
+                state.tenants.remove(tenant);
+            }
+        }
+        self.hand_on(state)
     }
 
     /// Hands a free turn to the first guest of the waiting tenant that has
@@ -285,6 +311,19 @@ impl Turn {
         Poll::Ready(())
     }
 
+    /// Charges a poll's CPU, and gives the turn back if `release` and this
+    /// guest holds one.
+    fn end_poll(&self, used_ns: u64, release: bool) {
+        let mut state = lock(&self.state);
+        let holding = matches!(*state, TurnState::Holding);
+        if release && holding {
+            *state = TurnState::Idle;
+        }
+        drop(state);
+        self.turns
+            .end_poll(&self.tenant, used_ns, release && holding);
+    }
+
     /// Gives the turn back, if this guest holds one.
     fn release(&self) {
         let mut state = lock(&self.state);
@@ -373,14 +412,11 @@ impl<F: Future> Future for TakesTurns<F> {
         let started = Instant::now();
         let polled = this.inner.as_mut().poll(cx);
         let used_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        this.turn.turns.charge(&this.turn.tenant, used_ns);
         // A guest that yielded at a tick keeps its turn; one that waits on
         // I/O, or has finished, gives it back. (One waiting for its next
         // turn gave it back in `Turn::next`.)
         let yielded = this.turn.yielded.swap(false, Ordering::Relaxed);
-        if polled.is_ready() || !yielded {
-            this.turn.release();
-        }
+        this.turn.end_poll(used_ns, polled.is_ready() || !yielded);
         polled
     }
 }
@@ -422,25 +458,44 @@ mod tests {
         let b_waiting = turns.take(&b, &waker).expect_err("taken");
         assert_eq!(turns.waiting_gauge.get(), 4);
         // a's running guest used a whole tick: b, which used nothing, is next.
-        turns.charge(&a, 1_000_000);
-        turns.give_back(&a);
+        turns.end_poll(&a, 1_000_000, true);
         assert!(granted(&b_waiting));
         assert!(!granted(&a_waiting[0]));
         // b used little, but has no one else waiting: a's guests follow in
         // their order.
-        turns.charge(&b, 30_000);
-        turns.give_back(&b);
+        turns.end_poll(&b, 30_000, true);
         assert!(granted(&a_waiting[0]));
-        turns.charge(&a, 1_000_000);
-        turns.give_back(&a);
+        turns.end_poll(&a, 1_000_000, true);
         assert!(granted(&a_waiting[1]));
         assert_eq!(turns.waiting_gauge.get(), 1);
         // b comes back: it starts level with a, so it is next again.
         let b_again = turns.take(&b, &waker).expect_err("taken");
-        turns.charge(&a, 1_000_000);
-        turns.give_back(&a);
+        turns.end_poll(&a, 1_000_000, true);
         assert!(granted(&b_again));
         assert!(!granted(&a_waiting[2]));
+    }
+
+    #[test]
+    fn a_tenant_busy_before_anyone_waited_is_not_starved_by_a_newcomer() {
+        let turns = turns(1);
+        let waker = Waker::from(Arc::new(NoWake));
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        // a alone for ten minutes of CPU, never contended.
+        for _ in 0..600 {
+            turns.take(&a, &waker).expect("free");
+            turns.end_poll(&a, 1_000_000_000, true);
+        }
+        turns.take(&a, &waker).expect("free");
+        let a_next = turns.take(&a, &waker).expect_err("taken");
+        let b_first = turns.take(&b, &waker).expect_err("taken");
+        let b_second = turns.take(&b, &waker).expect_err("taken");
+        turns.end_poll(&a, 1_000_000, true);
+        // b starts level with a, not ten minutes behind: after one turn
+        // each, a is served again.
+        assert!(granted(&b_first));
+        turns.end_poll(&b, 2_000_000, true);
+        assert!(granted(&a_next), "a waits one turn, not ten minutes");
+        assert!(!granted(&b_second));
     }
 
     #[test]
@@ -452,16 +507,14 @@ mod tests {
         let cancelled = turns.take(&b, &waker).expect_err("taken");
         let next = turns.take(&a, &waker).expect_err("taken");
         // Handed a turn it will never use, then dropped.
-        turns.charge(&a, 1_000_000);
-        turns.give_back(&a);
+        turns.end_poll(&a, 1_000_000, true);
         assert!(granted(&cancelled));
         turns.leave(&b, &cancelled);
         assert!(granted(&next));
         // One that leaves before its turn comes is just removed.
         let gone = turns.take(&b, &waker).expect_err("taken");
         turns.leave(&b, &gone);
-        turns.charge(&a, 10);
-        turns.give_back(&a);
+        turns.end_poll(&a, 10, true);
         let state = lock(&turns.state);
         assert_eq!(state.running, 0);
         assert!(state.tenants.is_empty() && state.ready.is_empty());
