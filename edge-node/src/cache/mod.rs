@@ -20,7 +20,6 @@ pub mod policy;
 pub mod responses;
 pub mod tags;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -360,13 +359,13 @@ impl HttpCache {
                     .saturating_add(index)
             })
             .expire_after(SlotExpiry)
-            .eviction_listener(move |key: Arc<CacheKey>, slot: Arc<Slot>, cause| {
-                // A replaced slot's tags are unindexed by whoever replaced
-                // it, who knows which the new slot keeps; an evicted,
-                // expired or removed one leaves the index.
-                if cause != moka::notification::RemovalCause::Replaced {
-                    index.unindex_dropped(&key, slot.surrogate_keys().into_iter(), &HashSet::new());
-                }
+            // Whatever ends a slot (replaced, evicted, expired, removed; a
+            // slot replaced after it expired is reported as replaced), its
+            // tags leave the index. The listener runs inside the write; a
+            // writer indexes its new slot's tags again after it (see
+            // `store`), so tags the new slot shares with the old stay.
+            .eviction_listener(move |key: Arc<CacheKey>, slot: Arc<Slot>, _cause| {
+                index.unindex(&key, slot.surrogate_keys().into_iter());
             })
             .build();
         Self {
@@ -682,38 +681,33 @@ impl HttpCache {
         self.count_bytes("stored", stored.body.len());
         let stored = Arc::new(stored);
         let now = SystemTime::now();
-        let mut replaced = None;
+        let mut written = None;
         self.entries.entry(key.clone()).and_compute_with(|current| {
             let mut variants = vec![Arc::clone(&stored)];
-            if let Some(current) = current {
-                let current = current.into_value();
-                if let Slot::Http(old) = current.as_ref() {
-                    variants.extend(
-                        old.iter()
-                            .filter(|old| !old.selected_by(request, now))
-                            .take(CACHE_MAX_VARIANTS - 1)
-                            .cloned(),
-                    );
-                }
-                replaced = Some(current);
+            if let Some(current) = current
+                && let Slot::Http(old) = current.value().as_ref()
+            {
+                variants.extend(
+                    old.iter()
+                        .filter(|old| !old.selected_by(request, now))
+                        .take(CACHE_MAX_VARIANTS - 1)
+                        .cloned(),
+                );
             }
-            Op::Put(Arc::new(Slot::Http(variants)))
+            let slot = Arc::new(Slot::Http(variants));
+            written = Some(Arc::clone(&slot));
+            Op::Put(slot)
         });
-        if let Some(old) = replaced {
-            self.unindex_replaced(key, &old);
-        }
+        self.index_written(key, written.as_deref());
     }
 
-    /// After `old` was replaced at `key`: its tags that the slot now there
-    /// does not have leave the index.
-    fn unindex_replaced(&self, key: &CacheKey, old: &Slot) {
-        let now = self.entries.get(key);
-        let kept: HashSet<&str> = now
-            .as_deref()
-            .map(|slot| slot.surrogate_keys().into_iter().collect())
-            .unwrap_or_default();
-        self.tags
-            .unindex_dropped(key, old.surrogate_keys().into_iter(), &kept);
+    /// After a write at `key`: the written slot's tags are indexed again,
+    /// for the ones the replaced slot's listener took out (indexed before
+    /// the write too, so that a purge meanwhile finds the entry).
+    fn index_written(&self, key: &CacheKey, written: Option<&Slot>) {
+        if let Some(slot) = written {
+            self.tags.reindex(key, slot.surrogate_keys().into_iter());
+        }
     }
 
     /// RFC 9111 4.4: a successful unsafe request invalidates the stored
@@ -767,7 +761,7 @@ impl HttpCache {
         };
         let mut purged = 0;
         for key in keys {
-            let mut replaced = None;
+            let mut written = None;
             self.entries.entry(key.clone()).and_compute_with(|current| {
                 let Some(current) = current else {
                     return Op::Nop;
@@ -786,8 +780,9 @@ impl HttpCache {
                         } else if kept.is_empty() {
                             Op::Remove
                         } else {
-                            replaced = Some(Arc::clone(current.value()));
-                            Op::Put(Arc::new(Slot::Http(kept)))
+                            let slot = Arc::new(Slot::Http(kept));
+                            written = Some(Arc::clone(&slot));
+                            Op::Put(slot)
                         }
                     }
                     Slot::Guest(entry) if tagged(&entry.surrogate_keys) => {
@@ -797,10 +792,9 @@ impl HttpCache {
                     Slot::Guest(_) => Op::Nop,
                 }
             });
-            // The purged variants' other tags go too.
-            if let Some(old) = replaced {
-                self.unindex_replaced(&key, &old);
-            }
+            // The purged variants' other tags went with the old slot; the
+            // kept variants' come back.
+            self.index_written(&key, written.as_deref());
         }
         purged
     }
@@ -837,14 +831,9 @@ impl HttpCache {
             expires: Instant::now() + ttl,
             surrogate_keys,
         };
-        let mut replaced = None;
-        self.entries.entry(key.clone()).and_compute_with(|current| {
-            replaced = current.map(moka::Entry::into_value);
-            Op::Put(Arc::new(Slot::Guest(entry)))
-        });
-        if let Some(old) = replaced {
-            self.unindex_replaced(&key, &old);
-        }
+        let slot = Arc::new(Slot::Guest(entry));
+        self.entries.insert(key.clone(), Arc::clone(&slot));
+        self.index_written(&key, Some(&slot));
         Ok(())
     }
 
@@ -967,6 +956,26 @@ mod tests {
         assert_eq!(cache.purge_surrogate_key("alpha", "round9999-7"), 1);
         assert!(cache.tags.is_empty());
         assert!(cache.guest_lookup(&tenant, "one-key").is_none());
+    }
+
+    #[test]
+    fn an_entry_replaced_after_it_expired_leaves_no_tags_behind() {
+        let cache = cache(CacheLimits::default());
+        let tenant: Arc<str> = "alpha".into();
+        for round in 0..50 {
+            cache
+                .guest_insert(
+                    &tenant,
+                    "short-lived",
+                    Bytes::from_static(b"v"),
+                    Duration::from_millis(1),
+                    tags(&format!("round{round}"), 32),
+                )
+                .expect("stored");
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        cache.entries.run_pending_tasks();
+        assert!(cache.tags.len() <= 32, "{} tags indexed", cache.tags.len());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! is charged, in the cache's weight, for the index records its tags take
 //! ([`index_weight`]), so the index shrinks as entries are evicted; and
 //! every record goes when its entry is replaced, evicted, expires or is
-//! purged (the cache calls [`TagIndex::unindex_dropped`]). And a tenant may
+//! purged (the cache's eviction listener calls [`TagIndex::unindex`], and a
+//! writer indexes its new entry's tags again after its write). And a tenant may
 //! have at most `cache.max_surrogate_keys_per_tenant` distinct tags on the
 //! node: an entry that would take it past that is not stored (a response
 //! is still served; a guest's insert fails).
@@ -63,17 +64,7 @@ impl TagIndex {
         if new > 0 && current + new > self.max_per_tenant {
             return Err(TagsFull);
         }
-        for tag in tags {
-            match self.keys.entry(record(tag)) {
-                dashmap::Entry::Occupied(mut keys) => {
-                    keys.get_mut().insert(key.clone());
-                }
-                dashmap::Entry::Vacant(vacant) => {
-                    vacant.insert(HashSet::from([key.clone()]));
-                    *self.per_tenant.entry(Arc::clone(namespace)).or_insert(0) += 1;
-                }
-            }
-        }
+        self.reindex(key, tags.iter().map(String::as_str));
         Ok(())
     }
 
@@ -84,15 +75,31 @@ impl TagIndex {
         Some(keys)
     }
 
-    /// Removes `key` from the records of the `old` tags it no longer has
-    /// (`kept`: the tags of what replaced it, if anything did).
-    pub fn unindex_dropped<'a>(
-        &self,
-        key: &CacheKey,
-        old: impl Iterator<Item = &'a str>,
-        kept: &HashSet<&str>,
-    ) {
-        for tag in old.filter(|tag| !kept.contains(tag)) {
+    /// Indexes `key` under `tags` again after a write, whatever the
+    /// tenant's bound: they were counted when the write was admitted.
+    pub fn reindex<'a>(&self, key: &CacheKey, tags: impl Iterator<Item = &'a str>) {
+        for tag in tags {
+            match self
+                .keys
+                .entry((Arc::clone(&key.namespace), tag.to_string()))
+            {
+                dashmap::Entry::Occupied(mut keys) => {
+                    keys.get_mut().insert(key.clone());
+                }
+                dashmap::Entry::Vacant(vacant) => {
+                    vacant.insert(HashSet::from([key.clone()]));
+                    *self
+                        .per_tenant
+                        .entry(Arc::clone(&key.namespace))
+                        .or_insert(0) += 1;
+                }
+            }
+        }
+    }
+
+    /// Removes `key` from the records of `tags` (a slot's, as it goes).
+    pub fn unindex<'a>(&self, key: &CacheKey, tags: impl Iterator<Item = &'a str>) {
+        for tag in tags {
             let record = (Arc::clone(&key.namespace), tag.to_string());
             if let Some(mut keys) = self.keys.get_mut(&record) {
                 keys.remove(key);
