@@ -41,7 +41,9 @@ pub struct QuotaConfig {
     /// Largest service spec, as JSON.
     #[arg(long, default_value_t = DEFAULT_MAX_SPEC_BYTES)]
     pub max_spec_bytes: usize,
-    /// Activations (deploys, activations, rollbacks) per tenant per minute.
+    /// Changes that reach the nodes (activations, deploys, rollbacks,
+    /// service deletes, certificate and domain changes, domain checks) per
+    /// tenant per minute.
     #[arg(long, default_value_t = DEFAULT_ACTIVATIONS_PER_MINUTE)]
     pub activations_per_minute: u32,
     /// Purges per tenant per second.
@@ -172,7 +174,7 @@ impl Quotas {
             activations: RateWindows::new(
                 config.activations_per_minute,
                 Duration::from_secs(60),
-                "activations",
+                "changes that reach the nodes (deploys, rollbacks, deletes, certificates, domains)",
             ),
             purges: RateWindows::new(config.purges_per_second, Duration::from_secs(1), "purges"),
             uploads: Arc::default(),

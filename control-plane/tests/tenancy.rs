@@ -272,6 +272,64 @@ async fn a_service_no_node_can_load_holds_back_no_one_elses_deploy() {
     plane.stop().await;
 }
 
+/// A node holds services to its own operator maxima, whatever the control
+/// plane let through (its flags set higher, or a spec stored before the
+/// maxima were lowered): such a service is not served, and the node says
+/// which limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_does_not_serve_a_service_above_its_own_maxima() {
+    let plane = Plane::start_with("sqlite", |c| {
+        c.sandbox.max_cpu_budget_ms = 60_000;
+    })
+    .await;
+    let mallory = plane.tenant("mallory").await;
+    let (status, body) = plane
+        .call(
+            "POST",
+            "/v1/services",
+            &mallory,
+            Some(json!({"name": "web", "spec": {
+                "domains": ["web.mallory.test"],
+                "limits": {"cpu_budget_ms": 60_000}
+            }})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    plane.deploy(&mallory, "web", hello()).await;
+    let token = plane.tenant("acme").await;
+    plane.service(&token, "web", DOMAIN).await;
+    plane.deploy(&token, "web", hello()).await;
+    let (_dirs, nodes) = two_nodes(&plane).await;
+    until_all_serve(&nodes, HELLO).await;
+    for node in &nodes {
+        assert_eq!(get(node.addr, "web.mallory.test", "/").await.status, 421);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, versions) = plane
+            .call("GET", "/v1/services/web/versions", &mallory, None)
+            .await;
+        let failures = versions[0]["node_failures"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if failures.len() == 2 {
+            let error = failures[0]["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains("limits.cpu_budget_ms") && error.contains("1..=5000"),
+                "{error}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reported: {versions}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+    plane.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_manages_domains_tokens_and_services_with_edgectl() {
     let dns = DnsServer::start("shop.example").await;

@@ -35,6 +35,9 @@ pub struct NodeInner {
     pub(crate) admission: Admission,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) http_limits: HttpLimits,
+    /// The operator's ceilings on what services may set (`sandbox.max_*`):
+    /// a snapshot service above one is not served.
+    pub(crate) sandbox_limits: edge_config::SandboxLimits,
     pub(crate) request_ids: RequestIds,
     pub(crate) usage: UsageMeter,
     pub(crate) tenant_logs: Arc<TenantLogs>,
@@ -180,6 +183,7 @@ impl Node {
                 router: Router::default(),
                 admission: Admission::new(&config.http, metrics.in_flight_requests.clone()),
                 http_limits: config.http.clone(),
+                sandbox_limits: config.sandbox.clone(),
                 metrics: Arc::clone(&metrics),
                 request_ids: RequestIds::new(),
                 usage: UsageMeter::default(),
@@ -331,20 +335,32 @@ impl Node {
         let mut services: Vec<_> = snapshot.services.iter().collect();
         services.sort_by(|a, b| (a.created_at_ms, &a.name).cmp(&(b.created_at_ms, &b.name)));
         for service in services {
-            let loaded = match service.module_sha256.parse::<ModuleHash>() {
-                Ok(module) => self
+            // The control plane checks limits against its own idea of the
+            // nodes' ceilings; this node holds them to its own (a spec
+            // stored before an operator lowered them is not served).
+            let mut over = edge_config::ConfigErrors::default();
+            service
+                .spec
+                .limits
+                .validate("limits", &self.inner.sandbox_limits, &mut over);
+            let loaded = match (
+                over.into_result(),
+                service.module_sha256.parse::<ModuleHash>(),
+            ) {
+                (Err(over), _) => Err(over.to_string().trim().replace('\n', " ")),
+                (Ok(()), Ok(module)) => self
                     .inner
                     .modules
                     .preload(module)
                     .await
                     .map(|()| module)
                     .map_err(|e| e.to_string()),
-                Err(_) => Err(format!("bad module hash {:?}", service.module_sha256)),
+                (Ok(()), Err(_)) => Err(format!("bad module hash {:?}", service.module_sha256)),
             };
             let module = match loaded {
                 Ok(module) => module,
                 Err(error) => {
-                    tracing::error!(service = %service.name, version = service.version, %error, "service not served: its module does not load");
+                    tracing::error!(service = %service.name, version = service.version, %error, "service not served: over this node's limits, or its module does not load");
                     self.inner.metrics.snapshot_services_skipped.inc();
                     report.skipped.push(ServiceFailure {
                         service: service.name.clone(),

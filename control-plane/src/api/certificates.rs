@@ -31,6 +31,7 @@ async fn upload(
     Json(pem): Json<CertificatePem>,
 ) -> Result<Json<CertificateInfo>, ApiError> {
     let service = own_service(&state, &caller, &name).await?;
+    state.quotas.activation(&caller.tenant.id)?;
     let checked =
         ServingCertificate::from_pem(&pem, &service.spec.domains, &edge_node::tls::provider())
             .map_err(|e| ApiError::bad_request("invalid_certificate", e.to_string()))?;
@@ -64,6 +65,7 @@ async fn remove(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let service = own_service(&state, &caller, &name).await?;
+    state.quotas.activation(&caller.tenant.id)?;
     if !state.store.delete_certificate(&service).await? {
         return Err(ApiError::not_found(format!(
             "certificate of service {name}"

@@ -94,6 +94,7 @@ async fn remove(
     Path((name, domain)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (service, domain) = own_service_and_domain(&state, &caller, &name, &domain).await?;
+    state.quotas.activation(&caller.tenant.id)?;
     let version = state
         .store
         .remove_domain(&service, &domain)
@@ -112,6 +113,8 @@ async fn verify(
     Path((name, domain)): Path<(String, String)>,
 ) -> Result<Json<DomainClaim>, ApiError> {
     let (service, domain) = own_service_and_domain(&state, &caller, &name, &domain).await?;
+    // Each check is a DNS query through the operator's resolver.
+    state.quotas.activation(&caller.tenant.id)?;
     let claim_of = |claims: Vec<DomainClaim>| {
         claims
             .into_iter()

@@ -189,6 +189,7 @@ async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let service = own_service(&state, &caller, &name).await?;
+    state.quotas.activation(&caller.tenant.id)?;
     let version = state.store.delete_service(&service).await?;
     state.snapshot_changed.send_replace(version);
     Ok(StatusCode::NO_CONTENT)

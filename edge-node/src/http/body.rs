@@ -51,8 +51,10 @@ pub struct LimitedBody<B> {
     remaining: u64,
     limit: u64,
     stall_timeout: Duration,
-    /// Armed when a read finds nothing ready; reset by every frame.
+    /// Runs from the first read that finds nothing ready; a frame stops it.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The guest is waiting for bytes now (the timer is running).
+    waiting: bool,
     cut: Arc<BodyCut>,
 }
 
@@ -64,6 +66,7 @@ impl<B> LimitedBody<B> {
             limit,
             stall_timeout,
             stall: None,
+            waiting: false,
             cut,
         }
     }
@@ -86,10 +89,17 @@ where
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {
-                let timeout = self.stall_timeout;
+                let deadline = tokio::time::Instant::now() + self.stall_timeout;
+                let started = !std::mem::replace(&mut self.waiting, true);
                 let stall = self
                     .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                // Measured from when the guest began to wait, not from the
+                // last byte: time the guest spent elsewhere is not the
+                // client's.
+                if started {
+                    stall.as_mut().reset(deadline);
+                }
                 if stall.as_mut().poll(cx).is_ready() {
                     self.cut.set(CutReason::Stalled);
                     return Poll::Ready(Some(Err(
@@ -99,10 +109,7 @@ where
                 return Poll::Pending;
             }
         };
-        let next = tokio::time::Instant::now() + self.stall_timeout;
-        if let Some(stall) = self.stall.as_mut() {
-            stall.as_mut().reset(next);
-        }
+        self.waiting = false;
         if let Some(data) = frame.data_ref() {
             let len = data.len() as u64;
             if len > self.remaining {
