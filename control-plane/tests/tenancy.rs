@@ -203,6 +203,30 @@ fn too_big_for_the_nodes() -> Vec<u8> {
     ))
 }
 
+/// Waits until both nodes have reported the newest version of the
+/// tenant's service `web` as not served; returns the first one's error.
+async fn until_both_nodes_report(plane: &Plane, token: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, versions) = plane
+            .call("GET", "/v1/services/web/versions", token, None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let failures = versions[0]["node_failures"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if failures.len() == 2 {
+            return failures[0]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+        }
+        assert!(Instant::now() < deadline, "not reported: {versions}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_no_node_can_load_holds_back_no_one_elses_deploy() {
     let plane = Plane::start_with("sqlite", |c| {
@@ -244,24 +268,8 @@ async fn a_service_no_node_can_load_holds_back_no_one_elses_deploy() {
         );
     }
     // Each node reported it; the tenant sees that in its versions.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, versions) = plane
-            .call("GET", "/v1/services/web/versions", &mallory, None)
-            .await;
-        assert_eq!(status, StatusCode::OK);
-        let failures = versions[0]["node_failures"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if failures.len() == 2 {
-            let error = failures[0]["error"].as_str().unwrap_or_default();
-            assert!(error.contains("memory"), "{error}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "not reported: {versions}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let error = until_both_nodes_report(&plane, &mallory).await;
+    assert!(error.contains("memory"), "{error}");
     let (_, theirs) = plane
         .call("GET", "/v1/services/web/versions", &token, None)
         .await;
@@ -304,26 +312,11 @@ async fn a_node_does_not_serve_a_service_above_its_own_maxima() {
     for node in &nodes {
         assert_eq!(get(node.addr, "web.mallory.test", "/").await.status, 421);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, versions) = plane
-            .call("GET", "/v1/services/web/versions", &mallory, None)
-            .await;
-        let failures = versions[0]["node_failures"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if failures.len() == 2 {
-            let error = failures[0]["error"].as_str().unwrap_or_default();
-            assert!(
-                error.contains("limits.cpu_budget_ms") && error.contains("1..=5000"),
-                "{error}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "not reported: {versions}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let error = until_both_nodes_report(&plane, &mallory).await;
+    assert!(
+        error.contains("limits.cpu_budget_ms") && error.contains("1..=5000"),
+        "{error}"
+    );
     for node in nodes {
         node.stop().await;
     }
