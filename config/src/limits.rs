@@ -213,6 +213,9 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u64 = 256;
 /// Time a client may leave a request body without a byte while the guest
 /// waits for it: a client cannot hold a guest, and its slot, by trickling.
 pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 10_000;
+/// How long a request may wait for a slot of a full node (in its tenant's
+/// queue, served in turn with other tenants') before it gets 503.
+pub const DEFAULT_ADMISSION_QUEUE_TIMEOUT_MS: u64 = 500;
 /// Seconds a refused client is asked to wait (`Retry-After`).
 pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 1;
 
@@ -228,6 +231,7 @@ pub struct HttpLimits {
     pub h2_max_concurrent_streams: u64,
     pub max_in_flight_requests: u64,
     pub max_in_flight_requests_per_tenant: u64,
+    pub admission_queue_timeout_ms: u64,
     pub max_connections: u64,
     pub max_connections_per_tenant: u64,
     pub max_connections_per_client: u64,
@@ -246,6 +250,7 @@ impl Default for HttpLimits {
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             max_in_flight_requests: DEFAULT_MAX_IN_FLIGHT_REQUESTS,
             max_in_flight_requests_per_tenant: DEFAULT_MAX_IN_FLIGHT_REQUESTS_PER_TENANT,
+            admission_queue_timeout_ms: DEFAULT_ADMISSION_QUEUE_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_tenant: DEFAULT_MAX_CONNECTIONS_PER_TENANT,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
@@ -305,6 +310,12 @@ impl HttpLimits {
             self.max_in_flight_requests_per_tenant,
             1,
             1_000_000,
+        );
+        errors.check_range(
+            format!("{path}.admission_queue_timeout_ms"),
+            self.admission_queue_timeout_ms,
+            0,
+            60_000,
         );
         errors.check_range(
             format!("{path}.max_connections"),

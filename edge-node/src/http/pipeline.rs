@@ -52,7 +52,7 @@ where
     // Usage is counted for routed requests only: a refused one belongs to
     // no tenant.
     let (service_name, metrics_label, result, usage) =
-        match admit_and_route(node, &mut request, sni_tenant) {
+        match admit_and_route(node, &mut request, sni_tenant).await {
             Ok((service, permit)) => {
                 let usage = node.usage.counters(&service.name);
                 let label = node.metrics.service_label(&service.name);
@@ -154,7 +154,7 @@ impl AccessFields {
 }
 
 /// The checks that need only the request head.
-fn admit_and_route<B>(
+async fn admit_and_route<B>(
     node: &NodeInner,
     request: &mut Request<B>,
     sni_tenant: Option<&Arc<str>>,
@@ -194,7 +194,8 @@ fn admit_and_route<B>(
     }
     let permit = node
         .admission
-        .try_admit(&service.tenant)
+        .admit(&service.tenant)
+        .await
         .map_err(|refusal| {
             let error = match refusal {
                 Refusal::Node => EdgeError::Overloaded,
