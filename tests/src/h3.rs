@@ -98,6 +98,44 @@ pub async fn exchange(
     body: Bytes,
     fin_delay: Duration,
 ) -> Result<(Reply, FinishOutcome), String> {
+    exchange_ending(
+        addr,
+        server_name,
+        trusted,
+        method,
+        path,
+        body,
+        Some(fin_delay),
+    )
+    .await
+}
+
+/// Sends `method path` with `body` as the start of a request body that
+/// never ends (the stream is left open), and reads the response: what a
+/// client that stalls in the middle of its upload gets.
+pub async fn send_stalled(
+    addr: SocketAddr,
+    server_name: &str,
+    trusted: &CertificatePem,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> Result<Reply, String> {
+    let (reply, _) = exchange_ending(addr, server_name, trusted, method, path, body, None).await?;
+    Ok(reply)
+}
+
+/// [`exchange`], with the request stream finished `fin_delay` after the
+/// body, or never (`None`).
+async fn exchange_ending(
+    addr: SocketAddr,
+    server_name: &str,
+    trusted: &CertificatePem,
+    method: &str,
+    path: &str,
+    body: Bytes,
+    fin_delay: Option<Duration>,
+) -> Result<(Reply, FinishOutcome), String> {
     let (endpoint, connection) = connect(addr, server_name, trusted).await?;
     let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(connection))
         .await
@@ -118,13 +156,18 @@ pub async fn exchange(
             .await
             .map_err(|e| format!("body: {e}"))?;
     }
-    if !fin_delay.is_zero() {
-        tokio::time::sleep(fin_delay).await;
-    }
-    let finish = match stream.finish().await {
-        Ok(()) => None,
-        Err(StreamError::RemoteTerminate { code, .. }) => Some(Some(code)),
-        Err(_) => Some(None),
+    let finish = match fin_delay {
+        Some(delay) => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            match stream.finish().await {
+                Ok(()) => None,
+                Err(StreamError::RemoteTerminate { code, .. }) => Some(Some(code)),
+                Err(_) => Some(None),
+            }
+        }
+        None => None,
     };
     let response = stream
         .recv_response()

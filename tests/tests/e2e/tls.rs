@@ -497,3 +497,42 @@ async fn http3_a_headers_frame_declaring_a_gibibyte_is_stopped_at_its_header() {
     assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
     services.node.shutdown().await;
 }
+
+/// HTTP/3 request bodies have the same between-bytes bound as HTTP/1.1 and
+/// HTTP/2: a stream that stops sending in the middle of its body is cut at
+/// `http.body_read_timeout_ms`, and the guest's read fails with
+/// `connection-read-timeout` (the echo guest answers with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_a_stalled_request_body_is_cut_at_the_body_read_timeout() {
+    let mut config = NodeConfig::default();
+    config.http.body_read_timeout_ms = 300;
+    let services = two_services(config).await;
+    let h3 = services.node.h3_addr.expect("HTTP/3");
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        edge_tests::h3::send_stalled(
+            h3,
+            "api.blog.tls.test",
+            &services.blog.pem,
+            "POST",
+            "/upload",
+            bytes::Bytes::from_static(b"the first bytes"),
+        ),
+    )
+    .await
+    .expect("answered within the bound")
+    .expect("HTTP/3 exchange");
+    let took = started.elapsed();
+    assert!(
+        reply.text().contains("connection read timeout"),
+        "{}: {}",
+        reply.status,
+        reply.text()
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    services.node.shutdown().await;
+}
