@@ -508,7 +508,7 @@ async fn http3_a_stalled_request_body_is_cut_at_the_body_read_timeout() {
     config.http.body_read_timeout_ms = 300;
     let services = two_services(config).await;
     let h3 = services.node.h3_addr.expect("HTTP/3");
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let reply = tokio::time::timeout(
         Duration::from_secs(5),
         edge_tests::h3::send_stalled(
