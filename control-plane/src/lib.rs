@@ -5,7 +5,8 @@
 //!
 //! - [`api`]: the HTTP API, one router per resource, and its OpenAPI document;
 //! - [`auth`]: admin and tenant tokens, the cluster token, node credentials;
-//! - [`tls`]: HTTPS for the API;
+//! - [`tls`]: HTTPS for the API; [`idle`]: connections that send nothing
+//!   are closed;
 //! - [`dns`]: custom domains' TXT challenges;
 //! - [`validate`]: what an upload must be before it is compiled;
 //! - [`compile`]: the compile worker process, its timeout and memory cap;
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod compile;
 pub mod dns;
 pub mod error;
+pub mod idle;
 pub mod metrics;
 pub mod quotas;
 pub mod store;
@@ -93,17 +95,19 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let state_idle_read_timeout = state.config.idle_read_timeout;
     let app = api::router(state);
     let stopped = async {
         let _ = stop.await;
     };
+    let idle = state_idle_read_timeout;
     let task = match tls {
         Some(config) => tokio::spawn(serve(
-            tls::TlsListener::new(listener, config)?,
+            idle::Bounded::new(tls::TlsListener::new(listener, config)?, idle),
             app,
             stopped,
         )),
-        None => tokio::spawn(serve(listener, app, stopped)),
+        None => tokio::spawn(serve(idle::Bounded::new(listener, idle), app, stopped)),
     };
     tracing::info!(%addr, "control plane serving");
     let pruning = tokio::spawn(prune_every(store.clone(), store::PRUNE_INTERVAL));

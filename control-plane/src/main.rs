@@ -219,6 +219,9 @@ fn main() -> ExitCode {
                     .zip(tls_key)
                     .map(|(cert, key)| control_plane::tls::TlsFiles { cert, key }),
                 quotas,
+                // Longer than the longest request, a compile included.
+                idle_read_timeout: control_plane::idle::DEFAULT_IDLE_READ_TIMEOUT
+                    .max(Duration::from_secs(compile_timeout_secs) + DEFAULT_SNAPSHOT_WAIT),
             };
             let scheme = if config.tls.is_some() {
                 "https"

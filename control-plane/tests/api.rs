@@ -1460,3 +1460,43 @@ async fn a_snapshot_is_built_once_per_version_for_every_node() {
     assert_ne!(first[0]["version"], second[0]["version"]);
     assert_eq!(builds().await, 2.0, "one more version, one more build");
 }
+
+/// A connection that sends nothing is closed after the idle read timeout;
+/// the API's requests, the snapshot long-poll included, are shorter than
+/// it and are served.
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_idle_read_timeout() {
+    use tokio::io::AsyncReadExt;
+    let plane = Plane::start_with("sqlite", |config| {
+        config.idle_read_timeout = Duration::from_millis(300);
+        config.snapshot_wait = Duration::from_millis(100);
+    })
+    .await;
+    let addr = plane.base.trim_start_matches("http://").to_string();
+    let mut silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("closed within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    // A long-poll that waits its whole wait gets its answer.
+    let node = plane.register_node("n1").await;
+    let version = plane.store().snapshot_version().await.expect("version");
+    let (status, _) = plane
+        .call(
+            "GET",
+            &format!("/v1/node/snapshot?after={version}"),
+            &node,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+}

@@ -106,6 +106,7 @@ impl Cluster {
                 purges_per_second: u32::MAX,
                 ..Default::default()
             },
+            idle_read_timeout: control_plane::idle::DEFAULT_IDLE_READ_TIMEOUT,
         };
         std::fs::create_dir_all(&config.data_dir).expect("dir");
         let url = format!("sqlite://{}", data.path().join("cp.db").display());

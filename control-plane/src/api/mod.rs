@@ -62,6 +62,9 @@ pub struct ApiConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     /// Per-tenant quotas and rates, and the bound on compiles at once.
     pub quotas: crate::quotas::QuotaConfig,
+    /// A connection that has waited this long for a byte is closed (see
+    /// [`crate::idle`]).
+    pub idle_read_timeout: Duration,
 }
 
 /// Shared by every handler.

@@ -126,6 +126,7 @@ impl Plane {
             tls: None,
             pending_claim_ttl: control_plane::store::DEFAULT_PENDING_CLAIM_TTL,
             quotas: control_plane::quotas::QuotaConfig::default(),
+            idle_read_timeout: control_plane::idle::DEFAULT_IDLE_READ_TIMEOUT,
         };
         change(&mut config);
         let compiler = Compiler {
