@@ -21,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::ApiError;
 
 pub const DEFAULT_MAX_SERVICES_PER_TENANT: u64 = 100;
+pub const DEFAULT_MAX_VERSIONS_PER_SERVICE: u64 = 1_000;
 pub const DEFAULT_MAX_MODULE_BYTES_PER_TENANT: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_SPEC_BYTES: usize = 64 * 1024;
 pub const DEFAULT_ACTIVATIONS_PER_MINUTE: u32 = 60;
@@ -34,6 +35,10 @@ pub struct QuotaConfig {
     /// Services one tenant may have.
     #[arg(long, default_value_t = DEFAULT_MAX_SERVICES_PER_TENANT)]
     pub max_services_per_tenant: u64,
+    /// Versions one service may have (each is kept, spec and all, for
+    /// rollback).
+    #[arg(long, default_value_t = DEFAULT_MAX_VERSIONS_PER_SERVICE)]
+    pub max_versions_per_service: u64,
     /// Bytes of modules one tenant may have stored (each distinct module
     /// counted once per tenant).
     #[arg(long, default_value_t = DEFAULT_MAX_MODULE_BYTES_PER_TENANT)]
@@ -61,6 +66,7 @@ impl Default for QuotaConfig {
     fn default() -> Self {
         Self {
             max_services_per_tenant: DEFAULT_MAX_SERVICES_PER_TENANT,
+            max_versions_per_service: DEFAULT_MAX_VERSIONS_PER_SERVICE,
             max_module_bytes_per_tenant: DEFAULT_MAX_MODULE_BYTES_PER_TENANT,
             max_spec_bytes: DEFAULT_MAX_SPEC_BYTES,
             activations_per_minute: DEFAULT_ACTIVATIONS_PER_MINUTE,

@@ -1237,6 +1237,7 @@ async fn twenty_concurrent_uploads_compile_at_most_the_bound_and_the_rest_get_42
 async fn a_tenant_past_its_quotas_and_rates_is_refused_and_others_are_not() {
     let plane = Plane::start_with("sqlite", |config| {
         config.quotas.max_services_per_tenant = 2;
+        config.quotas.max_versions_per_service = 2;
         config.quotas.max_spec_bytes = 2048;
         config.quotas.activations_per_minute = 2;
         config.quotas.purges_per_second = 3;
@@ -1284,6 +1285,28 @@ async fn a_tenant_past_its_quotas_and_rates_is_refused_and_others_are_not() {
     // Two activations a minute: the third deploy is 429.
     plane.deploy(&acme, "one", hello()).await;
     plane.deploy(&acme, "two", hello()).await;
+    // Two versions a service: a third is 400 (before any rate applies).
+    let (status, uploaded) = plane.upload(&acme, "two", hello()).await;
+    assert_eq!(status, StatusCode::OK);
+    let third = json!({"module_sha256": uploaded["module_sha256"]});
+    let _ = plane
+        .call(
+            "POST",
+            "/v1/services/two/versions",
+            &acme,
+            Some(third.clone()),
+        )
+        .await;
+    let (status, body) = plane
+        .call("POST", "/v1/services/two/versions", &acme, Some(third))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most 2 versions")),
+        "{body}"
+    );
     let (status, uploaded) = plane.upload(&acme, "one", hello()).await;
     assert_eq!(status, StatusCode::OK);
     let response = plane
@@ -1403,6 +1426,19 @@ async fn two_hundred_thousand_stored_purges_leave_purge_and_api_latency_flat() {
     eprintln!(
         "purge median {purge_before:?} -> {purge_after:?}; another tenant's list {list_before:?} -> {list_after:?}"
     );
+    // The control plane runs in this process: its memory stays bounded
+    // with 200 000 purges stored.
+    let resident_mib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024);
+    eprintln!("resident {resident_mib} MiB");
+    assert!(resident_mib < 512, "{resident_mib} MiB resident");
     let flat = |before: Duration, after: Duration| after <= before * 3 + Duration::from_millis(2);
     assert!(
         flat(purge_before, purge_after),

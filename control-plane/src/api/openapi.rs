@@ -302,7 +302,7 @@ pub fn spec() -> Value {
                         "type": "object",
                         "required": ["code", "message"],
                         "properties": {
-                            "code": {"type": "string", "description": "Stable, machine-readable; quota_exceeded (400) names the quota a request would pass: services per tenant, module bytes per tenant, spec bytes"},
+                            "code": {"type": "string", "description": "Stable, machine-readable; quota_exceeded (400) names the quota a request would pass: services per tenant, versions per service, module bytes per tenant, spec bytes"},
                             "message": {"type": "string"}
                         }
                     }}

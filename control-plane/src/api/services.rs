@@ -354,6 +354,12 @@ async fn create_version(
     {
         return Err(ApiError::not_found(format!("module {}", new.module_sha256)));
     }
+    let max = state.quotas.config.max_versions_per_service;
+    if state.store.versions(&service).await?.len() as u64 >= max {
+        return Err(quota_exceeded(format!(
+            "a service may have at most {max} versions (--max-versions-per-service); delete the service or ask the operator"
+        )));
+    }
     let version = state
         .store
         .create_version(&service, &new.module_sha256, &caller.token_label)
