@@ -33,7 +33,7 @@ use http::request::Parts as RequestParts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
-use http_cache_semantics::{AfterResponse, BeforeRequest, CachePolicy};
+use http_cache_semantics::{BeforeRequest, CachePolicy};
 use moka::ops::compute::Op;
 use tokio::sync::watch;
 use wasmtime_wasi_http::{Error as WasiHttpError, WasiBody};
@@ -180,9 +180,11 @@ impl Slot {
 #[derive(Debug)]
 struct StoredResponse {
     policy: CachePolicy,
-    /// The response headers as received (or as updated by a 304).
+    /// The response headers as the cache reads them ([`policy::policy_view`]
+    /// of what was received, or as updated by a 304).
     headers: HeaderMap,
-    /// `headers` without hop-by-hop fields: what a hit serves, plus `Age`.
+    /// What a hit serves, plus `Age`: the headers as received, without
+    /// hop-by-hop fields or the edge's own cache directives.
     served_headers: HeaderMap,
     /// Whether the response has a `Vary` header.
     varies: bool,
@@ -198,15 +200,25 @@ struct StoredResponse {
 }
 
 impl StoredResponse {
-    fn new(policy: CachePolicy, status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+    /// `headers` as received; the policy was made from their view.
+    fn new(policy: CachePolicy, status: StatusCode, received: &HeaderMap, body: Bytes) -> Self {
+        Self::with_served(policy, status, received, served(received), body)
+    }
+
+    fn with_served(
+        policy: CachePolicy,
+        status: StatusCode,
+        received: &HeaderMap,
+        served_headers: HeaderMap,
+        body: Bytes,
+    ) -> Self {
+        let headers = policy::policy_view(received);
         let now = SystemTime::now();
         let freshness = policy.time_to_live(now) + policy.age(now);
         let header_bytes: usize = headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len())
             .sum();
-        let mut served_headers = headers.clone();
-        crate::backend::client::remove_hop_by_hop(&mut served_headers);
         Self {
             varies: headers.contains_key(header::VARY),
             served_headers,
@@ -220,6 +232,52 @@ impl StoredResponse {
             freshness,
             revalidating: AtomicBool::new(false),
         }
+    }
+
+    /// This response updated by a 304 that selected it (RFC 9111 4.3.4):
+    /// the 304's fields replace the stored ones, but for those that
+    /// describe the stored body.
+    fn refreshed(&self, request: &RequestParts, not_modified: &HeaderMap, now: SystemTime) -> Self {
+        let mut received = self.served_headers.clone();
+        let mut served_headers = self.served_headers.clone();
+        for name in not_modified.keys() {
+            if KEPT_ON_REVALIDATION.contains(name) {
+                continue;
+            }
+            for headers in [&mut received, &mut served_headers] {
+                headers.remove(name);
+                for value in not_modified.get_all(name) {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+        }
+        // The edge's own directives count for the cache, not for clients.
+        for name in [policy::CDN_CACHE_CONTROL, policy::SURROGATE_CONTROL] {
+            if let Some(value) = not_modified.get(&name).or_else(|| self.headers.get(&name)) {
+                received.insert(name, value.clone());
+            }
+        }
+        crate::backend::client::remove_hop_by_hop(&mut served_headers);
+        policy::strip_targeted(&mut served_headers);
+        let view = Response::builder()
+            .status(self.status)
+            .body(())
+            .map(|response| {
+                let (mut parts, ()) = response.into_parts();
+                parts.headers = policy::policy_view(&received);
+                parts
+            });
+        let policy = match view {
+            Ok(parts) => CachePolicy::new_options(request, &parts, now, policy::options()),
+            Err(_) => self.policy.clone(),
+        };
+        Self::with_served(
+            policy,
+            self.status,
+            &received,
+            served_headers,
+            self.body.clone(),
+        )
     }
 
     /// Time past freshness, zero while fresh.
@@ -256,6 +314,65 @@ impl StoredResponse {
         }
         response
     }
+}
+
+/// Fields a 304 does not replace in a stored response: they describe the
+/// stored body, not the 304's.
+const KEPT_ON_REVALIDATION: [header::HeaderName; 5] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_RANGE,
+    header::CONTENT_TYPE,
+];
+
+/// What a hit serves of `received`: no hop-by-hop fields, none of the
+/// edge's own cache directives.
+fn served(received: &HeaderMap) -> HeaderMap {
+    let mut served = received.clone();
+    crate::backend::client::remove_hop_by_hop(&mut served);
+    policy::strip_targeted(&mut served);
+    served
+}
+
+/// RFC 9111 4.3.4: whether a 304 to the cache's conditional request
+/// selects the stored response the request's validators came from. A
+/// validator in the 304 must be the stored one's (weakly compared); a 304
+/// with none selects it, since there is one stored response the conditions
+/// were made from (the crate wants the stored response to lack validators
+/// too, and would hand on the 304 itself).
+fn selects(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
+    let text = |headers: &HeaderMap, name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+    };
+    let etag = |headers: &HeaderMap| {
+        text(headers, header::ETAG).map(|e| e.trim_start_matches("W/").to_string())
+    };
+    match etag(not_modified) {
+        Some(new) => etag(stored).as_deref() == Some(new.as_str()),
+        None => match text(not_modified, header::LAST_MODIFIED) {
+            Some(new) => text(stored, header::LAST_MODIFIED).as_deref() == Some(new.as_str()),
+            None => true,
+        },
+    }
+}
+
+/// The body of a request the cache makes itself.
+fn empty_body() -> WasiBody {
+    http_body_util::Empty::new()
+        .map_err(|never: std::convert::Infallible| match never {})
+        .boxed_unsync()
+}
+
+/// A response with `headers` as the cache reads them, for the crate.
+fn viewed(status: StatusCode, headers: &HeaderMap) -> http::response::Parts {
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    parts.headers = policy::policy_view(headers);
+    parts
 }
 
 /// An entry a guest inserted.
@@ -504,9 +621,12 @@ impl HttpCache {
                 return Lookup::Fresh(stored.serve(now));
             }
             match stored.policy.before_request(request, now) {
-                BeforeRequest::Fresh(parts) => {
+                // Served from what was stored, not from the crate's head,
+                // which carries the cache's reading of the fields and a
+                // `Date` of its own in RFC 2822 form.
+                BeforeRequest::Fresh(_) => {
                     self.count_bytes("served", stored.body.len());
-                    return Lookup::Fresh(Response::from_parts(parts, full(stored.body.clone())));
+                    return Lookup::Fresh(stored.serve(now));
                 }
                 BeforeRequest::Stale {
                     request,
@@ -586,33 +706,60 @@ impl HttpCache {
 
         if let Some(stale) = &stale
             && response.status() == StatusCode::NOT_MODIFIED
-            && let AfterResponse::NotModified(policy, parts) =
-                stale.stored.policy.after_response(&request, &response, now)
         {
-            let refreshed = StoredResponse::new(
-                policy,
-                stale.stored.status,
-                parts.headers.clone(),
-                stale.stored.body.clone(),
-            );
-            self.store(&key, &request, refreshed);
-            self.count(Outcome::Revalidated);
-            self.count_bytes("served", stale.stored.body.len());
-            drop(guard);
-            return Ok(Response::from_parts(parts, full(stale.stored.body.clone())));
+            if selects(&stale.stored.headers, response.headers()) {
+                let refreshed = stale.stored.refreshed(&request, response.headers(), now);
+                let served = refreshed.serve(now);
+                self.store(&key, &request, refreshed);
+                self.count(Outcome::Revalidated);
+                self.count_bytes("served", stale.stored.body.len());
+                drop(guard);
+                return Ok(served);
+            }
+            // The 304 names another response than the one asked about:
+            // a client that asked for no condition must still get a whole
+            // response, so the origin is asked again without one.
+            if !policy::is_conditional(&request) {
+                let (plain, body) = (clone_parts(&request), empty_body());
+                let response = origin
+                    .send(Request::from_parts(plain, body), timeouts)
+                    .await?;
+                return self.keep_or_pass(key, guard, &request, response, now).await;
+            }
         }
+        self.keep_or_pass(key, guard, &request, response, now).await
+    }
 
-        let policy = CachePolicy::new_options(&request, &response, now, policy::options());
-        if !policy::may_store(&policy, response.headers(), now) {
+    /// Stores the origin's `response` when it may be stored, and returns it
+    /// for the client, without the edge's own cache directives.
+    async fn keep_or_pass(
+        &self,
+        key: CacheKey,
+        guard: Option<FillGuard>,
+        request: &RequestParts,
+        response: Response<WasiBody>,
+        now: SystemTime,
+    ) -> Result<Response<WasiBody>, WasiHttpError> {
+        let (mut parts, body) = response.into_parts();
+        let view = viewed(parts.status, &parts.headers);
+        policy::strip_targeted(&mut parts.headers);
+        let response = Response::from_parts(parts, body);
+        let policy = CachePolicy::new_options(request, &view, now, policy::options());
+        if !policy::may_store(&policy, &view.headers, now) {
             self.count(Outcome::Pass);
             return Ok(response);
         }
         let (parts, body) = response.into_parts();
         match collect_up_to(body, self.max_object_bytes).await? {
             Collected::Complete(bytes) => {
-                let stored =
-                    StoredResponse::new(policy, parts.status, parts.headers.clone(), bytes.clone());
-                self.store(&key, &request, stored);
+                let stored = StoredResponse::with_served(
+                    policy,
+                    parts.status,
+                    &view.headers,
+                    served(&parts.headers),
+                    bytes.clone(),
+                );
+                self.store(&key, request, stored);
                 self.count(Outcome::Miss);
                 drop(guard);
                 Ok(Response::from_parts(parts, full(bytes)))
@@ -650,9 +797,7 @@ impl HttpCache {
             origin.clone(),
         );
         tokio::spawn(async move {
-            let body = http_body_util::Empty::new()
-                .map_err(|never: std::convert::Infallible| match never {})
-                .boxed_unsync();
+            let body = empty_body();
             let result = cache
                 .fill(
                     key,

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use edge_config::authority::Authority;
-use http::{HeaderMap, Method, header};
+use http::{HeaderMap, HeaderValue, Method, header};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 
 /// The crate's options for a shared cache that never guesses: a response
@@ -104,6 +104,91 @@ fn cache_control(headers: &HeaderMap) -> Vec<(String, Option<String>)> {
             })
         })
         .collect()
+}
+
+/// The response's cache headers as this cache reads them, where the crate
+/// would read them wrongly:
+///
+/// - RFC 9213: `CDN-Cache-Control`, and `Surrogate-Control` (what Fastly and
+///   Akamai tenants send), is the edge's own: when present it replaces
+///   `Cache-Control` and `Expires` for this cache (CDN-Cache-Control first).
+/// - RFC 9111 5.2: directive names are case-insensitive; the crate matches
+///   them as written, so they are lowercased here (`No-Cache` is `no-cache`).
+/// - RFC 9111 5.3: an `Expires` that is not an HTTP date means "already
+///   expired"; the crate's parser accepts some that are not (extra spaces),
+///   so one that `httpdate` does not read becomes `0`.
+/// - RFC 9111 5.1: an `Age` that is not a plain number is ignored.
+pub fn policy_view(headers: &HeaderMap) -> HeaderMap {
+    let mut view = headers.clone();
+    let targeted = [CDN_CACHE_CONTROL, SURROGATE_CONTROL]
+        .into_iter()
+        .find_map(|name| headers.get(name).cloned());
+    if let Some(targeted) = targeted {
+        view.remove(header::EXPIRES);
+        view.insert(header::CACHE_CONTROL, targeted);
+    }
+    let lowered: Vec<HeaderValue> = view
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| HeaderValue::from_str(&lowercase_directive_names(value)).ok())
+        .collect();
+    view.remove(header::CACHE_CONTROL);
+    for value in lowered {
+        view.append(header::CACHE_CONTROL, value);
+    }
+    if let Some(expires) = view.get(header::EXPIRES)
+        && expires
+            .to_str()
+            .map_or(true, |date| httpdate::parse_http_date(date).is_err())
+    {
+        view.insert(header::EXPIRES, HeaderValue::from_static("0"));
+    }
+    if let Some(age) = view.get(header::AGE)
+        && !age.as_bytes().iter().all(u8::is_ascii_digit)
+    {
+        view.remove(header::AGE);
+    }
+    view
+}
+
+/// RFC 9213 and its predecessor: cache directives meant for the edge alone.
+pub const CDN_CACHE_CONTROL: header::HeaderName =
+    header::HeaderName::from_static("cdn-cache-control");
+pub const SURROGATE_CONTROL: header::HeaderName =
+    header::HeaderName::from_static("surrogate-control");
+
+/// Removes the edge's own cache directives from what goes on to clients.
+pub fn strip_targeted(headers: &mut HeaderMap) {
+    headers.remove(CDN_CACHE_CONTROL);
+    headers.remove(SURROGATE_CONTROL);
+}
+
+/// `No-Cache, Max-Age=60` as `no-cache, max-age=60`: names only, values
+/// as they are.
+fn lowercase_directive_names(value: &str) -> String {
+    value
+        .split(',')
+        .map(|directive| match directive.split_once('=') {
+            Some((name, value)) => format!("{}={value}", name.trim().to_ascii_lowercase()),
+            None => directive.trim().to_ascii_lowercase(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether the client's request carries a precondition of its own
+/// (RFC 9110 13.1).
+pub fn is_conditional(request: &http::request::Parts) -> bool {
+    [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ]
+    .iter()
+    .any(|name| request.headers.contains_key(name))
 }
 
 /// Methods that cannot change the resource; any other one invalidates the

@@ -78,15 +78,13 @@ impl HttpCache {
         if body.len() > self.max_object_bytes {
             return false;
         }
-        let mut response = Response::new(());
-        *response.status_mut() = status;
-        *response.headers_mut() = headers.clone();
+        let view = super::viewed(status, headers);
         let now = SystemTime::now();
-        let policy = CachePolicy::new_options(request, &response, now, policy::options());
-        if !policy::may_store(&policy, headers, now) {
+        let policy = CachePolicy::new_options(request, &view, now, policy::options());
+        if !policy::may_store(&policy, &view.headers, now) {
             return false;
         }
-        let stored = StoredResponse::new(policy, status, headers.clone(), body);
+        let stored = StoredResponse::new(policy, status, headers, body);
         self.store(&CacheKey::front(namespace, url), request, stored);
         true
     }
@@ -138,7 +136,7 @@ mod tests {
         let stored = StoredResponse::new(
             policy,
             StatusCode::OK,
-            public_headers(),
+            &public_headers(),
             Bytes::from_static(b"origin"),
         );
         cache.store(&CacheKey::http(&namespace, url), &request, stored);

@@ -573,3 +573,126 @@ async fn a_malformed_authority_is_refused_and_cannot_poison_the_edge_cache() {
     assert_eq!(send(node.addr, Protocol::Http2, same).await.status, 200);
     node.shutdown().await;
 }
+
+/// RFC 9111 4.3.4: when the cache revalidates for a client that sent no
+/// condition, the client gets the stored response, updated from the 304's
+/// headers, with status 200: never the 304 itself. Here the stored
+/// response has `ETag` and `Vary`, and the origin's 304 repeats no
+/// validator; and a `no-cache` response is revalidated on every use.
+#[tokio::test]
+async fn a_client_without_conditions_never_gets_the_origins_304() {
+    let origin = TestOrigin::start(|seen, n| {
+        let conditional = seen.headers.contains_key("if-none-match");
+        match (seen.path.as_str(), conditional) {
+            (_, true) => Answer::ok("")
+                .status(304)
+                .header("cache-control", "max-age=0")
+                .header("x-revalidated", &n.to_string()),
+            ("/vary", false) => Answer::ok(format!("vary body {n}"))
+                .header("etag", "\"v1\"")
+                .header("vary", "accept-language")
+                .header("cache-control", "max-age=0"),
+            (_, false) => Answer::ok(format!("no-cache body {n}"))
+                .header("etag", "\"n1\"")
+                .header("cache-control", "No-Cache, max-age=3600"),
+        }
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+    for path in ["/vary", "/no-cache"] {
+        let first = get_with(&node, path, &[("accept-language", "en")]).await;
+        assert_eq!(first.status, 200, "{path}");
+        for _ in 0..2 {
+            let again = get_with(&node, path, &[("accept-language", "en")]).await;
+            assert_eq!(
+                again.status, 200,
+                "{path}: the stored response, not the 304"
+            );
+            assert_eq!(again.text(), first.text(), "{path}");
+            assert!(
+                again.header("x-revalidated").is_some(),
+                "{path}: updated from the 304"
+            );
+            let date = again.header("date").unwrap_or_default();
+            assert!(
+                httpdate::parse_http_date(date).is_ok() && date.ends_with("GMT"),
+                "{path}: Date {date:?} is not an IMF-fixdate"
+            );
+        }
+    }
+    // `No-Cache` is `no-cache` (directive names are case-insensitive):
+    // each use was revalidated, despite max-age=3600.
+    assert_eq!(origin.count("/no-cache"), 3);
+}
+
+/// RFC 9213: `CDN-Cache-Control` (and `Surrogate-Control`) is the edge's
+/// own: it replaces `Cache-Control` for this cache, both ways, and is not
+/// passed on to clients.
+#[tokio::test]
+async fn cdn_cache_control_overrides_cache_control_for_the_edge_and_stays_there() {
+    let origin = TestOrigin::start(|seen, n| {
+        let answer = Answer::ok(format!("{} {n}", seen.path));
+        match seen.path.as_str() {
+            "/cdn-longer" => answer
+                .header("cache-control", "no-store")
+                .header("cdn-cache-control", "max-age=60"),
+            "/cdn-private" => answer
+                .header("cache-control", "public, max-age=60")
+                .header("cdn-cache-control", "private"),
+            "/cdn-no-store" => answer
+                .header("cache-control", "max-age=60")
+                .header("cdn-cache-control", "no-store"),
+            "/surrogate" => answer
+                .header("cache-control", "no-store")
+                .header("surrogate-control", "max-age=60"),
+            _ => answer,
+        }
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+    for (path, origin_requests) in [
+        ("/cdn-longer", 1),
+        ("/cdn-private", 2),
+        ("/cdn-no-store", 2),
+        ("/surrogate", 1),
+    ] {
+        for _ in 0..2 {
+            let reply = get(node.addr, "proxy.test", path).await;
+            assert_eq!(reply.status, 200);
+            assert_eq!(reply.header("cdn-cache-control"), None, "{path}");
+            assert_eq!(reply.header("surrogate-control"), None, "{path}");
+        }
+        assert_eq!(origin.count(path), origin_requests, "{path}");
+    }
+    // The client still sees the origin's Cache-Control.
+    let reply = get(node.addr, "proxy.test", "/cdn-longer").await;
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+}
+
+/// RFC 9111 5.3 and 5.1: an `Expires` that is not an HTTP date means the
+/// response is already stale; an `Age` that is not a number is ignored.
+#[tokio::test]
+async fn a_malformed_expires_is_stale_and_a_malformed_age_is_ignored() {
+    let origin = TestOrigin::start(|seen, n| {
+        let answer = Answer::ok(format!("{} {n}", seen.path));
+        match seen.path.as_str() {
+            "/expires" => answer.header("expires", "Thu,  01 Dec 2099 16:00:00 GMT"),
+            "/age" => answer
+                .header("cache-control", "max-age=60")
+                .header("age", "1000, 2"),
+            _ => answer,
+        }
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+    for _ in 0..2 {
+        assert_eq!(get(node.addr, "proxy.test", "/expires").await.status, 200);
+        assert_eq!(get(node.addr, "proxy.test", "/age").await.status, 200);
+    }
+    assert_eq!(origin.count("/expires"), 2, "a bad Expires is stale");
+    assert_eq!(
+        origin.count("/age"),
+        1,
+        "a bad Age leaves the response fresh"
+    );
+}
