@@ -304,6 +304,53 @@ impl StoredResponse {
         }
     }
 
+    /// What a fresh stored response answers `request` with, without the
+    /// origin: 304 when the request's own conditions say the client's copy
+    /// is current, 206 (or 416) for one byte range of a 200, else the
+    /// whole response.
+    fn answer(&self, request: &RequestParts, now: SystemTime) -> Response<WasiBody> {
+        if policy::not_modified(request, &self.served_headers) {
+            let mut response = self.serve(now);
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            *response.body_mut() = full(Bytes::new());
+            for name in [header::CONTENT_LENGTH, header::CONTENT_RANGE] {
+                response.headers_mut().remove(name);
+            }
+            return response;
+        }
+        if self.status != StatusCode::OK {
+            return self.serve(now);
+        }
+        let len = self.body.len() as u64;
+        match policy::byte_range(request, &self.served_headers, len) {
+            None => self.serve(now),
+            Some(Ok((first, last))) => {
+                let mut response = self.serve(now);
+                *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                // Bounded by the body's length above.
+                let slice = self.body.slice(first as usize..=last as usize);
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(slice.len()));
+                if let Ok(range) = HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")) {
+                    headers.insert(header::CONTENT_RANGE, range);
+                }
+                *response.body_mut() = full(slice);
+                response
+            }
+            Some(Err(())) => {
+                let mut response = self.serve(now);
+                *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                *response.body_mut() = full(Bytes::new());
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                if let Ok(range) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    headers.insert(header::CONTENT_RANGE, range);
+                }
+                response
+            }
+        }
+    }
+
     /// The stored response with its current `Age`.
     fn serve(&self, now: SystemTime) -> Response<WasiBody> {
         let mut response = Response::new(full(self.body.clone()));
@@ -618,7 +665,7 @@ impl HttpCache {
             // is "fresh" exactly when its `time_to_live` is above zero.
             if plain_request && !stored.varies && !stored.policy.time_to_live(now).is_zero() {
                 self.count_bytes("served", stored.body.len());
-                return Lookup::Fresh(stored.serve(now));
+                return Lookup::Fresh(stored.answer(request, now));
             }
             match stored.policy.before_request(request, now) {
                 // Served from what was stored, not from the crate's head,
@@ -626,7 +673,7 @@ impl HttpCache {
                 // `Date` of its own in RFC 2822 form.
                 BeforeRequest::Fresh(_) => {
                     self.count_bytes("served", stored.body.len());
-                    return Lookup::Fresh(stored.serve(now));
+                    return Lookup::Fresh(stored.answer(request, now));
                 }
                 BeforeRequest::Stale {
                     request,

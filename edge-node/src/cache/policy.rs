@@ -191,6 +191,89 @@ pub fn is_conditional(request: &http::request::Parts) -> bool {
     .any(|name| request.headers.contains_key(name))
 }
 
+/// RFC 9110 13.1.2 and 13.1.3: whether the request's own conditions say
+/// the client's copy of the stored response (`stored`, its fields) is
+/// current, so that 304 answers it. `If-None-Match` (weak comparison)
+/// decides when present; else `If-Modified-Since` against `Last-Modified`.
+pub fn not_modified(request: &http::request::Parts, stored: &HeaderMap) -> bool {
+    fn text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    }
+    let weak = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
+    if let Some(candidates) = text(&request.headers, header::IF_NONE_MATCH) {
+        let Some(etag) = text(stored, header::ETAG).map(weak) else {
+            return candidates == "*";
+        };
+        return candidates
+            .split(',')
+            .any(|candidate| candidate.trim() == "*" || weak(candidate) == etag);
+    }
+    let date = |headers: &HeaderMap, name| {
+        text(headers, name).and_then(|d| httpdate::parse_http_date(d).ok())
+    };
+    match (
+        date(&request.headers, header::IF_MODIFIED_SINCE),
+        date(stored, header::LAST_MODIFIED),
+    ) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
+/// A byte range the request asks of a stored body of `len` bytes (RFC 9110
+/// 14): `Some(Ok((first, last)))` for one satisfiable range,
+/// `Some(Err(()))` for one that is not (416), `None` to answer with the
+/// whole body: no `Range`, several ranges, another unit, or an `If-Range`
+/// that is not the stored strong `ETag`.
+pub fn byte_range(
+    request: &http::request::Parts,
+    stored: &HeaderMap,
+    len: u64,
+) -> Option<Result<(u64, u64), ()>> {
+    let range = request.headers.get(header::RANGE)?.to_str().ok()?.trim();
+    if let Some(if_range) = request.headers.get(header::IF_RANGE) {
+        let strong = stored
+            .get(header::ETAG)
+            .filter(|etag| !etag.as_bytes().starts_with(b"W/"));
+        if strong != Some(if_range) {
+            return None;
+        }
+    }
+    let spec = range.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let bounds = match (first.is_empty(), last.is_empty()) {
+        // The last N bytes.
+        (true, false) => {
+            let suffix: u64 = last.parse().ok()?;
+            if suffix == 0 || len == 0 {
+                return Some(Err(()));
+            }
+            (len.saturating_sub(suffix), len - 1)
+        }
+        (false, _) => {
+            let first: u64 = first.parse().ok()?;
+            let last = if last.is_empty() {
+                len.saturating_sub(1)
+            } else {
+                last.parse::<u64>().ok()?.min(len.saturating_sub(1))
+            };
+            if first >= len || last < first {
+                return Some(Err(()));
+            }
+            (first, last)
+        }
+        (true, true) => return None,
+    };
+    Some(Ok(bounds))
+}
+
 /// Methods that cannot change the resource; any other one invalidates the
 /// stored responses for its URL when it succeeds (RFC 9111 4.4).
 pub fn is_safe(method: &Method) -> bool {

@@ -696,3 +696,67 @@ async fn a_malformed_expires_is_stale_and_a_malformed_age_is_ignored() {
         "a bad Age leaves the response fresh"
     );
 }
+
+/// A request's headers, and the status, body and `Content-Range` it gets.
+type Case = (
+    &'static [(&'static str, &'static str)],
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
+
+/// RFC 9110 13 and 14: a fresh stored response answers the request's own
+/// conditions (304 when the client's copy is current) and a single byte
+/// range (206; 416 when unsatisfiable) without asking the origin.
+#[tokio::test]
+async fn conditional_and_range_requests_are_answered_from_a_fresh_stored_response() {
+    let origin = TestOrigin::start(|_, n| {
+        Answer::ok(format!("012345678{n}"))
+            .header("etag", "\"r1\"")
+            .header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")
+            .header("cache-control", "max-age=60")
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+    assert_eq!(
+        get(node.addr, "proxy.test", "/r").await.text(),
+        "0123456781"
+    );
+    let cases: [Case; 10] = [
+        (&[("if-none-match", "\"r1\"")], 304, "", None),
+        (&[("if-none-match", "W/\"r1\"")], 304, "", None),
+        (&[("if-none-match", "\"other\", \"r1\"")], 304, "", None),
+        (&[("if-none-match", "\"other\"")], 200, "0123456781", None),
+        (
+            &[("if-modified-since", "Mon, 01 Jan 2024 00:00:00 GMT")],
+            304,
+            "",
+            None,
+        ),
+        (
+            &[("if-modified-since", "Sun, 31 Dec 2023 00:00:00 GMT")],
+            200,
+            "0123456781",
+            None,
+        ),
+        (&[("range", "bytes=2-4")], 206, "234", Some("bytes 2-4/10")),
+        (&[("range", "bytes=-3")], 206, "781", Some("bytes 7-9/10")),
+        (&[("range", "bytes=20-")], 416, "", Some("bytes */10")),
+        (
+            &[("range", "bytes=2-4"), ("if-range", "\"changed\"")],
+            200,
+            "0123456781",
+            None,
+        ),
+    ];
+    for (headers, status, body, content_range) in cases {
+        let reply = get_with(&node, "/r", headers).await;
+        assert_eq!(reply.status, status, "{headers:?}");
+        assert_eq!(reply.text(), body, "{headers:?}");
+        assert_eq!(reply.header("content-range"), content_range, "{headers:?}");
+        if status == 304 {
+            assert_eq!(reply.header("etag"), Some("\"r1\""), "{headers:?}");
+        }
+    }
+    assert_eq!(origin.count("/r"), 1, "all answered from the cache");
+}
