@@ -471,6 +471,8 @@ pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * MIB;
 /// Largest single entry. A bigger response is streamed to the guest and not
 /// stored, so that one object cannot evict a whole tenant's working set.
 pub const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 8 * MIB;
+/// The cache's name in `Cache-Status` unless the operator names it.
+pub const DEFAULT_CACHE_STATUS_NAME: &str = "edge";
 /// Distinct surrogate keys one tenant may have indexed on a node: bounds
 /// the index whatever the tenant's entries look like.
 pub const DEFAULT_CACHE_MAX_SURROGATE_KEYS_PER_TENANT: u64 = 100_000;
@@ -488,6 +490,8 @@ pub struct CacheLimits {
     pub max_bytes: u64,
     pub max_object_bytes: u64,
     pub max_surrogate_keys_per_tenant: u64,
+    /// The cache's name in `Cache-Status` (RFC 9211): a token.
+    pub status_name: String,
 }
 
 impl Default for CacheLimits {
@@ -496,6 +500,7 @@ impl Default for CacheLimits {
             max_bytes: DEFAULT_CACHE_MAX_BYTES,
             max_object_bytes: DEFAULT_CACHE_MAX_OBJECT_BYTES,
             max_surrogate_keys_per_tenant: DEFAULT_CACHE_MAX_SURROGATE_KEYS_PER_TENANT,
+            status_name: DEFAULT_CACHE_STATUS_NAME.to_string(),
         }
     }
 }
@@ -514,6 +519,19 @@ impl CacheLimits {
             0,
             self.max_bytes.min(u64::from(u32::MAX)),
         );
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if self.status_name.is_empty()
+            || self.status_name.len() > 64
+            || !self.status_name.chars().all(token)
+        {
+            errors.push(
+                format!("{path}.status_name"),
+                format!(
+                    "{:?} is not an HTTP token of 1 to 64 characters",
+                    self.status_name
+                ),
+            );
+        }
         errors.check_range(
             format!("{path}.max_surrogate_keys_per_tenant"),
             self.max_surrogate_keys_per_tenant,

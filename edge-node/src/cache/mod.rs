@@ -280,6 +280,14 @@ impl StoredResponse {
         )
     }
 
+    /// RFC 9211 `ttl`: seconds of freshness left, negative once stale.
+    fn ttl(&self, now: SystemTime) -> i64 {
+        let age = self.policy.age(now).as_secs();
+        i64::try_from(self.freshness.as_secs())
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(age).unwrap_or(i64::MAX))
+    }
+
     /// Time past freshness, zero while fresh.
     fn staleness(&self, now: SystemTime) -> Duration {
         self.policy.age(now).saturating_sub(self.freshness)
@@ -363,6 +371,70 @@ impl StoredResponse {
     }
 }
 
+/// `Cache-Status` (RFC 9211).
+pub const CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
+
+/// What the cache did with one request, for its `Cache-Status` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct CacheStatus {
+    hit: bool,
+    /// Why the request went forward to the origin: `miss`, `stale`
+    /// (revalidation), `method`, `bypass` (the backend's cache is off).
+    fwd: Option<&'static str>,
+    fwd_status: Option<u16>,
+    stored: bool,
+    collapsed: bool,
+    ttl: Option<i64>,
+}
+
+impl CacheStatus {
+    fn hit(ttl: i64) -> Self {
+        Self {
+            hit: true,
+            ttl: Some(ttl),
+            ..Self::default()
+        }
+    }
+
+    fn forward(reason: &'static str) -> Self {
+        Self {
+            fwd: Some(reason),
+            ..Self::default()
+        }
+    }
+
+    /// `edge; hit; ttl=55` or `edge; fwd=miss; stored; ttl=60`.
+    fn entry(&self, name: &str) -> String {
+        let mut entry = name.to_string();
+        if self.hit {
+            entry.push_str("; hit");
+        }
+        if let Some(fwd) = self.fwd {
+            entry.push_str("; fwd=");
+            entry.push_str(fwd);
+        }
+        if let Some(status) = self.fwd_status {
+            entry.push_str(&format!("; fwd-status={status}"));
+        }
+        if self.stored {
+            entry.push_str("; stored");
+        }
+        if self.collapsed {
+            entry.push_str("; collapsed");
+        }
+        if let Some(ttl) = self.ttl {
+            entry.push_str(&format!("; ttl={ttl}"));
+        }
+        entry
+    }
+}
+
+/// `response`, carrying what the cache did until `fetch` writes it out.
+fn marked(mut response: Response<WasiBody>, status: CacheStatus) -> Response<WasiBody> {
+    response.extensions_mut().insert(status);
+    response
+}
+
 /// Fields a 304 does not replace in a stored response: they describe the
 /// stored body, not the 304's.
 const KEPT_ON_REVALIDATION: [header::HeaderName; 5] = [
@@ -432,7 +504,8 @@ struct GuestEntry {
 
 /// The result of looking a request up.
 enum Lookup {
-    Fresh(Response<WasiBody>),
+    /// With the stored response's remaining freshness, in seconds.
+    Fresh(Response<WasiBody>, i64),
     /// A stored variant for this request that needs revalidation.
     Stale(Stale),
     Miss,
@@ -472,6 +545,8 @@ pub struct HttpCache {
     tags: Arc<TagIndex>,
     fills: Arc<DashMap<CacheKey, watch::Receiver<()>>>,
     max_object_bytes: usize,
+    /// This cache's name in `Cache-Status` (`cache.status_name`).
+    status_name: String,
     metrics: Arc<Metrics>,
 }
 
@@ -537,6 +612,7 @@ impl HttpCache {
             tags,
             fills: Arc::default(),
             max_object_bytes: usize::try_from(limits.max_object_bytes).unwrap_or(usize::MAX),
+            status_name: limits.status_name.clone(),
             metrics,
         }
     }
@@ -563,8 +639,31 @@ impl HttpCache {
         (self.entries.entry_count(), self.entries.weighted_size())
     }
 
-    /// Sends a guest's backend request through the cache.
+    /// Sends a guest's backend request through the cache. The response says
+    /// what the cache did in a `Cache-Status` entry (RFC 9211) of its own,
+    /// after the origin's.
     pub async fn fetch(
+        self: &Arc<Self>,
+        namespace: &Arc<str>,
+        backend: &Backend,
+        origin: &Origin,
+        request: Request<WasiBody>,
+        timeouts: Timeouts,
+    ) -> Result<Response<WasiBody>, WasiHttpError> {
+        let mut response = self
+            .fetch_through(namespace, backend, origin, request, timeouts)
+            .await?;
+        let status = response
+            .extensions_mut()
+            .remove::<CacheStatus>()
+            .unwrap_or_default();
+        if let Ok(value) = HeaderValue::from_str(&status.entry(&self.status_name)) {
+            response.headers_mut().append(CACHE_STATUS, value);
+        }
+        Ok(response)
+    }
+
+    async fn fetch_through(
         self: &Arc<Self>,
         namespace: &Arc<str>,
         backend: &Backend,
@@ -585,11 +684,17 @@ impl HttpCache {
                     response.headers(),
                 );
             }
-            return Ok(response);
+            return Ok(marked(response, CacheStatus::forward("method")));
         }
         if backend.spec.cache == BackendCache::Off || request.method() != Method::GET {
             self.count(Outcome::Pass);
-            return origin.send(request, timeouts).await;
+            let reason = if backend.spec.cache == BackendCache::Off {
+                "bypass"
+            } else {
+                "method"
+            };
+            let response = origin.send(request, timeouts).await?;
+            return Ok(marked(response, CacheStatus::forward(reason)));
         }
 
         let key = CacheKey::http(namespace, &url);
@@ -601,13 +706,18 @@ impl HttpCache {
         loop {
             let now = SystemTime::now();
             let stale = match self.lookup(&key, &parts, now) {
-                Lookup::Fresh(response) => {
-                    self.count(if collapsed {
-                        Outcome::Collapsed
+                Lookup::Fresh(response, ttl) => {
+                    let status = if collapsed {
+                        self.count(Outcome::Collapsed);
+                        CacheStatus {
+                            collapsed: true,
+                            ..CacheStatus::forward("miss")
+                        }
                     } else {
-                        Outcome::Hit
-                    });
-                    return Ok(response);
+                        self.count(Outcome::Hit);
+                        CacheStatus::hit(ttl)
+                    };
+                    return Ok(marked(response, status));
                 }
                 Lookup::Stale(stale)
                     if stale.stored.staleness(now) <= stale.stored.stale.while_revalidate
@@ -616,7 +726,8 @@ impl HttpCache {
                     self.revalidate_in_background(&key, &stale, &parts, origin, timeouts);
                     self.count(Outcome::Stale);
                     self.count_bytes("served", stale.stored.body.len());
-                    return Ok(stale.stored.serve(now));
+                    let status = CacheStatus::hit(stale.stored.ttl(now));
+                    return Ok(marked(stale.stored.serve(now), status));
                 }
                 Lookup::Stale(stale) => Some(stale),
                 Lookup::Miss => None,
@@ -665,7 +776,7 @@ impl HttpCache {
             // is "fresh" exactly when its `time_to_live` is above zero.
             if plain_request && !stored.varies && !stored.policy.time_to_live(now).is_zero() {
                 self.count_bytes("served", stored.body.len());
-                return Lookup::Fresh(stored.answer(request, now));
+                return Lookup::Fresh(stored.answer(request, now), stored.ttl(now));
             }
             match stored.policy.before_request(request, now) {
                 // Served from what was stored, not from the crate's head,
@@ -673,7 +784,7 @@ impl HttpCache {
                 // `Date` of its own in RFC 2822 form.
                 BeforeRequest::Fresh(_) => {
                     self.count_bytes("served", stored.body.len());
-                    return Lookup::Fresh(stored.answer(request, now));
+                    return Lookup::Fresh(stored.answer(request, now), stored.ttl(now));
                 }
                 BeforeRequest::Stale {
                     request,
@@ -732,12 +843,20 @@ impl HttpCache {
                     && s.stored.staleness(now) <= s.stored.stale.if_error
             })
         }
+        let served_stale = |stale: &Stale, fwd_status: Option<u16>| {
+            self.count(Outcome::Stale);
+            self.count_bytes("served", stale.stored.body.len());
+            let status = CacheStatus {
+                fwd_status,
+                ttl: Some(stale.stored.ttl(now)),
+                ..CacheStatus::forward("stale")
+            };
+            marked(stale.stored.serve(now), status)
+        };
         let response = match result {
             Err(error) => {
                 if let Some(stale) = serve_stale_on_error(&stale, now) {
-                    self.count(Outcome::Stale);
-                    self.count_bytes("served", stale.stored.body.len());
-                    return Ok(stale.stored.serve(now));
+                    return Ok(served_stale(stale, None));
                 }
                 return Err(error);
             }
@@ -746,9 +865,7 @@ impl HttpCache {
         if response.status().is_server_error()
             && let Some(stale) = serve_stale_on_error(&stale, now)
         {
-            self.count(Outcome::Stale);
-            self.count_bytes("served", stale.stored.body.len());
-            return Ok(stale.stored.serve(now));
+            return Ok(served_stale(stale, Some(response.status().as_u16())));
         }
 
         if let Some(stale) = &stale
@@ -756,7 +873,12 @@ impl HttpCache {
         {
             if selects(&stale.stored.headers, response.headers()) {
                 let refreshed = stale.stored.refreshed(&request, response.headers(), now);
-                let served = refreshed.serve(now);
+                let status = CacheStatus {
+                    fwd_status: Some(304),
+                    ttl: Some(refreshed.ttl(now)),
+                    ..CacheStatus::forward("stale")
+                };
+                let served = marked(refreshed.serve(now), status);
                 self.store(&key, &request, refreshed);
                 self.count(Outcome::Revalidated);
                 self.count_bytes("served", stale.stored.body.len());
@@ -794,7 +916,7 @@ impl HttpCache {
         let policy = CachePolicy::new_options(request, &view, now, policy::options());
         if !policy::may_store(&policy, &view.headers, now) {
             self.count(Outcome::Pass);
-            return Ok(response);
+            return Ok(marked(response, CacheStatus::forward("miss")));
         }
         let (parts, body) = response.into_parts();
         match collect_up_to(body, self.max_object_bytes).await? {
@@ -806,16 +928,21 @@ impl HttpCache {
                     served(&parts.headers),
                     bytes.clone(),
                 );
+                let status = CacheStatus {
+                    stored: true,
+                    ttl: Some(stored.ttl(now)),
+                    ..CacheStatus::forward("miss")
+                };
                 self.store(&key, request, stored);
                 self.count(Outcome::Miss);
                 drop(guard);
-                Ok(Response::from_parts(parts, full(bytes)))
+                Ok(marked(Response::from_parts(parts, full(bytes)), status))
             }
             Collected::TooLarge { prefix, rest } => {
                 self.count(Outcome::Pass);
-                Ok(Response::from_parts(
-                    parts,
-                    PrefixedBody::boxed(prefix, rest),
+                Ok(marked(
+                    Response::from_parts(parts, PrefixedBody::boxed(prefix, rest)),
+                    CacheStatus::forward("miss"),
                 ))
             }
         }

@@ -53,7 +53,13 @@ impl HttpCache {
             return None;
         }
         match self.lookup(&CacheKey::front(namespace, url), request, SystemTime::now()) {
-            Lookup::Fresh(response) => Some(response),
+            Lookup::Fresh(mut response, ttl) => {
+                let entry = super::CacheStatus::hit(ttl).entry(&self.status_name);
+                if let Ok(value) = http::HeaderValue::from_str(&entry) {
+                    response.headers_mut().append(super::CACHE_STATUS, value);
+                }
+                Some(response)
+            }
             Lookup::Stale(_) | Lookup::Miss => None,
         }
     }

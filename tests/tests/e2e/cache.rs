@@ -760,3 +760,63 @@ async fn conditional_and_range_requests_are_answered_from_a_fresh_stored_respons
     }
     assert_eq!(origin.count("/r"), 1, "all answered from the cache");
 }
+
+/// RFC 9211: every response through the edge cache says what the cache did,
+/// under the cache's name, after any entry the origin's own caches wrote.
+#[tokio::test]
+async fn cache_status_says_what_the_edge_cache_did() {
+    let origin = TestOrigin::start(|seen, n| {
+        let answer = Answer::ok(format!("{} {n}", seen.path));
+        match seen.path.as_str() {
+            "/fresh" => answer
+                .header("cache-control", "max-age=60")
+                .header("cache-status", "origin-cache; hit"),
+            "/again" if seen.headers.contains_key("if-none-match") => Answer::ok("")
+                .status(304)
+                .header("etag", "\"a\"")
+                .header("cache-control", "max-age=0"),
+            "/again" => answer
+                .header("etag", "\"a\"")
+                .header("cache-control", "max-age=0"),
+            _ => answer,
+        }
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+    let status = |reply: &edge_tests::client::Reply| {
+        reply
+            .headers
+            .get_all("cache-status")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let miss = get(node.addr, "proxy.test", "/fresh").await;
+    assert_eq!(
+        status(&miss),
+        ["origin-cache; hit", "edge; fwd=miss; stored; ttl=60"]
+    );
+    let hit = get(node.addr, "proxy.test", "/fresh").await;
+    let hit_status = status(&hit);
+    assert_eq!(hit_status[0], "origin-cache; hit");
+    assert!(
+        hit_status[1].starts_with("edge; hit; ttl="),
+        "{hit_status:?}"
+    );
+    let uncacheable = get(node.addr, "proxy.test", "/plain").await;
+    assert_eq!(status(&uncacheable), ["edge; fwd=miss"]);
+    get(node.addr, "proxy.test", "/again").await;
+    let revalidated = get(node.addr, "proxy.test", "/again").await;
+    assert_eq!(
+        status(&revalidated),
+        ["edge; fwd=stale; fwd-status=304; ttl=0"]
+    );
+    let post = send(
+        node.addr,
+        Protocol::Http1,
+        request("POST", "proxy.test", "/fresh", "x"),
+    )
+    .await;
+    assert_eq!(status(&post), ["origin-cache; hit", "edge; fwd=method"]);
+}
