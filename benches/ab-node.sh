@@ -7,6 +7,8 @@
 #
 #   benches/ab-node.sh BASELINE_BINARY CANDIDATE_BINARY
 #   ROUNDS=5 DURATION=10s benches/ab-node.sh /tmp/edge-node-old target/release/edge-node
+#   GUEST=cached benches/ab-node.sh ...   # the caching-proxy guest, every
+#                                         # request a hit in the HTTP cache
 #
 # Everything runs on 127.0.0.1 and stops by itself; only the processes this
 # script starts are stopped.
@@ -19,21 +21,47 @@ source benches/lib.sh
 ROUNDS="${ROUNDS:-4}"
 scripts/build-guests.sh >/dev/null
 
+GUEST="${GUEST:-hello}"
 ports=(18280 18281)
 admins=(19280 19281)
 bins=("$1" "$2")
 names=(A B)
 server_pids=()
+host="shop.test"
+if [ "$GUEST" = cached ]; then
+  host="cached.bench"
+  origin_port=18288
+  cargo build --release -p edge-benches --bin native-hello >/dev/null 2>&1
+  start origin target/release/native-hello "127.0.0.1:$origin_port" "max-age=3600"
+fi
 for i in 0 1; do
-  RUST_LOG="info,access=off" start "node-${names[$i]}" "${bins[$i]}" serve \
-    --module target/guests/hello.wasm \
-    --listen "127.0.0.1:${ports[$i]}" --admin-listen "127.0.0.1:${admins[$i]}" \
-    --data-dir "$data/node-$i"
+  if [ "$GUEST" = cached ]; then
+    cat >"$data/node-$i.toml" <<TOML
+[node]
+listen = "127.0.0.1:${ports[$i]}"
+admin_listen = "127.0.0.1:${admins[$i]}"
+data_dir = "$data/node-$i"
+
+[[service]]
+name = "cached"
+domains = ["cached.bench"]
+module = "$root/target/guests/caching-proxy.wasm"
+[service.backend.origin]
+origin = "http://127.0.0.1:$origin_port"
+allow_private_addresses = true
+TOML
+    RUST_LOG="info,access=off" start "node-${names[$i]}" "${bins[$i]}" serve --config "$data/node-$i.toml"
+  else
+    RUST_LOG="info,access=off" start "node-${names[$i]}" "${bins[$i]}" serve \
+      --module target/guests/hello.wasm \
+      --listen "127.0.0.1:${ports[$i]}" --admin-listen "127.0.0.1:${admins[$i]}" \
+      --data-dir "$data/node-$i"
+  fi
   server_pids+=("${pids[-1]}")
 done
 for i in 0 1; do
-  wait_for "node ${names[$i]}" "http://127.0.0.1:${ports[$i]}/" -H "Host: shop.test"
-  warm_up -H "Host: shop.test" "http://127.0.0.1:${ports[$i]}/"
+  wait_for "node ${names[$i]}" "http://127.0.0.1:${ports[$i]}/" -H "Host: $host"
+  warm_up -H "Host: $host" "http://127.0.0.1:${ports[$i]}/"
 done
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -44,7 +72,7 @@ for round in $(seq "$ROUNDS"); do
   [ $((round % 2)) -eq 0 ] && order=(1 0)
   for i in "${order[@]}"; do
     before="$(ticks "${server_pids[$i]}")"
-    out="$(wrk_run "$CONNECTIONS" -H "Host: shop.test" "http://127.0.0.1:${ports[$i]}/")"
+    out="$(wrk_run "$CONNECTIONS" -H "Host: $host" "http://127.0.0.1:${ports[$i]}/")"
     after="$(ticks "${server_pids[$i]}")"
     read -r rps _ p99 requests < <(wrk_parse <<<"$out")
     awk -v name="${names[$i]}" -v round="$round" -v rps="$rps" -v p99="$p99" \
@@ -55,8 +83,8 @@ for round in $(seq "$ROUNDS"); do
 done
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-printf '\nwrk -t%s -c%s -d%s, HTTP/1.1 keep-alive, hello guest, %s rounds, %s cores\n\n' \
-  "$THREADS" "$CONNECTIONS" "$DURATION" "$ROUNDS" "$(nproc)"
+printf '\nwrk -t%s -c%s -d%s, HTTP/1.1 keep-alive, %s guest, %s rounds, %s cores\n\n' \
+  "$THREADS" "$CONNECTIONS" "$DURATION" "$GUEST" "$ROUNDS" "$(nproc)"
 printf '%-4s %12s %10s %16s\n' "" "req/s" "p99 ms" "CPU µs/request"
 for name in A B; do
   rps="$(awk -v n="$name" '$1 == n { print $3 }' "$results" | median)"

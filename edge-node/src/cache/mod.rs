@@ -282,10 +282,13 @@ impl StoredResponse {
 
     /// RFC 9211 `ttl`: seconds of freshness left, negative once stale.
     fn ttl(&self, now: SystemTime) -> i64 {
-        let age = self.policy.age(now).as_secs();
+        self.ttl_at(self.policy.age(now))
+    }
+
+    fn ttl_at(&self, age: Duration) -> i64 {
         i64::try_from(self.freshness.as_secs())
             .unwrap_or(i64::MAX)
-            .saturating_sub(i64::try_from(age).unwrap_or(i64::MAX))
+            .saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX))
     }
 
     /// Time past freshness, zero while fresh.
@@ -316,9 +319,14 @@ impl StoredResponse {
     /// origin: 304 when the request's own conditions say the client's copy
     /// is current, 206 (or 416) for one byte range of a 200, else the
     /// whole response.
-    fn answer(&self, request: &RequestParts, now: SystemTime) -> Response<WasiBody> {
+    fn answer(&self, request: &RequestParts, now: SystemTime) -> (Response<WasiBody>, i64) {
+        let age = self.policy.age(now);
+        (self.answer_aged(request, age), self.ttl_at(age))
+    }
+
+    fn answer_aged(&self, request: &RequestParts, age: Duration) -> Response<WasiBody> {
         if policy::not_modified(request, &self.served_headers) {
-            let mut response = self.serve(now);
+            let mut response = self.serve_aged(age);
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             *response.body_mut() = full(Bytes::new());
             for name in [header::CONTENT_LENGTH, header::CONTENT_RANGE] {
@@ -327,13 +335,13 @@ impl StoredResponse {
             return response;
         }
         if self.status != StatusCode::OK {
-            return self.serve(now);
+            return self.serve_aged(age);
         }
         let len = self.body.len() as u64;
         match policy::byte_range(request, &self.served_headers, len) {
-            None => self.serve(now),
+            None => self.serve_aged(age),
             Some(Ok((first, last))) => {
-                let mut response = self.serve(now);
+                let mut response = self.serve_aged(age);
                 *response.status_mut() = StatusCode::PARTIAL_CONTENT;
                 // Bounded by the body's length above.
                 let slice = self.body.slice(first as usize..=last as usize);
@@ -346,7 +354,7 @@ impl StoredResponse {
                 response
             }
             Some(Err(())) => {
-                let mut response = self.serve(now);
+                let mut response = self.serve_aged(age);
                 *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
                 *response.body_mut() = full(Bytes::new());
                 let headers = response.headers_mut();
@@ -361,12 +369,17 @@ impl StoredResponse {
 
     /// The stored response with its current `Age`.
     fn serve(&self, now: SystemTime) -> Response<WasiBody> {
+        self.serve_aged(self.policy.age(now))
+    }
+
+    /// The stored response with `Age: age`.
+    fn serve_aged(&self, age: Duration) -> Response<WasiBody> {
         let mut response = Response::new(full(self.body.clone()));
         *response.status_mut() = self.status;
         *response.headers_mut() = self.served_headers.clone();
-        if let Ok(age) = HeaderValue::from_str(&self.policy.age(now).as_secs().to_string()) {
-            response.headers_mut().insert(header::AGE, age);
-        }
+        response
+            .headers_mut()
+            .insert(header::AGE, HeaderValue::from(age.as_secs()));
         response
     }
 }
@@ -405,7 +418,9 @@ impl CacheStatus {
 
     /// `edge; hit; ttl=55` or `edge; fwd=miss; stored; ttl=60`.
     fn entry(&self, name: &str) -> String {
-        let mut entry = name.to_string();
+        use std::fmt::Write as _;
+        let mut entry = String::with_capacity(name.len() + 40);
+        entry.push_str(name);
         if self.hit {
             entry.push_str("; hit");
         }
@@ -414,7 +429,7 @@ impl CacheStatus {
             entry.push_str(fwd);
         }
         if let Some(status) = self.fwd_status {
-            entry.push_str(&format!("; fwd-status={status}"));
+            let _ = write!(entry, "; fwd-status={status}");
         }
         if self.stored {
             entry.push_str("; stored");
@@ -423,7 +438,7 @@ impl CacheStatus {
             entry.push_str("; collapsed");
         }
         if let Some(ttl) = self.ttl {
-            entry.push_str(&format!("; ttl={ttl}"));
+            let _ = write!(entry, "; ttl={ttl}");
         }
         entry
     }
@@ -776,7 +791,8 @@ impl HttpCache {
             // is "fresh" exactly when its `time_to_live` is above zero.
             if plain_request && !stored.varies && !stored.policy.time_to_live(now).is_zero() {
                 self.count_bytes("served", stored.body.len());
-                return Lookup::Fresh(stored.answer(request, now), stored.ttl(now));
+                let (response, ttl) = stored.answer(request, now);
+                return Lookup::Fresh(response, ttl);
             }
             match stored.policy.before_request(request, now) {
                 // Served from what was stored, not from the crate's head,
@@ -784,7 +800,8 @@ impl HttpCache {
                 // `Date` of its own in RFC 2822 form.
                 BeforeRequest::Fresh(_) => {
                     self.count_bytes("served", stored.body.len());
-                    return Lookup::Fresh(stored.answer(request, now), stored.ttl(now));
+                    let (response, ttl) = stored.answer(request, now);
+                    return Lookup::Fresh(response, ttl);
                 }
                 BeforeRequest::Stale {
                     request,
