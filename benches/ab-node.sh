@@ -41,15 +41,8 @@ for i in 0 1; do
 listen = "127.0.0.1:${ports[$i]}"
 admin_listen = "127.0.0.1:${admins[$i]}"
 data_dir = "$data/node-$i"
-
-[[service]]
-name = "cached"
-domains = ["cached.bench"]
-module = "$root/target/guests/caching-proxy.wasm"
-[service.backend.origin]
-origin = "http://127.0.0.1:$origin_port"
-allow_private_addresses = true
 TOML
+    proxy_service cached "$origin_port" >>"$data/node-$i.toml"
     RUST_LOG="info,access=off" start "node-${names[$i]}" "${bins[$i]}" serve --config "$data/node-$i.toml"
   else
     RUST_LOG="info,access=off" start "node-${names[$i]}" "${bins[$i]}" serve \

@@ -39,24 +39,9 @@ data_dir = "$data/node"
 name = "hello"
 domains = ["hello.bench"]
 module = "$root/target/guests/hello.wasm"
-
-[[service]]
-name = "cached"
-domains = ["cached.bench"]
-module = "$root/target/guests/caching-proxy.wasm"
-[service.backend.origin]
-origin = "http://127.0.0.1:$ORIGIN_PORT"
-allow_private_addresses = true
-
-[[service]]
-name = "fetch"
-domains = ["fetch.bench"]
-module = "$root/target/guests/caching-proxy.wasm"
-[service.backend.origin]
-origin = "http://127.0.0.1:$ORIGIN_PORT"
-allow_private_addresses = true
-cache = "off"
 TOML
+proxy_service cached "$ORIGIN_PORT" >>"$data/node.toml"
+proxy_service fetch "$ORIGIN_PORT" off >>"$data/node.toml"
 
 start origin target/release/native-hello "127.0.0.1:$ORIGIN_PORT" "max-age=3600"
 RUST_LOG="info,access=off" start node target/release/edge-node serve --config "$data/node.toml"

@@ -94,3 +94,20 @@ prepare() {
   scripts/build-guests.sh >/dev/null
   cargo build --release --quiet "$@"
 }
+
+# proxy_service NAME ORIGIN_PORT [CACHE] -> a node config's [[service]] for
+# the caching-proxy guest on NAME.bench, its backend the origin on
+# ORIGIN_PORT (CACHE: the backend's cache setting, e.g. "off").
+proxy_service() {
+  cat <<TOML
+
+[[service]]
+name = "$1"
+domains = ["$1.bench"]
+module = "$root/target/guests/caching-proxy.wasm"
+[service.backend.origin]
+origin = "http://127.0.0.1:$2"
+allow_private_addresses = true
+TOML
+  if [ -n "${3:-}" ]; then echo "cache = \"$3\""; fi
+}
