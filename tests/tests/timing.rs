@@ -213,8 +213,9 @@ async fn hello_latencies(node: &TestNode, connections: usize, time: Duration) ->
 }
 
 /// What another tenant's hello gets: p99 latency with two clients one
-/// request after another, and throughput with sixteen (enough to keep both
-/// cores busy).
+/// request after another, and throughput (requests in half a second) with
+/// sixteen, enough to keep both cores busy; each the median of three
+/// windows.
 #[derive(Debug)]
 struct HelloService {
     p99: Duration,
@@ -222,11 +223,25 @@ struct HelloService {
 }
 
 async fn measure_hello(node: &TestNode) -> HelloService {
-    let window = Duration::from_millis(1000);
-    let mut light = hello_latencies(node, 2, window).await;
-    let p99 = client::quantile(&mut light, 0.99);
-    let throughput = hello_latencies(node, 16, window).await.len();
-    HelloService { p99, throughput }
+    // Medians of three windows each: one hiccup of this shared machine (a
+    // few milliseconds away from both cores) does not decide either.
+    let mut p99s = Vec::new();
+    let mut throughputs = Vec::new();
+    for _ in 0..3 {
+        let mut light = hello_latencies(node, 2, Duration::from_millis(500)).await;
+        p99s.push(client::quantile(&mut light, 0.99));
+        throughputs.push(
+            hello_latencies(node, 16, Duration::from_millis(500))
+                .await
+                .len(),
+        );
+    }
+    p99s.sort_unstable();
+    throughputs.sort_unstable();
+    HelloService {
+        p99: p99s[1],
+        throughput: throughputs[1],
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
