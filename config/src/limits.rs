@@ -473,6 +473,14 @@ pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * MIB;
 pub const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 8 * MIB;
 /// The cache's name in `Cache-Status` unless the operator names it.
 pub const DEFAULT_CACHE_STATUS_NAME: &str = "edge";
+/// How long past its freshness a stored response is served when the origin
+/// fails (5xx, refused connection, timeout) and the response says nothing
+/// itself: RFC 5861 `stale-if-error` as the platform's default. Never for a
+/// response with `must-revalidate`, `proxy-revalidate`, `s-maxage` or
+/// `no-cache`.
+pub const DEFAULT_CACHE_STALE_IF_ERROR_SECS: u64 = 60;
+/// Longest default `stale-if-error` an operator may set.
+pub const CACHE_MAX_STALE_IF_ERROR_SECS: u64 = 86_400;
 /// Distinct surrogate keys one tenant may have indexed on a node: bounds
 /// the index whatever the tenant's entries look like.
 pub const DEFAULT_CACHE_MAX_SURROGATE_KEYS_PER_TENANT: u64 = 100_000;
@@ -492,6 +500,9 @@ pub struct CacheLimits {
     pub max_surrogate_keys_per_tenant: u64,
     /// The cache's name in `Cache-Status` (RFC 9211): a token.
     pub status_name: String,
+    /// Seconds of `stale-if-error` for responses that give none
+    /// ([`DEFAULT_CACHE_STALE_IF_ERROR_SECS`]); 0 turns the default off.
+    pub default_stale_if_error_secs: u64,
 }
 
 impl Default for CacheLimits {
@@ -501,6 +512,7 @@ impl Default for CacheLimits {
             max_object_bytes: DEFAULT_CACHE_MAX_OBJECT_BYTES,
             max_surrogate_keys_per_tenant: DEFAULT_CACHE_MAX_SURROGATE_KEYS_PER_TENANT,
             status_name: DEFAULT_CACHE_STATUS_NAME.to_string(),
+            default_stale_if_error_secs: DEFAULT_CACHE_STALE_IF_ERROR_SECS,
         }
     }
 }
@@ -537,6 +549,12 @@ impl CacheLimits {
             self.max_surrogate_keys_per_tenant,
             1,
             100_000_000,
+        );
+        errors.check_range(
+            format!("{path}.default_stale_if_error_secs"),
+            self.default_stale_if_error_secs,
+            0,
+            CACHE_MAX_STALE_IF_ERROR_SECS,
         );
     }
 }

@@ -137,6 +137,10 @@ pub struct Purge {
     pub seq: u64,
     pub tenant: String,
     pub target: PurgeTarget,
+    /// Mark the entries stale rather than remove them: they are revalidated
+    /// with the origin, and may be served stale while it fails.
+    #[serde(default)]
+    pub soft: bool,
 }
 
 /// The answer to a node's purge long-poll: the purges after the one it

@@ -6,6 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -446,7 +447,13 @@ async fn until_purged(node: &EdgeNode, seq: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purges_empty_exactly_the_tagged_entries_on_every_node() {
     use edge_tests::origin::{Answer, TestOrigin};
-    let origin = TestOrigin::start(|seen, n| {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let failing = Arc::new(AtomicBool::new(false));
+    let origin_failing = Arc::clone(&failing);
+    let origin = TestOrigin::start(move |seen, n| {
+        if origin_failing.load(Ordering::SeqCst) {
+            return Answer::ok("origin down").status(503);
+        }
         let tags = match seen.path.as_str() {
             "/a" => "red",
             "/b" => "red blue",
@@ -572,6 +579,29 @@ async fn purges_empty_exactly_the_tagged_entries_on_every_node() {
     }
     assert_eq!(origin.count("/c"), 4);
     assert_eq!(origin.count("/d"), 2);
+
+    // Soft, while the origin fails: both nodes mark the entries stale, ask
+    // the origin again, and serve what they have (the platform's default
+    // stale-if-error) rather than the 503.
+    failing.store(true, Ordering::SeqCst);
+    let purged = edgectl(
+        &edgectl_config,
+        &["purge", "--soft", "--surrogate-key", "blue", "--wait", "5"],
+    )
+    .await;
+    assert!(purged.contains("applied on 2 of 2 nodes"), "{purged}");
+    let mut served = Vec::new();
+    for node in &nodes {
+        served.push(proxied(node, "/c").await);
+    }
+    assert_eq!(
+        served,
+        ["/c 3", "/c 4"],
+        "stale, from each node's own entry"
+    );
+    assert_eq!(origin.count("/c"), 6, "each node asked the origin");
+    assert_eq!(origin.count("/d"), 2, "not tagged blue");
+    failing.store(false, Ordering::SeqCst);
 
     // Only the owning tenant can follow a purge.
     let (status, body) = plane

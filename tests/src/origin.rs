@@ -80,6 +80,8 @@ pub struct TestOrigin {
     seen: Arc<Mutex<Vec<Seen>>>,
     concurrency: Arc<Concurrency>,
     task: tokio::task::JoinHandle<()>,
+    /// Turned true by [`TestOrigin::stop`]: every open connection closes.
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for TestOrigin {
@@ -101,6 +103,7 @@ impl TestOrigin {
         let log = Arc::clone(&seen);
         let concurrency: Arc<Concurrency> = Arc::default();
         let gauge = Arc::clone(&concurrency);
+        let (stopped, stop) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -109,6 +112,7 @@ impl TestOrigin {
                 let handler = Arc::clone(&handler);
                 let log = Arc::clone(&log);
                 let gauge = Arc::clone(&gauge);
+                let mut stop = stop.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                         let handler = Arc::clone(&handler);
@@ -122,9 +126,13 @@ impl TestOrigin {
                             Ok::<_, Infallible>(response)
                         }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = stop.wait_for(|stopped| *stopped) => {}
+                    }
                 });
             }
         });
@@ -133,7 +141,16 @@ impl TestOrigin {
             seen,
             concurrency,
             task,
+            stopped,
         }
+    }
+
+    /// Stops listening and closes every connection: from now on the
+    /// origin's address refuses connections.
+    pub async fn stop(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        self.stopped.send_replace(true);
     }
 
     /// `http://127.0.0.1:<port>`.

@@ -90,7 +90,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     (
         "post",
         "/v1/purge",
-        "Purge the tenant's cache on every node, by {\"url\"} or {\"surrogate_key\"}",
+        "Purge the tenant's cache on every node, by {\"url\"} or {\"surrogate_key\"}; with \"soft\": true the entries are marked stale (revalidated, served stale while the origin fails) instead of removed",
         "tenant",
     ),
     (

@@ -28,6 +28,30 @@ pub fn router() -> Router<AppState> {
         .route("/v1/node/purges", get(poll))
 }
 
+/// `POST /v1/purge`: `{"url": ...}` or `{"surrogate_key": ...}`, with
+/// `"soft": true` to mark the entries stale rather than remove them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    url: Option<String>,
+    surrogate_key: Option<String>,
+    #[serde(default)]
+    soft: bool,
+}
+
+impl PurgeRequest {
+    fn target(self) -> Result<PurgeTarget, ApiError> {
+        match (self.url, self.surrogate_key) {
+            (Some(url), None) => Ok(PurgeTarget::Url(url)),
+            (None, Some(key)) => Ok(PurgeTarget::SurrogateKey(key)),
+            _ => Err(ApiError::bad_request(
+                "invalid_purge",
+                "give exactly one of url and surrogate_key",
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PurgeAccepted {
     pub seq: u64,
@@ -73,11 +97,15 @@ fn normalized(target: PurgeTarget) -> Result<PurgeTarget, ApiError> {
 async fn create(
     caller: TenantCaller,
     State(state): State<AppState>,
-    Json(target): Json<PurgeTarget>,
+    Json(purge): Json<PurgeRequest>,
 ) -> Result<(StatusCode, Json<PurgeAccepted>), ApiError> {
-    let target = normalized(target)?;
+    let soft = purge.soft;
+    let target = normalized(purge.target()?)?;
     state.quotas.purge(&caller.tenant.id)?;
-    let seq = state.store.add_purge(&caller.tenant.id, &target).await?;
+    let seq = state
+        .store
+        .add_purge(&caller.tenant.id, &target, soft)
+        .await?;
     state.purges_changed.send_replace(seq);
     Ok((StatusCode::ACCEPTED, Json(PurgeAccepted { seq })))
 }

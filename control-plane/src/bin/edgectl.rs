@@ -111,6 +111,11 @@ enum Command {
     /// Remove cached responses on every node: one URL (as the origin is
     /// asked for it), or every entry tagged with a surrogate key.
     Purge {
+        /// Mark the entries stale instead of removing them: the next
+        /// request revalidates them with the origin, and they can be
+        /// served stale while it fails.
+        #[arg(long)]
+        soft: bool,
         #[arg(
             long,
             conflicts_with = "surrogate_key",
@@ -635,12 +640,13 @@ async fn certificate(command: CertificateCommand) -> anyhow::Result<()> {
 async fn purge(
     url: Option<String>,
     surrogate_key: Option<String>,
+    soft: bool,
     wait: Option<u64>,
 ) -> anyhow::Result<()> {
     let api = Api::logged_in()?;
     let target = match (url, surrogate_key) {
-        (Some(url), _) => json!({ "url": url }),
-        (None, Some(key)) => json!({ "surrogate_key": key }),
+        (Some(url), _) => json!({ "url": url, "soft": soft }),
+        (None, Some(key)) => json!({ "surrogate_key": key, "soft": soft }),
         (None, None) => bail!("give --url or --surrogate-key"),
     };
     let accepted = api.post("/v1/purge", target).await?;
@@ -886,10 +892,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => logs(&service, follow, lines, request_id.as_deref()).await?,
         Command::Certificate { command } => certificate(command).await?,
         Command::Purge {
+            soft,
             url,
             surrogate_key,
             wait,
-        } => purge(url, surrogate_key, wait).await?,
+        } => purge(url, surrogate_key, soft, wait).await?,
         Command::Nodes { admin_token } => {
             let nodes = Api::operator(&admin_token)?.get("/v1/nodes").await?;
             print_table(

@@ -202,4 +202,12 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX purges_by_age ON purges (created_at)",
         ],
     ),
+    (
+        8,
+        &[
+            // A soft purge marks entries stale instead of removing them
+            // (1), a hard one removes them (0).
+            "ALTER TABLE purges ADD COLUMN soft BIGINT NOT NULL DEFAULT 0",
+        ],
+    ),
 ];

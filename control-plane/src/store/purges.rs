@@ -17,6 +17,7 @@ pub const MAX_PURGES_PER_BATCH: i64 = 1_000;
 pub struct PurgeStatus {
     pub seq: u64,
     pub target: PurgeTarget,
+    pub soft: bool,
     pub created_at: i64,
     /// Healthy nodes.
     pub nodes: u64,
@@ -46,6 +47,7 @@ impl Store {
         &self,
         tenant_id: &str,
         target: &PurgeTarget,
+        soft: bool,
     ) -> Result<u64, StoreError> {
         let (kind, value) = kind_and_value(target);
         let now = now_ms();
@@ -60,13 +62,15 @@ impl Store {
             .map_err(db("numbering a purge"))?
             .get(0);
         sqlx::query(
-            "INSERT INTO purges (seq, tenant_id, kind, value, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO purges (seq, tenant_id, kind, value, created_at, soft) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(seq)
         .bind(tenant_id)
         .bind(kind)
         .bind(value)
         .bind(now)
+        .bind(i64::from(soft))
         .execute(&mut *tx)
         .await
         .map_err(db("recording a purge"))?;
@@ -109,7 +113,7 @@ impl Store {
             });
         }
         let rows = sqlx::query(
-            "SELECT p.seq, t.name, p.kind, p.value FROM purges p \
+            "SELECT p.seq, t.name, p.kind, p.value, p.soft FROM purges p \
              JOIN tenants t ON t.id = p.tenant_id \
              WHERE p.seq > $1 ORDER BY p.seq LIMIT $2",
         )
@@ -125,6 +129,7 @@ impl Store {
                     seq: u64::try_from(row.get::<i64, _>(0)).unwrap_or(0),
                     tenant: row.get(1),
                     target: target_from(&row.get::<String, _>(2), row.get(3))?,
+                    soft: row.get::<i64, _>(4) != 0,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -163,7 +168,7 @@ impl Store {
         seq: u64,
     ) -> Result<Option<PurgeStatus>, StoreError> {
         let row = sqlx::query(
-            "SELECT kind, value, created_at FROM purges WHERE seq = $1 AND tenant_id = $2",
+            "SELECT kind, value, created_at, soft FROM purges WHERE seq = $1 AND tenant_id = $2",
         )
         .bind(to_i64(seq))
         .bind(tenant_id)
@@ -178,6 +183,7 @@ impl Store {
         Ok(Some(PurgeStatus {
             seq,
             target: target_from(&row.get::<String, _>(0), row.get(1))?,
+            soft: row.get::<i64, _>(3) != 0,
             created_at: row.get(2),
             nodes: healthy.len() as u64,
             acknowledged: healthy

@@ -100,7 +100,11 @@ impl Host for GuestState {
 
     fn purge_surrogate_key(&mut self, surrogate_key: String) -> u32 {
         self.cache.as_ref().map_or(0, |c| {
-            let purged = c.cache.purge_surrogate_key(&c.namespace, &surrogate_key);
+            let purged = c.cache.purge_surrogate_key(
+                &c.namespace,
+                &surrogate_key,
+                crate::cache::PurgeMode::Hard,
+            );
             u32::try_from(purged).unwrap_or(u32::MAX)
         })
     }

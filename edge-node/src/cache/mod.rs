@@ -194,6 +194,10 @@ struct StoredResponse {
     freshness: Duration,
     stale: StaleAllowance,
     surrogate_keys: Vec<String>,
+    /// When a soft purge marked it stale: it is never fresh again, and its
+    /// staleness counts from then at the latest. A 304 or a new response
+    /// replaces it.
+    soft_purged_at: Option<SystemTime>,
     /// Set while a background revalidation runs, so that one runs at a time.
     revalidating: AtomicBool,
     weight: usize,
@@ -201,8 +205,24 @@ struct StoredResponse {
 
 impl StoredResponse {
     /// `headers` as received; the policy was made from their view.
-    fn new(policy: CachePolicy, status: StatusCode, received: &HeaderMap, body: Bytes) -> Self {
-        Self::with_served(policy, status, received, served(received), body)
+    /// `default_if_error` is the platform's `stale-if-error` for a response
+    /// that gives none.
+    fn new(
+        policy: CachePolicy,
+        status: StatusCode,
+        received: &HeaderMap,
+        body: Bytes,
+        default_if_error: Duration,
+    ) -> Self {
+        let served_headers = served(received);
+        Self::with_served(
+            policy,
+            status,
+            received,
+            served_headers,
+            body,
+            default_if_error,
+        )
     }
 
     fn with_served(
@@ -211,6 +231,7 @@ impl StoredResponse {
         received: &HeaderMap,
         served_headers: HeaderMap,
         body: Bytes,
+        default_if_error: Duration,
     ) -> Self {
         let headers = policy::policy_view(received);
         let now = SystemTime::now();
@@ -222,7 +243,7 @@ impl StoredResponse {
         Self {
             varies: headers.contains_key(header::VARY),
             served_headers,
-            stale: StaleAllowance::from_headers(&headers),
+            stale: StaleAllowance::from_headers(&headers, default_if_error),
             surrogate_keys: policy::surrogate_keys(&headers, CACHE_MAX_SURROGATE_KEYS),
             weight: body.len() + header_bytes + ENTRY_OVERHEAD_BYTES,
             policy,
@@ -230,14 +251,75 @@ impl StoredResponse {
             status,
             body,
             freshness,
+            soft_purged_at: None,
             revalidating: AtomicBool::new(false),
+        }
+    }
+
+    /// This response marked stale by a soft purge at `now` (or still at the
+    /// first soft purge that marked it).
+    fn soft_purged(&self, now: SystemTime) -> Self {
+        Self {
+            policy: self.policy.clone(),
+            headers: self.headers.clone(),
+            served_headers: self.served_headers.clone(),
+            varies: self.varies,
+            status: self.status,
+            body: self.body.clone(),
+            freshness: self.freshness,
+            stale: self.stale,
+            surrogate_keys: self.surrogate_keys.clone(),
+            soft_purged_at: self.soft_purged_at.or(Some(now)),
+            revalidating: AtomicBool::new(false),
+            weight: self.weight,
+        }
+    }
+
+    /// Whether the crate's freshness may decide a hit: not once soft-purged.
+    fn may_be_fresh(&self) -> bool {
+        self.soft_purged_at.is_none()
+    }
+
+    /// The crate's decision for `request`. A soft-purged response is never
+    /// fresh: it is asked as if the request carried `Pragma: no-cache`,
+    /// which makes the crate build the same conditional request it builds
+    /// for a stale response, and the request's own `Pragma` is put back.
+    fn before_request(&self, request: &RequestParts, now: SystemTime) -> BeforeRequest {
+        if self.may_be_fresh() {
+            return self.policy.before_request(request, now);
+        }
+        let mut probe = clone_parts(request);
+        probe
+            .headers
+            .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        match self.policy.before_request(&probe, now) {
+            BeforeRequest::Stale {
+                request: mut revalidation,
+                matches,
+            } => {
+                revalidation.headers.remove(header::PRAGMA);
+                for value in request.headers.get_all(header::PRAGMA) {
+                    revalidation.headers.append(header::PRAGMA, value.clone());
+                }
+                BeforeRequest::Stale {
+                    request: revalidation,
+                    matches,
+                }
+            }
+            fresh @ BeforeRequest::Fresh(_) => fresh,
         }
     }
 
     /// This response updated by a 304 that selected it (RFC 9111 4.3.4):
     /// the 304's fields replace the stored ones, but for those that
     /// describe the stored body.
-    fn refreshed(&self, request: &RequestParts, not_modified: &HeaderMap, now: SystemTime) -> Self {
+    fn refreshed(
+        &self,
+        request: &RequestParts,
+        not_modified: &HeaderMap,
+        now: SystemTime,
+        default_if_error: Duration,
+    ) -> Self {
         let mut received = self.served_headers.clone();
         let mut served_headers = self.served_headers.clone();
         for name in not_modified.keys() {
@@ -277,12 +359,17 @@ impl StoredResponse {
             &received,
             served_headers,
             self.body.clone(),
+            default_if_error,
         )
     }
 
     /// RFC 9211 `ttl`: seconds of freshness left, negative once stale.
     fn ttl(&self, now: SystemTime) -> i64 {
-        self.ttl_at(self.policy.age(now))
+        if self.may_be_fresh() {
+            self.ttl_at(self.policy.age(now))
+        } else {
+            -i64::try_from(self.staleness(now).as_secs()).unwrap_or(i64::MAX)
+        }
     }
 
     fn ttl_at(&self, age: Duration) -> i64 {
@@ -291,9 +378,14 @@ impl StoredResponse {
             .saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX))
     }
 
-    /// Time past freshness, zero while fresh.
+    /// Time past freshness (or since a soft purge, if that is longer), zero
+    /// while fresh.
     fn staleness(&self, now: SystemTime) -> Duration {
-        self.policy.age(now).saturating_sub(self.freshness)
+        let by_age = self.policy.age(now).saturating_sub(self.freshness);
+        match self.soft_purged_at {
+            Some(at) => by_age.max(now.duration_since(at).unwrap_or_default()),
+            None => by_age,
+        }
     }
 
     fn usable_for(&self, now: SystemTime) -> Duration {
@@ -303,13 +395,18 @@ impl StoredResponse {
         } else {
             stale_use
         };
-        (self.freshness + keep).saturating_sub(self.policy.age(now))
+        let fresh_left = if self.may_be_fresh() {
+            self.freshness.saturating_sub(self.policy.age(now))
+        } else {
+            Duration::ZERO
+        };
+        (fresh_left + keep).saturating_sub(self.staleness(now))
     }
 
     /// Whether this variant is the one `request` selects (same `Vary`ing
     /// request headers), fresh or not.
     fn selected_by(&self, request: &RequestParts, now: SystemTime) -> bool {
-        match self.policy.before_request(request, now) {
+        match self.before_request(request, now) {
             BeforeRequest::Fresh(_) => true,
             BeforeRequest::Stale { matches, .. } => matches,
         }
@@ -517,6 +614,36 @@ struct GuestEntry {
     surrogate_keys: Vec<String>,
 }
 
+/// How a purge treats what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeMode {
+    /// Removed: the next request is a miss.
+    Hard,
+    /// Marked stale (Fastly's soft purge): the next request revalidates it
+    /// with the origin, and it may be served stale meanwhile or while the
+    /// origin fails, as far as its directives and the platform's default
+    /// `stale-if-error` allow.
+    Soft,
+}
+
+/// What a purge picks at one key.
+#[derive(Debug, Clone, Copy)]
+enum Purged<'a> {
+    /// Everything (a purge by URL).
+    All,
+    /// What carries this surrogate key.
+    Tagged(&'a str),
+}
+
+impl Purged<'_> {
+    fn picks(self, surrogate_keys: &[String]) -> bool {
+        match self {
+            Self::All => true,
+            Self::Tagged(wanted) => surrogate_keys.iter().any(|key| key == wanted),
+        }
+    }
+}
+
 /// The result of looking a request up.
 enum Lookup {
     /// With the stored response's remaining freshness, in seconds.
@@ -562,6 +689,8 @@ pub struct HttpCache {
     max_object_bytes: usize,
     /// This cache's name in `Cache-Status` (`cache.status_name`).
     status_name: String,
+    /// `cache.default_stale_if_error_secs`.
+    default_stale_if_error: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -628,6 +757,7 @@ impl HttpCache {
             fills: Arc::default(),
             max_object_bytes: usize::try_from(limits.max_object_bytes).unwrap_or(usize::MAX),
             status_name: limits.status_name.clone(),
+            default_stale_if_error: Duration::from_secs(limits.default_stale_if_error_secs),
             metrics,
         }
     }
@@ -789,12 +919,16 @@ impl HttpCache {
             // Cache-Control or Pragma of its own, to a response without
             // Vary, under the same key (so the same URL), the crate's answer
             // is "fresh" exactly when its `time_to_live` is above zero.
-            if plain_request && !stored.varies && !stored.policy.time_to_live(now).is_zero() {
+            if plain_request
+                && !stored.varies
+                && stored.may_be_fresh()
+                && !stored.policy.time_to_live(now).is_zero()
+            {
                 self.count_bytes("served", stored.body.len());
                 let (response, ttl) = stored.answer(request, now);
                 return Lookup::Fresh(response, ttl);
             }
-            match stored.policy.before_request(request, now) {
+            match stored.before_request(request, now) {
                 // Served from what was stored, not from the crate's head,
                 // which carries the cache's reading of the fields and a
                 // `Date` of its own in RFC 2822 form.
@@ -889,7 +1023,12 @@ impl HttpCache {
             && response.status() == StatusCode::NOT_MODIFIED
         {
             if selects(&stale.stored.headers, response.headers()) {
-                let refreshed = stale.stored.refreshed(&request, response.headers(), now);
+                let refreshed = stale.stored.refreshed(
+                    &request,
+                    response.headers(),
+                    now,
+                    self.default_stale_if_error,
+                );
                 let status = CacheStatus {
                     fwd_status: Some(304),
                     ttl: Some(refreshed.ttl(now)),
@@ -944,6 +1083,7 @@ impl HttpCache {
                     &view.headers,
                     served(&parts.headers),
                     bytes.clone(),
+                    self.default_stale_if_error,
                 );
                 let status = CacheStatus {
                     stored: true,
@@ -1075,9 +1215,10 @@ impl HttpCache {
         }
     }
 
-    /// Removes every stored variant of `url` in `namespace`: the origin's
-    /// responses for it and the guest's own. Returns how many entries went.
-    pub fn purge_url(&self, namespace: &str, url: &str) -> usize {
+    /// Purges every stored variant of `url` in `namespace`: the origin's
+    /// responses for it and the guest's own. Returns how many entries were
+    /// purged.
+    pub fn purge_url(&self, namespace: &str, url: &str, mode: PurgeMode) -> usize {
         let origin = CacheKey::http_normalizing(&Arc::from(namespace), url);
         let front = CacheKey {
             kind: KeyKind::Front,
@@ -1085,53 +1226,79 @@ impl HttpCache {
         };
         [origin, front]
             .iter()
-            .filter(|&key| self.entries.remove(key).is_some())
-            .count()
+            .map(|key| self.purge_variants(key, mode, Purged::All))
+            .sum()
     }
 
-    /// Removes every response and guest entry of `namespace` tagged with
+    /// Purges every response and guest entry of `namespace` tagged with
     /// `surrogate_key`, and nothing else: a URL's other variants stay.
-    pub fn purge_surrogate_key(&self, namespace: &str, surrogate_key: &str) -> usize {
-        let Some(keys) = self.tags.take(namespace, surrogate_key) else {
+    pub fn purge_surrogate_key(
+        &self,
+        namespace: &str,
+        surrogate_key: &str,
+        mode: PurgeMode,
+    ) -> usize {
+        let keys = match mode {
+            PurgeMode::Hard => self.tags.take(namespace, surrogate_key),
+            // The entries keep their tags, and so stay in the index.
+            PurgeMode::Soft => self.tags.keys(namespace, surrogate_key),
+        };
+        let Some(keys) = keys else {
             return 0;
         };
+        keys.iter()
+            .map(|key| self.purge_variants(key, mode, Purged::Tagged(surrogate_key)))
+            .sum()
+    }
+
+    /// Purges what `purged` picks at `key`: removed, or marked stale.
+    /// Returns how many variants (or guest entries) that was.
+    fn purge_variants(&self, key: &CacheKey, mode: PurgeMode, purged_ones: Purged<'_>) -> usize {
+        let now = SystemTime::now();
         let mut purged = 0;
-        for key in keys {
-            let mut written = None;
-            self.entries.entry(key.clone()).and_compute_with(|current| {
-                let Some(current) = current else {
-                    return Op::Nop;
-                };
-                let tagged = |keys: &[String]| keys.iter().any(|k| k == surrogate_key);
-                match current.value().as_ref() {
-                    Slot::Http(variants) => {
-                        let kept: Vec<_> = variants
-                            .iter()
-                            .filter(|v| !tagged(&v.surrogate_keys))
-                            .cloned()
-                            .collect();
-                        purged += variants.len() - kept.len();
-                        if kept.len() == variants.len() {
-                            Op::Nop
-                        } else if kept.is_empty() {
-                            Op::Remove
-                        } else {
-                            let slot = Arc::new(Slot::Http(kept));
-                            written = Some(Arc::clone(&slot));
-                            Op::Put(slot)
+        let mut written = None;
+        self.entries.entry(key.clone()).and_compute_with(|current| {
+            let Some(current) = current else {
+                return Op::Nop;
+            };
+            match current.value().as_ref() {
+                Slot::Http(variants) => {
+                    let mut kept = Vec::with_capacity(variants.len());
+                    for variant in variants {
+                        if !purged_ones.picks(&variant.surrogate_keys) {
+                            kept.push(Arc::clone(variant));
+                            continue;
+                        }
+                        purged += 1;
+                        if mode == PurgeMode::Soft {
+                            kept.push(Arc::new(variant.soft_purged(now)));
                         }
                     }
-                    Slot::Guest(entry) if tagged(&entry.surrogate_keys) => {
-                        purged += 1;
+                    if purged == 0 {
+                        Op::Nop
+                    } else if kept.is_empty() {
                         Op::Remove
+                    } else {
+                        let slot = Arc::new(Slot::Http(kept));
+                        written = Some(Arc::clone(&slot));
+                        Op::Put(slot)
                     }
-                    Slot::Guest(_) => Op::Nop,
                 }
-            });
-            // The purged variants' other tags went with the old slot; the
-            // kept variants' come back.
-            self.index_written(&key, written.as_deref());
-        }
+                // A guest's entry has no origin to revalidate with: any
+                // purge removes it.
+                Slot::Guest(entry) => {
+                    if purged_ones.picks(&entry.surrogate_keys) {
+                        purged = 1;
+                        Op::Remove
+                    } else {
+                        Op::Nop
+                    }
+                }
+            }
+        });
+        // The slot's tags went with the old one (see `new`); the kept and
+        // soft-purged variants' come back.
+        self.index_written(key, written.as_deref());
         purged
     }
 
@@ -1289,7 +1456,10 @@ mod tests {
         }
         assert_eq!(cache.tags.len(), 32, "only the last insert's tags");
         // The last ones still purge it.
-        assert_eq!(cache.purge_surrogate_key("alpha", "round9999-7"), 1);
+        assert_eq!(
+            cache.purge_surrogate_key("alpha", "round9999-7", PurgeMode::Hard),
+            1
+        );
         assert!(cache.tags.is_empty());
         assert!(cache.guest_lookup(&tenant, "one-key").is_none());
     }
@@ -1376,7 +1546,7 @@ mod tests {
         insert(&beta, "b", tags("u", 10)).expect("beta's own bound");
         // Purging frees them.
         for tag in tags("t", 8) {
-            cache.purge_surrogate_key("alpha", &tag);
+            cache.purge_surrogate_key("alpha", &tag, PurgeMode::Hard);
         }
         insert(&alpha, "b", tags("u", 10)).expect("room again");
     }

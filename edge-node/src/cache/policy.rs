@@ -49,8 +49,15 @@ pub fn may_serve_authorized(response_headers: &HeaderMap) -> bool {
 
 /// How long past its freshness a stored response may still be used, from the
 /// RFC 5861 `stale-while-revalidate` and `stale-if-error` directives (which
-/// the crate does not implement). `must-revalidate`, `proxy-revalidate` and
-/// `no-cache` forbid any stale use.
+/// the crate does not implement), and the platform's default
+/// `stale-if-error` for responses that give none.
+///
+/// - `must-revalidate`, `proxy-revalidate` and `no-cache` forbid any stale
+///   use (RFC 9111 4.2.4), even one the response asks for.
+/// - `s-maxage` implies `proxy-revalidate` for a shared cache (RFC 9111
+///   5.2.2.10), so the default never applies to it; a stale directive in
+///   the same header is the origin asking for exactly that, and is honoured
+///   (`s-maxage=1, stale-while-revalidate=59` is the common CDN idiom).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StaleAllowance {
     pub while_revalidate: Duration,
@@ -58,15 +65,10 @@ pub struct StaleAllowance {
 }
 
 impl StaleAllowance {
-    pub fn from_headers(headers: &HeaderMap) -> Self {
+    pub fn from_headers(headers: &HeaderMap, default_if_error: Duration) -> Self {
         let directives = cache_control(headers);
-        let forbidden = directives.iter().any(|(name, _)| {
-            matches!(
-                name.as_str(),
-                "must-revalidate" | "proxy-revalidate" | "no-cache"
-            )
-        });
-        if forbidden {
+        let has = |wanted: &str| directives.iter().any(|(name, _)| name == wanted);
+        if has("must-revalidate") || has("proxy-revalidate") || has("no-cache") {
             return Self::default();
         }
         let seconds = |wanted: &str| {
@@ -74,11 +76,16 @@ impl StaleAllowance {
                 .iter()
                 .find(|(name, _)| name == wanted)
                 .and_then(|(_, value)| value.as_deref()?.parse::<u64>().ok())
-                .map_or(Duration::ZERO, Duration::from_secs)
+                .map(Duration::from_secs)
+        };
+        let default_if_error = if has("s-maxage") {
+            Duration::ZERO
+        } else {
+            default_if_error
         };
         Self {
-            while_revalidate: seconds("stale-while-revalidate"),
-            if_error: seconds("stale-if-error"),
+            while_revalidate: seconds("stale-while-revalidate").unwrap_or_default(),
+            if_error: seconds("stale-if-error").unwrap_or(default_if_error),
         }
     }
 }
@@ -338,17 +345,34 @@ mod tests {
 
     #[test]
     fn stale_directives_are_read_and_revalidation_directives_win() {
-        let allowance = StaleAllowance::from_headers(&headers(&[(
-            "cache-control",
-            "max-age=1, stale-while-revalidate=30, stale-if-error=\"60\"",
-        )]));
-        assert_eq!(allowance.while_revalidate, Duration::from_secs(30));
-        assert_eq!(allowance.if_error, Duration::from_secs(60));
-        let forbidden = StaleAllowance::from_headers(&headers(&[(
-            "cache-control",
-            "max-age=1, stale-if-error=60, must-revalidate",
-        )]));
+        let default = Duration::from_secs(5);
+        let allowance = |cache_control: &str| {
+            StaleAllowance::from_headers(&headers(&[("cache-control", cache_control)]), default)
+        };
+        let explicit = allowance("max-age=1, stale-while-revalidate=30, stale-if-error=\"60\"");
+        assert_eq!(explicit.while_revalidate, Duration::from_secs(30));
+        assert_eq!(explicit.if_error, Duration::from_secs(60));
+        let forbidden = allowance("max-age=1, stale-if-error=60, must-revalidate");
         assert_eq!(forbidden, StaleAllowance::default());
+        assert_eq!(
+            allowance("Max-Age=1, Proxy-Revalidate"),
+            StaleAllowance::default()
+        );
+
+        // The platform's default, where the response says nothing.
+        assert_eq!(allowance("max-age=1").if_error, default);
+        assert_eq!(
+            allowance("max-age=1, stale-if-error=0").if_error,
+            Duration::ZERO
+        );
+        // Not past s-maxage (proxy-revalidate for a shared cache), but an
+        // explicit directive beside it is the origin's own wish.
+        assert_eq!(allowance("s-maxage=1").if_error, Duration::ZERO);
+        let idiom = allowance("s-maxage=1, stale-while-revalidate=59");
+        assert_eq!(
+            (idiom.while_revalidate, idiom.if_error),
+            (Duration::from_secs(59), Duration::ZERO)
+        );
     }
 
     #[test]

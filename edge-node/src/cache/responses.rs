@@ -90,7 +90,8 @@ impl HttpCache {
         if !policy::may_store(&policy, &view.headers, now) {
             return false;
         }
-        let stored = StoredResponse::new(policy, status, headers, body);
+        let stored =
+            StoredResponse::new(policy, status, headers, body, self.default_stale_if_error);
         self.store(&CacheKey::front(namespace, url), request, stored);
         true
     }
@@ -144,6 +145,7 @@ mod tests {
             StatusCode::OK,
             &public_headers(),
             Bytes::from_static(b"origin"),
+            std::time::Duration::ZERO,
         );
         cache.store(&CacheKey::http(&namespace, url), &request, stored);
         assert!(
@@ -167,7 +169,10 @@ mod tests {
                 .is_some()
         );
         // A purge by URL reaches both.
-        assert_eq!(cache.purge_url("tenant", url), 2);
+        assert_eq!(
+            cache.purge_url("tenant", url, super::super::PurgeMode::Hard),
+            2
+        );
         assert!(
             cache
                 .stored_guest_response(&namespace, url, &request)

@@ -75,6 +75,12 @@ impl TagIndex {
         Some(keys)
     }
 
+    /// The keys tagged with `tag` in `namespace`, left in the index.
+    pub fn keys(&self, namespace: &str, tag: &str) -> Option<HashSet<CacheKey>> {
+        let keys = self.keys.get(&(Arc::from(namespace), tag.to_string()))?;
+        Some(keys.clone())
+    }
+
     /// Indexes `key` under `tags` again after a write, whatever the
     /// tenant's bound: they were counted when the write was admitted.
     pub fn reindex<'a>(&self, key: &CacheKey, tags: impl Iterator<Item = &'a str>) {

@@ -11,6 +11,8 @@ use edge_config::protocol::{PurgeBatch, PurgeTarget};
 use reqwest::StatusCode;
 use tokio::sync::watch;
 
+use crate::cache::PurgeMode;
+
 use super::{FIRST_BACKOFF, MAX_BACKOFF, Registration, Sync, SyncError};
 
 /// Follows the purge stream until `shutdown` turns true. `applied` carries
@@ -79,11 +81,16 @@ fn apply(sync: &Sync, batch: &PurgeBatch) {
         cache.purge_all();
     }
     for purge in &batch.purges {
-        let removed = match &purge.target {
-            PurgeTarget::Url(url) => cache.purge_url(&purge.tenant, url),
-            PurgeTarget::SurrogateKey(key) => cache.purge_surrogate_key(&purge.tenant, key),
+        let mode = if purge.soft {
+            PurgeMode::Soft
+        } else {
+            PurgeMode::Hard
         };
-        tracing::debug!(seq = purge.seq, tenant = %purge.tenant, removed, "purge applied");
+        let purged = match &purge.target {
+            PurgeTarget::Url(url) => cache.purge_url(&purge.tenant, url, mode),
+            PurgeTarget::SurrogateKey(key) => cache.purge_surrogate_key(&purge.tenant, key, mode),
+        };
+        tracing::debug!(seq = purge.seq, tenant = %purge.tenant, purged, soft = purge.soft, "purge applied");
     }
 }
 

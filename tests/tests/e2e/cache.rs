@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use edge_node::cache::PurgeMode;
 use edge_tests::client::{Protocol, get, request, send};
 use edge_tests::guests::rust_guest;
 use edge_tests::node::{TestNode, TestService};
@@ -487,9 +488,12 @@ async fn a_service_can_have_its_own_cacheable_responses_served_without_running_t
 
     // A purge by the public URL, or by surrogate key, reaches it.
     let cache = node.node().cache();
-    assert_eq!(cache.purge_url("edge", "https://edge.test/page"), 1);
+    assert_eq!(
+        cache.purge_url("edge", "https://edge.test/page", PurgeMode::Hard),
+        1
+    );
     assert_eq!(get(node.addr, "edge.test", "/page").await.text(), "run 4");
-    assert!(cache.purge_surrogate_key("edge", "page") >= 1);
+    assert!(cache.purge_surrogate_key("edge", "page", PurgeMode::Hard) >= 1);
     assert_eq!(get(node.addr, "edge.test", "/page").await.text(), "run 5");
     // A successful POST to the URL invalidates it too.
     send(
@@ -819,4 +823,180 @@ async fn cache_status_says_what_the_edge_cache_did() {
     )
     .await;
     assert_eq!(status(&post), ["origin-cache; hit", "edge; fwd=method"]);
+}
+
+/// The edge's own `Cache-Status` entry of a reply.
+fn edge_status(reply: &edge_tests::client::Reply) -> String {
+    reply
+        .headers
+        .get_all("cache-status")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|entry| entry.starts_with("edge"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// What the test origin does with the next requests.
+const GOOD: usize = 0;
+const FAILING: usize = 1;
+const HANGING: usize = 2;
+
+/// RFC 5861 4 and RFC 9111 4.2.4: when the origin fails (a 5xx, a refused
+/// connection, no answer in time) a stale response is served instead, for
+/// as long as its `stale-if-error` says or, when it says nothing, the
+/// platform's default (`cache.default_stale_if_error_secs`); never when its
+/// directives forbid stale use (`must-revalidate`, `proxy-revalidate`,
+/// `s-maxage`, `stale-if-error=0`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_origin_gets_stale_served_but_never_past_revalidation_directives() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mode = Arc::new(AtomicUsize::new(GOOD));
+    let origin_mode = Arc::clone(&mode);
+    let mut origin = TestOrigin::start(move |seen, n| {
+        let cache_control = match seen.path.as_str() {
+            "/must" => "max-age=1, must-revalidate",
+            "/proxy" => "max-age=1, proxy-revalidate",
+            "/shared" => "s-maxage=1",
+            "/off" => "max-age=1, stale-if-error=0",
+            _ => "max-age=1",
+        };
+        match origin_mode.load(Ordering::SeqCst) {
+            FAILING => Answer::ok("origin down").status(503),
+            HANGING => Answer::ok("too late").delay(Duration::from_secs(5)),
+            _ => Answer::ok(format!("{} {n}", seen.path)).header("cache-control", cache_control),
+        }
+    })
+    .await;
+    let mut backend = loopback_backend(&origin);
+    backend.first_byte_timeout_ms = 300;
+    let service = || {
+        TestService::new("proxy", "proxy.test", rust_guest("caching-proxy"))
+            .backend("origin", backend.clone())
+    };
+    let node = TestNode::start(vec![service()]).await;
+    let mut no_default = edge_config::NodeConfig::default();
+    no_default.cache.default_stale_if_error_secs = 0;
+    let strict_node = TestNode::start_with(no_default, vec![service()]).await;
+
+    let forbidden = ["/must", "/proxy", "/shared", "/off"];
+    for path in forbidden.iter().chain(&["/default"]) {
+        assert_eq!(get(node.addr, "proxy.test", path).await.status, 200);
+    }
+    assert_eq!(
+        get(strict_node.addr, "proxy.test", "/default").await.status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // A 503: the stale response, saying so.
+    mode.store(FAILING, Ordering::SeqCst);
+    let stale = get(node.addr, "proxy.test", "/default").await;
+    assert_eq!((stale.status, stale.text().as_str()), (200, "/default 1"));
+    let status = edge_status(&stale);
+    assert!(
+        status.starts_with("edge; fwd=stale; fwd-status=503; ttl=-"),
+        "{status}"
+    );
+    for path in forbidden {
+        let reply = get(node.addr, "proxy.test", path).await;
+        assert_eq!(reply.status, 503, "{path}: no stale use allowed");
+    }
+    let strict = get(strict_node.addr, "proxy.test", "/default").await;
+    assert_eq!(strict.status, 503, "no platform default");
+
+    // No answer within the backend's first-byte timeout.
+    mode.store(HANGING, Ordering::SeqCst);
+    let stale = get(node.addr, "proxy.test", "/default").await;
+    assert_eq!((stale.status, stale.text().as_str()), (200, "/default 1"));
+    assert_ne!(get(node.addr, "proxy.test", "/must").await.status, 200);
+
+    // The origin is gone: connections are refused.
+    origin.stop().await;
+    let stale = get(node.addr, "proxy.test", "/default").await;
+    assert_eq!((stale.status, stale.text().as_str()), (200, "/default 1"));
+    assert_eq!(
+        edge_status(&stale).split("; ttl").next(),
+        Some("edge; fwd=stale")
+    );
+    assert_ne!(get(node.addr, "proxy.test", "/must").await.status, 200);
+    node.shutdown().await;
+    strict_node.shutdown().await;
+}
+
+/// A soft purge marks entries stale instead of removing them: the next
+/// request revalidates with the origin (a 304 keeps the stored body), and
+/// while the origin fails the stale entry is served; a hard purge leaves
+/// nothing to serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_purge_revalidates_and_serves_stale_while_the_origin_fails() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mode = Arc::new(AtomicUsize::new(GOOD));
+    let origin_mode = Arc::clone(&mode);
+    let origin = TestOrigin::start(move |seen, n| {
+        if origin_mode.load(Ordering::SeqCst) == FAILING {
+            return Answer::ok("origin down").status(503);
+        }
+        let current = seen
+            .headers
+            .get("if-none-match")
+            .is_some_and(|etag| etag == "\"v1\"");
+        let answer = if current {
+            Answer::ok("").status(304)
+        } else {
+            Answer::ok(format!("{} {n}", seen.path))
+        };
+        answer
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=300")
+            .header("surrogate-key", "pages")
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+    let cache = node.node().cache();
+    let url = format!("{}/page", origin.url());
+    let page = || get(node.addr, "proxy.test", "/page");
+
+    assert_eq!(page().await.text(), "/page 1");
+    assert_eq!(page().await.text(), "/page 1");
+    assert_eq!(origin.count("/page"), 1, "a hit");
+
+    assert_eq!(cache.purge_url("proxy", &url, PurgeMode::Soft), 1);
+    let revalidated = page().await;
+    assert_eq!(
+        (revalidated.status, revalidated.text().as_str()),
+        (200, "/page 1")
+    );
+    assert!(
+        edge_status(&revalidated).starts_with("edge; fwd=stale; fwd-status=304"),
+        "{}",
+        edge_status(&revalidated)
+    );
+    let seen = origin.seen();
+    assert_eq!(
+        seen.last().and_then(|s| s.headers.get("if-none-match")),
+        Some(&http::HeaderValue::from_static("\"v1\"")),
+        "the soft-purged entry was revalidated"
+    );
+    assert_eq!(page().await.text(), "/page 1");
+    assert_eq!(origin.count("/page"), 2, "fresh again after the 304");
+
+    // By surrogate key, with the origin failing: served stale.
+    mode.store(FAILING, Ordering::SeqCst);
+    assert_eq!(
+        cache.purge_surrogate_key("proxy", "pages", PurgeMode::Soft),
+        1
+    );
+    let stale = page().await;
+    assert_eq!((stale.status, stale.text().as_str()), (200, "/page 1"));
+    assert!(edge_status(&stale).starts_with("edge; fwd=stale; fwd-status=503"));
+    assert_eq!(origin.count("/page"), 3);
+
+    // A hard purge leaves nothing to serve stale.
+    assert_eq!(
+        cache.purge_surrogate_key("proxy", "pages", PurgeMode::Hard),
+        1
+    );
+    assert_eq!(page().await.status, 503);
+    node.shutdown().await;
 }
