@@ -486,7 +486,7 @@ pub const CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("ca
 
 /// What the cache did with one request, for its `Cache-Status` entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct CacheStatus {
+pub struct CacheStatus {
     hit: bool,
     /// Why the request went forward to the origin: `miss`, `stale`
     /// (revalidation), `method`, `bypass` (the backend's cache is off).
@@ -506,7 +506,7 @@ impl CacheStatus {
         }
     }
 
-    fn forward(reason: &'static str) -> Self {
+    pub fn forward(reason: &'static str) -> Self {
         Self {
             fwd: Some(reason),
             ..Self::default()

@@ -16,7 +16,7 @@ use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_cache_semantics::CachePolicy;
 use wasmtime_wasi_http::WasiBody;
 
-use super::{CacheKey, HttpCache, Lookup, StoredResponse, policy};
+use super::{CacheKey, CacheStatus, HttpCache, Lookup, StoredResponse, policy};
 
 /// The key URL of a request to a service: its public URL, normalized.
 pub fn public_url(request: &RequestParts) -> Option<String> {
@@ -31,8 +31,14 @@ pub fn public_url(request: &RequestParts) -> Option<String> {
 /// Whether a guest's response is worth collecting to store: a GET answered
 /// with explicit freshness and a known, small enough length.
 pub fn worth_storing(method: &Method, headers: &HeaderMap, max_bytes: usize) -> bool {
+    let explicit = [
+        header::CACHE_CONTROL,
+        header::EXPIRES,
+        policy::CDN_CACHE_CONTROL,
+        policy::SURROGATE_CONTROL,
+    ];
     method == Method::GET
-        && (headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::EXPIRES))
+        && explicit.iter().any(|name| headers.contains_key(name))
         && !headers.contains_key(header::SET_COOKIE)
         && headers
             .get(header::CONTENT_LENGTH)
@@ -54,10 +60,7 @@ impl HttpCache {
         }
         match self.lookup(&CacheKey::front(namespace, url), request, SystemTime::now()) {
             Lookup::Fresh(mut response, ttl) => {
-                let entry = super::CacheStatus::hit(ttl).entry(&self.status_name);
-                if let Ok(value) = http::HeaderValue::from_str(&entry) {
-                    response.headers_mut().append(super::CACHE_STATUS, value);
-                }
+                self.mark_for_client(response.headers_mut(), &CacheStatus::hit(ttl));
                 Some(response)
             }
             Lookup::Stale(_) | Lookup::Miss => None,
@@ -71,7 +74,7 @@ impl HttpCache {
     }
 
     /// Stores a guest's response if its headers allow a shared cache to.
-    /// Returns whether it was stored.
+    /// Returns what the cache did, for [`HttpCache::mark_for_client`].
     pub fn store_guest_response(
         &self,
         namespace: &Arc<str>,
@@ -80,20 +83,36 @@ impl HttpCache {
         status: StatusCode,
         headers: &HeaderMap,
         body: Bytes,
-    ) -> bool {
+    ) -> CacheStatus {
+        let not_stored = CacheStatus::forward("miss");
         if body.len() > self.max_object_bytes {
-            return false;
+            return not_stored;
         }
         let view = super::viewed(status, headers);
         let now = SystemTime::now();
         let policy = CachePolicy::new_options(request, &view, now, policy::options());
         if !policy::may_store(&policy, &view.headers, now) {
-            return false;
+            return not_stored;
         }
         let stored =
             StoredResponse::new(policy, status, headers, body, self.default_stale_if_error);
+        let done = CacheStatus {
+            stored: true,
+            ttl: Some(stored.ttl(now)),
+            ..not_stored
+        };
         self.store(&CacheKey::front(namespace, url), request, stored);
-        true
+        done
+    }
+
+    /// What a guest's response through the edge cache tells its client:
+    /// not the edge's own directives (RFC 9213), and what the cache did
+    /// (RFC 9211), after any entry the guest wrote.
+    pub fn mark_for_client(&self, headers: &mut HeaderMap, status: &CacheStatus) {
+        policy::strip_targeted(headers);
+        if let Ok(value) = http::HeaderValue::from_str(&status.entry(&self.status_name)) {
+            headers.append(super::CACHE_STATUS, value);
+        }
     }
 }
 
@@ -155,14 +174,15 @@ mod tests {
             "the origin's entry answered for the guest"
         );
 
-        assert!(cache.store_guest_response(
+        let status = cache.store_guest_response(
             &namespace,
             url,
             &request,
             StatusCode::OK,
             &public_headers(),
             Bytes::from_static(b"guest"),
-        ));
+        );
+        assert!(status.stored);
         assert!(
             cache
                 .stored_guest_response(&namespace, url, &request)

@@ -399,19 +399,22 @@ async fn keep_cacheable(
     request: &http::request::Parts,
     response: Response<HyperOutgoingBody>,
 ) -> Result<Response<HyperOutgoingBody>, EdgeError> {
+    use crate::cache::CacheStatus;
     use http_body_util::BodyExt;
     let cache = &front.cache;
+    let (mut parts, body) = response.into_parts();
     if !crate::cache::policy::is_safe(&request.method) {
-        if response.status().is_success() || response.status().is_redirection() {
+        if parts.status.is_success() || parts.status.is_redirection() {
             cache.invalidate_guest_url(&front.namespace, url);
         }
-        return Ok(response);
+        cache.mark_for_client(&mut parts.headers, &CacheStatus::forward("method"));
+        return Ok(Response::from_parts(parts, body));
     }
     let max = cache.max_object_bytes();
-    if !crate::cache::responses::worth_storing(&request.method, response.headers(), max) {
-        return Ok(response);
+    if !crate::cache::responses::worth_storing(&request.method, &parts.headers, max) {
+        cache.mark_for_client(&mut parts.headers, &CacheStatus::forward("miss"));
+        return Ok(Response::from_parts(parts, body));
     }
-    let (parts, body) = response.into_parts();
     // A guest that fails mid-body, or sends more than it declared, gets no
     // entry and its client no truncated body.
     let bytes = http_body_util::Limited::new(body, max)
@@ -419,7 +422,7 @@ async fn keep_cacheable(
         .await
         .map_err(|_| EdgeError::GuestTrap)?
         .to_bytes();
-    cache.store_guest_response(
+    let status = cache.store_guest_response(
         &front.namespace,
         url,
         request,
@@ -427,6 +430,7 @@ async fn keep_cacheable(
         &parts.headers,
         bytes.clone(),
     );
+    cache.mark_for_client(&mut parts.headers, &status);
     let body = http_body_util::Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync();

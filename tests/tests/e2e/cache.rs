@@ -448,14 +448,15 @@ async fn the_guest_cache_api_stores_expires_and_refuses_bad_input() {
 async fn a_service_can_have_its_own_cacheable_responses_served_without_running_the_guest() {
     // The origin counts how often the guest ran: the backend cache is off.
     let origin = TestOrigin::start(|seen, n| {
-        let cache_control = if seen.path.starts_with("/private") {
-            "private, max-age=60"
-        } else {
-            "public, max-age=60"
-        };
-        Answer::ok(format!("run {n}"))
-            .header("cache-control", cache_control)
-            .header("surrogate-key", "page")
+        let answer = Answer::ok(format!("run {n}")).header("surrogate-key", "page");
+        match seen.path.as_str() {
+            "/private" => answer.header("cache-control", "private, max-age=60"),
+            // The edge's own directive wins, and stays at the edge.
+            "/cdn" => answer
+                .header("cache-control", "no-store")
+                .header("cdn-cache-control", "max-age=60"),
+            _ => answer.header("cache-control", "public, max-age=60"),
+        }
     })
     .await;
     let mut backend = loopback_backend(&origin);
@@ -477,11 +478,29 @@ async fn a_service_can_have_its_own_cacheable_responses_served_without_running_t
     );
     assert!(second.header("age").is_some(), "a hit carries Age");
     assert_eq!(origin.count("/page"), 1, "the guest ran once");
+    assert_eq!(
+        edge_statuses(&first).last().map(String::as_str),
+        Some("edge; fwd=miss; stored; ttl=60")
+    );
+    let hit = edge_statuses(&second);
+    assert!(
+        hit.last().is_some_and(|s| s.starts_with("edge; hit; ttl=")),
+        "{hit:?}"
+    );
+
+    let cdn = get(node.addr, "edge.test", "/cdn").await;
+    assert_eq!(cdn.header("cdn-cache-control"), None, "not for clients");
+    assert_eq!(get(node.addr, "edge.test", "/cdn").await.text(), cdn.text());
+    assert_eq!(origin.count("/cdn"), 1, "stored by CDN-Cache-Control");
 
     // Not shareable: the guest runs every time. Nor without the setting.
     get(node.addr, "edge.test", "/private").await;
-    get(node.addr, "edge.test", "/private").await;
+    let private = get(node.addr, "edge.test", "/private").await;
     assert_eq!(origin.count("/private"), 2);
+    assert_eq!(
+        edge_statuses(&private).last().map(String::as_str),
+        Some("edge; fwd=miss")
+    );
     get(node.addr, "plain.test", "/page").await;
     get(node.addr, "plain.test", "/page").await;
     assert_eq!(origin.count("/page"), 3);
@@ -825,16 +844,22 @@ async fn cache_status_says_what_the_edge_cache_did() {
     assert_eq!(status(&post), ["origin-cache; hit", "edge; fwd=method"]);
 }
 
-/// The edge's own `Cache-Status` entry of a reply.
-fn edge_status(reply: &edge_tests::client::Reply) -> String {
+/// The edge's `Cache-Status` entries of a reply, in order: the backend
+/// cache's, then the guest-response cache's.
+fn edge_statuses(reply: &edge_tests::client::Reply) -> Vec<String> {
     reply
         .headers
         .get_all("cache-status")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|entry| entry.starts_with("edge"))
-        .unwrap_or_default()
-        .to_string()
+        .filter(|entry| entry.starts_with("edge"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The backend cache's `Cache-Status` entry of a reply.
+fn edge_status(reply: &edge_tests::client::Reply) -> String {
+    edge_statuses(reply).into_iter().next().unwrap_or_default()
 }
 
 /// What the test origin does with the next requests.
