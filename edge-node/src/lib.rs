@@ -27,6 +27,8 @@
 //! - [`modules`]: the content-addressed artifact store and the module cache.
 //! - [`backend`]: guests' requests to their services' named origins.
 //! - [`cache`]: the HTTP cache (RFC 9111) and the guest cache API.
+//! - [`interim`]: origins' 1xx responses (103 Early Hints) passed on to
+//!   HTTP/1.1 clients.
 //! - [`sandbox`]: the engine, the epoch ticker, per-request guest state.
 //! - [`metrics`], [`admin`]: Prometheus metrics (with their cardinality
 //!   guard) and the admin listener.
@@ -43,6 +45,7 @@ pub mod backend;
 pub mod cache;
 pub mod error;
 pub mod http;
+pub mod interim;
 pub mod lifecycle;
 pub mod metrics;
 pub mod modules;

@@ -19,6 +19,7 @@ use tokio::time::Sleep;
 use wasmtime_wasi_http::{Error as WasiHttpError, RequestOptions, WasiBody};
 
 use super::connect::{ConnectError, OriginConnector};
+use crate::interim::InterimSink;
 
 /// Idle connections to one origin kept open for reuse.
 pub const MAX_IDLE_CONNECTIONS_PER_ORIGIN: usize = 64;
@@ -138,7 +139,16 @@ impl OriginClient {
             .map_err(|_| WasiHttpError::HttpRequestUriInvalid)?;
         remove_hop_by_hop(&mut parts.headers);
         parts.headers.insert(header::HOST, self.host.clone());
-        let request = Request::from_parts(parts, body);
+        let interim = parts.extensions.remove::<InterimSink>();
+        let mut request = Request::from_parts(parts, body);
+        // The origin's 1xx responses (HTTP/1.1 origins) go on to the client.
+        if let Some(sink) = interim {
+            hyper::ext::on_informational(&mut request, move |head| {
+                let mut headers = head.headers().clone();
+                remove_hop_by_hop(&mut headers);
+                sink.forward(head.status(), &headers);
+            });
+        }
 
         // The pool's connect step has its own (the backend's) timeout; the
         // first-byte clock covers the connection too when a shorter one was

@@ -11,6 +11,7 @@ use wasmtime_wasi_http::{Error as WasiHttpError, RequestOptions, WasiBody, WasiH
 
 use super::{BackendSet, Origin, Timeouts};
 use crate::cache::HttpCache;
+use crate::interim::InterimSink;
 use crate::metrics::Metrics;
 
 /// Everything a guest's outgoing requests need, shared by the service's
@@ -33,6 +34,8 @@ pub struct Outbound {
     requests_left: u64,
     limit: u64,
     in_flight: Arc<Semaphore>,
+    /// Where the origins' interim responses go: the client's connection.
+    interim: Option<InterimSink>,
 }
 
 type SendFuture = Box<
@@ -60,7 +63,13 @@ impl Outbound {
             in_flight: Arc::new(Semaphore::new(
                 usize::try_from(limits.max_concurrent_backend_requests).unwrap_or(1),
             )),
+            interim: None,
         }
+    }
+
+    /// Passes the origins' interim (1xx) responses on to `sink`.
+    pub fn forward_interim_to(&mut self, sink: InterimSink) {
+        self.interim = Some(sink);
     }
 
     fn refuse(error: WasiHttpError) -> SendFuture {
@@ -83,7 +92,7 @@ impl WasiHttpHooks for Outbound {
 
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
@@ -117,6 +126,9 @@ impl WasiHttpHooks for Outbound {
             backend: Arc::clone(&backend.name),
             metrics: Arc::clone(&context.metrics),
         };
+        if let Some(sink) = &self.interim {
+            request.extensions_mut().insert(sink.clone());
+        }
         let context = context.clone();
         let in_flight = Arc::clone(&self.in_flight);
         let timeouts = Timeouts::new(&backend.spec, options);

@@ -1352,7 +1352,8 @@ impl HttpCache {
 }
 
 /// `http::request::Parts` is not `Clone` (its extensions need not be); the
-/// cache needs only the method, URI, version and headers.
+/// cache needs only the method, URI, version and headers, and where the
+/// origin's interim responses go.
 pub(crate) fn clone_parts(parts: &RequestParts) -> RequestParts {
     let (mut clone, ()) = Request::builder()
         .method(parts.method.clone())
@@ -1362,6 +1363,9 @@ pub(crate) fn clone_parts(parts: &RequestParts) -> RequestParts {
         .map(Request::into_parts)
         .unwrap_or_else(|_| Request::new(()).into_parts());
     clone.headers = parts.headers.clone();
+    if let Some(interim) = parts.extensions.get::<crate::interim::InterimSink>() {
+        clone.extensions.insert(interim.clone());
+    }
     clone
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use edge_config::HttpLimits;
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 
 use super::pipeline;
 use crate::admission::TenantConnection;
+use crate::interim::{InterimChannel, InterimIo, InterimSink};
 use crate::metrics::OpenConnection;
 use crate::node::NodeInner;
 
@@ -172,7 +174,7 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeInner>, shutdown: watch:
         node,
         shutdown,
         false,
-        |stream, _node| async move { Some((TokioIo::new(stream), None)) },
+        |stream, _node| async move { Some((stream, None)) },
     )
     .await;
 }
@@ -190,7 +192,7 @@ pub async fn serve_tls(
         match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => {
                 let server_name = stream.get_ref().1.server_name().map(str::to_string);
-                Some((TokioIo::new(stream), server_name))
+                Some((stream, server_name))
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
@@ -243,7 +245,7 @@ async fn accept_loop<S, F, Io>(
     secure: S,
 ) where
     S: Fn(TcpStream, Arc<NodeInner>) -> F + Send + Sync + 'static,
-    F: Future<Output = Option<(TokioIo<Io>, Option<String>)>> + Send + 'static,
+    F: Future<Output = Option<(Io, Option<String>)>> + Send + 'static,
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let builder = Arc::new(connection_builder(&node.http_limits));
@@ -296,6 +298,8 @@ async fn accept_loop<S, F, Io>(
             let Some((io, server_name)) = secure(stream, Arc::clone(&node)).await else {
                 return;
             };
+            let interim = Arc::new(InterimChannel::default());
+            let io = TokioIo::new(InterimIo::new(io, Arc::clone(&interim)));
             let first_request = Duration::from_millis(node.http_limits.header_read_timeout_ms);
             let idle = Duration::from_millis(node.http_limits.keep_alive_idle_ms);
             let activity = Arc::new(ConnectionActivity::new());
@@ -304,10 +308,11 @@ async fn accept_loop<S, F, Io>(
             let tenant_connection = tenant_connection.ok().flatten().map(Arc::new);
             let metrics_node = Arc::clone(&node);
             let service_activity = Arc::clone(&activity);
-            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 let node = Arc::clone(&node);
                 let tenant_connection = tenant_connection.clone();
                 let in_flight = service_activity.request_started();
+                let interim = Arc::clone(&interim);
                 counted.request(request.version());
                 async move {
                     let _in_flight = in_flight;
@@ -315,6 +320,17 @@ async fn accept_loop<S, F, Io>(
                         drop(request);
                         _in_flight.closing();
                         return Ok(refuse_connection(&node));
+                    }
+                    // HTTP/1.1 only: HTTP/1.0 clients must get no 1xx, and
+                    // h2 cannot send one.
+                    let http11 = request.version() == http::Version::HTTP_11;
+                    let sink = if http11 {
+                        InterimSink::open(&interim).await
+                    } else {
+                        None
+                    };
+                    if let Some(sink) = &sink {
+                        request.extensions_mut().insert(sink.clone());
                     }
                     // Boxed: hyper spawns a task per HTTP/2 stream, and moving
                     // the pipeline's large future into it copied kilobytes
@@ -325,6 +341,13 @@ async fn accept_loop<S, F, Io>(
                         tenant_connection.as_deref().map(TenantConnection::tenant),
                     ))
                     .await;
+                    if let Some(sink) = sink {
+                        sink.close().await;
+                    }
+                    if http11 {
+                        response = response
+                            .map(|body| InterimSink::track_end(&interim, body).boxed_unsync());
+                    }
                     // Tells clients HTTP/3 is on the same port.
                     if advertise_h3
                         && let Some(alt_svc) = node.tls.as_ref().and_then(|tls| tls.alt_svc.get())

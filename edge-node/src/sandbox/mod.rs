@@ -174,6 +174,9 @@ impl Sandbox {
             GuestState::new(identity, capabilities, limits, Arc::clone(&cpu)),
         );
         store.limiter(|state| &mut state.limiter);
+        if let Some(sink) = request.extensions().get::<crate::interim::InterimSink>() {
+            store.data_mut().outbound.forward_interim_to(sink.clone());
+        }
         let turn = self
             .turns
             .as_ref()

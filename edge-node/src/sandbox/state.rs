@@ -48,7 +48,7 @@ pub struct GuestState {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    outbound: Outbound,
+    pub(crate) outbound: Outbound,
     pub(crate) cache: Option<GuestCache>,
     pub(crate) limiter: GuestLimiter,
     pub(crate) cpu: Arc<CpuAccount>,
