@@ -46,6 +46,12 @@ pub struct BackendSpec {
     /// own config file, or a control-plane tenant the admin allowed to.
     #[serde(default)]
     pub allow_private_addresses: bool,
+    /// Whether the origin's interim responses (`103 Early Hints`) go on to
+    /// the client of the request that reached it (HTTP/1.1 clients). Off
+    /// for a backend whose hints are not the client's to see, an internal
+    /// API called on the side.
+    #[serde(default = "default_forward_interim_responses")]
+    pub forward_interim_responses: bool,
 }
 
 /// Certificate verification for an https origin.
@@ -71,6 +77,9 @@ pub enum BackendCache {
     Off,
 }
 
+fn default_forward_interim_responses() -> bool {
+    true
+}
 fn default_connect_timeout_ms() -> u64 {
     DEFAULT_CONNECT_TIMEOUT_MS
 }
@@ -93,6 +102,7 @@ impl BackendSpec {
             tls: BackendTls::default(),
             cache: BackendCache::Http,
             allow_private_addresses: false,
+            forward_interim_responses: true,
         }
     }
 

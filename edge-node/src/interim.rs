@@ -123,8 +123,9 @@ impl InterimSink {
     }
 
     /// Queues an origin's interim response for the client (its fields
-    /// without the hop-by-hop ones), if it is one to pass on and the
-    /// request may still send one.
+    /// without the hop-by-hop ones; `Content-Length` too, which a 1xx must
+    /// not carry, RFC 9110 8.6), if it is one to pass on and the request
+    /// may still send one.
     pub fn forward(&self, status: StatusCode, headers: &HeaderMap) {
         if !status.is_informational()
             || status == StatusCode::CONTINUE
@@ -132,16 +133,16 @@ impl InterimSink {
         {
             return;
         }
-        let Some(head) = serialize(status, headers) else {
-            tracing::debug!(%status, "interim response too large to pass on");
-            return;
-        };
         let mut state = self.channel.state();
         if state.accepting != Some(self.request)
             || state.forwarded >= MAX_INTERIM_RESPONSES_PER_REQUEST
         {
             return;
         }
+        let Some(head) = serialize(status, headers) else {
+            tracing::debug!(%status, "interim response too large to pass on");
+            return;
+        };
         state.forwarded += 1;
         state.queue.push_back(head);
         self.channel.pending.store(true, Ordering::Release);
@@ -204,6 +205,9 @@ fn serialize(status: StatusCode, headers: &HeaderMap) -> Option<Bytes> {
     head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
     for (name, value) in headers {
+        if name == http::header::CONTENT_LENGTH {
+            continue;
+        }
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());

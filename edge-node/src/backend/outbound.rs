@@ -126,7 +126,9 @@ impl WasiHttpHooks for Outbound {
             backend: Arc::clone(&backend.name),
             metrics: Arc::clone(&context.metrics),
         };
-        if let Some(sink) = &self.interim {
+        if let Some(sink) = &self.interim
+            && backend.spec.forward_interim_responses
+        {
             request.extensions_mut().insert(sink.clone());
         }
         let context = context.clone();

@@ -866,7 +866,8 @@ impl HttpCache {
                 }
                 Lookup::Stale(stale)
                     if stale.stored.staleness(now) <= stale.stored.stale.while_revalidate
-                        && !stale.stored.stale.while_revalidate.is_zero() =>
+                        && !stale.stored.stale.while_revalidate.is_zero()
+                        && policy::request_accepts_stale(&parts.headers) =>
                 {
                     self.revalidate_in_background(&key, &stale, &parts, origin, timeouts);
                     self.count(Outcome::Stale);
@@ -981,19 +982,32 @@ impl HttpCache {
         timeouts: Timeouts,
     ) -> Result<Response<WasiBody>, WasiHttpError> {
         let outgoing = match &stale {
-            Some(stale) => clone_parts(&stale.revalidation),
+            Some(stale) => {
+                // The crate builds the revalidation without the request's
+                // extensions: where its interim responses go is put back.
+                let mut outgoing = clone_parts(&stale.revalidation);
+                if let Some(sink) = request.extensions.get::<crate::interim::InterimSink>() {
+                    outgoing.extensions.insert(sink.clone());
+                }
+                outgoing
+            }
             None => clone_parts(&request),
         };
         let result = origin
             .send(Request::from_parts(outgoing, body), timeouts)
             .await;
         let now = SystemTime::now();
-        fn serve_stale_on_error(stale: &Option<Stale>, now: SystemTime) -> Option<&Stale> {
-            stale.as_ref().filter(|s| {
-                !s.stored.stale.if_error.is_zero()
-                    && s.stored.staleness(now) <= s.stored.stale.if_error
-            })
-        }
+        let accepts_stale = policy::request_accepts_stale(&request.headers);
+        let serve_stale_on_error = |stale: &Option<Stale>, now: SystemTime| -> Option<Stale> {
+            stale
+                .as_ref()
+                .filter(|s| {
+                    accepts_stale
+                        && !s.stored.stale.if_error.is_zero()
+                        && s.stored.staleness(now) <= s.stored.stale.if_error
+                })
+                .cloned()
+        };
         let served_stale = |stale: &Stale, fwd_status: Option<u16>| {
             self.count(Outcome::Stale);
             self.count_bytes("served", stale.stored.body.len());
@@ -1006,17 +1020,19 @@ impl HttpCache {
         };
         let response = match result {
             Err(error) => {
-                if let Some(stale) = serve_stale_on_error(&stale, now) {
-                    return Ok(served_stale(stale, None));
+                if policy::is_origin_failure(&error)
+                    && let Some(stale) = serve_stale_on_error(&stale, now)
+                {
+                    return Ok(served_stale(&stale, None));
                 }
                 return Err(error);
             }
             Ok(response) => response,
         };
-        if response.status().is_server_error()
+        if policy::is_error_status(response.status())
             && let Some(stale) = serve_stale_on_error(&stale, now)
         {
-            return Ok(served_stale(stale, Some(response.status().as_u16())));
+            return Ok(served_stale(&stale, Some(response.status().as_u16())));
         }
 
         if let Some(stale) = &stale
@@ -1085,12 +1101,12 @@ impl HttpCache {
                     bytes.clone(),
                     self.default_stale_if_error,
                 );
+                let ttl = stored.ttl(now);
                 let status = CacheStatus {
-                    stored: true,
-                    ttl: Some(stored.ttl(now)),
+                    stored: self.store(&key, request, stored),
+                    ttl: Some(ttl),
                     ..CacheStatus::forward("miss")
                 };
-                self.store(&key, request, stored);
                 self.count(Outcome::Miss);
                 drop(guard);
                 Ok(marked(Response::from_parts(parts, full(bytes)), status))
@@ -1148,11 +1164,12 @@ impl HttpCache {
     }
 
     /// Stores `stored` as the variant `request` selects, keeping the others.
-    /// Not stored if its tenant has all the surrogate keys it may.
-    fn store(&self, key: &CacheKey, request: &RequestParts, stored: StoredResponse) {
+    /// Not stored if its tenant has all the surrogate keys it may. Returns
+    /// whether it was stored.
+    fn store(&self, key: &CacheKey, request: &RequestParts, stored: StoredResponse) -> bool {
         if self.tags.index(key, &stored.surrogate_keys).is_err() {
             tracing::debug!(namespace = %key.namespace, "response not stored: the tenant has all the surrogate keys it may");
-            return;
+            return false;
         }
         self.count_bytes("stored", stored.body.len());
         let stored = Arc::new(stored);
@@ -1175,6 +1192,7 @@ impl HttpCache {
             Op::Put(slot)
         });
         self.index_written(key, written.as_deref());
+        true
     }
 
     /// After a write at `key`: the written slot's tags are indexed again,
@@ -1224,10 +1242,10 @@ impl HttpCache {
             kind: KeyKind::Front,
             ..origin.clone()
         };
-        [origin, front]
-            .iter()
-            .map(|key| self.purge_variants(key, mode, Purged::All))
-            .sum()
+        // A guest's stored response is only ever served fresh (else the
+        // guest runs): soft-purged, it would only take space.
+        self.purge_variants(&origin, mode, Purged::All)
+            + self.purge_variants(&front, PurgeMode::Hard, Purged::All)
     }
 
     /// Purges every response and guest entry of `namespace` tagged with
@@ -1247,7 +1265,14 @@ impl HttpCache {
             return 0;
         };
         keys.iter()
-            .map(|key| self.purge_variants(key, mode, Purged::Tagged(surrogate_key)))
+            .map(|key| {
+                let mode = if key.kind == KeyKind::Http {
+                    mode
+                } else {
+                    PurgeMode::Hard
+                };
+                self.purge_variants(key, mode, Purged::Tagged(surrogate_key))
+            })
             .sum()
     }
 

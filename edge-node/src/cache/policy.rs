@@ -90,13 +90,82 @@ impl StaleAllowance {
     }
 }
 
+/// A field value as text, its non-ASCII bytes (obs-text, legal in a quoted
+/// value) as `?`: a line with one must still be read, or a `private` or
+/// `no-store` beside it would be lost.
+fn readable(value: &HeaderValue) -> String {
+    value
+        .as_bytes()
+        .iter()
+        .map(|&byte| {
+            if byte.is_ascii() {
+                char::from(byte)
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Whether a request lets a stale response answer it (RFC 9111 5.2.1): not
+/// when it asks for validation (`no-cache`, `Pragma: no-cache`), nor when
+/// it bounds the age or remaining freshness it accepts (`max-age`,
+/// `min-fresh`) without also accepting staleness (`max-stale`).
+pub fn request_accepts_stale(request_headers: &HeaderMap) -> bool {
+    let directives = cache_control(request_headers);
+    let has = |wanted: &str| directives.iter().any(|(name, _)| name == wanted);
+    let pragma_no_cache = request_headers
+        .get_all(header::PRAGMA)
+        .iter()
+        .any(|value| readable(value).to_ascii_lowercase().contains("no-cache"));
+    if has("no-cache") || pragma_no_cache {
+        return false;
+    }
+    has("max-stale") || !(has("max-age") || has("min-fresh"))
+}
+
+/// RFC 5861 4: the origin failed in a way `stale-if-error` covers: a 500,
+/// 502, 503 or 504.
+pub fn is_error_status(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+/// RFC 5861 4: the origin could not be reached or did not answer (what a
+/// gateway answers 502 or 504 for), as opposed to a request the node or
+/// its policy refused.
+pub fn is_origin_failure(error: &wasmtime_wasi_http::Error) -> bool {
+    use wasmtime_wasi_http::Error as E;
+    matches!(
+        error,
+        E::Hyper(_)
+            | E::Connect(_)
+            | E::Tls(_)
+            | E::DnsTimeout
+            | E::DnsError { .. }
+            | E::DestinationNotFound
+            | E::DestinationUnavailable
+            | E::DestinationIpUnroutable
+            | E::ConnectionRefused
+            | E::ConnectionTerminated
+            | E::ConnectionTimeout
+            | E::ConnectionReadTimeout
+            | E::ConnectionWriteTimeout
+            | E::TlsProtocolError
+            | E::TlsCertificateError
+            | E::TlsAlertReceived { .. }
+            | E::HttpResponseIncomplete
+            | E::HttpResponseTimeout
+            | E::HttpProtocolError
+    )
+}
+
 /// `Cache-Control` directives, lowercase, with their unquoted values.
 fn cache_control(headers: &HeaderMap) -> Vec<(String, Option<String>)> {
     headers
         .get_all(header::CACHE_CONTROL)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .map(readable)
+        .flat_map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
         .filter_map(|directive| {
             let directive = directive.trim();
             if directive.is_empty() {
@@ -137,8 +206,8 @@ pub fn policy_view(headers: &HeaderMap) -> HeaderMap {
     let lowered: Vec<HeaderValue> = view
         .get_all(header::CACHE_CONTROL)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .filter_map(|value| HeaderValue::from_str(&lowercase_directive_names(value)).ok())
+        .map(readable)
+        .filter_map(|value| HeaderValue::from_str(&lowercase_directive_names(&value)).ok())
         .collect();
     view.remove(header::CACHE_CONTROL);
     for value in lowered {
@@ -341,6 +410,26 @@ mod tests {
             );
         }
         map
+    }
+
+    /// A line with obs-text in a quoted value is still read: its `private`
+    /// must not be lost, nor `must-revalidate` beside it.
+    #[test]
+    fn a_cache_control_line_with_non_ascii_bytes_is_still_read() {
+        let mut received = HeaderMap::new();
+        received.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_bytes(b"Private, Must-Revalidate, x=\"\xc3\xa9\"").expect("obs-text"),
+        );
+        let view = policy_view(&received);
+        let line = view.get(header::CACHE_CONTROL).expect("kept");
+        assert!(
+            line.to_str()
+                .expect("readable")
+                .starts_with("private, must-revalidate")
+        );
+        let allowance = StaleAllowance::from_headers(&received, Duration::from_secs(60));
+        assert_eq!(allowance, StaleAllowance::default());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! by surrogate key reach them like any other.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::request::Parts as RequestParts;
@@ -94,15 +94,15 @@ impl HttpCache {
         if !policy::may_store(&policy, &view.headers, now) {
             return not_stored;
         }
-        let stored =
-            StoredResponse::new(policy, status, headers, body, self.default_stale_if_error);
-        let done = CacheStatus {
-            stored: true,
-            ttl: Some(stored.ttl(now)),
+        // Never served stale (the guest runs instead): no stale-if-error
+        // default to keep it for.
+        let stored = StoredResponse::new(policy, status, headers, body, Duration::ZERO);
+        let ttl = stored.ttl(now);
+        CacheStatus {
+            stored: self.store(&CacheKey::front(namespace, url), request, stored),
+            ttl: Some(ttl),
             ..not_stored
-        };
-        self.store(&CacheKey::front(namespace, url), request, stored);
-        done
+        }
     }
 
     /// What a guest's response through the edge cache tells its client:
@@ -164,7 +164,7 @@ mod tests {
             StatusCode::OK,
             &public_headers(),
             Bytes::from_static(b"origin"),
-            std::time::Duration::ZERO,
+            Duration::ZERO,
         );
         cache.store(&CacheKey::http(&namespace, url), &request, stored);
         assert!(

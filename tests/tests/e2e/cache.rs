@@ -929,6 +929,19 @@ async fn a_failing_origin_gets_stale_served_but_never_past_revalidation_directiv
     }
     let strict = get(strict_node.addr, "proxy.test", "/default").await;
     assert_eq!(strict.status, 503, "no platform default");
+    // A client that asks for validation, or for an age bound, gets no
+    // stale response (RFC 9111 5.2.1), unless it accepts one (max-stale).
+    for directive in ["no-cache", "max-age=0", "min-fresh=5"] {
+        let reply = get_with(&node, "/default", &[("cache-control", directive)]).await;
+        assert_eq!(reply.status, 503, "{directive}");
+    }
+    let reply = get_with(
+        &node,
+        "/default",
+        &[("cache-control", "max-age=0, max-stale")],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
 
     // No answer within the backend's first-byte timeout.
     mode.store(HANGING, Ordering::SeqCst);
@@ -1061,7 +1074,8 @@ async fn hinting_origin(
                     if path.starts_with("/hinted") {
                         let hints = "HTTP/1.1 103 Early Hints\r\n\
                                      link: </style.css>; rel=preload; as=style\r\n\
-                                     connection: x-hop\r\nx-hop: 1\r\n\r\n";
+                                     connection: x-hop\r\nx-hop: 1\r\n\
+                                     content-length: 0\r\n\r\n";
                         if stream.write_all(hints.as_bytes()).await.is_err() {
                             return;
                         }
@@ -1134,9 +1148,13 @@ async fn an_origins_early_hints_reach_an_http11_client_before_the_response() {
     let (origin, seen) = hinting_origin(Arc::clone(&release)).await;
     let mut backend = edge_config::BackendSpec::new(format!("http://{origin}"));
     backend.allow_private_addresses = true;
+    let mut quiet = backend.clone();
+    quiet.forward_interim_responses = false;
     let node = TestNode::start(vec![
         TestService::new("proxy", "proxy.test", rust_guest("caching-proxy"))
             .backend("origin", backend),
+        TestService::new("quiet", "quiet.test", rust_guest("caching-proxy"))
+            .backend("origin", quiet),
     ])
     .await;
 
@@ -1156,6 +1174,7 @@ async fn an_origins_early_hints_reach_an_http11_client_before_the_response() {
         "{hints}"
     );
     assert!(!hints.contains("x-hop"), "hop-by-hop fields stay: {hints}");
+    assert!(!hints.contains("content-length"), "a 1xx has none: {hints}");
     release.notify_one();
     let text = read_until(&mut client, hints, has_whole_response).await;
     let page = text.find("HTTP/1.1 200 OK\r\n").expect(&text);
@@ -1203,6 +1222,14 @@ async fn an_origins_early_hints_reach_an_http11_client_before_the_response() {
     .await;
     assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
     assert!(!text.contains(" 103 "), "{text}");
+    // A backend whose hints are not for clients.
+    let (text, _) = edge_tests::client::raw(
+        node.addr,
+        b"GET /hinted-quiet HTTP/1.1\r\nhost: quiet.test\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     // HTTP/2 cannot carry one: the response alone.
     let reply = send(
         node.addr,
