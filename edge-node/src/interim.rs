@@ -106,7 +106,10 @@ impl InterimSink {
     /// that task is woken to write. `None` while an earlier response is
     /// still being written.
     pub async fn open(channel: &Arc<InterimChannel>) -> Option<Self> {
-        let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+        std::future::poll_fn(|cx| Poll::Ready(Self::open_for(channel, cx.waker()))).await
+    }
+
+    fn open_for(channel: &Arc<InterimChannel>, connection: &Waker) -> Option<Self> {
         let mut state = channel.state();
         let request = state.requests;
         state.requests += 1;
@@ -115,7 +118,13 @@ impl InterimSink {
         }
         state.accepting = Some(request);
         state.forwarded = 0;
-        state.connection = Some(waker);
+        if !state
+            .connection
+            .as_ref()
+            .is_some_and(|known| known.will_wake(connection))
+        {
+            state.connection = Some(connection.clone());
+        }
         Some(Self {
             channel: Arc::clone(channel),
             request,

@@ -17,6 +17,7 @@
 
 pub mod guest_api;
 pub mod policy;
+pub mod purge_log;
 pub mod responses;
 pub mod tags;
 
@@ -41,6 +42,7 @@ use wasmtime_wasi_http::{Error as WasiHttpError, WasiBody};
 use crate::backend::{Backend, Origin, Timeouts};
 use crate::metrics::Metrics;
 use policy::StaleAllowance;
+use purge_log::PurgeLog;
 use tags::{TagIndex, TagsFull};
 
 /// A stored response that can be revalidated is kept this long past the end
@@ -691,6 +693,8 @@ pub struct HttpCache {
     status_name: String,
     /// `cache.default_stale_if_error_secs`.
     default_stale_if_error: Duration,
+    /// The purges applied lately, for fills that started before them.
+    purges: PurgeLog,
     metrics: Arc<Metrics>,
 }
 
@@ -758,6 +762,7 @@ impl HttpCache {
             max_object_bytes: usize::try_from(limits.max_object_bytes).unwrap_or(usize::MAX),
             status_name: limits.status_name.clone(),
             default_stale_if_error: Duration::from_secs(limits.default_stale_if_error_secs),
+            purges: PurgeLog::default(),
             metrics,
         }
     }
@@ -993,6 +998,7 @@ impl HttpCache {
             }
             None => clone_parts(&request),
         };
+        let position = self.purges.position();
         let result = origin
             .send(Request::from_parts(outgoing, body), timeouts)
             .await;
@@ -1051,7 +1057,7 @@ impl HttpCache {
                     ..CacheStatus::forward("stale")
                 };
                 let served = marked(refreshed.serve(now), status);
-                self.store(&key, &request, refreshed);
+                self.store(&key, &request, refreshed, Some(position));
                 self.count(Outcome::Revalidated);
                 self.count_bytes("served", stale.stored.body.len());
                 drop(guard);
@@ -1065,20 +1071,25 @@ impl HttpCache {
                 let response = origin
                     .send(Request::from_parts(plain, body), timeouts)
                     .await?;
-                return self.keep_or_pass(key, guard, &request, response, now).await;
+                return self
+                    .keep_or_pass(key, guard, &request, response, position, now)
+                    .await;
             }
         }
-        self.keep_or_pass(key, guard, &request, response, now).await
+        self.keep_or_pass(key, guard, &request, response, position, now)
+            .await
     }
 
     /// Stores the origin's `response` when it may be stored, and returns it
     /// for the client, without the edge's own cache directives.
+    /// `position` is where the purge log stood when the request was sent.
     async fn keep_or_pass(
         &self,
         key: CacheKey,
         guard: Option<FillGuard>,
         request: &RequestParts,
         response: Response<WasiBody>,
+        position: u64,
         now: SystemTime,
     ) -> Result<Response<WasiBody>, WasiHttpError> {
         let (mut parts, body) = response.into_parts();
@@ -1103,7 +1114,7 @@ impl HttpCache {
                 );
                 let ttl = stored.ttl(now);
                 let status = CacheStatus {
-                    stored: self.store(&key, request, stored),
+                    stored: self.store(&key, request, stored, Some(position)),
                     ttl: Some(ttl),
                     ..CacheStatus::forward("miss")
                 };
@@ -1164,9 +1175,28 @@ impl HttpCache {
     }
 
     /// Stores `stored` as the variant `request` selects, keeping the others.
-    /// Not stored if its tenant has all the surrogate keys it may. Returns
-    /// whether it was stored.
-    fn store(&self, key: &CacheKey, request: &RequestParts, stored: StoredResponse) -> bool {
+    /// Not stored if its tenant has all the surrogate keys it may, nor if a
+    /// purge that reaches it was applied after `fetched_at` (the purge log's
+    /// position when its request was sent; soft purges store it stale).
+    /// Returns whether it was stored.
+    fn store(
+        &self,
+        key: &CacheKey,
+        request: &RequestParts,
+        mut stored: StoredResponse,
+        fetched_at: Option<u64>,
+    ) -> bool {
+        let purged = fetched_at.and_then(|at| self.purges.since(at, key, &stored.surrogate_keys));
+        match purged {
+            Some(PurgeMode::Soft) if key.kind == KeyKind::Http => {
+                stored = stored.soft_purged(SystemTime::now());
+            }
+            Some(_) => {
+                tracing::debug!(namespace = %key.namespace, "response not stored: purged while it was fetched");
+                return false;
+            }
+            None => {}
+        }
         if self.tags.index(key, &stored.surrogate_keys).is_err() {
             tracing::debug!(namespace = %key.namespace, "response not stored: the tenant has all the surrogate keys it may");
             return false;
@@ -1242,6 +1272,9 @@ impl HttpCache {
             kind: KeyKind::Front,
             ..origin.clone()
         };
+        // Recorded first: a fill that stores between this and the purge
+        // below sees it.
+        self.purges.record_url(&origin, mode);
         // A guest's stored response is only ever served fresh (else the
         // guest runs): soft-purged, it would only take space.
         self.purge_variants(&origin, mode, Purged::All)
@@ -1256,6 +1289,7 @@ impl HttpCache {
         surrogate_key: &str,
         mode: PurgeMode,
     ) -> usize {
+        self.purges.record_tag(namespace, surrogate_key, mode);
         let keys = match mode {
             PurgeMode::Hard => self.tags.take(namespace, surrogate_key),
             // The entries keep their tags, and so stay in the index.
@@ -1330,6 +1364,7 @@ impl HttpCache {
     /// Drops everything: for a node that missed purges it can no longer
     /// replay.
     pub fn purge_all(&self) {
+        self.purges.record_everything();
         self.entries.invalidate_all();
         self.tags.clear();
     }

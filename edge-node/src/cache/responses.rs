@@ -73,8 +73,16 @@ impl HttpCache {
         self.entries.invalidate(&CacheKey::front(namespace, url));
     }
 
-    /// Stores a guest's response if its headers allow a shared cache to.
-    /// Returns what the cache did, for [`HttpCache::mark_for_client`].
+    /// Where the purge log stands: taken before a guest runs, so that a
+    /// response it made before a purge is not stored after it.
+    pub fn purge_position(&self) -> u64 {
+        self.purges.position()
+    }
+
+    /// Stores a guest's response if its headers allow a shared cache to
+    /// and no purge reached it since `purge_position`. Returns what the
+    /// cache did, for [`HttpCache::mark_for_client`].
+    #[allow(clippy::too_many_arguments)]
     pub fn store_guest_response(
         &self,
         namespace: &Arc<str>,
@@ -83,6 +91,7 @@ impl HttpCache {
         status: StatusCode,
         headers: &HeaderMap,
         body: Bytes,
+        purge_position: u64,
     ) -> CacheStatus {
         let not_stored = CacheStatus::forward("miss");
         if body.len() > self.max_object_bytes {
@@ -99,7 +108,12 @@ impl HttpCache {
         let stored = StoredResponse::new(policy, status, headers, body, Duration::ZERO);
         let ttl = stored.ttl(now);
         CacheStatus {
-            stored: self.store(&CacheKey::front(namespace, url), request, stored),
+            stored: self.store(
+                &CacheKey::front(namespace, url),
+                request,
+                stored,
+                Some(purge_position),
+            ),
             ttl: Some(ttl),
             ..not_stored
         }
@@ -166,7 +180,7 @@ mod tests {
             Bytes::from_static(b"origin"),
             Duration::ZERO,
         );
-        cache.store(&CacheKey::http(&namespace, url), &request, stored);
+        cache.store(&CacheKey::http(&namespace, url), &request, stored, None);
         assert!(
             cache
                 .stored_guest_response(&namespace, url, &request)
@@ -181,6 +195,7 @@ mod tests {
             StatusCode::OK,
             &public_headers(),
             Bytes::from_static(b"guest"),
+            cache.purge_position(),
         );
         assert!(status.stored);
         assert!(

@@ -334,6 +334,7 @@ where
         }
     }
     let stored_request = url.as_ref().map(|_| crate::cache::clone_parts(&parts));
+    let purge_position = front.map(|front| front.cache.purge_position());
     let request = Request::from_parts(parts, body);
 
     let component = node.modules.get(service.module).await.map_err(|error| {
@@ -378,9 +379,10 @@ where
         )),
         Ok(response) => {
             let response = check_response_head(&node.http_limits, response)?;
-            let response = match (front, url, stored_request) {
-                (Some(front), Some(url), Some(request)) => {
-                    Box::pin(keep_cacheable(front, &url, &request, response)).await?
+            let response = match (front, url, stored_request, purge_position) {
+                (Some(front), Some(url), Some(request), Some(position)) => {
+                    let kept = keep_cacheable(front, &url, &request, response, position);
+                    Box::pin(kept).await?
                 }
                 _ => response,
             };
@@ -393,11 +395,13 @@ where
 /// Stores a guest's response in the edge cache when its headers allow it
 /// (collecting its body first, which is small and of known length), and
 /// drops what is stored for the URL after a successful unsafe request.
+/// `purge_position` is the purge log's, taken before the guest ran.
 async fn keep_cacheable(
     front: &crate::cache::guest_api::GuestCache,
     url: &str,
     request: &http::request::Parts,
     response: Response<HyperOutgoingBody>,
+    purge_position: u64,
 ) -> Result<Response<HyperOutgoingBody>, EdgeError> {
     use crate::cache::CacheStatus;
     use http_body_util::BodyExt;
@@ -429,6 +433,7 @@ async fn keep_cacheable(
         parts.status,
         &parts.headers,
         bytes.clone(),
+        purge_position,
     );
     cache.mark_for_client(&mut parts.headers, &status);
     let body = http_body_util::Full::new(bytes)

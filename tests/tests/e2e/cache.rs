@@ -1240,3 +1240,55 @@ async fn an_origins_early_hints_reach_an_http11_client_before_the_response() {
     assert_eq!((reply.status, reply.text().as_str()), (200, "/hinted-h2"));
     node.shutdown().await;
 }
+
+/// A purge applied while a fill is at the origin keeps what the fill
+/// brings back out of the cache (the client still gets it): it may be the
+/// very content the purge was for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_during_a_fill_keeps_the_fetched_response_out_of_the_cache() {
+    let origin = TestOrigin::start(|seen, n| {
+        let answer = Answer::ok(format!("{} {n}", seen.path))
+            .header("cache-control", "max-age=300")
+            .header("surrogate-key", "slow");
+        if n == 1 {
+            answer.delay(Duration::from_millis(500))
+        } else {
+            answer
+        }
+    })
+    .await;
+    let node = proxy_node(&origin).await;
+    let cache = node.node().cache();
+    for path in ["/by-url", "/by-tag"] {
+        let addr = node.addr;
+        let fill = tokio::spawn(async move { get(addr, "proxy.test", path).await.text() });
+        let started = std::time::Instant::now();
+        while origin.count(path) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the fill never reached the origin"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if path == "/by-url" {
+            cache.purge_url("proxy", &format!("{}{path}", origin.url()), PurgeMode::Hard);
+        } else {
+            cache.purge_surrogate_key("proxy", "slow", PurgeMode::Hard);
+        }
+        assert_eq!(
+            fill.await.expect("fill"),
+            format!("{path} 1"),
+            "the client gets it"
+        );
+        assert_eq!(
+            get(node.addr, "proxy.test", path).await.text(),
+            format!("{path} 2"),
+            "not stored: fetched again"
+        );
+        assert_eq!(
+            get(node.addr, "proxy.test", path).await.text(),
+            format!("{path} 2")
+        );
+    }
+    node.shutdown().await;
+}
