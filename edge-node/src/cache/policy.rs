@@ -193,7 +193,10 @@ fn cache_control(headers: &HeaderMap) -> Vec<(String, Option<String>)> {
 /// - RFC 9111 5.3: an `Expires` that is not an HTTP date means "already
 ///   expired"; the crate's parser accepts some that are not (extra spaces),
 ///   so one that `httpdate` does not read becomes `0`.
-/// - RFC 9111 5.1: an `Age` that is not a plain number is ignored.
+/// - RFC 9111 5.1: an `Age` that is not one plain number is ignored (so are
+///   several `Age` lines: it is a singleton field), and one too large to
+///   represent is 2^31 (section 1.2.2), where the crate's parser would
+///   fail and read it as 0, fresh.
 pub fn policy_view(headers: &HeaderMap) -> HeaderMap {
     let mut view = headers.clone();
     let targeted = [CDN_CACHE_CONTROL, SURROGATE_CONTROL]
@@ -220,13 +223,25 @@ pub fn policy_view(headers: &HeaderMap) -> HeaderMap {
     {
         view.insert(header::EXPIRES, HeaderValue::from_static("0"));
     }
-    if let Some(age) = view.get(header::AGE)
-        && !age.as_bytes().iter().all(u8::is_ascii_digit)
-    {
-        view.remove(header::AGE);
+    let ages = view.get_all(header::AGE).iter().count();
+    if let Some(age) = view.get(header::AGE) {
+        let digits = age.as_bytes();
+        if ages > 1 || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            view.remove(header::AGE);
+        } else if age
+            .to_str()
+            .ok()
+            .and_then(|a| a.parse::<u32>().ok())
+            .is_none()
+        {
+            view.insert(header::AGE, HeaderValue::from_static(MAX_DELTA_SECONDS));
+        }
     }
     view
 }
+
+/// RFC 9111 1.2.2: a delta-seconds too large to represent counts as 2^31.
+const MAX_DELTA_SECONDS: &str = "2147483648";
 
 /// RFC 9213 and its predecessor: cache directives meant for the edge alone.
 pub const CDN_CACHE_CONTROL: header::HeaderName =
@@ -410,6 +425,34 @@ mod tests {
             );
         }
         map
+    }
+
+    #[test]
+    fn an_age_is_one_plain_number_and_an_overflowing_one_is_two_to_the_31() {
+        let age = |values: &[&str]| {
+            let mut received = HeaderMap::new();
+            for value in values {
+                received.append(header::AGE, HeaderValue::from_str(value).expect("value"));
+            }
+            let view = policy_view(&received);
+            view.get(header::AGE)
+                .map(|v| v.to_str().expect("text").to_string())
+        };
+        assert_eq!(age(&["120"]).as_deref(), Some("120"));
+        for ignored in [
+            &["1000, 2"][..],
+            &["-5"],
+            &["7.5"],
+            &["12a"],
+            &[""],
+            &["1", "2"],
+        ] {
+            assert_eq!(age(ignored), None, "{ignored:?}");
+        }
+        assert_eq!(
+            age(&["99999999999999999999999"]).as_deref(),
+            Some(MAX_DELTA_SECONDS)
+        );
     }
 
     /// A line with obs-text in a quoted value is still read: its `private`

@@ -693,7 +693,8 @@ async fn cdn_cache_control_overrides_cache_control_for_the_edge_and_stays_there(
 }
 
 /// RFC 9111 5.3 and 5.1: an `Expires` that is not an HTTP date means the
-/// response is already stale; an `Age` that is not a number is ignored.
+/// response is already stale; an `Age` that is not a number is ignored,
+/// and one too large to represent is 2^31 seconds (1.2.2): stale.
 #[tokio::test]
 async fn a_malformed_expires_is_stale_and_a_malformed_age_is_ignored() {
     let origin = TestOrigin::start(|seen, n| {
@@ -703,6 +704,9 @@ async fn a_malformed_expires_is_stale_and_a_malformed_age_is_ignored() {
             "/age" => answer
                 .header("cache-control", "max-age=60")
                 .header("age", "1000, 2"),
+            "/huge-age" => answer
+                .header("cache-control", "max-age=60")
+                .header("age", "99999999999999999999999"),
             _ => answer,
         }
     })
@@ -711,7 +715,9 @@ async fn a_malformed_expires_is_stale_and_a_malformed_age_is_ignored() {
     for _ in 0..2 {
         assert_eq!(get(node.addr, "proxy.test", "/expires").await.status, 200);
         assert_eq!(get(node.addr, "proxy.test", "/age").await.status, 200);
+        assert_eq!(get(node.addr, "proxy.test", "/huge-age").await.status, 200);
     }
+    assert_eq!(origin.count("/huge-age"), 2, "an overflowing Age is stale");
     assert_eq!(origin.count("/expires"), 2, "a bad Expires is stale");
     assert_eq!(
         origin.count("/age"),
