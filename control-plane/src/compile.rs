@@ -201,7 +201,7 @@ fn exceeded_ceiling(error: &str, nodes: &SandboxLimits) -> Option<String> {
     } else if error.contains("core module instances") {
         format!(
             "{} core instances per component",
-            edge_node::sandbox::engine::MAX_CORE_INSTANCES_PER_COMPONENT
+            edge_platform::engine::MAX_CORE_INSTANCES_PER_COMPONENT
         )
     } else if error.contains("Wasm linear memories") || error.contains("tables, which exceeds") {
         "the memories or tables one component may define".to_string()

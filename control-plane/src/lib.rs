@@ -32,8 +32,8 @@ pub mod validate;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use edge_node::modules::store::ArtifactStore;
-use edge_node::sandbox::engine::{build_engine, engine_fingerprint};
+use edge_platform::ArtifactStore;
+use edge_platform::engine::{build_engine, engine_fingerprint};
 use tokio::sync::watch;
 
 pub use api::ApiConfig;

@@ -260,7 +260,7 @@ fn main() -> ExitCode {
 
 fn write_dev_certificates(dir: &std::path::Path, names: &[String]) -> ExitCode {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (ca, server) = match edge_node::tls::certs::development_ca(&names) {
+    let (ca, server) = match edge_platform::certificates::development_ca(&names) {
         Ok(made) => made,
         Err(e) => {
             eprintln!("error: making the certificates: {e:#}");

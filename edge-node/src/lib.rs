@@ -8,7 +8,7 @@
 //!   -> framing checks: URI length, header count, body size (http::pipeline)
 //!   -> admission: node-wide in-flight limit (admission)
 //!   -> route: Host -> service (routing)
-//!   -> module: ready ProxyPre by sha256 (modules::cache, from modules::store)
+//!   -> module: ready ProxyPre by sha256 (modules::cache, from edge_platform::artifacts)
 //!   -> sandbox: fresh Store, CPU budget, wall deadline, memory/table/handle
 //!      limits; the guest runs wasi:http/incoming-handler (sandbox)
 //!        outgoing requests -> named backends only, limits per execution

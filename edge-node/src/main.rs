@@ -292,7 +292,7 @@ fn development_certificate(data_dir: &Path) -> anyhow::Result<edge_config::Certi
     if files.cert.is_file() && files.key.is_file() {
         return Ok(files);
     }
-    let pem = edge_node::tls::certs::self_signed(&["localhost", "127.0.0.1", "::1"])?;
+    let pem = edge_platform::certificates::self_signed(&["localhost", "127.0.0.1", "::1"])?;
     let mut key = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -23,8 +23,10 @@ use crate::modules::{ArtifactStore, ModuleCache, ModuleHash};
 use crate::routing::{Router, RoutingTable, Service};
 use crate::sandbox::{GuestCapabilities, Sandbox};
 use crate::tenant_logs::TenantLogs;
-use crate::tls::{ServingCertificate, SniResolver, SniTable};
+use crate::tls::{SniResolver, SniTable};
 use crate::usage::UsageMeter;
+use edge_platform::ServingCertificate;
+use edge_platform::certificates::provider;
 
 /// Everything the request path reads. Shared by every connection.
 #[derive(Debug)]
@@ -96,9 +98,9 @@ impl TlsListener {
             Some(files) => files
                 .read(Path::new("."))
                 .map_err(|e| anyhow::anyhow!("tls.default_certificate: {e}"))?,
-            None => crate::tls::certs::self_signed(&["edge-node.invalid"])?,
+            None => edge_platform::certificates::self_signed(&["edge-node.invalid"])?,
         };
-        let default = ServingCertificate::from_pem(&default, &[], &crate::tls::provider())
+        let default = ServingCertificate::from_pem(&default, &[], &provider())
             .context("tls.default_certificate")?;
         let resolver = Arc::new(SniResolver::new(default.key));
         let http3 = if config.http3.enabled {
@@ -275,7 +277,7 @@ impl Node {
             let tenant: Arc<str> = service.tenant.as_deref().unwrap_or(&service.name).into();
             let certificate = match &service.certificate {
                 Some(files) => match files.read(base_dir).and_then(|pem| {
-                    ServingCertificate::from_pem(&pem, &service.domains, &crate::tls::provider())
+                    ServingCertificate::from_pem(&pem, &service.domains, &provider())
                         .map_err(|e| e.to_string())
                 }) {
                     Ok(certificate) => Some(certificate),
@@ -386,7 +388,7 @@ impl Node {
                 // here is left out, and the service's clients get the
                 // default certificate. So does a domain added since the
                 // upload that the certificate does not cover.
-                ServingCertificate::from_pem(pem, &[], &crate::tls::provider())
+                ServingCertificate::from_pem(pem, &[], &provider())
                     .map_err(|e| {
                         tracing::error!(service = %service.name, "certificate not served: {e}");
                     })

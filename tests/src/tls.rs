@@ -24,7 +24,7 @@ pub struct TestCertificate {
 
 impl TestCertificate {
     pub fn generate(names: &[&str]) -> Self {
-        let pem = edge_node::tls::certs::self_signed(names).expect("certificate");
+        let pem = edge_platform::certificates::self_signed(names).expect("certificate");
         let dir = tempfile::tempdir().expect("dir");
         let files = CertificateFiles {
             cert: dir.path().join("cert.pem"),

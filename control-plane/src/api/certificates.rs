@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::put;
 use axum::{Json, Router};
 use edge_config::CertificatePem;
-use edge_node::tls::ServingCertificate;
+use edge_platform::ServingCertificate;
 
 use super::AppState;
 use super::services::own_service;
@@ -32,9 +32,12 @@ async fn upload(
 ) -> Result<Json<CertificateInfo>, ApiError> {
     let service = own_service(&state, &caller, &name).await?;
     state.quotas.activation(&caller.tenant.id)?;
-    let checked =
-        ServingCertificate::from_pem(&pem, &service.spec.domains, &edge_node::tls::provider())
-            .map_err(|e| ApiError::bad_request("invalid_certificate", e.to_string()))?;
+    let checked = ServingCertificate::from_pem(
+        &pem,
+        &service.spec.domains,
+        &edge_platform::certificates::provider(),
+    )
+    .map_err(|e| ApiError::bad_request("invalid_certificate", e.to_string()))?;
     let fingerprint = checked.fingerprint_sha256();
     let version = state
         .store

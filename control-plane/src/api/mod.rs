@@ -28,7 +28,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use edge_config::SandboxLimits;
-use edge_node::modules::store::ArtifactStore;
+use edge_platform::ArtifactStore;
 use tokio::sync::watch;
 
 use crate::compile::Compiler;

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use edge_config::protocol::{
     MAX_REPORT_ID_BYTES, NodeRegistered, NodeRegistration, NodeStatus, Snapshot, UsageReport,
 };
-use edge_node::modules::ModuleHash;
+use edge_platform::ModuleHash;
 use serde::Deserialize;
 
 use super::AppState;

@@ -67,7 +67,7 @@ fn normalized(target: PurgeTarget) -> Result<PurgeTarget, ApiError> {
                     format!("url: longer than {MAX_PURGE_URL_BYTES} bytes"),
                 ));
             }
-            edge_node::cache::policy::normalize_url(&url)
+            edge_platform::urls::normalize_url(&url)
                 .map(PurgeTarget::Url)
                 .ok_or_else(|| {
                     ApiError::bad_request(

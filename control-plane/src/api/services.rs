@@ -12,7 +12,7 @@ use edge_config::domain::{normalize_domain, within};
 use edge_config::protocol::ServiceSpec;
 use edge_config::service::validate_service_name;
 use edge_config::validate::ConfigErrors;
-use edge_node::modules::ModuleHash;
+use edge_platform::ModuleHash;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;

@@ -290,7 +290,8 @@ impl Api {
     fn new(url: &str, token: &str, ca_file: Option<&Path>) -> anyhow::Result<Self> {
         let mut http = reqwest::Client::builder();
         if let Some(path) = ca_file {
-            http = edge_node::tls::trust_only(http, path).map_err(anyhow::Error::msg)?;
+            http =
+                edge_platform::certificates::trust_only(http, path).map_err(anyhow::Error::msg)?;
         }
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),

@@ -75,7 +75,7 @@ pub struct DevCa {
 impl DevCa {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("dir");
-        let (ca, server) = edge_node::tls::certs::development_ca(&["localhost", "127.0.0.1"])
+        let (ca, server) = edge_platform::certificates::development_ca(&["localhost", "127.0.0.1"])
             .expect("development CA");
         let path = |name: &str| dir.path().join(name);
         std::fs::write(path("ca.pem"), ca).expect("write");

@@ -167,11 +167,11 @@ impl OriginClient {
 }
 
 /// `scheme://host[:port]` in the spelling of
-/// [`crate::cache::policy::normalize_url`], so that a base plus a request's
+/// [`edge_platform::urls::normalize_url`], so that a base plus a request's
 /// path is already a cache key.
 fn base_url(scheme: &str, host: &str) -> String {
     let raw = format!("{scheme}://{host}/");
-    let normalized = crate::cache::policy::normalize_url(&raw).unwrap_or(raw);
+    let normalized = edge_platform::urls::normalize_url(&raw).unwrap_or(raw);
     normalized.trim_end_matches('/').to_string()
 }
 

@@ -41,6 +41,7 @@ use wasmtime_wasi_http::{Error as WasiHttpError, WasiBody};
 
 use crate::backend::{Backend, Origin, Timeouts};
 use crate::metrics::Metrics;
+use edge_platform::urls::normalize_url;
 use policy::StaleAllowance;
 use purge_log::PurgeLog;
 use tags::{TagIndex, TagsFull};
@@ -114,7 +115,7 @@ impl CacheKey {
 
     /// The key of a URL in any spelling (from a purge, or a `Location`).
     fn http_normalizing(namespace: &Arc<str>, url: &str) -> Self {
-        match policy::normalize_url(url) {
+        match normalize_url(url) {
             Some(normal) => Self::http(namespace, &normal),
             None => Self::http(namespace, url),
         }
@@ -1254,9 +1255,7 @@ impl HttpCache {
             } else {
                 location.to_string()
             };
-            if policy::normalize_url(&target)
-                .is_some_and(|t| t.starts_with(&format!("{base_url}/")))
-            {
+            if normalize_url(&target).is_some_and(|t| t.starts_with(&format!("{base_url}/"))) {
                 self.entries
                     .invalidate(&CacheKey::http_normalizing(namespace, &target));
             }

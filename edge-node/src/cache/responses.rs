@@ -25,7 +25,7 @@ pub fn public_url(request: &RequestParts) -> Option<String> {
         None => request.headers.get(header::HOST)?.to_str().ok()?,
     };
     let path = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    policy::normalize_url(&format!("https://{host}{path}"))
+    edge_platform::urls::normalize_url(&format!("https://{host}{path}"))
 }
 
 /// Whether a guest's response is worth collecting to store: a GET answered

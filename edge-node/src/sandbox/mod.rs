@@ -14,7 +14,6 @@
 //! - [`state`], [`limiter`], [`guest_log`]: what a request's store holds.
 
 pub mod cpu;
-pub mod engine;
 pub mod epoch;
 pub mod guest_log;
 pub mod limiter;
@@ -36,6 +35,8 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use edge_platform::engine;
 
 use crate::error::EdgeError;
 use cpu::{CpuAccount, CpuMetered};

@@ -21,9 +21,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use edge_config::protocol::{GuestLogLine, ServiceUsage};
 use serde::{Deserialize, Serialize};
 
-use crate::modules::store::write_atomically;
 use crate::tenant_logs::TenantLogs;
 use crate::usage::UsageMeter;
+use edge_platform::artifacts::write_atomically;
 
 /// A usage report, with the id it is sent under until delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

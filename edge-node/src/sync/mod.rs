@@ -28,10 +28,10 @@ use edge_config::protocol::{
 use reqwest::StatusCode;
 use tokio::sync::watch;
 
-use crate::modules::store::ModuleError;
-use crate::modules::store::write_atomically;
 use crate::modules::{ArtifactStore, ModuleHash};
 use crate::node::Node;
+use edge_platform::ModuleError;
+use edge_platform::artifacts::write_atomically;
 
 /// Longest wait between retries while the control plane is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -329,7 +329,8 @@ impl Sync {
             .https_only(!config.url.starts_with("http://"));
         if let Some(path) = &config.ca_file {
             // Only the operator's CA vouches for the control plane.
-            client = crate::tls::trust_only(client, path).map_err(SyncError::Config)?;
+            client =
+                edge_platform::certificates::trust_only(client, path).map_err(SyncError::Config)?;
         }
         let client = client.build()?;
         Ok(Self {

@@ -124,7 +124,8 @@ impl ResolvesServerCert for SniResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::certs::{ServingCertificate, self_signed};
+    use edge_platform::ServingCertificate;
+    use edge_platform::certificates::self_signed;
 
     fn key(name: &str) -> Arc<CertifiedKey> {
         let pem = self_signed(&[name]).expect("cert");

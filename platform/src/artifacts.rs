@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::ModuleHash;
-use crate::sandbox::engine::WASMTIME_VERSION;
+use crate::engine::WASMTIME_VERSION;
+use crate::module::ModuleHash;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
@@ -315,7 +315,7 @@ mod tests {
 
     fn open(dir: &Path) -> ArtifactStore {
         let engine = engine();
-        let fingerprint = crate::sandbox::engine::engine_fingerprint(&engine);
+        let fingerprint = crate::engine::engine_fingerprint(&engine);
         ArtifactStore::open(dir, engine, &fingerprint).expect("store opens")
     }
 

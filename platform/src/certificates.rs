@@ -162,6 +162,34 @@ pub fn self_signed(names: &[&str]) -> anyhow::Result<CertificatePem> {
     })
 }
 
+/// The one crypto provider: ring, on the node and the control plane alike.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// `client` made to trust the CA certificates of the PEM file at `ca_file`
+/// and nothing else (no public roots): how a node, and edgectl, reach a
+/// control plane whose certificate an operator's CA signed.
+pub fn trust_only(
+    client: reqwest::ClientBuilder,
+    ca_file: &std::path::Path,
+) -> Result<reqwest::ClientBuilder, String> {
+    let unreadable = |e: &dyn std::fmt::Display| format!("ca_file {}: {e}", ca_file.display());
+    let pem = std::fs::read(ca_file).map_err(|e| unreadable(&e))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| unreadable(&e))?;
+    if roots.is_empty() {
+        return Err(format!(
+            "ca_file {} holds no certificate",
+            ca_file.display()
+        ));
+    }
+    Ok(roots
+        .into_iter()
+        .fold(client.tls_built_in_root_certs(false), |client, root| {
+            client.add_root_certificate(root)
+        }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! Records the wasmtime version this node is built with, so that compiled
-//! artifacts can say which engine made them (see modules::store).
+//! artifacts can say which engine made them (see artifacts.rs).
 
 fn main() {
     let lock_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock");
