@@ -8,14 +8,15 @@
 //! engine as the nodes (so its artifacts carry their fingerprint), with the
 //! instance pool's checks at the nodes' ceilings (so a component no node
 //! could load is refused here, naming the limit), compiles, links the
-//! component against the node's real linker, and writes the artifact.
+//! component against what the platform provides (`edge_platform::guest`, the
+//! node's linker too), and writes the artifact.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use edge_config::SandboxLimits;
-use edge_node::sandbox::Sandbox;
+use edge_platform::engine::build_validation_engine;
 use wasmtime::component::Component;
 
 /// How long one compile may take.
@@ -139,14 +140,14 @@ pub fn run_worker(task: &WorkerTask<'_>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sandbox = match Sandbox::for_validating(nodes) {
-        Ok(sandbox) => sandbox,
+    let engine = match build_validation_engine(nodes) {
+        Ok(engine) => engine,
         Err(e) => {
             eprintln!("building the engine: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    let component = match Component::new(sandbox.engine(), &bytes) {
+    let component = match Component::new(&engine, &bytes) {
         Ok(component) => component,
         Err(e) => {
             let error = format!("{e:#}");
@@ -157,7 +158,7 @@ pub fn run_worker(task: &WorkerTask<'_>) -> ExitCode {
             return ExitCode::from(EXIT_REFUSED);
         }
     };
-    if let Err(e) = sandbox.prepare(&component) {
+    if let Err(e) = edge_platform::guest::check_links(&engine, &component) {
         eprintln!("the component does not link against the platform: {e:#}");
         return ExitCode::from(EXIT_REFUSED);
     }

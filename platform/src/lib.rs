@@ -6,6 +6,8 @@
 //!   built the same engine.
 //! - [`artifacts`]: the content-addressed store of components and compiled
 //!   artifacts, the same layout on both sides.
+//! - [`guest`]: what the platform provides to guests, linked by the node to
+//!   run them and by the control plane to check uploads.
 //! - [`module`]: [`ModuleHash`], a component's identity everywhere.
 //! - [`certificates`]: a tenant's PEM checked (key matches, domains
 //!   covered) the same way when uploaded and when served; the crypto
@@ -18,6 +20,7 @@
 pub mod artifacts;
 pub mod certificates;
 pub mod engine;
+pub mod guest;
 pub mod module;
 pub mod urls;
 

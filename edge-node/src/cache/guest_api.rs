@@ -12,12 +12,7 @@ use edge_config::limits::{
 use super::HttpCache;
 use crate::sandbox::GuestState;
 
-wasmtime::component::bindgen!({
-    path: "../sdk/wit",
-    world: "edge:platform/platform-imports",
-});
-
-pub use edge::platform::cache::{Error, Host, add_to_linker};
+pub use edge_platform::guest::cache::{Error, Host};
 
 /// A guest's handle on its tenant's cache.
 #[derive(Debug, Clone)]

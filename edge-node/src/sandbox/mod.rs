@@ -96,24 +96,9 @@ impl Sandbox {
         Self::with_engine(engine)
     }
 
-    /// A sandbox whose compiles refuse what a node with these `limits`
-    /// could not load: see [`engine::build_validation_engine`].
-    pub fn for_validating(limits: &SandboxLimits) -> anyhow::Result<Self> {
-        let engine =
-            engine::build_validation_engine(limits).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        Self::with_engine(engine)
-    }
-
     fn with_engine(engine: Engine) -> anyhow::Result<Self> {
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
-            .and_then(|()| {
-                crate::cache::guest_api::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-                    &mut linker,
-                    |state: &mut GuestState| state,
-                )
-            })
+        edge_platform::guest::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking WASI and edge:platform: {e:?}"))?;
         let fingerprint = engine::engine_fingerprint(&engine);
         let ticker = EpochTicker::start(engine.clone())?;
