@@ -51,7 +51,8 @@ struct TypeCheckOnly {
 /// Outgoing requests of a guest that never runs.
 struct RefuseOutgoing;
 
-type SendFuture = Box<
+/// What a `WasiHttpHooks::send_request` returns.
+pub type SendFuture = Box<
     dyn Future<
             Output = wasmtime_wasi_http::Result<(
                 http::Response<WasiBody>,

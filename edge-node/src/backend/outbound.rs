@@ -10,6 +10,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error as WasiHttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::{BackendSet, Origin, Timeouts};
+use edge_platform::guest::SendFuture;
+
 use crate::cache::HttpCache;
 use crate::interim::InterimSink;
 use crate::metrics::Metrics;
@@ -38,14 +40,6 @@ pub struct Outbound {
     interim: Option<InterimSink>,
 }
 
-type SendFuture = Box<
-    dyn Future<
-            Output = wasmtime_wasi_http::Result<(
-                http::Response<WasiBody>,
-                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
 
 impl Outbound {
     /// `context` is `None` for a service with no backends: every request is
