@@ -2,8 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::service::validate_service_name;
-use crate::validate::ConfigErrors;
+use crate::validate::{ConfigErrors, validate_service_name};
 
 /// Time to open a TCP connection (and finish TLS) to an origin. Loopback and
 /// same-region origins connect in well under a second.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::BackendSpec;
 use crate::limits::{SandboxLimits, ServiceLimits};
 use crate::tls::CertificateFiles;
-use crate::validate::ConfigErrors;
+use crate::validate::{ConfigErrors, validate_service_name};
 
 /// A service: the domains it answers for, the component that handles its
 /// requests, and the limits that component runs under.
@@ -81,23 +81,6 @@ impl ServiceConfig {
         for (name, backend) in &self.backends {
             backend.validate(&format!("{path}.backend.{name}"), name, errors);
         }
-    }
-}
-
-/// Service names appear in metric labels and URLs: keep them short and plain.
-pub fn validate_service_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && !name.starts_with('-');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a valid service name: use 1-63 characters from a-z, 0-9, '-' and '_'"
-        ))
     }
 }
 

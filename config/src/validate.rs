@@ -63,3 +63,20 @@ impl ConfigErrors {
         if self.0.is_empty() { Ok(()) } else { Err(self) }
     }
 }
+
+/// Service names appear in metric labels and URLs: keep them short and plain.
+pub fn validate_service_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !name.starts_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid service name: use 1-63 characters from a-z, 0-9, '-' and '_'"
+        ))
+    }
+}

@@ -12,7 +12,7 @@
 //!   -> sandbox: fresh Store, CPU budget, wall deadline, memory/table/handle
 //!      limits; the guest runs wasi:http/incoming-handler (sandbox)
 //!        outgoing requests -> named backends only, limits per execution
-//!          (backend::outbound) -> tenant's HTTP cache, RFC 9111, collapsing
+//!          (host::outbound) -> tenant's HTTP cache, RFC 9111, collapsing
 //!          (cache) -> pooled origin connection, timeouts (backend::client)
 //!        edge:platform/cache -> the same cache, tenant's namespace
 //!   -> respond, streaming; metrics per service (metrics), one access-log
@@ -25,7 +25,8 @@
 //! - [`http`]: the listener, connection handling and the per-request pipeline.
 //! - [`admission`], [`routing`]: the stages before the guest.
 //! - [`modules`]: the content-addressed artifact store and the module cache.
-//! - [`backend`]: guests' requests to their services' named origins.
+//! - [`host`]: the host side of what guests call: their outgoing requests.
+//! - [`backend`]: requests to services' named origins, pooled and timed.
 //! - [`cache`]: the HTTP cache (RFC 9111) and the guest cache API.
 //! - [`interim`]: origins' 1xx responses (103 Early Hints) passed on to
 //!   HTTP/1.1 clients.
@@ -44,6 +45,7 @@ pub mod admission;
 pub mod backend;
 pub mod cache;
 pub mod error;
+pub mod host;
 pub mod http;
 pub mod interim;
 pub mod lifecycle;

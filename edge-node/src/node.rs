@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 
 use crate::admission::Admission;
 use crate::backend::OriginClients;
-use crate::backend::outbound::OutboundContext;
 use crate::cache::HttpCache;
 use crate::cache::guest_api::GuestCache;
+use crate::host::outbound::OutboundContext;
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::metrics::Metrics;
 use crate::modules::{ArtifactStore, ModuleCache, ModuleHash};

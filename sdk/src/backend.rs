@@ -19,8 +19,7 @@ use wasip2::http::types::{
     ErrorCode, Fields, Method as WasiMethod, OutgoingBody, OutgoingRequest, Scheme,
 };
 
-use crate::Request;
-use crate::request::BodyReader;
+use crate::request::{BodyReader, Request};
 use crate::response::{BodyWriter, Response};
 
 /// Response bodies read by [`BackendResponse::body_bytes`] stop here unless

@@ -10,8 +10,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use edge_config::domain::{normalize_domain, within};
 use edge_config::protocol::ServiceSpec;
-use edge_config::service::validate_service_name;
 use edge_config::validate::ConfigErrors;
+use edge_config::validate::validate_service_name;
 use edge_platform::ModuleHash;
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
-use edge_config::service::validate_service_name;
+use edge_config::validate::validate_service_name;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;

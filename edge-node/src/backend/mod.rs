@@ -3,8 +3,9 @@
 //! - [`connect`]: DNS, the private-address check, TCP and TLS to one origin.
 //! - [`client`]: a pooled HTTP/1.1 client per origin, with the first-byte and
 //!   between-bytes timeouts, and the error codes a guest sees.
-//! - [`outbound`]: the `wasi:http/outgoing-handler` hook: which requests a
-//!   guest may send, how many, and how many at once.
+//!
+//! Which requests a guest may send is decided above, in
+//! [`crate::host::outbound`].
 //!
 //! A guest names a backend as the authority of its request
 //! (`http://origin/path`). Any other authority is refused before any DNS
@@ -13,7 +14,6 @@
 
 pub mod client;
 pub mod connect;
-pub mod outbound;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,6 @@ use wasmtime_wasi_http::{Error as WasiHttpError, WasiBody};
 use crate::metrics::Metrics;
 
 pub use client::{OriginClient, Timeouts};
-pub use outbound::Outbound;
 
 /// A backend as a service's requests use it.
 #[derive(Debug)]

@@ -16,6 +16,7 @@
 //! [`policy`] holds the RFC 9111 decisions.
 
 pub mod guest_api;
+mod key;
 pub mod policy;
 pub mod purge_log;
 pub mod responses;
@@ -42,8 +43,12 @@ use wasmtime_wasi_http::{Error as WasiHttpError, WasiBody};
 use crate::backend::{Backend, Origin, Timeouts};
 use crate::metrics::Metrics;
 use edge_platform::urls::normalize_url;
+use key::KeyKind;
 use policy::StaleAllowance;
 use purge_log::PurgeLog;
+
+pub use key::CacheKey;
+pub use purge_log::PurgeMode;
 use tags::{TagIndex, TagsFull};
 
 /// A stored response that can be revalidated is kept this long past the end
@@ -77,64 +82,6 @@ impl Outcome {
             Self::Stale => "stale",
             Self::Pass => "pass",
             Self::Collapsed => "collapsed",
-        }
-    }
-}
-
-/// A key in one tenant's namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CacheKey {
-    namespace: Arc<str>,
-    kind: KeyKind,
-    key: Box<str>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum KeyKind {
-    /// A backend response, by the URL the origin sees.
-    Http,
-    /// A guest's own response, by its public URL. Apart from `Http`, so an
-    /// origin's answer for the same URL (a backend whose `host_header` is
-    /// the public domain) is never served as the guest's, nor the other
-    /// way round.
-    Front,
-    /// A guest's own entry, by its key.
-    Guest,
-}
-
-impl CacheKey {
-    /// The key of a URL already in its normal spelling: an origin client's
-    /// base URL and a request's path.
-    fn http(namespace: &Arc<str>, url: &str) -> Self {
-        Self {
-            namespace: Arc::clone(namespace),
-            kind: KeyKind::Http,
-            key: url.into(),
-        }
-    }
-
-    /// The key of a URL in any spelling (from a purge, or a `Location`).
-    fn http_normalizing(namespace: &Arc<str>, url: &str) -> Self {
-        match normalize_url(url) {
-            Some(normal) => Self::http(namespace, &normal),
-            None => Self::http(namespace, url),
-        }
-    }
-
-    /// The key of a guest's own response: its public URL, normalized.
-    fn front(namespace: &Arc<str>, url: &str) -> Self {
-        Self {
-            namespace: Arc::clone(namespace),
-            kind: KeyKind::Front,
-            key: url.into(),
-        }
-    }
-
-    fn guest(namespace: &Arc<str>, key: &str) -> Self {
-        Self {
-            namespace: Arc::clone(namespace),
-            kind: KeyKind::Guest,
-            key: key.into(),
         }
     }
 }
@@ -615,18 +562,6 @@ struct GuestEntry {
     value: Bytes,
     expires: Instant,
     surrogate_keys: Vec<String>,
-}
-
-/// How a purge treats what it finds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PurgeMode {
-    /// Removed: the next request is a miss.
-    Hard,
-    /// Marked stale (Fastly's soft purge): the next request revalidates it
-    /// with the origin, and it may be served stale meanwhile or while the
-    /// origin fails, as far as its directives and the platform's default
-    /// `stale-if-error` allow.
-    Soft,
 }
 
 /// What a purge picks at one key.

@@ -13,7 +13,19 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{CacheKey, PurgeMode};
+use super::key::CacheKey;
+
+/// How a purge treats what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeMode {
+    /// Removed: the next request is a miss.
+    Hard,
+    /// Marked stale (Fastly's soft purge): the next request revalidates it
+    /// with the origin, and it may be served stale meanwhile or while the
+    /// origin fails, as far as its directives and the platform's default
+    /// `stale-if-error` allow.
+    Soft,
+}
 
 /// Purges remembered; a fill that saw more go by stores nothing.
 pub const PURGE_LOG_ENTRIES: usize = 1024;

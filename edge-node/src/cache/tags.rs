@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::CacheKey;
+use super::key::CacheKey;
 
 /// Bytes an index record is charged beyond the tag and the cache key it
 /// holds: the set slot, the map entry and their allocations.

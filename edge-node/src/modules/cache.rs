@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
-use super::{ArtifactStore, LoadSource, ModuleError, ModuleHash};
+use edge_platform::{ArtifactStore, LoadSource, ModuleError, ModuleHash};
+
 use crate::metrics::Metrics;
 use crate::sandbox::{ReadyComponent, Sandbox};
 

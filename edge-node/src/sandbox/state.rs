@@ -12,9 +12,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::cpu::CpuAccount;
 use super::guest_log::{GuestLog, GuestLogStream, LogStream};
 use super::limiter::GuestLimiter;
-use crate::backend::Outbound;
-use crate::backend::outbound::OutboundContext;
 use crate::cache::guest_api::GuestCache;
+use crate::host::outbound::{Outbound, OutboundContext};
 use crate::tenant_logs::{LineSource, TenantLogs};
 
 /// Who a guest runs for: used in its log lines and metrics.

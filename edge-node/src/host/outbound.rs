@@ -9,9 +9,9 @@ use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error as WasiHttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::{BackendSet, Origin, Timeouts};
 use edge_platform::guest::SendFuture;
 
+use crate::backend::{BackendSet, Origin, Timeouts};
 use crate::cache::HttpCache;
 use crate::interim::InterimSink;
 use crate::metrics::Metrics;
@@ -39,7 +39,6 @@ pub struct Outbound {
     /// Where the origins' interim responses go: the client's connection.
     interim: Option<InterimSink>,
 }
-
 
 impl Outbound {
     /// `context` is `None` for a service with no backends: every request is
