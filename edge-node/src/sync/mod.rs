@@ -14,60 +14,26 @@
 //! fail to go are kept (within the buffer's bound) for the next try.
 
 mod deliveries;
+mod link;
 mod purges;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use edge_config::node::ControlPlaneSection;
-use edge_config::protocol::{
-    GuestLogBatch, MAX_GUEST_LOG_LINES_PER_BATCH, NodeRegistered, NodeRegistration, NodeStatus,
-    Snapshot, UsageReport,
-};
+use edge_config::protocol::{GuestLogBatch, MAX_GUEST_LOG_LINES_PER_BATCH, Snapshot};
 use reqwest::StatusCode;
 use tokio::sync::watch;
 
-use crate::modules::{ArtifactStore, ModuleHash};
 use crate::node::Node;
-use edge_platform::ModuleError;
-use edge_platform::artifacts::write_atomically;
-
-/// Longest wait between retries while the control plane is unreachable.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-/// A long-poll may take this long beyond the control plane's own wait.
-const POLL_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Why one round of syncing failed; the loop logs it and retries.
-#[derive(Debug, thiserror::Error)]
-enum SyncError {
-    #[error("control plane unreachable: {0}")]
-    Unreachable(#[from] reqwest::Error),
-    #[error("control plane answered {0}")]
-    Status(StatusCode),
-    #[error("{0}")]
-    Apply(String),
-    #[error("control_plane: {0}")]
-    Config(String),
-    /// The snapshot poll was refused for the node's credential (the
-    /// control plane's database was replaced, or the operator removed the
-    /// node): it registers again.
-    #[error("the control plane does not know this node ({0})")]
-    Unrecognized(StatusCode),
-}
-
-/// The file the last applied snapshot is kept in.
-pub fn snapshot_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("snapshot.json")
-}
+use link::{ControlPlaneLink, FIRST_BACKOFF, MAX_BACKOFF, Registration, SyncError, snapshot_path};
 
 /// Serves the snapshot saved by an earlier run, if there is one. Returns its
 /// version (0 if none). An artifact on disk that no longer matches its hash
 /// is fetched again when the control plane answers, and compiled locally
 /// when it does not.
-async fn restore(sync: &Sync) -> u64 {
+async fn restore(sync: &ControlPlaneLink) -> u64 {
     let node = &sync.node;
     let path = snapshot_path(&sync.data_dir);
     let Ok(text) = tokio::fs::read(&path).await else {
@@ -91,31 +57,9 @@ async fn restore(sync: &Sync) -> u64 {
     snapshot.version
 }
 
-/// Who the control plane knows this node as.
-#[derive(Debug, Clone)]
-struct Registration {
-    node_id: String,
-    /// The newest purge when the node registered.
-    purge_seq: u64,
-}
-
-/// The node's registration, kept in its data dir (mode 0600, as every temp
-/// file is made) so that a restart presents the same credential instead of
-/// registering a new node each time.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct SavedRegistration {
-    node_id: String,
-    node_token: String,
-    purge_seq: u64,
-}
-
-fn registration_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("registration.json")
-}
-
 /// Follows the control plane until `shutdown` turns true.
 async fn run(
-    sync: Arc<Sync>,
+    sync: Arc<ControlPlaneLink>,
     mut version: u64,
     registrations: watch::Sender<Option<Registration>>,
     mut shutdown: watch::Receiver<bool>,
@@ -201,7 +145,7 @@ async fn every_interval<F, Fut>(
 /// Posts the node's usage every `interval`. A report that fails is put
 /// back and sent with the next one.
 async fn report_usage(
-    sync: Arc<Sync>,
+    sync: Arc<ControlPlaneLink>,
     interval: Duration,
     registrations: watch::Receiver<Option<Registration>>,
     shutdown: watch::Receiver<bool>,
@@ -239,7 +183,7 @@ fn refused_for_good(status: StatusCode) -> bool {
 /// Ships guest log lines every `interval`: as many batches as there are
 /// lines, each put back if it fails.
 async fn ship_logs(
-    sync: Arc<Sync>,
+    sync: Arc<ControlPlaneLink>,
     interval: Duration,
     registrations: watch::Receiver<Option<Registration>>,
     shutdown: watch::Receiver<bool>,
@@ -296,334 +240,10 @@ async fn ship_logs(
     .await;
 }
 
-#[derive(Debug)]
-struct Sync {
-    node: Node,
-    base: String,
-    /// Good only for registering.
-    cluster_token: String,
-    /// The node's own credential, from its registration: every other call
-    /// presents it.
-    credential: std::sync::RwLock<String>,
-    name: String,
-    data_dir: PathBuf,
-    client: reqwest::Client,
-    /// The snapshot version being served.
-    applied: watch::Sender<u64>,
-    deliveries: deliveries::Deliveries,
-}
-
-impl Sync {
-    fn new(
-        node: &Node,
-        config: ControlPlaneSection,
-        data_dir: &Path,
-        deliveries: deliveries::Deliveries,
-    ) -> Result<Self, SyncError> {
-        config
-            .check_url()
-            .map_err(|e| SyncError::Config(format!("url {:?}: {e}", config.url)))?;
-        let mut client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(POLL_TIMEOUT)
-            .https_only(!config.url.starts_with("http://"));
-        if let Some(path) = &config.ca_file {
-            // Only the operator's CA vouches for the control plane.
-            client =
-                edge_platform::certificates::trust_only(client, path).map_err(SyncError::Config)?;
-        }
-        let client = client.build()?;
-        Ok(Self {
-            node: node.clone(),
-            base: config.url.trim_end_matches('/').to_string(),
-            cluster_token: config.cluster_token,
-            credential: std::sync::RwLock::new(String::new()),
-            name: config.node_name,
-            data_dir: data_dir.to_path_buf(),
-            client,
-            applied: watch::Sender::new(0),
-            deliveries,
-        })
-    }
-
-    /// Drops every artifact of `snapshot` that fails its hash check and
-    /// tries to fetch it again.
-    async fn repair_artifacts(&self, snapshot: &Snapshot) {
-        for service in &snapshot.services {
-            let Ok(hash) = service.module_sha256.parse::<ModuleHash>() else {
-                continue;
-            };
-            let removed = self
-                .on_store(move |store| {
-                    let (artifact, _) = store.artifact_paths(&hash);
-                    let bad = artifact.exists() && !store.artifact_is_valid(&hash);
-                    if bad {
-                        store.remove_artifact(&hash);
-                    }
-                    Ok(bad)
-                })
-                .await;
-            if !matches!(removed, Ok(true)) {
-                continue;
-            }
-            tracing::warn!(%hash, "artifact on disk does not match its hash; fetching it again");
-            if let Err(e) = self.fetch_module(hash).await {
-                tracing::warn!(%hash, error = %e, "refetch failed; compiling locally");
-            }
-        }
-    }
-
-    /// The credential to present: the node's own once registered, the
-    /// cluster token before (which only registers and fetches modules).
-    fn credential(&self) -> String {
-        let own = self
-            .credential
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if own.is_empty() {
-            self.cluster_token.clone()
-        } else {
-            own
-        }
-    }
-
-    async fn post_usage(&self, pending: &deliveries::PendingReport) -> Result<(), SyncError> {
-        let report = UsageReport {
-            snapshot_version: *self.applied.borrow(),
-            services: pending.services.clone(),
-            report_id: Some(pending.id.clone()),
-        };
-        self.post("/v1/node/usage", &report).await
-    }
-
-    async fn post_status(&self, status: &NodeStatus) -> Result<(), SyncError> {
-        self.post("/v1/node/status", status).await
-    }
-
-    async fn post_logs(&self, batch: &GuestLogBatch) -> Result<(), SyncError> {
-        self.post("/v1/node/logs", batch).await
-    }
-
-    /// Posts `body` as JSON with the node's credential; any answer but a
-    /// success is an error.
-    async fn post(&self, path: &str, body: &impl serde::Serialize) -> Result<(), SyncError> {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(self.credential())
-            .timeout(CONNECT_TIMEOUT * 2)
-            .json(body)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Err(SyncError::Status(response.status()));
-        }
-        Ok(())
-    }
-
-    async fn register(&self) -> Result<Registration, SyncError> {
-        let registration = NodeRegistration {
-            name: self.name.clone(),
-            engine_fingerprint: self.node.sandbox().fingerprint().to_string(),
-        };
-        let response = self
-            .client
-            .post(format!("{}/v1/node/register", self.base))
-            .bearer_auth(&self.cluster_token)
-            .json(&registration)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Err(SyncError::Status(response.status()));
-        }
-        let registered: NodeRegistered = response.json().await?;
-        tracing::info!(node_id = %registered.node_id, "registered with the control plane");
-        let saved = SavedRegistration {
-            node_id: registered.node_id.clone(),
-            node_token: registered.node_token.clone(),
-            purge_seq: registered.purge_seq,
-        };
-        let text = serde_json::to_vec(&saved).unwrap_or_default();
-        let path = registration_path(&self.data_dir);
-        let written = tokio::task::spawn_blocking(move || write_atomically(&path, &text)).await;
-        if !matches!(written, Ok(Ok(()))) {
-            tracing::warn!("could not save the registration; the next start registers again");
-        }
-        self.set_credential(registered.node_token);
-        Ok(Registration {
-            node_id: registered.node_id,
-            purge_seq: registered.purge_seq,
-        })
-    }
-
-    fn set_credential(&self, token: String) {
-        *self
-            .credential
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = token;
-    }
-
-    /// The registration a previous run saved, now presented again.
-    async fn saved_registration(&self) -> Option<Registration> {
-        let text = tokio::fs::read(registration_path(&self.data_dir))
-            .await
-            .ok()?;
-        let saved: SavedRegistration = serde_json::from_slice(&text).ok()?;
-        tracing::info!(node_id = %saved.node_id, "presenting the saved registration");
-        self.set_credential(saved.node_token);
-        Some(Registration {
-            node_id: saved.node_id,
-            purge_seq: saved.purge_seq,
-        })
-    }
-
-    async fn forget_registration(&self) {
-        self.set_credential(String::new());
-        let _ = tokio::fs::remove_file(registration_path(&self.data_dir)).await;
-    }
-
-    /// One long-poll. Returns the version applied, or `None` if nothing
-    /// changed.
-    async fn poll_once(&self, version: u64) -> Result<Option<u64>, SyncError> {
-        let response = self
-            .client
-            .get(format!("{}/v1/node/snapshot", self.base))
-            .query(&[("after", version.to_string())])
-            .bearer_auth(self.credential())
-            .send()
-            .await?;
-        match response.status() {
-            StatusCode::NOT_MODIFIED => return Ok(None),
-            status @ (StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND) => {
-                return Err(SyncError::Unrecognized(status));
-            }
-            status if !status.is_success() => return Err(SyncError::Status(status)),
-            _ => {}
-        }
-        let snapshot: Snapshot = response.json().await?;
-        for service in &snapshot.services {
-            let hash: ModuleHash = service
-                .module_sha256
-                .parse()
-                .map_err(|_| SyncError::Apply(format!("bad module hash for {}", service.name)))?;
-            // A module already loaded needs nothing from disk or the network.
-            if !self.node.modules().is_ready(hash) {
-                self.fetch_module(hash).await?;
-            }
-        }
-        let report = self.node.install_snapshot(&snapshot).await;
-        let text = serde_json::to_vec(&snapshot).unwrap_or_default();
-        let path = snapshot_path(&self.data_dir);
-        tokio::task::spawn_blocking(move || write_atomically(&path, &text))
-            .await
-            .map_err(|e| SyncError::Apply(e.to_string()))?
-            .map_err(|e| SyncError::Apply(e.to_string()))?;
-        self.applied.send_replace(snapshot.version);
-        tracing::info!(
-            version = snapshot.version,
-            services = snapshot.services.len() - report.skipped.len(),
-            skipped = report.skipped.len(),
-            "applied snapshot"
-        );
-        // The tenants whose services were left out see it in their versions;
-        // a lost status is sent again with the next snapshot.
-        let status = NodeStatus {
-            snapshot_version: snapshot.version,
-            failures: report.skipped,
-        };
-        if let Err(e) = self.post_status(&status).await {
-            tracing::warn!(error = %e, "could not report the snapshot's failed services");
-        }
-        Ok(Some(snapshot.version))
-    }
-
-    /// Makes sure the component and, when the control plane has one for
-    /// this engine, its artifact are on disk. Both are verified by hash.
-    async fn fetch_module(&self, hash: ModuleHash) -> Result<(), SyncError> {
-        let (has_component, has_artifact) = self
-            .on_store(move |store| {
-                // An artifact present is verified when loaded; a bad one is
-                // compiled again.
-                Ok((
-                    store.has_component(&hash),
-                    store.artifact_paths(&hash).0.exists(),
-                ))
-            })
-            .await?;
-        if !has_component {
-            let bytes = self.get(&format!("/v1/node/components/{hash}")).await?;
-            if ModuleHash::of(&bytes) != hash {
-                return Err(SyncError::Apply(format!(
-                    "component {hash} does not match its hash"
-                )));
-            }
-            self.on_store(move |store| store.insert_component(&bytes))
-                .await?;
-            self.node.modules().retry(hash);
-        }
-        if has_artifact {
-            return Ok(());
-        }
-        let fingerprint = self.node.modules().store().fingerprint().to_string();
-        let artifact = self
-            .get(&format!("/v1/node/artifacts/{hash}/{fingerprint}"))
-            .await;
-        let manifest = self
-            .get(&format!("/v1/node/artifacts/{hash}/{fingerprint}/manifest"))
-            .await;
-        match (artifact, manifest) {
-            (Ok(artifact), Ok(manifest)) => {
-                let stored = self
-                    .on_store(move |store| {
-                        store.insert_fetched_artifact(&hash, &artifact, &manifest)
-                    })
-                    .await?;
-                if stored {
-                    self.node.modules().retry(hash);
-                } else {
-                    tracing::warn!(%hash, "fetched artifact rejected; compiling locally");
-                }
-            }
-            // No artifact for this engine: the node compiles on load.
-            (Err(SyncError::Status(StatusCode::NOT_FOUND)), _)
-            | (_, Err(SyncError::Status(StatusCode::NOT_FOUND))) => {}
-            (Err(e), _) | (_, Err(e)) => return Err(e),
-        }
-        Ok(())
-    }
-
-    /// Runs blocking module-store work (file reads, hashing, fsync) off the
-    /// async workers.
-    async fn on_store<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&ArtifactStore) -> Result<T, ModuleError> + Send + 'static,
-    ) -> Result<T, SyncError> {
-        let store = Arc::clone(self.node.modules().store());
-        tokio::task::spawn_blocking(move || work(&store))
-            .await
-            .map_err(|e| SyncError::Apply(e.to_string()))?
-            .map_err(|e| SyncError::Apply(e.to_string()))
-    }
-
-    async fn get(&self, path: &str) -> Result<bytes::Bytes, SyncError> {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(self.credential())
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Err(SyncError::Status(response.status()));
-        }
-        Ok(response.bytes().await?)
-    }
-}
-
 /// A running follower of the control plane.
 #[derive(Debug)]
 pub struct Follower {
-    sync: Arc<Sync>,
+    sync: Arc<ControlPlaneLink>,
     stop: watch::Sender<bool>,
     purges_applied: watch::Receiver<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -642,7 +262,7 @@ impl Follower {
         // What an earlier run could not deliver goes out with the first
         // report and shipment.
         let deliveries = deliveries::Deliveries::load(data_dir).await;
-        let sync = Sync::new(node, config, data_dir, deliveries)
+        let sync = ControlPlaneLink::new(node, config, data_dir, deliveries)
             .map_err(|e| anyhow::anyhow!("following the control plane: {e}"))?;
         let interval = Duration::from_millis(config_interval_ms);
         let version = restore(&sync).await;

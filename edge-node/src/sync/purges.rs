@@ -13,12 +13,12 @@ use tokio::sync::watch;
 
 use crate::cache::PurgeMode;
 
-use super::{FIRST_BACKOFF, MAX_BACKOFF, Registration, Sync, SyncError};
+use super::link::{ControlPlaneLink, FIRST_BACKOFF, MAX_BACKOFF, Registration, SyncError};
 
 /// Follows the purge stream until `shutdown` turns true. `applied` carries
 /// the number of the last purge applied.
 pub(super) async fn follow(
-    sync: Arc<Sync>,
+    sync: Arc<ControlPlaneLink>,
     mut registrations: watch::Receiver<Option<Registration>>,
     applied: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
@@ -74,7 +74,7 @@ pub(super) async fn follow(
     }
 }
 
-fn apply(sync: &Sync, batch: &PurgeBatch) {
+fn apply(sync: &ControlPlaneLink, batch: &PurgeBatch) {
     let cache = sync.node.cache();
     if batch.reset {
         tracing::warn!("purges were missed; dropping the whole cache");
@@ -94,7 +94,7 @@ fn apply(sync: &Sync, batch: &PurgeBatch) {
     }
 }
 
-impl Sync {
+impl ControlPlaneLink {
     /// One purge long-poll; `None` when nothing new came.
     async fn poll_purges(&self, after: u64) -> Result<Option<PurgeBatch>, SyncError> {
         let response = self
