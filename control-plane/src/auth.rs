@@ -8,7 +8,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
-use crate::api::AppState;
+use crate::api::state::AppState;
 use crate::error::ApiError;
 use crate::store::{Tenant, random_hex};
 

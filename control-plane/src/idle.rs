@@ -8,7 +8,7 @@
 //! a request is answered, so the bound must be longer than the API's
 //! longest request: the snapshot long-poll (30 s) and a compile (60 s).
 //!
-//! [`ApiConfig::idle_read_timeout`]: crate::api::ApiConfig::idle_read_timeout
+//! [`ApiConfig::idle_read_timeout`]: crate::api::state::ApiConfig::idle_read_timeout
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -11,8 +11,8 @@ use axum::{Json, Router};
 use edge_config::CertificatePem;
 use edge_platform::ServingCertificate;
 
-use super::AppState;
 use super::services::own_service;
+use super::state::AppState;
 use crate::auth::TenantCaller;
 use crate::error::ApiError;
 use crate::store::certificates::CertificateInfo;

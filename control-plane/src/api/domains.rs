@@ -11,8 +11,8 @@ use axum::{Json, Router};
 use edge_config::domain::challenge_record;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::services::{check_domain, own_service};
+use super::state::AppState;
 use crate::auth::{Admin, TenantCaller};
 use crate::dns::DnsError;
 use crate::error::ApiError;

@@ -11,8 +11,8 @@ use edge_config::protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::services::own_service;
+use super::state::AppState;
 use crate::auth::{NodeCaller, TenantCaller};
 use crate::error::ApiError;
 use crate::store::guest_logs::StoredLogLine;

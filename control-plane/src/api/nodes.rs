@@ -17,7 +17,7 @@ use edge_config::protocol::{
 use edge_platform::ModuleHash;
 use serde::Deserialize;
 
-use super::AppState;
+use super::state::AppState;
 use crate::auth::{Admin, ClusterMember, ClusterNode, NodeCaller};
 use crate::error::ApiError;
 use crate::store::NodeRecord;
@@ -109,7 +109,7 @@ async fn snapshot(
     if !state.store.node_seen(&node.id, query.after).await? {
         return Err(ApiError::not_found(format!("node {}", node.id)));
     }
-    let snapshot = super::long_poll(
+    let snapshot = super::state::long_poll(
         state.config.snapshot_wait,
         &state.snapshot_changed,
         || async {

@@ -13,7 +13,7 @@ use edge_config::limits::CACHE_MAX_SURROGATE_KEY_BYTES;
 use edge_config::protocol::PurgeTarget;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::state::AppState;
 use crate::auth::{NodeCaller, TenantCaller};
 use crate::error::ApiError;
 use crate::store::purges::PurgeStatus;
@@ -143,7 +143,7 @@ async fn poll(
     {
         return Err(ApiError::not_found(format!("node {}", node.id)));
     }
-    let batch = super::long_poll(
+    let batch = super::state::long_poll(
         state.config.snapshot_wait,
         &state.purges_changed,
         || async {

@@ -15,7 +15,7 @@ use edge_config::validate::validate_service_name;
 use edge_platform::ModuleHash;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::state::AppState;
 use crate::auth::TenantCaller;
 use crate::compile::CompileError;
 use crate::error::ApiError;

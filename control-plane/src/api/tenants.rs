@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use edge_config::validate::validate_service_name;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::state::AppState;
 use crate::auth::{Admin, TenantCaller, new_token, token_sha256};
 use crate::error::ApiError;
 use crate::store::{Tenant, TokenInfo};

@@ -1,0 +1,96 @@
+//! What every handler shares: the API's configuration, the store, the
+//! artifact store, the compiler, the change signals the long-polls wait
+//! on, metrics and quotas.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_config::SandboxLimits;
+use edge_platform::ArtifactStore;
+use tokio::sync::watch;
+
+use crate::compile::Compiler;
+use crate::store::Store;
+
+/// Uploads larger than this are refused with 413.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 50 * 1024 * 1024;
+/// How long a snapshot long-poll waits for a newer version before answering
+/// 304 Not Modified.
+pub const DEFAULT_SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
+
+/// What the API needs to know, from the command line or the embedding test.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+    pub cluster_token: String,
+    pub max_upload_bytes: usize,
+    pub snapshot_wait: Duration,
+    /// Sandbox sizing the nodes run with: service limits are checked
+    /// against it.
+    pub sandbox: SandboxLimits,
+    /// Services are served as `<service>.<tenant>.<platform_domain>`.
+    pub platform_domain: String,
+    /// Where custom domains' TXT challenges are looked up; without one,
+    /// only the operator's approval verifies a domain.
+    pub dns_resolver: Option<crate::dns::ChallengeResolver>,
+    /// How long another tenant's pending domain claim blocks a name.
+    pub pending_claim_ttl: Duration,
+    /// Serve HTTPS with this certificate; plaintext HTTP without it.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Per-tenant quotas and rates, and the bound on compiles at once.
+    pub quotas: crate::quotas::QuotaConfig,
+    /// A connection that has waited this long for a byte is closed (see
+    /// [`crate::idle`]).
+    pub idle_read_timeout: Duration,
+}
+
+/// Shared by every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ApiConfig>,
+    pub modules: Arc<ArtifactStore>,
+    pub compiler: Compiler,
+    /// The newest snapshot version this replica committed; long-polls wait
+    /// on it (and re-read the database, for changes made by other replicas).
+    pub snapshot_changed: Arc<watch::Sender<u64>>,
+    /// The newest purge this replica recorded; purge long-polls wait on it.
+    pub purges_changed: Arc<watch::Sender<u64>>,
+    pub metrics: crate::metrics::Metrics,
+    pub quotas: Arc<crate::quotas::Quotas>,
+    /// The newest snapshot as JSON, by version: built once, sent to every
+    /// node that polls for it.
+    pub snapshot_json: Arc<tokio::sync::Mutex<Option<(u64, bytes::Bytes)>>>,
+}
+
+/// How often a waiting long-poll re-reads the database, for changes
+/// committed by another control-plane replica.
+const LONG_POLL_RECHECK: Duration = Duration::from_secs(1);
+
+/// Runs `ready` until it yields a value, again on every change `changed`
+/// announces and at least every [`LONG_POLL_RECHECK`]; `None` once `wait`
+/// is over. Shared by the snapshot and purge long-polls.
+pub(crate) async fn long_poll<T, Fut>(
+    wait: Duration,
+    changed: &watch::Sender<u64>,
+    mut ready: impl FnMut() -> Fut,
+) -> Result<Option<T>, crate::error::ApiError>
+where
+    Fut: Future<Output = Result<Option<T>, crate::error::ApiError>>,
+{
+    let mut changes = changed.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(value) = ready().await? {
+            return Ok(Some(value));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        let pause = LONG_POLL_RECHECK.min(deadline - now);
+        let _ = tokio::time::timeout(pause, changes.changed()).await;
+    }
+}
