@@ -7,7 +7,8 @@ use edge_config::tls::SecretPem;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Service, Store, StoreError, bump_snapshot, db, now_ms};
+use super::db::{Store, StoreError, bump_snapshot, db, now_ms};
+use super::records::Service;
 
 /// What a tenant sees of a certificate: never the key.
 #[derive(Debug, Clone, Serialize)]

@@ -22,7 +22,10 @@ use edge_config::domain::{base_name, challenge_record, covering_wildcards, overl
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Service, Store, StoreError, bump_snapshot, db, now_ms, random_hex};
+use super::db::{
+    Store, StoreError, bump_snapshot, current_spec, db, now_ms, random_hex, write_spec,
+};
+use super::records::Service;
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
@@ -271,7 +274,7 @@ impl Store {
     pub async fn add_domain(&self, service: &Service, domain: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("adding a domain"))?;
         lock_claims(&mut tx).await?;
-        let mut spec = super::current_spec(&mut tx, &service.id).await?;
+        let mut spec = current_spec(&mut tx, &service.id).await?;
         if !spec.domains.iter().any(|d| d == domain) {
             spec.domains.push(domain.to_string());
         }
@@ -282,7 +285,7 @@ impl Store {
             self.pending_claims_expire_before(),
         )
         .await?;
-        super::write_spec(&mut tx, &service.id, &spec).await?;
+        write_spec(&mut tx, &service.id, &spec).await?;
         tx.commit().await.map_err(db("adding a domain"))?;
         Ok(())
     }
@@ -297,7 +300,7 @@ impl Store {
         domain: &str,
     ) -> Result<Option<u64>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("removing a domain"))?;
-        let mut spec = super::current_spec(&mut tx, &service.id).await?;
+        let mut spec = current_spec(&mut tx, &service.id).await?;
         let before = spec.domains.len();
         spec.domains.retain(|d| d != domain);
         let released = sqlx::query("DELETE FROM domains WHERE domain = $1 AND service_id = $2")
@@ -309,7 +312,7 @@ impl Store {
         if released.rows_affected() == 0 && spec.domains.len() == before {
             return Ok(None);
         }
-        super::write_spec(&mut tx, &service.id, &spec).await?;
+        write_spec(&mut tx, &service.id, &spec).await?;
         let version = bump_snapshot(&mut tx).await?;
         tx.commit().await.map_err(db("removing a domain"))?;
         Ok(Some(version))

@@ -9,7 +9,8 @@ use edge_config::protocol::{GuestLogLine, bounded_log_line};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{Service, Store, StoreError, db, service_id_by_platform_name, to_i64};
+use super::db::{Store, StoreError, db, service_id_by_platform_name, to_i64};
+use super::records::Service;
 
 /// Lines kept per service; older ones are deleted as new ones arrive.
 pub const MAX_GUEST_LOG_LINES_PER_SERVICE: i64 = 10_000;

@@ -8,50 +8,32 @@
 //! `synchronous=FULL`, so a commit that returned is on disk.
 
 pub mod certificates;
+mod db;
 pub mod domains;
 pub mod guest_logs;
 pub mod migrations;
 pub mod node_failures;
 pub mod purges;
+mod records;
 
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use edge_config::protocol::{ServiceSpec, Snapshot, SnapshotService, UsageReport};
-use serde::Serialize;
+use sqlx::Row;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Row};
 
-/// A database failure, with what was being done.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{what}: {source}")]
-    Database {
-        what: &'static str,
-        source: sqlx::Error,
-    },
-    #[error("{0} already exists")]
-    Conflict(String),
-    /// A domain claim another claim stands in the way of; the message names
-    /// the domain, never the other tenant.
-    #[error("{0}")]
-    DomainConflict(String),
-    #[error("stored data is unreadable: {0}")]
-    Corrupt(String),
-}
+pub use db::{
+    DEFAULT_PENDING_CLAIM_TTL, DEFAULT_PLATFORM_DOMAIN, Store, StoreError, now_ms, random_hex,
+};
+use db::{
+    bump_snapshot, current_spec, db, service_id_by_platform_name, spec_from, spec_text, to_i64,
+    write_spec,
+};
+pub use records::{
+    NODE_HEALTHY_WITHIN_MS, NodeFailure, NodeRecord, Service, Tenant, TokenInfo, UsageTotals,
+    Version,
+};
 
-fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| {
-        if let sqlx::Error::Database(e) = &source
-            && e.is_unique_violation()
-        {
-            return StoreError::Conflict(what.to_string());
-        }
-        StoreError::Database { what, source }
-    }
-}
-
-/// Milliseconds since the Unix epoch: how every time is stored.
 /// How long a usage report's id is remembered: a node resending a report
 /// later than this (it was down for a week with the report on disk) has it
 /// counted again.
@@ -60,130 +42,6 @@ const USAGE_REPORT_ID_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
 const PRUNE_BATCH: i64 = 10_000;
 /// How often the control plane prunes expired rows.
 pub const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// A random id or secret of `bytes` random bytes, hex-encoded.
-pub fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // The OS random source does not fail on Linux once booted; an all-zero
-    // id would still be unique-checked by the database.
-    let _ = getrandom::fill(&mut buf);
-    hex::encode(buf)
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Tenant {
-    pub id: String,
-    pub name: String,
-    pub created_at: i64,
-    /// The operator lets this tenant's backends use private and loopback
-    /// addresses.
-    pub allow_private_backends: bool,
-    /// Suspended by the operator: out of every snapshot, tokens refused.
-    pub suspended: bool,
-}
-
-/// What anyone sees of an API token.
-#[derive(Debug, Clone, Serialize)]
-pub struct TokenInfo {
-    pub id: String,
-    pub label: String,
-    pub created_at: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Service {
-    #[serde(skip)]
-    pub id: String,
-    #[serde(skip)]
-    pub tenant_id: String,
-    #[serde(skip)]
-    pub tenant_name: String,
-    pub name: String,
-    pub spec: ServiceSpec,
-    pub active_version: Option<i64>,
-    pub created_at: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Version {
-    pub number: i64,
-    pub module_sha256: String,
-    pub spec: ServiceSpec,
-    pub author: String,
-    pub created_at: i64,
-    /// Nodes that could not load this version, and why (reported after
-    /// each snapshot they apply).
-    pub node_failures: Vec<node_failures::NodeFailure>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeRecord {
-    pub id: String,
-    pub name: String,
-    pub engine_fingerprint: String,
-    pub snapshot_version: i64,
-    pub registered_at: i64,
-    pub last_seen_at: i64,
-    /// The last purge the node applied.
-    pub purge_seq: i64,
-    /// Heard from within [`NODE_HEALTHY_WITHIN_MS`].
-    pub healthy: bool,
-}
-
-/// A node counts as healthy if it was heard from (long-poll or usage
-/// report) within this long: twice the longest long-poll wait.
-pub const NODE_HEALTHY_WITHIN_MS: i64 = 60_000;
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct UsageTotals {
-    pub service: String,
-    pub requests: i64,
-    pub status_2xx: i64,
-    pub status_3xx: i64,
-    pub status_4xx: i64,
-    pub status_5xx: i64,
-    pub guest_cpu_micros: i64,
-    pub bytes_out: i64,
-}
-
-/// The domain every service gets a name under by default.
-pub const DEFAULT_PLATFORM_DOMAIN: &str = "localhost";
-
-/// The database behind the API.
-#[derive(Debug, Clone)]
-pub struct Store {
-    pool: AnyPool,
-    /// Every service is served as `<service>.<tenant>.<platform_domain>`
-    /// without proof of ownership.
-    platform_domain: String,
-    /// How long another tenant's pending claim blocks a name.
-    pending_claim_ttl: std::time::Duration,
-}
-
-/// How long a pending domain claim blocks other tenants' claims on the
-/// names it overlaps: long enough to publish a TXT record, short enough
-/// that a squatter does not keep a name from its owner.
-pub const DEFAULT_PENDING_CLAIM_TTL: std::time::Duration =
-    std::time::Duration::from_secs(7 * 24 * 3600);
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn spec_from(text: &str) -> Result<ServiceSpec, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("service spec: {e}")))
-}
-
-fn spec_text(spec: &ServiceSpec) -> String {
-    serde_json::to_string(spec).unwrap_or_default()
-}
 
 impl Store {
     /// Connects (`sqlite://path` or `postgres://...`) and applies migrations.
@@ -1125,19 +983,6 @@ fn saturating_sums() -> String {
         .join(", ")
 }
 
-/// The service's current spec, read in `tx`.
-async fn current_spec(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    service_id: &str,
-) -> Result<ServiceSpec, StoreError> {
-    let row = sqlx::query("SELECT spec FROM services WHERE id = $1")
-        .bind(service_id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db("reading a service"))?;
-    spec_from(&row.get::<String, _>(0))
-}
-
 /// The spec of the service's active version, if it has one.
 async fn active_spec(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -1153,53 +998,6 @@ async fn active_spec(
     .map_err(db("reading the active version"))?;
     row.map(|row| spec_from(&row.get::<String, _>(0)))
         .transpose()
-}
-
-async fn write_spec(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    service_id: &str,
-    spec: &ServiceSpec,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE services SET spec = $1 WHERE id = $2")
-        .bind(spec_text(spec))
-        .bind(service_id)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("updating a service"))?;
-    Ok(())
-}
-
-async fn bump_snapshot(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<u64, StoreError> {
-    sqlx::query("UPDATE snapshot SET version = version + 1 WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .map_err(db("bumping the snapshot version"))?;
-    let version: i64 = sqlx::query("SELECT version FROM snapshot WHERE id = 1")
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db("reading the snapshot version"))?
-        .get(0);
-    Ok(u64::try_from(version).unwrap_or(0))
-}
-
-/// The id of the service a node names `<tenant>/<service>` (as in snapshots,
-/// usage reports and log lines); `None` if there is no such service.
-pub(super) async fn service_id_by_platform_name(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    name: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    let Some((tenant, service)) = name.split_once('/') else {
-        return Ok(None);
-    };
-    let row = sqlx::query(
-        "SELECT s.id FROM services s JOIN tenants t ON t.id = s.tenant_id \
-         WHERE t.name = $1 AND s.name = $2",
-    )
-    .bind(tenant)
-    .bind(service)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.map(|row| row.get(0)))
 }
 
 fn tenant_from_row(row: &sqlx::any::AnyRow) -> Tenant {

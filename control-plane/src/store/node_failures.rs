@@ -5,24 +5,16 @@
 use std::collections::HashMap;
 
 use edge_config::protocol::NodeStatus;
-use serde::Serialize;
 use sqlx::Row;
 
-use super::{Service, Store, StoreError, db, now_ms, service_id_by_platform_name};
+use super::db::{Store, StoreError, db, now_ms, service_id_by_platform_name};
+use super::records::{NodeFailure, Service};
 
 /// Failures one report may carry; the rest are dropped. A snapshot with
 /// more services that fail than this says enough.
 pub const MAX_REPORTED_FAILURES: usize = 1_000;
 /// Characters of one failure's error kept.
 pub const MAX_FAILURE_ERROR_CHARS: usize = 1_024;
-
-/// One node's word on one version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodeFailure {
-    pub node: String,
-    pub error: String,
-    pub reported_at: i64,
-}
 
 impl Store {
     /// Replaces what `node_id` said last with `status`. Services that do

@@ -4,7 +4,7 @@
 use edge_config::protocol::{Purge, PurgeBatch, PurgeTarget};
 use sqlx::Row;
 
-use super::{Store, StoreError, db, now_ms, to_i64};
+use super::db::{Store, StoreError, db, now_ms, to_i64};
 
 /// Purges older than this are pruned. A node that was away longer is told
 /// to drop its whole cache instead ([`PurgeBatch::reset`]).

@@ -1,0 +1,149 @@
+//! What every table's module shares: the [`Store`] handle, its errors, how
+//! times and ids are made, and the helpers a transaction uses whatever it
+//! changes (the snapshot version, a service by its platform name).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use edge_config::protocol::ServiceSpec;
+use sqlx::{AnyPool, Row};
+
+/// A database failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what}: {source}")]
+    Database {
+        what: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// A domain claim another claim stands in the way of; the message names
+    /// the domain, never the other tenant.
+    #[error("{0}")]
+    DomainConflict(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+pub(super) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| {
+        if let sqlx::Error::Database(e) = &source
+            && e.is_unique_violation()
+        {
+            return StoreError::Conflict(what.to_string());
+        }
+        StoreError::Database { what, source }
+    }
+}
+
+/// Milliseconds since the Unix epoch: how every time is stored.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A random id or secret of `bytes` random bytes, hex-encoded.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The OS random source does not fail on Linux once booted; an all-zero
+    // id would still be unique-checked by the database.
+    let _ = getrandom::fill(&mut buf);
+    hex::encode(buf)
+}
+
+/// The domain every service gets a name under by default.
+pub const DEFAULT_PLATFORM_DOMAIN: &str = "localhost";
+
+/// The database behind the API.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(super) pool: AnyPool,
+    /// Every service is served as `<service>.<tenant>.<platform_domain>`
+    /// without proof of ownership.
+    pub(super) platform_domain: String,
+    /// How long another tenant's pending claim blocks a name.
+    pub(super) pending_claim_ttl: std::time::Duration,
+}
+
+/// How long a pending domain claim blocks other tenants' claims on the
+/// names it overlaps: long enough to publish a TXT record, short enough
+/// that a squatter does not keep a name from its owner.
+pub const DEFAULT_PENDING_CLAIM_TTL: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
+
+pub(super) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Bumps the snapshot version in `tx`, returning the new one.
+pub(super) async fn bump_snapshot(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+) -> Result<u64, StoreError> {
+    sqlx::query("UPDATE snapshot SET version = version + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .map_err(db("bumping the snapshot version"))?;
+    let version: i64 = sqlx::query("SELECT version FROM snapshot WHERE id = 1")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("reading the snapshot version"))?
+        .get(0);
+    Ok(u64::try_from(version).unwrap_or(0))
+}
+
+/// The id of the service a node names `<tenant>/<service>` (as in snapshots,
+/// usage reports and log lines); `None` if there is no such service.
+pub(super) async fn service_id_by_platform_name(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    name: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let Some((tenant, service)) = name.split_once('/') else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "SELECT s.id FROM services s JOIN tenants t ON t.id = s.tenant_id \
+         WHERE t.name = $1 AND s.name = $2",
+    )
+    .bind(tenant)
+    .bind(service)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+pub(super) fn spec_from(text: &str) -> Result<ServiceSpec, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("service spec: {e}")))
+}
+
+pub(super) fn spec_text(spec: &ServiceSpec) -> String {
+    serde_json::to_string(spec).unwrap_or_default()
+}
+
+/// The service's current spec, read in `tx`.
+pub(super) async fn current_spec(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    service_id: &str,
+) -> Result<ServiceSpec, StoreError> {
+    let row = sqlx::query("SELECT spec FROM services WHERE id = $1")
+        .bind(service_id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("reading a service"))?;
+    spec_from(&row.get::<String, _>(0))
+}
+
+pub(super) async fn write_spec(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    service_id: &str,
+    spec: &ServiceSpec,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE services SET spec = $1 WHERE id = $2")
+        .bind(spec_text(spec))
+        .bind(service_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("updating a service"))?;
+    Ok(())
+}
