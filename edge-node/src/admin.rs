@@ -15,11 +15,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::node::NodeInner;
+use crate::node_state::NodeState;
 
 pub async fn serve(
     listener: TcpListener,
-    node: Arc<NodeInner>,
+    node: Arc<NodeState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -28,7 +28,7 @@ pub async fn serve(
                 Ok((stream, _)) => stream,
                 Err(_) => continue,
             },
-            () = crate::node::stopped(&mut shutdown) => return,
+            () = crate::lifecycle::stopped(&mut shutdown) => return,
         };
         let node = Arc::clone(&node);
         tokio::spawn(async move {
@@ -43,7 +43,7 @@ pub async fn serve(
     }
 }
 
-fn route(node: &NodeInner, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(node: &NodeState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match request.uri().path() {
         "/metrics" => (
             StatusCode::OK,

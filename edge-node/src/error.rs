@@ -11,6 +11,10 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+/// The response header that carries the request id, on every response the
+/// node sends (also in the access log and the guest's log lines).
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// Who caused an outcome; decides the log level and whether a retry helps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -175,7 +179,7 @@ impl EdgeError {
         );
         headers.insert("edge-error", HeaderValue::from_static(self.code()));
         if let Ok(id) = HeaderValue::from_str(request_id) {
-            headers.insert(crate::http::pipeline::REQUEST_ID, id);
+            headers.insert(REQUEST_ID, id);
         }
         if self.fault() == Fault::Capacity {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));

@@ -21,7 +21,8 @@
 //!
 //! # Layout
 //!
-//! - [`node`]: wires the stages together and starts the listeners.
+//! - [`node`]: wires the stages together and starts the listeners;
+//!   [`node_state`]: what the stages share, which they depend on instead.
 //! - [`http`]: the listener, connection handling and the per-request pipeline.
 //! - [`admission`], [`routing`]: the stages before the guest.
 //! - [`modules`]: the content-addressed artifact store and the module cache.
@@ -52,6 +53,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod modules;
 pub mod node;
+pub mod node_state;
 pub mod routing;
 pub mod sandbox;
 pub mod sync;

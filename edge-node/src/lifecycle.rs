@@ -108,3 +108,8 @@ impl Drop for ConnectionGuard {
         self.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+/// Resolves once `shutdown` is true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

@@ -10,9 +10,8 @@ use edge_config::limits::{
 };
 
 use super::HttpCache;
-use crate::sandbox::GuestState;
 
-pub use edge_platform::guest::cache::{Error, Host};
+pub use edge_platform::guest::cache::Error;
 
 /// A guest's handle on its tenant's cache.
 #[derive(Debug, Clone)]
@@ -22,13 +21,13 @@ pub struct GuestCache {
 }
 
 impl GuestCache {
-    fn lookup(&self, key: &str) -> Option<Vec<u8>> {
+    pub(crate) fn lookup(&self, key: &str) -> Option<Vec<u8>> {
         self.cache
             .guest_lookup(&self.namespace, key)
             .map(|value| value.to_vec())
     }
 
-    fn insert(
+    pub(crate) fn insert(
         &self,
         key: &str,
         value: Vec<u8>,
@@ -66,41 +65,15 @@ impl GuestCache {
             )
             .map_err(|_full| Error::InvalidSurrogateKey)
     }
-}
 
-impl Host for GuestState {
-    fn lookup(&mut self, key: String) -> Option<Vec<u8>> {
-        self.cache.as_ref()?.lookup(&key)
+    pub(crate) fn purge(&self, key: &str) -> bool {
+        self.cache.guest_purge(&self.namespace, key)
     }
 
-    fn insert(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-        ttl_ms: u64,
-        surrogate_keys: Vec<String>,
-    ) -> Result<(), Error> {
-        match &self.cache {
-            Some(cache) => cache.insert(&key, value, ttl_ms, surrogate_keys),
-            // A node without a cache (compiling only) stores nothing.
-            None => Ok(()),
-        }
-    }
-
-    fn purge(&mut self, key: String) -> bool {
-        self.cache
-            .as_ref()
-            .is_some_and(|c| c.cache.guest_purge(&c.namespace, &key))
-    }
-
-    fn purge_surrogate_key(&mut self, surrogate_key: String) -> u32 {
-        self.cache.as_ref().map_or(0, |c| {
-            let purged = c.cache.purge_surrogate_key(
-                &c.namespace,
-                &surrogate_key,
-                crate::cache::PurgeMode::Hard,
-            );
-            u32::try_from(purged).unwrap_or(u32::MAX)
-        })
+    pub(crate) fn purge_surrogate_key(&self, surrogate_key: &str) -> u32 {
+        let purged =
+            self.cache
+                .purge_surrogate_key(&self.namespace, surrogate_key, super::PurgeMode::Hard);
+        u32::try_from(purged).unwrap_or(u32::MAX)
     }
 }

@@ -30,7 +30,7 @@ use super::pipeline;
 /// connection window is unbounded.
 const H3_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 const H3_CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
-use crate::node::NodeInner;
+use crate::node_state::NodeState;
 
 /// Builds the QUIC endpoint on `addr` (UDP).
 pub fn endpoint(
@@ -60,7 +60,7 @@ pub fn endpoint(
 /// returns when they have (or the lifecycle cut them).
 pub async fn serve(
     endpoint: quinn::Endpoint,
-    node: Arc<NodeInner>,
+    node: Arc<NodeState>,
     section: Http3Section,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -71,7 +71,7 @@ pub async fn serve(
                 Some(incoming) => incoming,
                 None => break,
             },
-            () = crate::node::stopped(&mut shutdown) => break,
+            () = crate::lifecycle::stopped(&mut shutdown) => break,
         };
         // Open QUIC connections: the tasks not yet finished.
         while connections.try_join_next().is_some() {}
@@ -103,7 +103,7 @@ pub async fn serve(
 
 async fn connection(
     incoming: quinn::Incoming,
-    node: Arc<NodeInner>,
+    node: Arc<NodeState>,
     counted: crate::metrics::OpenConnection,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -197,7 +197,7 @@ async fn connection(
                     break;
                 }
             },
-            () = crate::node::stopped(&mut shutdown), if !draining => {
+            () = crate::lifecycle::stopped(&mut shutdown), if !draining => {
                 // GOAWAY: no new requests, the accepted ones finish.
                 draining = true;
                 if h3.shutdown(0).await.is_err() || requests.is_empty() {
@@ -211,7 +211,7 @@ async fn connection(
                     break;
                 }
             }
-            () = crate::node::stopped(&mut cut) => {
+            () = crate::lifecycle::stopped(&mut cut) => {
                 requests.abort_all();
                 quic.close(quinn::VarInt::from_u32(0x0102), b"node stopping");
                 return;
@@ -220,14 +220,14 @@ async fn connection(
     }
     tokio::select! {
         _ = async { while requests.join_next().await.is_some() {} } => {}
-        () = crate::node::stopped(&mut cut) => requests.abort_all(),
+        () = crate::lifecycle::stopped(&mut cut) => requests.abort_all(),
     }
     quic.close(quinn::VarInt::from_u32(0x0100), b"");
 }
 
 /// Runs one request through the pipeline and streams the response back.
 async fn respond(
-    node: &NodeInner,
+    node: &NodeState,
     request: http::Request<()>,
     stream: RequestStream<GuardedBidiStream<Bytes>, Bytes>,
     sni_tenant: Option<&Arc<str>>,

@@ -15,15 +15,12 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use super::body::{BodyCut, CutReason, LimitedBody, MeteredBody};
 use crate::admission::Refusal;
 use crate::error::EdgeError;
+use crate::error::REQUEST_ID;
 use crate::metrics::{GuestRun, Metrics, UNKNOWN_SERVICE};
-use crate::node::NodeInner;
+use crate::node_state::NodeState;
 use crate::routing::Service;
 use crate::sandbox::{GuestIdentity, GuestReport};
 use crate::usage::ServiceCounters;
-
-/// The response header that carries the request id (also in the access log
-/// and the guest's log lines).
-pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Handles one request. Never fails: every problem becomes a response.
 ///
@@ -34,7 +31,7 @@ pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-reques
 /// (SNI) routed to, and whose certificate the handshake served: a request
 /// on that connection for another tenant's host is misdirected (421).
 pub async fn handle<B>(
-    node: &NodeInner,
+    node: &NodeState,
     mut request: Request<B>,
     sni_tenant: Option<&Arc<str>>,
 ) -> Response<HyperOutgoingBody>
@@ -155,7 +152,7 @@ impl AccessFields {
 
 /// The checks that need only the request head.
 async fn admit_and_route<B>(
-    node: &NodeInner,
+    node: &NodeState,
     request: &mut Request<B>,
     sni_tenant: Option<&Arc<str>>,
 ) -> Result<(Arc<Service>, crate::admission::AdmissionPermit), EdgeError> {
@@ -290,7 +287,7 @@ fn refuse(metrics: &Metrics, error: EdgeError) -> EdgeError {
 }
 
 async fn run_guest<B>(
-    node: &NodeInner,
+    node: &NodeState,
     service: &Arc<Service>,
     request: Request<B>,
     identity: &GuestIdentity,

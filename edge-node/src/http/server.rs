@@ -21,7 +21,7 @@ use super::pipeline;
 use crate::admission::TenantConnection;
 use crate::interim::{InterimChannel, InterimIo, InterimSink};
 use crate::metrics::OpenConnection;
-use crate::node::NodeInner;
+use crate::node_state::NodeState;
 
 /// Resets a client may cause before HTTP/2 closes its connection (the
 /// rapid-reset attack, CVE-2023-44487).
@@ -168,7 +168,7 @@ pub fn connection_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
 
 /// Accepts cleartext connections (HTTP/1.1 and h2c) until `shutdown` turns
 /// true, then drains (see [`accept_loop`]).
-pub async fn serve(listener: TcpListener, node: Arc<NodeInner>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, node: Arc<NodeState>, shutdown: watch::Receiver<bool>) {
     accept_loop(
         listener,
         node,
@@ -183,7 +183,7 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeInner>, shutdown: watch:
 /// and is cut at the handshake timeout. ALPN picks HTTP/2 or HTTP/1.1.
 pub async fn serve_tls(
     listener: TcpListener,
-    node: Arc<NodeInner>,
+    node: Arc<NodeState>,
     shutdown: watch::Receiver<bool>,
 ) {
     accept_loop(listener, node, shutdown, true, |stream, node| async move {
@@ -211,7 +211,7 @@ pub async fn serve_tls(
 /// tenant's): 503, and the connection closes after it: HTTP/1.1 with
 /// `Connection: close`, HTTP/2 with GOAWAY (see `close_after_requests`).
 fn refuse_connection(
-    node: &NodeInner,
+    node: &NodeState,
 ) -> http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody> {
     node.metrics
         .limit_refusals
@@ -239,12 +239,12 @@ fn refuse_connection(
 /// ended, or has been cut by the lifecycle's cut signal.
 async fn accept_loop<S, F, Io>(
     listener: TcpListener,
-    node: Arc<NodeInner>,
+    node: Arc<NodeState>,
     mut shutdown: watch::Receiver<bool>,
     advertise_h3: bool,
     secure: S,
 ) where
-    S: Fn(TcpStream, Arc<NodeInner>) -> F + Send + Sync + 'static,
+    S: Fn(TcpStream, Arc<NodeState>) -> F + Send + Sync + 'static,
     F: Future<Output = Option<(Io, Option<String>)>> + Send + 'static,
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -262,7 +262,7 @@ async fn accept_loop<S, F, Io>(
                     continue;
                 }
             },
-            () = crate::node::stopped(&mut shutdown) => break,
+            () = crate::lifecycle::stopped(&mut shutdown) => break,
         };
         // Refused before any handshake: the client's other connections
         // are what it may use.
@@ -371,7 +371,7 @@ async fn accept_loop<S, F, Io>(
                         }
                         return;
                     }
-                    () = crate::node::stopped(&mut cut) => {
+                    () = crate::lifecycle::stopped(&mut cut) => {
                         tracing::debug!(%peer, "connection cut at the end of the drain");
                         return;
                     }
@@ -381,7 +381,7 @@ async fn accept_loop<S, F, Io>(
                             closing = true;
                         }
                     }
-                    () = crate::node::stopped(&mut draining), if !closing => {
+                    () = crate::lifecycle::stopped(&mut draining), if !closing => {
                         connection.as_mut().graceful_shutdown();
                         closing = true;
                     }

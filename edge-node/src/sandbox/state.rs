@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_config::ServiceLimits;
+use edge_platform::guest::cache as cache_api;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -127,5 +128,36 @@ impl WasiHttpView for GuestState {
             table: &mut self.table,
             hooks: &mut self.outbound,
         }
+    }
+}
+
+/// `edge:platform/cache`, in the tenant's namespace ([`GuestCache`]).
+impl cache_api::Host for GuestState {
+    fn lookup(&mut self, key: String) -> Option<Vec<u8>> {
+        self.cache.as_ref()?.lookup(&key)
+    }
+
+    fn insert(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
+        surrogate_keys: Vec<String>,
+    ) -> Result<(), cache_api::Error> {
+        match &self.cache {
+            Some(cache) => cache.insert(&key, value, ttl_ms, surrogate_keys),
+            // Capabilities without a cache (a bare sandbox) store nothing.
+            None => Ok(()),
+        }
+    }
+
+    fn purge(&mut self, key: String) -> bool {
+        self.cache.as_ref().is_some_and(|cache| cache.purge(&key))
+    }
+
+    fn purge_surrogate_key(&mut self, surrogate_key: String) -> u32 {
+        self.cache
+            .as_ref()
+            .map_or(0, |cache| cache.purge_surrogate_key(&surrogate_key))
     }
 }

@@ -1,0 +1,152 @@
+//! What every stage of the request path reads, shared by every connection:
+//! [`NodeState`]. Built by [`crate::node`], which also starts the listeners
+//! that take it; the stages depend on this, never on the node that wires
+//! them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context as _;
+use edge_config::{HttpLimits, NodeConfig};
+use edge_platform::ServingCertificate;
+use edge_platform::certificates::provider;
+
+use crate::admission::Admission;
+use crate::backend::OriginClients;
+use crate::cache::HttpCache;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::modules::ModuleCache;
+use crate::routing::Router;
+use crate::sandbox::Sandbox;
+use crate::tenant_logs::TenantLogs;
+use crate::tls::SniResolver;
+use crate::usage::UsageMeter;
+
+/// Everything the request path reads. Shared by every connection.
+#[derive(Debug)]
+pub struct NodeState {
+    pub(crate) sandbox: Arc<Sandbox>,
+    pub(crate) modules: ModuleCache,
+    pub(crate) router: Router,
+    pub(crate) admission: Admission,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) http_limits: HttpLimits,
+    /// The operator's ceilings on what services may set (`sandbox.max_*`):
+    /// a snapshot service above one is not served.
+    pub(crate) sandbox_limits: edge_config::SandboxLimits,
+    pub(crate) request_ids: RequestIds,
+    pub(crate) usage: UsageMeter,
+    pub(crate) tenant_logs: Arc<TenantLogs>,
+    /// One access-log event per request (`logs.access_log`).
+    pub(crate) access_log: bool,
+    pub(crate) cache: Arc<HttpCache>,
+    pub(crate) origin_clients: OriginClients,
+    pub(crate) tls: Option<TlsListener>,
+    pub(crate) lifecycle: Lifecycle,
+    /// How long a drain lets requests in flight finish.
+    pub(crate) drain_grace: std::time::Duration,
+    /// How often the services with their own metrics label are chosen.
+    pub(crate) metrics_rerank: std::time::Duration,
+}
+
+impl NodeState {
+    /// Counts a TLS or QUIC connection against the tenant whose service its
+    /// SNI names (`Ok(None)`: no SNI, or no such service). `Err` when that
+    /// tenant is at `http.max_connections_per_tenant`.
+    pub(crate) fn tenant_connection(
+        &self,
+        server_name: Option<&str>,
+    ) -> Result<Option<crate::admission::TenantConnection>, TenantAtLimit> {
+        match server_name.and_then(|name| self.router.route_server_name(name)) {
+            Some(service) => self
+                .admission
+                .try_connect(&service.tenant)
+                .map(Some)
+                .ok_or(TenantAtLimit),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A tenant has as many connections open as it may.
+#[derive(Debug)]
+pub(crate) struct TenantAtLimit;
+
+/// The HTTPS listener's address and settings, and the certificates it serves.
+#[derive(Debug)]
+pub(crate) struct TlsListener {
+    pub(crate) listen: SocketAddr,
+    pub(crate) config: Arc<rustls::ServerConfig>,
+    pub(crate) resolver: Arc<SniResolver>,
+    pub(crate) handshake_timeout: std::time::Duration,
+    /// HTTP/3 on the same port (UDP), when enabled.
+    pub(crate) http3: Option<(edge_config::Http3Section, Arc<rustls::ServerConfig>)>,
+    /// `Alt-Svc` for responses over TCP, once the HTTP/3 port is known.
+    pub(crate) alt_svc: std::sync::OnceLock<http::HeaderValue>,
+}
+
+impl TlsListener {
+    pub(crate) fn new(config: &NodeConfig, listen: SocketAddr) -> anyhow::Result<Self> {
+        let section = &config.tls;
+        let default = match &section.default_certificate {
+            Some(files) => files
+                .read(Path::new("."))
+                .map_err(|e| anyhow::anyhow!("tls.default_certificate: {e}"))?,
+            None => edge_platform::certificates::self_signed(&["edge-node.invalid"])?,
+        };
+        let default = ServingCertificate::from_pem(&default, &[], &provider())
+            .context("tls.default_certificate")?;
+        let resolver = Arc::new(SniResolver::new(default.key));
+        let http3 = if config.http3.enabled {
+            let quic = crate::tls::quic_server_config(section, Arc::clone(&resolver))?;
+            Some((config.http3.clone(), quic))
+        } else {
+            None
+        };
+        Ok(Self {
+            listen,
+            config: crate::tls::server_config(section, Arc::clone(&resolver))?,
+            resolver,
+            handshake_timeout: std::time::Duration::from_millis(section.handshake_timeout_ms),
+            http3,
+            alt_svc: std::sync::OnceLock::new(),
+        })
+    }
+}
+
+/// Request ids: unique per node run, cheap to make. A random prefix per
+/// process and a counter.
+#[derive(Debug)]
+pub(crate) struct RequestIds {
+    prefix: u32,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    pub(crate) fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+            .unwrap_or(0)
+            ^ std::process::id().rotate_left(16);
+        Self {
+            prefix: seed,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// 20 hex digits: the prefix, then the counter.
+    pub(crate) fn next(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let value = (u128::from(self.prefix) << 48) | u128::from(n & 0xffff_ffff_ffff);
+        let mut id = String::with_capacity(20);
+        for shift in (0..20).rev() {
+            id.push(char::from(HEX[((value >> (shift * 4)) & 0xf) as usize]));
+        }
+        id
+    }
+}
