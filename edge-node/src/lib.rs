@@ -6,8 +6,8 @@
 //! ```text
 //! accept (http::server) -> HTTP/1.1 | HTTP/2 (hyper)
 //!   -> framing checks: URI length, header count, body size (http::pipeline)
-//!   -> admission: node-wide in-flight limit (admission)
 //!   -> route: Host -> service (routing)
+//!   -> admission: the tenant's and the node's in-flight limits (admission)
 //!   -> module: ready ProxyPre by sha256 (modules::cache, from edge_platform::artifacts)
 //!   -> sandbox: fresh Store, CPU budget, wall deadline, memory/table/handle
 //!      limits; the guest runs wasi:http/incoming-handler (sandbox)

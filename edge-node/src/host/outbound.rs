@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use edge_config::ServiceLimits;
+use edge_platform::guest::SendFuture;
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error as WasiHttpError, RequestOptions, WasiBody, WasiHttpHooks};
-
-use edge_platform::guest::SendFuture;
 
 use crate::backend::{BackendSet, Origin, Timeouts};
 use crate::cache::HttpCache;

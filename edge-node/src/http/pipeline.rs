@@ -1,6 +1,6 @@
 //! One request, from head to response.
 //!
-//! framing checks -> admission -> route -> module -> guest. Each stage that
+//! framing checks -> route -> admission -> module -> guest. Each stage that
 //! refuses a request answers with its [`EdgeError`]; a guest's response is
 //! passed through with the request id added.
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 pub struct CpuAccount {
     /// Nanoseconds of completed polls.
     used_ns: AtomicU64,
-    /// Thread CPU clock at the start of the poll in progress.
+    /// The monotonic clock at the start of the poll in progress.
     poll_started_ns: AtomicU64,
 }
 
