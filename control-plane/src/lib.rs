@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use edge_platform::ArtifactStore;
-use edge_platform::engine::{build_engine, engine_fingerprint};
+use edge_platform::engine::{build_validation_engine, engine_fingerprint};
 use tokio::sync::watch;
 
 pub use api::ApiConfig;
@@ -71,7 +71,11 @@ pub async fn start(
         .await?
         .with_platform_domain(&config.platform_domain)
         .with_pending_claim_ttl(config.pending_claim_ttl);
-    let engine = build_engine(&config.sandbox).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    // The nodes' engine settings, with a pool of one instance: the API
+    // server stores and serves artifacts but never runs a guest, so it
+    // reserves none of the nodes' instance pool (the fingerprint is the
+    // same, `engine::tests`).
+    let engine = build_validation_engine(&config.sandbox).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let fingerprint = engine_fingerprint(&engine);
     let modules = ArtifactStore::open(&config.data_dir.join("modules"), engine, &fingerprint)?;
     let version = store.snapshot_version().await?;

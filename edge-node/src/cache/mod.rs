@@ -15,26 +15,27 @@
 //!
 //! [`policy`] holds the RFC 9111 decisions.
 
+mod body;
 pub mod guest_api;
 mod key;
 pub mod policy;
 pub mod purge_log;
 pub mod responses;
+mod status;
+mod stored;
 pub mod tags;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use edge_config::CacheLimits;
 use edge_config::backend::BackendCache;
-use edge_config::limits::{CACHE_MAX_SURROGATE_KEYS, CACHE_MAX_VARIANTS};
+use edge_config::limits::CACHE_MAX_VARIANTS;
 use http::request::Parts as RequestParts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Full};
 use http_cache_semantics::{BeforeRequest, CachePolicy};
 use moka::ops::compute::Op;
 use tokio::sync::watch;
@@ -44,19 +45,17 @@ use crate::backend::{Backend, Origin, Timeouts};
 use crate::metrics::Metrics;
 use edge_platform::urls::normalize_url;
 use key::KeyKind;
-use policy::StaleAllowance;
 use purge_log::PurgeLog;
 
+pub(crate) use body::clone_parts;
+use body::{Collected, PrefixedBody, collect_up_to, empty_body, full};
 pub use key::CacheKey;
 pub use purge_log::PurgeMode;
+use status::marked;
+pub use status::{CACHE_STATUS, CacheStatus};
+pub use stored::REVALIDATABLE_KEEP;
+use stored::{ENTRY_OVERHEAD_BYTES, StoredResponse, selects, served, viewed};
 use tags::{TagIndex, TagsFull};
-
-/// A stored response that can be revalidated is kept this long past the end
-/// of its freshness (and stale allowances): a conditional request that
-/// comes back 304 saves sending the body again.
-pub const REVALIDATABLE_KEEP: Duration = Duration::from_secs(3600);
-/// Bytes each entry is charged on top of its body and headers.
-const ENTRY_OVERHEAD_BYTES: usize = 256;
 
 /// What a cache lookup led to, for `edge_http_cache_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,436 +123,6 @@ impl Slot {
             Self::Guest(entry) => entry.surrogate_keys.iter().map(String::as_str).collect(),
         }
     }
-}
-
-/// A backend response kept for reuse.
-#[derive(Debug)]
-struct StoredResponse {
-    policy: CachePolicy,
-    /// The response headers as the cache reads them ([`policy::policy_view`]
-    /// of what was received, or as updated by a 304).
-    headers: HeaderMap,
-    /// What a hit serves, plus `Age`: the headers as received, without
-    /// hop-by-hop fields or the edge's own cache directives.
-    served_headers: HeaderMap,
-    /// Whether the response has a `Vary` header.
-    varies: bool,
-    status: StatusCode,
-    body: Bytes,
-    /// Freshness lifetime, measured from the response's age of zero.
-    freshness: Duration,
-    stale: StaleAllowance,
-    surrogate_keys: Vec<String>,
-    /// When a soft purge marked it stale: it is never fresh again, and its
-    /// staleness counts from then at the latest. A 304 or a new response
-    /// replaces it.
-    soft_purged_at: Option<SystemTime>,
-    /// Set while a background revalidation runs, so that one runs at a time.
-    revalidating: AtomicBool,
-    weight: usize,
-}
-
-impl StoredResponse {
-    /// `headers` as received; the policy was made from their view.
-    /// `default_if_error` is the platform's `stale-if-error` for a response
-    /// that gives none.
-    fn new(
-        policy: CachePolicy,
-        status: StatusCode,
-        received: &HeaderMap,
-        body: Bytes,
-        default_if_error: Duration,
-    ) -> Self {
-        let served_headers = served(received);
-        Self::with_served(
-            policy,
-            status,
-            received,
-            served_headers,
-            body,
-            default_if_error,
-        )
-    }
-
-    fn with_served(
-        policy: CachePolicy,
-        status: StatusCode,
-        received: &HeaderMap,
-        served_headers: HeaderMap,
-        body: Bytes,
-        default_if_error: Duration,
-    ) -> Self {
-        let headers = policy::policy_view(received);
-        let now = SystemTime::now();
-        let freshness = policy.time_to_live(now) + policy.age(now);
-        let header_bytes: usize = headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len())
-            .sum();
-        Self {
-            varies: headers.contains_key(header::VARY),
-            served_headers,
-            stale: StaleAllowance::from_headers(&headers, default_if_error),
-            surrogate_keys: policy::surrogate_keys(&headers, CACHE_MAX_SURROGATE_KEYS),
-            weight: body.len() + header_bytes + ENTRY_OVERHEAD_BYTES,
-            policy,
-            headers,
-            status,
-            body,
-            freshness,
-            soft_purged_at: None,
-            revalidating: AtomicBool::new(false),
-        }
-    }
-
-    /// This response marked stale by a soft purge at `now` (or still at the
-    /// first soft purge that marked it).
-    fn soft_purged(&self, now: SystemTime) -> Self {
-        Self {
-            policy: self.policy.clone(),
-            headers: self.headers.clone(),
-            served_headers: self.served_headers.clone(),
-            varies: self.varies,
-            status: self.status,
-            body: self.body.clone(),
-            freshness: self.freshness,
-            stale: self.stale,
-            surrogate_keys: self.surrogate_keys.clone(),
-            soft_purged_at: self.soft_purged_at.or(Some(now)),
-            revalidating: AtomicBool::new(false),
-            weight: self.weight,
-        }
-    }
-
-    /// Whether the crate's freshness may decide a hit: not once soft-purged.
-    fn may_be_fresh(&self) -> bool {
-        self.soft_purged_at.is_none()
-    }
-
-    /// The crate's decision for `request`. A soft-purged response is never
-    /// fresh: it is asked as if the request carried `Pragma: no-cache`,
-    /// which makes the crate build the same conditional request it builds
-    /// for a stale response, and the request's own `Pragma` is put back.
-    fn before_request(&self, request: &RequestParts, now: SystemTime) -> BeforeRequest {
-        if self.may_be_fresh() {
-            return self.policy.before_request(request, now);
-        }
-        let mut probe = clone_parts(request);
-        probe
-            .headers
-            .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        match self.policy.before_request(&probe, now) {
-            BeforeRequest::Stale {
-                request: mut revalidation,
-                matches,
-            } => {
-                revalidation.headers.remove(header::PRAGMA);
-                for value in request.headers.get_all(header::PRAGMA) {
-                    revalidation.headers.append(header::PRAGMA, value.clone());
-                }
-                BeforeRequest::Stale {
-                    request: revalidation,
-                    matches,
-                }
-            }
-            fresh @ BeforeRequest::Fresh(_) => fresh,
-        }
-    }
-
-    /// This response updated by a 304 that selected it (RFC 9111 4.3.4):
-    /// the 304's fields replace the stored ones, but for those that
-    /// describe the stored body.
-    fn refreshed(
-        &self,
-        request: &RequestParts,
-        not_modified: &HeaderMap,
-        now: SystemTime,
-        default_if_error: Duration,
-    ) -> Self {
-        let mut received = self.served_headers.clone();
-        let mut served_headers = self.served_headers.clone();
-        for name in not_modified.keys() {
-            if KEPT_ON_REVALIDATION.contains(name) {
-                continue;
-            }
-            for headers in [&mut received, &mut served_headers] {
-                headers.remove(name);
-                for value in not_modified.get_all(name) {
-                    headers.append(name.clone(), value.clone());
-                }
-            }
-        }
-        // The edge's own directives count for the cache, not for clients.
-        for name in [policy::CDN_CACHE_CONTROL, policy::SURROGATE_CONTROL] {
-            if let Some(value) = not_modified.get(&name).or_else(|| self.headers.get(&name)) {
-                received.insert(name, value.clone());
-            }
-        }
-        crate::backend::client::remove_hop_by_hop(&mut served_headers);
-        policy::strip_targeted(&mut served_headers);
-        let view = Response::builder()
-            .status(self.status)
-            .body(())
-            .map(|response| {
-                let (mut parts, ()) = response.into_parts();
-                parts.headers = policy::policy_view(&received);
-                parts
-            });
-        let policy = match view {
-            Ok(parts) => CachePolicy::new_options(request, &parts, now, policy::options()),
-            Err(_) => self.policy.clone(),
-        };
-        Self::with_served(
-            policy,
-            self.status,
-            &received,
-            served_headers,
-            self.body.clone(),
-            default_if_error,
-        )
-    }
-
-    /// RFC 9211 `ttl`: seconds of freshness left, negative once stale.
-    fn ttl(&self, now: SystemTime) -> i64 {
-        if self.may_be_fresh() {
-            self.ttl_at(self.policy.age(now))
-        } else {
-            -i64::try_from(self.staleness(now).as_secs()).unwrap_or(i64::MAX)
-        }
-    }
-
-    fn ttl_at(&self, age: Duration) -> i64 {
-        i64::try_from(self.freshness.as_secs())
-            .unwrap_or(i64::MAX)
-            .saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX))
-    }
-
-    /// Time past freshness (or since a soft purge, if that is longer), zero
-    /// while fresh.
-    fn staleness(&self, now: SystemTime) -> Duration {
-        let by_age = self.policy.age(now).saturating_sub(self.freshness);
-        match self.soft_purged_at {
-            Some(at) => by_age.max(now.duration_since(at).unwrap_or_default()),
-            None => by_age,
-        }
-    }
-
-    fn usable_for(&self, now: SystemTime) -> Duration {
-        let stale_use = self.stale.while_revalidate.max(self.stale.if_error);
-        let keep = if policy::has_validator(&self.headers) {
-            REVALIDATABLE_KEEP.max(stale_use)
-        } else {
-            stale_use
-        };
-        let fresh_left = if self.may_be_fresh() {
-            self.freshness.saturating_sub(self.policy.age(now))
-        } else {
-            Duration::ZERO
-        };
-        (fresh_left + keep).saturating_sub(self.staleness(now))
-    }
-
-    /// Whether this variant is the one `request` selects (same `Vary`ing
-    /// request headers), fresh or not.
-    fn selected_by(&self, request: &RequestParts, now: SystemTime) -> bool {
-        match self.before_request(request, now) {
-            BeforeRequest::Fresh(_) => true,
-            BeforeRequest::Stale { matches, .. } => matches,
-        }
-    }
-
-    /// What a fresh stored response answers `request` with, without the
-    /// origin: 304 when the request's own conditions say the client's copy
-    /// is current, 206 (or 416) for one byte range of a 200, else the
-    /// whole response.
-    fn answer(&self, request: &RequestParts, now: SystemTime) -> (Response<WasiBody>, i64) {
-        let age = self.policy.age(now);
-        (self.answer_aged(request, age), self.ttl_at(age))
-    }
-
-    fn answer_aged(&self, request: &RequestParts, age: Duration) -> Response<WasiBody> {
-        if policy::not_modified(request, &self.served_headers) {
-            let mut response = self.serve_aged(age);
-            *response.status_mut() = StatusCode::NOT_MODIFIED;
-            *response.body_mut() = full(Bytes::new());
-            for name in [header::CONTENT_LENGTH, header::CONTENT_RANGE] {
-                response.headers_mut().remove(name);
-            }
-            return response;
-        }
-        if self.status != StatusCode::OK {
-            return self.serve_aged(age);
-        }
-        let len = self.body.len() as u64;
-        match policy::byte_range(request, &self.served_headers, len) {
-            None => self.serve_aged(age),
-            Some(Ok((first, last))) => {
-                let mut response = self.serve_aged(age);
-                *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-                // Bounded by the body's length above.
-                let slice = self.body.slice(first as usize..=last as usize);
-                let headers = response.headers_mut();
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(slice.len()));
-                if let Ok(range) = HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")) {
-                    headers.insert(header::CONTENT_RANGE, range);
-                }
-                *response.body_mut() = full(slice);
-                response
-            }
-            Some(Err(())) => {
-                let mut response = self.serve_aged(age);
-                *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                *response.body_mut() = full(Bytes::new());
-                let headers = response.headers_mut();
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-                if let Ok(range) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                    headers.insert(header::CONTENT_RANGE, range);
-                }
-                response
-            }
-        }
-    }
-
-    /// The stored response with its current `Age`.
-    fn serve(&self, now: SystemTime) -> Response<WasiBody> {
-        self.serve_aged(self.policy.age(now))
-    }
-
-    /// The stored response with `Age: age`.
-    fn serve_aged(&self, age: Duration) -> Response<WasiBody> {
-        let mut response = Response::new(full(self.body.clone()));
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.served_headers.clone();
-        response
-            .headers_mut()
-            .insert(header::AGE, HeaderValue::from(age.as_secs()));
-        response
-    }
-}
-
-/// `Cache-Status` (RFC 9211).
-pub const CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
-
-/// What the cache did with one request, for its `Cache-Status` entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CacheStatus {
-    hit: bool,
-    /// Why the request went forward to the origin: `miss`, `stale`
-    /// (revalidation), `method`, `bypass` (the backend's cache is off).
-    fwd: Option<&'static str>,
-    fwd_status: Option<u16>,
-    stored: bool,
-    collapsed: bool,
-    ttl: Option<i64>,
-}
-
-impl CacheStatus {
-    fn hit(ttl: i64) -> Self {
-        Self {
-            hit: true,
-            ttl: Some(ttl),
-            ..Self::default()
-        }
-    }
-
-    pub fn forward(reason: &'static str) -> Self {
-        Self {
-            fwd: Some(reason),
-            ..Self::default()
-        }
-    }
-
-    /// `edge; hit; ttl=55` or `edge; fwd=miss; stored; ttl=60`.
-    fn entry(&self, name: &str) -> String {
-        use std::fmt::Write as _;
-        let mut entry = String::with_capacity(name.len() + 40);
-        entry.push_str(name);
-        if self.hit {
-            entry.push_str("; hit");
-        }
-        if let Some(fwd) = self.fwd {
-            entry.push_str("; fwd=");
-            entry.push_str(fwd);
-        }
-        if let Some(status) = self.fwd_status {
-            let _ = write!(entry, "; fwd-status={status}");
-        }
-        if self.stored {
-            entry.push_str("; stored");
-        }
-        if self.collapsed {
-            entry.push_str("; collapsed");
-        }
-        if let Some(ttl) = self.ttl {
-            let _ = write!(entry, "; ttl={ttl}");
-        }
-        entry
-    }
-}
-
-/// `response`, carrying what the cache did until `fetch` writes it out.
-fn marked(mut response: Response<WasiBody>, status: CacheStatus) -> Response<WasiBody> {
-    response.extensions_mut().insert(status);
-    response
-}
-
-/// Fields a 304 does not replace in a stored response: they describe the
-/// stored body, not the 304's.
-const KEPT_ON_REVALIDATION: [header::HeaderName; 5] = [
-    header::CONTENT_LENGTH,
-    header::CONTENT_ENCODING,
-    header::TRANSFER_ENCODING,
-    header::CONTENT_RANGE,
-    header::CONTENT_TYPE,
-];
-
-/// What a hit serves of `received`: no hop-by-hop fields, none of the
-/// edge's own cache directives.
-fn served(received: &HeaderMap) -> HeaderMap {
-    let mut served = received.clone();
-    crate::backend::client::remove_hop_by_hop(&mut served);
-    policy::strip_targeted(&mut served);
-    served
-}
-
-/// RFC 9111 4.3.4: whether a 304 to the cache's conditional request
-/// selects the stored response the request's validators came from. A
-/// validator in the 304 must be the stored one's (weakly compared); a 304
-/// with none selects it, since there is one stored response the conditions
-/// were made from (the crate wants the stored response to lack validators
-/// too, and would hand on the 304 itself).
-fn selects(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
-    let text = |headers: &HeaderMap, name: header::HeaderName| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_string())
-    };
-    let etag = |headers: &HeaderMap| {
-        text(headers, header::ETAG).map(|e| e.trim_start_matches("W/").to_string())
-    };
-    match etag(not_modified) {
-        Some(new) => etag(stored).as_deref() == Some(new.as_str()),
-        None => match text(not_modified, header::LAST_MODIFIED) {
-            Some(new) => text(stored, header::LAST_MODIFIED).as_deref() == Some(new.as_str()),
-            None => true,
-        },
-    }
-}
-
-/// The body of a request the cache makes itself.
-fn empty_body() -> WasiBody {
-    http_body_util::Empty::new()
-        .map_err(|never: std::convert::Infallible| match never {})
-        .boxed_unsync()
-}
-
-/// A response with `headers` as the cache reads them, for the crate.
-fn viewed(status: StatusCode, headers: &HeaderMap) -> http::response::Parts {
-    let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = status;
-    parts.headers = policy::policy_view(headers);
-    parts
 }
 
 /// An entry a guest inserted.
@@ -1342,85 +911,6 @@ impl HttpCache {
 
     pub fn max_object_bytes(&self) -> usize {
         self.max_object_bytes
-    }
-}
-
-/// `http::request::Parts` is not `Clone` (its extensions need not be); the
-/// cache needs only the method, URI, version and headers, and where the
-/// origin's interim responses go.
-pub(crate) fn clone_parts(parts: &RequestParts) -> RequestParts {
-    let (mut clone, ()) = Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .version(parts.version)
-        .body(())
-        .map(Request::into_parts)
-        .unwrap_or_else(|_| Request::new(()).into_parts());
-    clone.headers = parts.headers.clone();
-    if let Some(interim) = parts.extensions.get::<crate::interim::InterimSink>() {
-        clone.extensions.insert(interim.clone());
-    }
-    clone
-}
-
-fn full(bytes: Bytes) -> WasiBody {
-    Full::new(bytes)
-        .map_err(|never: std::convert::Infallible| match never {})
-        .boxed_unsync()
-}
-
-enum Collected {
-    Complete(Bytes),
-    TooLarge { prefix: Bytes, rest: WasiBody },
-}
-
-/// Reads `body` whole if it is at most `limit` bytes; otherwise returns what
-/// was read and the rest, to be streamed without storing.
-async fn collect_up_to(mut body: WasiBody, limit: usize) -> Result<Collected, WasiHttpError> {
-    let mut buffer = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue; // trailers are not stored
-        };
-        buffer.extend_from_slice(&data);
-        if buffer.len() > limit {
-            return Ok(Collected::TooLarge {
-                prefix: buffer.freeze(),
-                rest: body,
-            });
-        }
-    }
-    Ok(Collected::Complete(buffer.freeze()))
-}
-
-/// Bytes already read, then the rest of the body.
-struct PrefixedBody {
-    prefix: Option<Bytes>,
-    rest: WasiBody,
-}
-
-impl PrefixedBody {
-    fn boxed(prefix: Bytes, rest: WasiBody) -> WasiBody {
-        Self {
-            prefix: Some(prefix),
-            rest,
-        }
-        .boxed_unsync()
-    }
-}
-
-impl Body for PrefixedBody {
-    type Data = Bytes;
-    type Error = WasiHttpError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if let Some(prefix) = self.prefix.take() {
-            return std::task::Poll::Ready(Some(Ok(Frame::data(prefix))));
-        }
-        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
     }
 }
 
