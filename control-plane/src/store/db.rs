@@ -147,3 +147,20 @@ pub(super) async fn write_spec(
         .map_err(db("updating a service"))?;
     Ok(())
 }
+
+/// The spec of the service's active version, if it has one.
+pub(super) async fn active_spec(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    service_id: &str,
+) -> Result<Option<ServiceSpec>, StoreError> {
+    let row = sqlx::query(
+        "SELECT v.spec FROM services s JOIN versions v \
+         ON v.service_id = s.id AND v.number = s.active_version WHERE s.id = $1",
+    )
+    .bind(service_id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db("reading the active version"))?;
+    row.map(|row| spec_from(&row.get::<String, _>(0)))
+        .transpose()
+}

@@ -2,6 +2,9 @@
 
 use edge_config::protocol::ServiceSpec;
 use serde::Serialize;
+use sqlx::Row;
+
+use super::db::{StoreError, spec_from};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Tenant {
@@ -85,4 +88,37 @@ pub struct NodeFailure {
     pub node: String,
     pub error: String,
     pub reported_at: i64,
+}
+
+pub(super) fn tenant_from_row(row: &sqlx::any::AnyRow) -> Tenant {
+    Tenant {
+        id: row.get(0),
+        name: row.get(1),
+        created_at: row.get(2),
+        allow_private_backends: row.get::<i64, _>(3) != 0,
+        suspended: row.get::<i64, _>(4) != 0,
+    }
+}
+
+pub(super) fn service_from_row(row: &sqlx::any::AnyRow) -> Result<Service, StoreError> {
+    Ok(Service {
+        id: row.get(0),
+        tenant_id: row.get(1),
+        name: row.get(2),
+        spec: spec_from(&row.get::<String, _>(3))?,
+        active_version: row.get(4),
+        created_at: row.get(5),
+        tenant_name: row.get(6),
+    })
+}
+
+pub(super) fn version_from_row(row: &sqlx::any::AnyRow) -> Result<Version, StoreError> {
+    Ok(Version {
+        number: row.get(0),
+        module_sha256: row.get(1),
+        spec: spec_from(&row.get::<String, _>(2))?,
+        author: row.get(3),
+        created_at: row.get(4),
+        node_failures: Vec::new(),
+    })
 }

@@ -1,0 +1,92 @@
+//! The config snapshot every node follows: its version and what it holds.
+
+use std::collections::HashSet;
+
+use edge_config::protocol::{Snapshot, SnapshotService};
+use sqlx::Row;
+
+use super::certificates;
+use super::db::{Store, StoreError, db, spec_from};
+
+impl Store {
+    pub async fn snapshot_version(&self) -> Result<u64, StoreError> {
+        let version: i64 = sqlx::query("SELECT version FROM snapshot WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("reading the snapshot version"))?
+            .get(0);
+        Ok(u64::try_from(version).unwrap_or(0))
+    }
+
+    /// Every active service of a tenant not suspended, with the spec of its
+    /// active version, read in one transaction so that the version number
+    /// matches the contents. A service's domains are its platform name and
+    /// the version's custom domains it holds a verified claim on: a pending
+    /// domain reaches no node.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("reading the snapshot"))?;
+        let version: i64 = sqlx::query("SELECT version FROM snapshot WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("reading the snapshot version"))?
+            .get(0);
+        let rows = sqlx::query(
+            "SELECT t.name, s.name, v.number, v.module_sha256, v.spec, c.cert_pem, c.key_pem, \
+             s.created_at, s.id \
+             FROM services s \
+             JOIN tenants t ON t.id = s.tenant_id \
+             JOIN versions v ON v.service_id = s.id AND v.number = s.active_version \
+             LEFT JOIN certificates c ON c.service_id = s.id \
+             WHERE t.suspended = 0 \
+             ORDER BY s.created_at, t.name, s.name",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("reading the snapshot"))?;
+        let verified: HashSet<(String, String)> =
+            sqlx::query("SELECT service_id, domain FROM domains WHERE verified = 1")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("reading the snapshot"))?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
+        tx.commit().await.map_err(db("reading the snapshot"))?;
+        let services = rows
+            .iter()
+            .map(|row| {
+                let tenant: String = row.get(0);
+                let service: String = row.get(1);
+                let service_id: String = row.get(8);
+                let platform_name = format!("{service}.{tenant}.{}", self.platform_domain);
+                let mut spec = spec_from(&row.get::<String, _>(4))?;
+                let custom = std::mem::take(&mut spec.domains);
+                spec.domains = std::iter::once(platform_name.clone())
+                    .chain(custom.into_iter().filter(|domain| {
+                        *domain != platform_name
+                            && verified.contains(&(service_id.clone(), domain.clone()))
+                    }))
+                    .collect();
+                Ok(SnapshotService {
+                    name: format!("{tenant}/{service}"),
+                    tenant,
+                    version: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
+                    module_sha256: row.get(3),
+                    spec,
+                    created_at_ms: u64::try_from(row.get::<i64, _>(7)).unwrap_or(0),
+                    certificate: certificates::from_columns(row.get(5), row.get(6)),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Snapshot {
+            version: u64::try_from(version).unwrap_or(0),
+            services,
+        })
+    }
+
+    // ----- nodes and usage ----------------------------------------------------
+}
