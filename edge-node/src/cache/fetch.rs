@@ -12,14 +12,14 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 use edge_config::backend::BackendCache;
 use http::request::Parts as RequestParts;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_cache_semantics::CachePolicy;
 use tokio::sync::watch;
 use wasmtime_wasi_http::{Error as WasiHttpError, WasiBody};
 
 use super::body::{Collected, PrefixedBody, clone_parts, collect_up_to, empty_body, full};
 use super::key::CacheKey;
-use super::status::{CACHE_STATUS, CacheStatus, marked};
+use super::status::{CacheStatus, marked};
 use super::stored::{StoredResponse, selects, served, viewed};
 use super::{HttpCache, Lookup, Outcome, Stale, policy};
 use crate::backend::{Backend, Origin, Timeouts};
@@ -64,9 +64,7 @@ impl HttpCache {
             .extensions_mut()
             .remove::<CacheStatus>()
             .unwrap_or_default();
-        if let Ok(value) = HeaderValue::from_str(&status.entry(&self.status_name)) {
-            response.headers_mut().append(CACHE_STATUS, value);
-        }
+        status.append_to(response.headers_mut(), &self.status_name);
         Ok(response)
     }
 
@@ -207,7 +205,8 @@ impl HttpCache {
             .send(Request::from_parts(outgoing, body), timeouts)
             .await;
         let now = SystemTime::now();
-        let accepts_stale = policy::request_accepts_stale(&request.headers);
+        // Read only when there is something stale to serve.
+        let accepts_stale = stale.is_some() && policy::request_accepts_stale(&request.headers);
         let serve_stale_on_error = |stale: &Option<Stale>, now: SystemTime| -> Option<Stale> {
             stale
                 .as_ref()

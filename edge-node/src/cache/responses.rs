@@ -124,9 +124,7 @@ impl HttpCache {
     /// (RFC 9211), after any entry the guest wrote.
     pub fn mark_for_client(&self, headers: &mut HeaderMap, status: &CacheStatus) {
         policy::strip_targeted(headers);
-        if let Ok(value) = http::HeaderValue::from_str(&status.entry(&self.status_name)) {
-            headers.append(super::CACHE_STATUS, value);
-        }
+        status.append_to(headers, &self.status_name);
     }
 }
 

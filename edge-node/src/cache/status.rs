@@ -1,7 +1,7 @@
 //! `Cache-Status` (RFC 9211): what the cache did with one request, written
 //! after any entry the origin's own caches wrote.
 
-use http::{Response, header};
+use http::{HeaderMap, HeaderValue, Response, header};
 use wasmtime_wasi_http::WasiBody;
 
 /// `Cache-Status` (RFC 9211).
@@ -33,6 +33,14 @@ impl CacheStatus {
         Self {
             fwd: Some(reason),
             ..Self::default()
+        }
+    }
+
+    /// Appends this entry under the cache's `name` to `headers`, after
+    /// any entry already there.
+    pub(super) fn append_to(&self, headers: &mut HeaderMap, name: &str) {
+        if let Ok(value) = HeaderValue::from_str(&self.entry(name)) {
+            headers.append(CACHE_STATUS, value);
         }
     }
 
