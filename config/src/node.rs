@@ -332,6 +332,17 @@ mod tests {
     }
 
     #[test]
+    fn the_default_stale_if_error_has_a_ceiling() {
+        let at = |secs: u64| {
+            NodeConfig::from_toml(&format!("[cache]\ndefault_stale_if_error_secs = {secs}\n"))
+        };
+        at(0).expect("off");
+        at(crate::limits::CACHE_MAX_STALE_IF_ERROR_SECS).expect("at the ceiling");
+        let errors = at(crate::limits::CACHE_MAX_STALE_IF_ERROR_SECS + 1).expect_err("above");
+        assert_eq!(errors.0[0].path, "cache.default_stale_if_error_secs");
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let text = include_str!("../examples/node.toml");
         let config = NodeConfig::from_toml(text).expect("example validates");
