@@ -423,6 +423,21 @@ mod tests {
         assert!(InterimSink::open(&channel).await.is_some(), "{channel:?}");
     }
 
+    /// A client that reads nothing cannot hold a finished request's
+    /// response back for longer than the drain timeout: what is still
+    /// queued then is dropped, and nothing is left to write before it.
+    #[tokio::test]
+    async fn a_finished_request_waits_for_its_hints_only_so_long() {
+        let channel = Arc::new(InterimChannel::default());
+        let sink = InterimSink::open(&channel).await.expect("first request");
+        sink.forward(StatusCode::EARLY_HINTS, &hints());
+        // The connection is never flushed: the hint cannot be written.
+        let closed = tokio::time::timeout(INTERIM_DRAIN_TIMEOUT * 5, sink.close()).await;
+        assert!(closed.is_ok(), "close waited past its bound");
+        assert!(channel.state().is_empty(), "{channel:?}");
+        assert!(!channel.pending.load(Ordering::Acquire));
+    }
+
     #[tokio::test]
     async fn forwarding_is_bounded_per_request() {
         let channel = Arc::new(InterimChannel::default());

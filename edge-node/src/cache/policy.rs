@@ -452,6 +452,35 @@ mod tests {
         assert_eq!(allowance, StaleAllowance::default());
     }
 
+    /// RFC 5861 4: stale-if-error covers an origin that failed, not one
+    /// that answered otherwise, nor a request the node itself refused.
+    #[test]
+    fn only_origin_failures_let_a_stale_response_be_served() {
+        use http::StatusCode;
+        use wasmtime_wasi_http::Error as E;
+        for status in [500, 502, 503, 504] {
+            assert!(is_error_status(
+                StatusCode::from_u16(status).expect("status")
+            ));
+        }
+        for status in [501, 505, 511, 404, 429] {
+            assert!(
+                !is_error_status(StatusCode::from_u16(status).expect("status")),
+                "{status}"
+            );
+        }
+        for failure in [E::ConnectionRefused, E::HttpResponseTimeout, E::DnsTimeout] {
+            assert!(is_origin_failure(&failure), "{failure:?}");
+        }
+        for refusal in [
+            E::DestinationIpProhibited,
+            E::HttpRequestDenied,
+            E::ConfigurationError,
+        ] {
+            assert!(!is_origin_failure(&refusal), "{refusal:?}");
+        }
+    }
+
     #[test]
     fn stale_directives_are_read_and_revalidation_directives_win() {
         let default = Duration::from_secs(5);
