@@ -3,16 +3,20 @@
 //! one resolver the operator names (`--dns-resolver`), never the system's,
 //! so what counts as proof does not depend on the host's resolv.conf.
 //!
-//! Each check builds a resolver with no cache: a tenant who publishes the
-//! record after a failed check is not answered from a cached NXDOMAIN.
+//! Each check asks the resolver directly (a DNS client, not a caching stub
+//! resolver): a tenant who publishes the record after a failed check is not
+//! answered from a cached NXDOMAIN. The query goes over UDP and again over
+//! TCP when the answer is truncated (RFC 7766 5).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_resolver::Resolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::{Name, RData, Record};
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::proto::op::{DnsResponse, ResponseCode};
+use hickory_net::proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
 
 /// How long one query waits for an answer, per attempt.
 pub const DNS_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -59,30 +63,75 @@ impl ChallengeResolver {
             resolver: self.addr,
             message,
         };
-        let mut udp = ConnectionConfig::udp();
-        udp.port = self.addr.port();
-        let mut tcp = ConnectionConfig::tcp();
-        tcp.port = self.addr.port();
-        let server = NameServerConfig::new(self.addr.ip(), true, vec![udp, tcp]);
-        let config = ResolverConfig::from_parts(None, Vec::new(), vec![server]);
-        let mut builder = Resolver::builder_with_config(config, TokioRuntimeProvider::default());
-        let options = builder.options_mut();
-        options.cache_size = 0;
-        options.timeout = DNS_QUERY_TIMEOUT;
-        options.attempts = 2;
-        options.ndots = 0;
-        let resolver = builder.build().map_err(|e| lookup_error(e.to_string()))?;
         let fqdn = format!("{}.", name.trim_end_matches('.'));
         let queried = Name::from_ascii(&fqdn).map_err(|e| lookup_error(e.to_string()))?;
-        let lookup = match resolver.txt_lookup(queried.clone()).await {
-            Ok(lookup) => lookup,
-            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
-                return Err(DnsError::NoRecord(name.to_string()));
+        let check = async {
+            let mut response = self.query_udp(queried.clone()).await?;
+            if response.metadata.truncation {
+                response = self.query_tcp(queried.clone()).await?;
             }
-            Err(e) => return Err(lookup_error(e.to_string())),
+            Ok(response)
         };
-        Ok(texts_of(lookup.answers(), queried))
+        let response = match tokio::time::timeout(DNS_CHECK_TIMEOUT, check).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(message)) => return Err(lookup_error(message)),
+            Err(_) => {
+                return Err(lookup_error(format!(
+                    "no answer within {DNS_CHECK_TIMEOUT:?}"
+                )));
+            }
+        };
+        match response.metadata.response_code {
+            ResponseCode::NoError => {}
+            ResponseCode::NXDomain => return Err(DnsError::NoRecord(name.to_string())),
+            code => return Err(lookup_error(format!("the resolver answered {code}"))),
+        }
+        let texts = texts_of(&response.answers, queried);
+        if texts.is_empty() {
+            return Err(DnsError::NoRecord(name.to_string()));
+        }
+        Ok(texts)
     }
+
+    /// One query over UDP, retried once when no answer comes.
+    async fn query_udp(&self, name: Name) -> Result<DnsResponse, String> {
+        let stream = UdpClientStream::builder(self.addr, TokioRuntimeProvider::default())
+            .with_timeout(Some(DNS_QUERY_TIMEOUT))
+            .with_max_retries(1)
+            .build();
+        let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+        query_txt(client, background, name).await
+    }
+
+    /// One query over TCP, for an answer too large for UDP.
+    async fn query_tcp(&self, name: Name) -> Result<DnsResponse, String> {
+        let (connect, handle) = TcpClientStream::new(
+            self.addr,
+            None,
+            Some(DNS_QUERY_TIMEOUT),
+            TokioRuntimeProvider::default(),
+        );
+        let stream = connect.await.map_err(|e| e.to_string())?;
+        let (client, background) =
+            Client::<TokioRuntimeProvider>::with_timeout(stream, handle, DNS_QUERY_TIMEOUT);
+        query_txt(client, background, name).await
+    }
+}
+
+/// Sends one TXT query through `client`, driving its connection
+/// (`background`) only for as long as the query lasts.
+async fn query_txt<B>(
+    mut client: Client<TokioRuntimeProvider>,
+    background: B,
+    name: Name,
+) -> Result<DnsResponse, String>
+where
+    B: Future<Output: Send> + Send + 'static,
+{
+    let connection = tokio::spawn(background);
+    let answer = client.query(name, DNSClass::IN, RecordType::TXT).await;
+    connection.abort();
+    answer.map_err(|e| e.to_string())
 }
 
 /// The text of each TXT record of `queried` among `answers`, or of the
@@ -118,7 +167,7 @@ fn texts_of(answers: &[Record], queried: Name) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use hickory_resolver::proto::rr::rdata::{CNAME, TXT};
+    use hickory_net::proto::rr::rdata::{CNAME, TXT};
 
     use super::*;
 

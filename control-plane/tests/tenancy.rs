@@ -125,6 +125,33 @@ async fn a_custom_domain_reaches_no_node_until_its_txt_record_proves_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_too_large_for_udp_is_read_over_tcp() {
+    let dns = DnsServer::start("shop.example").await;
+    let name = "_edge-challenge.big.shop.example";
+    // 40 strings of 200 bytes: about 8 KB, past any UDP answer size, so the
+    // server truncates and only the TCP answer holds the token.
+    for i in 0..40 {
+        dns.publish_txt(name, &format!("{i:03}{}", "x".repeat(197)))
+            .await;
+    }
+    dns.publish_txt(name, "the-token").await;
+    let resolver = ChallengeResolver { addr: dns.addr };
+    let values = resolver.txt_values(name).await.expect("answered");
+    assert_eq!(values.len(), 41, "every record read");
+    assert!(resolver.holds(name, "the-token").await.expect("answered"));
+    assert!(!resolver.holds(name, "another").await.expect("answered"));
+    // A name with no record is told apart from a resolver that fails.
+    let missing = resolver
+        .txt_values("_edge-challenge.none.shop.example")
+        .await;
+    assert!(
+        matches!(missing, Err(control_plane::dns::DnsError::NoRecord(_))),
+        "{missing:?}"
+    );
+    dns.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_resolver_only_the_operator_verifies_and_a_dead_resolver_is_502() {
     // A port nothing listens on: the resolver's queries are refused.
     let unused = std::net::UdpSocket::bind("127.0.0.1:0")
