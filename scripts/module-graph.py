@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CRATES = ["config", "platform", "edge-node", "control-plane", "sdk", "tests", "benches"]
+CRATES = ["config", "platform", "edge-node", "control-plane", "edgectl", "sdk", "tests", "benches"]
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 
 

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use cluster::{Cluster, DOMAIN, SERVICE, env_or, percentile_ms};
 use edge_tests::client::get;
-use serde_json::json;
 
 fn main() -> std::process::ExitCode {
     if let Some(code) = cluster::compile_worker() {
@@ -40,11 +39,10 @@ async fn bench(node_count: usize, rounds: usize) {
     for round in 0..rounds {
         let (hash, body) = &guests[round % 2];
         cluster
-            .call(
-                &format!("/v1/services/{SERVICE}/versions"),
-                json!({"module_sha256": hash, "activate": true}),
-            )
-            .await;
+            .api
+            .create_version(SERVICE, hash, true)
+            .await
+            .expect("activated");
         let activated = Instant::now();
         let waits = cluster.nodes.iter().map(|node| async move {
             loop {

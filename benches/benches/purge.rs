@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::{Cluster, TENANT, env_or, percentile_ms};
-use serde_json::json;
+use edgectl::wire::PurgeRequest;
 
 fn main() -> std::process::ExitCode {
     if let Some(code) = cluster::compile_worker() {
@@ -47,11 +47,17 @@ async fn bench(node_count: usize, rounds: usize) {
                 )
                 .expect("under the tenant's surrogate-key bound");
         }
-        let accepted = cluster
-            .call("/v1/purge", json!({"surrogate_key": key}))
-            .await;
+        let seq = cluster
+            .api
+            .purge(&PurgeRequest {
+                url: None,
+                surrogate_key: Some(key.clone()),
+                soft: false,
+            })
+            .await
+            .expect("purge accepted")
+            .seq;
         let purged = Instant::now();
-        let seq = accepted["seq"].as_u64().expect("purge number");
         let (namespace, key) = (&namespace, &key);
         let waits = cluster.nodes.iter().map(|node| async move {
             let mut applied = node.follower.purges_applied();

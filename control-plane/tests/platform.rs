@@ -830,7 +830,7 @@ async fn a_tenant_reads_its_own_guest_logs_with_edgectl() {
     assert!(!out.contains("acme-line"), "{out}");
 
     // --follow prints a line printed after it started.
-    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgectl"))
+    let mut follow = tokio::process::Command::new(workspace_binary("edgectl"))
         .args(["logs", "web", "--follow"])
         .env("EDGECTL_CONFIG", &acme_config)
         .stdout(std::process::Stdio::piped())

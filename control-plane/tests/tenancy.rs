@@ -482,7 +482,7 @@ async fn nodes_follow_the_control_plane_over_https_and_only_with_its_ca() {
     .await;
     let listed = edgectl(&config, &["service", "list"]).await;
     assert!(listed.contains("web"), "{listed}");
-    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgectl"))
+    let refused = tokio::process::Command::new(workspace_binary("edgectl"))
         .args(["login", "--url", &plane.base, "--token", &token])
         .env("EDGECTL_CONFIG", dir.path().join("other.json"))
         .env_remove("EDGECTL_CA_FILE")

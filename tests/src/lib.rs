@@ -10,6 +10,8 @@
 //! - [`tls`]: self-signed certificates and an in-process rustls client.
 //! - [`h3`]: an in-process HTTP/3 client (quinn + h3).
 //! - [`bench`]: the hello guests the in-process benchmarks compare.
+//! - [`platform`]: a control plane on loopback with its API client, and
+//!   edge nodes that follow it.
 
 pub mod bench;
 pub mod client;
@@ -18,4 +20,5 @@ pub mod h3;
 pub mod hostile;
 pub mod node;
 pub mod origin;
+pub mod platform;
 pub mod tls;

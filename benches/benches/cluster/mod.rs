@@ -7,20 +7,13 @@
 // Each benchmark uses its own part of the harness.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use control_plane::ApiConfig;
-use control_plane::compile::{Compiler, WorkerTask, run_worker};
-use edge_config::node::ControlPlaneSection;
-use edge_config::{NodeConfig, SandboxLimits};
-use edge_node::Node;
-use edge_node::RunningNode;
-use edge_node::sync::Follower;
-use serde_json::{Value, json};
+use control_plane::compile::{WorkerTask, run_worker};
+use edge_config::SandboxLimits;
+use edge_tests::platform::{EdgeNode, Plane};
+use edgectl::client::ApiClient;
 
-const ADMIN: &str = "bench-admin-token";
-const CLUSTER: &str = "bench-cluster-token";
 /// The bench tenant; its name is its cache namespace on the nodes.
 pub const TENANT: &str = "bench";
 pub const SERVICE: &str = "web";
@@ -68,155 +61,74 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-pub struct EdgeNode {
-    pub running: RunningNode,
-    pub follower: Follower,
-}
-
+/// A control plane with the bench tenant and its service, and N nodes
+/// following it: the platform harness the tests use, set up for speed.
 pub struct Cluster {
-    pub base: String,
-    pub http: reqwest::Client,
-    /// The bench tenant's API token; it owns service [`SERVICE`].
-    pub token: String,
+    /// The bench tenant's client; it owns service [`SERVICE`].
+    pub api: ApiClient,
     pub nodes: Vec<EdgeNode>,
-    plane: control_plane::RunningControlPlane,
-    _data: tempfile::TempDir,
+    plane: Plane,
+    _dirs: Vec<tempfile::TempDir>,
 }
 
 impl Cluster {
     /// Starts the control plane, a tenant with one service on [`DOMAIN`],
     /// and `node_count` nodes following it.
     pub async fn start(node_count: usize) -> Self {
-        let data = tempfile::tempdir().expect("data dir");
-        let config = ApiConfig {
-            data_dir: data.path().join("control-plane"),
-            admin_token: ADMIN.into(),
-            cluster_token: CLUSTER.into(),
-            max_upload_bytes: control_plane::api::DEFAULT_MAX_UPLOAD_BYTES,
-            snapshot_wait: Duration::from_secs(30),
-            sandbox: SandboxLimits::default(),
-            // DOMAIN is the service's own name under it.
-            platform_domain: "test".into(),
-            dns_resolver: None,
-            tls: None,
-            pending_claim_ttl: control_plane::store::DEFAULT_PENDING_CLAIM_TTL,
+        let worker = std::env::current_exe().expect("this executable");
+        let plane = Plane::start_with_worker("sqlite", &worker, |config| {
+            config.max_upload_bytes = control_plane::api::DEFAULT_MAX_UPLOAD_BYTES;
+            config.snapshot_wait = Duration::from_secs(30);
             // A benchmark deploys and purges as fast as it can.
-            quotas: control_plane::quotas::QuotaConfig {
-                activations_per_minute: u32::MAX,
-                purges_per_second: u32::MAX,
-                ..Default::default()
-            },
-            idle_read_timeout: control_plane::idle::DEFAULT_IDLE_READ_TIMEOUT,
-        };
-        std::fs::create_dir_all(&config.data_dir).expect("dir");
-        let url = format!("sqlite://{}", data.path().join("cp.db").display());
-        let compiler = Compiler {
-            program: std::env::current_exe().expect("this executable"),
-            timeout: Duration::from_secs(60),
-            memory_bytes: 2 * 1024 * 1024 * 1024,
-        };
-        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
-        let plane = control_plane::start(config, &url, compiler, localhost)
-            .await
-            .expect("control plane");
-        let base = format!("http://{}", plane.addr);
-        let http = reqwest::Client::new();
-        let created = post(
-            &http,
-            format!("{base}/v1/tenants"),
-            ADMIN,
-            json!({"name": TENANT}),
-        )
+            config.quotas.activations_per_minute = u32::MAX;
+            config.quotas.purges_per_second = u32::MAX;
+        })
         .await;
-        let token = created["token"].as_str().expect("token").to_string();
-        post(
-            &http,
-            format!("{base}/v1/services"),
-            &token,
-            json!({"name": SERVICE, "spec": {"domains": [DOMAIN]}}),
-        )
-        .await;
+        let token = plane.tenant(TENANT).await;
+        plane.service(&token, SERVICE, DOMAIN).await;
 
         let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
         for i in 0..node_count {
-            let dir = data.path().join(format!("node-{i}"));
-            let mut config = NodeConfig::default();
-            config.node.data_dir = dir.clone();
-            // Ten nodes share this machine: small instance pools each.
-            config.sandbox.max_concurrent_instances = 16;
-            let node = Node::new(&config).expect("node");
-            let follower = Follower::start(
-                &node,
-                ControlPlaneSection {
-                    ca_file: None,
-                    url: base.clone(),
-                    cluster_token: CLUSTER.into(),
-                    node_name: format!("bench-{i}"),
-                    usage_report_interval_ms: 5_000,
+            let dir = tempfile::tempdir().expect("node dir");
+            let node = EdgeNode::start_with(
+                &plane.base,
+                dir.path(),
+                &format!("bench-{i}"),
+                |config, link| {
+                    // Ten nodes share this machine: small instance pools each.
+                    config.sandbox.max_concurrent_instances = 16;
+                    link.usage_report_interval_ms = 5_000;
                 },
-                &dir,
             )
-            .await
-            .expect("follower");
-            let running = node.start(localhost, localhost).await.expect("node starts");
-            nodes.push(EdgeNode { running, follower });
+            .await;
+            nodes.push(node);
+            dirs.push(dir);
         }
         Self {
-            base,
-            http,
-            token,
+            api: plane.api(&token),
             nodes,
             plane,
-            _data: data,
+            _dirs: dirs,
         }
-    }
-
-    /// A tenant API call that must succeed; returns its JSON answer.
-    pub async fn call(&self, path: &str, body: Value) -> Value {
-        post(
-            &self.http,
-            format!("{}{path}", self.base),
-            &self.token,
-            body,
-        )
-        .await
     }
 
     /// Uploads a guest from `target/guests`; returns its module hash.
     pub async fn upload(&self, guest: &str) -> String {
         let bytes = std::fs::read(edge_tests::guests::rust_guest(guest)).expect("guest");
-        let response = self
-            .http
-            .post(format!("{}/v1/services/{SERVICE}/modules", self.base))
-            .bearer_auth(&self.token)
-            .body(bytes)
-            .send()
+        self.api
+            .upload_module(SERVICE, bytes)
             .await
-            .expect("upload");
-        assert!(response.status().is_success());
-        let body: Value = response.json().await.expect("JSON");
-        body["module_sha256"].as_str().expect("hash").to_string()
+            .expect("uploaded")
+            .module_sha256
     }
 
     pub async fn shutdown(self) {
         for node in self.nodes {
-            node.follower.stop().await;
-            node.running.shutdown().await;
+            node.stop().await;
         }
-        self.plane.shutdown().await;
+        self.plane.stop().await;
     }
-}
-
-async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> Value {
-    let response = http
-        .post(url)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("control plane answers");
-    assert!(response.status().is_success(), "{}", response.status());
-    response.json().await.expect("JSON")
 }
 
 /// Milliseconds at quantile `q` of sorted durations.

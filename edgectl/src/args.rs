@@ -1,0 +1,223 @@
+//! What `edgectl` accepts on its command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Deploy and manage services on the edge platform")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Save the control plane's URL and your token.
+    Login {
+        #[arg(long)]
+        url: String,
+        #[arg(long, env = "EDGECTL_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The CA certificate (PEM) the control plane's certificate chains
+        /// to, if not a public one (`scripts/run.sh` makes a development CA).
+        #[arg(long, env = "EDGECTL_CA_FILE")]
+        ca_file: Option<PathBuf>,
+    },
+    /// Operators: create a tenant and print its token.
+    TenantCreate {
+        name: String,
+        #[arg(long)]
+        url: Option<String>,
+        /// As for `login`.
+        #[arg(long, env = "EDGECTL_CA_FILE")]
+        ca_file: Option<PathBuf>,
+        #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        /// Let the tenant's backends reach loopback and private addresses.
+        #[arg(long)]
+        allow_private_backends: bool,
+    },
+    /// Manage services.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// Manage a service's custom domains.
+    Domain {
+        #[command(subcommand)]
+        command: DomainCommand,
+    },
+    /// Manage your API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Operators: suspend, resume a tenant, or revoke all its tokens.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+        #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true, global = true)]
+        admin_token: Option<String>,
+    },
+    /// Manage a service's TLS certificate.
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
+    },
+    /// Build (or take) a component, upload it, activate it, print its URL.
+    Deploy {
+        service: String,
+        /// A ready component.
+        #[arg(long, conflicts_with = "build")]
+        wasm: Option<PathBuf>,
+        /// A Rust crate to build for wasm32-wasip2 (the current directory
+        /// when neither --wasm nor --build is given).
+        #[arg(long)]
+        build: Option<PathBuf>,
+    },
+    /// List a service's versions.
+    Versions { service: String },
+    /// Activate the version before the active one.
+    Rollback { service: String },
+    /// Your usage per service.
+    Usage,
+    /// Show what a service's guests printed (stdout and stderr), oldest
+    /// first: time, version, request id, stream, line.
+    Logs {
+        service: String,
+        /// Keep printing new lines as they arrive (Ctrl-C to stop).
+        #[arg(long, short)]
+        follow: bool,
+        /// How many of the newest lines to start with.
+        #[arg(long, default_value_t = 100)]
+        lines: u64,
+        /// Only the lines of one request (the `x-request-id` its client got).
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Remove cached responses on every node: one URL (as the origin is
+    /// asked for it), or every entry tagged with a surrogate key.
+    Purge {
+        /// Mark the entries stale instead of removing them: the next
+        /// request revalidates them with the origin, and they can be
+        /// served stale while it fails.
+        #[arg(long)]
+        soft: bool,
+        #[arg(
+            long,
+            conflicts_with = "surrogate_key",
+            required_unless_present = "surrogate_key"
+        )]
+        url: Option<String>,
+        #[arg(long)]
+        surrogate_key: Option<String>,
+        /// Wait until every healthy node has applied it, for at most this
+        /// many seconds.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "30")]
+        wait: Option<u64>,
+    },
+    /// Operators: list nodes.
+    Nodes {
+        #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service. It answers on `<name>.<tenant>.<platform domain>`,
+    /// and on each custom `--domain` once that is approved.
+    Create {
+        name: String,
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+        /// A named backend the guest reaches as `http://NAME/...`:
+        /// `NAME=ORIGIN`, e.g. `origin=https://api.example.com`.
+        #[arg(long = "backend", value_name = "NAME=ORIGIN", value_parser = parse_backend)]
+        backends: Vec<(String, String)>,
+        /// Let these backends reach loopback and private addresses (only
+        /// for tenants the operator allowed).
+        #[arg(long, requires = "backends")]
+        allow_private_addresses: bool,
+        /// Keep the guest's own shareable responses at the edge (served
+        /// without running the guest while fresh).
+        #[arg(long)]
+        cache_responses: bool,
+    },
+    /// List your services.
+    List,
+    /// Delete a service: every node stops serving it and its domains are
+    /// released.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Claim a custom domain for a service; prints the TXT record that
+    /// proves you control it.
+    Add { service: String, domain: String },
+    /// Check the domain's TXT record: once it holds the token, nodes route
+    /// the domain.
+    Verify { service: String, domain: String },
+    /// The service's domains and their status.
+    List { service: String },
+    /// Release a domain: nodes stop routing it at once.
+    Remove { service: String, domain: String },
+    /// Operators: approve a pending domain without a TXT record.
+    Approve {
+        domain: String,
+        #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make another token (printed once).
+    Create {
+        #[arg(long, default_value = "edgectl")]
+        label: String,
+    },
+    /// List your tokens (ids and labels, never the secrets).
+    List,
+    /// Revoke a token by id: it gets 401 from then on.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Take every service of the tenant off every node; its tokens get 403.
+    Suspend { name: String },
+    /// Serve the tenant's services again.
+    Resume { name: String },
+    /// Revoke every token of the tenant.
+    RevokeTokens { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertificateCommand {
+    /// Upload a certificate chain and its key (PEM files); it replaces the
+    /// service's certificate on every node.
+    Upload {
+        service: String,
+        /// The certificate chain, leaf first.
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Show the service's certificate fingerprint.
+    Show { service: String },
+    /// Remove the service's certificate.
+    Remove { service: String },
+}
+
+pub fn parse_backend(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((name, origin)) if !name.is_empty() && !origin.is_empty() => {
+            Ok((name.to_string(), origin.to_string()))
+        }
+        _ => Err(format!("{value:?} is not NAME=ORIGIN")),
+    }
+}

@@ -1,0 +1,451 @@
+//! A typed client of the control plane's API: one method per endpoint a
+//! tenant or an operator calls, each returning the body's type from
+//! [`crate::wire`] or an [`ApiError`] that says what the server refused and
+//! why. `edgectl`, the platform's tests and the benchmarks' cluster use it.
+
+use std::path::Path;
+
+use edge_config::protocol::ServiceSpec;
+use futures::TryStreamExt as _;
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::wire::*;
+
+/// The size of one piece of an upload, the step of its progress.
+const UPLOAD_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Why a call did not return what it asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("reaching the control plane at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The control plane answered with an error status.
+    #[error("{status}: {message} ({code})")]
+    Refused {
+        status: StatusCode,
+        /// The machine-readable code (`domain_unverified`, `not_found`...).
+        code: String,
+        message: String,
+    },
+    #[error("{path} answered {status} with a body this client cannot read: {message}")]
+    Unreadable {
+        path: String,
+        status: StatusCode,
+        message: String,
+    },
+    #[error("ca_file {path}: {message}")]
+    CaFile { path: String, message: String },
+}
+
+impl ApiError {
+    /// The status of a refusal.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Refused { status, .. } | Self::Unreadable { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one control plane with one bearer token.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// A client of `base` (`https://cp.example.com`) trusting the public
+    /// web roots.
+    pub fn new(base: &str, token: &str) -> Self {
+        Self::with_http(base, token, reqwest::Client::new())
+    }
+
+    /// A client that trusts only the CA certificates of the PEM file
+    /// `ca_file` for the control plane's certificate.
+    pub fn trusting(base: &str, token: &str, ca_file: &Path) -> Result<Self, ApiError> {
+        let unreadable = |message: String| ApiError::CaFile {
+            path: ca_file.display().to_string(),
+            message,
+        };
+        let pem = std::fs::read(ca_file).map_err(|e| unreadable(e.to_string()))?;
+        let roots =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| unreadable(e.to_string()))?;
+        if roots.is_empty() {
+            return Err(unreadable("holds no certificate".into()));
+        }
+        let http = roots
+            .into_iter()
+            .fold(
+                reqwest::Client::builder().tls_built_in_root_certs(false),
+                |client, root| client.add_root_certificate(root),
+            )
+            .build()
+            .map_err(|e| unreadable(e.to_string()))?;
+        Ok(Self::with_http(base, token, http))
+    }
+
+    /// A client over an HTTP client the caller configured.
+    pub fn with_http(base: &str, token: &str, http: reqwest::Client) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http,
+        }
+    }
+
+    /// The same control plane, with another token.
+    pub fn as_token(&self, token: &str) -> Self {
+        Self {
+            token: token.to_string(),
+            ..self.clone()
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One request as it is answered, whatever the status: for callers
+    /// that look at refusals themselves. Only a transport failure is an
+    /// error. A body that is not JSON comes back as a JSON string.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.answer(request).await
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    async fn answer(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let unreachable = |source| ApiError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let text = response.text().await.map_err(unreachable)?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, body))
+    }
+
+    /// A call that must succeed, its answer read as `T`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, ApiError> {
+        let (status, body) = self.send(method, path, body).await?;
+        typed(path, status, body)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: impl Serialize,
+    ) -> Result<T, ApiError> {
+        let body = serde_json::to_value(body).unwrap_or(Value::Null);
+        self.call(Method::POST, path, Some(&body)).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        self.call::<Value>(Method::DELETE, path, None)
+            .await
+            .map(drop)
+    }
+
+    // Tenants and tokens.
+
+    /// Operators: creates a tenant; the answer holds its first token.
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        allow_private_backends: bool,
+    ) -> Result<CreatedTenant, ApiError> {
+        self.post(
+            "/v1/tenants",
+            json!({"name": name, "allow_private_backends": allow_private_backends}),
+        )
+        .await
+    }
+
+    pub async fn suspend_tenant(&self, name: &str) -> Result<Suspension, ApiError> {
+        self.post(&format!("/v1/tenants/{name}/suspend"), json!({}))
+            .await
+    }
+
+    pub async fn resume_tenant(&self, name: &str) -> Result<Suspension, ApiError> {
+        self.post(&format!("/v1/tenants/{name}/resume"), json!({}))
+            .await
+    }
+
+    pub async fn revoke_tenant_tokens(&self, name: &str) -> Result<Revoked, ApiError> {
+        self.call(Method::DELETE, &format!("/v1/tenants/{name}/tokens"), None)
+            .await
+    }
+
+    pub async fn create_token(&self, label: &str) -> Result<CreatedToken, ApiError> {
+        self.post("/v1/tokens", json!({ "label": label })).await
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, ApiError> {
+        self.get("/v1/tokens").await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/tokens/{id}")).await
+    }
+
+    // Services, modules and versions.
+
+    pub async fn create_service(&self, name: &str, spec: &ServiceSpec) -> Result<(), ApiError> {
+        self.post::<Value>("/v1/services", json!({"name": name, "spec": spec}))
+            .await
+            .map(drop)
+    }
+
+    pub async fn services(&self) -> Result<Vec<Service>, ApiError> {
+        self.get("/v1/services").await
+    }
+
+    pub async fn delete_service(&self, name: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/services/{name}")).await
+    }
+
+    /// Uploads a component; the control plane validates and precompiles
+    /// it before it answers.
+    pub async fn upload_module(
+        &self,
+        service: &str,
+        component: Vec<u8>,
+    ) -> Result<UploadedModule, ApiError> {
+        self.upload_module_with_progress(service, component, |_| {})
+            .await
+    }
+
+    /// As [`Self::upload_module`], telling `progress` of each piece sent.
+    pub async fn upload_module_with_progress(
+        &self,
+        service: &str,
+        component: Vec<u8>,
+        progress: impl Fn(usize) + Send + Sync + 'static,
+    ) -> Result<UploadedModule, ApiError> {
+        let path = format!("/v1/services/{service}/modules");
+        let length = component.len();
+        let component = bytes::Bytes::from(component);
+        let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = (0..length)
+            .step_by(UPLOAD_CHUNK_BYTES)
+            .map(|start| Ok(component.slice(start..length.min(start + UPLOAD_CHUNK_BYTES))))
+            .collect();
+        let stream = futures::stream::iter(pieces).inspect_ok(move |piece| progress(piece.len()));
+        let request = self
+            .request(Method::POST, &path)
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .body(reqwest::Body::wrap_stream(stream));
+        let (status, body) = self.answer(request).await?;
+        typed(&path, status, body)
+    }
+
+    /// Makes a version of an uploaded module, activated at once if asked.
+    pub async fn create_version(
+        &self,
+        service: &str,
+        module_sha256: &str,
+        activate: bool,
+    ) -> Result<VersionCreated, ApiError> {
+        self.post(
+            &format!("/v1/services/{service}/versions"),
+            json!({"module_sha256": module_sha256, "activate": activate}),
+        )
+        .await
+    }
+
+    /// Uploads a component and activates it as a new version.
+    pub async fn deploy(
+        &self,
+        service: &str,
+        component: Vec<u8>,
+    ) -> Result<VersionCreated, ApiError> {
+        let uploaded = self.upload_module(service, component).await?;
+        self.create_version(service, &uploaded.module_sha256, true)
+            .await
+    }
+
+    pub async fn versions(&self, service: &str) -> Result<Vec<Version>, ApiError> {
+        self.get(&format!("/v1/services/{service}/versions")).await
+    }
+
+    pub async fn activate(&self, service: &str, version: i64) -> Result<Activated, ApiError> {
+        self.post(
+            &format!("/v1/services/{service}/activate"),
+            json!({ "version": version }),
+        )
+        .await
+    }
+
+    /// Activates the version before the active one.
+    pub async fn rollback(&self, service: &str) -> Result<Activated, ApiError> {
+        self.post(&format!("/v1/services/{service}/rollback"), json!({}))
+            .await
+    }
+
+    pub async fn usage(&self) -> Result<Vec<Usage>, ApiError> {
+        self.get("/v1/usage").await
+    }
+
+    pub async fn logs(&self, service: &str, query: &str) -> Result<LogPage, ApiError> {
+        self.get(&format!("/v1/services/{service}/logs?{query}"))
+            .await
+    }
+
+    // Domains and certificates.
+
+    pub async fn add_domain(&self, service: &str, domain: &str) -> Result<DomainClaim, ApiError> {
+        self.post(
+            &format!("/v1/services/{service}/domains"),
+            json!({ "domain": domain }),
+        )
+        .await
+    }
+
+    pub async fn verify_domain(
+        &self,
+        service: &str,
+        domain: &str,
+    ) -> Result<DomainClaim, ApiError> {
+        self.post(
+            &format!("/v1/services/{service}/domains/{domain}/verify"),
+            json!({}),
+        )
+        .await
+    }
+
+    pub async fn domains(&self, service: &str) -> Result<Vec<DomainClaim>, ApiError> {
+        self.get(&format!("/v1/services/{service}/domains")).await
+    }
+
+    pub async fn remove_domain(&self, service: &str, domain: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/services/{service}/domains/{domain}"))
+            .await
+    }
+
+    /// Operators: approves a pending domain without its TXT record.
+    pub async fn approve_domain(&self, domain: &str) -> Result<Approved, ApiError> {
+        self.post(&format!("/v1/domains/{domain}/approve"), json!({}))
+            .await
+    }
+
+    pub async fn put_certificate(
+        &self,
+        service: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<CertificateInfo, ApiError> {
+        let body = json!({"cert_pem": cert_pem, "key_pem": key_pem});
+        self.call(
+            Method::PUT,
+            &format!("/v1/services/{service}/certificate"),
+            Some(&body),
+        )
+        .await
+    }
+
+    pub async fn certificate(&self, service: &str) -> Result<CertificateInfo, ApiError> {
+        self.get(&format!("/v1/services/{service}/certificate"))
+            .await
+    }
+
+    pub async fn remove_certificate(&self, service: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/services/{service}/certificate"))
+            .await
+    }
+
+    // The edge cache.
+
+    pub async fn purge(&self, purge: &PurgeRequest) -> Result<PurgeAccepted, ApiError> {
+        self.post("/v1/purge", purge).await
+    }
+
+    pub async fn purge_status(&self, seq: u64) -> Result<PurgeStatus, ApiError> {
+        self.get(&format!("/v1/purge/{seq}")).await
+    }
+
+    // Nodes.
+
+    /// Operators: every node that registered.
+    pub async fn nodes(&self) -> Result<Vec<Node>, ApiError> {
+        self.get("/v1/nodes").await
+    }
+}
+
+/// `body` read as `T` if `status` is a success, else the refusal it holds.
+fn typed<T: DeserializeOwned>(path: &str, status: StatusCode, body: Value) -> Result<T, ApiError> {
+    let unreadable = |message: String| ApiError::Unreadable {
+        path: path.to_string(),
+        status,
+        message,
+    };
+    if !status.is_success() {
+        return match serde_json::from_value::<ErrorBody>(body.clone()) {
+            Ok(refusal) => Err(ApiError::Refused {
+                status,
+                code: refusal.error.code,
+                message: refusal.error.message,
+            }),
+            Err(_) => Err(unreadable(body.to_string())),
+        };
+    }
+    serde_json::from_value(body).map_err(|e| unreadable(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_carries_the_servers_code_and_message() {
+        let body = json!({"error": {"code": "not_found", "message": "no service web"}});
+        let error =
+            typed::<Value>("/v1/services/web", StatusCode::NOT_FOUND, body).expect_err("refused");
+        assert_eq!(error.status(), Some(StatusCode::NOT_FOUND));
+        assert_eq!(
+            error.to_string(),
+            "404 Not Found: no service web (not_found)"
+        );
+        // A proxy's HTML page is not mistaken for the API's answer.
+        let error =
+            typed::<Value>("/v1/x", StatusCode::BAD_GATEWAY, json!("<html>")).expect_err("refused");
+        assert!(matches!(error, ApiError::Unreadable { .. }), "{error}");
+        // A success whose body does not match the type says where.
+        let error = typed::<PurgeAccepted>("/v1/purge", StatusCode::ACCEPTED, json!({}))
+            .expect_err("unreadable");
+        assert!(error.to_string().contains("/v1/purge"), "{error}");
+    }
+}

@@ -1,0 +1,125 @@
+//! Services, their modules and versions, and their usage.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use edge_config::protocol::ServiceSpec;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::args::ServiceCommand;
+use crate::credentials;
+use crate::guest_build;
+use crate::output::{print_table, print_versions};
+
+pub async fn service(command: ServiceCommand) -> anyhow::Result<()> {
+    let api = credentials::logged_in()?;
+    match command {
+        ServiceCommand::Create {
+            name,
+            domains,
+            backends,
+            allow_private_addresses,
+            cache_responses,
+        } => {
+            let backends = backends
+                .into_iter()
+                .map(|(name, origin)| {
+                    let backend = json!({
+                        "origin": origin,
+                        "allow_private_addresses": allow_private_addresses,
+                    });
+                    serde_json::from_value(backend)
+                        .map(|backend| (name.clone(), backend))
+                        .with_context(|| format!("backend {name}"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let spec = ServiceSpec {
+                domains,
+                backends,
+                cache_responses,
+                ..ServiceSpec::default()
+            };
+            api.create_service(&name, &spec).await?;
+            println!("created service {name}");
+        }
+        ServiceCommand::List => {
+            print_table(&api.services().await?, &["name", "active_version"]);
+        }
+        ServiceCommand::Delete { name } => {
+            api.delete_service(&name).await?;
+            println!("deleted service {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Builds (or takes) a component, uploads it with a progress bar on
+/// stderr, activates it and prints where it answers.
+pub async fn deploy(
+    service: &str,
+    wasm: Option<PathBuf>,
+    build_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let api = credentials::logged_in()?;
+    let path = match wasm {
+        Some(path) => path,
+        None => guest_build::build(&build_dir.unwrap_or_else(|| PathBuf::from(".")))?,
+    };
+    let component = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let bar = ProgressBar::new(component.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("uploading {bytes}/{total_bytes} {wide_bar} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let progress = bar.clone();
+    let uploaded = api
+        .upload_module_with_progress(service, component, move |sent| progress.inc(sent as u64))
+        .await;
+    bar.finish_and_clear();
+    let hash = uploaded?.module_sha256;
+    let version = api.create_version(service, &hash, true).await?;
+    let domains = api.domains(service).await?;
+    println!(
+        "deployed {service} version {} (module {})",
+        version.version,
+        &hash[..12.min(hash.len())]
+    );
+    for claim in domains {
+        match (claim.status.as_str(), &claim.challenge) {
+            ("pending", Some(challenge)) => println!(
+                "  http://{}/  (pending: TXT {} = {}, or the operator's approval)",
+                claim.domain, challenge.name, challenge.value
+            ),
+            _ => println!("  http://{}/", claim.domain),
+        }
+    }
+    Ok(())
+}
+
+pub async fn versions(service: &str) -> anyhow::Result<()> {
+    print_versions(&credentials::logged_in()?.versions(service).await?);
+    Ok(())
+}
+
+pub async fn rollback(service: &str) -> anyhow::Result<()> {
+    let done = credentials::logged_in()?.rollback(service).await?;
+    println!("{service} now serves version {}", done.active_version);
+    Ok(())
+}
+
+pub async fn usage() -> anyhow::Result<()> {
+    print_table(
+        &credentials::logged_in()?.usage().await?,
+        &[
+            "service",
+            "requests",
+            "status_2xx",
+            "status_4xx",
+            "status_5xx",
+            "guest_cpu_micros",
+            "bytes_out",
+        ],
+    );
+    Ok(())
+}

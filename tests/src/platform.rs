@@ -1,0 +1,471 @@
+//! The platform on loopback, for the control plane's tests and the
+//! deploy and purge benchmarks (one harness): a control plane on port 0
+//! with a temp data dir, on SQLite or PostgreSQL, its typed API client, and
+//! edge nodes that follow it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use control_plane::compile::Compiler;
+use control_plane::{ApiConfig, RunningControlPlane};
+use edge_config::node::ControlPlaneSection;
+use edge_config::protocol::ServiceSpec;
+use edge_config::{NodeConfig, SandboxLimits};
+use edge_node::sync::Follower;
+use edge_node::{Node, RunningNode};
+use edgectl::client::ApiClient;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+use crate::client::get;
+
+pub const ADMIN: &str = "admin-token-for-tests";
+/// Every service is `<service>.<tenant>.test`: the harness's `DOMAIN`,
+/// `web.acme.test`, is tenant acme's service web.
+pub const PLATFORM_DOMAIN: &str = "test";
+pub const CLUSTER: &str = "cluster-token-for-tests";
+/// Small enough that a test can exceed it cheaply.
+pub const TEST_MAX_UPLOAD_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug)]
+pub struct Plane {
+    running: Option<RunningControlPlane>,
+    pub base: String,
+    pub http: Client,
+    pub data: tempfile::TempDir,
+}
+
+/// The databases to run on: SQLite always, PostgreSQL when configured.
+pub fn databases() -> Vec<&'static str> {
+    let mut kinds = vec!["sqlite"];
+    if std::env::var("EDGE_TEST_POSTGRES_URL").is_ok() {
+        kinds.push("postgres");
+    }
+    kinds
+}
+
+pub async fn database_url(kind: &str, data: &Path) -> String {
+    if kind == "sqlite" {
+        return format!("sqlite://{}", data.join("cp.db").display());
+    }
+    // A fresh database per test, so tests do not see each other's rows.
+    let server = std::env::var("EDGE_TEST_POSTGRES_URL").expect("postgres url");
+    let name = format!("edge_test_{}", control_plane::store::random_hex(6));
+    sqlx::any::install_default_drivers();
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&server)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let base = server
+        .rsplit_once('/')
+        .map_or(server.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+/// A development CA and the control plane's certificate it signed (for
+/// `localhost` and `127.0.0.1`), as files.
+#[derive(Debug)]
+pub struct DevCa {
+    pub ca_file: PathBuf,
+    pub server: control_plane::tls::TlsFiles,
+    _dir: tempfile::TempDir,
+}
+
+impl Default for DevCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DevCa {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let (ca, server) = edge_platform::certificates::development_ca(&["localhost", "127.0.0.1"])
+            .expect("development CA");
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("ca.pem"), ca).expect("write");
+        std::fs::write(path("cert.pem"), &server.cert_pem).expect("write");
+        std::fs::write(path("key.pem"), &server.key_pem.0).expect("write");
+        Self {
+            ca_file: path("ca.pem"),
+            server: control_plane::tls::TlsFiles {
+                cert: path("cert.pem"),
+                key: path("key.pem"),
+            },
+            _dir: dir,
+        }
+    }
+}
+
+impl Plane {
+    /// A control plane serving HTTPS with `ca`'s certificate; its client
+    /// trusts `ca` only.
+    pub async fn start_https(kind: &str, ca: &DevCa) -> Self {
+        let mut plane = Self::start_with(kind, |c| c.tls = Some(ca.server.clone())).await;
+        let pem = std::fs::read(&ca.ca_file).expect("CA");
+        plane.http = Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"))
+            .build()
+            .expect("client");
+        plane.base = plane.base.replacen("http://", "https://", 1);
+        plane
+    }
+
+    pub async fn start(kind: &str) -> Self {
+        Self::start_with(kind, |_| {}).await
+    }
+
+    /// A control plane whose compile worker is the workspace's
+    /// `control-plane` binary, built beside the running test.
+    pub async fn start_with(kind: &str, change: impl FnOnce(&mut ApiConfig)) -> Self {
+        Self::start_with_worker(kind, &workspace_binary("control-plane"), change).await
+    }
+
+    /// A control plane whose compile worker is `worker` (a benchmark is its
+    /// own worker).
+    pub async fn start_with_worker(
+        kind: &str,
+        worker: &Path,
+        change: impl FnOnce(&mut ApiConfig),
+    ) -> Self {
+        let data = tempfile::tempdir().expect("data dir");
+        let url = database_url(kind, data.path()).await;
+        let mut config = ApiConfig {
+            data_dir: data.path().to_path_buf(),
+            admin_token: ADMIN.into(),
+            cluster_token: CLUSTER.into(),
+            max_upload_bytes: TEST_MAX_UPLOAD_BYTES,
+            snapshot_wait: Duration::from_secs(1),
+            sandbox: SandboxLimits::default(),
+            platform_domain: PLATFORM_DOMAIN.into(),
+            dns_resolver: None,
+            tls: None,
+            pending_claim_ttl: control_plane::store::DEFAULT_PENDING_CLAIM_TTL,
+            quotas: control_plane::quotas::QuotaConfig::default(),
+            idle_read_timeout: control_plane::idle::DEFAULT_IDLE_READ_TIMEOUT,
+        };
+        change(&mut config);
+        let compiler = Compiler {
+            program: worker.to_path_buf(),
+            timeout: Duration::from_secs(60),
+            memory_bytes: 2 * 1024 * 1024 * 1024,
+        };
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let running = control_plane::start(config, &url, compiler, listen)
+            .await
+            .expect("control plane starts");
+        Self {
+            base: format!("http://{}", running.addr),
+            running: Some(running),
+            http: Client::new(),
+            data,
+        }
+    }
+
+    /// The control plane's own `/metrics` page.
+    pub async fn metrics_page(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// The control plane's database, as its handlers use it.
+    pub fn store(&self) -> &control_plane::store::Store {
+        &self.running.as_ref().expect("running").store
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The typed API client, calling with `token`.
+    pub fn api(&self, token: &str) -> ApiClient {
+        ApiClient::with_http(&self.base, token, self.http.clone())
+    }
+
+    /// One call as it is answered, refusals included.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        self.api(token)
+            .send(method, path, body.as_ref())
+            .await
+            .expect("the control plane answers")
+    }
+
+    pub async fn upload(&self, token: &str, service: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/services/{service}/modules")))
+            .bearer_auth(token)
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a tenant and returns its token.
+    pub async fn tenant(&self, name: &str) -> String {
+        self.api(ADMIN)
+            .create_tenant(name, false)
+            .await
+            .expect("tenant created")
+            .token
+    }
+
+    pub async fn service(&self, token: &str, name: &str, domain: &str) {
+        let spec = ServiceSpec {
+            domains: vec![domain.to_string()],
+            ..ServiceSpec::default()
+        };
+        self.api(token)
+            .create_service(name, &spec)
+            .await
+            .expect("service created");
+    }
+
+    /// Uploads, creates a version and activates it; returns the version.
+    pub async fn deploy(&self, token: &str, service: &str, bytes: Vec<u8>) -> i64 {
+        self.api(token)
+            .deploy(service, bytes)
+            .await
+            .expect("deployed")
+            .version
+    }
+
+    /// The operator approves a custom domain's claim.
+    pub async fn approve(&self, domain: &str) {
+        self.api(ADMIN)
+            .approve_domain(domain)
+            .await
+            .expect("approved");
+    }
+
+    /// Registers a node with the cluster token; returns its credential.
+    pub async fn register_node(&self, name: &str) -> String {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/node/register",
+                CLUSTER,
+                Some(json!({"name": name, "engine_fingerprint": "x"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["node_token"].as_str().expect("node token").to_string()
+    }
+
+    /// The snapshot after `after`, as a newly registered node gets it.
+    pub async fn snapshot(&self, after: u64) -> (StatusCode, Value) {
+        let node = self.register_node("snapshot-reader").await;
+        self.call(
+            "GET",
+            &format!("/v1/node/snapshot?after={after}"),
+            &node,
+            None,
+        )
+        .await
+    }
+
+    pub fn stored_components(&self) -> usize {
+        std::fs::read_dir(self.data.path().join("modules/components"))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+pub fn hello() -> Vec<u8> {
+    std::fs::read(crate::guests::rust_guest("hello")).expect("hello guest")
+}
+
+pub fn plain_wasi() -> Vec<u8> {
+    std::fs::read(crate::guests::rust_guest("plain-wasi")).expect("plain-wasi guest")
+}
+
+pub fn echo() -> Vec<u8> {
+    std::fs::read(crate::guests::rust_guest("echo")).expect("echo guest")
+}
+
+/// The domain the harness's node tests serve.
+pub const DOMAIN: &str = "web.acme.test";
+
+/// An edge node following a control plane, with a TLS listener, all on
+/// loopback ports chosen by the OS.
+#[derive(Debug)]
+pub struct EdgeNode {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub tls_addr: SocketAddr,
+    pub follower: Follower,
+    pub running: RunningNode,
+}
+
+impl EdgeNode {
+    pub async fn start(plane_base: &str, data_dir: &Path, name: &str) -> Self {
+        Self::start_trusting(plane_base, data_dir, name, None).await
+    }
+
+    /// A node that trusts only `ca_file` for the control plane's
+    /// certificate.
+    pub async fn start_trusting(
+        plane_base: &str,
+        data_dir: &Path,
+        name: &str,
+        ca_file: Option<&Path>,
+    ) -> Self {
+        Self::start_with(plane_base, data_dir, name, |_, link| {
+            link.ca_file = ca_file.map(Path::to_path_buf);
+        })
+        .await
+    }
+
+    /// A node whose config (and link to the control plane) `change`
+    /// adjusts first.
+    pub async fn start_with(
+        plane_base: &str,
+        data_dir: &Path,
+        name: &str,
+        change: impl FnOnce(&mut NodeConfig, &mut ControlPlaneSection),
+    ) -> Self {
+        let mut config = NodeConfig::default();
+        config.node.data_dir = data_dir.to_path_buf();
+        config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut control_plane = ControlPlaneSection {
+            ca_file: None,
+            url: plane_base.to_string(),
+            cluster_token: CLUSTER.to_string(),
+            node_name: name.to_string(),
+            usage_report_interval_ms: 200,
+        };
+        change(&mut config, &mut control_plane);
+        let node = Node::new(&config).expect("node builds");
+        let follower = Follower::start(&node, control_plane, data_dir)
+            .await
+            .expect("follower starts");
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        let running = node.start(localhost, localhost).await.expect("node starts");
+        Self {
+            addr: running.addr,
+            admin_addr: running.admin_addr,
+            tls_addr: running.tls_addr.expect("TLS listener"),
+            follower,
+            running,
+        }
+    }
+
+    pub async fn body(&self) -> (u16, String) {
+        let reply = get(self.addr, DOMAIN, "/").await;
+        (reply.status, reply.text())
+    }
+
+    pub async fn metric(&self, series: &str) -> f64 {
+        let page = get(self.admin_addr, "admin", "/metrics").await.text();
+        crate::node::metric_value(&page, series)
+    }
+
+    pub async fn stop(self) {
+        self.follower.stop().await;
+        self.running.shutdown().await;
+    }
+
+    /// Stops the node as `kill -9` would: no last report, nothing saved.
+    pub async fn kill(self) {
+        drop(self.follower);
+        self.running.shutdown().await;
+    }
+}
+
+pub const HELLO: &str = "hello from the edge\n";
+/// The body of `examples/plain-wasi` for `/`.
+pub const PLAIN: &str = "plain wasi component at /\n";
+
+/// Waits until every node answers `expected`, and returns how long that took.
+pub async fn until_all_serve(nodes: &[EdgeNode], expected: &str) -> Duration {
+    let started = Instant::now();
+    for node in nodes {
+        loop {
+            let (status, body) = node.body().await;
+            if status == 200 && body == expected {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "node {} still answers {status} {body:?}, not {expected:?}",
+                node.addr
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    started.elapsed()
+}
+
+/// Two nodes following `plane`, each with its own data dir.
+pub async fn two_nodes(plane: &Plane) -> ([tempfile::TempDir; 2], [EdgeNode; 2]) {
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let nodes = [
+        EdgeNode::start(&plane.base, dirs[0].path(), "node-a").await,
+        EdgeNode::start(&plane.base, dirs[1].path(), "node-b").await,
+    ];
+    (dirs, nodes)
+}
+
+/// A binary of this workspace, built by the same cargo run as the test
+/// that asks (`target/<profile>/NAME`, beside the test's `deps/`):
+/// `cargo test --workspace` builds every crate's binaries.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let test = std::env::current_exe().expect("the test's executable");
+    let profile_dir = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace --tests`)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `edgectl` with its config at `config`; returns its stdout.
+pub async fn edgectl(config: &Path, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(workspace_binary("edgectl"))
+        .args(args)
+        .env("EDGECTL_CONFIG", config)
+        // The test's own cargo settings must not leak into a guest build.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .await
+        .expect("edgectl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "edgectl {args:?} failed: {stderr}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
