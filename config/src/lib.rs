@@ -24,6 +24,7 @@
 //! Every struct rejects unknown keys (`deny_unknown_fields`), so a typo in a
 //! config file is an error instead of a silently ignored setting.
 
+pub mod api;
 pub mod authority;
 pub mod backend;
 pub mod domain;

@@ -189,11 +189,11 @@ impl ApiClient {
         name: &str,
         allow_private_backends: bool,
     ) -> Result<CreatedTenant, ApiError> {
-        self.post(
-            "/v1/tenants",
-            json!({"name": name, "allow_private_backends": allow_private_backends}),
-        )
-        .await
+        let tenant = NewTenant {
+            name: name.to_string(),
+            allow_private_backends,
+        };
+        self.post("/v1/tenants", tenant).await
     }
 
     pub async fn suspend_tenant(&self, name: &str) -> Result<Suspension, ApiError> {
@@ -212,7 +212,10 @@ impl ApiClient {
     }
 
     pub async fn create_token(&self, label: &str) -> Result<CreatedToken, ApiError> {
-        self.post("/v1/tokens", json!({ "label": label })).await
+        let token = NewToken {
+            label: label.to_string(),
+        };
+        self.post("/v1/tokens", token).await
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenInfo>, ApiError> {
@@ -226,9 +229,11 @@ impl ApiClient {
     // Services, modules and versions.
 
     pub async fn create_service(&self, name: &str, spec: &ServiceSpec) -> Result<(), ApiError> {
-        self.post::<Value>("/v1/services", json!({"name": name, "spec": spec}))
-            .await
-            .map(drop)
+        let service = NewService {
+            name: name.to_string(),
+            spec: spec.clone(),
+        };
+        self.post::<Value>("/v1/services", service).await.map(drop)
     }
 
     pub async fn services(&self) -> Result<Vec<Service>, ApiError> {
@@ -280,11 +285,12 @@ impl ApiClient {
         module_sha256: &str,
         activate: bool,
     ) -> Result<VersionCreated, ApiError> {
-        self.post(
-            &format!("/v1/services/{service}/versions"),
-            json!({"module_sha256": module_sha256, "activate": activate}),
-        )
-        .await
+        let version = NewVersion {
+            module_sha256: module_sha256.to_string(),
+            activate,
+        };
+        self.post(&format!("/v1/services/{service}/versions"), version)
+            .await
     }
 
     /// Uploads a component and activates it as a new version.
@@ -305,7 +311,7 @@ impl ApiClient {
     pub async fn activate(&self, service: &str, version: i64) -> Result<Activated, ApiError> {
         self.post(
             &format!("/v1/services/{service}/activate"),
-            json!({ "version": version }),
+            Activation { version },
         )
         .await
     }
@@ -316,7 +322,7 @@ impl ApiClient {
             .await
     }
 
-    pub async fn usage(&self) -> Result<Vec<Usage>, ApiError> {
+    pub async fn usage(&self) -> Result<Vec<UsageTotals>, ApiError> {
         self.get("/v1/usage").await
     }
 
@@ -328,11 +334,11 @@ impl ApiClient {
     // Domains and certificates.
 
     pub async fn add_domain(&self, service: &str, domain: &str) -> Result<DomainClaim, ApiError> {
-        self.post(
-            &format!("/v1/services/{service}/domains"),
-            json!({ "domain": domain }),
-        )
-        .await
+        let domain = NewDomain {
+            domain: domain.to_string(),
+        };
+        self.post(&format!("/v1/services/{service}/domains"), domain)
+            .await
     }
 
     pub async fn verify_domain(
@@ -400,7 +406,7 @@ impl ApiClient {
     // Nodes.
 
     /// Operators: every node that registered.
-    pub async fn nodes(&self) -> Result<Vec<Node>, ApiError> {
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>, ApiError> {
         self.get("/v1/nodes").await
     }
 }

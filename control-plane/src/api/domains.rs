@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use edge_config::domain::challenge_record;
-use serde::{Deserialize, Serialize};
 
 use super::services::{check_domain, own_service};
 use super::state::AppState;
@@ -18,6 +17,7 @@ use crate::dns::DnsError;
 use crate::error::ApiError;
 use crate::store::Service;
 use crate::store::domains::DomainClaim;
+use edge_config::api::{Approved, NewDomain};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -28,18 +28,6 @@ pub fn router() -> Router<AppState> {
             post(verify),
         )
         .route("/v1/domains/{domain}/approve", post(approve))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewDomain {
-    pub domain: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Approved {
-    pub domain: String,
-    pub snapshot_version: u64,
 }
 
 async fn list(

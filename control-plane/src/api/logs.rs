@@ -9,13 +9,13 @@ use axum::{Json, Router};
 use edge_config::protocol::{
     GuestLogBatch, MAX_GUEST_LOG_BATCH_BYTES, MAX_GUEST_LOG_LINES_PER_BATCH,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::services::own_service;
 use super::state::AppState;
 use crate::auth::{NodeCaller, TenantCaller};
 use crate::error::ApiError;
-use crate::store::guest_logs::StoredLogLine;
+use edge_config::api::LogPage;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -60,13 +60,6 @@ pub struct ReadQuery {
 
 fn default_limit() -> u64 {
     100
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct LogPage {
-    pub lines: Vec<StoredLogLine>,
-    /// Pass as `after` to get the lines that come next.
-    pub next_after: Option<i64>,
 }
 
 async fn read(

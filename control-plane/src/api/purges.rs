@@ -11,12 +11,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use edge_config::limits::CACHE_MAX_SURROGATE_KEY_BYTES;
 use edge_config::protocol::PurgeTarget;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::state::AppState;
 use crate::auth::{NodeCaller, TenantCaller};
 use crate::error::ApiError;
 use crate::store::purges::PurgeStatus;
+use edge_config::api::{PurgeAccepted, PurgeRequest};
 
 /// Longest URL a purge may name.
 pub const MAX_PURGE_URL_BYTES: usize = 8 * 1024;
@@ -26,35 +27,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/purge", post(create))
         .route("/v1/purge/{seq}", get(status))
         .route("/v1/node/purges", get(poll))
-}
-
-/// `POST /v1/purge`: `{"url": ...}` or `{"surrogate_key": ...}`, with
-/// `"soft": true` to mark the entries stale rather than remove them.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PurgeRequest {
-    url: Option<String>,
-    surrogate_key: Option<String>,
-    #[serde(default)]
-    soft: bool,
-}
-
-impl PurgeRequest {
-    fn target(self) -> Result<PurgeTarget, ApiError> {
-        match (self.url, self.surrogate_key) {
-            (Some(url), None) => Ok(PurgeTarget::Url(url)),
-            (None, Some(key)) => Ok(PurgeTarget::SurrogateKey(key)),
-            _ => Err(ApiError::bad_request(
-                "invalid_purge",
-                "give exactly one of url and surrogate_key",
-            )),
-        }
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PurgeAccepted {
-    pub seq: u64,
 }
 
 /// Checks a purge target and puts a URL into the spelling cache keys use.
@@ -100,7 +72,10 @@ async fn create(
     Json(purge): Json<PurgeRequest>,
 ) -> Result<(StatusCode, Json<PurgeAccepted>), ApiError> {
     let soft = purge.soft;
-    let target = normalized(purge.target()?)?;
+    let target = purge
+        .target()
+        .map_err(|message| ApiError::bad_request("invalid_purge", message))?;
+    let target = normalized(target)?;
     state.quotas.purge(&caller.tenant.id)?;
     let seq = state
         .store

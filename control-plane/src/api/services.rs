@@ -13,7 +13,6 @@ use edge_config::protocol::ServiceSpec;
 use edge_config::validate::ConfigErrors;
 use edge_config::validate::validate_service_name;
 use edge_platform::ModuleHash;
-use serde::{Deserialize, Serialize};
 
 use super::state::AppState;
 use crate::auth::TenantCaller;
@@ -22,6 +21,9 @@ use crate::error::ApiError;
 use crate::quotas::quota_exceeded;
 use crate::store::{Service, UsageTotals, Version};
 use crate::validate::validate_component;
+use edge_config::api::{
+    Activated, Activation, NewService, NewVersion, UploadedModule, VersionCreated,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -38,14 +40,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/services/{service}/activate", post(activate))
         .route("/v1/services/{service}/rollback", post(rollback))
         .route("/v1/usage", get(usage))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewService {
-    pub name: String,
-    #[serde(default)]
-    pub spec: ServiceSpec,
 }
 
 /// Checks a spec for service `service` and puts its domains in their one
@@ -195,12 +189,6 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct UploadedModule {
-    pub module_sha256: String,
-    pub size_bytes: u64,
-}
-
 /// Uploads a component (the raw bytes as the body). It is validated,
 /// compiled in a child process, and stored content-addressed: the same bytes
 /// uploaded twice are stored once.
@@ -321,23 +309,6 @@ async fn record_upload(
     Ok((status, Json(uploaded)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewVersion {
-    pub module_sha256: String,
-    /// Activate it at once (what `edgectl deploy` does).
-    #[serde(default)]
-    pub activate: bool,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct VersionCreated {
-    pub version: i64,
-    pub module_sha256: String,
-    pub active: bool,
-    pub snapshot_version: Option<u64>,
-}
-
 /// A new immutable version: the module plus the service's current spec.
 async fn create_version(
     caller: TenantCaller,
@@ -387,18 +358,6 @@ async fn versions(
 ) -> Result<Json<Vec<Version>>, ApiError> {
     let service = own_service(&state, &caller, &name).await?;
     Ok(Json(state.store.versions(&service).await?))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Activation {
-    pub version: i64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Activated {
-    pub active_version: i64,
-    pub snapshot_version: u64,
 }
 
 async fn activate_version(

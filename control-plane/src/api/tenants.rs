@@ -6,12 +6,12 @@ use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use edge_config::validate::validate_service_name;
-use serde::{Deserialize, Serialize};
 
 use super::state::AppState;
 use crate::auth::{Admin, TenantCaller, new_token, token_sha256};
 use crate::error::ApiError;
 use crate::store::{Tenant, TokenInfo};
+use edge_config::api::{CreatedTenant, CreatedToken, NewTenant, NewToken, Revoked, Suspension};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -21,13 +21,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tenants/{tenant}/suspend", post(suspend))
         .route("/v1/tenants/{tenant}/resume", post(resume))
         .route("/v1/tenants/{tenant}/tokens", delete(revoke_tenant_tokens))
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Suspension {
-    pub tenant: String,
-    pub suspended: bool,
-    pub snapshot_version: u64,
 }
 
 /// The operator's kill switch: the tenant's services leave every node's
@@ -65,11 +58,6 @@ async fn set_suspended(
         suspended,
         snapshot_version,
     }))
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Revoked {
-    pub revoked: u64,
 }
 
 /// The operator revokes every token of a tenant.
@@ -110,23 +98,6 @@ async fn revoke_token(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewTenant {
-    pub name: String,
-    /// Whether the tenant's backends may be on private, loopback or
-    /// link-local addresses: only for origins inside the operator's own
-    /// network.
-    #[serde(default)]
-    pub allow_private_backends: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CreatedTenant {
-    pub tenant: Tenant,
-    pub token: String,
-}
-
 async fn create(
     _: Admin,
     State(state): State<AppState>,
@@ -144,18 +115,6 @@ async fn create(
 
 async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<Vec<Tenant>>, ApiError> {
     Ok(Json(state.store.list_tenants().await?))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewToken {
-    pub label: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CreatedToken {
-    pub label: String,
-    pub token: String,
 }
 
 /// A tenant makes another token for itself (for CI, say).

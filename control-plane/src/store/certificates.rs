@@ -4,19 +4,11 @@
 
 use edge_config::CertificatePem;
 use edge_config::tls::SecretPem;
-use serde::Serialize;
 use sqlx::Row;
 
 use super::db::{Store, StoreError, bump_snapshot, db, now_ms};
 use super::records::Service;
-
-/// What a tenant sees of a certificate: never the key.
-#[derive(Debug, Clone, Serialize)]
-pub struct CertificateInfo {
-    /// sha256 of the leaf certificate's DER bytes, hex.
-    pub fingerprint_sha256: String,
-    pub created_at: i64,
-}
+pub use edge_config::api::CertificateInfo;
 
 impl Store {
     /// Stores `pem` as the service's certificate, replacing any other, and

@@ -19,35 +19,15 @@
 use std::collections::HashSet;
 
 use edge_config::domain::{base_name, challenge_record, covering_wildcards, overlaps};
-use serde::Serialize;
 use sqlx::Row;
 
 use super::db::{
     Store, StoreError, bump_snapshot, current_spec, db, now_ms, random_hex, write_spec,
 };
 use super::records::Service;
+pub use edge_config::api::{Challenge, DomainClaim};
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
-
-/// A domain as its tenant sees it.
-#[derive(Debug, Clone, Serialize)]
-pub struct DomainClaim {
-    pub domain: String,
-    /// `platform` (the service's own name under the platform domain),
-    /// `verified` or `pending`.
-    pub status: &'static str,
-    /// What proves control of a pending domain: a TXT record.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub challenge: Option<Challenge>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Challenge {
-    #[serde(rename = "type")]
-    pub record_type: &'static str,
-    pub name: String,
-    pub value: String,
-}
 
 /// Serializes claiming transactions: a row lock every one of them takes
 /// (PostgreSQL holds it to the commit; SQLite has one writer anyway).
@@ -186,7 +166,7 @@ impl Store {
         .map_err(db("listing domains"))?;
         let mut claims = vec![DomainClaim {
             domain: self.platform_name(service),
-            status: "platform",
+            status: "platform".into(),
             challenge: None,
         }];
         claims.extend(rows.iter().map(|row| {
@@ -194,11 +174,11 @@ impl Store {
             let verified = row.get::<i64, _>(1) != 0;
             DomainClaim {
                 challenge: (!verified).then(|| Challenge {
-                    record_type: "TXT",
+                    record_type: "TXT".into(),
                     name: challenge_record(&domain),
                     value: row.get(2),
                 }),
-                status: if verified { "verified" } else { "pending" },
+                status: if verified { "verified" } else { "pending" }.into(),
                 domain,
             }
         }));

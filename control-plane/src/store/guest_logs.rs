@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 
 use edge_config::protocol::{GuestLogLine, bounded_log_line};
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::db::{Store, StoreError, db, service_id_by_platform_name, to_i64};
 use super::records::Service;
+pub use edge_config::api::StoredLogLine;
 
 /// Lines kept per service; older ones are deleted as new ones arrive.
 pub const MAX_GUEST_LOG_LINES_PER_SERVICE: i64 = 10_000;
@@ -18,19 +18,6 @@ pub const MAX_GUEST_LOG_LINES_PER_SERVICE: i64 = 10_000;
 pub use edge_config::protocol::MAX_GUEST_LOG_LINE_BYTES;
 /// Most lines one read returns.
 pub const MAX_GUEST_LOG_LINES_PER_READ: u64 = 1_000;
-
-/// One stored line, as a tenant reads it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredLogLine {
-    /// Increases with every line stored: pass the last one seen as `after`.
-    pub id: i64,
-    pub timestamp_ms: i64,
-    pub node: String,
-    pub version: i64,
-    pub request_id: String,
-    pub stream: String,
-    pub line: String,
-}
 
 impl Store {
     /// Stores the lines of a node's shipment, in one transaction. Lines of

@@ -5,25 +5,13 @@ use edge_config::protocol::{Purge, PurgeBatch, PurgeTarget};
 use sqlx::Row;
 
 use super::db::{Store, StoreError, db, now_ms, to_i64};
+pub use edge_config::api::PurgeStatus;
 
 /// Purges older than this are pruned. A node that was away longer is told
 /// to drop its whole cache instead ([`PurgeBatch::reset`]).
 pub const PURGE_RETENTION_MS: i64 = 24 * 3600 * 1000;
 /// Purges handed to a node in one answer.
 pub const MAX_PURGES_PER_BATCH: i64 = 1_000;
-
-/// A purge as its tenant sees it, with how far it has got.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PurgeStatus {
-    pub seq: u64,
-    pub target: PurgeTarget,
-    pub soft: bool,
-    pub created_at: i64,
-    /// Healthy nodes.
-    pub nodes: u64,
-    /// Healthy nodes that have applied it.
-    pub acknowledged: u64,
-}
 
 fn target_from(kind: &str, value: String) -> Result<PurgeTarget, StoreError> {
     match kind {
