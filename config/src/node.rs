@@ -213,7 +213,7 @@ impl NodeConfig {
                     format!("{:?} is already the name of service[{first}]", service.name),
                 );
             }
-            for domain in &service.domains {
+            for domain in &service.spec.domains {
                 if let Some(owner) = domains.insert(domain, &service.name)
                     && owner != service.name
                 {
@@ -313,6 +313,49 @@ mod tests {
             .expect_err("unknown key");
         assert!(
             errors.to_string().contains("unknown field `listen_addr`"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn a_service_in_the_file_is_the_control_planes_spec_plus_a_module() {
+        let text = r#"
+            [[service]]
+            name = "shop"
+            domains = ["shop.example.com"]
+            module = "shop.wasm"
+            cache_responses = true
+            config = { greeting = "hello" }
+
+            [service.backend.origin]
+            origin = "https://api.example.com"
+        "#;
+        let config = NodeConfig::from_toml(text).expect("valid");
+        let spec = &config.services[0].spec;
+        assert_eq!(spec.domains, ["shop.example.com"]);
+        assert!(spec.cache_responses);
+        assert_eq!(spec.config["greeting"], "hello");
+        assert_eq!(spec.backends["origin"].origin, "https://api.example.com");
+
+        // A misspelt key inside a service is refused, not ignored.
+        let errors = NodeConfig::from_toml(
+            "[[service]]\nname = \"a\"\ndomains = [\"a.example\"]\nmodule = \"a.wasm\"\ncache_response = true\n",
+        )
+        .expect_err("unknown key");
+        assert!(errors.to_string().contains("cache_response"), "{errors}");
+        // The spec's own rules hold in the file: a domain listed twice.
+        let errors = NodeConfig::from_toml(
+            "[[service]]\nname = \"a\"\ndomains = [\"a.example\", \"a.example\"]\nmodule = \"a.wasm\"\n",
+        )
+        .expect_err("listed twice");
+        assert_eq!(errors.0[0].path, "service[0].domains[1]");
+        // A backend's problem is named by the file's key for it.
+        let errors = NodeConfig::from_toml(
+            "[[service]]\nname = \"a\"\ndomains = [\"a.example\"]\nmodule = \"a.wasm\"\n[service.backend.origin]\norigin = \"ftp://x\"\n",
+        )
+        .expect_err("bad origin");
+        assert!(
+            errors.0[0].path.starts_with("service[0].backend.origin"),
             "{errors}"
         );
     }

@@ -1,7 +1,7 @@
 //! The wire types shared by the control plane and the nodes: what a tenant
 //! declares for a service, and the config snapshot nodes long-poll.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +23,11 @@ pub const MAX_BACKENDS_PER_SERVICE: usize = 32;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServiceSpec {
+    /// Host names the service answers for: exact (`shop.example.com`) or a
+    /// leading wildcard (`*.example.com`, one or more labels).
     pub domains: Vec<String>,
+    /// Named origins the guest may fetch from (`http://<name>/...`). A
+    /// config file writes them as `[service.backend.NAME]` tables.
     pub backends: BTreeMap<String, BackendSpec>,
     pub limits: ServiceLimits,
     pub config: BTreeMap<String, String>,
@@ -35,42 +39,58 @@ pub struct ServiceSpec {
 impl ServiceSpec {
     /// Every problem with the spec, each with its key path.
     pub fn validate(&self, sandbox: &SandboxLimits) -> Result<(), ConfigErrors> {
-        // No domain is fine: the control plane gives every service a name
-        // under its platform domain.
         let mut errors = ConfigErrors::default();
+        self.validate_into("", sandbox, &mut errors);
+        errors.into_result()
+    }
+
+    /// Records every problem with the spec in `errors`, each key path
+    /// after `prefix` (`service[0].` in a config file, nothing in the API).
+    /// No domain is fine here: the control plane gives every service a
+    /// name under its platform domain (a config file asks for one itself).
+    pub fn validate_into(&self, prefix: &str, sandbox: &SandboxLimits, errors: &mut ConfigErrors) {
         if self.domains.len() > MAX_DOMAINS_PER_SERVICE {
             errors.push(
-                "domains",
+                format!("{prefix}domains"),
                 format!("at most {MAX_DOMAINS_PER_SERVICE} domains per service"),
             );
         }
+        let mut seen = HashSet::new();
         for (i, domain) in self.domains.iter().enumerate() {
             if let Err(message) = validate_domain(domain) {
-                errors.push(format!("domains[{i}]"), message);
+                errors.push(format!("{prefix}domains[{i}]"), message);
+            } else if !seen.insert(domain.as_str()) {
+                errors.push(
+                    format!("{prefix}domains[{i}]"),
+                    format!("{domain:?} is listed twice"),
+                );
             }
         }
         if self.backends.len() > MAX_BACKENDS_PER_SERVICE {
             errors.push(
-                "backends",
+                format!("{prefix}backends"),
                 format!("at most {MAX_BACKENDS_PER_SERVICE} backends per service"),
             );
         }
         for (name, backend) in &self.backends {
-            backend.validate(&format!("backends.{name}"), name, &mut errors);
+            backend.validate(&format!("{prefix}backends.{name}"), name, errors);
         }
-        self.limits.validate("limits", sandbox, &mut errors);
+        self.limits
+            .validate(&format!("{prefix}limits"), sandbox, errors);
         if self.config.len() > MAX_CONFIG_ENTRIES {
-            errors.push("config", format!("at most {MAX_CONFIG_ENTRIES} entries"));
+            errors.push(
+                format!("{prefix}config"),
+                format!("at most {MAX_CONFIG_ENTRIES} entries"),
+            );
         }
         for (key, value) in &self.config {
             if value.len() > MAX_CONFIG_VALUE_BYTES {
                 errors.push(
-                    format!("config.{key}"),
+                    format!("{prefix}config.{key}"),
                     format!("value is over {MAX_CONFIG_VALUE_BYTES} bytes"),
                 );
             }
         }
-        errors.into_result()
     }
 }
 

@@ -1,75 +1,132 @@
 //! One tenant service as a node serves it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendSpec;
 use crate::limits::{SandboxLimits, ServiceLimits};
+use crate::protocol::ServiceSpec;
 use crate::tls::CertificateFiles;
 use crate::validate::{ConfigErrors, validate_service_name};
 
-/// A service: the domains it answers for, the component that handles its
-/// requests, and the limits that component runs under.
+/// A service in a node's config file: the control plane's [`ServiceSpec`]
+/// (domains, backends, limits, config, cache_responses), written inline,
+/// plus what only a file can say: the module's path, the tenant whose
+/// cache namespace it shares, and certificate files. One model, one
+/// validation: [`ServiceSpec::validate_into`] checks the spec part for both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "ServiceFile", into = "ServiceFile")]
 pub struct ServiceConfig {
     /// Unique on the node; used in metrics and logs.
     pub name: String,
-    /// Host names this service answers for: exact (`shop.example.com`) or a
-    /// leading wildcard (`*.example.com`, which matches one or more labels).
-    pub domains: Vec<String>,
     /// Path of the component (`.wasm`). Relative paths are resolved against
     /// the config file's directory.
     pub module: PathBuf,
-    #[serde(default)]
-    pub limits: ServiceLimits,
     /// Whose cache namespace the service uses: services of one tenant share
     /// cached entries and purges. The service's own name by default.
     #[serde(default)]
     pub tenant: Option<String>,
-    /// Named origins the guest may fetch from (`http://<name>/...`). The
-    /// operator writes this file, so `allow_private_addresses` is honoured.
-    #[serde(default, rename = "backend")]
-    pub backends: BTreeMap<String, BackendSpec>,
     /// The certificate served (by SNI) for this service's domains on the
     /// HTTPS listener.
     #[serde(default)]
     pub certificate: Option<CertificateFiles>,
-    /// Cache the guest's own responses at the edge when their headers allow
-    /// a shared cache to (see docs/architecture.md, "The edge cache").
+    /// Domains, backends (the operator writes the file, so
+    /// `allow_private_addresses` is honoured), limits, config and
+    /// `cache_responses`, as a tenant declares them to the control plane.
+    pub spec: ServiceSpec,
+}
+
+/// How a service is written in the file: the spec's keys inline beside the
+/// file's own, backends as `[service.backend.NAME]` tables, and any other
+/// key refused (serde's `flatten` would let a misspelt one pass).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    name: String,
     #[serde(default)]
-    pub cache_responses: bool,
+    domains: Vec<String>,
+    module: PathBuf,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    certificate: Option<CertificateFiles>,
+    #[serde(default, rename = "backend")]
+    backends: BTreeMap<String, BackendSpec>,
+    #[serde(default)]
+    limits: ServiceLimits,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    cache_responses: bool,
+}
+
+impl From<ServiceFile> for ServiceConfig {
+    fn from(file: ServiceFile) -> Self {
+        Self {
+            name: file.name,
+            module: file.module,
+            tenant: file.tenant,
+            certificate: file.certificate,
+            spec: ServiceSpec {
+                domains: file.domains,
+                backends: file.backends,
+                limits: file.limits,
+                config: file.config,
+                cache_responses: file.cache_responses,
+            },
+        }
+    }
+}
+
+impl From<ServiceConfig> for ServiceFile {
+    fn from(service: ServiceConfig) -> Self {
+        let spec = service.spec;
+        Self {
+            name: service.name,
+            domains: spec.domains,
+            module: service.module,
+            tenant: service.tenant,
+            certificate: service.certificate,
+            backends: spec.backends,
+            limits: spec.limits,
+            config: spec.config,
+            cache_responses: spec.cache_responses,
+        }
+    }
 }
 
 impl ServiceConfig {
+    /// A service answering `domains` with the component at `module`, with
+    /// the spec's defaults for everything else.
+    pub fn new(name: &str, domains: &[&str], module: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.to_string(),
+            module: module.into(),
+            tenant: None,
+            certificate: None,
+            spec: ServiceSpec {
+                domains: domains.iter().map(|d| (*d).to_string()).collect(),
+                ..ServiceSpec::default()
+            },
+        }
+    }
+
     pub fn validate(&self, path: &str, sandbox: &SandboxLimits, errors: &mut ConfigErrors) {
         if let Err(message) = validate_service_name(&self.name) {
             errors.push(format!("{path}.name"), message);
         }
-        if self.domains.is_empty() {
+        // Without a control plane there is no platform domain to answer on.
+        if self.spec.domains.is_empty() {
             errors.push(
                 format!("{path}.domains"),
                 "a service needs at least one domain",
             );
         }
-        let mut seen = HashSet::new();
-        for (i, domain) in self.domains.iter().enumerate() {
-            if let Err(message) = validate_domain(domain) {
-                errors.push(format!("{path}.domains[{i}]"), message);
-            } else if !seen.insert(domain.as_str()) {
-                errors.push(
-                    format!("{path}.domains[{i}]"),
-                    format!("{domain:?} is listed twice"),
-                );
-            }
-        }
         if self.module.as_os_str().is_empty() {
             errors.push(format!("{path}.module"), "the module path is empty");
         }
-        self.limits
-            .validate(&format!("{path}.limits"), sandbox, errors);
         if let Some(certificate) = &self.certificate {
             certificate.validate(&format!("{path}.certificate"), errors);
         }
@@ -78,8 +135,17 @@ impl ServiceConfig {
         {
             errors.push(format!("{path}.tenant"), message);
         }
-        for (name, backend) in &self.backends {
-            backend.validate(&format!("{path}.backend.{name}"), name, errors);
+        let mut spec = ConfigErrors::default();
+        self.spec
+            .validate_into(&format!("{path}."), sandbox, &mut spec);
+        // Named as the file spells them: `[service.backend.NAME]`.
+        let api_key = format!("{path}.backends");
+        for error in spec.0 {
+            let path = match error.path.strip_prefix(&api_key) {
+                Some(rest) => format!("{path}.backend{rest}"),
+                None => error.path,
+            };
+            errors.push(path, error.message);
         }
     }
 }

@@ -48,6 +48,7 @@ pub mod cache;
 pub mod error;
 pub mod host;
 pub mod http;
+pub mod install;
 pub mod interim;
 pub mod lifecycle;
 pub mod metrics;

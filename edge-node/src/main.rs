@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use edge_config::{NodeConfig, ServiceConfig, ServiceLimits};
+use edge_config::{NodeConfig, ServiceConfig};
 use edge_node::Node;
 
 /// Every request allocates and frees a few dozen small objects across two
@@ -87,12 +87,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::CheckConfig { config } => check_config(&config),
-        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")
-            .and_then(|runtime| runtime.block_on(serve(args))),
+        Command::CheckConfig { config } => {
+            runtime().and_then(|rt| rt.block_on(check_config(&config)))
+        }
+        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,6 +99,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn init_logging(format: LogFormat) {
@@ -129,33 +134,37 @@ fn config_dir(path: &Path) -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-fn check_config(path: &Path) -> anyhow::Result<()> {
-    let config = load_config(path)?;
+/// Runs start-up's own install plan without listening: the config
+/// validated, the default certificate and every service's certificate read
+/// and checked, every module compiled and type-checked. The data dir is a
+/// temporary one, so a check leaves nothing behind and needs no write
+/// access to the real one.
+async fn check_config(path: &Path) -> anyhow::Result<()> {
+    let mut config = load_config(path)?;
     let base = config_dir(path);
-    let missing: Vec<String> = config
-        .services
-        .iter()
-        .enumerate()
-        .filter_map(|(i, service)| {
-            let module = base.join(&service.module);
-            (!module.is_file()).then(|| {
-                format!(
-                    "  - service[{i}].module: {} does not exist",
-                    module.display()
-                )
-            })
-        })
-        .collect();
-    if !missing.is_empty() {
-        anyhow::bail!("{}:\n{}", path.display(), missing.join("\n"));
-    }
+    resolve_certificate_paths(&mut config, &base);
+    let scratch = tempfile::tempdir().context("making a scratch data dir")?;
+    config.node.data_dir = scratch.path().to_path_buf();
+    let node = Node::new(&config).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    node.plan_services(&config.services, &base)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
     println!(
-        "{}: ok ({} service{})",
+        "{}: ok ({} service{}, every module compiled)",
         path.display(),
         config.services.len(),
         if config.services.len() == 1 { "" } else { "s" }
     );
     Ok(())
+}
+
+/// The default certificate's files, relative to the config file's
+/// directory as every other path in it.
+fn resolve_certificate_paths(config: &mut NodeConfig, base_dir: &Path) {
+    if let Some(files) = &mut config.tls.default_certificate {
+        files.cert = base_dir.join(&files.cert);
+        files.key = base_dir.join(&files.key);
+    }
 }
 
 /// `NAME=ORIGIN` arguments as backends. Local mode runs on the operator's
@@ -188,16 +197,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let local = args.module.is_some();
     if let Some(module) = args.module {
         // Local mode: the production path with one service for every Host.
-        config.services = vec![ServiceConfig {
-            name: "local".into(),
-            domains: vec!["*".into()],
-            module,
-            limits: ServiceLimits::default(),
-            tenant: None,
-            backends: local_backends(&args.backends)?,
-            certificate: None,
-            cache_responses: false,
-        }];
+        let mut service = ServiceConfig::new("local", &["*"], module);
+        service.spec.backends = local_backends(&args.backends)?;
+        config.services = vec![service];
     } else if args.config.is_none() {
         anyhow::bail!("give --config FILE, or --module APP.wasm for local mode");
     }
@@ -205,10 +207,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.node.admin_listen = args.admin_listen.unwrap_or(config.node.admin_listen);
     config.node.data_dir = args.data_dir.unwrap_or(config.node.data_dir);
     config.tls.listen = args.tls_listen.or(config.tls.listen);
-    if let Some(files) = &mut config.tls.default_certificate {
-        files.cert = base_dir.join(&files.cert);
-        files.key = base_dir.join(&files.key);
-    } else if local && config.tls.listen.is_some() {
+    resolve_certificate_paths(&mut config, &base_dir);
+    if config.tls.default_certificate.is_none() && local && config.tls.listen.is_some() {
         config.tls.default_certificate = Some(development_certificate(&config.node.data_dir)?);
     }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use edge_config::protocol::{ServiceFailure, Snapshot};
+use edge_config::protocol::Snapshot;
 use edge_config::{BackendSpec, NodeConfig, ServiceConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -16,9 +16,10 @@ use crate::backend::OriginClients;
 use crate::cache::HttpCache;
 use crate::cache::guest_api::GuestCache;
 use crate::host::outbound::OutboundContext;
+use crate::install::{self, InstallError, InstallPlan, SnapshotReport};
 use crate::lifecycle::{Lifecycle, Phase, stopped};
 use crate::metrics::Metrics;
-use crate::modules::{ArtifactStore, ModuleCache, ModuleHash};
+use crate::modules::{ArtifactStore, ModuleCache};
 use crate::node_state::{NodeState, RequestIds, TlsListener};
 use crate::routing::{Router, RoutingTable, Service};
 use crate::sandbox::{GuestCapabilities, Sandbox};
@@ -26,7 +27,6 @@ use crate::tenant_logs::TenantLogs;
 use crate::tls::SniTable;
 use crate::usage::UsageMeter;
 use edge_platform::ServingCertificate;
-use edge_platform::certificates::provider;
 
 /// Records in the SNI table that each of `domains` routes to `tenant`, with
 /// `certificate` for those it covers.
@@ -43,12 +43,6 @@ fn add_certificates(
             .map(|certificate| Arc::clone(&certificate.key));
         table.insert(domain, tenant, key);
     }
-}
-
-/// What applying a snapshot left out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SnapshotReport {
-    pub skipped: Vec<ServiceFailure>,
 }
 
 /// An edge node, not yet listening.
@@ -176,51 +170,21 @@ impl Node {
         &self,
         services: &[ServiceConfig],
         base_dir: &Path,
-    ) -> anyhow::Result<()> {
-        let mut table = RoutingTable::default();
-        let mut certificates = SniTable::default();
-        let mut failures = Vec::new();
-        let mut clients = std::collections::HashMap::new();
-        for service in services {
-            let tenant: Arc<str> = service.tenant.as_deref().unwrap_or(&service.name).into();
-            let certificate = match &service.certificate {
-                Some(files) => match files.read(base_dir).and_then(|pem| {
-                    ServingCertificate::from_pem(&pem, &service.domains, &provider())
-                        .map_err(|e| e.to_string())
-                }) {
-                    Ok(certificate) => Some(certificate),
-                    Err(e) => {
-                        failures.push(format!("service {:?}: certificate: {e}", service.name));
-                        None
-                    }
-                },
-                None => None,
-            };
-            add_certificates(&mut certificates, &service.domains, &tenant, certificate);
-            match self.install_module(&base_dir.join(&service.module)).await {
-                Ok(module) => table.insert_service(
-                    Service {
-                        name: service.name.as_str().into(),
-                        tenant: Arc::clone(&tenant),
-                        version: 0,
-                        cache_responses: service.cache_responses,
-                        module,
-                        limits: service.limits.clone(),
-                        capabilities: self.capabilities(&tenant, &service.backends, &mut clients),
-                    },
-                    &service.domains,
-                ),
-                Err(e) => failures.push(format!("service {:?}: {e:#}", service.name)),
-            }
-        }
-        if !failures.is_empty() {
-            anyhow::bail!("{}", failures.join("\n"));
-        }
-        self.inner.router.replace(table);
-        self.replace_certificates(certificates);
-        self.inner.origin_clients.retain(clients);
-        self.inner.metrics.snapshot_applied(0);
+    ) -> Result<(), InstallError> {
+        let plan = self.plan_services(services, base_dir).await?;
+        self.apply(plan, 0);
         Ok(())
+    }
+
+    /// What [`Self::install_services`] would serve, with every module
+    /// loaded and every certificate parsed, without serving it: what
+    /// `edge-node check-config` runs.
+    pub async fn plan_services(
+        &self,
+        services: &[ServiceConfig],
+        base_dir: &Path,
+    ) -> Result<InstallPlan, InstallError> {
+        install::plan_config(&self.inner.modules, services, base_dir).await
     }
 
     /// Serves the services of a control-plane snapshot, whose components
@@ -231,118 +195,58 @@ impl Node {
     /// Service by service: one whose module does not load is left out (its
     /// domains answer 421 until a version that loads is active), counted in
     /// `edge_snapshot_services_skipped_total` and named in the report, and
-    /// every other service is served. A domain that two services claim (the
-    /// control plane never sends one; a node does not rely on it) stays
-    /// with the older claim, and the newer one is logged and counted in
-    /// `edge_snapshot_duplicate_domains_total`.
+    /// every other service is served. A domain that two services claim
+    /// stays with the older claim, and the newer one is logged and counted
+    /// in `edge_snapshot_duplicate_domains_total`.
     pub async fn install_snapshot(&self, snapshot: &Snapshot) -> SnapshotReport {
-        let mut table = RoutingTable::default();
-        let mut certificates = SniTable::default();
-        let mut clients = std::collections::HashMap::new();
-        let mut report = SnapshotReport::default();
-        let mut claimed = std::collections::HashSet::new();
-        // Oldest claim first: it keeps a domain claimed twice.
-        let mut services: Vec<_> = snapshot.services.iter().collect();
-        services.sort_by(|a, b| (a.created_at_ms, &a.name).cmp(&(b.created_at_ms, &b.name)));
-        for service in services {
-            // The control plane checks limits against its own idea of the
-            // nodes' ceilings; this node holds them to its own (a spec
-            // stored before an operator lowered them is not served).
-            let mut over = edge_config::ConfigErrors::default();
-            service
-                .spec
-                .limits
-                .validate("limits", &self.inner.sandbox_limits, &mut over);
-            let loaded = match (
-                over.into_result(),
-                service.module_sha256.parse::<ModuleHash>(),
-            ) {
-                (Err(over), _) => Err(over.to_string().trim().replace('\n', " ")),
-                (Ok(()), Ok(module)) => self
-                    .inner
-                    .modules
-                    .preload(module)
-                    .await
-                    .map(|()| module)
-                    .map_err(|e| e.to_string()),
-                (Ok(()), Err(_)) => Err(format!("bad module hash {:?}", service.module_sha256)),
-            };
-            let module = match loaded {
-                Ok(module) => module,
-                Err(error) => {
-                    tracing::error!(service = %service.name, version = service.version, %error, "service not served: over this node's limits, or its module does not load");
-                    self.inner.metrics.snapshot_services_skipped.inc();
-                    report.skipped.push(ServiceFailure {
-                        service: service.name.clone(),
-                        version: service.version,
-                        module_sha256: service.module_sha256.clone(),
-                        error,
-                    });
-                    continue;
-                }
-            };
-            let mut domains = Vec::with_capacity(service.spec.domains.len());
-            for domain in &service.spec.domains {
-                if claimed.insert(domain.as_str()) {
-                    domains.push(domain.clone());
-                } else {
-                    tracing::error!(service = %service.name, %domain, "domain claimed by an older service in the snapshot; left with it");
-                    self.inner.metrics.snapshot_duplicate_domains.inc();
-                }
-            }
-            let tenant: Arc<str> = service.tenant.as_str().into();
-            let certificate = service.certificate.as_ref().and_then(|pem| {
-                // The control plane checked it on upload; one that fails
-                // here is left out, and the service's clients get the
-                // default certificate. So does a domain added since the
-                // upload that the certificate does not cover.
-                ServingCertificate::from_pem(pem, &[], &provider())
-                    .map_err(|e| {
-                        tracing::error!(service = %service.name, "certificate not served: {e}");
-                    })
-                    .ok()
-            });
-            add_certificates(&mut certificates, &domains, &tenant, certificate);
-            table.insert_service(
-                Service {
-                    name: service.name.as_str().into(),
-                    tenant: Arc::clone(&tenant),
-                    version: service.version,
-                    cache_responses: service.spec.cache_responses,
-                    module,
-                    limits: service.spec.limits.clone(),
-                    capabilities: self.capabilities(&tenant, &service.spec.backends, &mut clients),
-                },
-                &domains,
-            );
-        }
-        self.inner.router.replace(table);
-        self.replace_certificates(certificates);
-        self.inner.origin_clients.retain(clients);
-        self.inner.metrics.snapshot_applied(snapshot.version);
+        let (plan, report) =
+            install::plan_snapshot(&self.inner.modules, &self.inner.sandbox_limits, snapshot).await;
+        let metrics = &self.inner.metrics;
+        metrics
+            .snapshot_services_skipped
+            .inc_by(report.skipped.len() as u64);
+        metrics
+            .snapshot_duplicate_domains
+            .inc_by(report.duplicate_domains);
+        self.apply(plan, snapshot.version);
         report
     }
 
-    /// Serves `certificates` from the next handshake on.
-    fn replace_certificates(&self, certificates: SniTable) {
+    /// Serves exactly `plan` from the next request and handshake on: one
+    /// routing table and one SNI table, each swapped whole.
+    fn apply(&self, plan: InstallPlan, snapshot_version: u64) {
+        let mut table = RoutingTable::default();
+        let mut certificates = SniTable::default();
+        let mut clients = std::collections::HashMap::new();
+        for planned in plan.services {
+            let domains = &planned.spec.domains;
+            add_certificates(
+                &mut certificates,
+                domains,
+                &planned.tenant,
+                planned.certificate,
+            );
+            let capabilities =
+                self.capabilities(&planned.tenant, &planned.spec.backends, &mut clients);
+            table.insert_service(
+                Service {
+                    name: planned.name,
+                    tenant: planned.tenant,
+                    version: planned.version,
+                    cache_responses: planned.spec.cache_responses,
+                    module: planned.module,
+                    limits: planned.spec.limits.clone(),
+                    capabilities,
+                },
+                domains,
+            );
+        }
+        self.inner.router.replace(table);
         if let Some(tls) = &self.inner.tls {
             tls.resolver.replace(certificates);
         }
-    }
-
-    async fn install_module(&self, path: &Path) -> anyhow::Result<ModuleHash> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .with_context(|| format!("reading module {}", path.display()))?;
-        let modules = self.inner.modules.clone();
-        let hash =
-            tokio::task::spawn_blocking(move || modules.store().insert_component(&bytes)).await??;
-        self.inner
-            .modules
-            .preload(hash)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(hash)
+        self.inner.origin_clients.retain(clients);
+        self.inner.metrics.snapshot_applied(snapshot_version);
     }
 
     /// Binds the public and admin listeners and starts serving.

@@ -37,7 +37,9 @@ fn check_config_accepts_the_example_config() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (3 services)"));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("ok (3 services, every module compiled)")
+    );
 }
 
 #[test]
@@ -70,6 +72,58 @@ fn check_config_reports_every_problem_and_fails() {
         "{stderr}"
     );
     assert!(stderr.contains("service[0].name"), "{stderr}");
+}
+
+#[test]
+fn check_config_runs_start_ups_plan_modules_and_certificates_included() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("not-a-component.wasm"), b"\0asm garbage").expect("write");
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate\n").expect("write");
+    std::fs::write(dir.path().join("key.pem"), "not a key\n").expect("write");
+    let hello = built_guest("hello");
+    let path = dir.path().join("node.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+            [[service]]
+            name = "broken"
+            domains = ["broken.test"]
+            module = "not-a-component.wasm"
+
+            [[service]]
+            name = "badcert"
+            domains = ["badcert.test"]
+            module = "{}"
+            certificate = {{ cert = "cert.pem", key = "key.pem" }}
+
+            [[service]]
+            name = "fine"
+            domains = ["fine.test"]
+            module = "{}"
+            "#,
+            hello.display(),
+            hello.display()
+        ),
+    )
+    .expect("write config");
+    let output = edge_node()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run edge-node");
+    // Valid as a file; start-up would fail on both services, so the check
+    // does too, naming each.
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(r#"service "broken""#), "{stderr}");
+    assert!(
+        stderr.contains(r#"service "badcert": certificate"#),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(r#"service "fine""#), "{stderr}");
+    // Nothing is left in the config's own data dir.
+    assert!(!dir.path().join("edge-data").exists());
 }
 
 /// Starts `edge-node serve --module` on free loopback ports with `args`

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use edge_config::{BackendSpec, NodeConfig, ServiceConfig, ServiceLimits};
+use edge_config::{BackendSpec, NodeConfig, ServiceConfig};
 use edge_node::Node;
 use edge_node::routing::Service;
 use edge_node::sandbox::{GuestIdentity, ReadyComponent};
@@ -65,22 +65,17 @@ impl HelloNode {
         .await;
         let mut backend = BackendSpec::new(origin.url());
         backend.allow_private_addresses = true;
-        let services = HELLO_GUESTS.map(|(name, _)| ServiceConfig {
-            name: name.into(),
-            domains: vec![format!("{name}.bench")],
-            module: match name {
+        let services = HELLO_GUESTS.map(|(name, _)| {
+            let module = match name {
                 "minimal" => minimal.clone(),
                 "cache-hit" => rust_guest("caching-proxy"),
                 _ => rust_guest(name),
-            },
-            limits: ServiceLimits::default(),
-            tenant: None,
-            backends: match name {
-                "cache-hit" => [("origin".to_string(), backend.clone())].into(),
-                _ => Default::default(),
-            },
-            certificate: None,
-            cache_responses: false,
+            };
+            let mut service = ServiceConfig::new(name, &[&format!("{name}.bench")], module);
+            if name == "cache-hit" {
+                service.spec.backends = [("origin".to_string(), backend.clone())].into();
+            }
+            service
         });
         node.install_services(&services, data.path())
             .await

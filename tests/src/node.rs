@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use edge_config::protocol::ServiceSpec;
 use edge_config::{BackendSpec, CertificateFiles, NodeConfig, ServiceConfig, ServiceLimits};
 use edge_node::{Node, RunningNode};
 
@@ -135,13 +136,16 @@ impl TestNode {
             };
             service_configs.push(ServiceConfig {
                 name: service.name,
-                domains: service.domains,
                 module,
-                limits: service.limits,
                 tenant: service.tenant,
-                backends: service.backends,
                 certificate: service.certificate,
-                cache_responses: service.cache_responses,
+                spec: ServiceSpec {
+                    domains: service.domains,
+                    limits: service.limits,
+                    backends: service.backends,
+                    cache_responses: service.cache_responses,
+                    ..ServiceSpec::default()
+                },
             });
         }
         config.services = service_configs;

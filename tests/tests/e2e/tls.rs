@@ -193,16 +193,9 @@ async fn a_certificate_that_does_not_match_its_service_stops_the_start() {
     config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     config.node.data_dir = tempfile::tempdir().expect("dir").keep();
     let node = edge_node::Node::new(&config).expect("node");
-    let service = edge_config::ServiceConfig {
-        name: "hello".into(),
-        domains: vec!["shop.tls.test".into()],
-        module: rust_guest("hello"),
-        limits: Default::default(),
-        tenant: None,
-        backends: Default::default(),
-        certificate: Some(wrong.files.clone()),
-        cache_responses: false,
-    };
+    let mut service =
+        edge_config::ServiceConfig::new("hello", &["shop.tls.test"], rust_guest("hello"));
+    service.certificate = Some(wrong.files.clone());
     let error = node
         .install_services(&[service], std::path::Path::new("."))
         .await

@@ -1,0 +1,207 @@
+//! One install path for both sources of services, the node's config file
+//! and the control plane's snapshots. Each source becomes an
+//! [`InstallPlan`]: every spec validated against this node's ceilings (the
+//! one `ServiceSpec` validation the config file and the control plane run
+//! too), every module stored and loaded, every certificate parsed. `Node::apply` then
+//! serves exactly the plan in one swap; `edge-node check-config` builds the
+//! plan and stops there.
+//!
+//! The sources differ only where they must: a config file is all or
+//! nothing (the node does not start on a broken file), while a snapshot
+//! leaves out the services that do not load and serves the rest.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use edge_config::protocol::{ServiceFailure, ServiceSpec, Snapshot, SnapshotService};
+use edge_config::{ConfigErrors, SandboxLimits, ServiceConfig};
+use edge_platform::ServingCertificate;
+use edge_platform::certificates::provider;
+
+use crate::modules::{ModuleCache, ModuleHash};
+
+/// What a node will serve once the plan is applied.
+#[derive(Debug, Default)]
+pub struct InstallPlan {
+    pub services: Vec<PlannedService>,
+}
+
+/// One service, ready: its module loaded and its certificate parsed.
+#[derive(Debug)]
+pub struct PlannedService {
+    pub name: Arc<str>,
+    pub tenant: Arc<str>,
+    /// The control plane's version (0 for a service of the config file).
+    pub version: u64,
+    pub module: ModuleHash,
+    /// `domains` holds only the domains it will be served on.
+    pub spec: ServiceSpec,
+    pub certificate: Option<ServingCertificate>,
+}
+
+/// Why a config file's services cannot be served: every failing service,
+/// one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct InstallError(pub Vec<String>);
+
+/// What planning a snapshot left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotReport {
+    /// Services not served: over this node's limits, or a module that
+    /// does not load.
+    pub skipped: Vec<ServiceFailure>,
+    /// Domains left with an older service that claims them too.
+    pub duplicate_domains: u64,
+}
+
+/// The spec's problems against this node's ceilings, on one line.
+fn check_spec(spec: &ServiceSpec, prefix: &str, sandbox: &SandboxLimits) -> Result<(), String> {
+    let mut errors = ConfigErrors::default();
+    spec.validate_into(prefix, sandbox, &mut errors);
+    errors
+        .into_result()
+        .map_err(|errors| errors.to_string().trim().replace('\n', " "))
+}
+
+/// Plans a config file's services, which `NodeConfig` validated when it
+/// was read (local mode's catch-all `*` is no domain a file or a tenant
+/// may write); relative module and certificate paths are resolved against
+/// `base_dir`. Any failure fails the plan, naming every service that
+/// failed.
+pub async fn plan_config(
+    modules: &ModuleCache,
+    services: &[ServiceConfig],
+    base_dir: &Path,
+) -> Result<InstallPlan, InstallError> {
+    let mut plan = InstallPlan::default();
+    let mut failures = Vec::new();
+    for service in services {
+        let fail = |failures: &mut Vec<String>, what: String| {
+            failures.push(format!("service {:?}: {what}", service.name));
+        };
+        let certificate = match &service.certificate {
+            Some(files) => match files.read(base_dir).and_then(|pem| {
+                ServingCertificate::from_pem(&pem, &service.spec.domains, &provider())
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok(certificate) => Some(certificate),
+                Err(e) => {
+                    fail(&mut failures, format!("certificate: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        match store_and_load(modules, &base_dir.join(&service.module)).await {
+            Ok(module) => plan.services.push(PlannedService {
+                name: service.name.as_str().into(),
+                tenant: service.tenant.as_deref().unwrap_or(&service.name).into(),
+                version: 0,
+                module,
+                spec: service.spec.clone(),
+                certificate,
+            }),
+            Err(e) => fail(&mut failures, e),
+        }
+    }
+    if failures.is_empty() {
+        Ok(plan)
+    } else {
+        Err(InstallError(failures))
+    }
+}
+
+/// Stores the component at `path` in the module store, compiled, and loads
+/// it.
+async fn store_and_load(modules: &ModuleCache, path: &Path) -> Result<ModuleHash, String> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| format!("reading module {}: {e}", path.display()))?;
+    let store = modules.clone();
+    let hash = tokio::task::spawn_blocking(move || store.store().insert_component(&bytes))
+        .await
+        .map_err(|e| format!("storing module {}: {e}", path.display()))?
+        .map_err(|e| format!("{e:#}"))?;
+    modules.preload(hash).await.map_err(|e| e.to_string())?;
+    Ok(hash)
+}
+
+/// Plans a snapshot's services, whose components are already in the module
+/// store. A service over this node's limits (the control plane checks
+/// against its own idea of the nodes' ceilings, and a spec stored before
+/// an operator lowered them is not served) or whose module does not load
+/// is left out and named in the report. A domain that two services claim
+/// (the control plane never sends one; a node does not rely on it) stays
+/// with the older claim.
+pub async fn plan_snapshot(
+    modules: &ModuleCache,
+    sandbox: &SandboxLimits,
+    snapshot: &Snapshot,
+) -> (InstallPlan, SnapshotReport) {
+    let mut plan = InstallPlan::default();
+    let mut report = SnapshotReport::default();
+    let mut claimed = HashSet::new();
+    // Oldest claim first: it keeps a domain claimed twice.
+    let mut services: Vec<&SnapshotService> = snapshot.services.iter().collect();
+    services.sort_by(|a, b| (a.created_at_ms, &a.name).cmp(&(b.created_at_ms, &b.name)));
+    for service in services {
+        let module = match load_snapshot_module(modules, sandbox, service).await {
+            Ok(module) => module,
+            Err(error) => {
+                tracing::error!(service = %service.name, version = service.version, %error, "service not served: over this node's limits, or its module does not load");
+                report.skipped.push(ServiceFailure {
+                    service: service.name.clone(),
+                    version: service.version,
+                    module_sha256: service.module_sha256.clone(),
+                    error,
+                });
+                continue;
+            }
+        };
+        let mut spec = service.spec.clone();
+        spec.domains.retain(|domain| {
+            let first = claimed.insert(domain.clone());
+            if !first {
+                tracing::error!(service = %service.name, %domain, "domain claimed by an older service in the snapshot; left with it");
+                report.duplicate_domains += 1;
+            }
+            first
+        });
+        let certificate = service.certificate.as_ref().and_then(|pem| {
+            // The control plane checked it on upload; one that fails here
+            // is left out, and the service's clients get the default
+            // certificate. So does a domain added since the upload that
+            // the certificate does not cover.
+            ServingCertificate::from_pem(pem, &[], &provider())
+                .map_err(|e| {
+                    tracing::error!(service = %service.name, "certificate not served: {e}");
+                })
+                .ok()
+        });
+        plan.services.push(PlannedService {
+            name: service.name.as_str().into(),
+            tenant: service.tenant.as_str().into(),
+            version: service.version,
+            module,
+            spec,
+            certificate,
+        });
+    }
+    (plan, report)
+}
+
+async fn load_snapshot_module(
+    modules: &ModuleCache,
+    sandbox: &SandboxLimits,
+    service: &SnapshotService,
+) -> Result<ModuleHash, String> {
+    check_spec(&service.spec, "", sandbox)?;
+    let module: ModuleHash = service
+        .module_sha256
+        .parse()
+        .map_err(|_| format!("bad module hash {:?}", service.module_sha256))?;
+    modules.preload(module).await.map_err(|e| e.to_string())?;
+    Ok(module)
+}
