@@ -5,6 +5,8 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use crate::lifecycle::Shutdown;
+use crate::node_state::NodeState;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -13,22 +15,15 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::node_state::NodeState;
-
-pub async fn serve(
-    listener: TcpListener,
-    node: Arc<NodeState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, node: Arc<NodeState>, mut shutdown: Shutdown) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(_) => continue,
             },
-            () = crate::lifecycle::stopped(&mut shutdown) => return,
+            () = shutdown.stopped() => return,
         };
         let node = Arc::clone(&node);
         tokio::spawn(async move {

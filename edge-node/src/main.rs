@@ -214,13 +214,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let node = Node::new(&config)?;
     node.install_services(&config.services, &base_dir).await?;
-    let follower = match &config.control_plane {
-        Some(control_plane) => Some(
-            edge_node::sync::Follower::start(&node, control_plane.clone(), &config.node.data_dir)
-                .await?,
-        ),
-        None => None,
-    };
+    // The node's lifecycle owns the follower: the drain ends with its last
+    // report.
+    if let Some(control_plane) = &config.control_plane {
+        edge_node::sync::Follower::start(&node, control_plane.clone(), &config.node.data_dir)
+            .await?;
+    }
     let running = node
         .start(config.node.listen, config.node.admin_listen)
         .await?;
@@ -233,9 +232,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("draining; a second signal cuts what is still open");
     let grace = std::time::Duration::from_millis(config.node.drain_grace_ms);
     let report = running.drain(grace, signals.next()).await;
-    if let Some(follower) = follower {
-        follower.stop().await;
-    }
     if report.cut_connections > 0 {
         tracing::warn!(
             cut_connections = report.cut_connections,

@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use edge_config::protocol::Snapshot;
 use edge_config::{BackendSpec, NodeConfig, ServiceConfig};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admission::Admission;
@@ -17,7 +16,7 @@ use crate::cache::HttpCache;
 use crate::cache::guest_api::GuestCache;
 use crate::host::outbound::OutboundContext;
 use crate::install::{self, InstallError, InstallPlan, SnapshotReport};
-use crate::lifecycle::{Lifecycle, Phase, stopped};
+use crate::lifecycle::{Lifecycle, Phase, Shutdown};
 use crate::metrics::Metrics;
 use crate::modules::{ArtifactStore, ModuleCache};
 use crate::node_state::{NodeState, RequestIds, TlsListener};
@@ -132,6 +131,11 @@ impl Node {
     /// The HTTP cache, every tenant's namespace.
     pub fn cache(&self) -> &Arc<HttpCache> {
         &self.inner.cache
+    }
+
+    /// The node's phase, and the owner of its background tasks.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.inner.lifecycle
     }
 
     /// What a service's guests may reach: its backends and its tenant's
@@ -275,19 +279,18 @@ impl Node {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
-        let (shutdown, stop) = watch::channel(false);
-        let (admin_shutdown, admin_stop) = watch::channel(false);
+        let lifecycle = &self.inner.lifecycle;
         let mut tasks = vec![tokio::spawn(crate::http::server::serve(
             listener,
             Arc::clone(&self.inner),
-            stop.clone(),
+            lifecycle.shutdown(),
         ))];
         let mut h3_addr = None;
         if let Some(listener) = tls_listener {
             tasks.push(tokio::spawn(crate::http::server::serve_tls(
                 listener,
                 Arc::clone(&self.inner),
-                stop.clone(),
+                lifecycle.shutdown(),
             )));
         }
         if let (Some(tls), Some(tcp_addr)) = (&self.inner.tls, tls_addr)
@@ -305,32 +308,30 @@ impl Node {
                 endpoint,
                 Arc::clone(&self.inner),
                 section.clone(),
-                stop,
+                lifecycle.shutdown(),
             )));
         }
-        // Ends with the admin listener, after the drain.
-        tokio::spawn(rerank_service_labels(
+        // Background tasks: they end once the node has stopped, and the
+        // stop waits for them. The admin listener outlives the drain, so
+        // operators can watch it.
+        lifecycle.own(tokio::spawn(rerank_service_labels(
             Arc::downgrade(&self.inner),
             self.inner.metrics_rerank,
-            admin_stop.clone(),
-        ));
-        // The admin listener outlives the drain, so operators can watch it.
-        let admin = tokio::spawn(crate::admin::serve(
+            lifecycle.shutdown(),
+        )));
+        lifecycle.own(tokio::spawn(crate::admin::serve(
             admin_listener,
             Arc::clone(&self.inner),
-            admin_stop,
-        ));
-        self.inner.lifecycle.enter(Phase::Serving);
+            lifecycle.shutdown(),
+        )));
+        lifecycle.enter(Phase::Serving);
         tracing::info!(%addr, %admin_addr, ?tls_addr, "edge node serving");
         Ok(RunningNode {
             addr,
             admin_addr,
             tls_addr,
             h3_addr,
-            shutdown,
-            admin_shutdown,
-            tasks,
-            admin,
+            listeners: tasks,
             node: self.clone(),
         })
     }
@@ -347,10 +348,8 @@ pub struct RunningNode {
     pub tls_addr: Option<SocketAddr>,
     /// HTTP/3 (UDP, the TLS listener's port), when enabled.
     pub h3_addr: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
-    admin_shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    admin: JoinHandle<()>,
+    /// The accept loops: each ends once its connections have.
+    listeners: Vec<JoinHandle<()>>,
     node: Node,
 }
 
@@ -385,8 +384,7 @@ impl RunningNode {
     ) -> DrainReport {
         let lifecycle = &self.node.inner.lifecycle;
         lifecycle.enter(Phase::Draining);
-        let _ = self.shutdown.send(true);
-        let mut tasks = self.tasks;
+        let mut tasks = self.listeners;
         let finished = futures::future::join_all(tasks.iter_mut());
         let mut cut_connections = 0;
         tokio::select! {
@@ -405,9 +403,8 @@ impl RunningNode {
                 let _ = task.await;
             }
         }
-        lifecycle.enter(Phase::Stopped);
-        let _ = self.admin_shutdown.send(true);
-        let _ = self.admin.await;
+        // The follower's last report, the admin listener, the reranker.
+        lifecycle.stop().await;
         tracing::info!(cut_connections, "node stopped");
         DrainReport { cut_connections }
     }
@@ -418,14 +415,14 @@ impl RunningNode {
 async fn rerank_service_labels(
     node: std::sync::Weak<NodeState>,
     period: std::time::Duration,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let mut ticks = tokio::time::interval(period);
     ticks.tick().await;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            () = stopped(&mut shutdown) => return,
+            () = shutdown.stopped() => return,
         }
         match node.upgrade() {
             Some(node) => node.metrics.rerank_services(),

@@ -387,13 +387,13 @@ impl EdgeNode {
     }
 
     pub async fn stop(self) {
-        self.follower.stop().await;
+        // The drain ends with the follower's last report.
         self.running.shutdown().await;
     }
 
     /// Stops the node as `kill -9` would: no last report, nothing saved.
     pub async fn kill(self) {
-        drop(self.follower);
+        self.follower.kill();
         self.running.shutdown().await;
     }
 }

@@ -8,6 +8,7 @@ mod certificates;
 #[path = "../common/mod.rs"]
 mod common;
 mod deploys;
+mod lifecycle;
 mod purges;
 mod usage_and_logs;
 

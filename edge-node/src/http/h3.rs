@@ -19,11 +19,12 @@ use edge_config::Http3Section;
 use h3::server::RequestStream;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use tokio::sync::watch;
+
 use tokio::task::JoinSet;
 
 use super::h3_frames::{GuardedBidiStream, GuardedConnection, GuardedRecvStream};
 use super::pipeline;
+use crate::lifecycle::Shutdown;
 
 /// How much a client may send on one request stream, and on the whole
 /// connection, before the node reads it: as for HTTP/2. quinn's default
@@ -55,14 +56,14 @@ pub fn endpoint(
     Ok(quinn::Endpoint::server(server, addr)?)
 }
 
-/// Accepts QUIC connections until `shutdown` turns true; then new ones are
+/// Accepts QUIC connections until the node drains; then new ones are
 /// refused, open ones get GOAWAY and finish their requests, and this
-/// returns when they have (or the lifecycle cut them).
+/// returns when they have (or the drain's grace ran out and cut them).
 pub async fn serve(
     endpoint: quinn::Endpoint,
     node: Arc<NodeState>,
     section: Http3Section,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -71,7 +72,7 @@ pub async fn serve(
                 Some(incoming) => incoming,
                 None => break,
             },
-            () = crate::lifecycle::stopped(&mut shutdown) => break,
+            () = shutdown.draining() => break,
         };
         // Open QUIC connections: the tasks not yet finished.
         while connections.try_join_next().is_some() {}
@@ -105,7 +106,7 @@ async fn connection(
     incoming: quinn::Incoming,
     node: Arc<NodeState>,
     counted: crate::metrics::OpenConnection,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let Some(tls) = node.tls.as_ref() else {
         return;
@@ -170,7 +171,7 @@ async fn connection(
         }
     };
     let header_read_timeout = Duration::from_millis(node.http_limits.header_read_timeout_ms);
-    let mut cut = node.lifecycle.cut_signal();
+    let mut cut = shutdown.clone();
     let mut requests = JoinSet::new();
     let mut draining = false;
     loop {
@@ -197,7 +198,7 @@ async fn connection(
                     break;
                 }
             },
-            () = crate::lifecycle::stopped(&mut shutdown), if !draining => {
+            () = shutdown.draining(), if !draining => {
                 // GOAWAY: no new requests, the accepted ones finish.
                 draining = true;
                 if h3.shutdown(0).await.is_err() || requests.is_empty() {
@@ -211,7 +212,7 @@ async fn connection(
                     break;
                 }
             }
-            () = crate::lifecycle::stopped(&mut cut) => {
+            () = cut.cut() => {
                 requests.abort_all();
                 quic.close(quinn::VarInt::from_u32(0x0102), b"node stopping");
                 return;
@@ -220,7 +221,7 @@ async fn connection(
     }
     tokio::select! {
         _ = async { while requests.join_next().await.is_some() {} } => {}
-        () = crate::lifecycle::stopped(&mut cut) => requests.abort_all(),
+        () = cut.cut() => requests.abort_all(),
     }
     quic.close(quinn::VarInt::from_u32(0x0100), b"");
 }

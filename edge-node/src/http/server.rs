@@ -15,11 +15,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use super::pipeline;
 use crate::admission::TenantConnection;
 use crate::interim::{InterimChannel, InterimIo, InterimSink};
+use crate::lifecycle::Shutdown;
 use crate::metrics::OpenConnection;
 use crate::node_state::NodeState;
 
@@ -166,9 +166,9 @@ pub fn connection_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Accepts cleartext connections (HTTP/1.1 and h2c) until `shutdown` turns
-/// true, then drains (see [`accept_loop`]).
-pub async fn serve(listener: TcpListener, node: Arc<NodeState>, shutdown: watch::Receiver<bool>) {
+/// Accepts cleartext connections (HTTP/1.1 and h2c) until the node drains,
+/// then drains them (see `accept_loop`).
+pub async fn serve(listener: TcpListener, node: Arc<NodeState>, shutdown: Shutdown) {
     accept_loop(
         listener,
         node,
@@ -181,11 +181,7 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeState>, shutdown: watch:
 
 /// Accepts TLS connections: the handshake runs in the connection's own task
 /// and is cut at the handshake timeout. ALPN picks HTTP/2 or HTTP/1.1.
-pub async fn serve_tls(
-    listener: TcpListener,
-    node: Arc<NodeState>,
-    shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve_tls(listener: TcpListener, node: Arc<NodeState>, shutdown: Shutdown) {
     accept_loop(listener, node, shutdown, true, |stream, node| async move {
         let tls = node.tls.as_ref()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
@@ -233,14 +229,14 @@ fn refuse_connection(
 /// task so a slow handshake never holds up accepting; it also returns the
 /// SNI server name, if any.
 ///
-/// When `shutdown` turns true the listener closes (new connections are
-/// refused), HTTP/2 connections get GOAWAY and HTTP/1.1 ones close after
-/// their response in flight, and this returns once every connection has
-/// ended, or has been cut by the lifecycle's cut signal.
+/// When the node drains the listener closes (new connections are refused),
+/// HTTP/2 connections get GOAWAY and HTTP/1.1 ones close after their
+/// response in flight, and this returns once every connection has ended,
+/// or has been cut when the drain's grace ran out.
 async fn accept_loop<S, F, Io>(
     listener: TcpListener,
     node: Arc<NodeState>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
     advertise_h3: bool,
     secure: S,
 ) where
@@ -262,7 +258,7 @@ async fn accept_loop<S, F, Io>(
                     continue;
                 }
             },
-            () = crate::lifecycle::stopped(&mut shutdown) => break,
+            () = shutdown.draining() => break,
         };
         // Refused before any handshake: the client's other connections
         // are what it may use.
@@ -288,7 +284,7 @@ async fn accept_loop<S, F, Io>(
         let open = node.lifecycle.connection_opened();
         let listener_name = if advertise_h3 { "https" } else { "http" };
         let counted = Arc::new(OpenConnection::accepted(&node.metrics, listener_name));
-        let mut cut = node.lifecycle.cut_signal();
+        let mut cut = shutdown.clone();
         let mut draining = shutdown.clone();
         tokio::spawn(async move {
             let _open = open;
@@ -371,7 +367,7 @@ async fn accept_loop<S, F, Io>(
                         }
                         return;
                     }
-                    () = crate::lifecycle::stopped(&mut cut) => {
+                    () = cut.cut() => {
                         tracing::debug!(%peer, "connection cut at the end of the drain");
                         return;
                     }
@@ -381,7 +377,7 @@ async fn accept_loop<S, F, Io>(
                             closing = true;
                         }
                     }
-                    () = crate::lifecycle::stopped(&mut draining), if !closing => {
+                    () = draining.draining(), if !closing => {
                         connection.as_mut().graceful_shutdown();
                         closing = true;
                     }

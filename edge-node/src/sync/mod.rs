@@ -26,6 +26,7 @@ use edge_config::protocol::{GuestLogBatch, MAX_GUEST_LOG_LINES_PER_BATCH, Snapsh
 use reqwest::StatusCode;
 use tokio::sync::watch;
 
+use crate::lifecycle::Shutdown;
 use crate::node::Node;
 use link::{ControlPlaneLink, FIRST_BACKOFF, MAX_BACKOFF, Registration, SyncError, snapshot_path};
 
@@ -57,12 +58,12 @@ async fn restore(sync: &ControlPlaneLink) -> u64 {
     snapshot.version
 }
 
-/// Follows the control plane until `shutdown` turns true.
+/// Follows the control plane until the node stops.
 async fn run(
     sync: Arc<ControlPlaneLink>,
     mut version: u64,
     registrations: watch::Sender<Option<Registration>>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let mut registered = match sync.saved_registration().await {
         Some(registration) => {
@@ -83,7 +84,7 @@ async fn run(
         };
         let outcome = tokio::select! {
             outcome = round => outcome,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = shutdown.stopped() => return,
         };
         match outcome {
             Ok(Some(applied)) => {
@@ -99,14 +100,14 @@ async fn run(
                 // credential would otherwise be asked in a tight loop.
                 tokio::select! {
                     () = tokio::time::sleep(FIRST_BACKOFF) => {}
-                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    () = shutdown.stopped() => return,
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "control-plane sync failed; still serving snapshot {version}");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    () = shutdown.stopped() => return,
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -114,12 +115,12 @@ async fn run(
     }
 }
 
-/// Runs `round` every `interval` once the node is registered, and a last time when `shutdown` turns true, so that what is
-/// pending at shutdown still goes out.
+/// Runs `round` every `interval` once the node is registered, and a last
+/// time when the node stops, so that what is pending then still goes out.
 async fn every_interval<F, Fut>(
     interval: Duration,
     registrations: watch::Receiver<Option<Registration>>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
     mut round: F,
 ) where
     F: FnMut() -> Fut,
@@ -130,7 +131,7 @@ async fn every_interval<F, Fut>(
     loop {
         let stopping = tokio::select! {
             _ = ticks.tick() => false,
-            _ = shutdown.wait_for(|stop| *stop) => true,
+            () = shutdown.stopped() => true,
         };
         let registered = registrations.borrow().is_some();
         if registered {
@@ -148,7 +149,7 @@ async fn report_usage(
     sync: Arc<ControlPlaneLink>,
     interval: Duration,
     registrations: watch::Receiver<Option<Registration>>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     every_interval(interval, registrations, shutdown, || {
         let sync = Arc::clone(&sync);
@@ -186,7 +187,7 @@ async fn ship_logs(
     sync: Arc<ControlPlaneLink>,
     interval: Duration,
     registrations: watch::Receiver<Option<Registration>>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     every_interval(interval, registrations, shutdown, || {
         let sync = Arc::clone(&sync);
@@ -240,19 +241,20 @@ async fn ship_logs(
     .await;
 }
 
-/// A running follower of the control plane.
+/// A running follower of the control plane. Its tasks belong to the
+/// node's lifecycle: they run until the node stops, then send a last usage
+/// report and log shipment and save what those could not deliver for the
+/// next start. The stop waits for that.
 #[derive(Debug)]
 pub struct Follower {
-    sync: Arc<ControlPlaneLink>,
-    stop: watch::Sender<bool>,
     purges_applied: watch::Receiver<u64>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Follower {
     /// Serves the snapshot saved on disk, if any, then follows the control
-    /// plane in a task of its own. The snapshot replaces the services of
-    /// the node's config file.
+    /// plane in tasks the node's lifecycle owns. The snapshot replaces the
+    /// services of the node's config file.
     pub async fn start(
         node: &Node,
         config: ControlPlaneSection,
@@ -268,40 +270,50 @@ impl Follower {
         let version = restore(&sync).await;
         sync.applied.send_replace(version);
         let sync = Arc::new(sync);
-        let (stop, stopped) = watch::channel(false);
+        let shutdown = node.lifecycle().shutdown();
         let (registrations, registered) = watch::channel(None);
         let (applied, purges_applied) = watch::channel(0);
         let poll = tokio::spawn(run(
             Arc::clone(&sync),
             version,
             registrations,
-            stopped.clone(),
+            shutdown.clone(),
         ));
         let purge = tokio::spawn(purges::follow(
             Arc::clone(&sync),
             registered.clone(),
             applied,
-            stopped.clone(),
+            shutdown.clone(),
         ));
         node.tenant_logs().start_shipping();
         let logs = tokio::spawn(ship_logs(
             Arc::clone(&sync),
             node.tenant_logs().ship_interval(),
             registered.clone(),
-            stopped.clone(),
+            shutdown.clone(),
         ));
         let report = tokio::spawn(report_usage(
             Arc::clone(&sync),
             interval,
             registered,
-            stopped,
+            shutdown,
         ));
-        Ok(Self {
-            sync,
-            stop,
+        let tasks = [poll, purge, logs, report];
+        let abort: Vec<_> = tasks.iter().map(|task| task.abort_handle()).collect();
+        let last_words = tokio::spawn(async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+            let node = &sync.node;
+            sync.deliveries.save(node.usage(), node.tenant_logs()).await;
+        });
+        let mut follower = Self {
             purges_applied,
-            tasks: vec![poll, purge, logs, report],
-        })
+            tasks: abort,
+        };
+        follower.tasks.push(last_words.abort_handle());
+        node.lifecycle().own(last_words);
+        Ok(follower)
     }
 
     /// The number of the last control-plane purge applied to the cache.
@@ -309,26 +321,10 @@ impl Follower {
         self.purges_applied.clone()
     }
 
-    /// Stops following after a last usage report and log shipment; what
-    /// those could not deliver is saved for the next start.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        for task in std::mem::take(&mut self.tasks) {
-            let _ = task.await;
-        }
-        let node = &self.sync.node;
-        self.sync
-            .deliveries
-            .save(node.usage(), node.tenant_logs())
-            .await;
-    }
-}
-
-/// A follower dropped without [`Follower::stop`] stops at once, as a
-/// killed node would: no last report, nothing saved (what an earlier run
-/// saved stays on disk until delivered).
-impl Drop for Follower {
-    fn drop(&mut self) {
+    /// Stops following at once, as a killed node would: no last report,
+    /// nothing saved (what an earlier run saved stays on disk until
+    /// delivered).
+    pub fn kill(self) {
         for task in &self.tasks {
             task.abort();
         }

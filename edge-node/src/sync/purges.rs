@@ -12,16 +12,17 @@ use reqwest::StatusCode;
 use tokio::sync::watch;
 
 use crate::cache::PurgeMode;
+use crate::lifecycle::Shutdown;
 
 use super::link::{ControlPlaneLink, FIRST_BACKOFF, MAX_BACKOFF, Registration, SyncError};
 
-/// Follows the purge stream until `shutdown` turns true. `applied` carries
+/// Follows the purge stream until the node stops. `applied` carries
 /// the number of the last purge applied.
 pub(super) async fn follow(
     sync: Arc<ControlPlaneLink>,
     mut registrations: watch::Receiver<Option<Registration>>,
     applied: watch::Sender<u64>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     // The purge applied last, and the registration it was counted under.
     let mut position: Option<(String, u64)> = None;
@@ -31,7 +32,7 @@ pub(super) async fn follow(
         let Some(registration) = registration else {
             tokio::select! {
                 _ = registrations.changed() => continue,
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = shutdown.stopped() => return,
             }
         };
         let from = match &position {
@@ -50,7 +51,7 @@ pub(super) async fn follow(
         let poll = sync.poll_purges(from);
         let outcome = tokio::select! {
             outcome = poll => outcome,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = shutdown.stopped() => return,
         };
         match outcome {
             Ok(Some(batch)) => {
@@ -66,7 +67,7 @@ pub(super) async fn follow(
                 }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    () = shutdown.stopped() => return,
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
