@@ -4,12 +4,32 @@
 //! A domain is an exact name (`shop.example.com`) or a wildcard
 //! (`*.example.com`, which the router matches for one or more labels).
 
-use crate::service::validate_domain;
-
 /// The DNS record that proves control of a domain: `_edge-challenge.<name>`
 /// (for `*.example.com`, `_edge-challenge.example.com`) holding the claim's
 /// token in a TXT record.
 pub const CHALLENGE_LABEL: &str = "_edge-challenge";
+
+/// A domain is a lowercase DNS name, optionally with a leading `*.` wildcard.
+/// Ports are not part of a domain: the router ignores the port of `Host`.
+pub fn validate_domain(domain: &str) -> Result<(), String> {
+    let name = domain.strip_prefix("*.").unwrap_or(domain);
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{domain:?} is not a valid domain: use a lowercase DNS name such as \"shop.example.com\" or \"*.example.com\""
+        ))
+    }
+}
 
 /// `WWW.Example.com.` -> `www.example.com`, `*.Bücher.example` ->
 /// `*.xn--bcher-kva.example`: lowercase, no trailing dot, IDNA names in

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 pub use crate::backend::BackendSpec;
+use crate::domain::validate_domain;
 use crate::limits::{SandboxLimits, ServiceLimits};
-use crate::service::validate_domain;
 use crate::tls::CertificatePem;
 use crate::validate::ConfigErrors;
 

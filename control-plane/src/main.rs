@@ -177,7 +177,7 @@ fn main() -> ExitCode {
                 eprintln!("error: the admin and cluster tokens must be at least 16 characters");
                 return ExitCode::from(2);
             }
-            if let Err(e) = edge_config::service::validate_domain(&platform_domain) {
+            if let Err(e) = edge_config::domain::validate_domain(&platform_domain) {
                 eprintln!("error: --platform-domain: {e}");
                 return ExitCode::from(2);
             }
