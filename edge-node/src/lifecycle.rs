@@ -105,12 +105,14 @@ impl Lifecycle {
     }
 
     pub fn enter(&self, phase: Phase) {
-        self.phase.send_replace(phase);
+        // The gauge first: whoever sees the new phase (`/healthz`, a task)
+        // then finds `edge_node_phase` saying it too.
         for each in Phase::ALL {
             self.gauge
                 .with_label_values(&[each.as_str()])
                 .set(i64::from(each == phase));
         }
+        self.phase.send_replace(phase);
         tracing::info!(phase = phase.as_str(), "node phase");
     }
 

@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 use crate::admission::Admission;
 use crate::backend::OriginClients;
 use crate::cache::HttpCache;
-use crate::cache::guest_api::GuestCache;
+use crate::host::Capabilities;
+use crate::host::cache::GuestCache;
 use crate::host::outbound::OutboundContext;
 use crate::install::{self, InstallError, InstallPlan, SnapshotReport};
 use crate::lifecycle::{Lifecycle, Phase, Shutdown};
@@ -21,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::modules::{ArtifactStore, ModuleCache};
 use crate::node_state::{NodeState, RequestIds, TlsListener};
 use crate::routing::{Router, RoutingTable, Service};
-use crate::sandbox::{GuestCapabilities, Sandbox};
+use crate::sandbox::Sandbox;
 use crate::tenant_logs::TenantLogs;
 use crate::tls::SniTable;
 use crate::usage::UsageMeter;
@@ -145,7 +146,7 @@ impl Node {
         namespace: &str,
         backends: &std::collections::BTreeMap<String, BackendSpec>,
         clients_in_use: &mut std::collections::HashMap<String, Arc<crate::backend::OriginClient>>,
-    ) -> GuestCapabilities {
+    ) -> Capabilities {
         let namespace: Arc<str> = namespace.into();
         let outbound = (!backends.is_empty()).then(|| OutboundContext {
             namespace: Arc::clone(&namespace),
@@ -156,7 +157,7 @@ impl Node {
             cache: Arc::clone(&self.inner.cache),
             metrics: Arc::clone(&self.inner.metrics),
         });
-        GuestCapabilities {
+        Capabilities {
             logs: Some(Arc::clone(&self.inner.tenant_logs)),
             outbound,
             cache: Some(GuestCache {

@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use edge_config::ServiceLimits;
 use edge_config::authority::Authority;
 
+use crate::host::Capabilities;
 use crate::modules::ModuleHash;
-use crate::sandbox::GuestCapabilities;
 
 /// A service as the request path needs it.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub struct Service {
     pub cache_responses: bool,
     pub module: ModuleHash,
     pub limits: ServiceLimits,
-    pub capabilities: GuestCapabilities,
+    pub capabilities: Capabilities,
 }
 
 /// Domains to services: exact names, `*.suffix` wildcards, and `*` (local
@@ -114,7 +114,7 @@ mod tests {
             cache_responses: false,
             module: ModuleHash::of(name.as_bytes()),
             limits: ServiceLimits::default(),
-            capabilities: GuestCapabilities::default(),
+            capabilities: Capabilities::default(),
         })
     }
 

@@ -1,6 +1,6 @@
 //! Tenants' guest log lines on their way to the control plane.
 //!
-//! Every line a guest prints (see [`crate::sandbox::guest_log`]) is offered
+//! Every line a guest prints (see [`crate::host::logs`]) is offered
 //! here. Each service may have `logs.max_guest_lines_per_second` lines
 //! accepted per second on this node; the rest are dropped and counted. The
 //! accepted lines wait in one bounded buffer until the follower ships them

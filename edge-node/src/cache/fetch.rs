@@ -21,8 +21,8 @@ use super::body::{Collected, PrefixedBody, clone_parts, collect_up_to, empty_bod
 use super::key::CacheKey;
 use super::status::{CacheStatus, marked};
 use super::stored::{StoredResponse, selects, served, viewed};
+use super::upstream::Upstream;
 use super::{HttpCache, Lookup, Outcome, Stale, policy};
-use crate::backend::{Backend, Origin, Timeouts};
 use edge_platform::urls::normalize_url;
 
 /// Whether this request fills the key or waits for another's fill.
@@ -49,17 +49,17 @@ impl HttpCache {
     /// Sends a guest's backend request through the cache. The response says
     /// what the cache did in a `Cache-Status` entry (RFC 9211) of its own,
     /// after the origin's.
-    pub async fn fetch(
+    ///
+    /// `mode` is the backend's `cache` setting; `origin` is where what the
+    /// cache does not have comes from.
+    pub async fn fetch<U: Upstream>(
         self: &Arc<Self>,
         namespace: &Arc<str>,
-        backend: &Backend,
-        origin: &Origin,
+        mode: BackendCache,
+        origin: &U,
         request: Request<WasiBody>,
-        timeouts: Timeouts,
     ) -> Result<Response<WasiBody>, WasiHttpError> {
-        let mut response = self
-            .fetch_through(namespace, backend, origin, request, timeouts)
-            .await?;
+        let mut response = self.fetch_through(namespace, mode, origin, request).await?;
         let status = response
             .extensions_mut()
             .remove::<CacheStatus>()
@@ -68,19 +68,18 @@ impl HttpCache {
         Ok(response)
     }
 
-    async fn fetch_through(
+    async fn fetch_through<U: Upstream>(
         self: &Arc<Self>,
         namespace: &Arc<str>,
-        backend: &Backend,
-        origin: &Origin,
+        mode: BackendCache,
+        origin: &U,
         request: Request<WasiBody>,
-        timeouts: Timeouts,
     ) -> Result<Response<WasiBody>, WasiHttpError> {
         let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let url = format!("{}{path}", origin.base_url());
         if !policy::is_safe(request.method()) {
             self.count(Outcome::Pass);
-            let response = origin.send(request, timeouts).await?;
+            let response = origin.send(request).await?;
             if response.status().is_success() || response.status().is_redirection() {
                 self.invalidate_after_unsafe(
                     namespace,
@@ -91,14 +90,14 @@ impl HttpCache {
             }
             return Ok(marked(response, CacheStatus::forward("method")));
         }
-        if backend.spec.cache == BackendCache::Off || request.method() != Method::GET {
+        if mode == BackendCache::Off || request.method() != Method::GET {
             self.count(Outcome::Pass);
-            let reason = if backend.spec.cache == BackendCache::Off {
+            let reason = if mode == BackendCache::Off {
                 "bypass"
             } else {
                 "method"
             };
-            let response = origin.send(request, timeouts).await?;
+            let response = origin.send(request).await?;
             return Ok(marked(response, CacheStatus::forward(reason)));
         }
 
@@ -129,7 +128,7 @@ impl HttpCache {
                         && !stale.stored.stale.while_revalidate.is_zero()
                         && policy::request_accepts_stale(&parts.headers) =>
                 {
-                    self.revalidate_in_background(&key, &stale, &parts, origin, timeouts);
+                    self.revalidate_in_background(&key, &stale, &parts, origin);
                     self.count(Outcome::Stale);
                     self.count_bytes("served", stale.stored.body.len());
                     let status = CacheStatus::hit(stale.stored.ttl(now));
@@ -146,7 +145,7 @@ impl HttpCache {
                     Claim::Wait(mut done) => {
                         // Bounded by the time the fill itself may take to
                         // get its response head.
-                        let bound = timeouts.connect + timeouts.first_byte;
+                        let bound = origin.head_deadline();
                         let _ = tokio::time::timeout(bound, done.changed()).await;
                         waited = true;
                         collapsed = true;
@@ -154,9 +153,7 @@ impl HttpCache {
                     }
                 }
             };
-            return self
-                .fill(key, guard, parts, body, stale, origin, timeouts)
-                .await;
+            return self.fill(key, guard, parts, body, stale, origin).await;
         }
     }
 
@@ -177,16 +174,14 @@ impl HttpCache {
 
     /// Goes to the origin for `key`: revalidating `stale` when there is one,
     /// storing what may be stored. `guard`, if held, is released when done.
-    #[allow(clippy::too_many_arguments)]
-    async fn fill(
+    async fn fill<U: Upstream>(
         &self,
         key: CacheKey,
         guard: Option<FillGuard>,
         request: RequestParts,
         body: WasiBody,
         stale: Option<Stale>,
-        origin: &Origin,
-        timeouts: Timeouts,
+        origin: &U,
     ) -> Result<Response<WasiBody>, WasiHttpError> {
         let outgoing = match &stale {
             Some(stale) => {
@@ -201,9 +196,7 @@ impl HttpCache {
             None => clone_parts(&request),
         };
         let position = self.purges.position();
-        let result = origin
-            .send(Request::from_parts(outgoing, body), timeouts)
-            .await;
+        let result = origin.send(Request::from_parts(outgoing, body)).await;
         let now = SystemTime::now();
         // Read only when there is something stale to serve.
         let accepts_stale = stale.is_some() && policy::request_accepts_stale(&request.headers);
@@ -271,9 +264,7 @@ impl HttpCache {
             // response, so the origin is asked again without one.
             if !policy::is_conditional(&request) {
                 let (plain, body) = (clone_parts(&request), empty_body());
-                let response = origin
-                    .send(Request::from_parts(plain, body), timeouts)
-                    .await?;
+                let response = origin.send(Request::from_parts(plain, body)).await?;
                 return self
                     .keep_or_pass(key, guard, &request, response, position, now)
                     .await;
@@ -336,13 +327,12 @@ impl HttpCache {
     }
 
     /// Refreshes a stale entry without making the current request wait.
-    fn revalidate_in_background(
+    fn revalidate_in_background<U: Upstream>(
         self: &Arc<Self>,
         key: &CacheKey,
         stale: &Stale,
         request: &RequestParts,
-        origin: &Origin,
-        timeouts: Timeouts,
+        origin: &U,
     ) {
         if stale.stored.revalidating.swap(true, Ordering::AcqRel) {
             return;
@@ -367,7 +357,6 @@ impl HttpCache {
                     body,
                     Some(stale.clone()),
                     &origin,
-                    timeouts,
                 )
                 .await;
             stale.stored.revalidating.store(false, Ordering::Release);
@@ -402,5 +391,189 @@ impl HttpCache {
                     .invalidate(&CacheKey::http_normalizing(namespace, &target));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use edge_config::CacheLimits;
+    use http_body_util::BodyExt;
+
+    use super::super::body::{empty_body, full};
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// Status, `Cache-Control`, body.
+    type Answer = (u16, &'static str, &'static str);
+
+    /// An origin that answers from a script and counts what it is asked.
+    #[derive(Clone)]
+    struct Scripted {
+        asked: Arc<AtomicUsize>,
+        /// In order; the last one repeats.
+        answers: Arc<Mutex<Vec<Answer>>>,
+        delay: Duration,
+    }
+
+    impl Scripted {
+        fn new(answers: &[Answer]) -> Self {
+            Self {
+                asked: Arc::default(),
+                answers: Arc::new(Mutex::new(answers.iter().rev().copied().collect())),
+                delay: Duration::ZERO,
+            }
+        }
+
+        fn asked(&self) -> usize {
+            self.asked.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Upstream for Scripted {
+        fn base_url(&self) -> &str {
+            "https://origin.example"
+        }
+
+        fn head_deadline(&self) -> Duration {
+            Duration::from_secs(5)
+        }
+
+        async fn send(&self, _: Request<WasiBody>) -> Result<Response<WasiBody>, WasiHttpError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            let (status, cache_control, body) = {
+                let mut answers = self.answers.lock().expect("script");
+                if answers.len() > 1 {
+                    answers.pop()
+                } else {
+                    answers.last().copied()
+                }
+            }
+            .expect("a scripted answer");
+            Ok(Response::builder()
+                .status(status)
+                .header(header::CACHE_CONTROL, cache_control)
+                .header(header::DATE, httpdate::fmt_http_date(SystemTime::now()))
+                .body(full(Bytes::from_static(body.as_bytes())))
+                .expect("response"))
+        }
+    }
+
+    fn cache() -> Arc<HttpCache> {
+        let metrics = Arc::new(Metrics::new(&edge_config::MetricsSection::default()));
+        Arc::new(HttpCache::new(&CacheLimits::default(), metrics))
+    }
+
+    /// The body and the cache's own `Cache-Status` entry.
+    async fn fetch(
+        cache: &Arc<HttpCache>,
+        origin: &Scripted,
+        method: Method,
+        mode: BackendCache,
+    ) -> (StatusCode, String, String) {
+        let namespace: Arc<str> = "tenant".into();
+        let request = Request::builder()
+            .method(method)
+            .uri("http://origin/page")
+            .body(empty_body())
+            .expect("request");
+        let response = cache
+            .fetch(&namespace, mode, origin, request)
+            .await
+            .expect("answered");
+        let status = response.status();
+        let cache_status = response
+            .headers()
+            .get_all("cache-status")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            String::from_utf8_lossy(&body).into_owned(),
+            cache_status,
+        )
+    }
+
+    const GET: Method = Method::GET;
+    const ON: BackendCache = BackendCache::Http;
+
+    #[tokio::test]
+    async fn a_fresh_response_is_served_without_asking_the_origin_again() {
+        let (cache, origin) = (cache(), Scripted::new(&[(200, "max-age=60", "one")]));
+        let (_, body, status) = fetch(&cache, &origin, GET, ON).await;
+        assert_eq!(body, "one");
+        assert!(status.contains("fwd=miss; stored"), "{status}");
+        let (_, body, status) = fetch(&cache, &origin, GET, ON).await;
+        assert_eq!((body.as_str(), origin.asked()), ("one", 1));
+        assert!(status.contains("edge; hit"), "{status}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_for_one_url_ask_the_origin_once() {
+        let cache = cache();
+        let mut origin = Scripted::new(&[(200, "max-age=60", "shared")]);
+        origin.delay = Duration::from_millis(100);
+        let requests = (0..8).map(|_| fetch(&cache, &origin, GET, ON));
+        let answers = futures::future::join_all(requests).await;
+        assert!(answers.iter().all(|(_, body, _)| body == "shared"));
+        assert_eq!(origin.asked(), 1, "one fill; the others waited for it");
+    }
+
+    #[tokio::test]
+    async fn a_stale_response_is_served_while_the_origin_fails() {
+        let cache = cache();
+        let origin = Scripted::new(&[
+            (200, "max-age=1, stale-if-error=60", "kept"),
+            (503, "no-store", "down"),
+        ]);
+        let (_, _, first) = fetch(&cache, &origin, GET, ON).await;
+        assert!(first.contains("stored"), "{first}");
+        // Past its freshness (Age counts whole seconds).
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        let (status, body, cache_status) = fetch(&cache, &origin, GET, ON).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "kept"));
+        assert!(
+            cache_status.contains("fwd=stale; fwd-status=503"),
+            "{cache_status}"
+        );
+        assert_eq!(origin.asked(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unsafe_request_invalidates_the_stored_url() {
+        let (cache, origin) = (cache(), Scripted::new(&[(200, "max-age=60", "v")]));
+        fetch(&cache, &origin, GET, ON).await;
+        let (_, _, status) = fetch(&cache, &origin, Method::POST, ON).await;
+        assert!(status.contains("fwd=method"), "{status}");
+        let (_, _, status) = fetch(&cache, &origin, GET, ON).await;
+        assert!(status.contains("fwd=miss"), "{status}");
+        assert_eq!(
+            origin.asked(),
+            3,
+            "the GET after the POST went to the origin"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backend_with_the_cache_off_always_asks_the_origin() {
+        let (cache, origin) = (cache(), Scripted::new(&[(200, "max-age=60", "v")]));
+        for _ in 0..3 {
+            let (_, _, status) = fetch(&cache, &origin, GET, BackendCache::Off).await;
+            assert!(status.contains("fwd=bypass"), "{status}");
+        }
+        assert_eq!(origin.asked(), 3);
     }
 }

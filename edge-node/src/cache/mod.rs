@@ -22,12 +22,13 @@
 //! - [`policy`]: the RFC 9111 decisions, around `http-cache-semantics`;
 //! - `purge` and [`purge_log`]: purges, hard and soft, and the fills they
 //!   must also reach; [`tags`]: the surrogate-key index;
-//! - [`responses`]: guests' own responses cached at the edge;
-//!   [`guest_api`]: `edge:platform/cache` on the tenant's namespace.
+//! - [`responses`]: guests' own responses cached at the edge (the guest
+//!   cache API itself is `crate::host::cache`);
+//! - [`upstream`]: what the read-through path fetches from, so it is
+//!   tested alone with a scripted origin.
 
 mod body;
 mod fetch;
-pub mod guest_api;
 mod key;
 pub mod policy;
 mod purge;
@@ -36,6 +37,7 @@ pub mod responses;
 mod status;
 mod stored;
 pub mod tags;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

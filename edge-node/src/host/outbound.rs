@@ -12,6 +12,7 @@ use wasmtime_wasi_http::{Error as WasiHttpError, RequestOptions, WasiBody, WasiH
 
 use crate::backend::{BackendSet, Origin, Timeouts};
 use crate::cache::HttpCache;
+use crate::cache::upstream::Upstream;
 use crate::interim::InterimSink;
 use crate::metrics::Metrics;
 
@@ -24,6 +25,31 @@ pub struct OutboundContext {
     pub backends: Arc<BackendSet>,
     pub cache: Arc<HttpCache>,
     pub metrics: Arc<Metrics>,
+}
+
+/// A backend's origin with one request's timeouts: what the cache reads
+/// through.
+#[derive(Debug, Clone)]
+struct TimedOrigin {
+    origin: Origin,
+    timeouts: Timeouts,
+}
+
+impl Upstream for TimedOrigin {
+    fn base_url(&self) -> &str {
+        self.origin.base_url()
+    }
+
+    fn head_deadline(&self) -> std::time::Duration {
+        self.timeouts.connect + self.timeouts.first_byte
+    }
+
+    async fn send(
+        &self,
+        request: http::Request<WasiBody>,
+    ) -> Result<http::Response<WasiBody>, WasiHttpError> {
+        self.origin.send(request, self.timeouts).await
+    }
 }
 
 /// The outgoing-request hook of one guest execution.
@@ -125,7 +151,11 @@ impl WasiHttpHooks for Outbound {
         }
         let context = context.clone();
         let in_flight = Arc::clone(&self.in_flight);
-        let timeouts = Timeouts::new(&backend.spec, options);
+        let origin = TimedOrigin {
+            origin,
+            timeouts: Timeouts::new(&backend.spec, options),
+        };
+        let mode = backend.spec.cache;
         Box::new(async move {
             // Waits for a slot: the guest's own requests queue, never
             // anyone else's.
@@ -135,7 +165,7 @@ impl WasiHttpHooks for Outbound {
                 .map_err(|_| WasiHttpError::InternalError(None))?;
             let response = context
                 .cache
-                .fetch(&context.namespace, &backend, &origin, request, timeouts)
+                .fetch(&context.namespace, mode, &origin, request)
                 .await?;
             // The slot is held until the body is read or dropped.
             let response = response.map(|body| PermitBody::boxed(body, permit));

@@ -394,7 +394,7 @@ where
 /// drops what is stored for the URL after a successful unsafe request.
 /// `purge_position` is the purge log's, taken before the guest ran.
 async fn keep_cacheable(
-    front: &crate::cache::guest_api::GuestCache,
+    front: &crate::host::cache::GuestCache,
     url: &str,
     request: &http::request::Parts,
     response: Response<HyperOutgoingBody>,

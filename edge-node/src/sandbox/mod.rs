@@ -11,11 +11,11 @@
 //! - [`epoch`]: the one ticker thread.
 //! - [`cpu`]: CPU accounting per request.
 //! - [`turns`]: fair turns on the CPU between tenants.
-//! - [`state`], [`limiter`], [`guest_log`]: what a request's store holds.
+//! - [`state`], [`limiter`]: what a request's store holds (the host
+//!   interfaces it links are in [`crate::host`]).
 
 pub mod cpu;
 pub mod epoch;
-pub mod guest_log;
 pub mod limiter;
 pub mod state;
 pub mod turns;
@@ -41,7 +41,7 @@ use edge_platform::engine;
 use crate::error::EdgeError;
 use cpu::{CpuAccount, CpuMetered};
 use epoch::EpochTicker;
-pub use state::{GuestCapabilities, GuestIdentity, GuestState};
+pub use state::{GuestIdentity, GuestState};
 use turns::{CpuTurns, TakesTurns, Turn};
 
 /// A component ready to instantiate for a request.
@@ -145,7 +145,7 @@ impl Sandbox {
         &self,
         component: &ReadyComponent,
         identity: &GuestIdentity,
-        capabilities: &GuestCapabilities,
+        capabilities: &crate::host::Capabilities,
         limits: &ServiceLimits,
         request: http::Request<B>,
         finished: impl FnOnce(GuestReport) + Send + 'static,

@@ -1,5 +1,6 @@
 //! What one request's `Store` holds: WASI contexts with nothing granted, the
-//! service's backends and cache, the limiter and the CPU account.
+//! host interfaces of `crate::host` built for this instance from the
+//! service's capabilities, the limiter and the CPU account.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +12,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::cpu::CpuAccount;
-use super::guest_log::{GuestLog, GuestLogStream, LogStream};
 use super::limiter::GuestLimiter;
-use crate::cache::guest_api::GuestCache;
-use crate::host::outbound::{Outbound, OutboundContext};
-use crate::tenant_logs::{LineSource, TenantLogs};
+use crate::host::Capabilities;
+use crate::host::cache::GuestCache;
+use crate::host::logs::{GuestLog, GuestLogStream, LogStream};
+use crate::host::outbound::Outbound;
+use crate::tenant_logs::LineSource;
 
 /// Who a guest runs for: used in its log lines and metrics.
 #[derive(Debug, Clone)]
@@ -28,19 +30,6 @@ pub struct GuestIdentity {
     pub request_id: Arc<str>,
     /// The service's label in metrics (see [`crate::metrics::ServiceLabels`]).
     pub metrics_label: Arc<str>,
-}
-
-/// What a service's guests may reach beyond their request: its backends
-/// (through the tenant's HTTP cache) and the tenant's cache API. Built once
-/// per service when it is installed.
-#[derive(Debug, Clone, Default)]
-pub struct GuestCapabilities {
-    /// `None`: the service declares no backends, and every outgoing request
-    /// is refused with `HTTP-request-denied`.
-    pub outbound: Option<OutboundContext>,
-    pub cache: Option<GuestCache>,
-    /// Where the guest's log lines go for its tenant.
-    pub logs: Option<Arc<TenantLogs>>,
 }
 
 /// The data of one request's `Store`.
@@ -60,7 +49,7 @@ pub struct GuestState {
 impl GuestState {
     pub fn new(
         identity: &GuestIdentity,
-        capabilities: &GuestCapabilities,
+        capabilities: &Capabilities,
         limits: &ServiceLimits,
         cpu: Arc<CpuAccount>,
     ) -> Self {

@@ -9,7 +9,7 @@ use edge_config::limits::{
     CACHE_MAX_SURROGATE_KEYS,
 };
 
-use super::HttpCache;
+use crate::cache::{HttpCache, PurgeMode};
 
 pub use edge_platform::guest::cache::Error;
 
@@ -73,7 +73,7 @@ impl GuestCache {
     pub(crate) fn purge_surrogate_key(&self, surrogate_key: &str) -> u32 {
         let purged =
             self.cache
-                .purge_surrogate_key(&self.namespace, surrogate_key, super::PurgeMode::Hard);
+                .purge_surrogate_key(&self.namespace, surrogate_key, PurgeMode::Hard);
         u32::try_from(purged).unwrap_or(u32::MAX)
     }
 }
