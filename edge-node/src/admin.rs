@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use crate::lifecycle::Shutdown;
-use crate::node_state::NodeState;
+use crate::node_state::AdminContext;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-pub async fn serve(listener: TcpListener, node: Arc<NodeState>, mut shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, node: Arc<AdminContext>, mut shutdown: Shutdown) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -38,7 +38,7 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeState>, mut shutdown: Sh
     }
 }
 
-fn route(node: &NodeState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(node: &AdminContext, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match request.uri().path() {
         "/metrics" => (
             StatusCode::OK,

@@ -20,7 +20,9 @@ use crate::install::{self, InstallError, InstallPlan, SnapshotReport};
 use crate::lifecycle::{Lifecycle, Phase, Shutdown};
 use crate::metrics::Metrics;
 use crate::modules::{ArtifactStore, ModuleCache};
-use crate::node_state::{NodeState, RequestIds, TlsListener};
+use crate::node_state::{
+    AdminContext, FrontDoor, NodeState, PipelineContext, RequestIds, TlsListener,
+};
 use crate::routing::{Router, RoutingTable, Service};
 use crate::sandbox::Sandbox;
 use crate::tenant_logs::TenantLogs;
@@ -78,27 +80,58 @@ impl Node {
             Some(listen) => Some(TlsListener::new(config, listen)?),
             None => None,
         };
+        let router = Arc::new(Router::default());
+        let admission = Arc::new(Admission::new(
+            &config.http,
+            metrics.in_flight_requests.clone(),
+        ));
+        let request_ids = Arc::new(RequestIds::new());
+        let usage = Arc::new(UsageMeter::default());
+        let lifecycle = Arc::new(lifecycle);
+        let pipeline = PipelineContext {
+            router: Arc::clone(&router),
+            admission: Arc::clone(&admission),
+            sandbox: Arc::clone(&sandbox),
+            modules: modules.clone(),
+            metrics: Arc::clone(&metrics),
+            http_limits: config.http.clone(),
+            request_ids: Arc::clone(&request_ids),
+            usage: Arc::clone(&usage),
+            access_log: config.logs.access_log,
+        };
+        let front_door = Arc::new(FrontDoor {
+            pipeline,
+            router: Arc::clone(&router),
+            admission,
+            metrics: Arc::clone(&metrics),
+            http_limits: config.http.clone(),
+            request_ids,
+            tls,
+            lifecycle: Arc::clone(&lifecycle),
+        });
+        let admin = Arc::new(AdminContext {
+            metrics: Arc::clone(&metrics),
+            lifecycle: Arc::clone(&lifecycle),
+            cache: Arc::clone(&cache),
+        });
         Ok(Self {
             inner: Arc::new(NodeState {
+                front_door,
+                admin,
+                router,
+                modules,
+                sandbox,
+                metrics: Arc::clone(&metrics),
+                usage,
+                tenant_logs: Arc::new(TenantLogs::new(&config.logs, Arc::clone(&metrics))),
                 cache,
                 origin_clients: OriginClients::default(),
-                sandbox,
-                modules,
-                router: Router::default(),
-                admission: Admission::new(&config.http, metrics.in_flight_requests.clone()),
-                http_limits: config.http.clone(),
+                lifecycle,
                 sandbox_limits: config.sandbox.clone(),
-                metrics: Arc::clone(&metrics),
-                request_ids: RequestIds::new(),
-                usage: UsageMeter::default(),
-                tenant_logs: Arc::new(TenantLogs::new(&config.logs, Arc::clone(&metrics))),
-                access_log: config.logs.access_log,
+                drain_grace: std::time::Duration::from_millis(config.node.drain_grace_ms),
                 metrics_rerank: std::time::Duration::from_millis(
                     config.metrics.service_label_rerank_ms,
                 ),
-                tls,
-                lifecycle,
-                drain_grace: std::time::Duration::from_millis(config.node.drain_grace_ms),
             }),
         })
     }
@@ -247,7 +280,7 @@ impl Node {
             );
         }
         self.inner.router.replace(table);
-        if let Some(tls) = &self.inner.tls {
+        if let Some(tls) = &self.inner.front_door.tls {
             tls.resolver.replace(certificates);
         }
         self.inner.origin_clients.retain(clients);
@@ -266,7 +299,7 @@ impl Node {
         let admin_listener = TcpListener::bind(admin_listen)
             .await
             .with_context(|| format!("binding the admin listener on {admin_listen}"))?;
-        let tls_listener = match &self.inner.tls {
+        let tls_listener = match &self.inner.front_door.tls {
             Some(tls) => Some(
                 TcpListener::bind(tls.listen)
                     .await
@@ -283,18 +316,18 @@ impl Node {
         let lifecycle = &self.inner.lifecycle;
         let mut tasks = vec![tokio::spawn(crate::http::server::serve(
             listener,
-            Arc::clone(&self.inner),
+            Arc::clone(&self.inner.front_door),
             lifecycle.shutdown(),
         ))];
         let mut h3_addr = None;
         if let Some(listener) = tls_listener {
             tasks.push(tokio::spawn(crate::http::server::serve_tls(
                 listener,
-                Arc::clone(&self.inner),
+                Arc::clone(&self.inner.front_door),
                 lifecycle.shutdown(),
             )));
         }
-        if let (Some(tls), Some(tcp_addr)) = (&self.inner.tls, tls_addr)
+        if let (Some(tls), Some(tcp_addr)) = (&self.inner.front_door.tls, tls_addr)
             && let Some((section, quic)) = &tls.http3
         {
             let endpoint = crate::http::h3::endpoint(tcp_addr, Arc::clone(quic), section)
@@ -307,7 +340,7 @@ impl Node {
             ))?);
             tasks.push(tokio::spawn(crate::http::h3::serve(
                 endpoint,
-                Arc::clone(&self.inner),
+                Arc::clone(&self.inner.front_door),
                 section.clone(),
                 lifecycle.shutdown(),
             )));
@@ -316,13 +349,13 @@ impl Node {
         // stop waits for them. The admin listener outlives the drain, so
         // operators can watch it.
         lifecycle.own(tokio::spawn(rerank_service_labels(
-            Arc::downgrade(&self.inner),
+            Arc::clone(&self.inner.metrics),
             self.inner.metrics_rerank,
             lifecycle.shutdown(),
         )));
         lifecycle.own(tokio::spawn(crate::admin::serve(
             admin_listener,
-            Arc::clone(&self.inner),
+            Arc::clone(&self.inner.admin),
             lifecycle.shutdown(),
         )));
         lifecycle.enter(Phase::Serving);
@@ -414,7 +447,7 @@ impl RunningNode {
 /// Chooses the services with their own metrics label every `period`, for
 /// as long as the node is up.
 async fn rerank_service_labels(
-    node: std::sync::Weak<NodeState>,
+    metrics: Arc<Metrics>,
     period: std::time::Duration,
     mut shutdown: Shutdown,
 ) {
@@ -425,9 +458,6 @@ async fn rerank_service_labels(
             _ = ticks.tick() => {}
             () = shutdown.stopped() => return,
         }
-        match node.upgrade() {
-            Some(node) => node.metrics.rerank_services(),
-            None => return,
-        }
+        metrics.rerank_services();
     }
 }

@@ -1,7 +1,9 @@
-//! What every stage of the request path reads, shared by every connection:
-//! [`NodeState`]. Built by [`crate::node`], which also starts the listeners
-//! that take it; the stages depend on this, never on the node that wires
-//! them.
+//! The node's parts, and the context each stage is given: the front door
+//! ([`FrontDoor`]: connections, their bounds, TLS), the pipeline
+//! ([`PipelineContext`]: one request, from its route to the guest) and the
+//! admin listener ([`AdminContext`]). Built by [`crate::node`], which also
+//! starts the listeners that take them; the stages depend on these, never
+//! on the node that wires them.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,34 +27,70 @@ use crate::tenant_logs::TenantLogs;
 use crate::tls::SniResolver;
 use crate::usage::UsageMeter;
 
-/// Everything the request path reads. Shared by every connection.
+/// Every part of a node, as the node itself holds them to install services
+/// and snapshots, start and stop. The stages get only their context.
 #[derive(Debug)]
 pub struct NodeState {
-    pub(crate) sandbox: Arc<Sandbox>,
+    pub(crate) front_door: Arc<FrontDoor>,
+    pub(crate) admin: Arc<AdminContext>,
+    pub(crate) router: Arc<Router>,
     pub(crate) modules: ModuleCache,
-    pub(crate) router: Router,
-    pub(crate) admission: Admission,
+    pub(crate) sandbox: Arc<Sandbox>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) http_limits: HttpLimits,
+    pub(crate) usage: Arc<UsageMeter>,
+    pub(crate) tenant_logs: Arc<TenantLogs>,
+    pub(crate) cache: Arc<HttpCache>,
+    pub(crate) origin_clients: OriginClients,
+    pub(crate) lifecycle: Arc<Lifecycle>,
     /// The operator's ceilings on what services may set (`sandbox.max_*`):
     /// a snapshot service above one is not served.
     pub(crate) sandbox_limits: edge_config::SandboxLimits,
-    pub(crate) request_ids: RequestIds,
-    pub(crate) usage: UsageMeter,
-    pub(crate) tenant_logs: Arc<TenantLogs>,
-    /// One access-log event per request (`logs.access_log`).
-    pub(crate) access_log: bool,
-    pub(crate) cache: Arc<HttpCache>,
-    pub(crate) origin_clients: OriginClients,
-    pub(crate) tls: Option<TlsListener>,
-    pub(crate) lifecycle: Lifecycle,
     /// How long a drain lets requests in flight finish.
     pub(crate) drain_grace: std::time::Duration,
     /// How often the services with their own metrics label are chosen.
     pub(crate) metrics_rerank: std::time::Duration,
 }
 
-impl NodeState {
+/// What one request needs, from its route to its guest's response
+/// (`http::pipeline`). Shared by every connection.
+#[derive(Debug)]
+pub struct PipelineContext {
+    pub(crate) router: Arc<Router>,
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) sandbox: Arc<Sandbox>,
+    pub(crate) modules: ModuleCache,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) http_limits: HttpLimits,
+    pub(crate) request_ids: Arc<RequestIds>,
+    pub(crate) usage: Arc<UsageMeter>,
+    /// One access-log event per request (`logs.access_log`).
+    pub(crate) access_log: bool,
+}
+
+/// What accepting and serving connections needs (`http::server`,
+/// `http::h3`): their bounds, TLS, the lifecycle they drain with, and the
+/// pipeline each request goes to.
+#[derive(Debug)]
+pub struct FrontDoor {
+    pub(crate) pipeline: PipelineContext,
+    pub(crate) router: Arc<Router>,
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) http_limits: HttpLimits,
+    pub(crate) request_ids: Arc<RequestIds>,
+    pub(crate) tls: Option<TlsListener>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+}
+
+/// What the admin listener shows: metrics and the phase.
+#[derive(Debug)]
+pub struct AdminContext {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    pub(crate) cache: Arc<HttpCache>,
+}
+
+impl FrontDoor {
     /// Counts a TLS or QUIC connection against the tenant whose service its
     /// SNI names (`Ok(None)`: no SNI, or no such service). `Err` when that
     /// tenant is at `http.max_connections_per_tenant`.

@@ -31,7 +31,7 @@ use crate::lifecycle::Shutdown;
 /// connection window is unbounded.
 const H3_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 const H3_CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
-use crate::node_state::NodeState;
+use crate::node_state::FrontDoor;
 
 /// Builds the QUIC endpoint on `addr` (UDP).
 pub fn endpoint(
@@ -61,7 +61,7 @@ pub fn endpoint(
 /// returns when they have (or the drain's grace ran out and cut them).
 pub async fn serve(
     endpoint: quinn::Endpoint,
-    node: Arc<NodeState>,
+    node: Arc<FrontDoor>,
     section: Http3Section,
     mut shutdown: Shutdown,
 ) {
@@ -104,7 +104,7 @@ pub async fn serve(
 
 async fn connection(
     incoming: quinn::Incoming,
-    node: Arc<NodeState>,
+    node: Arc<FrontDoor>,
     counted: crate::metrics::OpenConnection,
     mut shutdown: Shutdown,
 ) {
@@ -228,7 +228,7 @@ async fn connection(
 
 /// Runs one request through the pipeline and streams the response back.
 async fn respond(
-    node: &NodeState,
+    node: &FrontDoor,
     request: http::Request<()>,
     stream: RequestStream<GuardedBidiStream<Bytes>, Bytes>,
     sni_tenant: Option<&Arc<str>>,
@@ -241,7 +241,7 @@ async fn respond(
         reading: false,
         returned: Some(returned),
     });
-    let response = pipeline::handle(node, request, sni_tenant).await;
+    let response = pipeline::handle(&node.pipeline, request, sni_tenant).await;
     send_response(&mut send, response).await;
     // A request stream the guest dropped before its end came back here: it
     // is let go only now that the response is complete. (One the guest

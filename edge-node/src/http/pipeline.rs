@@ -17,7 +17,7 @@ use crate::admission::Refusal;
 use crate::error::EdgeError;
 use crate::error::REQUEST_ID;
 use crate::metrics::{GuestRun, Metrics, UNKNOWN_SERVICE};
-use crate::node_state::NodeState;
+use crate::node_state::PipelineContext;
 use crate::routing::Service;
 use crate::sandbox::{GuestIdentity, GuestReport};
 use crate::usage::ServiceCounters;
@@ -31,7 +31,7 @@ use crate::usage::ServiceCounters;
 /// (SNI) routed to, and whose certificate the handshake served: a request
 /// on that connection for another tenant's host is misdirected (421).
 pub async fn handle<B>(
-    node: &NodeState,
+    node: &PipelineContext,
     mut request: Request<B>,
     sni_tenant: Option<&Arc<str>>,
 ) -> Response<HyperOutgoingBody>
@@ -152,7 +152,7 @@ impl AccessFields {
 
 /// The checks that need only the request head.
 async fn admit_and_route<B>(
-    node: &NodeState,
+    node: &PipelineContext,
     request: &mut Request<B>,
     sni_tenant: Option<&Arc<str>>,
 ) -> Result<(Arc<Service>, crate::admission::AdmissionPermit), EdgeError> {
@@ -287,7 +287,7 @@ fn refuse(metrics: &Metrics, error: EdgeError) -> EdgeError {
 }
 
 async fn run_guest<B>(
-    node: &NodeState,
+    node: &PipelineContext,
     service: &Arc<Service>,
     request: Request<B>,
     identity: &GuestIdentity,

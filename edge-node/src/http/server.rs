@@ -21,7 +21,7 @@ use crate::admission::TenantConnection;
 use crate::interim::{InterimChannel, InterimIo, InterimSink};
 use crate::lifecycle::Shutdown;
 use crate::metrics::OpenConnection;
-use crate::node_state::NodeState;
+use crate::node_state::FrontDoor;
 
 /// Resets a client may cause before HTTP/2 closes its connection (the
 /// rapid-reset attack, CVE-2023-44487).
@@ -168,7 +168,7 @@ pub fn connection_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
 
 /// Accepts cleartext connections (HTTP/1.1 and h2c) until the node drains,
 /// then drains them (see `accept_loop`).
-pub async fn serve(listener: TcpListener, node: Arc<NodeState>, shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, node: Arc<FrontDoor>, shutdown: Shutdown) {
     accept_loop(
         listener,
         node,
@@ -181,7 +181,7 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeState>, shutdown: Shutdo
 
 /// Accepts TLS connections: the handshake runs in the connection's own task
 /// and is cut at the handshake timeout. ALPN picks HTTP/2 or HTTP/1.1.
-pub async fn serve_tls(listener: TcpListener, node: Arc<NodeState>, shutdown: Shutdown) {
+pub async fn serve_tls(listener: TcpListener, node: Arc<FrontDoor>, shutdown: Shutdown) {
     accept_loop(listener, node, shutdown, true, |stream, node| async move {
         let tls = node.tls.as_ref()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
@@ -207,7 +207,7 @@ pub async fn serve_tls(listener: TcpListener, node: Arc<NodeState>, shutdown: Sh
 /// tenant's): 503, and the connection closes after it: HTTP/1.1 with
 /// `Connection: close`, HTTP/2 with GOAWAY (see `close_after_requests`).
 fn refuse_connection(
-    node: &NodeState,
+    node: &FrontDoor,
 ) -> http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody> {
     node.metrics
         .limit_refusals
@@ -235,12 +235,12 @@ fn refuse_connection(
 /// or has been cut when the drain's grace ran out.
 async fn accept_loop<S, F, Io>(
     listener: TcpListener,
-    node: Arc<NodeState>,
+    node: Arc<FrontDoor>,
     mut shutdown: Shutdown,
     advertise_h3: bool,
     secure: S,
 ) where
-    S: Fn(TcpStream, Arc<NodeState>) -> F + Send + Sync + 'static,
+    S: Fn(TcpStream, Arc<FrontDoor>) -> F + Send + Sync + 'static,
     F: Future<Output = Option<(Io, Option<String>)>> + Send + 'static,
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -332,7 +332,7 @@ async fn accept_loop<S, F, Io>(
                     // the pipeline's large future into it copied kilobytes
                     // per request.
                     let mut response = Box::pin(pipeline::handle(
-                        &node,
+                        &node.pipeline,
                         request,
                         tenant_connection.as_deref().map(TenantConnection::tenant),
                     ))
