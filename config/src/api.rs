@@ -1,7 +1,11 @@
 //! The bodies of the control plane's public API (`/v1/...`): the control
 //! plane's handlers write them and `edgectl::client` reads them, from these
 //! same types, so the two cannot drift apart. Requests refuse unknown
-//! fields (a typo is an error, not a silent default); answers may grow.
+//! fields (a typo is an error, not a silent default). Answers ignore
+//! fields they do not know, except where they carry a request's own type
+//! (a version's `ServiceSpec`, a purge's target): a client reads those as
+//! strictly as the server reads them, so client and server are released
+//! together.
 
 use serde::{Deserialize, Serialize};
 

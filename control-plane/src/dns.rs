@@ -20,6 +20,9 @@ use hickory_net::udp::UdpClientStream;
 
 /// How long one query waits for an answer, per attempt.
 pub const DNS_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many times a UDP query is sent before the resolver counts as down
+/// (a lost datagram is no proof of anything).
+pub const DNS_UDP_ATTEMPTS: u32 = 2;
 /// How long one check may take in all (CNAME hops and retries included).
 pub const DNS_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many TXT strings of one answer are compared with the token; the
@@ -93,14 +96,24 @@ impl ChallengeResolver {
         Ok(texts)
     }
 
-    /// One query over UDP, retried once when no answer comes.
+    /// The query over UDP, each of [`DNS_UDP_ATTEMPTS`] waiting
+    /// [`DNS_QUERY_TIMEOUT`] for its answer.
     async fn query_udp(&self, name: Name) -> Result<DnsResponse, String> {
-        let stream = UdpClientStream::builder(self.addr, TokioRuntimeProvider::default())
-            .with_timeout(Some(DNS_QUERY_TIMEOUT))
-            .with_max_retries(1)
-            .build();
-        let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
-        query_txt(client, background, name).await
+        let mut last_error = String::new();
+        for _ in 0..DNS_UDP_ATTEMPTS {
+            // One datagram per attempt (hickory counts the first send as
+            // its one "retry").
+            let stream = UdpClientStream::builder(self.addr, TokioRuntimeProvider::default())
+                .with_timeout(Some(DNS_QUERY_TIMEOUT))
+                .with_max_retries(1)
+                .build();
+            let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+            match query_txt(client, background, name.clone()).await {
+                Ok(response) => return Ok(response),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
     }
 
     /// One query over TCP, for an answer too large for UDP.

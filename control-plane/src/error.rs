@@ -88,6 +88,9 @@ impl From<StoreError> for ApiError {
             StoreError::DomainConflict(message) => {
                 Self::new(StatusCode::CONFLICT, "domain_conflict", message)
             }
+            StoreError::InvalidSpec(message) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_spec", message)
+            }
             other => Self::internal("database", &other),
         }
     }

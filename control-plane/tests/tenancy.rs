@@ -151,6 +151,60 @@ async fn a_challenge_too_large_for_udp_is_read_over_tcp() {
     dns.stop().await;
 }
 
+/// A UDP relay to `server` that drops the first datagram it gets: a lost
+/// query, as a busy network loses one.
+async fn lossy_relay(server: std::net::SocketAddr) -> std::net::SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut buf = vec![0u8; 65_536];
+        let mut dropped = false;
+        loop {
+            let Ok(Ok((len, client))) =
+                tokio::time::timeout(Duration::from_secs(20), socket.recv_from(&mut buf)).await
+            else {
+                return;
+            };
+            if !dropped {
+                dropped = true;
+                continue;
+            }
+            let _ = upstream.send_to(&buf[..len], server).await;
+            let mut answer = vec![0u8; 65_536];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(5), upstream.recv(&mut answer)).await
+            {
+                let _ = socket.send_to(&answer[..n], client).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_query_is_sent_again() {
+    let dns = DnsServer::start("shop.example").await;
+    dns.publish_txt("_edge-challenge.shop.example", "the-token")
+        .await;
+    let resolver = ChallengeResolver {
+        addr: lossy_relay(dns.addr).await,
+    };
+    let started = Instant::now();
+    assert!(
+        resolver
+            .holds("_edge-challenge.shop.example", "the-token")
+            .await
+            .expect("answered on the second attempt")
+    );
+    assert!(started.elapsed() >= control_plane::dns::DNS_QUERY_TIMEOUT);
+    dns.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_resolver_only_the_operator_verifies_and_a_dead_resolver_is_502() {
     // A port nothing listens on: the resolver's queries are refused.

@@ -1,8 +1,9 @@
 //! One install path for both sources of services, the node's config file
 //! and the control plane's snapshots. Each source becomes an
-//! [`InstallPlan`]: every spec validated against this node's ceilings (the
-//! one `ServiceSpec` validation the config file and the control plane run
-//! too), every module stored and loaded, every certificate parsed. `Node::apply` then
+//! [`InstallPlan`]: every module stored and loaded, every certificate
+//! parsed, a snapshot's limits held to this node's ceilings (a config file
+//! was validated, by the same `ServiceSpec` rules the control plane runs,
+//! when it was read). `Node::apply` then
 //! serves exactly the plan in one swap; `edge-node check-config` builds the
 //! plan and stops there.
 //!
@@ -56,10 +57,14 @@ pub struct SnapshotReport {
     pub duplicate_domains: u64,
 }
 
-/// The spec's problems against this node's ceilings, on one line.
-fn check_spec(spec: &ServiceSpec, prefix: &str, sandbox: &SandboxLimits) -> Result<(), String> {
+/// A snapshot service's limits against this node's ceilings, on one line.
+/// Only the limits: the rest of the spec is the control plane's to check
+/// (it writes platform names and counts domains by its own rules), and a
+/// node that refused what the control plane accepted would serve nothing
+/// of the service.
+fn check_limits(spec: &ServiceSpec, sandbox: &SandboxLimits) -> Result<(), String> {
     let mut errors = ConfigErrors::default();
-    spec.validate_into(prefix, sandbox, &mut errors);
+    spec.limits.validate("limits", sandbox, &mut errors);
     errors
         .into_result()
         .map_err(|errors| errors.to_string().trim().replace('\n', " "))
@@ -197,7 +202,7 @@ async fn load_snapshot_module(
     sandbox: &SandboxLimits,
     service: &SnapshotService,
 ) -> Result<ModuleHash, String> {
-    check_spec(&service.spec, "", sandbox)?;
+    check_limits(&service.spec, sandbox)?;
     let module: ModuleHash = service
         .module_sha256
         .parse()

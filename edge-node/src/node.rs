@@ -412,13 +412,13 @@ impl RunningNode {
     /// `cut_now` resolves (a second signal). What is still open then is
     /// cut, and counted in the report.
     pub async fn drain(
-        self,
+        mut self,
         grace: std::time::Duration,
         cut_now: impl Future<Output = ()>,
     ) -> DrainReport {
         let lifecycle = &self.node.inner.lifecycle;
         lifecycle.enter(Phase::Draining);
-        let mut tasks = self.listeners;
+        let mut tasks = std::mem::take(&mut self.listeners);
         let finished = futures::future::join_all(tasks.iter_mut());
         let mut cut_connections = 0;
         tokio::select! {
@@ -441,6 +441,19 @@ impl RunningNode {
         lifecycle.stop().await;
         tracing::info!(cut_connections, "node stopped");
         DrainReport { cut_connections }
+    }
+}
+
+/// A running node dropped without a drain stops at once, as it did when
+/// the value held the stop channels: its listeners close, the connections
+/// open finish their requests, and its background tasks (the follower
+/// included) end.
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        let lifecycle = &self.node.inner.lifecycle;
+        if lifecycle.phase() < Phase::Stopped {
+            lifecycle.enter(Phase::Stopped);
+        }
     }
 }
 

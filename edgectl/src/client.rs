@@ -42,6 +42,9 @@ pub enum ApiError {
     },
     #[error("ca_file {path}: {message}")]
     CaFile { path: String, message: String },
+    /// A name that cannot be one segment of a URL path.
+    #[error("{0:?} is not a name the API knows")]
+    BadName(String),
 }
 
 impl ApiError {
@@ -197,16 +200,19 @@ impl ApiClient {
     }
 
     pub async fn suspend_tenant(&self, name: &str) -> Result<Suspension, ApiError> {
+        let name = segment(name)?;
         self.post(&format!("/v1/tenants/{name}/suspend"), json!({}))
             .await
     }
 
     pub async fn resume_tenant(&self, name: &str) -> Result<Suspension, ApiError> {
+        let name = segment(name)?;
         self.post(&format!("/v1/tenants/{name}/resume"), json!({}))
             .await
     }
 
     pub async fn revoke_tenant_tokens(&self, name: &str) -> Result<Revoked, ApiError> {
+        let name = segment(name)?;
         self.call(Method::DELETE, &format!("/v1/tenants/{name}/tokens"), None)
             .await
     }
@@ -223,6 +229,7 @@ impl ApiClient {
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<(), ApiError> {
+        let id = segment(id)?;
         self.delete(&format!("/v1/tokens/{id}")).await
     }
 
@@ -241,6 +248,7 @@ impl ApiClient {
     }
 
     pub async fn delete_service(&self, name: &str) -> Result<(), ApiError> {
+        let name = segment(name)?;
         self.delete(&format!("/v1/services/{name}")).await
     }
 
@@ -262,6 +270,7 @@ impl ApiClient {
         component: Vec<u8>,
         progress: impl Fn(usize) + Send + Sync + 'static,
     ) -> Result<UploadedModule, ApiError> {
+        let service = segment(service)?;
         let path = format!("/v1/services/{service}/modules");
         let length = component.len();
         let component = bytes::Bytes::from(component);
@@ -285,6 +294,7 @@ impl ApiClient {
         module_sha256: &str,
         activate: bool,
     ) -> Result<VersionCreated, ApiError> {
+        let service = segment(service)?;
         let version = NewVersion {
             module_sha256: module_sha256.to_string(),
             activate,
@@ -305,10 +315,12 @@ impl ApiClient {
     }
 
     pub async fn versions(&self, service: &str) -> Result<Vec<Version>, ApiError> {
+        let service = segment(service)?;
         self.get(&format!("/v1/services/{service}/versions")).await
     }
 
     pub async fn activate(&self, service: &str, version: i64) -> Result<Activated, ApiError> {
+        let service = segment(service)?;
         self.post(
             &format!("/v1/services/{service}/activate"),
             Activation { version },
@@ -318,6 +330,7 @@ impl ApiClient {
 
     /// Activates the version before the active one.
     pub async fn rollback(&self, service: &str) -> Result<Activated, ApiError> {
+        let service = segment(service)?;
         self.post(&format!("/v1/services/{service}/rollback"), json!({}))
             .await
     }
@@ -327,6 +340,7 @@ impl ApiClient {
     }
 
     pub async fn logs(&self, service: &str, query: &str) -> Result<LogPage, ApiError> {
+        let service = segment(service)?;
         self.get(&format!("/v1/services/{service}/logs?{query}"))
             .await
     }
@@ -334,6 +348,7 @@ impl ApiClient {
     // Domains and certificates.
 
     pub async fn add_domain(&self, service: &str, domain: &str) -> Result<DomainClaim, ApiError> {
+        let service = segment(service)?;
         let domain = NewDomain {
             domain: domain.to_string(),
         };
@@ -346,6 +361,8 @@ impl ApiClient {
         service: &str,
         domain: &str,
     ) -> Result<DomainClaim, ApiError> {
+        let service = segment(service)?;
+        let domain = segment(domain)?;
         self.post(
             &format!("/v1/services/{service}/domains/{domain}/verify"),
             json!({}),
@@ -354,16 +371,20 @@ impl ApiClient {
     }
 
     pub async fn domains(&self, service: &str) -> Result<Vec<DomainClaim>, ApiError> {
+        let service = segment(service)?;
         self.get(&format!("/v1/services/{service}/domains")).await
     }
 
     pub async fn remove_domain(&self, service: &str, domain: &str) -> Result<(), ApiError> {
+        let service = segment(service)?;
+        let domain = segment(domain)?;
         self.delete(&format!("/v1/services/{service}/domains/{domain}"))
             .await
     }
 
     /// Operators: approves a pending domain without its TXT record.
     pub async fn approve_domain(&self, domain: &str) -> Result<Approved, ApiError> {
+        let domain = segment(domain)?;
         self.post(&format!("/v1/domains/{domain}/approve"), json!({}))
             .await
     }
@@ -374,6 +395,7 @@ impl ApiClient {
         cert_pem: &str,
         key_pem: &str,
     ) -> Result<CertificateInfo, ApiError> {
+        let service = segment(service)?;
         let body = json!({"cert_pem": cert_pem, "key_pem": key_pem});
         self.call(
             Method::PUT,
@@ -384,11 +406,13 @@ impl ApiClient {
     }
 
     pub async fn certificate(&self, service: &str) -> Result<CertificateInfo, ApiError> {
+        let service = segment(service)?;
         self.get(&format!("/v1/services/{service}/certificate"))
             .await
     }
 
     pub async fn remove_certificate(&self, service: &str) -> Result<(), ApiError> {
+        let service = segment(service)?;
         self.delete(&format!("/v1/services/{service}/certificate"))
             .await
     }
@@ -409,6 +433,25 @@ impl ApiClient {
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, ApiError> {
         self.get("/v1/nodes").await
     }
+}
+
+/// `name` as one segment of a URL path: percent-encoded, and never empty,
+/// `.` or `..`, which a URL parser would resolve into another endpoint
+/// (`domain approve '../tenants/acme/suspend'` must not suspend anyone).
+fn segment(name: &str) -> Result<String, ApiError> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(ApiError::BadName(name.to_string()));
+    }
+    let mut encoded = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        // Unreserved characters, and `*` of a wildcard domain.
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'*') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Ok(encoded)
 }
 
 /// `body` read as `T` if `status` is a success, else the refusal it holds.
@@ -453,5 +496,17 @@ mod tests {
         let error = typed::<PurgeAccepted>("/v1/purge", StatusCode::ACCEPTED, json!({}))
             .expect_err("unreadable");
         assert!(error.to_string().contains("/v1/purge"), "{error}");
+    }
+
+    #[test]
+    fn a_name_is_one_path_segment_and_never_a_way_out_of_it() {
+        assert_eq!(segment("*.shop.example").expect("ok"), "*.shop.example");
+        assert_eq!(
+            segment("../tenants/acme/suspend?").expect("encoded"),
+            "..%2Ftenants%2Facme%2Fsuspend%3F"
+        );
+        for bad in ["", ".", ".."] {
+            assert!(matches!(segment(bad), Err(ApiError::BadName(_))), "{bad:?}");
+        }
     }
 }

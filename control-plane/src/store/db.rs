@@ -23,6 +23,9 @@ pub enum StoreError {
     DomainConflict(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// A change that would take a spec past one of its limits.
+    #[error("{0}")]
+    InvalidSpec(String),
 }
 
 pub(super) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {

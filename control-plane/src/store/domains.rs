@@ -19,6 +19,7 @@
 use std::collections::HashSet;
 
 use edge_config::domain::{base_name, challenge_record, covering_wildcards, overlaps};
+use edge_config::protocol::MAX_DOMAINS_PER_SERVICE;
 use sqlx::Row;
 
 use super::db::{
@@ -256,6 +257,13 @@ impl Store {
         lock_claims(&mut tx).await?;
         let mut spec = current_spec(&mut tx, &service.id).await?;
         if !spec.domains.iter().any(|d| d == domain) {
+            // The spec's own bound holds here too: claims one at a time
+            // must not add up past what one spec may name.
+            if spec.domains.len() >= MAX_DOMAINS_PER_SERVICE {
+                return Err(StoreError::InvalidSpec(format!(
+                    "domains: at most {MAX_DOMAINS_PER_SERVICE} domains per service"
+                )));
+            }
             spec.domains.push(domain.to_string());
         }
         claim(

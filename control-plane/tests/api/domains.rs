@@ -13,6 +13,35 @@ async fn create(plane: &Plane, token: &str, name: &str, domains: &[&str]) -> (St
         .await
 }
 
+/// Domains added one at a time stop at the bound a spec has: a tenant
+/// cannot grow a service's domains, and every snapshot, without end.
+#[tokio::test]
+async fn domains_added_one_by_one_stop_at_the_specs_bound() {
+    let plane = Plane::start_with("sqlite", |c| c.quotas.activations_per_minute = u32::MAX).await;
+    let token = plane.tenant("acme").await;
+    let names: Vec<String> = (0..edge_config::protocol::MAX_DOMAINS_PER_SERVICE)
+        .map(|i| format!("d{i}.shop.example"))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (status, body) = create(&plane, &token, "web", &names).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let add = |domain: &'static str| {
+        plane.call(
+            "POST",
+            "/v1/services/web/domains",
+            &token,
+            Some(json!({ "domain": domain })),
+        )
+    };
+    let (status, body) = add("one-more.shop.example").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_spec");
+    // A domain the spec already names is no new one.
+    let (status, body) = add("d0.shop.example").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    plane.stop().await;
+}
+
 /// A claim conflicts with every domain of another tenant that it equals,
 /// covers or is covered by, in any spelling; wildcards on a public suffix
 /// are refused.

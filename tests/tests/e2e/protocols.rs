@@ -252,6 +252,27 @@ async fn a_client_trickling_its_header_is_cut_at_the_header_read_timeout_with_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_dropped_without_a_drain_closes_its_listeners() {
+    let node = TestNode::start(vec![TestService::new(
+        "hello",
+        "hello.test",
+        rust_guest("hello"),
+    )])
+    .await;
+    let (addr, admin) = (node.addr, node.admin_addr);
+    assert_eq!(get(addr, "hello.test", "/").await.status, 200);
+    drop(node);
+    let started = Instant::now();
+    while TcpStream::connect(addr).await.is_ok() || TcpStream::connect(admin).await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still listening after the node was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_sends_http2_goaway_and_finishes_the_streams_in_flight() {
     let node = TestNode::start(vec![TestService::new(
         "stream",
