@@ -6,7 +6,10 @@
 # (scripts/install-toolchain.sh installs it).
 #
 #   scripts/postgres.sh start   # prints the URL to put in EDGE_TEST_POSTGRES_URL
-#   scripts/postgres.sh stop
+#   scripts/postgres.sh stop    # stops it and removes the cluster
+#
+# Every test makes a fresh database of its own; the cluster is thrown away
+# at the stop so that they do not pile up on disk run after run.
 set -euo pipefail
 PORT="${EDGE_TEST_POSTGRES_PORT:-55432}"
 dir="${EDGE_TEST_POSTGRES_DIR:-/tmp/edge-pg-test}"
@@ -34,7 +37,10 @@ case "${1:-}" in
     echo "postgres://postgres@127.0.0.1:$PORT/postgres"
     ;;
   stop)
-    [ -f "$dir/data/postmaster.pid" ] && as_db_user "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null
+    if [ -f "$dir/data/postmaster.pid" ]; then
+      as_db_user "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null
+    fi
+    rm -rf "$dir"
     ;;
   *)
     echo "usage: $0 start|stop" >&2

@@ -66,9 +66,7 @@ async fn a_custom_domain_reaches_no_node_until_its_txt_record_proves_it() {
         assert_eq!(get(node.addr, CUSTOM, "/").await.status, 421, "pending");
     }
 
-    let (status, claims) = plane
-        .call("GET", "/v1/services/web/domains", &token, None)
-        .await;
+    let (status, claims) = plane.get("/v1/services/web/domains", &token).await;
     assert_eq!(status, StatusCode::OK);
     let claim = claims
         .as_array()
@@ -257,7 +255,7 @@ async fn a_suspended_tenant_is_served_by_no_node_within_a_second() {
     assert!(took < Duration::from_secs(1), "suspension took {took:?}");
     // The other tenant is untouched; the suspended one cannot call the API.
     until_all_answer(&nodes, "web.beta.test", 200).await;
-    let (status, _) = plane.call("GET", "/v1/services", &token, None).await;
+    let (status, _) = plane.get("/v1/services", &token).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let (status, _) = plane
@@ -289,9 +287,7 @@ fn too_big_for_the_nodes() -> Vec<u8> {
 async fn until_both_nodes_report(plane: &Plane, token: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, versions) = plane
-            .call("GET", "/v1/services/web/versions", token, None)
-            .await;
+        let (status, versions) = plane.get("/v1/services/web/versions", token).await;
         assert_eq!(status, StatusCode::OK);
         let failures = versions[0]["node_failures"]
             .as_array()
@@ -351,9 +347,7 @@ async fn a_service_no_node_can_load_holds_back_no_one_elses_deploy() {
     // Each node reported it; the tenant sees that in its versions.
     let error = until_both_nodes_report(&plane, &mallory).await;
     assert!(error.contains("memory"), "{error}");
-    let (_, theirs) = plane
-        .call("GET", "/v1/services/web/versions", &token, None)
-        .await;
+    let (_, theirs) = plane.get("/v1/services/web/versions", &token).await;
     assert_eq!(theirs[0]["node_failures"], json!([]), "{theirs}");
     for node in nodes {
         node.stop().await;
@@ -373,14 +367,13 @@ async fn a_node_does_not_serve_a_service_above_its_own_maxima() {
     .await;
     let mallory = plane.tenant("mallory").await;
     let (status, body) = plane
-        .call(
-            "POST",
+        .post(
             "/v1/services",
             &mallory,
-            Some(json!({"name": "web", "spec": {
+            json!({"name": "web", "spec": {
                 "domains": ["web.mallory.test"],
                 "limits": {"cpu_budget_ms": 60_000}
-            }})),
+            }}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -438,7 +431,7 @@ async fn a_tenant_manages_domains_tokens_and_services_with_edgectl() {
     // A second token, listed by id, revoked: 401 at once.
     let second = edgectl(&config, &["token", "create", "--label", "ci"]).await;
     let second = second.trim().to_string();
-    let (status, _) = plane.call("GET", "/v1/services", &second, None).await;
+    let (status, _) = plane.get("/v1/services", &second).await;
     assert_eq!(status, StatusCode::OK);
     let tokens = edgectl(&config, &["token", "list"]).await;
     let id = tokens
@@ -448,14 +441,12 @@ async fn a_tenant_manages_domains_tokens_and_services_with_edgectl() {
         .unwrap_or_else(|| panic!("no ci token in {tokens:?}"))
         .to_string();
     edgectl(&config, &["token", "revoke", &id]).await;
-    let (status, _) = plane.call("GET", "/v1/services", &second, None).await;
+    let (status, _) = plane.get("/v1/services", &second).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Delete the service; its platform name is free again.
     edgectl(&config, &["service", "delete", "web"]).await;
-    let (status, _) = plane
-        .call("GET", "/v1/services/web/domains", &token, None)
-        .await;
+    let (status, _) = plane.get("/v1/services/web/domains", &token).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // The operator suspends and resumes the tenant.
@@ -464,14 +455,14 @@ async fn a_tenant_manages_domains_tokens_and_services_with_edgectl() {
         &["tenant", "suspend", "acme", "--admin-token", ADMIN],
     )
     .await;
-    let (status, _) = plane.call("GET", "/v1/services", &token, None).await;
+    let (status, _) = plane.get("/v1/services", &token).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     edgectl(
         &config,
         &["tenant", "resume", "acme", "--admin-token", ADMIN],
     )
     .await;
-    let (status, _) = plane.call("GET", "/v1/services", &token, None).await;
+    let (status, _) = plane.get("/v1/services", &token).await;
     assert_eq!(status, StatusCode::OK);
     plane.stop().await;
     dns.stop().await;
@@ -507,7 +498,7 @@ async fn nodes_follow_the_control_plane_over_https_and_only_with_its_ca() {
     )
     .await;
     until_all_serve(std::slice::from_ref(&trusting), HELLO).await;
-    let (_, nodes) = plane.call("GET", "/v1/nodes", ADMIN, None).await;
+    let (_, nodes) = plane.get("/v1/nodes", ADMIN).await;
     let names: Vec<&str> = nodes
         .as_array()
         .into_iter()

@@ -52,6 +52,27 @@ async fn send_inner(addr: SocketAddr, protocol: Protocol, request: Request<Full<
     send_over(stream, protocol, request).await
 }
 
+/// An HTTP/2 connection (prior knowledge) to `addr`: its sender, and the
+/// task that drives it, which ends when the connection does.
+pub async fn h2_connection<B>(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    (sender, tokio::spawn(connection))
+}
+
 /// Sends `request` over an open connection (TCP, TLS, ...) and reads the
 /// whole response.
 pub async fn send_over<S>(stream: S, protocol: Protocol, request: Request<Full<Bytes>>) -> Reply

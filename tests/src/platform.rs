@@ -208,6 +208,22 @@ impl Plane {
             .expect("the control plane answers")
     }
 
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call("GET", path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call("POST", path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call("PUT", path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call("DELETE", path, token, None).await
+    }
+
     pub async fn upload(&self, token: &str, service: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
         let response = self
             .http

@@ -34,11 +34,10 @@ async fn two_hundred_thousand_stored_purges_leave_purge_and_api_latency_flat() {
         let acme = acme.clone();
         async move {
             plane
-                .call(
-                    "POST",
+                .post(
                     "/v1/purge",
                     &acme,
-                    Some(json!({"surrogate_key": format!("k{i}")})),
+                    json!({"surrogate_key": format!("k{i}")}),
                 )
                 .await
                 .0
@@ -47,7 +46,7 @@ async fn two_hundred_thousand_stored_purges_leave_purge_and_api_latency_flat() {
     let list = |_| {
         let plane = &plane;
         let other = other.clone();
-        async move { plane.call("GET", "/v1/services", &other, None).await.0 }
+        async move { plane.get("/v1/services", &other).await.0 }
     };
     // Under the purge rate: 50 a round, a second apart.
     let purge_before = median_latency(50, purge).await;
@@ -143,12 +142,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_idle_read_timeout()
     let node = plane.register_node("n1").await;
     let version = plane.store().snapshot_version().await.expect("version");
     let (status, _) = plane
-        .call(
-            "GET",
-            &format!("/v1/node/snapshot?after={version}"),
-            &node,
-            None,
-        )
+        .get(&format!("/v1/node/snapshot?after={version}"), &node)
         .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
 }

@@ -4,11 +4,10 @@ use super::*;
 
 async fn create(plane: &Plane, token: &str, name: &str, domains: &[&str]) -> (StatusCode, Value) {
     plane
-        .call(
-            "POST",
+        .post(
             "/v1/services",
             token,
-            Some(json!({"name": name, "spec": {"domains": domains}})),
+            json!({"name": name, "spec": {"domains": domains}}),
         )
         .await
 }
@@ -26,11 +25,10 @@ async fn domains_added_one_by_one_stop_at_the_specs_bound() {
     let (status, body) = create(&plane, &token, "web", &names).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let add = |domain: &'static str| {
-        plane.call(
-            "POST",
+        plane.post(
             "/v1/services/web/domains",
             &token,
-            Some(json!({ "domain": domain })),
+            json!({ "domain": domain }),
         )
     };
     let (status, body) = add("one-more.shop.example").await;
@@ -59,9 +57,7 @@ async fn a_pending_claim_nobody_proves_stops_blocking_after_its_ttl() {
         let (status, body) = create(&plane, &owner, "web", &["www.victim.example"]).await;
         if ttl.is_zero() {
             assert_eq!(status, StatusCode::CREATED, "expired: {body}");
-            let (_, claims) = plane
-                .call("GET", "/v1/services/web/domains", &squatter, None)
-                .await;
+            let (_, claims) = plane.get("/v1/services/web/domains", &squatter).await;
             assert!(!claims.to_string().contains("victim"), "released: {claims}");
         } else {
             assert_eq!(status, StatusCode::CONFLICT, "still pending: {body}");
@@ -126,11 +122,10 @@ async fn domain_claims_never_overlap_across_tenants() {
         let (status, _) = create(&plane, &beta, "shop", &["shop.beta.example"]).await;
         assert_eq!(status, StatusCode::CREATED, "{kind}");
         let (status, _) = plane
-            .call(
-                "PUT",
+            .put(
                 "/v1/services/web",
                 &alpha,
-                Some(json!({"domains": ["*.alpha.example", "*.beta.example"]})),
+                json!({"domains": ["*.alpha.example", "*.beta.example"]}),
             )
             .await;
         assert_eq!(
@@ -144,14 +139,13 @@ async fn domain_claims_never_overlap_across_tenants() {
         let (status, _) = create(&plane, &alpha, "api2", &["api.alpha.example"]).await;
         assert_eq!(status, StatusCode::CONFLICT, "{kind}");
         // A deleted service releases its domains.
-        let (status, _) = plane.call("DELETE", "/v1/services/shop", &beta, None).await;
+        let (status, _) = plane.delete("/v1/services/shop", &beta).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
         let (status, body) = plane
-            .call(
-                "PUT",
+            .put(
                 "/v1/services/web",
                 &alpha,
-                Some(json!({"domains": ["*.alpha.example", "*.beta.example"]})),
+                json!({"domains": ["*.alpha.example", "*.beta.example"]}),
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{kind}: {body}");
@@ -171,16 +165,15 @@ async fn activating_a_version_whose_domain_another_tenant_holds_now_is_refused()
         assert_eq!(status, StatusCode::CREATED);
         let (_, upload) = plane.upload(&beta, "s", hello()).await;
         let (status, _) = plane
-            .call(
-                "POST",
+            .post(
                 "/v1/services/s/versions",
                 &beta,
-                Some(json!({"module_sha256": upload["module_sha256"]})),
+                json!({"module_sha256": upload["module_sha256"]}),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{kind}");
         let (status, _) = plane
-            .call("PUT", "/v1/services/s", &beta, Some(json!({"domains": []})))
+            .put("/v1/services/s", &beta, json!({"domains": []}))
             .await;
         assert_eq!(status, StatusCode::OK, "{kind}");
         let (status, body) = create(&plane, &alpha, "shop", &["shop.example"]).await;
@@ -189,12 +182,7 @@ async fn activating_a_version_whose_domain_another_tenant_holds_now_is_refused()
         plane.approve("shop.example").await;
 
         let (status, body) = plane
-            .call(
-                "POST",
-                "/v1/services/s/activate",
-                &beta,
-                Some(json!({"version": 1})),
-            )
+            .post("/v1/services/s/activate", &beta, json!({"version": 1}))
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "{kind}: {body}");
         let (_, snapshot) = plane.snapshot(0).await;
@@ -224,9 +212,7 @@ async fn a_pending_domain_is_in_no_snapshot_until_approved() {
         let (status, _) = create(&plane, &token, "web", &["shop.example"]).await;
         assert_eq!(status, StatusCode::CREATED);
         plane.deploy(&token, "web", hello()).await;
-        let (_, domains) = plane
-            .call("GET", "/v1/services/web/domains", &token, None)
-            .await;
+        let (_, domains) = plane.get("/v1/services/web/domains", &token).await;
         assert_eq!(domains[0]["domain"], "web.acme.test", "{kind}: {domains}");
         assert_eq!(domains[0]["status"], "platform");
         assert_eq!(domains[1]["status"], "pending");

@@ -20,20 +20,13 @@ async fn a_usage_report_sent_again_with_its_id_is_counted_once() {
             }]})
         };
         for id in ["run1-0", "run1-0", "run1-0", "run1-1"] {
-            let (status, _) = plane
-                .call("POST", "/v1/node/usage", &node, Some(report(id)))
-                .await;
+            let (status, _) = plane.post("/v1/node/usage", &node, report(id)).await;
             assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
         }
-        let (_, usage) = plane.call("GET", "/v1/usage", &token, None).await;
+        let (_, usage) = plane.get("/v1/usage", &token).await;
         assert_eq!(usage[0]["requests"], 20, "{kind}: two distinct reports");
         let (status, body) = plane
-            .call(
-                "POST",
-                "/v1/node/usage",
-                &node,
-                Some(report(&"x".repeat(65))),
-            )
+            .post("/v1/node/usage", &node, report(&"x".repeat(65)))
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {body}");
         plane.stop().await;
@@ -48,11 +41,10 @@ async fn nodes_register_report_usage_and_are_listed() {
         plane.service(&token, "web", "web.acme.test").await;
         plane.deploy(&token, "web", hello()).await;
         let (status, _) = plane
-            .call(
-                "POST",
+            .post(
                 "/v1/node/register",
                 "wrong",
-                Some(json!({"name": "n1", "engine_fingerprint": "x"})),
+                json!({"name": "n1", "engine_fingerprint": "x"}),
             )
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}");
@@ -62,41 +54,32 @@ async fn nodes_register_report_usage_and_are_listed() {
             "service": "acme/web", "requests": 10, "status_2xx": 9, "status_3xx": 0,
             "status_4xx": 1, "status_5xx": 0, "guest_cpu_micros": 1234, "bytes_out": 200
         }]});
-        let (status, _) = plane
-            .call("POST", "/v1/node/usage", CLUSTER, Some(report.clone()))
-            .await;
+        let (status, _) = plane.post("/v1/node/usage", CLUSTER, report.clone()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}");
         for _ in 0..2 {
-            let (status, _) = plane
-                .call("POST", "/v1/node/usage", &node, Some(report.clone()))
-                .await;
+            let (status, _) = plane.post("/v1/node/usage", &node, report.clone()).await;
             assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
         }
-        let (_, usage) = plane.call("GET", "/v1/usage", &token, None).await;
+        let (_, usage) = plane.get("/v1/usage", &token).await;
         assert_eq!(usage[0]["service"], "web");
         assert_eq!(usage[0]["requests"], 20, "{kind}");
         assert_eq!(usage[0]["guest_cpu_micros"], 2468);
-        let (_, nodes) = plane.call("GET", "/v1/nodes", ADMIN, None).await;
+        let (_, nodes) = plane.get("/v1/nodes", ADMIN).await;
         assert_eq!(nodes[0]["name"], "n1", "{kind}");
         assert_eq!(nodes[0]["snapshot_version"], 1);
         assert_eq!(nodes[0]["healthy"], true);
         // The operator removes the node: its credential is refused at once.
         let id = nodes[0]["id"].as_str().expect("id");
-        let (status, _) = plane
-            .call("DELETE", &format!("/v1/nodes/{id}"), ADMIN, None)
-            .await;
+        let (status, _) = plane.delete(&format!("/v1/nodes/{id}"), ADMIN).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
-        let (status, _) = plane
-            .call("POST", "/v1/node/usage", &node, Some(report.clone()))
-            .await;
+        let (status, _) = plane.post("/v1/node/usage", &node, report.clone()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}");
         for name in ["", "a b", &"n".repeat(129)] {
             let (status, body) = plane
-                .call(
-                    "POST",
+                .post(
                     "/v1/node/register",
                     CLUSTER,
-                    Some(json!({"name": name, "engine_fingerprint": "x"})),
+                    json!({"name": name, "engine_fingerprint": "x"}),
                 )
                 .await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {name:?}");
@@ -127,34 +110,28 @@ async fn node_failure_reports_are_bounded_and_replaced() {
         .collect();
     failures.insert(0, failure("nobody/nothing"));
     let (status, body) = plane
-        .call(
-            "POST",
+        .post(
             "/v1/node/status",
             &node,
-            Some(json!({"snapshot_version": 1, "failures": failures})),
+            json!({"snapshot_version": 1, "failures": failures}),
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    let (_, versions) = plane
-        .call("GET", "/v1/services/web/versions", &token, None)
-        .await;
+    let (_, versions) = plane.get("/v1/services/web/versions", &token).await;
     let kept = versions[0]["node_failures"].as_array().expect("failures");
     // The unknown service took one of the places and was then left out.
     assert_eq!(kept.len(), MAX_REPORTED_FAILURES - 1);
     let error = kept[0]["error"].as_str().expect("error");
     assert_eq!(error.chars().count(), MAX_FAILURE_ERROR_CHARS);
     let (status, _) = plane
-        .call(
-            "POST",
+        .post(
             "/v1/node/status",
             &node,
-            Some(json!({"snapshot_version": 2, "failures": []})),
+            json!({"snapshot_version": 2, "failures": []}),
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, versions) = plane
-        .call("GET", "/v1/services/web/versions", &token, None)
-        .await;
+    let (_, versions) = plane.get("/v1/services/web/versions", &token).await;
     assert_eq!(versions[0]["node_failures"], json!([]), "replaced");
     plane.stop().await;
 }
@@ -189,9 +166,7 @@ async fn implausible_usage_is_refused_and_usage_and_metrics_still_answer() {
             usage(0, 0, 0, max),
         ] {
             for node in &nodes {
-                let (status, body) = plane
-                    .call("POST", "/v1/node/usage", node, Some(hostile.clone()))
-                    .await;
+                let (status, body) = plane.post("/v1/node/usage", node, hostile.clone()).await;
                 assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {hostile}");
                 assert_eq!(body["error"]["code"], "implausible_usage", "{kind}");
             }
@@ -199,7 +174,7 @@ async fn implausible_usage_is_refused_and_usage_and_metrics_still_answer() {
         // CPU and bytes may come without requests (a request is counted at
         // its response head; its guest may finish in the next report).
         let (status, body) = plane
-            .call("POST", "/v1/node/usage", &nodes[0], Some(usage(0, 0, 5, 7)))
+            .post("/v1/node/usage", &nodes[0], usage(0, 0, 5, 7))
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{kind}: {body}");
         // The largest plausible report, several times from two nodes.
@@ -211,13 +186,11 @@ async fn implausible_usage_is_refused_and_usage_and_metrics_still_answer() {
         );
         for _ in 0..3 {
             for node in &nodes {
-                let (status, body) = plane
-                    .call("POST", "/v1/node/usage", node, Some(big.clone()))
-                    .await;
+                let (status, body) = plane.post("/v1/node/usage", node, big.clone()).await;
                 assert_eq!(status, StatusCode::NO_CONTENT, "{kind}: {body}");
             }
         }
-        let (status, totals) = plane.call("GET", "/v1/usage", &token, None).await;
+        let (status, totals) = plane.get("/v1/usage", &token).await;
         assert_eq!(status, StatusCode::OK, "{kind}: {totals}");
         assert_eq!(totals[0]["requests"], 6 * limit, "{kind}");
         assert_eq!(
@@ -257,12 +230,7 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
         // One shipment over the batch limit is refused whole.
         let too_many: Vec<Value> = (0..201).map(line).collect();
         let (status, body) = plane
-            .call(
-                "POST",
-                "/v1/node/logs",
-                &node,
-                Some(json!({"lines": too_many})),
-            )
+            .post("/v1/node/logs", &node, json!({"lines": too_many}))
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {body}");
         // The largest shipment a node sends is read, even when JSON escapes
@@ -275,24 +243,16 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
             })
             .collect();
         let (status, body) = plane
-            .call(
-                "POST",
-                "/v1/node/logs",
-                &node,
-                Some(json!({"lines": heavy})),
-            )
+            .post("/v1/node/logs", &node, json!({"lines": heavy}))
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{kind}: {body}");
         // A line of a service that does not exist is skipped.
         let (status, _) = plane
-            .call(
-                "POST",
+            .post(
                 "/v1/node/logs",
                 &node,
-                Some(
-                    json!({"lines": [{"service": "ghost/x", "version": 1, "request_id": "r",
+                json!({"lines": [{"service": "ghost/x", "version": 1, "request_id": "r",
                     "stream": "stdout", "timestamp_ms": 1, "line": "lost"}]}),
-                ),
             )
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
@@ -301,18 +261,11 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
         for start in (0..total).step_by(200) {
             let lines: Vec<Value> = (start..start + 200).map(line).collect();
             let (status, _) = plane
-                .call(
-                    "POST",
-                    "/v1/node/logs",
-                    &node,
-                    Some(json!({"lines": lines})),
-                )
+                .post("/v1/node/logs", &node, json!({"lines": lines}))
                 .await;
             assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
         }
-        let (_, page) = plane
-            .call("GET", "/v1/services/web/logs?limit=3", &token, None)
-            .await;
+        let (_, page) = plane.get("/v1/services/web/logs?limit=3", &token).await;
         let texts: Vec<&str> = page["lines"]
             .as_array()
             .expect("lines")
@@ -330,36 +283,27 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
             "{kind}"
         );
         let (_, oldest) = plane
-            .call("GET", "/v1/services/web/logs?after=0&limit=1", &token, None)
+            .get("/v1/services/web/logs?after=0&limit=1", &token)
             .await;
         assert_eq!(oldest["lines"][0]["line"], "line 200", "{kind}");
         // Reading on from the last id gives nothing new.
         let next = page["next_after"].as_i64().expect("next_after");
         let (_, rest) = plane
-            .call(
-                "GET",
-                &format!("/v1/services/web/logs?after={next}"),
-                &token,
-                None,
-            )
+            .get(&format!("/v1/services/web/logs?after={next}"), &token)
             .await;
         assert_eq!(rest["lines"].as_array().map(Vec::len), Some(0), "{kind}");
         // One request's lines only.
         let (_, one) = plane
-            .call(
-                "GET",
+            .get(
                 &format!("/v1/services/web/logs?request_id=r{}", last - 5),
                 &token,
-                None,
             )
             .await;
         let one = one["lines"].as_array().expect("lines");
         assert_eq!(one.len(), 1, "{kind}");
         assert_eq!(one[0]["line"], format!("line {}", last - 5));
         // Another tenant cannot read them.
-        let (status, _) = plane
-            .call("GET", "/v1/services/web/logs", &other, None)
-            .await;
+        let (status, _) = plane.get("/v1/services/web/logs", &other).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{kind}");
         plane.stop().await;
     }
@@ -383,9 +327,7 @@ async fn a_snapshot_is_built_once_per_version_for_every_node() {
     let fetch_all = || async {
         let mut bodies = Vec::new();
         for node in &nodes {
-            let (status, body) = plane
-                .call("GET", "/v1/node/snapshot?after=0", node, None)
-                .await;
+            let (status, body) = plane.get("/v1/node/snapshot?after=0", node).await;
             assert_eq!(status, StatusCode::OK);
             bodies.push(body);
         }

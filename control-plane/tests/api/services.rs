@@ -41,9 +41,7 @@ async fn deploy_activate_and_roll_back_through_the_snapshot() {
         let (_, snapshot) = plane.snapshot(second).await;
         assert_eq!(snapshot["services"][0]["module_sha256"], v1_hash, "{kind}");
 
-        let (_, versions) = plane
-            .call("GET", "/v1/services/web/versions", &token, None)
-            .await;
+        let (_, versions) = plane.get("/v1/services/web/versions", &token).await;
         let versions = versions.as_array().expect("versions");
         assert_eq!(versions.len(), 2, "{kind}: rollback makes no new version");
         assert_eq!(versions[0]["author"], "initial");
@@ -66,11 +64,10 @@ async fn a_long_poll_answers_as_soon_as_a_version_is_activated() {
         let activate = async {
             tokio::time::sleep(Duration::from_millis(300)).await;
             plane
-                .call(
-                    "POST",
+                .post(
                     "/v1/services/web/versions",
                     &token,
-                    Some(json!({"module_sha256": hash, "activate": true})),
+                    json!({"module_sha256": hash, "activate": true}),
                 )
                 .await
         };
@@ -240,15 +237,14 @@ async fn invalid_specs_name_every_problem() {
         let plane = Plane::start(kind).await;
         let token = plane.tenant("acme").await;
         let (status, body) = plane
-            .call(
-                "POST",
+            .post(
                 "/v1/services",
                 &token,
-                Some(json!({"name": "web", "spec": {
+                json!({"name": "web", "spec": {
                     "domains": ["bad domain!"],
                     "limits": {"cpu_budget_ms": 0},
                     "backends": {"origin": {"origin": "ftp://x"}}
-                }})),
+                }}),
             )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}");
@@ -277,18 +273,17 @@ async fn limits_above_the_operators_maxima_are_refused_naming_them() {
         let plane = Plane::start(kind).await;
         let token = plane.tenant("acme").await;
         let (status, body) = plane
-            .call(
-                "POST",
+            .post(
                 "/v1/services",
                 &token,
-                Some(json!({"name": "web", "spec": {
+                json!({"name": "web", "spec": {
                     "domains": ["web.acme.test"],
                     "limits": {
                         "cpu_budget_ms": 60_000,
                         "wall_time_ms": 3_600_000,
                         "max_log_bytes_per_request": 16 * 1024 * 1024
                     }
-                }})),
+                }}),
             )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}");
@@ -305,14 +300,13 @@ async fn limits_above_the_operators_maxima_are_refused_naming_them() {
         }
         // At the maxima, it is accepted.
         let (status, _) = plane
-            .call(
-                "POST",
+            .post(
                 "/v1/services",
                 &token,
-                Some(json!({"name": "web", "spec": {
+                json!({"name": "web", "spec": {
                     "domains": ["web.acme.test"],
                     "limits": {"cpu_budget_ms": 5_000, "wall_time_ms": 120_000}
-                }})),
+                }}),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{kind}");
@@ -393,7 +387,7 @@ async fn twenty_concurrent_uploads_compile_at_most_the_bound_and_the_rest_get_42
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let plane = Plane::start("sqlite").await;
-    let (status, document) = plane.call("GET", "/openapi.json", "", None).await;
+    let (status, document) = plane.get("/openapi.json", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(document["openapi"], "3.1.0");
     for (method, path, _, _) in control_plane::api::openapi::OPERATIONS {

@@ -14,11 +14,11 @@ async fn tenants_need_the_admin_token() {
         assert_eq!(error["error"]["code"], "unauthorized");
         let token = plane.tenant("acme").await;
         // A tenant's token is not the admin's.
-        let (status, _) = plane.call("GET", "/v1/tenants", &token, None).await;
+        let (status, _) = plane.get("/v1/tenants", &token).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}");
         let (status, _) = plane.call("POST", "/v1/tenants", ADMIN, body).await;
         assert_eq!(status, StatusCode::CONFLICT, "{kind}: duplicate tenant");
-        let (status, list) = plane.call("GET", "/v1/tenants", ADMIN, None).await;
+        let (status, list) = plane.get("/v1/tenants", ADMIN).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(list.as_array().map(Vec::len), Some(1));
         plane.stop().await;
@@ -71,26 +71,23 @@ async fn a_tenant_cannot_touch_another_tenants_service() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{kind}: upload");
         assert_eq!(refused, attempts.len());
         // B sees none of A's services, and A's service is as it was.
-        let (_, listed) = plane.call("GET", "/v1/services", &b, None).await;
+        let (_, listed) = plane.get("/v1/services", &b).await;
         assert_eq!(listed, json!([]), "{kind}");
-        let (_, service) = plane.call("GET", "/v1/services/web", &a, None).await;
+        let (_, service) = plane.get("/v1/services/web", &a).await;
         assert_eq!(
             service["spec"]["domains"],
             json!(["web.alpha.test"]),
             "{kind}"
         );
         assert_eq!(service["active_version"], v1);
-        let (_, versions) = plane
-            .call("GET", "/v1/services/web/versions", &a, None)
-            .await;
+        let (_, versions) = plane.get("/v1/services/web/versions", &a).await;
         assert_eq!(versions.as_array().map(Vec::len), Some(1), "{kind}");
         // Another tenant's platform name is not beta's to claim.
         let (status, _) = plane
-            .call(
-                "POST",
+            .post(
                 "/v1/services",
                 &b,
-                Some(json!({"name": "web", "spec": {"domains": ["web.alpha.test"]}})),
+                json!({"name": "web", "spec": {"domains": ["web.alpha.test"]}}),
             )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: a platform name");
@@ -112,11 +109,10 @@ async fn modules_belong_to_the_tenants_that_uploaded_them() {
         assert_eq!(status, StatusCode::CREATED);
         let hash = upload["module_sha256"].clone();
         let (status, body) = plane
-            .call(
-                "POST",
+            .post(
                 "/v1/services/web/versions",
                 &beta,
-                Some(json!({"module_sha256": hash})),
+                json!({"module_sha256": hash}),
             )
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{kind}: {body}");
@@ -130,11 +126,10 @@ async fn modules_belong_to_the_tenants_that_uploaded_them() {
         assert_eq!(status, StatusCode::OK, "{kind}: beta's own duplicate");
         assert_eq!(plane.stored_components(), 1, "{kind}");
         let (status, _) = plane
-            .call(
-                "POST",
+            .post(
                 "/v1/services/web/versions",
                 &beta,
-                Some(json!({"module_sha256": hash})),
+                json!({"module_sha256": hash}),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{kind}");
@@ -157,7 +152,7 @@ async fn tenants_can_be_suspended_and_tokens_revoked() {
         assert_eq!(status, StatusCode::OK, "{kind}");
         let (_, snapshot) = plane.snapshot(0).await;
         assert_eq!(snapshot["services"], json!([]), "{kind}");
-        let (status, _) = plane.call("GET", "/v1/services", &token, None).await;
+        let (status, _) = plane.get("/v1/services", &token).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{kind}");
         let (status, _) = plane
             .call("POST", "/v1/tenants/acme/resume", ADMIN, None)
@@ -171,11 +166,11 @@ async fn tenants_can_be_suspended_and_tokens_revoked() {
         );
 
         let (status, created) = plane
-            .call("POST", "/v1/tokens", &token, Some(json!({"label": "ci"})))
+            .post("/v1/tokens", &token, json!({"label": "ci"}))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{kind}");
         let ci = created["token"].as_str().expect("token").to_string();
-        let (_, tokens) = plane.call("GET", "/v1/tokens", &ci, None).await;
+        let (_, tokens) = plane.get("/v1/tokens", &ci).await;
         let id = tokens
             .as_array()
             .and_then(|t| t.iter().find(|t| t["label"] == "ci"))
@@ -185,23 +180,19 @@ async fn tenants_can_be_suspended_and_tokens_revoked() {
             !tokens.to_string().contains(&ci),
             "{kind}: tokens are never shown again"
         );
-        let (status, _) = plane
-            .call("DELETE", &format!("/v1/tokens/{id}"), &token, None)
-            .await;
+        let (status, _) = plane.delete(&format!("/v1/tokens/{id}"), &token).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
-        let (status, _) = plane.call("GET", "/v1/services", &ci, None).await;
+        let (status, _) = plane.get("/v1/services", &ci).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}: revoked");
-        let (status, _) = plane.call("GET", "/v1/services", &token, None).await;
+        let (status, _) = plane.get("/v1/services", &token).await;
         assert_eq!(
             status,
             StatusCode::OK,
             "{kind}: the other token still works"
         );
-        let (status, _) = plane
-            .call("DELETE", "/v1/tenants/acme/tokens", ADMIN, None)
-            .await;
+        let (status, _) = plane.delete("/v1/tenants/acme/tokens", ADMIN).await;
         assert_eq!(status, StatusCode::OK, "{kind}");
-        let (status, _) = plane.call("GET", "/v1/services", &token, None).await;
+        let (status, _) = plane.get("/v1/services", &token).await;
         assert_eq!(
             status,
             StatusCode::UNAUTHORIZED,
@@ -229,11 +220,10 @@ async fn a_tenant_past_its_quotas_and_rates_is_refused_and_others_are_not() {
     plane.service(&acme, "one", "one.acme.test").await;
     plane.service(&acme, "two", "two.acme.test").await;
     let (status, body) = plane
-        .call(
-            "POST",
+        .post(
             "/v1/services",
             &acme,
-            Some(json!({"name": "three", "spec": {"domains": ["three.acme.test"]}})),
+            json!({"name": "three", "spec": {"domains": ["three.acme.test"]}}),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -248,11 +238,10 @@ async fn a_tenant_past_its_quotas_and_rates_is_refused_and_others_are_not() {
         .map(|i| (format!("key{i}"), json!("v".repeat(100))))
         .collect();
     let (status, body) = plane
-        .call(
-            "PUT",
+        .put(
             "/v1/services/one",
             &acme,
-            Some(json!({"domains": ["one.acme.test"], "config": big_config})),
+            json!({"domains": ["one.acme.test"], "config": big_config}),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -271,16 +260,9 @@ async fn a_tenant_past_its_quotas_and_rates_is_refused_and_others_are_not() {
     assert_eq!(status, StatusCode::OK);
     let third = json!({"module_sha256": uploaded["module_sha256"]});
     let _ = plane
-        .call(
-            "POST",
-            "/v1/services/two/versions",
-            &acme,
-            Some(third.clone()),
-        )
+        .post("/v1/services/two/versions", &acme, third.clone())
         .await;
-    let (status, body) = plane
-        .call("POST", "/v1/services/two/versions", &acme, Some(third))
-        .await;
+    let (status, body) = plane.post("/v1/services/two/versions", &acme, third).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(
         body["error"]["message"]
@@ -311,12 +293,7 @@ async fn a_tenant_past_its_quotas_and_rates_is_refused_and_others_are_not() {
         let plane = &plane;
         async move {
             plane
-                .call(
-                    "POST",
-                    "/v1/purge",
-                    &token,
-                    Some(json!({"surrogate_key": "k"})),
-                )
+                .post("/v1/purge", &token, json!({"surrogate_key": "k"}))
                 .await
         }
     };

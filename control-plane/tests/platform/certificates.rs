@@ -42,13 +42,13 @@ async fn a_certificate_rotated_through_the_control_plane_is_served_without_a_res
     ];
     for (cert_pem, key_pem, expected) in refusals {
         let body = serde_json::json!({"cert_pem": cert_pem, "key_pem": key_pem});
-        let (status, answer) = plane.call("PUT", path, &token, Some(body)).await;
+        let (status, answer) = plane.put(path, &token, body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         assert_eq!(answer["error"]["code"], "invalid_certificate");
         let message = answer["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(expected), "{message}");
     }
-    let (status, _) = plane.call("GET", path, &token, None).await;
+    let (status, _) = plane.get(path, &token).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Uploaded with edgectl, served by SNI within a second.
@@ -78,7 +78,7 @@ async fn a_certificate_rotated_through_the_control_plane_is_served_without_a_res
     assert!(uploaded.contains("uploaded for web"), "{uploaded}");
     let took = until_trusted(&node, &TlsClient::trusting(&first.pem)).await;
     assert!(took < Duration::from_secs(1), "served after {took:?}");
-    let (status, shown) = plane.call("GET", path, &token, None).await;
+    let (status, shown) = plane.get(path, &token).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         shown["fingerprint_sha256"]
@@ -98,7 +98,7 @@ async fn a_certificate_rotated_through_the_control_plane_is_served_without_a_res
     // Another tenant sees nothing; the node's saved snapshot, which holds
     // the key, is readable by its owner only.
     let other = plane.tenant("other").await;
-    let (status, _) = plane.call("GET", path, &other, None).await;
+    let (status, _) = plane.get(path, &other).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let saved = dir.path().join("snapshot.json");
     let mode = std::os::unix::fs::PermissionsExt::mode(

@@ -28,7 +28,7 @@ async fn deploys_and_rollbacks_reach_every_node_within_a_second() {
     assert!(took < Duration::from_secs(1), "rollback took {took:?}");
 
     // Both nodes registered and report the snapshot they serve.
-    let (_, listed) = plane.call("GET", "/v1/nodes", ADMIN, None).await;
+    let (_, listed) = plane.get("/v1/nodes", ADMIN).await;
     assert_eq!(listed.as_array().map(Vec::len), Some(2));
     // The artifacts came from the control plane: nothing compiled on a node.
     for node in &nodes {

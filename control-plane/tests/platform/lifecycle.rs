@@ -78,7 +78,7 @@ async fn a_node_goes_through_its_phases_and_stops_after_its_followers_last_repor
         (draining.status, draining.text().as_str()),
         (503, "draining\n")
     );
-    let (_, usage) = plane.call("GET", "/v1/usage", &token, None).await;
+    let (_, usage) = plane.get("/v1/usage", &token).await;
     assert_eq!(
         usage[0]["requests"], 0,
         "no report before the stop: {usage}"
@@ -99,7 +99,7 @@ async fn a_node_goes_through_its_phases_and_stops_after_its_followers_last_repor
         ]
     );
     // The stop returned after the follower's last report was delivered.
-    let (_, usage) = plane.call("GET", "/v1/usage", &token, None).await;
+    let (_, usage) = plane.get("/v1/usage", &token).await;
     assert!(usage[0]["requests"].as_i64() >= Some(2), "{usage}");
     plane.stop().await;
 }

@@ -61,11 +61,10 @@ async fn purges_empty_exactly_the_tagged_entries_on_every_node() {
     // Private origins need the operator's permission.
     let denied = plane.tenant("plain").await;
     let (status, body) = plane
-        .call(
-            "POST",
+        .post(
             "/v1/services",
             &denied,
-            Some(serde_json::json!({"name": "web", "spec": spec})),
+            serde_json::json!({"name": "web", "spec": spec}),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -128,11 +127,10 @@ async fn purges_empty_exactly_the_tagged_entries_on_every_node() {
     }
 
     let (status, body) = plane
-        .call(
-            "POST",
+        .post(
             "/v1/purge",
             &token,
-            Some(serde_json::json!({"surrogate_key": "red"})),
+            serde_json::json!({"surrogate_key": "red"}),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -191,14 +189,10 @@ async fn purges_empty_exactly_the_tagged_entries_on_every_node() {
     failing.store(false, Ordering::SeqCst);
 
     // Only the owning tenant can follow a purge.
-    let (status, body) = plane
-        .call("GET", &format!("/v1/purge/{seq}"), &token, None)
-        .await;
+    let (status, body) = plane.get(&format!("/v1/purge/{seq}"), &token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["acknowledged"], 2, "{body}");
-    let (status, _) = plane
-        .call("GET", &format!("/v1/purge/{seq}"), &denied, None)
-        .await;
+    let (status, _) = plane.get(&format!("/v1/purge/{seq}"), &denied).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     for bad in [
@@ -207,7 +201,7 @@ async fn purges_empty_exactly_the_tagged_entries_on_every_node() {
         serde_json::json!({"surrogate_key": ""}),
         serde_json::json!({"everything": true}),
     ] {
-        let (status, body) = plane.call("POST", "/v1/purge", &token, Some(bad)).await;
+        let (status, body) = plane.post("/v1/purge", &token, bad).await;
         assert!(status.is_client_error(), "{status} {body}");
     }
 

@@ -21,7 +21,7 @@ async fn usage_reported_by_nodes_adds_up_in_the_usage_api() {
     let expected_requests = 30 + 25 + 2;
     let deadline = Instant::now() + Duration::from_secs(10);
     let usage = loop {
-        let (_, usage) = plane.call("GET", "/v1/usage", &token, None).await;
+        let (_, usage) = plane.get("/v1/usage", &token).await;
         if usage[0]["requests"] == expected_requests {
             break usage;
         }

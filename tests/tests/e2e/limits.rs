@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge_tests::client::{self, Protocol, get, request, send};
+use edge_tests::client::{self, Protocol, get, h2_connection, request, send};
 use edge_tests::guests::rust_guest;
 use edge_tests::node::{TestNode, TestService};
 
@@ -87,16 +87,7 @@ async fn header_block_over_64_kib_gets_431_on_http1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_block_over_64_kib_is_refused_on_http2() {
     let node = echo_node().await;
-    let stream = tokio::net::TcpStream::connect(node.addr)
-        .await
-        .expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("handshake");
-    tokio::spawn(connection);
+    let (mut sender, _driver) = h2_connection(node.addr).await;
     // The server advertises its limit in SETTINGS; the request is refused
     // whether the client or the server enforces it.
     let refused = match sender.send_request(with_headers(20, 4 * 1024)).await {
@@ -293,17 +284,8 @@ async fn idle_connections_are_closed_after_the_keep_alive_idle_time() {
     })
     .await;
     // h2c with prior knowledge: one request, then nothing.
-    let stream = tokio::net::TcpStream::connect(node.addr)
-        .await
-        .expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
+    let (mut sender, driver) = h2_connection(node.addr).await;
     let started = std::time::Instant::now();
-    let driver = tokio::spawn(connection);
     let response = sender
         .send_request(request("GET", "hello.test", "/", ""))
         .await
@@ -358,16 +340,7 @@ async fn an_http2_connection_over_the_node_bound_gets_503_and_goaway() {
         .await
         .expect("first");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let stream = tokio::net::TcpStream::connect(node.addr)
-        .await
-        .expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    let driver = tokio::spawn(connection);
+    let (mut sender, driver) = h2_connection(node.addr).await;
     let response = sender
         .send_request(request("GET", "hello.test", "/", ""))
         .await
@@ -464,16 +437,7 @@ async fn a_stalled_request_body_is_cut_at_the_body_read_timeout() {
     );
 
     // HTTP/2: one DATA frame, then a stream that never ends.
-    let stream = tokio::net::TcpStream::connect(node.addr)
-        .await
-        .expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(connection);
+    let (mut sender, _driver) = h2_connection(node.addr).await;
     let stalled = http::Request::builder()
         .method("POST")
         .uri("http://echo.test/")
