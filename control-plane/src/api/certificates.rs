@@ -4,17 +4,17 @@
 //! certificate covers every domain of the service. It reaches the nodes in
 //! the next snapshot, which the upload triggers: no deploy, no restart.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::put;
 use axum::{Json, Router};
 use edge_config::CertificatePem;
 use edge_platform::ServingCertificate;
 
-use super::services::own_service;
+use super::services::OwnService;
 use super::state::AppState;
-use crate::auth::TenantCaller;
 use crate::error::ApiError;
+use crate::store::Service;
 use crate::store::certificates::CertificateInfo;
 
 pub fn router() -> Router<AppState> {
@@ -25,12 +25,10 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn upload(
-    caller: TenantCaller,
+    OwnService { caller, service }: OwnService,
     State(state): State<AppState>,
-    Path(name): Path<String>,
     Json(pem): Json<CertificatePem>,
 ) -> Result<Json<CertificateInfo>, ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
     state.quotas.activation(&caller.tenant.id)?;
     let checked = ServingCertificate::from_pem(
         &pem,
@@ -44,34 +42,38 @@ async fn upload(
         .put_certificate(&service, &pem, &fingerprint)
         .await?;
     state.snapshot_changed.send_replace(version);
-    tracing::info!(service = %name, tenant = %caller.tenant.name, %fingerprint, "certificate uploaded");
-    show(caller, State(state), Path(name)).await
+    tracing::info!(service = %service.name, tenant = %caller.tenant.name, %fingerprint, "certificate uploaded");
+    certificate_info(&state, &service).await
 }
 
 async fn show(
-    caller: TenantCaller,
+    OwnService { service, .. }: OwnService,
     State(state): State<AppState>,
-    Path(name): Path<String>,
 ) -> Result<Json<CertificateInfo>, ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
+    certificate_info(&state, &service).await
+}
+
+async fn certificate_info(
+    state: &AppState,
+    service: &Service,
+) -> Result<Json<CertificateInfo>, ApiError> {
     state
         .store
-        .certificate_info(&service)
+        .certificate_info(service)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("certificate of service {name}")))
+        .ok_or_else(|| ApiError::not_found(format!("certificate of service {}", service.name)))
 }
 
 async fn remove(
-    caller: TenantCaller,
+    OwnService { caller, service }: OwnService,
     State(state): State<AppState>,
-    Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
     state.quotas.activation(&caller.tenant.id)?;
     if !state.store.delete_certificate(&service).await? {
         return Err(ApiError::not_found(format!(
-            "certificate of service {name}"
+            "certificate of service {}",
+            service.name
         )));
     }
     let version = state.store.snapshot_version().await?;

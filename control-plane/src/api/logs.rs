@@ -2,7 +2,7 @@
 //! own services' lines, oldest first, after the last line it saw. Another
 //! tenant's service is 404, like every service lookup.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -11,9 +11,9 @@ use edge_config::protocol::{
 };
 use serde::Deserialize;
 
-use super::services::own_service;
+use super::services::OwnService;
 use super::state::AppState;
-use crate::auth::{NodeCaller, TenantCaller};
+use crate::auth::NodeCaller;
 use crate::error::ApiError;
 use edge_config::api::LogPage;
 
@@ -63,12 +63,10 @@ fn default_limit() -> u64 {
 }
 
 async fn read(
-    caller: TenantCaller,
+    OwnService { service, .. }: OwnService,
     State(state): State<AppState>,
-    Path(name): Path<String>,
     Query(query): Query<ReadQuery>,
 ) -> Result<Json<LogPage>, ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
     let lines = state
         .store
         .guest_logs(

@@ -4,8 +4,9 @@
 //! does not exist.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edge_config::domain::{normalize_domain, within};
@@ -13,6 +14,7 @@ use edge_config::protocol::ServiceSpec;
 use edge_config::validate::ConfigErrors;
 use edge_config::validate::validate_service_name;
 use edge_platform::ModuleHash;
+use std::collections::HashMap;
 
 use super::state::AppState;
 use crate::auth::TenantCaller;
@@ -154,35 +156,51 @@ pub(super) async fn own_service(
         .ok_or_else(|| ApiError::not_found(format!("service {name}")))
 }
 
-async fn show(
-    caller: TenantCaller,
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Service>, ApiError> {
-    Ok(Json(own_service(&state, &caller, &name).await?))
+/// The caller's own service named by the path's `{service}`, resolved
+/// before the handler runs: 404 whether it is missing or another tenant's.
+#[derive(Debug)]
+pub(super) struct OwnService {
+    pub(super) caller: TenantCaller,
+    pub(super) service: Service,
+}
+
+impl FromRequestParts<AppState> for OwnService {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = TenantCaller::from_request_parts(parts, state).await?;
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
+        let name = params
+            .get("service")
+            .ok_or_else(|| ApiError::not_found("service"))?;
+        let service = own_service(state, &caller, name).await?;
+        Ok(Self { caller, service })
+    }
+}
+
+async fn show(OwnService { service, .. }: OwnService) -> Json<Service> {
+    Json(service)
 }
 
 /// Replaces the spec. Like a module, it reaches the nodes with the next
 /// version.
 async fn update(
-    caller: TenantCaller,
+    OwnService { caller, service }: OwnService,
     State(state): State<AppState>,
-    Path(name): Path<String>,
     Json(spec): Json<ServiceSpec>,
 ) -> Result<Json<Service>, ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
-    let spec = check_spec(&state, &caller, &name, spec)?;
+    let spec = check_spec(&state, &caller, &service.name, spec)?;
     state.store.update_service(&service, &spec).await?;
-    Ok(Json(own_service(&state, &caller, &name).await?))
+    Ok(Json(own_service(&state, &caller, &service.name).await?))
 }
 
 /// Deletes the service: nodes stop serving it, and its domains are free.
 async fn delete(
-    caller: TenantCaller,
+    OwnService { caller, service }: OwnService,
     State(state): State<AppState>,
-    Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
     state.quotas.activation(&caller.tenant.id)?;
     let version = state.store.delete_service(&service).await?;
     state.snapshot_changed.send_replace(version);
@@ -191,14 +209,13 @@ async fn delete(
 
 /// Uploads a component (the raw bytes as the body). It is validated,
 /// compiled in a child process, and stored content-addressed: the same bytes
-/// uploaded twice are stored once.
+/// uploaded twice are stored once. The service is resolved (404 for one
+/// the caller does not own) before a byte of the body is read.
 async fn upload(
-    caller: TenantCaller,
+    OwnService { caller, .. }: OwnService,
     State(state): State<AppState>,
-    Path(name): Path<String>,
     body: Body,
 ) -> Result<(StatusCode, Json<UploadedModule>), ApiError> {
-    own_service(&state, &caller, &name).await?;
     let outcome = match state.quotas.upload(&caller.tenant.id) {
         Ok(_uploading) => store_upload(&state, &caller, body).await,
         Err(limited) => Err(limited.into()),
@@ -311,12 +328,10 @@ async fn record_upload(
 
 /// A new immutable version: the module plus the service's current spec.
 async fn create_version(
-    caller: TenantCaller,
+    OwnService { caller, service }: OwnService,
     State(state): State<AppState>,
-    Path(name): Path<String>,
     Json(new): Json<NewVersion>,
 ) -> Result<(StatusCode, Json<VersionCreated>), ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
     // Another tenant's module answers as one that does not exist.
     if !state
         .store
@@ -352,11 +367,9 @@ async fn create_version(
 }
 
 async fn versions(
-    caller: TenantCaller,
+    OwnService { service, .. }: OwnService,
     State(state): State<AppState>,
-    Path(name): Path<String>,
 ) -> Result<Json<Vec<Version>>, ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
     Ok(Json(state.store.versions(&service).await?))
 }
 
@@ -374,12 +387,10 @@ async fn activate_version(
 }
 
 async fn activate(
-    caller: TenantCaller,
+    OwnService { service, .. }: OwnService,
     State(state): State<AppState>,
-    Path(name): Path<String>,
     Json(activation): Json<Activation>,
 ) -> Result<Json<Activated>, ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
     let snapshot_version = activate_version(&state, &service, activation.version)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("version {}", activation.version)))?;
@@ -391,11 +402,9 @@ async fn activate(
 
 /// Activates the newest version older than the active one.
 async fn rollback(
-    caller: TenantCaller,
+    OwnService { service, .. }: OwnService,
     State(state): State<AppState>,
-    Path(name): Path<String>,
 ) -> Result<Json<Activated>, ApiError> {
-    let service = own_service(&state, &caller, &name).await?;
     let Some(active) = service.active_version else {
         return Err(ApiError::bad_request(
             "nothing_to_roll_back",
