@@ -68,32 +68,32 @@ async fn curl_gets_each_services_certificate_by_sni_on_http1_and_http2() {
 
     // Verification against each service's own certificate only succeeds if
     // SNI picked that certificate.
-    let (code, out) = curl(
-        tls,
-        "shop.tls.test",
-        &services.shop,
-        &[&["--http1.1"][..], &version].concat(),
-    )
-    .await;
-    assert_eq!((code, out.as_str()), (0, format!("{HELLO}\n1.1").as_str()));
-    let (code, out) = curl(
-        tls,
-        "shop.tls.test",
-        &services.shop,
-        &[&["--http2"][..], &version].concat(),
-    )
-    .await;
-    assert_eq!((code, out.as_str()), (0, format!("{HELLO}\n2").as_str()));
-    let (code, out) = curl(
-        tls,
-        "api.blog.tls.test",
-        &services.blog,
-        &[&["--http2"][..], &version].concat(),
-    )
-    .await;
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("authority: api.blog.tls.test"), "{out}");
-    assert!(out.ends_with("\n2"), "{out}");
+    let cases = [
+        ("shop.tls.test", &services.shop, "--http1.1", HELLO, "1.1"),
+        ("shop.tls.test", &services.shop, "--http2", HELLO, "2"),
+        (
+            "api.blog.tls.test",
+            &services.blog,
+            "--http2",
+            "authority: api.blog.tls.test",
+            "2",
+        ),
+    ];
+    for (host, certificate, protocol, says, version_seen) in cases {
+        let (code, out) = curl(
+            tls,
+            host,
+            certificate,
+            &[&[protocol][..], &version].concat(),
+        )
+        .await;
+        assert_eq!(code, 0, "{host} {protocol}: {out}");
+        assert!(out.contains(says), "{host} {protocol}: {out}");
+        assert!(
+            out.ends_with(&format!("\n{version_seen}")),
+            "{host} {protocol}: {out}"
+        );
+    }
 
     // The other service's certificate does not verify: curl refuses (60).
     let (code, _) = curl(tls, "shop.tls.test", &services.blog, &[]).await;
