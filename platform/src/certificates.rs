@@ -44,7 +44,7 @@ impl ServingCertificate {
         self.key.cert.first()
     }
 
-    /// Whether the certificate is valid for `domain` (see [`covers`]).
+    /// Whether the certificate is valid for `domain` (see `covers`).
     pub fn covers(&self, domain: &str) -> bool {
         self.leaf()
             .and_then(|leaf| webpki::EndEntityCert::try_from(leaf).ok())

@@ -9,7 +9,7 @@
 //! - [`client`]: one-shot HTTP/1.1 and HTTP/2 requests, and raw TCP.
 //! - [`tls`]: self-signed certificates and an in-process rustls client.
 //! - [`h3`]: an in-process HTTP/3 client (quinn + h3).
-//! - [`bench`]: the hello guests the in-process benchmarks compare.
+//! - [`bench`](mod@bench): the hello guests the in-process benchmarks compare.
 //! - [`platform`]: a control plane on loopback with its API client, and
 //!   edge nodes that follow it.
 

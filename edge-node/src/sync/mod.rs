@@ -9,7 +9,7 @@
 //!
 //! Beside the long-poll, a second task posts usage reports (see
 //! [`crate::usage`]) every few seconds; the last one is sent on shutdown.
-//! A third applies cache purges in order ([`purges`]). A fourth ships
+//! A third applies cache purges in order (`purges`). A fourth ships
 //! guests' log lines ([`crate::tenant_logs`]) every second or so; lines that
 //! fail to go are kept (within the buffer's bound) for the next try.
 
