@@ -15,7 +15,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/install-toolchain.sh
 scripts/build-guests.sh >/dev/null
-cargo build --quiet -p edge-node -p control-plane
+cargo build --quiet -p edge-node -p control-plane -p edgectl
 
 data="$root/target/platform"
 rm -rf "$data"
