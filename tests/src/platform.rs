@@ -116,6 +116,15 @@ impl Plane {
         plane
     }
 
+    /// A control plane with tenant `acme` and its service `web` on
+    /// `web.acme.test`; returns it and acme's token.
+    pub async fn with_acme_web(kind: &str) -> (Self, String) {
+        let plane = Self::start(kind).await;
+        let token = plane.tenant("acme").await;
+        plane.service(&token, "web", "web.acme.test").await;
+        (plane, token)
+    }
+
     pub async fn start(kind: &str) -> Self {
         Self::start_with(kind, |_| {}).await
     }

@@ -8,9 +8,7 @@ use super::*;
 #[tokio::test]
 async fn a_usage_report_sent_again_with_its_id_is_counted_once() {
     for kind in databases() {
-        let plane = Plane::start(kind).await;
-        let token = plane.tenant("acme").await;
-        plane.service(&token, "web", "web.acme.test").await;
+        let (plane, token) = Plane::with_acme_web(kind).await;
         plane.deploy(&token, "web", hello()).await;
         let node = plane.register_node("n1").await;
         let report = |id: &str| {
@@ -36,9 +34,7 @@ async fn a_usage_report_sent_again_with_its_id_is_counted_once() {
 #[tokio::test]
 async fn nodes_register_report_usage_and_are_listed() {
     for kind in databases() {
-        let plane = Plane::start(kind).await;
-        let token = plane.tenant("acme").await;
-        plane.service(&token, "web", "web.acme.test").await;
+        let (plane, token) = Plane::with_acme_web(kind).await;
         plane.deploy(&token, "web", hello()).await;
         let (status, _) = plane
             .post(
@@ -142,9 +138,7 @@ async fn node_failure_reports_are_bounded_and_replaced() {
 #[tokio::test]
 async fn implausible_usage_is_refused_and_usage_and_metrics_still_answer() {
     for kind in databases() {
-        let plane = Plane::start(kind).await;
-        let token = plane.tenant("acme").await;
-        plane.service(&token, "web", "web.acme.test").await;
+        let (plane, token) = Plane::with_acme_web(kind).await;
         plane.deploy(&token, "web", hello()).await;
         let nodes = [
             plane.register_node("n1").await,

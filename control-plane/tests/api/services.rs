@@ -6,9 +6,7 @@ use super::*;
 #[tokio::test]
 async fn deploy_activate_and_roll_back_through_the_snapshot() {
     for kind in databases() {
-        let plane = Plane::start(kind).await;
-        let token = plane.tenant("acme").await;
-        plane.service(&token, "web", "web.acme.test").await;
+        let (plane, token) = Plane::with_acme_web(kind).await;
         let (status, _) = plane.snapshot(0).await;
         assert_eq!(
             status,
@@ -132,9 +130,7 @@ async fn bad_uploads_are_refused_by_name_and_nothing_is_stored() {
         ),
     ];
     for kind in databases() {
-        let plane = Plane::start(kind).await;
-        let token = plane.tenant("acme").await;
-        plane.service(&token, "web", "web.acme.test").await;
+        let (plane, token) = Plane::with_acme_web(kind).await;
         for (what, bytes, status, code, message) in &cases {
             let response = plane
                 .http
@@ -218,9 +214,7 @@ async fn components_no_node_could_load_are_refused_at_upload_naming_the_limit() 
 #[tokio::test]
 async fn the_same_bytes_are_stored_once() {
     for kind in databases() {
-        let plane = Plane::start(kind).await;
-        let token = plane.tenant("acme").await;
-        plane.service(&token, "web", "web.acme.test").await;
+        let (plane, token) = Plane::with_acme_web(kind).await;
         let (first, a) = plane.upload(&token, "web", hello()).await;
         let (second, b) = plane.upload(&token, "web", hello()).await;
         assert_eq!(first, StatusCode::CREATED, "{kind}");

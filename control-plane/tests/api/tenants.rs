@@ -142,9 +142,7 @@ async fn modules_belong_to_the_tenants_that_uploaded_them() {
 #[tokio::test]
 async fn tenants_can_be_suspended_and_tokens_revoked() {
     for kind in databases() {
-        let plane = Plane::start(kind).await;
-        let token = plane.tenant("acme").await;
-        plane.service(&token, "web", "web.acme.test").await;
+        let (plane, token) = Plane::with_acme_web(kind).await;
         plane.deploy(&token, "web", hello()).await;
         let (status, _) = plane
             .call("POST", "/v1/tenants/acme/suspend", ADMIN, None)
