@@ -57,8 +57,11 @@ struct ConnectionActivity {
     /// Set when the connection is to close after the requests in flight
     /// (HTTP/2: GOAWAY), as a connection over capacity is.
     close: AtomicBool,
-    /// Wakes the connection's task to move its deadline when a request
-    /// starts or ends, or to close it.
+    /// Wakes the connection's task to close it, or at its first request.
+    /// Later requests starting and ending wake nothing: the task looks at
+    /// them when its deadline fires and moves the deadline then (a request
+    /// can only move it later), so a busy keep-alive connection costs no
+    /// wake-up and no new timer per request.
     changed: tokio::sync::Notify,
 }
 
@@ -81,9 +84,12 @@ impl ConnectionActivity {
     }
 
     fn request_started(self: &Arc<Self>) -> RequestInFlight {
-        self.seen_request.store(true, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.changed.notify_one();
+        // The first request moves the deadline from the first-request one
+        // to the idle one: that once, the task is woken.
+        if !self.seen_request.swap(true, Ordering::Relaxed) {
+            self.changed.notify_one();
+        }
         RequestInFlight(Arc::clone(self))
     }
 
@@ -132,7 +138,6 @@ impl Drop for RequestInFlight {
         let now = u64::try_from(activity.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         activity.idle_since_ms.store(now, Ordering::Relaxed);
         activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-        activity.changed.notify_one();
     }
 }
 
@@ -382,7 +387,10 @@ async fn accept_loop<S, F, Io>(
                         closing = true;
                     }
                     () = tokio::time::sleep_until(deadline), if !closing || due == Due::FirstRequest => {
-                        match activity.next_deadline(first_request, idle).1 {
+                        // What the connection did since the deadline was
+                        // set decides: it may have moved.
+                        let (deadline, due) = activity.next_deadline(first_request, idle);
+                        match due {
                             Due::FirstRequest => {
                                 metrics_node
                                     .metrics
