@@ -14,6 +14,15 @@ fn edge_node() -> Command {
     Command::new(env!("CARGO_BIN_EXE_edge-node"))
 }
 
+/// `edge-node check-config --config PATH`, run to its end.
+fn check_config(path: &Path) -> std::process::Output {
+    edge_node()
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .expect("run edge-node")
+}
+
 /// Builds the example guests with the script users run.
 fn built_guest(name: &str) -> PathBuf {
     let status = Command::new(repo_root().join("scripts/build-guests.sh"))
@@ -27,11 +36,7 @@ fn built_guest(name: &str) -> PathBuf {
 #[test]
 fn check_config_accepts_the_example_config() {
     built_guest("hello");
-    let output = edge_node()
-        .args(["check-config", "--config"])
-        .arg(repo_root().join("config/examples/node.toml"))
-        .output()
-        .expect("run edge-node");
+    let output = check_config(&repo_root().join("config/examples/node.toml"));
     assert!(
         output.status.success(),
         "{}",
@@ -59,11 +64,7 @@ fn check_config_reports_every_problem_and_fails() {
         "#,
     )
     .expect("write config");
-    let output = edge_node()
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run edge-node");
+    let output = check_config(&path);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("2 configuration errors"), "{stderr}");
@@ -107,11 +108,7 @@ fn check_config_runs_start_ups_plan_modules_and_certificates_included() {
         ),
     )
     .expect("write config");
-    let output = edge_node()
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run edge-node");
+    let output = check_config(&path);
     // Valid as a file; start-up would fail on both services, so the check
     // does too, naming each.
     assert!(!output.status.success());
