@@ -349,6 +349,16 @@ mod tests {
         )
         .expect_err("listed twice");
         assert_eq!(errors.0[0].path, "service[0].domains[1]");
+        // The spec's bounds hold in a file too: at most 100 domains.
+        let domains: Vec<String> = (0..=crate::protocol::MAX_DOMAINS_PER_SERVICE)
+            .map(|i| format!("\"d{i}.example\""))
+            .collect();
+        let errors = NodeConfig::from_toml(&format!(
+            "[[service]]\nname = \"a\"\ndomains = [{}]\nmodule = \"a.wasm\"\n",
+            domains.join(", ")
+        ))
+        .expect_err("too many domains");
+        assert_eq!(errors.0[0].path, "service[0].domains");
         // A backend's problem is named by the file's key for it.
         let errors = NodeConfig::from_toml(
             "[[service]]\nname = \"a\"\ndomains = [\"a.example\"]\nmodule = \"a.wasm\"\n[service.backend.origin]\norigin = \"ftp://x\"\n",
