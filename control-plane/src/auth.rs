@@ -83,6 +83,18 @@ pub struct NodeCaller {
     pub id: String,
 }
 
+impl NodeCaller {
+    /// Passes if the store found this node's row to record what it said
+    /// (`recorded`): a node removed since it authenticated is not found.
+    pub fn still_registered(&self, recorded: bool) -> Result<(), ApiError> {
+        if recorded {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("node {}", self.id)))
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for NodeCaller {
     type Rejection = ApiError;
 

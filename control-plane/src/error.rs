@@ -67,6 +67,13 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// Refuses `name` (of a tenant, a service, a token's label) unless it
+    /// is a valid service name: 400 `invalid_name`, naming `field`.
+    pub fn check_name(field: &str, name: &str) -> Result<(), Self> {
+        edge_config::validate::validate_service_name(name)
+            .map_err(|message| Self::bad_request("invalid_name", format!("{field}: {message}")))
+    }
+
     pub fn internal(context: &str, error: &dyn std::fmt::Display) -> Self {
         tracing::error!(%error, "{context}");
         Self::new(

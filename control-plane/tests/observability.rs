@@ -158,8 +158,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
 async fn prometheus_scrapes_the_platform_and_the_dashboard_queries_hold() {
     let ca = DevCa::new();
     let plane = Plane::start_https("sqlite", &ca).await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", DOMAIN).await;
+    let token = plane.acme_web().await;
     let node_dir = tempfile::tempdir().expect("dir");
     let node =
         EdgeNode::start_trusting(&plane.base, node_dir.path(), "node-a", Some(&ca.ca_file)).await;

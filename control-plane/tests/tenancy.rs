@@ -115,10 +115,7 @@ async fn a_custom_domain_reaches_no_node_until_its_txt_record_proves_it() {
     let (status, _) = verify(&plane, &token, CUSTOM).await;
     assert_eq!(status, StatusCode::OK);
 
-    for node in nodes {
-        node.stop().await;
-    }
-    plane.stop().await;
+    plane.stop_with_nodes(nodes).await;
     dns.stop().await;
 }
 
@@ -238,9 +235,7 @@ async fn without_a_resolver_only_the_operator_verifies_and_a_dead_resolver_is_50
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_tenant_is_served_by_no_node_within_a_second() {
     let plane = Plane::start_with("sqlite", |c| c.snapshot_wait = Duration::from_secs(20)).await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", DOMAIN).await;
-    plane.deploy(&token, "web", hello()).await;
+    let token = plane.acme_web_hello().await;
     let beta = plane.tenant("beta").await;
     plane.service(&beta, "web", "web.beta.test").await;
     plane.deploy(&beta, "web", hello()).await;
@@ -264,10 +259,7 @@ async fn a_suspended_tenant_is_served_by_no_node_within_a_second() {
     assert_eq!(status, StatusCode::OK);
     let took = until_all_serve(&nodes, HELLO).await;
     assert!(took < Duration::from_secs(1), "resumption took {took:?}");
-    for node in nodes {
-        node.stop().await;
-    }
-    plane.stop().await;
+    plane.stop_with_nodes(nodes).await;
 }
 
 /// A component that fits the control plane's ceilings but not the nodes':
@@ -314,8 +306,7 @@ async fn a_service_no_node_can_load_holds_back_no_one_elses_deploy() {
     let mallory = plane.tenant("mallory").await;
     plane.service(&mallory, "web", "web.mallory.test").await;
     plane.deploy(&mallory, "web", too_big_for_the_nodes()).await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", DOMAIN).await;
+    let token = plane.acme_web().await;
     let (_dirs, nodes) = two_nodes(&plane).await;
 
     plane.deploy(&token, "web", hello()).await;
@@ -349,10 +340,7 @@ async fn a_service_no_node_can_load_holds_back_no_one_elses_deploy() {
     assert!(error.contains("memory"), "{error}");
     let (_, theirs) = plane.get("/v1/services/web/versions", &token).await;
     assert_eq!(theirs[0]["node_failures"], json!([]), "{theirs}");
-    for node in nodes {
-        node.stop().await;
-    }
-    plane.stop().await;
+    plane.stop_with_nodes(nodes).await;
 }
 
 /// A node holds services to its own operator maxima, whatever the control
@@ -367,20 +355,18 @@ async fn a_node_does_not_serve_a_service_above_its_own_maxima() {
     .await;
     let mallory = plane.tenant("mallory").await;
     let (status, body) = plane
-        .post(
-            "/v1/services",
+        .create_service(
             &mallory,
-            json!({"name": "web", "spec": {
+            "web",
+            json!({
                 "domains": ["web.mallory.test"],
                 "limits": {"cpu_budget_ms": 60_000}
-            }}),
+            }),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     plane.deploy(&mallory, "web", hello()).await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", DOMAIN).await;
-    plane.deploy(&token, "web", hello()).await;
+    plane.acme_web_hello().await;
     let (_dirs, nodes) = two_nodes(&plane).await;
     until_all_serve(&nodes, HELLO).await;
     for node in &nodes {
@@ -391,10 +377,7 @@ async fn a_node_does_not_serve_a_service_above_its_own_maxima() {
         error.contains("limits.cpu_budget_ms") && error.contains("1..=5000"),
         "{error}"
     );
-    for node in nodes {
-        node.stop().await;
-    }
-    plane.stop().await;
+    plane.stop_with_nodes(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,11 +387,10 @@ async fn a_tenant_manages_domains_tokens_and_services_with_edgectl() {
         c.dns_resolver = Some(ChallengeResolver { addr: dns.addr });
     })
     .await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", DOMAIN).await;
+    let token = plane.acme_web().await;
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("edgectl.json");
-    edgectl(&config, &["login", "--url", &plane.base, "--token", &token]).await;
+    edgectl_login(&config, &plane, &token).await;
 
     // Claim, publish the printed record, verify.
     let added = edgectl(&config, &["domain", "add", "web", "WWW.Shop.Example."]).await;
@@ -450,20 +432,14 @@ async fn a_tenant_manages_domains_tokens_and_services_with_edgectl() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // The operator suspends and resumes the tenant.
-    edgectl(
-        &config,
-        &["tenant", "suspend", "acme", "--admin-token", ADMIN],
-    )
-    .await;
-    let (status, _) = plane.get("/v1/services", &token).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    edgectl(
-        &config,
-        &["tenant", "resume", "acme", "--admin-token", ADMIN],
-    )
-    .await;
-    let (status, _) = plane.get("/v1/services", &token).await;
-    assert_eq!(status, StatusCode::OK);
+    for (action, expected) in [
+        ("suspend", StatusCode::FORBIDDEN),
+        ("resume", StatusCode::OK),
+    ] {
+        edgectl(&config, &["tenant", action, "acme", "--admin-token", ADMIN]).await;
+        let (status, _) = plane.get("/v1/services", &token).await;
+        assert_eq!(status, expected, "after {action}");
+    }
     plane.stop().await;
     dns.stop().await;
 }
@@ -480,9 +456,7 @@ async fn nodes_follow_the_control_plane_over_https_and_only_with_its_ca() {
         "{}",
         plane.base
     );
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", DOMAIN).await;
-    plane.deploy(&token, "web", hello()).await;
+    let token = plane.acme_web_hello().await;
     let dirs = [
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),

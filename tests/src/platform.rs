@@ -45,6 +45,17 @@ pub fn databases() -> Vec<&'static str> {
     kinds
 }
 
+/// Runs `test` once per database (see [`databases`]), each time on a fresh
+/// control plane that is stopped after it; `test` gets the database's kind
+/// to name it in its messages.
+pub async fn on_every_database(test: impl AsyncFn(&'static str, &Plane)) {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        test(kind, &plane).await;
+        plane.stop().await;
+    }
+}
+
 pub async fn database_url(kind: &str, data: &Path) -> String {
     if kind == "sqlite" {
         return format!("sqlite://{}", data.join("cp.db").display());
@@ -114,15 +125,6 @@ impl Plane {
             .expect("client");
         plane.base = plane.base.replacen("http://", "https://", 1);
         plane
-    }
-
-    /// A control plane with tenant `acme` and its service `web` on
-    /// `web.acme.test`; returns it and acme's token.
-    pub async fn with_acme_web(kind: &str) -> (Self, String) {
-        let plane = Self::start(kind).await;
-        let token = plane.tenant("acme").await;
-        plane.service(&token, "web", "web.acme.test").await;
-        (plane, token)
     }
 
     pub async fn start(kind: &str) -> Self {
@@ -246,6 +248,32 @@ impl Plane {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Creates tenant `acme` and its service `web` on `web.acme.test` (the
+    /// harness's [`DOMAIN`]); returns acme's token.
+    pub async fn acme_web(&self) -> String {
+        let token = self.tenant("acme").await;
+        self.service(&token, "web", DOMAIN).await;
+        token
+    }
+
+    /// [`Plane::acme_web`] with [`hello`] deployed as its first version;
+    /// returns acme's token.
+    pub async fn acme_web_hello(&self) -> String {
+        let token = self.acme_web().await;
+        self.deploy(&token, "web", hello()).await;
+        token
+    }
+
+    /// Creates the tenants `names` (for tests of what one tenant may do to
+    /// another); returns their tokens, in the same order.
+    pub async fn tenants<const N: usize>(&self, names: [&str; N]) -> [String; N] {
+        let mut tokens = Vec::with_capacity(N);
+        for name in names {
+            tokens.push(self.tenant(name).await);
+        }
+        tokens.try_into().expect("a token per name")
+    }
+
     /// Creates a tenant and returns its token.
     pub async fn tenant(&self, name: &str) -> String {
         self.api(ADMIN)
@@ -253,6 +281,18 @@ impl Plane {
             .await
             .expect("tenant created")
             .token
+    }
+
+    /// Asks to create service `name` with `spec` (JSON, as a tenant sends
+    /// it); the answer as it is, refusals included.
+    pub async fn create_service(
+        &self,
+        token: &str,
+        name: &str,
+        spec: Value,
+    ) -> (StatusCode, Value) {
+        self.post("/v1/services", token, json!({"name": name, "spec": spec}))
+            .await
     }
 
     pub async fn service(&self, token: &str, name: &str, domain: &str) {
@@ -319,6 +359,14 @@ impl Plane {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
         }
+    }
+
+    /// Stops `nodes` (each with its last report), then the control plane.
+    pub async fn stop_with_nodes(self, nodes: impl IntoIterator<Item = EdgeNode>) {
+        for node in nodes {
+            node.stop().await;
+        }
+        self.stop().await;
     }
 }
 
@@ -447,6 +495,13 @@ pub async fn until_all_serve(nodes: &[EdgeNode], expected: &str) -> Duration {
     started.elapsed()
 }
 
+/// A node following `plane`, named `node-a`, with its data dir.
+pub async fn one_node(plane: &Plane) -> (tempfile::TempDir, EdgeNode) {
+    let dir = tempfile::tempdir().expect("dir");
+    let node = EdgeNode::start(&plane.base, dir.path(), "node-a").await;
+    (dir, node)
+}
+
 /// Two nodes following `plane`, each with its own data dir.
 pub async fn two_nodes(plane: &Plane) -> ([tempfile::TempDir; 2], [EdgeNode; 2]) {
     let dirs = [
@@ -476,6 +531,23 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Logs `edgectl` (its config at `config`) in to `plane` as `token`.
+pub async fn edgectl_login(config: &Path, plane: &Plane, token: &str) {
+    edgectl(config, &["login", "--url", &plane.base, "--token", token]).await;
+}
+
+/// Creates tenant `name` with the operator's `edgectl tenant-create` (and
+/// `flags`, such as `--allow-private-backends`) and logs edgectl in as it;
+/// returns the tenant's token.
+pub async fn edgectl_tenant(config: &Path, plane: &Plane, name: &str, flags: &[&str]) -> String {
+    let mut args = vec!["tenant-create", name];
+    args.extend_from_slice(flags);
+    args.extend(["--url", plane.base.as_str(), "--admin-token", ADMIN]);
+    let token = edgectl(config, &args).await.trim().to_string();
+    edgectl_login(config, plane, &token).await;
+    token
 }
 
 /// Runs `edgectl` with its config at `config`; returns its stdout.

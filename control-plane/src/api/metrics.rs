@@ -36,22 +36,32 @@ pub async fn count_requests(
     response
 }
 
+/// A gauge a scrape could not make or register: a 500 like any other.
+fn metrics_error(e: prometheus::Error) -> ApiError {
+    ApiError::internal("metrics", &e)
+}
+
+/// A per-service usage gauge, labelled by tenant and service.
+fn usage_gauge(name: &str, help: &str) -> Result<GaugeVec, ApiError> {
+    GaugeVec::new(Opts::new(name, help), &["tenant", "service"]).map_err(metrics_error)
+}
+
 pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
     // Gauges from the database, in a registry of their own per scrape.
     let scrape = Registry::new();
     let snapshot = IntGauge::new("cp_snapshot_version", "The newest config snapshot version")
-        .map_err(|e| ApiError::internal("metrics", &e))?;
+        .map_err(metrics_error)?;
     snapshot.set(i64::try_from(state.store.snapshot_version().await?).unwrap_or(i64::MAX));
     let nodes = IntGaugeVec::new(
         Opts::new("cp_nodes", "Registered nodes by health"),
         &["health"],
     )
-    .map_err(|e| ApiError::internal("metrics", &e))?;
+    .map_err(metrics_error)?;
     let lag = IntGaugeVec::new(
         Opts::new("cp_node_snapshot_lag", "Snapshot versions a node is behind"),
         &["node"],
     )
-    .map_err(|e| ApiError::internal("metrics", &e))?;
+    .map_err(metrics_error)?;
     let latest = snapshot.get();
     for node in state.store.nodes().await? {
         let health = if node.healthy { "healthy" } else { "stale" };
@@ -59,31 +69,18 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
         lag.with_label_values(&[&node.name])
             .set((latest - node.snapshot_version).max(0));
     }
-    let labels = &["tenant", "service"];
-    let requests = GaugeVec::new(
-        Opts::new(
-            "cp_usage_requests_total",
-            "Requests served, reported by nodes",
-        ),
-        labels,
-    )
-    .map_err(|e| ApiError::internal("metrics", &e))?;
-    let cpu = GaugeVec::new(
-        Opts::new(
-            "cp_usage_guest_cpu_seconds_total",
-            "Guest CPU time, reported by nodes",
-        ),
-        labels,
-    )
-    .map_err(|e| ApiError::internal("metrics", &e))?;
-    let bytes = GaugeVec::new(
-        Opts::new(
-            "cp_usage_bytes_out_total",
-            "Response body bytes, reported by nodes",
-        ),
-        labels,
-    )
-    .map_err(|e| ApiError::internal("metrics", &e))?;
+    let requests = usage_gauge(
+        "cp_usage_requests_total",
+        "Requests served, reported by nodes",
+    )?;
+    let cpu = usage_gauge(
+        "cp_usage_guest_cpu_seconds_total",
+        "Guest CPU time, reported by nodes",
+    )?;
+    let bytes = usage_gauge(
+        "cp_usage_bytes_out_total",
+        "Response body bytes, reported by nodes",
+    )?;
     for (tenant, usage) in state.store.all_usage().await? {
         let values = [tenant.as_str(), usage.service.as_str()];
         requests
@@ -93,8 +90,7 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
             .set(usage.guest_cpu_micros as f64 / 1e6);
         bytes.with_label_values(&values).set(usage.bytes_out as f64);
     }
-    let up = Gauge::new("cp_up", "1 while the control plane answers")
-        .map_err(|e| ApiError::internal("metrics", &e))?;
+    let up = Gauge::new("cp_up", "1 while the control plane answers").map_err(metrics_error)?;
     up.set(1.0);
     for metric in [
         Box::new(snapshot) as Box<dyn prometheus::core::Collector>,
@@ -105,9 +101,7 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
         Box::new(bytes),
         Box::new(up),
     ] {
-        scrape
-            .register(metric)
-            .map_err(|e| ApiError::internal("metrics", &e))?;
+        scrape.register(metric).map_err(metrics_error)?;
     }
     let mut families = state.metrics.gather();
     families.extend(scrape.gather());

@@ -15,9 +15,8 @@ use edge_config::protocol::{
     MAX_REPORT_ID_BYTES, NodeRegistered, NodeRegistration, NodeStatus, Snapshot, UsageReport,
 };
 use edge_platform::ModuleHash;
-use serde::Deserialize;
 
-use super::state::AppState;
+use super::state::{AfterQuery, AppState};
 use crate::auth::{Admin, ClusterMember, ClusterNode, NodeCaller};
 use crate::error::ApiError;
 use crate::store::NodeRecord;
@@ -75,12 +74,6 @@ async fn register(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct SnapshotQuery {
-    #[serde(default)]
-    after: u64,
-}
-
 /// The snapshot of `version` (or newer) as JSON. Built once per version:
 /// when a deploy wakes every node's poll at once, the first builds it and
 /// the others wait for it and send the same bytes.
@@ -101,14 +94,23 @@ async fn snapshot_json(state: &AppState, version: u64) -> Result<bytes::Bytes, A
     Ok(json)
 }
 
+/// Records that `node` serves `snapshot_version`, as every call of its
+/// own says.
+async fn record_seen(
+    state: &AppState,
+    node: &NodeCaller,
+    snapshot_version: u64,
+) -> Result<(), ApiError> {
+    let seen = state.store.node_seen(&node.id, snapshot_version).await?;
+    node.still_registered(seen)
+}
+
 async fn snapshot(
     node: NodeCaller,
     State(state): State<AppState>,
-    Query(query): Query<SnapshotQuery>,
+    Query(query): Query<AfterQuery>,
 ) -> Result<Response, ApiError> {
-    if !state.store.node_seen(&node.id, query.after).await? {
-        return Err(ApiError::not_found(format!("node {}", node.id)));
-    }
+    record_seen(&state, &node, query.after).await?;
     let snapshot = super::state::long_poll(
         state.config.snapshot_wait,
         &state.snapshot_changed,
@@ -134,13 +136,7 @@ async fn usage(
     Json(report): Json<UsageReport>,
 ) -> Result<StatusCode, ApiError> {
     check_usage(&report)?;
-    if !state
-        .store
-        .node_seen(&node.id, report.snapshot_version)
-        .await?
-    {
-        return Err(ApiError::not_found(format!("node {}", node.id)));
-    }
+    record_seen(&state, &node, report.snapshot_version).await?;
     state.store.add_usage(&node.id, &report).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -169,13 +165,7 @@ async fn status(
     State(state): State<AppState>,
     Json(status): Json<NodeStatus>,
 ) -> Result<StatusCode, ApiError> {
-    if !state
-        .store
-        .node_seen(&node.id, status.snapshot_version)
-        .await?
-    {
-        return Err(ApiError::not_found(format!("node {}", node.id)));
-    }
+    record_seen(&state, &node, status.snapshot_version).await?;
     state.store.record_node_status(&node.id, &status).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,9 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use edge_config::limits::CACHE_MAX_SURROGATE_KEY_BYTES;
 use edge_config::protocol::PurgeTarget;
-use serde::Deserialize;
 
-use super::state::AppState;
+use super::state::{AfterQuery, AppState};
 use crate::auth::{NodeCaller, TenantCaller};
 use crate::error::ApiError;
 use crate::store::purges::PurgeStatus;
@@ -98,26 +97,18 @@ async fn status(
         .ok_or_else(|| ApiError::not_found(format!("purge {seq}")))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PollQuery {
-    #[serde(default)]
-    after: u64,
-}
-
 /// Answers as soon as there is a purge after `after`, or with 304 after the
 /// wait. Records `after` as the node's acknowledgement.
 async fn poll(
     node: NodeCaller,
     State(state): State<AppState>,
-    Query(query): Query<PollQuery>,
+    Query(query): Query<AfterQuery>,
 ) -> Result<Response, ApiError> {
-    if !state
+    let acknowledged = state
         .store
         .node_applied_purges(&node.id, query.after)
-        .await?
-    {
-        return Err(ApiError::not_found(format!("node {}", node.id)));
-    }
+        .await?;
+    node.still_registered(acknowledged)?;
     let batch = super::state::long_poll(
         state.config.snapshot_wait,
         &state.purges_changed,

@@ -12,7 +12,6 @@ use axum::{Json, Router};
 use edge_config::domain::{normalize_domain, within};
 use edge_config::protocol::ServiceSpec;
 use edge_config::validate::ConfigErrors;
-use edge_config::validate::validate_service_name;
 use edge_platform::ModuleHash;
 use std::collections::HashMap;
 
@@ -120,8 +119,7 @@ async fn create(
     State(state): State<AppState>,
     Json(new): Json<NewService>,
 ) -> Result<(StatusCode, Json<Service>), ApiError> {
-    validate_service_name(&new.name)
-        .map_err(|message| ApiError::bad_request("invalid_name", format!("name: {message}")))?;
+    ApiError::check_name("name", &new.name)?;
     let spec = check_spec(&state, &caller, &new.name, new.spec)?;
     let max = state.quotas.config.max_services_per_tenant;
     if state.store.list_services(&caller.tenant.id).await?.len() as u64 >= max {

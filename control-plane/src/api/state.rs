@@ -69,6 +69,14 @@ pub struct AppState {
 /// committed by another control-plane replica.
 const LONG_POLL_RECHECK: Duration = Duration::from_secs(1);
 
+/// A long-poll's query, `?after=N`: the last number (snapshot version,
+/// purge) the node has; 0 if it has none.
+#[derive(Debug, serde::Deserialize)]
+pub struct AfterQuery {
+    #[serde(default)]
+    pub after: u64,
+}
+
 /// Runs `ready` until it yields a value, again on every change `changed`
 /// announces and at least every [`LONG_POLL_RECHECK`]; `None` once `wait`
 /// is over. Shared by the snapshot and purge long-polls.

@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
-use edge_config::validate::validate_service_name;
 
 use super::state::AppState;
 use crate::auth::{Admin, TenantCaller, new_token, token_sha256};
@@ -18,44 +17,28 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tenants", post(create).get(list))
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{id}", delete(revoke_token))
-        .route("/v1/tenants/{tenant}/suspend", post(suspend))
-        .route("/v1/tenants/{tenant}/resume", post(resume))
+        .route("/v1/tenants/{tenant}/suspend", post(set_suspended::<true>))
+        .route("/v1/tenants/{tenant}/resume", post(set_suspended::<false>))
         .route("/v1/tenants/{tenant}/tokens", delete(revoke_tenant_tokens))
 }
 
-/// The operator's kill switch: the tenant's services leave every node's
-/// snapshot at once, and its tokens get 403 until it is resumed.
-async fn suspend(
-    admin: Admin,
-    state: State<AppState>,
-    path: Path<String>,
-) -> Result<Json<Suspension>, ApiError> {
-    set_suspended(admin, state, path, true).await
-}
-
-async fn resume(
-    admin: Admin,
-    state: State<AppState>,
-    path: Path<String>,
-) -> Result<Json<Suspension>, ApiError> {
-    set_suspended(admin, state, path, false).await
-}
-
-async fn set_suspended(
+/// The operator's kill switch (`SUSPENDED`) and its undo: a suspended
+/// tenant's services leave every node's snapshot at once, and its tokens
+/// get 403 until it is resumed.
+async fn set_suspended<const SUSPENDED: bool>(
     _: Admin,
     State(state): State<AppState>,
     Path(tenant): Path<String>,
-    suspended: bool,
 ) -> Result<Json<Suspension>, ApiError> {
     let snapshot_version = state
         .store
-        .set_suspended(&tenant, suspended)
+        .set_suspended(&tenant, SUSPENDED)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("tenant {tenant}")))?;
     state.snapshot_changed.send_replace(snapshot_version);
     Ok(Json(Suspension {
         tenant,
-        suspended,
+        suspended: SUSPENDED,
         snapshot_version,
     }))
 }
@@ -103,8 +86,7 @@ async fn create(
     State(state): State<AppState>,
     Json(new): Json<NewTenant>,
 ) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
-    validate_service_name(&new.name)
-        .map_err(|message| ApiError::bad_request("invalid_name", format!("name: {message}")))?;
+    ApiError::check_name("name", &new.name)?;
     let token = new_token();
     let tenant = state
         .store
@@ -123,8 +105,7 @@ async fn create_token(
     State(state): State<AppState>,
     Json(new): Json<NewToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    validate_service_name(&new.label)
-        .map_err(|message| ApiError::bad_request("invalid_name", format!("label: {message}")))?;
+    ApiError::check_name("label", &new.label)?;
     let token = new_token();
     state
         .store

@@ -6,7 +6,7 @@ use edge_config::CertificatePem;
 use edge_config::tls::SecretPem;
 use sqlx::Row;
 
-use super::db::{Store, StoreError, bump_snapshot, db, now_ms};
+use super::db::{Store, StoreError, Tx, commit_new_snapshot, commit_new_snapshot_if, db, now_ms};
 use super::records::Service;
 pub use edge_config::api::CertificateInfo;
 
@@ -19,16 +19,8 @@ impl Store {
         pem: &CertificatePem,
         fingerprint_sha256: &str,
     ) -> Result<u64, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(db("storing a certificate"))?;
-        sqlx::query("DELETE FROM certificates WHERE service_id = $1")
-            .bind(&service.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("replacing a certificate"))?;
+        let mut tx = self.begin("storing a certificate").await?;
+        remove_certificate(&mut tx, service, "replacing a certificate").await?;
         sqlx::query(
             "INSERT INTO certificates (service_id, cert_pem, key_pem, fingerprint_sha256, created_at) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -41,9 +33,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db("storing a certificate"))?;
-        let version = bump_snapshot(&mut tx).await?;
-        tx.commit().await.map_err(db("storing a certificate"))?;
-        Ok(version)
+        commit_new_snapshot(tx, "storing a certificate").await
     }
 
     pub async fn certificate_info(
@@ -66,23 +56,25 @@ impl Store {
     /// Removes the service's certificate; its clients get the node's
     /// default. Returns whether there was one.
     pub async fn delete_certificate(&self, service: &Service) -> Result<bool, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(db("removing a certificate"))?;
-        let removed = sqlx::query("DELETE FROM certificates WHERE service_id = $1")
-            .bind(&service.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("removing a certificate"))?
-            .rows_affected();
-        if removed > 0 {
-            bump_snapshot(&mut tx).await?;
-        }
-        tx.commit().await.map_err(db("removing a certificate"))?;
-        Ok(removed > 0)
+        let mut tx = self.begin("removing a certificate").await?;
+        let removed = remove_certificate(&mut tx, service, "removing a certificate").await?;
+        let version = commit_new_snapshot_if(tx, removed, "removing a certificate").await?;
+        Ok(version.is_some())
     }
+}
+
+/// Deletes the service's certificate in `tx`; returns whether it had one.
+async fn remove_certificate(
+    tx: &mut Tx<'_>,
+    service: &Service,
+    what: &'static str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM certificates WHERE service_id = $1")
+        .bind(&service.id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db(what))?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// A certificate from a snapshot query's `cert_pem`, `key_pem` columns.

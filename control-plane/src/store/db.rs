@@ -80,26 +80,120 @@ pub(super) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Bumps the snapshot version in `tx`, returning the new one.
-pub(super) async fn bump_snapshot(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+/// A transaction on the store's database.
+pub(super) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+impl Store {
+    /// Starts a transaction; `what` names the change if it cannot.
+    pub(super) async fn begin(&self, what: &'static str) -> Result<Tx<'static>, StoreError> {
+        self.pool.begin().await.map_err(db(what))
+    }
+}
+
+/// The one-row tables that number what nodes and readers ask for "after N"
+/// of: snapshots, purges, guest log lines.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Counter {
+    Snapshot,
+    Purges,
+    GuestLogs,
+}
+
+impl Counter {
+    /// The counter's table and column (its row is `id = 1`).
+    fn table_and_column(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Snapshot => ("snapshot", "version"),
+            Self::Purges => ("purge_counter", "seq"),
+            Self::GuestLogs => ("guest_log_counter", "seq"),
+        }
+    }
+}
+
+/// The counter's value, read on `executor`: the pool, or a transaction
+/// whose other reads must agree with it.
+pub(super) async fn read_counter<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    counter: Counter,
+    what: &'static str,
 ) -> Result<u64, StoreError> {
-    sqlx::query("UPDATE snapshot SET version = version + 1 WHERE id = 1")
-        .execute(&mut **tx)
+    let (table, column) = counter.table_and_column();
+    let value: i64 = sqlx::query(&format!("SELECT {column} FROM {table} WHERE id = 1"))
+        .fetch_one(executor)
         .await
-        .map_err(db("bumping the snapshot version"))?;
-    let version: i64 = sqlx::query("SELECT version FROM snapshot WHERE id = 1")
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db("reading the snapshot version"))?
+        .map_err(db(what))?
         .get(0);
-    Ok(u64::try_from(version).unwrap_or(0))
+    Ok(u64::try_from(value).unwrap_or(0))
+}
+
+/// Adds `by` to the counter in `tx`. Its row stays locked until `tx`
+/// ends (on PostgreSQL; SQLite has one writer anyway), even when `by` is 0:
+/// `lock_claims` adds 0 to serialize domain claims, so a `by == 0` call
+/// must still run the update.
+pub(super) async fn add_to_counter(
+    tx: &mut Tx<'_>,
+    counter: Counter,
+    by: i64,
+    what: &'static str,
+) -> Result<(), StoreError> {
+    let (table, column) = counter.table_and_column();
+    sqlx::query(&format!(
+        "UPDATE {table} SET {column} = {column} + $1 WHERE id = 1"
+    ))
+    .bind(by)
+    .execute(&mut **tx)
+    .await
+    .map_err(db(what))?;
+    Ok(())
+}
+
+/// Adds `by` to the counter in `tx` and returns its new value: the last of
+/// the `by` numbers taken, none of which another transaction gets.
+pub(super) async fn advance_counter(
+    tx: &mut Tx<'_>,
+    counter: Counter,
+    by: i64,
+    what: &'static str,
+) -> Result<u64, StoreError> {
+    add_to_counter(tx, counter, by, what).await?;
+    read_counter(&mut **tx, counter, what).await
+}
+
+/// Bumps the snapshot version and commits `tx`: how every change that nodes
+/// must see ends. Returns the new snapshot version.
+pub(super) async fn commit_new_snapshot(
+    mut tx: Tx<'_>,
+    what: &'static str,
+) -> Result<u64, StoreError> {
+    let version = advance_counter(
+        &mut tx,
+        Counter::Snapshot,
+        1,
+        "bumping the snapshot version",
+    )
+    .await?;
+    tx.commit().await.map_err(db(what))?;
+    Ok(version)
+}
+
+/// Ends a change that may have found nothing to change: committed with a
+/// new snapshot version (returned) if `changed`, otherwise rolled back
+/// (`None`).
+pub(super) async fn commit_new_snapshot_if(
+    tx: Tx<'_>,
+    changed: bool,
+    what: &'static str,
+) -> Result<Option<u64>, StoreError> {
+    if !changed {
+        return Ok(None);
+    }
+    commit_new_snapshot(tx, what).await.map(Some)
 }
 
 /// The id of the service a node names `<tenant>/<service>` (as in snapshots,
 /// usage reports and log lines); `None` if there is no such service.
 pub(super) async fn service_id_by_platform_name(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut Tx<'_>,
     name: &str,
 ) -> Result<Option<String>, sqlx::Error> {
     let Some((tenant, service)) = name.split_once('/') else {
@@ -126,7 +220,7 @@ pub(super) fn spec_text(spec: &ServiceSpec) -> String {
 
 /// The service's current spec, read in `tx`.
 pub(super) async fn current_spec(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut Tx<'_>,
     service_id: &str,
 ) -> Result<ServiceSpec, StoreError> {
     let row = sqlx::query("SELECT spec FROM services WHERE id = $1")
@@ -138,7 +232,7 @@ pub(super) async fn current_spec(
 }
 
 pub(super) async fn write_spec(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut Tx<'_>,
     service_id: &str,
     spec: &ServiceSpec,
 ) -> Result<(), StoreError> {
@@ -153,7 +247,7 @@ pub(super) async fn write_spec(
 
 /// The spec of the service's active version, if it has one.
 pub(super) async fn active_spec(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut Tx<'_>,
     service_id: &str,
 ) -> Result<Option<ServiceSpec>, StoreError> {
     let row = sqlx::query(

@@ -23,21 +23,16 @@ use edge_config::protocol::MAX_DOMAINS_PER_SERVICE;
 use sqlx::Row;
 
 use super::db::{
-    Store, StoreError, bump_snapshot, current_spec, db, now_ms, random_hex, write_spec,
+    Counter, Store, StoreError, Tx, add_to_counter, commit_new_snapshot, commit_new_snapshot_if,
+    current_spec, db, now_ms, random_hex, write_spec,
 };
 use super::records::Service;
 pub use edge_config::api::{Challenge, DomainClaim};
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
-
-/// Serializes claiming transactions: a row lock every one of them takes
-/// (PostgreSQL holds it to the commit; SQLite has one writer anyway).
+/// Serializes claiming transactions: every one of them takes the snapshot
+/// row's lock (adding nothing to it).
 pub(super) async fn lock_claims(tx: &mut Tx<'_>) -> Result<(), StoreError> {
-    sqlx::query("UPDATE snapshot SET version = version WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .map_err(db("locking domain claims"))?;
-    Ok(())
+    add_to_counter(tx, Counter::Snapshot, 0, "locking domain claims").await
 }
 
 /// Claims each of `domains` (normalized custom domains) for `service`,
@@ -229,7 +224,7 @@ impl Store {
         domain: &str,
         holder: Option<(&str, &str)>,
     ) -> Result<Option<u64>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("verifying a domain"))?;
+        let mut tx = self.begin("verifying a domain").await?;
         let done = match holder {
             None => sqlx::query("UPDATE domains SET verified = 1 WHERE domain = $1").bind(domain),
             Some((service_id, token)) => sqlx::query(
@@ -243,17 +238,12 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db("verifying a domain"))?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let version = bump_snapshot(&mut tx).await?;
-        tx.commit().await.map_err(db("verifying a domain"))?;
-        Ok(Some(version))
+        commit_new_snapshot_if(tx, done.rows_affected() > 0, "verifying a domain").await
     }
 
     /// Adds `domain` to the service's spec and claims it (pending).
     pub async fn add_domain(&self, service: &Service, domain: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("adding a domain"))?;
+        let mut tx = self.begin("adding a domain").await?;
         lock_claims(&mut tx).await?;
         let mut spec = current_spec(&mut tx, &service.id).await?;
         if !spec.domains.iter().any(|d| d == domain) {
@@ -287,7 +277,7 @@ impl Store {
         service: &Service,
         domain: &str,
     ) -> Result<Option<u64>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("removing a domain"))?;
+        let mut tx = self.begin("removing a domain").await?;
         let mut spec = current_spec(&mut tx, &service.id).await?;
         let before = spec.domains.len();
         spec.domains.retain(|d| d != domain);
@@ -301,8 +291,6 @@ impl Store {
             return Ok(None);
         }
         write_spec(&mut tx, &service.id, &spec).await?;
-        let version = bump_snapshot(&mut tx).await?;
-        tx.commit().await.map_err(db("removing a domain"))?;
-        Ok(Some(version))
+        commit_new_snapshot(tx, "removing a domain").await.map(Some)
     }
 }

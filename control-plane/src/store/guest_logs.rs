@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use edge_config::protocol::{GuestLogLine, bounded_log_line};
 use sqlx::Row;
 
-use super::db::{Store, StoreError, db, service_id_by_platform_name, to_i64};
+use super::db::{
+    Counter, Store, StoreError, advance_counter, db, service_id_by_platform_name, to_i64,
+};
 use super::records::Service;
 pub use edge_config::api::StoredLogLine;
 
@@ -28,7 +30,7 @@ impl Store {
         node_id: &str,
         lines: &[GuestLogLine],
     ) -> Result<usize, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("storing guest logs"))?;
+        let mut tx = self.begin("storing guest logs").await?;
         let mut service_ids: HashMap<&str, Option<String>> = HashMap::new();
         for line in lines {
             if !service_ids.contains_key(line.service.as_str()) {
@@ -49,17 +51,9 @@ impl Store {
             return Ok(0);
         }
         let count = i64::try_from(kept.len()).unwrap_or(i64::MAX);
-        sqlx::query("UPDATE guest_log_counter SET seq = seq + $1 WHERE id = 1")
-            .bind(count)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("numbering guest logs"))?;
-        let last: i64 = sqlx::query("SELECT seq FROM guest_log_counter WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("numbering guest logs"))?
-            .get(0);
-        let first = last - count + 1;
+        let last =
+            advance_counter(&mut tx, Counter::GuestLogs, count, "numbering guest logs").await?;
+        let first = to_i64(last) - count + 1;
         for (offset, (line, service_id)) in kept.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO guest_logs (id, service_id, node_id, version, request_id, stream, \

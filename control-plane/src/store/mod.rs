@@ -125,11 +125,7 @@ impl Store {
         .await
         .map_err(db("creating the migrations table"))?;
         for (version, statements) in migrations::MIGRATIONS {
-            let mut tx = self
-                .pool
-                .begin()
-                .await
-                .map_err(db("starting a migration"))?;
+            let mut tx = self.begin("starting a migration").await?;
             let applied = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
                 .bind(*version)
                 .fetch_optional(&mut *tx)

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use edge_config::protocol::NodeStatus;
 use sqlx::Row;
 
-use super::db::{Store, StoreError, db, now_ms, service_id_by_platform_name};
+use super::db::{Store, StoreError, Tx, db, now_ms, service_id_by_platform_name, to_i64};
 use super::records::{NodeFailure, Service};
 
 /// Failures one report may carry; the rest are dropped. A snapshot with
@@ -24,16 +24,8 @@ impl Store {
         node_id: &str,
         status: &NodeStatus,
     ) -> Result<(), StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(db("recording a node status"))?;
-        sqlx::query("DELETE FROM node_failures WHERE node_id = $1")
-            .bind(node_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("recording a node status"))?;
+        let mut tx = self.begin("recording a node status").await?;
+        forget_node_failures(&mut tx, node_id, "recording a node status").await?;
         for failure in status.failures.iter().take(MAX_REPORTED_FAILURES) {
             let Some(service_id) = service_id_by_platform_name(&mut tx, &failure.service)
                 .await
@@ -52,7 +44,7 @@ impl Store {
             )
             .bind(node_id)
             .bind(service_id)
-            .bind(i64::try_from(failure.version).unwrap_or(i64::MAX))
+            .bind(to_i64(failure.version))
             .bind(error)
             .bind(now_ms())
             .execute(&mut *tx)
@@ -89,4 +81,19 @@ impl Store {
         }
         Ok(by_version)
     }
+}
+
+/// Deletes, in `tx`, every failure `node_id` reported: before its next
+/// report replaces them, or when the node is removed.
+pub(super) async fn forget_node_failures(
+    tx: &mut Tx<'_>,
+    node_id: &str,
+    what: &'static str,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM node_failures WHERE node_id = $1")
+        .bind(node_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db(what))?;
+    Ok(())
 }

@@ -3,6 +3,7 @@
 use sqlx::Row;
 
 use super::db::{Store, StoreError, db, now_ms, random_hex, to_i64};
+use super::node_failures;
 use super::records::{NODE_HEALTHY_WITHIN_MS, NodeRecord};
 
 impl Store {
@@ -31,12 +32,8 @@ impl Store {
 
     /// Removes a node and what it reported; false if there is none.
     pub async fn remove_node(&self, node_id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("removing a node"))?;
-        sqlx::query("DELETE FROM node_failures WHERE node_id = $1")
-            .bind(node_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("removing a node"))?;
+        let mut tx = self.begin("removing a node").await?;
+        node_failures::forget_node_failures(&mut tx, node_id, "removing a node").await?;
         let removed = sqlx::query("DELETE FROM nodes WHERE id = $1")
             .bind(node_id)
             .execute(&mut *tx)

@@ -4,7 +4,7 @@
 use edge_config::protocol::{Purge, PurgeBatch, PurgeTarget};
 use sqlx::Row;
 
-use super::db::{Store, StoreError, db, now_ms, to_i64};
+use super::db::{Counter, Store, StoreError, advance_counter, db, now_ms, read_counter, to_i64};
 pub use edge_config::api::PurgeStatus;
 
 /// Purges older than this are pruned. A node that was away longer is told
@@ -39,21 +39,13 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let (kind, value) = kind_and_value(target);
         let now = now_ms();
-        let mut tx = self.pool.begin().await.map_err(db("recording a purge"))?;
-        sqlx::query("UPDATE purge_counter SET seq = seq + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await
-            .map_err(db("numbering a purge"))?;
-        let seq: i64 = sqlx::query("SELECT seq FROM purge_counter WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("numbering a purge"))?
-            .get(0);
+        let mut tx = self.begin("recording a purge").await?;
+        let seq = advance_counter(&mut tx, Counter::Purges, 1, "numbering a purge").await?;
         sqlx::query(
             "INSERT INTO purges (seq, tenant_id, kind, value, created_at, soft) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(seq)
+        .bind(to_i64(seq))
         .bind(tenant_id)
         .bind(kind)
         .bind(value)
@@ -63,7 +55,7 @@ impl Store {
         .await
         .map_err(db("recording a purge"))?;
         tx.commit().await.map_err(db("recording a purge"))?;
-        Ok(u64::try_from(seq).unwrap_or(0))
+        Ok(seq)
     }
 
     /// Deletes expired purges (by the `purges_by_age` index), at most
@@ -83,12 +75,7 @@ impl Store {
 
     /// The number of the newest purge (0 if none).
     pub async fn purge_seq(&self) -> Result<u64, StoreError> {
-        let seq: i64 = sqlx::query("SELECT seq FROM purge_counter WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("reading the purge counter"))?
-            .get(0);
-        Ok(u64::try_from(seq).unwrap_or(0))
+        read_counter(&self.pool, Counter::Purges, "reading the purge counter").await
     }
 
     /// The purges after `after`, in order.

@@ -6,8 +6,8 @@ use edge_config::protocol::ServiceSpec;
 use sqlx::Row;
 
 use super::db::{
-    Store, StoreError, active_spec, bump_snapshot, current_spec, db, now_ms, random_hex, spec_from,
-    spec_text, to_i64, write_spec,
+    Store, StoreError, active_spec, commit_new_snapshot, current_spec, db, now_ms, random_hex,
+    spec_from, spec_text, to_i64, write_spec,
 };
 use super::domains;
 use super::records::{Service, Tenant, Version, service_from_row, version_from_row};
@@ -31,7 +31,7 @@ impl Store {
             active_version: None,
             created_at: now_ms(),
         };
-        let mut tx = self.pool.begin().await.map_err(db("creating a service"))?;
+        let mut tx = self.begin("creating a service").await?;
         domains::lock_claims(&mut tx).await?;
         sqlx::query(
             "INSERT INTO services (id, tenant_id, name, spec, active_version, created_at) \
@@ -64,7 +64,7 @@ impl Store {
         service: &Service,
         spec: &ServiceSpec,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("updating a service"))?;
+        let mut tx = self.begin("updating a service").await?;
         domains::lock_claims(&mut tx).await?;
         domains::claim(
             &mut tx,
@@ -88,7 +88,7 @@ impl Store {
     /// and releases its domains; bumps the snapshot version, so nodes stop
     /// serving it. Returns the new snapshot version.
     pub async fn delete_service(&self, service: &Service) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("deleting a service"))?;
+        let mut tx = self.begin("deleting a service").await?;
         for table in ["domains", "certificates", "versions", "usage", "guest_logs"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE service_id = $1"))
                 .bind(&service.id)
@@ -101,9 +101,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("deleting a service"))?;
-        let version = bump_snapshot(&mut tx).await?;
-        tx.commit().await.map_err(db("deleting a service"))?;
-        Ok(version)
+        commit_new_snapshot(tx, "deleting a service").await
     }
 
     pub async fn list_services(&self, tenant_id: &str) -> Result<Vec<Service>, StoreError> {
@@ -148,7 +146,7 @@ impl Store {
         sha256: &str,
         size_bytes: u64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("recording a module"))?;
+        let mut tx = self.begin("recording a module").await?;
         sqlx::query(
             "INSERT INTO modules (sha256, size_bytes, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (sha256) DO NOTHING",
@@ -223,7 +221,7 @@ impl Store {
         module_sha256: &str,
         author: &str,
     ) -> Result<Version, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("creating a version"))?;
+        let mut tx = self.begin("creating a version").await?;
         let next: i64 =
             sqlx::query("SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE service_id = $1")
                 .bind(&service.id)
@@ -286,11 +284,7 @@ impl Store {
         service: &Service,
         number: i64,
     ) -> Result<Option<u64>, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(db("activating a version"))?;
+        let mut tx = self.begin("activating a version").await?;
         domains::lock_claims(&mut tx).await?;
         let row = sqlx::query("SELECT spec FROM versions WHERE service_id = $1 AND number = $2")
             .bind(&service.id)
@@ -323,9 +317,9 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("activating a version"))?;
-        let version = bump_snapshot(&mut tx).await?;
-        tx.commit().await.map_err(db("activating a version"))?;
-        Ok(Some(version))
+        commit_new_snapshot(tx, "activating a version")
+            .await
+            .map(Some)
     }
 
     // ----- snapshot ---------------------------------------------------------

@@ -6,16 +6,16 @@ use edge_config::protocol::{Snapshot, SnapshotService};
 use sqlx::Row;
 
 use super::certificates;
-use super::db::{Store, StoreError, db, spec_from};
+use super::db::{Counter, Store, StoreError, db, read_counter, spec_from};
 
 impl Store {
     pub async fn snapshot_version(&self) -> Result<u64, StoreError> {
-        let version: i64 = sqlx::query("SELECT version FROM snapshot WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("reading the snapshot version"))?
-            .get(0);
-        Ok(u64::try_from(version).unwrap_or(0))
+        read_counter(
+            &self.pool,
+            Counter::Snapshot,
+            "reading the snapshot version",
+        )
+        .await
     }
 
     /// Every active service of a tenant not suspended, with the spec of its
@@ -24,16 +24,9 @@ impl Store {
     /// the version's custom domains it holds a verified claim on: a pending
     /// domain reaches no node.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(db("reading the snapshot"))?;
-        let version: i64 = sqlx::query("SELECT version FROM snapshot WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("reading the snapshot version"))?
-            .get(0);
+        let mut tx = self.begin("reading the snapshot").await?;
+        let version =
+            read_counter(&mut *tx, Counter::Snapshot, "reading the snapshot version").await?;
         let rows = sqlx::query(
             "SELECT t.name, s.name, v.number, v.module_sha256, v.spec, c.cert_pem, c.key_pem, \
              s.created_at, s.id \
@@ -82,10 +75,7 @@ impl Store {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
-        Ok(Snapshot {
-            version: u64::try_from(version).unwrap_or(0),
-            services,
-        })
+        Ok(Snapshot { version, services })
     }
 
     // ----- nodes and usage ----------------------------------------------------

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::db::{Store, StoreError, bump_snapshot, db, now_ms, random_hex};
+use super::db::{Store, StoreError, commit_new_snapshot_if, db, now_ms, random_hex};
 use super::records::{Tenant, TokenInfo, tenant_from_row};
 
 impl Store {
@@ -20,7 +20,7 @@ impl Store {
             allow_private_backends,
             suspended: false,
         };
-        let mut tx = self.pool.begin().await.map_err(db("creating a tenant"))?;
+        let mut tx = self.begin("creating a tenant").await?;
         sqlx::query(
             "INSERT INTO tenants (id, name, created_at, allow_private_backends) VALUES ($1, $2, $3, $4)",
         )
@@ -31,16 +31,14 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("tenant"))?;
-        sqlx::query(
-            "INSERT INTO api_tokens (token_sha256, tenant_id, label, created_at) VALUES ($1, $2, $3, $4)",
+        insert_token(
+            &mut *tx,
+            &tenant.id,
+            token_sha256,
+            "initial",
+            tenant.created_at,
         )
-        .bind(token_sha256)
-        .bind(&tenant.id)
-        .bind("initial")
-        .bind(tenant.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("creating a token"))?;
+        .await?;
         tx.commit().await.map_err(db("creating a tenant"))?;
         Ok(tenant)
     }
@@ -51,17 +49,7 @@ impl Store {
         token_sha256: &str,
         label: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_tokens (token_sha256, tenant_id, label, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(token_sha256)
-        .bind(tenant_id)
-        .bind(label)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .map_err(db("creating a token"))?;
-        Ok(())
+        insert_token(&self.pool, tenant_id, token_sha256, label, now_ms()).await
     }
 
     /// Suspends or resumes the tenant named `name` and bumps the snapshot
@@ -72,19 +60,14 @@ impl Store {
         name: &str,
         suspended: bool,
     ) -> Result<Option<u64>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("suspending a tenant"))?;
+        let mut tx = self.begin("suspending a tenant").await?;
         let done = sqlx::query("UPDATE tenants SET suspended = $1 WHERE name = $2")
             .bind(i64::from(suspended))
             .bind(name)
             .execute(&mut *tx)
             .await
             .map_err(db("suspending a tenant"))?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let version = bump_snapshot(&mut tx).await?;
-        tx.commit().await.map_err(db("suspending a tenant"))?;
-        Ok(Some(version))
+        commit_new_snapshot_if(tx, done.rows_affected() > 0, "suspending a tenant").await
     }
 
     /// A tenant's tokens: their ids (the first 12 hex digits of their
@@ -168,4 +151,26 @@ impl Store {
     }
 
     // ----- services -------------------------------------------------------
+}
+
+/// Stores a token of the tenant (as its sha256) on `executor`: the pool, or
+/// the transaction that creates the tenant with its first token.
+async fn insert_token<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    tenant_id: &str,
+    token_sha256: &str,
+    label: &str,
+    created_at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO api_tokens (token_sha256, tenant_id, label, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(token_sha256)
+    .bind(tenant_id)
+    .bind(label)
+    .bind(created_at)
+    .execute(executor)
+    .await
+    .map_err(db("creating a token"))?;
+    Ok(())
 }

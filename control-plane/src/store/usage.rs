@@ -19,7 +19,7 @@ impl Store {
     /// last week) is not counted again. Services the report names that no
     /// longer exist are skipped. Returns whether it was counted.
     pub async fn add_usage(&self, node_id: &str, report: &UsageReport) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("recording usage"))?;
+        let mut tx = self.begin("recording usage").await?;
         if let Some(report_id) = &report.report_id {
             let now = now_ms();
             let new = sqlx::query(

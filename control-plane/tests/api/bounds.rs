@@ -26,8 +26,7 @@ where
 #[tokio::test]
 async fn two_hundred_thousand_stored_purges_leave_purge_and_api_latency_flat() {
     let plane = Plane::start("sqlite").await;
-    let acme = plane.tenant("acme").await;
-    let other = plane.tenant("other").await;
+    let [acme, other] = plane.tenants(["acme", "other"]).await;
     plane.service(&other, "web", "web.other.test").await;
     let purge = |i: usize| {
         let plane = &plane;

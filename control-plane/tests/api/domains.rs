@@ -2,13 +2,10 @@
 
 use super::*;
 
+/// Asks to create service `name` claiming `domains`.
 async fn create(plane: &Plane, token: &str, name: &str, domains: &[&str]) -> (StatusCode, Value) {
     plane
-        .post(
-            "/v1/services",
-            token,
-            json!({"name": name, "spec": {"domains": domains}}),
-        )
+        .create_service(token, name, json!({"domains": domains}))
         .await
 }
 
@@ -50,8 +47,7 @@ async fn domains_added_one_by_one_stop_at_the_specs_bound() {
 async fn a_pending_claim_nobody_proves_stops_blocking_after_its_ttl() {
     for ttl in [Duration::from_secs(3600), Duration::ZERO] {
         let plane = Plane::start_with("sqlite", |c| c.pending_claim_ttl = ttl).await;
-        let squatter = plane.tenant("squatter").await;
-        let owner = plane.tenant("owner").await;
+        let [squatter, owner] = plane.tenants(["squatter", "owner"]).await;
         let (status, _) = create(&plane, &squatter, "web", &["*.victim.example"]).await;
         assert_eq!(status, StatusCode::CREATED);
         let (status, body) = create(&plane, &owner, "web", &["www.victim.example"]).await;
@@ -66,8 +62,7 @@ async fn a_pending_claim_nobody_proves_stops_blocking_after_its_ttl() {
     }
     // Verified, it holds even with a TTL of zero.
     let plane = Plane::start_with("sqlite", |c| c.pending_claim_ttl = Duration::ZERO).await;
-    let first = plane.tenant("first").await;
-    let second = plane.tenant("second").await;
+    let [first, second] = plane.tenants(["first", "second"]).await;
     let (status, _) = create(&plane, &first, "web", &["*.shop.example"]).await;
     assert_eq!(status, StatusCode::CREATED);
     plane.approve("*.shop.example").await;
@@ -78,17 +73,10 @@ async fn a_pending_claim_nobody_proves_stops_blocking_after_its_ttl() {
 
 #[tokio::test]
 async fn domain_claims_never_overlap_across_tenants() {
-    for kind in databases() {
-        let plane = Plane::start(kind).await;
-        let alpha = plane.tenant("alpha").await;
-        let beta = plane.tenant("beta").await;
-        let (status, body) = create(
-            &plane,
-            &alpha,
-            "web",
-            &["*.Alpha.Example", "bücher.example"],
-        )
-        .await;
+    on_every_database(async |kind, plane| {
+        let [alpha, beta] = plane.tenants(["alpha", "beta"]).await;
+        let (status, body) =
+            create(plane, &alpha, "web", &["*.Alpha.Example", "bücher.example"]).await;
         assert_eq!(status, StatusCode::CREATED, "{kind}: {body}");
         assert_eq!(
             body["spec"]["domains"],
@@ -107,7 +95,7 @@ async fn domain_claims_never_overlap_across_tenants() {
         .iter()
         .enumerate()
         {
-            let (status, body) = create(&plane, &beta, &format!("s{i}"), &[taken]).await;
+            let (status, body) = create(plane, &beta, &format!("s{i}"), &[taken]).await;
             assert_eq!(status, StatusCode::CONFLICT, "{kind}: {taken}: {body}");
             assert_eq!(body["error"]["code"], "domain_conflict", "{kind}");
             let message = body["error"]["message"].as_str().unwrap_or_default();
@@ -115,53 +103,46 @@ async fn domain_claims_never_overlap_across_tenants() {
             assert!(!message.contains("tenant alpha"), "{kind}: {message}");
         }
         for public in ["*.com", "*.co.uk", "*.github.io", "*.example"] {
-            let (status, body) = create(&plane, &beta, "wide", &[public]).await;
+            let (status, body) = create(plane, &beta, "wide", &[public]).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {public}: {body}");
         }
         // The other way round: alpha's wildcard over beta's name.
-        let (status, _) = create(&plane, &beta, "shop", &["shop.beta.example"]).await;
+        let (status, _) = create(plane, &beta, "shop", &["shop.beta.example"]).await;
         assert_eq!(status, StatusCode::CREATED, "{kind}");
-        let (status, _) = plane
-            .put(
+        let widen_over_beta = || {
+            plane.put(
                 "/v1/services/web",
                 &alpha,
                 json!({"domains": ["*.alpha.example", "*.beta.example"]}),
             )
-            .await;
+        };
+        let (status, _) = widen_over_beta().await;
         assert_eq!(
             status,
             StatusCode::CONFLICT,
             "{kind}: a wildcard over beta's name"
         );
         // Within one tenant, services may nest, but never share a name.
-        let (status, _) = create(&plane, &alpha, "api", &["api.alpha.example"]).await;
+        let (status, _) = create(plane, &alpha, "api", &["api.alpha.example"]).await;
         assert_eq!(status, StatusCode::CREATED, "{kind}");
-        let (status, _) = create(&plane, &alpha, "api2", &["api.alpha.example"]).await;
+        let (status, _) = create(plane, &alpha, "api2", &["api.alpha.example"]).await;
         assert_eq!(status, StatusCode::CONFLICT, "{kind}");
         // A deleted service releases its domains.
         let (status, _) = plane.delete("/v1/services/shop", &beta).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
-        let (status, body) = plane
-            .put(
-                "/v1/services/web",
-                &alpha,
-                json!({"domains": ["*.alpha.example", "*.beta.example"]}),
-            )
-            .await;
+        let (status, body) = widen_over_beta().await;
         assert_eq!(status, StatusCode::OK, "{kind}: {body}");
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 /// Claims hold per version: a version whose domains another tenant holds
 /// now cannot be activated, and the snapshot never holds a domain twice.
 #[tokio::test]
 async fn activating_a_version_whose_domain_another_tenant_holds_now_is_refused() {
-    for kind in databases() {
-        let plane = Plane::start(kind).await;
-        let alpha = plane.tenant("alpha").await;
-        let beta = plane.tenant("beta").await;
-        let (status, _) = create(&plane, &beta, "s", &["shop.example"]).await;
+    on_every_database(async |kind, plane| {
+        let [alpha, beta] = plane.tenants(["alpha", "beta"]).await;
+        let (status, _) = create(plane, &beta, "s", &["shop.example"]).await;
         assert_eq!(status, StatusCode::CREATED);
         let (_, upload) = plane.upload(&beta, "s", hello()).await;
         let (status, _) = plane
@@ -176,7 +157,7 @@ async fn activating_a_version_whose_domain_another_tenant_holds_now_is_refused()
             .put("/v1/services/s", &beta, json!({"domains": []}))
             .await;
         assert_eq!(status, StatusCode::OK, "{kind}");
-        let (status, body) = create(&plane, &alpha, "shop", &["shop.example"]).await;
+        let (status, body) = create(plane, &alpha, "shop", &["shop.example"]).await;
         assert_eq!(status, StatusCode::CREATED, "{kind}: released: {body}");
         plane.deploy(&alpha, "shop", hello()).await;
         plane.approve("shop.example").await;
@@ -198,18 +179,17 @@ async fn activating_a_version_whose_domain_another_tenant_holds_now_is_refused()
             .collect();
         assert_eq!(holders.len(), 1, "{kind}: {snapshot}");
         assert_eq!(holders[0]["name"], "alpha/shop", "{kind}");
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 /// A custom domain is pending, and out of every snapshot, until approved;
 /// the platform name needs nothing.
 #[tokio::test]
 async fn a_pending_domain_is_in_no_snapshot_until_approved() {
-    for kind in databases() {
-        let plane = Plane::start(kind).await;
+    on_every_database(async |kind, plane| {
         let token = plane.tenant("acme").await;
-        let (status, _) = create(&plane, &token, "web", &["shop.example"]).await;
+        let (status, _) = create(plane, &token, "web", &["shop.example"]).await;
         assert_eq!(status, StatusCode::CREATED);
         plane.deploy(&token, "web", hello()).await;
         let (_, domains) = plane.get("/v1/services/web/domains", &token).await;
@@ -233,6 +213,6 @@ async fn a_pending_domain_is_in_no_snapshot_until_approved() {
             json!(["web.acme.test", "shop.example"]),
             "{kind}"
         );
-        plane.stop().await;
-    }
+    })
+    .await;
 }

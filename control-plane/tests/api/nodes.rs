@@ -7,9 +7,8 @@ use super::*;
 /// was killed before it knew), it is counted once; another id counts.
 #[tokio::test]
 async fn a_usage_report_sent_again_with_its_id_is_counted_once() {
-    for kind in databases() {
-        let (plane, token) = Plane::with_acme_web(kind).await;
-        plane.deploy(&token, "web", hello()).await;
+    on_every_database(async |kind, plane| {
+        let token = plane.acme_web_hello().await;
         let node = plane.register_node("n1").await;
         let report = |id: &str| {
             json!({"snapshot_version": 1, "report_id": id, "services": [{
@@ -27,15 +26,14 @@ async fn a_usage_report_sent_again_with_its_id_is_counted_once() {
             .post("/v1/node/usage", &node, report(&"x".repeat(65)))
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {body}");
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn nodes_register_report_usage_and_are_listed() {
-    for kind in databases() {
-        let (plane, token) = Plane::with_acme_web(kind).await;
-        plane.deploy(&token, "web", hello()).await;
+    on_every_database(async |kind, plane| {
+        let token = plane.acme_web_hello().await;
         let (status, _) = plane
             .post(
                 "/v1/node/register",
@@ -81,8 +79,8 @@ async fn nodes_register_report_usage_and_are_listed() {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {name:?}");
             assert_eq!(body["error"]["code"], "invalid_node_name");
         }
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 /// What a node says about services it could not load is bounded: at most
@@ -93,9 +91,7 @@ async fn nodes_register_report_usage_and_are_listed() {
 async fn node_failure_reports_are_bounded_and_replaced() {
     use control_plane::store::node_failures::{MAX_FAILURE_ERROR_CHARS, MAX_REPORTED_FAILURES};
     let plane = Plane::start("sqlite").await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", "web.acme.test").await;
-    plane.deploy(&token, "web", hello()).await;
+    let token = plane.acme_web_hello().await;
     let node = plane.register_node("n1").await;
     let failure = |service: &str| {
         json!({"service": service, "version": 1, "module_sha256": "x",
@@ -137,9 +133,8 @@ async fn node_failure_reports_are_bounded_and_replaced() {
 /// stored can never make the sums fail.
 #[tokio::test]
 async fn implausible_usage_is_refused_and_usage_and_metrics_still_answer() {
-    for kind in databases() {
-        let (plane, token) = Plane::with_acme_web(kind).await;
-        plane.deploy(&token, "web", hello()).await;
+    on_every_database(async |kind, plane| {
+        let token = plane.acme_web_hello().await;
         let nodes = [
             plane.register_node("n1").await,
             plane.register_node("n2").await,
@@ -204,17 +199,15 @@ async fn implausible_usage_is_refused_and_usage_and_metrics_still_answer() {
             .await
             .expect("metrics");
         assert_eq!(metrics.status(), StatusCode::OK, "{kind}");
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
     use control_plane::store::guest_logs::MAX_GUEST_LOG_LINES_PER_SERVICE;
-    for kind in databases() {
-        let plane = Plane::start(kind).await;
-        let token = plane.tenant("acme").await;
-        let other = plane.tenant("other").await;
+    on_every_database(async |kind, plane| {
+        let [token, other] = plane.tenants(["acme", "other"]).await;
         plane.service(&token, "web", "web.acme.test").await;
         let node = plane.register_node("n1").await;
         let line = |n: i64| {
@@ -299,8 +292,8 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
         // Another tenant cannot read them.
         let (status, _) = plane.get("/v1/services/web/logs", &other).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{kind}");
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 /// A snapshot is read and serialized once per version, however many nodes
@@ -308,9 +301,7 @@ async fn guest_logs_are_kept_per_service_bounded_and_read_in_order() {
 #[tokio::test]
 async fn a_snapshot_is_built_once_per_version_for_every_node() {
     let plane = Plane::start("sqlite").await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", "web.acme.test").await;
-    plane.deploy(&token, "web", hello()).await;
+    let token = plane.acme_web_hello().await;
     let builds = || async {
         edge_tests::node::metric_value(&plane.metrics_page().await, "cp_snapshot_builds_total")
     };

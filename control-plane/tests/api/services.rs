@@ -5,8 +5,8 @@ use super::*;
 
 #[tokio::test]
 async fn deploy_activate_and_roll_back_through_the_snapshot() {
-    for kind in databases() {
-        let (plane, token) = Plane::with_acme_web(kind).await;
+    on_every_database(async |kind, plane| {
+        let token = plane.acme_web().await;
         let (status, _) = plane.snapshot(0).await;
         assert_eq!(
             status,
@@ -43,16 +43,15 @@ async fn deploy_activate_and_roll_back_through_the_snapshot() {
         let versions = versions.as_array().expect("versions");
         assert_eq!(versions.len(), 2, "{kind}: rollback makes no new version");
         assert_eq!(versions[0]["author"], "initial");
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_long_poll_answers_as_soon_as_a_version_is_activated() {
     for kind in databases() {
         let plane = Plane::start_with(kind, |c| c.snapshot_wait = Duration::from_secs(20)).await;
-        let token = plane.tenant("acme").await;
-        plane.service(&token, "web", "web.acme.test").await;
+        let token = plane.acme_web().await;
         let (status, body) = plane.upload(&token, "web", hello()).await;
         assert!(status.is_success());
         let hash = body["module_sha256"].as_str().expect("hash").to_string();
@@ -129,8 +128,8 @@ async fn bad_uploads_are_refused_by_name_and_nothing_is_stored() {
             "at most",
         ),
     ];
-    for kind in databases() {
-        let (plane, token) = Plane::with_acme_web(kind).await;
+    on_every_database(async |kind, plane| {
+        let token = plane.acme_web().await;
         for (what, bytes, status, code, message) in &cases {
             let response = plane
                 .http
@@ -147,8 +146,8 @@ async fn bad_uploads_are_refused_by_name_and_nothing_is_stored() {
             assert!(text.contains(message), "{kind}: {what}: {text}");
         }
         assert_eq!(plane.stored_components(), 0, "{kind}: nothing stored");
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 /// A core module of a handler that does nothing, with `items` (memories,
@@ -167,8 +166,7 @@ fn handler_with(items: &str) -> Vec<u8> {
 #[tokio::test]
 async fn components_no_node_could_load_are_refused_at_upload_naming_the_limit() {
     let plane = Plane::start("sqlite").await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", "web.acme.test").await;
+    let token = plane.acme_web().await;
     // 2048 pages are the default 128 MiB ceiling exactly.
     let cases = [
         (
@@ -213,24 +211,22 @@ async fn components_no_node_could_load_are_refused_at_upload_naming_the_limit() 
 
 #[tokio::test]
 async fn the_same_bytes_are_stored_once() {
-    for kind in databases() {
-        let (plane, token) = Plane::with_acme_web(kind).await;
+    on_every_database(async |kind, plane| {
+        let token = plane.acme_web().await;
         let (first, a) = plane.upload(&token, "web", hello()).await;
         let (second, b) = plane.upload(&token, "web", hello()).await;
         assert_eq!(first, StatusCode::CREATED, "{kind}");
         assert_eq!(second, StatusCode::OK, "{kind}: already stored");
         assert_eq!(a["module_sha256"], b["module_sha256"]);
         assert_eq!(plane.stored_components(), 1, "{kind}");
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 /// Creating service `web` with `spec` is refused (400 `invalid_spec`) with
 /// a message that holds each of `named`.
 async fn assert_spec_refused_naming(plane: &Plane, token: &str, spec: Value, named: &[&str]) {
-    let (status, body) = plane
-        .post("/v1/services", token, json!({"name": "web", "spec": spec}))
-        .await;
+    let (status, body) = plane.create_service(token, "web", spec).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "invalid_spec");
     let message = body["error"]["message"].as_str().unwrap_or_default();
@@ -241,8 +237,7 @@ async fn assert_spec_refused_naming(plane: &Plane, token: &str, spec: Value, nam
 
 #[tokio::test]
 async fn invalid_specs_name_every_problem() {
-    for kind in databases() {
-        let plane = Plane::start(kind).await;
+    on_every_database(async |_, plane| {
         let token = plane.tenant("acme").await;
         let spec = json!({
             "domains": ["bad domain!"],
@@ -254,9 +249,9 @@ async fn invalid_specs_name_every_problem() {
             "limits.cpu_budget_ms",
             "backends.origin.origin",
         ];
-        assert_spec_refused_naming(&plane, &token, spec, &named).await;
-        plane.stop().await;
-    }
+        assert_spec_refused_naming(plane, &token, spec, &named).await;
+    })
+    .await;
 }
 
 /// What a tenant may set for its requests has the operator's maxima
@@ -264,8 +259,7 @@ async fn invalid_specs_name_every_problem() {
 /// `--node-max-log-bytes-per-request`): a spec above one is 400, naming it.
 #[tokio::test]
 async fn limits_above_the_operators_maxima_are_refused_naming_them() {
-    for kind in databases() {
-        let plane = Plane::start(kind).await;
+    on_every_database(async |kind, plane| {
         let token = plane.tenant("acme").await;
         let spec = json!({
             "domains": ["web.acme.test"],
@@ -281,21 +275,21 @@ async fn limits_above_the_operators_maxima_are_refused_naming_them() {
             "limits.max_log_bytes_per_request",
             "0..=1048576",
         ];
-        assert_spec_refused_naming(&plane, &token, spec, &named).await;
+        assert_spec_refused_naming(plane, &token, spec, &named).await;
         // At the maxima, it is accepted.
         let (status, _) = plane
-            .post(
-                "/v1/services",
+            .create_service(
                 &token,
-                json!({"name": "web", "spec": {
+                "web",
+                json!({
                     "domains": ["web.acme.test"],
                     "limits": {"cpu_budget_ms": 5_000, "wall_time_ms": 120_000}
-                }}),
+                }),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{kind}");
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 /// `bytes` (a component) with a custom section naming `n` appended: a
@@ -323,8 +317,7 @@ async fn twenty_concurrent_uploads_compile_at_most_the_bound_and_the_rest_get_42
         config.quotas.max_uploads_per_tenant = 20;
     })
     .await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", "web.acme.test").await;
+    let token = plane.acme_web().await;
     let plane = std::sync::Arc::new(plane);
     let uploads: Vec<_> = (0..20)
         .map(|n| {

@@ -4,8 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn tenants_need_the_admin_token() {
-    for kind in databases() {
-        let plane = Plane::start(kind).await;
+    on_every_database(async |kind, plane| {
         let body = Some(json!({"name": "acme"}));
         let (status, error) = plane
             .call("POST", "/v1/tenants", "wrong-token", body.clone())
@@ -21,16 +20,14 @@ async fn tenants_need_the_admin_token() {
         let (status, list) = plane.get("/v1/tenants", ADMIN).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(list.as_array().map(Vec::len), Some(1));
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_tenant_cannot_touch_another_tenants_service() {
-    for kind in databases() {
-        let plane = Plane::start(kind).await;
-        let a = plane.tenant("alpha").await;
-        let b = plane.tenant("beta").await;
+    on_every_database(async |kind, plane| {
+        let [a, b] = plane.tenants(["alpha", "beta"]).await;
         plane.service(&a, "web", "web.alpha.test").await;
         let v1 = plane.deploy(&a, "web", hello()).await;
         let (_, hello_upload) = plane.upload(&a, "web", hello()).await;
@@ -84,25 +81,19 @@ async fn a_tenant_cannot_touch_another_tenants_service() {
         assert_eq!(versions.as_array().map(Vec::len), Some(1), "{kind}");
         // Another tenant's platform name is not beta's to claim.
         let (status, _) = plane
-            .post(
-                "/v1/services",
-                &b,
-                json!({"name": "web", "spec": {"domains": ["web.alpha.test"]}}),
-            )
+            .create_service(&b, "web", json!({"domains": ["web.alpha.test"]}))
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: a platform name");
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 /// A version may name only a module its own tenant uploaded; identical
 /// bytes from two tenants are stored once, and neither learns of the other.
 #[tokio::test]
 async fn modules_belong_to_the_tenants_that_uploaded_them() {
-    for kind in databases() {
-        let plane = Plane::start(kind).await;
-        let alpha = plane.tenant("alpha").await;
-        let beta = plane.tenant("beta").await;
+    on_every_database(async |kind, plane| {
+        let [alpha, beta] = plane.tenants(["alpha", "beta"]).await;
         plane.service(&alpha, "web", "web.alpha.test").await;
         plane.service(&beta, "web", "web.beta.test").await;
         let (status, upload) = plane.upload(&alpha, "web", hello()).await;
@@ -133,17 +124,16 @@ async fn modules_belong_to_the_tenants_that_uploaded_them() {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{kind}");
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 /// Kill switches: a suspended tenant leaves the snapshot and its tokens
 /// get 403; a revoked token gets 401 at once.
 #[tokio::test]
 async fn tenants_can_be_suspended_and_tokens_revoked() {
-    for kind in databases() {
-        let (plane, token) = Plane::with_acme_web(kind).await;
-        plane.deploy(&token, "web", hello()).await;
+    on_every_database(async |kind, plane| {
+        let token = plane.acme_web_hello().await;
         let (status, _) = plane
             .call("POST", "/v1/tenants/acme/suspend", ADMIN, None)
             .await;
@@ -196,8 +186,8 @@ async fn tenants_can_be_suspended_and_tokens_revoked() {
             StatusCode::UNAUTHORIZED,
             "{kind}: revoked by the operator"
         );
-        plane.stop().await;
-    }
+    })
+    .await;
 }
 
 /// A tenant's quotas (services, spec size) are 400 naming them; its rates
@@ -213,16 +203,11 @@ async fn a_tenant_past_its_quotas_and_rates_is_refused_and_others_are_not() {
         config.quotas.purges_per_second = 3;
     })
     .await;
-    let acme = plane.tenant("acme").await;
-    let other = plane.tenant("other").await;
+    let [acme, other] = plane.tenants(["acme", "other"]).await;
     plane.service(&acme, "one", "one.acme.test").await;
     plane.service(&acme, "two", "two.acme.test").await;
     let (status, body) = plane
-        .post(
-            "/v1/services",
-            &acme,
-            json!({"name": "three", "spec": {"domains": ["three.acme.test"]}}),
-        )
+        .create_service(&acme, "three", json!({"domains": ["three.acme.test"]}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "quota_exceeded");

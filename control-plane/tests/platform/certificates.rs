@@ -6,11 +6,8 @@ use super::*;
 async fn a_certificate_rotated_through_the_control_plane_is_served_without_a_restart() {
     use edge_tests::tls::{TestCertificate, TlsClient};
     let plane = Plane::start("sqlite").await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", DOMAIN).await;
-    plane.deploy(&token, "web", hello()).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let node = EdgeNode::start(&plane.base, dir.path(), "node-a").await;
+    let token = plane.acme_web_hello().await;
+    let (dir, node) = one_node(&plane).await;
     until_all_serve(std::slice::from_ref(&node), HELLO).await;
     let path = "/v1/services/web/certificate";
 
@@ -53,7 +50,7 @@ async fn a_certificate_rotated_through_the_control_plane_is_served_without_a_res
 
     // Uploaded with edgectl, served by SNI within a second.
     let config = dir.path().join("edgectl.json");
-    edgectl(&config, &["login", "--url", &plane.base, "--token", &token]).await;
+    edgectl_login(&config, &plane, &token).await;
     let upload = |certificate: &TestCertificate| {
         let cert = certificate.files.cert.to_string_lossy().into_owned();
         let key = certificate.files.key.to_string_lossy().into_owned();

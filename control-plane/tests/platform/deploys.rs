@@ -6,8 +6,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_and_rollbacks_reach_every_node_within_a_second() {
     let plane = Plane::start_with("sqlite", |c| c.snapshot_wait = Duration::from_secs(20)).await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", DOMAIN).await;
+    let token = plane.acme_web().await;
     let (_dirs, nodes) = two_nodes(&plane).await;
     // Before any deploy the domain is unknown: 421.
     assert_eq!(nodes[0].body().await.0, 421);
@@ -43,20 +42,15 @@ async fn deploys_and_rollbacks_reach_every_node_within_a_second() {
                 >= 2.0
         );
     }
-    for node in nodes {
-        node.stop().await;
-    }
-    plane.stop().await;
+    plane.stop_with_nodes(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_serve_without_the_control_plane_and_from_disk_after_a_restart() {
     let plane = Plane::start("sqlite").await;
     let base = plane.base.clone();
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", DOMAIN).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let node = EdgeNode::start(&base, dir.path(), "node-a").await;
+    let token = plane.acme_web().await;
+    let (dir, node) = one_node(&plane).await;
     plane.deploy(&token, "web", hello()).await;
     until_all_serve(std::slice::from_ref(&node), HELLO).await;
 
@@ -83,10 +77,8 @@ async fn nodes_serve_without_the_control_plane_and_from_disk_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_artifact_on_a_node_is_detected_and_fetched_again() {
     let plane = Plane::start("sqlite").await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", DOMAIN).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let node = EdgeNode::start(&plane.base, dir.path(), "node-a").await;
+    let token = plane.acme_web().await;
+    let (dir, node) = one_node(&plane).await;
     plane.deploy(&token, "web", hello()).await;
     until_all_serve(std::slice::from_ref(&node), HELLO).await;
     node.stop().await;
@@ -132,20 +124,7 @@ async fn a_tenant_deploys_from_source_with_edgectl() {
     let plane = Plane::start_with("sqlite", |c| c.snapshot_wait = Duration::from_secs(20)).await;
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("edgectl.json");
-    let token = edgectl(
-        &config,
-        &[
-            "tenant-create",
-            "acme",
-            "--url",
-            &plane.base,
-            "--admin-token",
-            ADMIN,
-        ],
-    )
-    .await;
-    let token = token.trim();
-    edgectl(&config, &["login", "--url", &plane.base, "--token", token]).await;
+    edgectl_tenant(&config, &plane, "acme", &[]).await;
     edgectl(&config, &["service", "create", "web", "--domain", DOMAIN]).await;
     let (_dirs, nodes) = two_nodes(&plane).await;
     let examples = edge_tests::guests::repo_root().join("examples/hello");
@@ -187,10 +166,7 @@ async fn a_tenant_deploys_from_source_with_edgectl() {
         listed.contains("node-a") && listed.contains("node-b"),
         "{listed}"
     );
-    for node in nodes {
-        node.stop().await;
-    }
-    plane.stop().await;
+    plane.stop_with_nodes(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

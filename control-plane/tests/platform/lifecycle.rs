@@ -31,8 +31,7 @@ fn record_phases(node: &Node) -> tokio::task::JoinHandle<Vec<Phase>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_goes_through_its_phases_and_stops_after_its_followers_last_report() {
     let plane = Plane::start("sqlite").await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", DOMAIN).await;
+    let token = plane.acme_web().await;
     let streaming = std::fs::read(edge_tests::guests::rust_guest("streaming")).expect("guest");
     plane.deploy(&token, "web", streaming).await;
 

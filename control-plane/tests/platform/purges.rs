@@ -60,13 +60,7 @@ async fn purges_empty_exactly_the_tagged_entries_on_every_node() {
 
     // Private origins need the operator's permission.
     let denied = plane.tenant("plain").await;
-    let (status, body) = plane
-        .post(
-            "/v1/services",
-            &denied,
-            serde_json::json!({"name": "web", "spec": spec}),
-        )
-        .await;
+    let (status, body) = plane.create_service(&denied, "web", spec).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         body["error"]["message"]
@@ -77,24 +71,11 @@ async fn purges_empty_exactly_the_tagged_entries_on_every_node() {
 
     let edgectl_dir = tempfile::tempdir().expect("dir");
     let edgectl_config = edgectl_dir.path().join("edgectl.json");
-    let token = edgectl(
+    let token = edgectl_tenant(
         &edgectl_config,
-        &[
-            "tenant-create",
-            "acme",
-            "--allow-private-backends",
-            "--url",
-            &plane.base,
-            "--admin-token",
-            ADMIN,
-        ],
-    )
-    .await
-    .trim()
-    .to_string();
-    edgectl(
-        &edgectl_config,
-        &["login", "--url", &plane.base, "--token", &token],
+        &plane,
+        "acme",
+        &["--allow-private-backends"],
     )
     .await;
     let backend = format!("origin={}", origin.url());
@@ -205,8 +186,5 @@ async fn purges_empty_exactly_the_tagged_entries_on_every_node() {
         assert!(status.is_client_error(), "{status} {body}");
     }
 
-    for node in nodes {
-        node.stop().await;
-    }
-    plane.stop().await;
+    plane.stop_with_nodes(nodes).await;
 }

@@ -5,8 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_reported_by_nodes_adds_up_in_the_usage_api() {
     let plane = Plane::start("sqlite").await;
-    let token = plane.tenant("acme").await;
-    plane.service(&token, "web", DOMAIN).await;
+    let token = plane.acme_web().await;
     let (_dirs, nodes) = two_nodes(&plane).await;
     plane.deploy(&token, "web", hello()).await;
     until_all_serve(&nodes, HELLO).await;
@@ -69,10 +68,7 @@ async fn usage_reported_by_nodes_adds_up_in_the_usage_api() {
     assert_eq!(series("cp_nodes{health=\"healthy\"}"), 2.0);
     assert_eq!(series("cp_node_snapshot_lag{node=\"node-a\"}"), 0.0);
     assert_eq!(series("cp_uploads_total{outcome=\"stored\"}"), 1.0);
-    for node in nodes {
-        node.stop().await;
-    }
-    plane.stop().await;
+    plane.stop_with_nodes(nodes).await;
 }
 
 /// Gets `path` from `host` on `node` until it answers 200 (the node may not
@@ -120,16 +116,8 @@ async fn a_tenant_reads_its_own_guest_logs_with_edgectl() {
 
     let acme_config = dir.path().join("acme.json");
     let other_config = dir.path().join("other.json");
-    edgectl(
-        &acme_config,
-        &["login", "--url", &plane.base, "--token", &acme],
-    )
-    .await;
-    edgectl(
-        &other_config,
-        &["login", "--url", &plane.base, "--token", &other],
-    )
-    .await;
+    edgectl_login(&acme_config, &plane, &acme).await;
+    edgectl_login(&other_config, &plane, &other).await;
 
     // The line, with the request id the client got and the version.
     let out = logs_until(&acme_config, "web", "acme-line").await;
