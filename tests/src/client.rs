@@ -32,6 +32,18 @@ impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// Asserts that the node answered `status` with `edge-error: error`,
+    /// as it marks its own refusals and a guest's failures.
+    #[track_caller]
+    pub fn assert_edge_error(&self, status: u16, error: &str) {
+        assert_eq!(
+            (self.status, self.header("edge-error")),
+            (status, Some(error)),
+            "{}",
+            self.text()
+        );
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

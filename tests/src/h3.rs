@@ -34,33 +34,71 @@ pub fn client_config(trusted_pem: &[u8]) -> Result<quinn::ClientConfig, String> 
     Ok(quinn::ClientConfig::new(Arc::new(crypto)))
 }
 
-/// Sends one request over a new HTTP/3 connection to `addr`, with
-/// `server_name` as SNI and `:authority`; reads the whole response.
-///
-/// A server that has answered in full may ask the client to stop sending
-/// its request with H3_NO_ERROR (RFC 9114 section 4.1); the response then
-/// still counts. Any other reset of the request is an error.
-pub async fn send(
-    addr: SocketAddr,
-    server_name: &str,
-    trusted: &CertificatePem,
-    method: &str,
-    path: &str,
-    body: Bytes,
-) -> Result<Reply, String> {
-    let (reply, finish) = exchange(
-        addr,
-        server_name,
-        trusted,
-        method,
-        path,
-        body,
-        Duration::ZERO,
-    )
-    .await?;
-    match finish {
-        None | Some(Some(Code::H3_NO_ERROR)) => Ok(reply),
-        Some(code) => Err(format!("finish: request stream reset: {code:?}")),
+/// One HTTP/3 request: the server (at `addr`, named `server_name`), the
+/// one certificate to trust for it, and what to ask. Built once, it can be
+/// sent in each of the ways below.
+#[derive(Debug, Clone)]
+pub struct H3Request<'a> {
+    pub addr: SocketAddr,
+    /// Sent as SNI and as `:authority`.
+    pub server_name: &'a str,
+    pub trusted: &'a CertificatePem,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub body: Bytes,
+}
+
+impl<'a> H3Request<'a> {
+    /// `GET /` to `server_name` at `addr`, trusting only `trusted`.
+    pub fn get(addr: SocketAddr, server_name: &'a str, trusted: &'a CertificatePem) -> Self {
+        Self {
+            addr,
+            server_name,
+            trusted,
+            method: "GET",
+            path: "/",
+            body: Bytes::new(),
+        }
+    }
+
+    /// The same destination, but `POST path` with `body`.
+    pub fn post(self, path: &'a str, body: Bytes) -> Self {
+        Self {
+            method: "POST",
+            path,
+            body,
+            ..self
+        }
+    }
+
+    /// Sends the request over a new HTTP/3 connection and reads the whole
+    /// response.
+    ///
+    /// A server that has answered in full may ask the client to stop sending
+    /// its request with H3_NO_ERROR (RFC 9114 section 4.1); the response then
+    /// still counts. Any other reset of the request is an error.
+    pub async fn send(&self) -> Result<Reply, String> {
+        let (reply, finish) = self.exchange(Duration::ZERO).await?;
+        match finish {
+            None | Some(Some(Code::H3_NO_ERROR)) => Ok(reply),
+            Some(code) => Err(format!("finish: request stream reset: {code:?}")),
+        }
+    }
+
+    /// Like [`H3Request::send`], but waits `fin_delay` between the request
+    /// head and the end of the request stream, as a client still producing
+    /// its request would; returns how ending the stream went instead of
+    /// failing on it.
+    pub async fn exchange(&self, fin_delay: Duration) -> Result<(Reply, FinishOutcome), String> {
+        exchange_ending(self, Some(fin_delay)).await
+    }
+
+    /// Sends the body as the start of a request body that never ends (the
+    /// stream is left open), and reads the response: what a client that
+    /// stalls in the middle of its upload gets.
+    pub async fn send_stalled(&self) -> Result<Reply, String> {
+        let (reply, _) = exchange_ending(self, None).await?;
+        Ok(reply)
     }
 }
 
@@ -86,56 +124,20 @@ pub async fn connect(
 /// code the server stopped it with (`Some(None)`: another error).
 pub type FinishOutcome = Option<Option<Code>>;
 
-/// Like [`send`], but waits `fin_delay` between the request head and the end
-/// of the request stream, as a client still producing its request would;
-/// returns how ending the stream went instead of failing on it.
-pub async fn exchange(
-    addr: SocketAddr,
-    server_name: &str,
-    trusted: &CertificatePem,
-    method: &str,
-    path: &str,
-    body: Bytes,
-    fin_delay: Duration,
+/// Sends `request`, with the request stream finished `fin_delay` after the
+/// body, or never (`None`).
+async fn exchange_ending(
+    request: &H3Request<'_>,
+    fin_delay: Option<Duration>,
 ) -> Result<(Reply, FinishOutcome), String> {
-    exchange_ending(
+    let H3Request {
         addr,
         server_name,
         trusted,
         method,
         path,
-        body,
-        Some(fin_delay),
-    )
-    .await
-}
-
-/// Sends `method path` with `body` as the start of a request body that
-/// never ends (the stream is left open), and reads the response: what a
-/// client that stalls in the middle of its upload gets.
-pub async fn send_stalled(
-    addr: SocketAddr,
-    server_name: &str,
-    trusted: &CertificatePem,
-    method: &str,
-    path: &str,
-    body: Bytes,
-) -> Result<Reply, String> {
-    let (reply, _) = exchange_ending(addr, server_name, trusted, method, path, body, None).await?;
-    Ok(reply)
-}
-
-/// [`exchange`], with the request stream finished `fin_delay` after the
-/// body, or never (`None`).
-async fn exchange_ending(
-    addr: SocketAddr,
-    server_name: &str,
-    trusted: &CertificatePem,
-    method: &str,
-    path: &str,
-    body: Bytes,
-    fin_delay: Option<Duration>,
-) -> Result<(Reply, FinishOutcome), String> {
+        ref body,
+    } = *request;
     let (endpoint, connection) = connect(addr, server_name, trusted).await?;
     let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(connection))
         .await
@@ -152,7 +154,7 @@ async fn exchange_ending(
         .map_err(|e| format!("request: {e}"))?;
     if !body.is_empty() {
         stream
-            .send_data(body)
+            .send_data(body.clone())
             .await
             .map_err(|e| format!("body: {e}"))?;
     }

@@ -2,7 +2,7 @@
 //! use them share.
 
 use crate::client::get;
-use crate::guests::{HANDLE_EXPORT, hostile_component, rust_guest};
+use crate::guests::{HANDLE_EXPORT, hostile_component};
 use crate::node::{TestNode, TestService};
 
 /// A core module whose handler runs `body` (WAT instructions), with
@@ -81,7 +81,7 @@ pub async fn node_with(
 ) -> TestNode {
     TestNode::start(vec![
         TestService::from_bytes("hostile", "hostile.test", hostile).limits(limits),
-        TestService::new("hello", "hello.test", rust_guest("hello")),
+        TestService::example("hello", "hello"),
     ])
     .await
 }
@@ -91,6 +91,14 @@ pub async fn assert_others_still_served(node: &TestNode) {
     let reply = get(node.addr, "hello.test", "/").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "hello from the edge\n");
+}
+
+/// The check most hostile guests end with: `GET /` on `hostile.test` gets
+/// `status` with `edge-error: error`, and the other tenant is still served.
+pub async fn assert_stopped_with(node: &TestNode, status: u16, error: &str) {
+    let reply = get(node.addr, "hostile.test", "/").await;
+    reply.assert_edge_error(status, error);
+    assert_others_still_served(node).await;
 }
 
 /// `edge_guest_terminations_total` of the hostile service for `reason`.

@@ -12,6 +12,8 @@
 //! - [`bench`](mod@bench): the hello guests the in-process benchmarks compare.
 //! - [`platform`]: a control plane on loopback with its API client, and
 //!   edge nodes that follow it.
+//!
+//! And [`eventually`], for waiting on what the node does in its own time.
 
 pub mod bench;
 pub mod client;
@@ -22,3 +24,16 @@ pub mod node;
 pub mod origin;
 pub mod platform;
 pub mod tls;
+
+use std::time::{Duration, Instant};
+
+/// Waits until `check` holds, asking every 10 ms; fails the test with
+/// `failure` if it still does not after `within`. For state the node
+/// reaches in its own time: a request in flight, a listener closed.
+pub async fn eventually(within: Duration, failure: &str, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < within, "{failure}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

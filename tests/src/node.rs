@@ -8,6 +8,8 @@ use edge_config::protocol::ServiceSpec;
 use edge_config::{BackendSpec, CertificateFiles, NodeConfig, ServiceConfig, ServiceLimits};
 use edge_node::{Node, RunningNode};
 
+use crate::guests::rust_guest;
+
 /// A service to install on a [`TestNode`].
 #[derive(Debug, Clone)]
 pub struct TestService {
@@ -40,6 +42,12 @@ impl TestService {
             certificate: None,
             cache_responses: false,
         }
+    }
+
+    /// The service `name` on `<name>.test`, running the example guest
+    /// `examples/<guest>`: how most tests name their services.
+    pub fn example(name: &str, guest: &str) -> Self {
+        Self::new(name, &format!("{name}.test"), rust_guest(guest))
     }
 
     /// A service whose component is `bytes`.
@@ -103,9 +111,17 @@ impl TestNode {
         Self::start_with(NodeConfig::default(), services).await
     }
 
-    /// Starts with an HTTPS listener too.
-    pub async fn start_tls(services: Vec<TestService>) -> Self {
-        let mut config = NodeConfig::default();
+    /// Starts with a [`TestService::example`] for each `(name, guest)`.
+    pub async fn start_examples(examples: &[(&str, &str)]) -> Self {
+        let services = examples
+            .iter()
+            .map(|(name, guest)| TestService::example(name, guest))
+            .collect();
+        Self::start(services).await
+    }
+
+    /// Starts with `config` and an HTTPS listener on loopback too.
+    pub async fn start_tls(mut config: NodeConfig, services: Vec<TestService>) -> Self {
         config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         Self::start_with(config, services).await
     }
@@ -153,8 +169,7 @@ impl TestNode {
         node.install_services(&config.services, data_dir.path())
             .await
             .expect("services install");
-        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
-        let running = node.start(localhost, localhost).await.expect("node starts");
+        let running = start_on_loopback(&node).await;
         Self {
             addr: running.addr,
             admin_addr: running.admin_addr,
@@ -187,6 +202,13 @@ impl TestNode {
     }
 }
 
+/// Starts `node` with its public and admin listeners on 127.0.0.1, each on
+/// a port the system picks: how every in-process test node listens.
+pub async fn start_on_loopback(node: &Node) -> RunningNode {
+    let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+    node.start(localhost, localhost).await.expect("node starts")
+}
+
 /// Finds `series` (e.g. `edge_module_loads_total{source="compiled"}`) in a
 /// Prometheus text page. Absent series count as 0.
 pub fn metric_value(page: &str, series: &str) -> f64 {
@@ -196,4 +218,23 @@ pub fn metric_value(page: &str, series: &str) -> f64 {
             rest.strip_prefix(' ')?.trim().parse().ok()
         })
         .unwrap_or(0.0)
+}
+
+/// Asserts that each `series value` line of `expected` (the exposition
+/// format, as `/metrics` shows it; `#` lines are comments) has that value
+/// on `page`, where an absent series counts as 0: a test's expected
+/// metrics read as one table instead of an assertion a series.
+#[track_caller]
+pub fn assert_metrics(page: &str, expected: &str) {
+    let mut checked = 0;
+    for line in expected.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a `series value` line");
+        let value: f64 = value.parse().expect("a number after the series");
+        assert_eq!(metric_value(page, series), value, "{series}");
+        checked += 1;
+    }
+    assert!(checked > 0, "the expected table names no series");
 }

@@ -66,6 +66,13 @@ pub struct Seen {
     pub headers: HeaderMap,
 }
 
+impl Seen {
+    /// A request header's value, as the origin's handler reads it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 #[derive(Debug, Default)]
 struct Concurrency {
     now: AtomicUsize,

@@ -6,13 +6,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use edge_config::{CertificateFiles, CertificatePem};
-use http::Request;
-use http_body_util::Full;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
-use crate::client::{Protocol, Reply, send_over};
+use crate::client::{Protocol, Reply, request, send_over};
 
 /// A self-signed certificate, as PEM text and as files.
 #[derive(Debug)]
@@ -58,6 +56,17 @@ pub struct TlsClient {
 impl TlsClient {
     pub fn trusting(certificate: &CertificatePem) -> Self {
         Self::with(certificate, rustls::DEFAULT_VERSIONS, |_| {})
+    }
+
+    /// A client offering only `protocol` by ALPN: for tests that need one
+    /// protocol whatever the server would prefer.
+    pub fn only(certificate: &CertificatePem, protocol: Protocol) -> Self {
+        Self::with(certificate, rustls::DEFAULT_VERSIONS, |c| {
+            c.alpn_protocols = match protocol {
+                Protocol::Http1 => vec![b"http/1.1".to_vec()],
+                Protocol::Http2 => vec![b"h2".to_vec()],
+            };
+        })
     }
 
     /// A client offering only `versions`; `change` adjusts the rest.
@@ -110,12 +119,13 @@ impl TlsClient {
             Some(b"h2") => Protocol::Http2,
             _ => Protocol::Http1,
         };
-        let request = Request::builder()
-            .uri(format!("https://{server_name}{path}"))
-            .header("host", server_name)
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        let reply = send_over(stream, protocol, request).await;
+        let uri = format!("https://{server_name}{path}");
+        let reply = send_over(
+            stream,
+            protocol,
+            request("GET", server_name, &uri, Bytes::new()),
+        )
+        .await;
         (reply, handshake)
     }
 }

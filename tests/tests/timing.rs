@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use edge_config::NodeConfig;
 use edge_tests::client::{self, get};
-use edge_tests::guests::rust_guest;
 use edge_tests::hostile::{assert_others_still_served, guest, node_with, spin, terminations};
 use edge_tests::node::{TestNode, TestService};
 use tokio::sync::{Mutex, MutexGuard};
@@ -23,8 +22,7 @@ async fn infinite_loop_is_stopped_at_the_cpu_budget() {
     let node = node_with(spin(), |l| l.cpu_budget_ms = 50).await;
     let started = Instant::now();
     let reply = get(node.addr, "hostile.test", "/").await;
-    assert_eq!(reply.status, 508);
-    assert_eq!(reply.header("edge-error"), Some("cpu-budget-exceeded"));
+    reply.assert_edge_error(508, "cpu-budget-exceeded");
     let elapsed = started.elapsed();
     assert!(
         elapsed <= Duration::from_millis(150),
@@ -133,8 +131,7 @@ async fn a_guest_that_waits_forever_is_cut_at_the_wall_deadline() {
     let node = node_with(sleeper, |l| l.wall_time_ms = 300).await;
     let started = Instant::now();
     let reply = get(node.addr, "hostile.test", "/").await;
-    assert_eq!(reply.status, 504);
-    assert_eq!(reply.header("edge-error"), Some("wall-time-exceeded"));
+    reply.assert_edge_error(504, "wall-time-exceeded");
     let elapsed = started.elapsed();
     assert!(
         elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
@@ -180,11 +177,7 @@ async fn a_client_trickling_its_header_is_cut_at_the_header_read_timeout() {
     let _alone = alone().await;
     let mut config = NodeConfig::default();
     config.http.header_read_timeout_ms = 300;
-    let node = TestNode::start_with(
-        config,
-        vec![TestService::new("echo", "echo.test", rust_guest("echo"))],
-    )
-    .await;
+    let node = TestNode::start_with(config, vec![TestService::example("echo", "echo")]).await;
     let started = Instant::now();
     let (_, closed) = client::raw(
         node.addr,
@@ -335,7 +328,7 @@ async fn a_tenant_at_its_maxima_with_500_long_loops_does_no_worse_to_another() {
         vec![
             TestService::from_bytes("hostile", "hostile.test", spin())
                 .limits(|l| l.cpu_budget_ms = max_cpu),
-            TestService::new("hello", "hello.test", rust_guest("hello")),
+            TestService::example("hello", "hello"),
         ],
     )
     .await;
@@ -395,7 +388,7 @@ async fn a_tenant_filling_the_node_leaves_another_its_turn_at_a_freed_slot() {
         config,
         vec![
             TestService::from_bytes("busy", "busy.test", spin()).limits(|l| l.cpu_budget_ms = 200),
-            TestService::new("hello", "hello.test", rust_guest("hello")),
+            TestService::example("hello", "hello"),
         ],
     )
     .await;

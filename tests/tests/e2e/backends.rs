@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use edge_config::BackendSpec;
-use edge_tests::client::get;
-use edge_tests::guests::rust_guest;
+use edge_tests::client::{Reply, get};
 use edge_tests::node::{TestNode, TestService};
 use edge_tests::origin::{Answer, TestOrigin};
 
@@ -18,10 +17,15 @@ pub fn loopback_backend(origin: &TestOrigin) -> BackendSpec {
 
 async fn probe_node(backend: BackendSpec) -> TestNode {
     TestNode::start(vec![
-        TestService::new("probe", "probe.test", rust_guest("backend-probe"))
-            .backend("origin", backend),
+        TestService::example("probe", "backend-probe").backend("origin", backend),
     ])
     .await
+}
+
+/// What the probe guest on probe.test answers to `GET path`: its report of
+/// the backend requests `path` asks it to make.
+async fn probe(node: &TestNode, path: &str) -> Reply {
+    get(node.addr, "probe.test", path).await
 }
 
 fn lines(body: &str) -> Vec<&str> {
@@ -34,12 +38,7 @@ async fn a_fetch_storm_stops_at_the_per_execution_limit() {
         TestOrigin::start(|_, _| Answer::ok("x").header("cache-control", "no-store")).await;
     let node = probe_node(loopback_backend(&origin)).await;
 
-    let reply = get(
-        node.addr,
-        "probe.test",
-        "/fetch?backend=origin&path=/storm&count=100",
-    )
-    .await;
+    let reply = probe(&node, "/fetch?backend=origin&path=/storm&count=100").await;
     assert_eq!(reply.status, 200);
     let body = reply.text();
     let ok = lines(&body)
@@ -60,12 +59,7 @@ async fn a_fetch_storm_stops_at_the_per_execution_limit() {
     assert_eq!(origin.count("/storm"), 32);
 
     // The limit is per execution: the next request gets its own 32.
-    let reply = get(
-        node.addr,
-        "probe.test",
-        "/fetch?backend=origin&path=/storm&count=1",
-    )
-    .await;
+    let reply = probe(&node, "/fetch?backend=origin&path=/storm&count=1").await;
     assert!(reply.text().starts_with("ok 200"), "{}", reply.text());
     assert_eq!(origin.count("/storm"), 33);
 }
@@ -80,12 +74,7 @@ async fn at_most_six_backend_requests_run_at_once() {
     .await;
     let node = probe_node(loopback_backend(&origin)).await;
 
-    let reply = get(
-        node.addr,
-        "probe.test",
-        "/parallel?backend=origin&path=/p&count=18",
-    )
-    .await;
+    let reply = probe(&node, "/parallel?backend=origin&path=/p&count=18").await;
     let body = reply.text();
     assert_eq!(
         lines(&body).iter().filter(|l| **l == "ok 200").count(),
@@ -110,45 +99,29 @@ async fn forbidden_destinations_never_reach_the_origin() {
     by_name.origin = format!("http://localhost:{port}");
     by_name.allow_private_addresses = false;
     let node = TestNode::start(vec![
-        TestService::new("probe", "probe.test", rust_guest("backend-probe"))
+        TestService::example("probe", "backend-probe")
             .backend("origin", loopback_backend(&origin))
             .backend("private", BackendSpec::new(origin.url()))
             .backend("private-by-name", by_name),
-        TestService::new("none", "none.test", rust_guest("backend-probe")),
+        TestService::example("none", "backend-probe"),
     ])
     .await;
 
-    for authority in [
-        format!("127.0.0.1:{port}"),
-        format!("localhost:{port}"),
-        "origin:80".to_string(),
-        "undeclared".to_string(),
-        "example.com".to_string(),
+    // Anything but a declared backend's name is denied; the declared
+    // backends on loopback, without the operator's leave, are prohibited.
+    let (denied, prohibited) = ("HttpRequestDenied", "DestinationIpProhibited");
+    for (backend, error) in [
+        (format!("127.0.0.1:{port}"), denied),
+        (format!("localhost:{port}"), denied),
+        ("origin:80".to_string(), denied),
+        ("undeclared".to_string(), denied),
+        ("example.com".to_string(), denied),
+        ("private".to_string(), prohibited),
+        ("private-by-name".to_string(), prohibited),
     ] {
-        let reply = get(
-            node.addr,
-            "probe.test",
-            &format!("/fetch?backend={authority}&path=/x"),
-        )
-        .await;
-        assert_eq!(
-            reply.text().trim(),
-            "err ErrorCode::HttpRequestDenied",
-            "{authority}"
-        );
-    }
-    for backend in ["private", "private-by-name"] {
-        let reply = get(
-            node.addr,
-            "probe.test",
-            &format!("/fetch?backend={backend}&path=/x"),
-        )
-        .await;
-        assert_eq!(
-            reply.text().trim(),
-            "err ErrorCode::DestinationIpProhibited",
-            "{backend}"
-        );
+        let reply = probe(&node, &format!("/fetch?backend={backend}&path=/x")).await;
+        let expected = format!("err ErrorCode::{error}");
+        assert_eq!(reply.text().trim(), expected, "{backend}");
     }
     // A service with no backends reaches nothing, not even the same name.
     let reply = get(node.addr, "none.test", "/fetch?backend=origin&path=/x").await;
@@ -156,12 +129,7 @@ async fn forbidden_destinations_never_reach_the_origin() {
 
     // Forbidden request headers are refused before anything is sent.
     for name in ["connection", "host", "transfer-encoding", "upgrade"] {
-        let reply = get(
-            node.addr,
-            "probe.test",
-            &format!("/header?backend=origin&name={name}"),
-        )
-        .await;
+        let reply = probe(&node, &format!("/header?backend=origin&name={name}")).await;
         assert!(
             reply.text().contains("header refused"),
             "{name}: {}",
@@ -171,7 +139,7 @@ async fn forbidden_destinations_never_reach_the_origin() {
     assert_eq!(origin.total(), 0, "a forbidden request reached the origin");
 
     // The allowed backend does reach it.
-    let reply = get(node.addr, "probe.test", "/fetch?backend=origin&path=/x").await;
+    let reply = probe(&node, "/fetch?backend=origin&path=/x").await;
     assert_eq!(reply.text().trim(), "ok 200 reached");
 }
 
@@ -189,7 +157,7 @@ async fn a_hanging_origin_is_cut_at_its_timeouts() {
     let node = probe_node(backend).await;
 
     let started = Instant::now();
-    let reply = get(node.addr, "probe.test", "/fetch?backend=origin&path=/hang").await;
+    let reply = probe(&node, "/fetch?backend=origin&path=/hang").await;
     let elapsed = started.elapsed();
     assert_eq!(reply.text().trim(), "err ErrorCode::HttpResponseTimeout");
     assert!(
@@ -198,7 +166,7 @@ async fn a_hanging_origin_is_cut_at_its_timeouts() {
     );
 
     let started = Instant::now();
-    let reply = get(node.addr, "probe.test", "/fetch?backend=origin&path=/stall").await;
+    let reply = probe(&node, "/fetch?backend=origin&path=/stall").await;
     let elapsed = started.elapsed();
     assert!(
         reply.text().trim() == "err backend body: connection read timeout",
@@ -220,6 +188,6 @@ async fn a_refused_connection_is_reported_to_the_guest() {
     let mut backend = BackendSpec::new(format!("http://127.0.0.1:{port}"));
     backend.allow_private_addresses = true;
     let node = probe_node(backend).await;
-    let reply = get(node.addr, "probe.test", "/fetch?backend=origin&path=/").await;
+    let reply = probe(&node, "/fetch?backend=origin&path=/").await;
     assert_eq!(reply.text().trim(), "err ErrorCode::ConnectionRefused");
 }

@@ -5,18 +5,15 @@
 use edge_tests::client::{Protocol, get, request, send};
 use edge_tests::guests::{HANDLE_EXPORT, hostile_component};
 use edge_tests::hostile::{
-    HTTP_IMPORTS, OPEN_BODY_STREAM, SET_RESPONSE, assert_others_still_served, guest, node_with,
-    terminations,
+    HTTP_IMPORTS, OPEN_BODY_STREAM, SET_RESPONSE, assert_others_still_served, assert_stopped_with,
+    guest, node_with, terminations,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loop_in_start_function_is_stopped_during_instantiation() {
     let spin_at_start = guest("", "(func $spin (loop $l (br $l))) (start $spin)", "");
     let node = node_with(spin_at_start, |_| {}).await;
-    let reply = get(node.addr, "hostile.test", "/").await;
-    assert_eq!(reply.status, 508);
-    assert_eq!(reply.header("edge-error"), Some("cpu-budget-exceeded"));
-    assert_others_still_served(&node).await;
+    assert_stopped_with(&node, 508, "cpu-budget-exceeded").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,10 +25,7 @@ async fn memory_grow_bomb_is_refused_at_the_memory_limit() {
         "(loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
     );
     let node = node_with(bomb, |l| l.memory_bytes = 32 * 1024 * 1024).await;
-    let reply = get(node.addr, "hostile.test", "/").await;
-    assert_eq!(reply.status, 507);
-    assert_eq!(reply.header("edge-error"), Some("memory-limit-exceeded"));
-    assert_others_still_served(&node).await;
+    assert_stopped_with(&node, 507, "memory-limit-exceeded").await;
     assert_eq!(terminations(&node, "memory").await, 1.0);
 }
 
@@ -51,10 +45,7 @@ async fn initial_memory_over_the_limit_fails_instantiation() {
 async fn unbounded_recursion_traps_on_the_stack_limit() {
     let recursion = guest("", "(func $deeper (call $deeper))", "(call $deeper)");
     let node = node_with(recursion, |_| {}).await;
-    let reply = get(node.addr, "hostile.test", "/").await;
-    assert_eq!(reply.status, 500);
-    assert_eq!(reply.header("edge-error"), Some("guest-trap"));
-    assert_others_still_served(&node).await;
+    assert_stopped_with(&node, 500, "guest-trap").await;
     assert_eq!(terminations(&node, "trap").await, 1.0);
 }
 
@@ -122,10 +113,7 @@ async fn header_map_growing_past_the_host_field_limit_traps() {
     // wasmtime caps a header map at 128 KiB of host memory and traps the
     // guest that goes past it.
     let node = node_with(many_headers(20_000), |_| {}).await;
-    let reply = get(node.addr, "hostile.test", "/").await;
-    assert_eq!(reply.status, 500);
-    assert_eq!(reply.header("edge-error"), Some("guest-trap"));
-    assert_others_still_served(&node).await;
+    assert_stopped_with(&node, 500, "guest-trap").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,10 +125,7 @@ async fn exit_ends_only_that_request() {
     );
     let node = node_with(exits, |_| {}).await;
     for _ in 0..3 {
-        let reply = get(node.addr, "hostile.test", "/").await;
-        assert_eq!(reply.status, 502);
-        assert_eq!(reply.header("edge-error"), Some("no-response"));
-        assert_others_still_served(&node).await;
+        assert_stopped_with(&node, 502, "no-response").await;
     }
 }
 
@@ -153,8 +138,5 @@ async fn resource_handle_cap_stops_a_handle_leak() {
         "(loop $more (drop (call $fields_new)) (br $more))",
     );
     let node = node_with(leak, |l| l.max_resource_handles = 1000).await;
-    let reply = get(node.addr, "hostile.test", "/").await;
-    assert_eq!(reply.status, 500);
-    assert_eq!(reply.header("edge-error"), Some("guest-trap"));
-    assert_others_still_served(&node).await;
+    assert_stopped_with(&node, 500, "guest-trap").await;
 }

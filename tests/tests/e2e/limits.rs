@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use edge_tests::client::{self, Protocol, get, h2_connection, request, send};
-use edge_tests::guests::rust_guest;
+use edge_tests::eventually;
 use edge_tests::node::{TestNode, TestService};
+use tokio::net::TcpStream;
+
+/// A whole HTTP/1.1 request for hello.test, for raw connections.
+const GET_HELLO: &[u8] = b"GET / HTTP/1.1\r\nHost: hello.test\r\n\r\n";
 
 async fn echo_node() -> TestNode {
-    TestNode::start(vec![TestService::new(
-        "echo",
-        "echo.test",
-        rust_guest("echo"),
-    )])
-    .await
+    TestNode::start_examples(&[("echo", "echo")]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +45,7 @@ async fn uri_over_8_kib_gets_414_on_both_protocols() {
 
 async fn echo_with_body_limit(max_request_body_bytes: u64) -> TestNode {
     TestNode::start(vec![
-        TestService::new("echo", "echo.test", rust_guest("echo"))
+        TestService::example("echo", "echo")
             .limits(|l| l.max_request_body_bytes = max_request_body_bytes),
     ])
     .await
@@ -101,20 +100,16 @@ async fn header_block_over_64_kib_is_refused_on_http2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declared_body_over_the_limit_gets_413_before_the_guest_runs() {
     let node = echo_with_body_limit(1024).await;
-    let reply = send(
-        node.addr,
-        Protocol::Http1,
-        request("POST", "echo.test", "/", vec![b'x'; 1025]),
-    )
-    .await;
-    assert_eq!(reply.status, 413);
-    assert_eq!(reply.header("edge-error"), Some("body-too-large"));
-    let reply = send(
-        node.addr,
-        Protocol::Http1,
-        request("POST", "echo.test", "/", vec![b'x'; 1024]),
-    )
-    .await;
+    let post = |size| {
+        let body = vec![b'x'; size];
+        send(
+            node.addr,
+            Protocol::Http1,
+            request("POST", "echo.test", "/", body),
+        )
+    };
+    post(1025).await.assert_edge_error(413, "body-too-large");
+    let reply = post(1024).await;
     assert_eq!(reply.status, 200);
     assert!(reply.text().contains("body-bytes: 1024\n"));
     assert_eq!(
@@ -150,14 +145,9 @@ fn hold_in_flight(addr: std::net::SocketAddr, host: &str) -> tokio::task::JoinHa
 }
 
 async fn until_in_flight(node: &TestNode, count: f64) {
-    let started = std::time::Instant::now();
-    while node.metric("edge_in_flight_requests").await < count {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never {count} in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let in_flight = async || node.metric("edge_in_flight_requests").await >= count;
+    let failure = format!("never {count} in flight");
+    eventually(Duration::from_secs(10), &failure, in_flight).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,9 +157,9 @@ async fn one_tenant_at_its_in_flight_bound_gets_503_and_others_are_served() {
     let node = TestNode::start_with(
         config,
         vec![
-            TestService::new("slow", "slow.test", rust_guest("streaming")).tenant("acme"),
-            TestService::new("hello", "hello.test", rust_guest("hello")).tenant("acme"),
-            TestService::new("other", "other.test", rust_guest("hello")).tenant("globex"),
+            TestService::example("slow", "streaming").tenant("acme"),
+            TestService::example("hello", "hello").tenant("acme"),
+            TestService::example("other", "hello").tenant("globex"),
         ],
     )
     .await;
@@ -181,8 +171,7 @@ async fn one_tenant_at_its_in_flight_bound_gets_503_and_others_are_served() {
 
     // The same tenant's other service is over the bound too.
     let reply = get(node.addr, "hello.test", "/").await;
-    assert_eq!(reply.status, 503);
-    assert_eq!(reply.header("edge-error"), Some("tenant-overloaded"));
+    reply.assert_edge_error(503, "tenant-overloaded");
     assert_eq!(reply.header("retry-after"), Some("1"));
     // Another tenant is not.
     let reply = get(node.addr, "other.test", "/").await;
@@ -203,25 +192,13 @@ async fn one_tenant_at_its_in_flight_bound_gets_503_and_others_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_over_the_node_bound_gets_503_and_is_closed() {
-    let node = hello_node(|http| {
-        http.max_connections = 2;
-    })
-    .await;
+    let node = hello_node(|http| http.max_connections = 2).await;
     let idle = [
-        tokio::net::TcpStream::connect(node.addr)
-            .await
-            .expect("first"),
-        tokio::net::TcpStream::connect(node.addr)
-            .await
-            .expect("second"),
+        TcpStream::connect(node.addr).await.expect("first"),
+        TcpStream::connect(node.addr).await.expect("second"),
     ];
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (answer, closed) = client::raw(
-        node.addr,
-        b"GET / HTTP/1.1\r\nHost: hello.test\r\n\r\n",
-        Duration::from_secs(5),
-    )
-    .await;
+    let (answer, closed) = client::raw(node.addr, GET_HELLO, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("retry-after: 1"), "{answer}");
     assert!(answer.contains("edge-error: overloaded"), "{answer}");
@@ -234,7 +211,7 @@ async fn a_connection_over_the_node_bound_gets_503_and_is_closed() {
 
 /// Waits until the server closes `stream` (read gives 0 or an error) or
 /// `within` passes; returns whether it closed and how long that took.
-async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> (bool, Duration) {
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> (bool, Duration) {
     let started = std::time::Instant::now();
     let (_, closed) = client::read_until_closed(stream, within).await;
     (closed, started.elapsed())
@@ -252,12 +229,8 @@ async fn silent_connections_are_closed_at_the_first_request_deadline() {
         http.header_read_timeout_ms = 500;
     })
     .await;
-    let mut silent = tokio::net::TcpStream::connect(node.addr)
-        .await
-        .expect("silent");
-    let mut preface = tokio::net::TcpStream::connect(node.addr)
-        .await
-        .expect("preface");
+    let mut silent = TcpStream::connect(node.addr).await.expect("silent");
+    let mut preface = TcpStream::connect(node.addr).await.expect("preface");
     preface.write_all(b"PRI * HT").await.expect("write");
     for stream in [&mut silent, &mut preface] {
         let (closed, took) = closed_within(stream, Duration::from_secs(5)).await;
@@ -279,10 +252,7 @@ async fn silent_connections_are_closed_at_the_first_request_deadline() {
 /// HTTP/1.1 keep-alive connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_after_the_keep_alive_idle_time() {
-    let node = hello_node(|http| {
-        http.keep_alive_idle_ms = 400;
-    })
-    .await;
+    let node = hello_node(|http| http.keep_alive_idle_ms = 400).await;
     // h2c with prior knowledge: one request, then nothing.
     let (mut sender, driver) = h2_connection(node.addr).await;
     let started = std::time::Instant::now();
@@ -301,14 +271,10 @@ async fn idle_connections_are_closed_after_the_keep_alive_idle_time() {
     assert!(sender.ready().await.is_err(), "no new stream after GOAWAY");
 
     // HTTP/1.1 keep-alive: one request, then idle.
-    let mut h1 = tokio::net::TcpStream::connect(node.addr)
-        .await
-        .expect("connect");
+    let mut h1 = TcpStream::connect(node.addr).await.expect("connect");
     {
         use tokio::io::AsyncWriteExt;
-        h1.write_all(b"GET / HTTP/1.1\r\nHost: hello.test\r\n\r\n")
-            .await
-            .expect("write");
+        h1.write_all(GET_HELLO).await.expect("write");
     }
     let (closed, _) = closed_within(&mut h1, Duration::from_secs(5)).await;
     assert!(closed, "the idle HTTP/1.1 connection is closed");
@@ -320,11 +286,7 @@ async fn idle_connections_are_closed_after_the_keep_alive_idle_time() {
 async fn hello_node(change: impl FnOnce(&mut edge_config::HttpLimits)) -> TestNode {
     let mut config = edge_config::NodeConfig::default();
     change(&mut config.http);
-    TestNode::start_with(
-        config,
-        vec![TestService::new("hello", "hello.test", rust_guest("hello"))],
-    )
-    .await
+    TestNode::start_with(config, vec![TestService::example("hello", "hello")]).await
 }
 
 /// Over `http.max_connections`, an HTTP/2 connection gets 503 on its
@@ -332,13 +294,8 @@ async fn hello_node(change: impl FnOnce(&mut edge_config::HttpLimits)) -> TestNo
 /// the client likes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_connection_over_the_node_bound_gets_503_and_goaway() {
-    let node = hello_node(|http| {
-        http.max_connections = 1;
-    })
-    .await;
-    let held = tokio::net::TcpStream::connect(node.addr)
-        .await
-        .expect("first");
+    let node = hello_node(|http| http.max_connections = 1).await;
+    let held = TcpStream::connect(node.addr).await.expect("first");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (mut sender, driver) = h2_connection(node.addr).await;
     let response = sender
@@ -356,7 +313,7 @@ async fn an_http2_connection_over_the_node_bound_gets_503_and_goaway() {
 }
 
 /// A TCP connection from `local` (a loopback address) to `addr`.
-async fn connect_from(local: &str, addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+async fn connect_from(local: &str, addr: std::net::SocketAddr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind(format!("{local}:0").parse().expect("address"))
@@ -370,19 +327,14 @@ async fn connect_from(local: &str, addr: std::net::SocketAddr) -> tokio::net::Tc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_address_holds_at_most_its_connection_cap() {
     use tokio::io::AsyncWriteExt;
-    let node = hello_node(|http| {
-        http.max_connections_per_client = 2;
-    })
-    .await;
+    let node = hello_node(|http| http.max_connections_per_client = 2).await;
     let held = [
         connect_from("127.0.0.1", node.addr).await,
         connect_from("127.0.0.1", node.addr).await,
     ];
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut third = connect_from("127.0.0.1", node.addr).await;
-    let _ = third
-        .write_all(b"GET / HTTP/1.1\r\nHost: hello.test\r\n\r\n")
-        .await;
+    let _ = third.write_all(GET_HELLO).await;
     let (answer, closed) = client::read_until_closed(&mut third, Duration::from_secs(2)).await;
     assert!(closed, "the third connection is closed");
     assert!(answer.is_empty(), "and gets no answer");
@@ -416,11 +368,7 @@ async fn one_client_address_holds_at_most_its_connection_cap() {
 async fn a_stalled_request_body_is_cut_at_the_body_read_timeout() {
     let mut config = edge_config::NodeConfig::default();
     config.http.body_read_timeout_ms = 300;
-    let node = TestNode::start_with(
-        config,
-        vec![TestService::new("echo", "echo.test", rust_guest("echo"))],
-    )
-    .await;
+    let node = TestNode::start_with(config, vec![TestService::example("echo", "echo")]).await;
     // HTTP/1.1: 3 of 100 declared bytes, then nothing.
     let started = std::time::Instant::now();
     let (answer, _) = client::raw(

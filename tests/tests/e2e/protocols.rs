@@ -6,19 +6,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edge_tests::client::{Protocol, get, raw, request, send};
-use edge_tests::guests::rust_guest;
+use edge_tests::eventually;
 use edge_tests::node::{TestNode, TestService};
 use tokio::net::TcpStream;
 
 const HELLO: &str = "hello from the edge\n";
 
 async fn hello_node() -> TestNode {
-    TestNode::start(vec![TestService::new(
-        "hello",
-        "hello.test",
-        rust_guest("hello"),
-    )])
-    .await
+    TestNode::start_examples(&[("hello", "hello")]).await
 }
 
 fn h2_request() -> http::Request<()> {
@@ -129,11 +124,7 @@ async fn an_http2_rapid_reset_flood_is_cut_off_and_others_keep_being_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_smuggling_shapes_cannot_smuggle_a_request() {
-    let node = TestNode::start(vec![
-        TestService::new("hello", "hello.test", rust_guest("hello")),
-        TestService::new("echo", "echo.test", rust_guest("echo")),
-    ])
-    .await;
+    let node = TestNode::start_examples(&[("hello", "hello"), ("echo", "echo")]).await;
     // Two different lengths: refused by the node. A chunk size that is not
     // hex: the guest's body read fails, and it answers an error.
     let refused: [(&str, &[u8]); 2] = [
@@ -218,13 +209,9 @@ async fn a_client_trickling_its_header_is_cut_at_the_header_read_timeout_with_an
     let certificate = edge_tests::tls::TestCertificate::generate(&["hello.test"]);
     let mut config = edge_config::NodeConfig::default();
     config.http.header_read_timeout_ms = 500;
-    config.tls.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    let node = TestNode::start_with(
+    let node = TestNode::start_tls(
         config,
-        vec![
-            TestService::new("hello", "hello.test", rust_guest("hello"))
-                .certificate(certificate.files.clone()),
-        ],
+        vec![TestService::example("hello", "hello").certificate(certificate.files.clone())],
     )
     .await;
 
@@ -253,33 +240,23 @@ async fn a_client_trickling_its_header_is_cut_at_the_header_read_timeout_with_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_dropped_without_a_drain_closes_its_listeners() {
-    let node = TestNode::start(vec![TestService::new(
-        "hello",
-        "hello.test",
-        rust_guest("hello"),
-    )])
-    .await;
+    let node = TestNode::start_examples(&[("hello", "hello")]).await;
     let (addr, admin) = (node.addr, node.admin_addr);
     assert_eq!(get(addr, "hello.test", "/").await.status, 200);
     drop(node);
-    let started = Instant::now();
-    while TcpStream::connect(addr).await.is_ok() || TcpStream::connect(admin).await.is_ok() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "still listening after the node was dropped"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "still listening after the node was dropped",
+        async || {
+            TcpStream::connect(addr).await.is_err() && TcpStream::connect(admin).await.is_err()
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_sends_http2_goaway_and_finishes_the_streams_in_flight() {
-    let node = TestNode::start(vec![TestService::new(
-        "stream",
-        "stream.test",
-        rust_guest("streaming"),
-    )])
-    .await;
+    let node = TestNode::start_examples(&[("stream", "streaming")]).await;
     let tcp = TcpStream::connect(node.addr).await.expect("connect");
     let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
     let connection = tokio::spawn(connection);

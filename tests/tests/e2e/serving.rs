@@ -1,14 +1,14 @@
 //! Requests reach the right tenant's guest and come back intact.
 
 use bytes::Bytes;
-use edge_tests::client::{self, Protocol, get, request, send};
+use edge_tests::client::{self, Protocol, Reply, get, request, send};
 use edge_tests::guests::rust_guest;
 use edge_tests::node::{TestNode, TestService};
 
 async fn two_tenants() -> TestNode {
     TestNode::start(vec![
-        TestService::new("hello", "hello.test", rust_guest("hello")),
-        TestService::new("echo", "echo.test", rust_guest("echo")).domain("*.echo.test"),
+        TestService::example("hello", "hello"),
+        TestService::example("echo", "echo").domain("*.echo.test"),
     ])
     .await
 }
@@ -29,6 +29,18 @@ async fn hello_answers_on_its_domain_with_a_request_id() {
     assert_ne!(second.header("x-request-id"), Some(id), "ids are unique");
 }
 
+/// Asserts that `reply` is the echo guest's account of `method path` for
+/// echo.test with `body`.
+#[track_caller]
+fn assert_echoed(reply: &Reply, method: &str, path: &str, body: &str) {
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    let head = format!("method: {method}\npath: {path}\nauthority: echo.test\n");
+    assert!(text.starts_with(&head), "{text}");
+    let tail = format!("body-bytes: {}\n\n{body}", body.len());
+    assert!(text.ends_with(&tail), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_sees_method_path_headers_and_body() {
     let node = two_tenants().await;
@@ -42,14 +54,9 @@ async fn echo_sees_method_path_headers_and_body() {
         )))
         .expect("request");
     let reply = send(node.addr, Protocol::Http1, req).await;
-    assert_eq!(reply.status, 200);
+    assert_echoed(&reply, "PUT", "/items/42?color=blue", "payload bytes");
     let text = reply.text();
-    assert!(
-        text.starts_with("method: PUT\npath: /items/42?color=blue\nauthority: echo.test\n"),
-        "{text}"
-    );
     assert!(text.contains("header: x-tenant-header: kept\n"), "{text}");
-    assert!(text.ends_with("body-bytes: 13\n\npayload bytes"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,12 +116,7 @@ async fn request_without_host_gets_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_body_arrives_whole_and_in_order() {
-    let node = TestNode::start(vec![TestService::new(
-        "stream",
-        "stream.test",
-        rust_guest("streaming"),
-    )])
-    .await;
+    let node = TestNode::start_examples(&[("stream", "streaming")]).await;
     for protocol in [Protocol::Http1, Protocol::Http2] {
         let reply = send(
             node.addr,
@@ -144,23 +146,12 @@ async fn http2_prior_knowledge_reaches_the_same_guests() {
         request("POST", "echo.test", "/h2", "over h2"),
     )
     .await;
-    assert_eq!(reply.status, 200);
-    let text = reply.text();
-    assert!(
-        text.starts_with("method: POST\npath: /h2\nauthority: echo.test\n"),
-        "{text}"
-    );
-    assert!(text.ends_with("body-bytes: 7\n\nover h2"), "{text}");
+    assert_echoed(&reply, "POST", "/h2", "over h2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standard_component_without_the_sdk_runs_unchanged() {
-    let node = TestNode::start(vec![TestService::new(
-        "plain",
-        "plain.test",
-        rust_guest("plain-wasi"),
-    )])
-    .await;
+    let node = TestNode::start_examples(&[("plain", "plain-wasi")]).await;
     let reply = get(node.addr, "plain.test", "/std?x=1").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "plain wasi component at /std?x=1\n");
@@ -168,15 +159,10 @@ async fn a_standard_component_without_the_sdk_runs_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_guest_gets_500_and_everyone_else_is_served() {
-    let node = TestNode::start(vec![
-        TestService::new("buggy", "buggy.test", rust_guest("panic")),
-        TestService::new("hello", "hello.test", rust_guest("hello")),
-    ])
-    .await;
+    let node = TestNode::start_examples(&[("buggy", "panic"), ("hello", "hello")]).await;
     for _ in 0..3 {
         let reply = get(node.addr, "buggy.test", "/7").await;
-        assert_eq!(reply.status, 500);
-        assert_eq!(reply.header("edge-error"), Some("guest-trap"));
+        reply.assert_edge_error(500, "guest-trap");
         assert!(
             !reply.text().contains("panicked"),
             "no internals leak: {}",
@@ -188,12 +174,7 @@ async fn a_panicking_guest_gets_500_and_everyone_else_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_grants_no_environment_files_sockets_or_network() {
-    let node = TestNode::start(vec![TestService::new(
-        "caps",
-        "caps.test",
-        rust_guest("capabilities"),
-    )])
-    .await;
+    let node = TestNode::start_examples(&[("caps", "capabilities")]).await;
     let reply = get(node.addr, "caps.test", "/").await;
     assert_eq!(reply.status, 200);
     let text = reply.text();
@@ -224,8 +205,7 @@ async fn echo_round_trips_a_1_mib_body_on_both_protocols() {
     // The point is the round trip, not the budget: copying 2 MiB through a
     // debug-built node on a loaded test machine can take more than 50 ms.
     let node = TestNode::start(vec![
-        TestService::new("echo", "echo.test", rust_guest("echo"))
-            .limits(|l| l.cpu_budget_ms = 2_000),
+        TestService::example("echo", "echo").limits(|l| l.cpu_budget_ms = 2_000),
     ])
     .await;
     let body: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();

@@ -5,9 +5,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use edge_config::NodeConfig;
-use edge_tests::client::{Protocol, send_over};
+use edge_tests::client::{Protocol, Reply, request, send_over};
 use edge_tests::guests::rust_guest;
+use edge_tests::h3::H3Request;
 use edge_tests::node::{TestNode, TestService};
 use edge_tests::tls::{TestCertificate, TlsClient};
 
@@ -20,13 +22,14 @@ struct TwoServices {
 }
 
 /// `hello` on shop.tls.test and `echo` on blog.tls.test (and any name under
-/// it), each with its own certificate.
-async fn two_services(config: NodeConfig) -> TwoServices {
+/// it), each with its own certificate, on a node whose default config
+/// `change` adjusts.
+async fn two_services(change: impl FnOnce(&mut NodeConfig)) -> TwoServices {
     let shop = TestCertificate::generate(&["shop.tls.test"]);
     let blog = TestCertificate::generate(&["blog.tls.test", "*.blog.tls.test"]);
-    let mut config = config;
-    config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let node = TestNode::start_with(
+    let mut config = NodeConfig::default();
+    change(&mut config);
+    let node = TestNode::start_tls(
         config,
         vec![
             TestService::new("hello", "shop.tls.test", rust_guest("hello"))
@@ -38,6 +41,20 @@ async fn two_services(config: NodeConfig) -> TwoServices {
     )
     .await;
     TwoServices { node, shop, blog }
+}
+
+impl TwoServices {
+    /// `GET /` for shop.tls.test over HTTP/3, trusting shop's certificate.
+    fn shop_over_h3(&self) -> H3Request<'_> {
+        let h3 = self.node.h3_addr.expect("HTTP/3");
+        H3Request::get(h3, "shop.tls.test", &self.shop.pem)
+    }
+}
+
+/// Asserts that `reply` is the hello guest's whole answer.
+#[track_caller]
+fn assert_hello(reply: &Reply) {
+    assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
 }
 
 /// Runs curl against the node's TLS port with `name` resolved to loopback;
@@ -62,7 +79,7 @@ async fn curl(tls: SocketAddr, name: &str, ca: &TestCertificate, args: &[&str]) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_gets_each_services_certificate_by_sni_on_http1_and_http2() {
-    let services = two_services(NodeConfig::default()).await;
+    let services = two_services(|_| {}).await;
     let tls = services.node.tls_addr.expect("TLS listener");
     let version = ["--write-out", "\n%{http_version}"];
 
@@ -103,12 +120,12 @@ async fn curl_gets_each_services_certificate_by_sni_on_http1_and_http2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_clients_negotiate_h2_and_http1_and_resume_sessions() {
-    let services = two_services(NodeConfig::default()).await;
+    let services = two_services(|_| {}).await;
     let tls = services.node.tls_addr.expect("TLS listener");
 
     let client = TlsClient::trusting(&services.shop.pem);
     let (reply, first) = client.get(tls, "shop.tls.test", "/").await;
-    assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
+    assert_hello(&reply);
     assert_eq!(first.alpn.as_deref(), Some(&b"h2"[..]));
     assert_eq!(first.version, Some(rustls::ProtocolVersion::TLSv1_3));
     assert!(!first.resumed);
@@ -117,11 +134,9 @@ async fn in_process_clients_negotiate_h2_and_http1_and_resume_sessions() {
     assert!(second.resumed, "the second connection resumes the session");
 
     // HTTP/1.1 only, and TLS 1.2 only: both still served.
-    let http1 = TlsClient::with(&services.shop.pem, rustls::DEFAULT_VERSIONS, |c| {
-        c.alpn_protocols = vec![b"http/1.1".to_vec()];
-    });
+    let http1 = TlsClient::only(&services.shop.pem, Protocol::Http1);
     let (reply, handshake) = http1.get(tls, "shop.tls.test", "/").await;
-    assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
+    assert_hello(&reply);
     assert_eq!(handshake.alpn.as_deref(), Some(&b"http/1.1"[..]));
     let tls12 = TlsClient::with(&services.shop.pem, &[&rustls::version::TLS12], |_| {});
     let (reply, first) = tls12.get(tls, "shop.tls.test", "/").await;
@@ -134,7 +149,7 @@ async fn in_process_clients_negotiate_h2_and_http1_and_resume_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_without_sni_gets_the_default_certificate_and_is_still_routed_by_host() {
-    let services = two_services(NodeConfig::default()).await;
+    let services = two_services(|_| {}).await;
     let tls = services.node.tls_addr.expect("TLS listener");
     // An IP address in the URL: curl sends no SNI. The default certificate
     // is not the service's, so skip verification and check the routing.
@@ -164,9 +179,7 @@ async fn a_client_without_sni_gets_the_default_certificate_and_is_still_routed_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_finishes_the_handshake_is_cut_at_the_timeout() {
-    let mut config = NodeConfig::default();
-    config.tls.handshake_timeout_ms = 300;
-    let services = two_services(config).await;
+    let services = two_services(|c| c.tls.handshake_timeout_ms = 300).await;
     let tls = services.node.tls_addr.expect("TLS listener");
     let started = Instant::now();
     // A TCP connection that sends half a ClientHello and then nothing.
@@ -209,7 +222,7 @@ async fn a_certificate_that_does_not_match_its_service_stops_the_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http3_serves_the_same_guests_with_the_same_certificates() {
-    let services = two_services(NodeConfig::default()).await;
+    let services = two_services(|_| {}).await;
     let tls = services.node.tls_addr.expect("TLS listener");
     let h3 = services.node.h3_addr.expect("HTTP/3");
     assert_eq!(h3.port(), tls.port(), "HTTP/3 shares the TLS port");
@@ -223,46 +236,26 @@ async fn http3_serves_the_same_guests_with_the_same_certificates() {
         Some(format!("h3=\":{}\"; ma=86400", h3.port()).as_str())
     );
 
-    let reply = edge_tests::h3::send(
-        h3,
-        "shop.tls.test",
-        &services.shop.pem,
-        "GET",
-        "/",
-        Default::default(),
-    )
-    .await
-    .expect("HTTP/3 GET");
-    assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
+    let reply = services.shop_over_h3().send().await.expect("HTTP/3 GET");
+    assert_hello(&reply);
     assert!(reply.header("x-request-id").is_some());
 
     // SNI picks blog's certificate; a request body streams to the guest.
-    let body = bytes::Bytes::from(vec![b'x'; 300_000]);
-    let reply = edge_tests::h3::send(
-        h3,
-        "api.blog.tls.test",
-        &services.blog.pem,
-        "POST",
-        "/upload",
-        body,
-    )
-    .await
-    .expect("HTTP/3 POST");
+    let body = Bytes::from(vec![b'x'; 300_000]);
+    let reply = H3Request::get(h3, "api.blog.tls.test", &services.blog.pem)
+        .post("/upload", body)
+        .send()
+        .await
+        .expect("HTTP/3 POST");
     assert_eq!(reply.status, 200);
     let text = reply.text();
     assert!(text.contains("authority: api.blog.tls.test"), "{text}");
     assert!(text.contains("body-bytes: 300000"), "{text}");
 
     // Blog's certificate is not shop's: the handshake fails.
-    let refused = edge_tests::h3::send(
-        h3,
-        "shop.tls.test",
-        &services.blog.pem,
-        "GET",
-        "/",
-        Default::default(),
-    )
-    .await;
+    let refused = H3Request::get(h3, "shop.tls.test", &services.blog.pem)
+        .send()
+        .await;
     assert!(refused.is_err(), "{refused:?}");
     services.node.shutdown().await;
 }
@@ -273,21 +266,14 @@ async fn http3_serves_the_same_guests_with_the_same_certificates() {
 /// reset with a code HTTP/3 does not define.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http3_a_request_that_ends_late_still_gets_its_whole_response() {
-    let services = two_services(NodeConfig::default()).await;
-    let h3 = services.node.h3_addr.expect("HTTP/3");
+    let services = two_services(|_| {}).await;
     for _ in 0..3 {
-        let (reply, finish) = edge_tests::h3::exchange(
-            h3,
-            "shop.tls.test",
-            &services.shop.pem,
-            "GET",
-            "/",
-            Default::default(),
-            Duration::from_millis(150),
-        )
-        .await
-        .expect("HTTP/3 GET");
-        assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
+        let (reply, finish) = services
+            .shop_over_h3()
+            .exchange(Duration::from_millis(150))
+            .await
+            .expect("HTTP/3 GET");
+        assert_hello(&reply);
         assert_eq!(reply.body_error, None);
         assert!(
             matches!(finish, None | Some(Some(h3::error::Code::H3_NO_ERROR))),
@@ -330,9 +316,7 @@ async fn aioquic_get(
 async fn an_independent_http3_client_fetches_from_the_node() {
     // Every new client must validate its address first (Retry): clients
     // still get through.
-    let mut config = NodeConfig::default();
-    config.http3.retry_above_connections = 0;
-    let services = two_services(config).await;
+    let services = two_services(|c| c.http3.retry_above_connections = 0).await;
     let h3 = services.node.h3_addr.expect("HTTP/3");
     let answer = aioquic_get(h3, "shop.tls.test", &services.shop, 0).await;
     assert_eq!(answer["status"], 200, "{answer}");
@@ -353,13 +337,9 @@ async fn an_independent_http3_client_fetches_from_the_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenant_at_its_connection_bound_gets_503_and_others_connect() {
-    let mut config = NodeConfig::default();
-    config.http.max_connections_per_tenant = 2;
-    let services = two_services(config).await;
+    let services = two_services(|c| c.http.max_connections_per_tenant = 2).await;
     let tls = services.node.tls_addr.expect("TLS listener");
-    let shop = TlsClient::with(&services.shop.pem, rustls::DEFAULT_VERSIONS, |c| {
-        c.alpn_protocols = vec![b"http/1.1".to_vec()];
-    });
+    let shop = TlsClient::only(&services.shop.pem, Protocol::Http1);
     let held = [
         shop.connect(tls, "shop.tls.test").await.expect("first"),
         shop.connect(tls, "shop.tls.test").await.expect("second"),
@@ -367,8 +347,7 @@ async fn one_tenant_at_its_connection_bound_gets_503_and_others_connect() {
     // The third connection naming shop (a tenant of its own) is answered
     // 503 and closed; blog's are not affected.
     let (reply, _) = shop.get(tls, "shop.tls.test", "/").await;
-    assert_eq!(reply.status, 503);
-    assert_eq!(reply.header("edge-error"), Some("overloaded"));
+    reply.assert_edge_error(503, "overloaded");
     assert_eq!(reply.header("retry-after"), Some("1"));
     let (reply, _) = TlsClient::trusting(&services.blog.pem)
         .get(tls, "blog.tls.test", "/")
@@ -388,10 +367,8 @@ async fn one_tenant_at_its_connection_bound_gets_503_and_others_connect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_for_one_tenant_never_reaches_another_tenants_guest() {
     let alpha = TestCertificate::generate(&["*.alpha.tls.test"]);
-    let mut config = NodeConfig::default();
-    config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let node = TestNode::start_with(
-        config,
+    let node = TestNode::start_tls(
+        NodeConfig::default(),
         vec![
             TestService::new("alpha", "*.alpha.tls.test", rust_guest("hello"))
                 .certificate(alpha.files.clone()),
@@ -407,7 +384,7 @@ async fn a_connection_for_one_tenant_never_reaches_another_tenants_guest() {
 
     // Alpha's own name: alpha's certificate and guest.
     let (reply, _) = alpha_client.get(tls, "shop.alpha.tls.test", "/").await;
-    assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
+    assert_hello(&reply);
     // Beta's route under alpha's wildcard does not get alpha's certificate:
     // a client trusting alpha refuses the handshake.
     assert!(
@@ -419,21 +396,17 @@ async fn a_connection_for_one_tenant_never_reaches_another_tenants_guest() {
     );
     // On a connection made for alpha, a request for beta's host is 421.
     for protocol in [Protocol::Http1, Protocol::Http2] {
-        let (stream, _) = TlsClient::with(&alpha.pem, rustls::DEFAULT_VERSIONS, |c| {
-            c.alpn_protocols = match protocol {
-                Protocol::Http1 => vec![b"http/1.1".to_vec()],
-                Protocol::Http2 => vec![b"h2".to_vec()],
-            };
-        })
-        .connect(tls, "shop.alpha.tls.test")
-        .await
-        .expect("TLS connect");
-        let request = http::Request::builder()
-            .uri("https://beta.tls.test/")
-            .header("host", "beta.tls.test")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .expect("request");
-        let reply = send_over(stream, protocol, request).await;
+        let (stream, _) = TlsClient::only(&alpha.pem, protocol)
+            .connect(tls, "shop.alpha.tls.test")
+            .await
+            .expect("TLS connect");
+        let for_beta = request(
+            "GET",
+            "beta.tls.test",
+            "https://beta.tls.test/",
+            Bytes::new(),
+        );
+        let reply = send_over(stream, protocol, for_beta).await;
         assert_eq!(reply.status, 421, "{protocol:?}: {}", reply.text());
         assert_eq!(reply.header("edge-error"), Some("misdirected-request"));
     }
@@ -446,7 +419,7 @@ async fn a_connection_for_one_tenant_never_reaches_another_tenants_guest() {
 /// before its field-section limit applies). The node serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http3_a_headers_frame_declaring_a_gibibyte_is_stopped_at_its_header() {
-    let services = two_services(NodeConfig::default()).await;
+    let services = two_services(|_| {}).await;
     let h3 = services.node.h3_addr.expect("HTTP/3");
     let (endpoint, connection) = edge_tests::h3::connect(h3, "shop.tls.test", &services.shop.pem)
         .await
@@ -477,17 +450,8 @@ async fn http3_a_headers_frame_declaring_a_gibibyte_is_stopped_at_its_header() {
     }
     assert!(sent < 4 * 1024 * 1024, "stopped after {sent} bytes");
     endpoint.close(quinn::VarInt::from_u32(0), b"done");
-    let reply = edge_tests::h3::send(
-        h3,
-        "shop.tls.test",
-        &services.shop.pem,
-        "GET",
-        "/",
-        Default::default(),
-    )
-    .await
-    .expect("HTTP/3 GET");
-    assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
+    let reply = services.shop_over_h3().send().await.expect("HTTP/3 GET");
+    assert_hello(&reply);
     services.node.shutdown().await;
 }
 
@@ -497,25 +461,15 @@ async fn http3_a_headers_frame_declaring_a_gibibyte_is_stopped_at_its_header() {
 /// `connection-read-timeout` (the echo guest answers with it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http3_a_stalled_request_body_is_cut_at_the_body_read_timeout() {
-    let mut config = NodeConfig::default();
-    config.http.body_read_timeout_ms = 300;
-    let services = two_services(config).await;
+    let services = two_services(|c| c.http.body_read_timeout_ms = 300).await;
     let h3 = services.node.h3_addr.expect("HTTP/3");
+    let upload = H3Request::get(h3, "api.blog.tls.test", &services.blog.pem)
+        .post("/upload", Bytes::from_static(b"the first bytes"));
     let started = Instant::now();
-    let reply = tokio::time::timeout(
-        Duration::from_secs(5),
-        edge_tests::h3::send_stalled(
-            h3,
-            "api.blog.tls.test",
-            &services.blog.pem,
-            "POST",
-            "/upload",
-            bytes::Bytes::from_static(b"the first bytes"),
-        ),
-    )
-    .await
-    .expect("answered within the bound")
-    .expect("HTTP/3 exchange");
+    let reply = tokio::time::timeout(Duration::from_secs(5), upload.send_stalled())
+        .await
+        .expect("answered within the bound")
+        .expect("HTTP/3 exchange");
     let took = started.elapsed();
     assert!(
         reply.text().contains("connection read timeout"),

@@ -114,10 +114,8 @@ async fn an_origins_early_hints_reach_an_http11_client_before_the_response() {
     let mut quiet = backend.clone();
     quiet.forward_interim_responses = false;
     let node = TestNode::start(vec![
-        TestService::new("proxy", "proxy.test", rust_guest("caching-proxy"))
-            .backend("origin", backend),
-        TestService::new("quiet", "quiet.test", rust_guest("caching-proxy"))
-            .backend("origin", quiet),
+        TestService::example("proxy", "caching-proxy").backend("origin", backend),
+        TestService::example("quiet", "caching-proxy").backend("origin", quiet),
     ])
     .await;
 
@@ -176,23 +174,23 @@ async fn an_origins_early_hints_reach_an_http11_client_before_the_response() {
         "the second was a hit"
     );
 
-    // HTTP/1.0: no 1xx (RFC 9110 15.2).
-    let (text, _) = edge_tests::client::raw(
-        node.addr,
-        b"GET /hinted-1.0 HTTP/1.0\r\nhost: proxy.test\r\n\r\n",
-        Duration::from_secs(5),
-    )
-    .await;
-    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
-    assert!(!text.contains(" 103 "), "{text}");
-    // A backend whose hints are not for clients.
-    let (text, _) = edge_tests::client::raw(
-        node.addr,
-        b"GET /hinted-quiet HTTP/1.1\r\nhost: quiet.test\r\nconnection: close\r\n\r\n",
-        Duration::from_secs(5),
-    )
-    .await;
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    // HTTP/1.0: no 1xx (RFC 9110 15.2); nor from a backend whose hints are
+    // not for clients: the response alone.
+    let unhinted: [(&[u8], &str); 2] = [
+        (
+            b"GET /hinted-1.0 HTTP/1.0\r\nhost: proxy.test\r\n\r\n",
+            "HTTP/1.0 200 OK\r\n",
+        ),
+        (
+            b"GET /hinted-quiet HTTP/1.1\r\nhost: quiet.test\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n",
+        ),
+    ];
+    for (ask, status_line) in unhinted {
+        let (text, _) = edge_tests::client::raw(node.addr, ask, Duration::from_secs(5)).await;
+        assert!(text.starts_with(status_line), "{text}");
+        assert!(!text.contains(" 103 "), "{text}");
+    }
     // HTTP/2 cannot carry one: the response alone.
     let reply = send(
         node.addr,

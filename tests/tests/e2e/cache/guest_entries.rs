@@ -4,12 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn the_guest_cache_api_stores_expires_and_refuses_bad_input() {
-    let node = TestNode::start(vec![TestService::new(
-        "probe",
-        "probe.test",
-        rust_guest("backend-probe"),
-    )])
-    .await;
+    let node = TestNode::start_examples(&[("probe", "backend-probe")]).await;
     let insert = |path: &str, body: &'static str| {
         send(
             node.addr,
@@ -17,40 +12,22 @@ async fn the_guest_cache_api_stores_expires_and_refuses_bad_input() {
             request("POST", "probe.test", path, body),
         )
     };
+    let lookup = async || get(node.addr, "probe.test", "/cache/lookup?key=k").await;
     assert_eq!(
         insert("/cache/insert?key=k&ttl_ms=300", "v").await.text(),
         "inserted\n"
     );
-    assert_eq!(
-        get(node.addr, "probe.test", "/cache/lookup?key=k")
-            .await
-            .text(),
-        "v"
-    );
+    assert_eq!(lookup().await.text(), "v");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        get(node.addr, "probe.test", "/cache/lookup?key=k")
-            .await
-            .status,
-        404
-    );
+    assert_eq!(lookup().await.status, 404);
 
     assert_eq!(
         insert("/cache/insert?key=k", "v2").await.text(),
         "inserted\n"
     );
-    assert_eq!(
-        get(node.addr, "probe.test", "/cache/purge?key=k")
-            .await
-            .text(),
-        "true\n"
-    );
-    assert_eq!(
-        get(node.addr, "probe.test", "/cache/lookup?key=k")
-            .await
-            .status,
-        404
-    );
+    let purge = get(node.addr, "probe.test", "/cache/purge?key=k").await;
+    assert_eq!(purge.text(), "true\n");
+    assert_eq!(lookup().await.status, 404);
 
     let long_key = "k".repeat(1025);
     let refused = insert(&format!("/cache/insert?key={long_key}"), "v").await;
@@ -79,11 +56,10 @@ async fn a_service_can_have_its_own_cacheable_responses_served_without_running_t
     let mut backend = loopback_backend(&origin);
     backend.cache = edge_config::BackendCache::Off;
     let node = TestNode::start(vec![
-        TestService::new("edge", "edge.test", rust_guest("caching-proxy"))
+        TestService::example("edge", "caching-proxy")
             .backend("origin", backend.clone())
             .cache_responses(),
-        TestService::new("plain", "plain.test", rust_guest("caching-proxy"))
-            .backend("origin", backend),
+        TestService::example("plain", "caching-proxy").backend("origin", backend),
     ])
     .await;
 

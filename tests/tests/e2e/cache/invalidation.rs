@@ -10,8 +10,8 @@ async fn a_successful_unsafe_request_invalidates_the_url() {
     .await;
     let node = proxy_node(&origin).await;
 
-    assert_eq!(get(node.addr, "proxy.test", "/item").await.text(), "GET 1");
-    assert_eq!(get(node.addr, "proxy.test", "/item").await.text(), "GET 1");
+    assert_eq!(proxy_get(&node, "/item").await.text(), "GET 1");
+    assert_eq!(proxy_get(&node, "/item").await.text(), "GET 1");
     let post = send(
         node.addr,
         Protocol::Http1,
@@ -19,7 +19,7 @@ async fn a_successful_unsafe_request_invalidates_the_url() {
     )
     .await;
     assert_eq!(post.text(), "POST 2", "every method reaches the origin");
-    assert_eq!(get(node.addr, "proxy.test", "/item").await.text(), "GET 3");
+    assert_eq!(proxy_get(&node, "/item").await.text(), "GET 3");
 }
 
 /// A soft purge marks entries stale instead of removing them: the next
@@ -35,10 +35,7 @@ async fn a_soft_purge_revalidates_and_serves_stale_while_the_origin_fails() {
         if origin_mode.load(Ordering::SeqCst) == FAILING {
             return Answer::ok("origin down").status(503);
         }
-        let current = seen
-            .headers
-            .get("if-none-match")
-            .is_some_and(|etag| etag == "\"v1\"");
+        let current = seen.header("if-none-match") == Some("\"v1\"");
         let answer = if current {
             Answer::ok("").status(304)
         } else {
@@ -53,7 +50,7 @@ async fn a_soft_purge_revalidates_and_serves_stale_while_the_origin_fails() {
     let node = proxy_node(&origin).await;
     let cache = node.node().cache();
     let url = format!("{}/page", origin.url());
-    let page = || get(node.addr, "proxy.test", "/page");
+    let page = || proxy_get(&node, "/page");
 
     assert_eq!(page().await.text(), "/page 1");
     assert_eq!(page().await.text(), "/page 1");
@@ -72,8 +69,8 @@ async fn a_soft_purge_revalidates_and_serves_stale_while_the_origin_fails() {
     );
     let seen = origin.seen();
     assert_eq!(
-        seen.last().and_then(|s| s.headers.get("if-none-match")),
-        Some(&http::HeaderValue::from_static("\"v1\"")),
+        seen.last().and_then(|s| s.header("if-none-match")),
+        Some("\"v1\""),
         "the soft-purged entry was revalidated"
     );
     assert_eq!(page().await.text(), "/page 1");
@@ -120,14 +117,12 @@ async fn a_purge_during_a_fill_keeps_the_fetched_response_out_of_the_cache() {
     for path in ["/by-url", "/by-tag"] {
         let addr = node.addr;
         let fill = tokio::spawn(async move { get(addr, "proxy.test", path).await.text() });
-        let started = std::time::Instant::now();
-        while origin.count(path) == 0 {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the fill never reached the origin"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        edge_tests::eventually(
+            Duration::from_secs(10),
+            "the fill never reached the origin",
+            async || origin.count(path) > 0,
+        )
+        .await;
         if path == "/by-url" {
             cache.purge_url("proxy", &format!("{}{path}", origin.url()), PurgeMode::Hard);
         } else {
@@ -139,14 +134,11 @@ async fn a_purge_during_a_fill_keeps_the_fetched_response_out_of_the_cache() {
             "the client gets it"
         );
         assert_eq!(
-            get(node.addr, "proxy.test", path).await.text(),
+            proxy_get(&node, path).await.text(),
             format!("{path} 2"),
             "not stored: fetched again"
         );
-        assert_eq!(
-            get(node.addr, "proxy.test", path).await.text(),
-            format!("{path} 2")
-        );
+        assert_eq!(proxy_get(&node, path).await.text(), format!("{path} 2"));
     }
     node.shutdown().await;
 }

@@ -11,7 +11,7 @@ async fn tenants_never_see_each_others_entries() {
     })
     .await;
     let service = |name: &str, tenant: &str, guest: &str| {
-        TestService::new(name, &format!("{name}.test"), rust_guest(guest))
+        TestService::example(name, guest)
             .tenant(tenant)
             .backend("origin", loopback_backend(&origin))
     };
@@ -103,11 +103,11 @@ async fn a_malformed_authority_is_refused_and_cannot_poison_the_edge_cache() {
     let mut backend = loopback_backend(&origin);
     backend.cache = edge_config::BackendCache::Off;
     let node = TestNode::start(vec![
-        TestService::new("edge", "edge.test", rust_guest("caching-proxy"))
+        TestService::example("edge", "caching-proxy")
             .domain("*.edge.test")
             .backend("origin", backend)
             .cache_responses(),
-        TestService::new("echo", "echo.test", rust_guest("echo")),
+        TestService::example("echo", "echo"),
     ])
     .await;
     for hostile in [

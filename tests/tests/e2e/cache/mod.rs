@@ -14,7 +14,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use edge_node::cache::PurgeMode;
 use edge_tests::client::{Protocol, get, request, send};
-use edge_tests::guests::rust_guest;
 use edge_tests::node::{TestNode, TestService};
 use edge_tests::origin::{Answer, TestOrigin};
 
@@ -22,12 +21,18 @@ use crate::backends::loopback_backend;
 
 async fn proxy_node(origin: &TestOrigin) -> TestNode {
     TestNode::start(vec![
-        TestService::new("proxy", "proxy.test", rust_guest("caching-proxy"))
-            .backend("origin", loopback_backend(origin)),
+        TestService::example("proxy", "caching-proxy").backend("origin", loopback_backend(origin)),
     ])
     .await
 }
 
+/// `GET path` from the caching proxy on proxy.test: what a client of the
+/// cached origin gets.
+async fn proxy_get(node: &TestNode, path: &str) -> edge_tests::client::Reply {
+    get(node.addr, "proxy.test", path).await
+}
+
+/// [`proxy_get`] with extra request headers.
 async fn get_with(
     node: &TestNode,
     path: &str,

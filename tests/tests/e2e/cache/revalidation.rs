@@ -14,11 +14,7 @@ type Case = (
 #[tokio::test]
 async fn a_stale_response_is_revalidated_with_a_304() {
     let origin = TestOrigin::start(|seen, n| {
-        if seen
-            .headers
-            .get("if-none-match")
-            .is_some_and(|v| v == "\"v1\"")
-        {
+        if seen.header("if-none-match") == Some("\"v1\"") {
             return Answer::ok("")
                 .status(304)
                 .header("etag", "\"v1\"")
@@ -33,11 +29,8 @@ async fn a_stale_response_is_revalidated_with_a_304() {
     .await;
     let node = proxy_node(&origin).await;
 
-    assert_eq!(
-        get(node.addr, "proxy.test", "/doc").await.text(),
-        "version 1 (1)"
-    );
-    let second = get(node.addr, "proxy.test", "/doc").await;
+    assert_eq!(proxy_get(&node, "/doc").await.text(), "version 1 (1)");
+    let second = proxy_get(&node, "/doc").await;
     assert_eq!(second.status, 200);
     assert_eq!(second.text(), "version 1 (1)", "the stored body is served");
     assert_eq!(
@@ -47,13 +40,7 @@ async fn a_stale_response_is_revalidated_with_a_304() {
     );
     let seen = origin.seen();
     assert_eq!(seen.len(), 2);
-    assert_eq!(
-        seen[1]
-            .headers
-            .get("if-none-match")
-            .map(|v| v.to_str().unwrap_or("")),
-        Some("\"v1\"")
-    );
+    assert_eq!(seen[1].header("if-none-match"), Some("\"v1\""));
     assert_eq!(
         node.metric("edge_http_cache_requests_total{outcome=\"revalidated\"}")
             .await,
@@ -125,10 +112,7 @@ async fn conditional_and_range_requests_are_answered_from_a_fresh_stored_respons
     })
     .await;
     let node = proxy_node(&origin).await;
-    assert_eq!(
-        get(node.addr, "proxy.test", "/r").await.text(),
-        "0123456781"
-    );
+    assert_eq!(proxy_get(&node, "/r").await.text(), "0123456781");
     let cases: [Case; 10] = [
         (&[("if-none-match", "\"r1\"")], 304, "", None),
         (&[("if-none-match", "W/\"r1\"")], 304, "", None),
@@ -181,18 +165,15 @@ async fn stale_responses_are_served_while_revalidating_and_on_error() {
     .await;
     let node = proxy_node(&origin).await;
 
-    assert_eq!(get(node.addr, "proxy.test", "/swr").await.text(), "swr 1");
-    assert_eq!(
-        get(node.addr, "proxy.test", "/sie").await.text(),
-        "sie good"
-    );
+    assert_eq!(proxy_get(&node, "/swr").await.text(), "swr 1");
+    assert_eq!(proxy_get(&node, "/sie").await.text(), "sie good");
     tokio::time::sleep(Duration::from_millis(2100)).await;
 
     // Stale within stale-while-revalidate: served at once, refreshed behind.
-    assert_eq!(get(node.addr, "proxy.test", "/swr").await.text(), "swr 1");
+    assert_eq!(proxy_get(&node, "/swr").await.text(), "swr 1");
     let mut refreshed = false;
     for _ in 0..50 {
-        if get(node.addr, "proxy.test", "/swr").await.text() == "swr 2" {
+        if proxy_get(&node, "/swr").await.text() == "swr 2" {
             refreshed = true;
             break;
         }
@@ -202,7 +183,7 @@ async fn stale_responses_are_served_while_revalidating_and_on_error() {
     assert_eq!(origin.count("/swr"), 2);
 
     // The origin fails: the stale response is served instead of the 503.
-    let reply = get(node.addr, "proxy.test", "/sie").await;
+    let reply = proxy_get(&node, "/sie").await;
     assert_eq!((reply.status, reply.text().as_str()), (200, "sie good"));
     assert_eq!(origin.count("/sie"), 2);
 }
@@ -235,10 +216,8 @@ async fn a_failing_origin_gets_stale_served_but_never_past_revalidation_directiv
     .await;
     let mut backend = loopback_backend(&origin);
     backend.first_byte_timeout_ms = 300;
-    let service = || {
-        TestService::new("proxy", "proxy.test", rust_guest("caching-proxy"))
-            .backend("origin", backend.clone())
-    };
+    let service =
+        || TestService::example("proxy", "caching-proxy").backend("origin", backend.clone());
     let node = TestNode::start(vec![service()]).await;
     let mut no_default = edge_config::NodeConfig::default();
     no_default.cache.default_stale_if_error_secs = 0;
@@ -246,17 +225,14 @@ async fn a_failing_origin_gets_stale_served_but_never_past_revalidation_directiv
 
     let forbidden = ["/must", "/proxy", "/shared", "/off"];
     for path in forbidden.iter().chain(&["/default"]) {
-        assert_eq!(get(node.addr, "proxy.test", path).await.status, 200);
+        assert_eq!(proxy_get(&node, path).await.status, 200);
     }
-    assert_eq!(
-        get(strict_node.addr, "proxy.test", "/default").await.status,
-        200
-    );
+    assert_eq!(proxy_get(&strict_node, "/default").await.status, 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
 
     // A 503: the stale response, saying so.
     mode.store(FAILING, Ordering::SeqCst);
-    let stale = get(node.addr, "proxy.test", "/default").await;
+    let stale = proxy_get(&node, "/default").await;
     assert_eq!((stale.status, stale.text().as_str()), (200, "/default 1"));
     let status = edge_status(&stale);
     assert!(
@@ -264,10 +240,10 @@ async fn a_failing_origin_gets_stale_served_but_never_past_revalidation_directiv
         "{status}"
     );
     for path in forbidden {
-        let reply = get(node.addr, "proxy.test", path).await;
+        let reply = proxy_get(&node, path).await;
         assert_eq!(reply.status, 503, "{path}: no stale use allowed");
     }
-    let strict = get(strict_node.addr, "proxy.test", "/default").await;
+    let strict = proxy_get(&strict_node, "/default").await;
     assert_eq!(strict.status, 503, "no platform default");
     // A client that asks for validation, or for an age bound, gets no
     // stale response (RFC 9111 5.2.1), unless it accepts one (max-stale).
@@ -285,19 +261,19 @@ async fn a_failing_origin_gets_stale_served_but_never_past_revalidation_directiv
 
     // No answer within the backend's first-byte timeout.
     mode.store(HANGING, Ordering::SeqCst);
-    let stale = get(node.addr, "proxy.test", "/default").await;
+    let stale = proxy_get(&node, "/default").await;
     assert_eq!((stale.status, stale.text().as_str()), (200, "/default 1"));
-    assert_ne!(get(node.addr, "proxy.test", "/must").await.status, 200);
+    assert_ne!(proxy_get(&node, "/must").await.status, 200);
 
     // The origin is gone: connections are refused.
     origin.stop().await;
-    let stale = get(node.addr, "proxy.test", "/default").await;
+    let stale = proxy_get(&node, "/default").await;
     assert_eq!((stale.status, stale.text().as_str()), (200, "/default 1"));
     assert_eq!(
         edge_status(&stale).split("; ttl").next(),
         Some("edge; fwd=stale")
     );
-    assert_ne!(get(node.addr, "proxy.test", "/must").await.status, 200);
+    assert_ne!(proxy_get(&node, "/must").await.status, 200);
     node.shutdown().await;
     strict_node.shutdown().await;
 }
