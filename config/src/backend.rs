@@ -107,11 +107,7 @@ impl BackendSpec {
 
     /// The origin split into scheme, host and port, or why it is not one.
     pub fn parsed_origin(&self) -> Result<Origin, String> {
-        let (tls, rest) = if let Some(rest) = self.origin.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = self.origin.strip_prefix("http://") {
-            (false, rest)
-        } else {
+        let Some((tls, rest)) = split_http_scheme(&self.origin) else {
             return Err("must start with http:// or https://".into());
         };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
@@ -207,6 +203,16 @@ impl Origin {
 
     pub fn scheme(&self) -> &'static str {
         if self.tls { "https" } else { "http" }
+    }
+}
+
+/// `url` without its `https://` or `http://`, and whether it was
+/// `https://` (TLS): the two schemes a config accepts wherever it takes a
+/// URL. `None` for any other.
+pub(crate) fn split_http_scheme(url: &str) -> Option<(bool, &str)> {
+    match url.strip_prefix("https://") {
+        Some(rest) => Some((true, rest)),
+        None => url.strip_prefix("http://").map(|rest| (false, rest)),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::ConfigErrors;
+use crate::validate::{ConfigErrors, check_ranges};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -99,68 +99,20 @@ impl ServiceLimits {
     /// Checks each limit against its allowed range. `sandbox` gives the
     /// node-wide ceilings a service may not exceed.
     pub fn validate(&self, path: &str, sandbox: &SandboxLimits, errors: &mut ConfigErrors) {
-        errors.check_range(
-            format!("{path}.cpu_budget_ms"),
-            self.cpu_budget_ms,
-            1,
-            sandbox.max_cpu_budget_ms,
-        );
-        errors.check_range(
-            format!("{path}.wall_time_ms"),
-            self.wall_time_ms,
-            1,
-            sandbox.max_wall_time_ms,
-        );
-        errors.check_range(
-            format!("{path}.memory_bytes"),
-            self.memory_bytes,
-            64 * KIB,
-            sandbox.max_memory_bytes,
-        );
-        errors.check_range(
-            format!("{path}.max_table_elements"),
-            self.max_table_elements,
-            1,
-            sandbox.max_table_elements,
-        );
-        errors.check_range(
-            format!("{path}.max_instances"),
-            self.max_instances,
-            1,
-            1_000,
-        );
-        errors.check_range(format!("{path}.max_tables"), self.max_tables, 1, 1_000);
-        errors.check_range(format!("{path}.max_memories"), self.max_memories, 1, 100);
-        errors.check_range(
-            format!("{path}.max_resource_handles"),
-            self.max_resource_handles,
-            16,
-            1_000_000,
-        );
-        errors.check_range(
-            format!("{path}.max_request_body_bytes"),
-            self.max_request_body_bytes,
-            0,
-            4 * 1024 * MIB,
-        );
-        errors.check_range(
-            format!("{path}.max_log_bytes_per_request"),
-            self.max_log_bytes_per_request,
-            0,
-            sandbox.max_log_bytes_per_request,
-        );
-        errors.check_range(
-            format!("{path}.max_backend_requests"),
-            self.max_backend_requests,
-            0,
-            1_000,
-        );
-        errors.check_range(
-            format!("{path}.max_concurrent_backend_requests"),
-            self.max_concurrent_backend_requests,
-            1,
-            100,
-        );
+        check_ranges!(errors, path, self, {
+            cpu_budget_ms: 1..=sandbox.max_cpu_budget_ms,
+            wall_time_ms: 1..=sandbox.max_wall_time_ms,
+            memory_bytes: 64 * KIB..=sandbox.max_memory_bytes,
+            max_table_elements: 1..=sandbox.max_table_elements,
+            max_instances: 1..=1_000,
+            max_tables: 1..=1_000,
+            max_memories: 1..=100,
+            max_resource_handles: 16..=1_000_000,
+            max_request_body_bytes: 0..=4 * 1024 * MIB,
+            max_log_bytes_per_request: 0..=sandbox.max_log_bytes_per_request,
+            max_backend_requests: 0..=1_000,
+            max_concurrent_backend_requests: 1..=100,
+        });
         if self.wall_time_ms < self.cpu_budget_ms {
             errors.push(
                 format!("{path}.wall_time_ms"),
@@ -263,90 +215,22 @@ impl Default for HttpLimits {
 impl HttpLimits {
     pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
         // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
-        errors.check_range(
-            format!("{path}.max_header_bytes"),
-            self.max_header_bytes,
-            8 * KIB,
-            MIB,
-        );
-        errors.check_range(
-            format!("{path}.max_header_count"),
-            self.max_header_count,
-            1,
-            1_000,
-        );
-        errors.check_range(
-            format!("{path}.max_uri_bytes"),
-            self.max_uri_bytes,
-            256,
-            64 * KIB,
-        );
-        errors.check_range(
-            format!("{path}.header_read_timeout_ms"),
-            self.header_read_timeout_ms,
-            100,
-            600_000,
-        );
-        errors.check_range(
-            format!("{path}.keep_alive_idle_ms"),
-            self.keep_alive_idle_ms,
-            100,
-            3_600_000,
-        );
-        errors.check_range(
-            format!("{path}.h2_max_concurrent_streams"),
-            self.h2_max_concurrent_streams,
-            1,
-            10_000,
-        );
-        errors.check_range(
-            format!("{path}.max_in_flight_requests"),
-            self.max_in_flight_requests,
-            1,
-            1_000_000,
-        );
-        errors.check_range(
-            format!("{path}.max_in_flight_requests_per_tenant"),
-            self.max_in_flight_requests_per_tenant,
-            1,
-            1_000_000,
-        );
-        errors.check_range(
-            format!("{path}.admission_queue_timeout_ms"),
-            self.admission_queue_timeout_ms,
-            0,
-            60_000,
-        );
-        errors.check_range(
-            format!("{path}.max_connections"),
-            self.max_connections,
-            1,
-            10_000_000,
-        );
-        errors.check_range(
-            format!("{path}.max_connections_per_tenant"),
-            self.max_connections_per_tenant,
-            1,
-            10_000_000,
-        );
-        errors.check_range(
-            format!("{path}.max_connections_per_client"),
-            self.max_connections_per_client,
-            1,
-            10_000_000,
-        );
-        errors.check_range(
-            format!("{path}.body_read_timeout_ms"),
-            self.body_read_timeout_ms,
-            100,
-            600_000,
-        );
-        errors.check_range(
-            format!("{path}.retry_after_seconds"),
-            self.retry_after_seconds,
-            1,
-            3_600,
-        );
+        check_ranges!(errors, path, self, {
+            max_header_bytes: 8 * KIB..=MIB,
+            max_header_count: 1..=1_000,
+            max_uri_bytes: 256..=64 * KIB,
+            header_read_timeout_ms: 100..=600_000,
+            keep_alive_idle_ms: 100..=3_600_000,
+            h2_max_concurrent_streams: 1..=10_000,
+            max_in_flight_requests: 1..=1_000_000,
+            max_in_flight_requests_per_tenant: 1..=1_000_000,
+            admission_queue_timeout_ms: 0..=60_000,
+            max_connections: 1..=10_000_000,
+            max_connections_per_tenant: 1..=10_000_000,
+            max_connections_per_client: 1..=10_000_000,
+            body_read_timeout_ms: 100..=600_000,
+            retry_after_seconds: 1..=3_600,
+        });
     }
 }
 
@@ -416,48 +300,15 @@ impl Default for SandboxLimits {
 
 impl SandboxLimits {
     pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
-        errors.check_range(
-            format!("{path}.max_concurrent_instances"),
-            self.max_concurrent_instances,
-            1,
-            100_000,
-        );
-        errors.check_range(
-            format!("{path}.max_memory_bytes"),
-            self.max_memory_bytes,
-            64 * KIB,
-            4 * 1024 * MIB,
-        );
-        errors.check_range(
-            format!("{path}.max_table_elements"),
-            self.max_table_elements,
-            1,
-            10_000_000,
-        );
-        errors.check_range(
-            format!("{path}.max_cpu_budget_ms"),
-            self.max_cpu_budget_ms,
-            1,
-            60_000,
-        );
-        errors.check_range(
-            format!("{path}.max_wall_time_ms"),
-            self.max_wall_time_ms,
-            1,
-            3_600_000,
-        );
-        errors.check_range(
-            format!("{path}.max_log_bytes_per_request"),
-            self.max_log_bytes_per_request,
-            0,
-            16 * MIB,
-        );
-        errors.check_range(
-            format!("{path}.module_cache_entries"),
-            self.module_cache_entries,
-            1,
-            1_000_000,
-        );
+        check_ranges!(errors, path, self, {
+            max_concurrent_instances: 1..=100_000,
+            max_memory_bytes: 64 * KIB..=4 * 1024 * MIB,
+            max_table_elements: 1..=10_000_000,
+            max_cpu_budget_ms: 1..=60_000,
+            max_wall_time_ms: 1..=3_600_000,
+            max_log_bytes_per_request: 0..=16 * MIB,
+            module_cache_entries: 1..=1_000_000,
+        });
     }
 }
 
@@ -519,18 +370,10 @@ impl Default for CacheLimits {
 
 impl CacheLimits {
     pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
-        errors.check_range(
-            format!("{path}.max_bytes"),
-            self.max_bytes,
-            0,
-            1024 * 1024 * MIB,
-        );
-        errors.check_range(
-            format!("{path}.max_object_bytes"),
-            self.max_object_bytes,
-            0,
-            self.max_bytes.min(u64::from(u32::MAX)),
-        );
+        check_ranges!(errors, path, self, {
+            max_bytes: 0..=1024 * 1024 * MIB,
+            max_object_bytes: 0..=self.max_bytes.min(u64::from(u32::MAX)),
+        });
         let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
         if self.status_name.is_empty()
             || self.status_name.len() > 64
@@ -544,18 +387,10 @@ impl CacheLimits {
                 ),
             );
         }
-        errors.check_range(
-            format!("{path}.max_surrogate_keys_per_tenant"),
-            self.max_surrogate_keys_per_tenant,
-            1,
-            100_000_000,
-        );
-        errors.check_range(
-            format!("{path}.default_stale_if_error_secs"),
-            self.default_stale_if_error_secs,
-            0,
-            CACHE_MAX_STALE_IF_ERROR_SECS,
-        );
+        check_ranges!(errors, path, self, {
+            max_surrogate_keys_per_tenant: 1..=100_000_000,
+            default_stale_if_error_secs: 0..=CACHE_MAX_STALE_IF_ERROR_SECS,
+        });
     }
 }
 /// Longest TTL a guest may give an entry it inserts.

@@ -68,11 +68,7 @@ impl ControlPlaneSection {
     /// cluster token, the node's credential and every tenant's private
     /// keys in the clear.
     pub fn check_url(&self) -> Result<(), String> {
-        let (plaintext, rest) = if let Some(rest) = self.url.strip_prefix("https://") {
-            (false, rest)
-        } else if let Some(rest) = self.url.strip_prefix("http://") {
-            (true, rest)
-        } else {
+        let Some((tls, rest)) = crate::backend::split_http_scheme(&self.url) else {
             return Err("must be an https:// URL (or http:// to a loopback address)".into());
         };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -80,7 +76,7 @@ impl ControlPlaneSection {
             .map_err(|e| format!("{e}"))?
             .host()
             .to_string();
-        if plaintext && !is_loopback(&host) {
+        if !tls && !is_loopback(&host) {
             return Err(format!(
                 "http:// is refused for {host}, which is not a loopback address: use https://"
             ));
@@ -267,6 +263,20 @@ mod tests {
 
     use super::*;
 
+    /// The problems of a config file holding one service, `a` on `domains`,
+    /// with `rest` (more of its keys and tables, TOML lines).
+    fn one_service_errors(domains: &[impl AsRef<str>], rest: &str) -> ConfigErrors {
+        let domains: Vec<String> = domains
+            .iter()
+            .map(|domain| format!("{:?}", domain.as_ref()))
+            .collect();
+        let text = format!(
+            "[[service]]\nname = \"a\"\ndomains = [{}]\nmodule = \"a.wasm\"\n{rest}",
+            domains.join(", ")
+        );
+        NodeConfig::from_toml(&text).expect_err("the file is refused")
+    }
+
     #[test]
     fn defaults_are_valid() {
         NodeConfig::default().validate().expect("defaults validate");
@@ -338,32 +348,22 @@ mod tests {
         assert_eq!(spec.backends["origin"].origin, "https://api.example.com");
 
         // A misspelt key inside a service is refused, not ignored.
-        let errors = NodeConfig::from_toml(
-            "[[service]]\nname = \"a\"\ndomains = [\"a.example\"]\nmodule = \"a.wasm\"\ncache_response = true\n",
-        )
-        .expect_err("unknown key");
+        let errors = one_service_errors(&["a.example"], "cache_response = true\n");
         assert!(errors.to_string().contains("cache_response"), "{errors}");
         // The spec's own rules hold in the file: a domain listed twice.
-        let errors = NodeConfig::from_toml(
-            "[[service]]\nname = \"a\"\ndomains = [\"a.example\", \"a.example\"]\nmodule = \"a.wasm\"\n",
-        )
-        .expect_err("listed twice");
+        let errors = one_service_errors(&["a.example", "a.example"], "");
         assert_eq!(errors.0[0].path, "service[0].domains[1]");
         // The spec's bounds hold in a file too: at most 100 domains.
         let domains: Vec<String> = (0..=crate::protocol::MAX_DOMAINS_PER_SERVICE)
-            .map(|i| format!("\"d{i}.example\""))
+            .map(|i| format!("d{i}.example"))
             .collect();
-        let errors = NodeConfig::from_toml(&format!(
-            "[[service]]\nname = \"a\"\ndomains = [{}]\nmodule = \"a.wasm\"\n",
-            domains.join(", ")
-        ))
-        .expect_err("too many domains");
+        let errors = one_service_errors(&domains, "");
         assert_eq!(errors.0[0].path, "service[0].domains");
         // A backend's problem is named by the file's key for it.
-        let errors = NodeConfig::from_toml(
-            "[[service]]\nname = \"a\"\ndomains = [\"a.example\"]\nmodule = \"a.wasm\"\n[service.backend.origin]\norigin = \"ftp://x\"\n",
-        )
-        .expect_err("bad origin");
+        let errors = one_service_errors(
+            &["a.example"],
+            "[service.backend.origin]\norigin = \"ftp://x\"\n",
+        );
         assert!(
             errors.0[0].path.starts_with("service[0].backend.origin"),
             "{errors}"
@@ -372,14 +372,10 @@ mod tests {
 
     #[test]
     fn wall_time_must_cover_cpu_budget() {
-        let text = r#"
-            [[service]]
-            name = "svc"
-            domains = ["*.example.com"]
-            module = "a.wasm"
-            limits = { cpu_budget_ms = 100, wall_time_ms = 50 }
-        "#;
-        let errors = NodeConfig::from_toml(text).expect_err("invalid");
+        let errors = one_service_errors(
+            &["*.example.com"],
+            "limits = { cpu_budget_ms = 100, wall_time_ms = 50 }\n",
+        );
         assert_eq!(errors.0.len(), 1);
         assert_eq!(errors.0[0].path, "service[0].limits.wall_time_ms");
     }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::ConfigErrors;
+use crate::validate::{ConfigErrors, check_ranges};
 
 /// Services with their own `service` label value. The rest of a node's
 /// services share the value `_other`, so 10,000 services export at most
@@ -40,18 +40,10 @@ impl Default for MetricsSection {
 
 impl MetricsSection {
     pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
-        errors.check_range(
-            format!("{path}.max_service_labels"),
-            self.max_service_labels,
-            0,
-            100_000,
-        );
-        errors.check_range(
-            format!("{path}.service_label_rerank_ms"),
-            self.service_label_rerank_ms,
-            1_000,
-            86_400_000,
-        );
+        check_ranges!(errors, path, self, {
+            max_service_labels: 0..=100_000,
+            service_label_rerank_ms: 1_000..=86_400_000,
+        });
     }
 }
 
@@ -89,23 +81,10 @@ impl Default for LogsSection {
 
 impl LogsSection {
     pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
-        errors.check_range(
-            format!("{path}.max_guest_lines_per_second"),
-            self.max_guest_lines_per_second,
-            0,
-            1_000_000,
-        );
-        errors.check_range(
-            format!("{path}.max_buffered_guest_lines"),
-            self.max_buffered_guest_lines,
-            0,
-            10_000_000,
-        );
-        errors.check_range(
-            format!("{path}.guest_ship_interval_ms"),
-            self.guest_ship_interval_ms,
-            100,
-            3_600_000,
-        );
+        check_ranges!(errors, path, self, {
+            max_guest_lines_per_second: 0..=1_000_000,
+            max_buffered_guest_lines: 0..=10_000_000,
+            guest_ship_interval_ms: 100..=3_600_000,
+        });
     }
 }

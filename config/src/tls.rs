@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::ConfigErrors;
+use crate::validate::{ConfigErrors, check_ranges};
 
 /// A client that has not finished its handshake by then is disconnected.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
@@ -57,30 +57,12 @@ impl Default for Http3Section {
 
 impl Http3Section {
     pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
-        errors.check_range(
-            format!("{path}.max_concurrent_streams"),
-            self.max_concurrent_streams,
-            1,
-            10_000,
-        );
-        errors.check_range(
-            format!("{path}.idle_timeout_ms"),
-            self.idle_timeout_ms,
-            1_000,
-            600_000,
-        );
-        errors.check_range(
-            format!("{path}.max_connections"),
-            self.max_connections,
-            1,
-            10_000_000,
-        );
-        errors.check_range(
-            format!("{path}.retry_above_connections"),
-            self.retry_above_connections,
-            0,
-            self.max_connections,
-        );
+        check_ranges!(errors, path, self, {
+            max_concurrent_streams: 1..=10_000,
+            idle_timeout_ms: 1_000..=600_000,
+            max_connections: 1..=10_000_000,
+            retry_above_connections: 0..=self.max_connections,
+        });
     }
 }
 
@@ -112,18 +94,10 @@ impl Default for TlsSection {
 
 impl TlsSection {
     pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
-        errors.check_range(
-            format!("{path}.handshake_timeout_ms"),
-            self.handshake_timeout_ms,
-            100,
-            120_000,
-        );
-        errors.check_range(
-            format!("{path}.session_cache_entries"),
-            self.session_cache_entries,
-            0,
-            10_000_000,
-        );
+        check_ranges!(errors, path, self, {
+            handshake_timeout_ms: 100..=120_000,
+            session_cache_entries: 0..=10_000_000,
+        });
         if let Some(files) = &self.default_certificate {
             files.validate(&format!("{path}.default_certificate"), errors);
         }

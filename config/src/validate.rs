@@ -64,6 +64,34 @@ impl ConfigErrors {
     }
 }
 
+/// Checks fields of a config section against their allowed ranges, as
+/// [`ConfigErrors::check_range`] does, in order, each problem at
+/// `path.field`:
+///
+/// ```ignore
+/// check_ranges!(errors, path, self, {
+///     max_header_count: 1..=1_000,
+///     retry_above_connections: 0..=self.max_connections,
+/// });
+/// ```
+///
+/// The key a problem names is the field's own name, so the two cannot
+/// drift apart, and a section's bounds read as one table.
+macro_rules! check_ranges {
+    ($errors:expr, $path:expr, $section:expr, { $($field:ident: $range:expr),* $(,)? }) => {
+        $({
+            let range = $range;
+            $errors.check_range(
+                format!("{}.{}", $path, stringify!($field)),
+                $section.$field,
+                *range.start(),
+                *range.end(),
+            );
+        })*
+    };
+}
+pub(crate) use check_ranges;
+
 /// Service names appear in metric labels and URLs: keep them short and plain.
 pub fn validate_service_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()

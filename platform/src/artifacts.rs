@@ -319,6 +319,15 @@ mod tests {
         ArtifactStore::open(dir, engine, &fingerprint).expect("store opens")
     }
 
+    /// A store in a fresh directory with the test component inserted: the
+    /// directory (gone when dropped), the store and the component's hash.
+    fn store_with_component() -> (tempfile::TempDir, ArtifactStore, ModuleHash) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let hash = store.insert_component(&component_bytes()).expect("insert");
+        (dir, store, hash)
+    }
+
     #[test]
     fn same_bytes_are_stored_once_under_their_hash() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -337,9 +346,7 @@ mod tests {
 
     #[test]
     fn compiles_once_then_maps_the_verified_artifact() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = open(dir.path());
-        let hash = store.insert_component(&component_bytes()).expect("insert");
+        let (dir, store, hash) = store_with_component();
         assert_eq!(store.load(&hash).expect("load").1, LoadSource::Compiled);
         assert_eq!(store.load(&hash).expect("load").1, LoadSource::Artifact);
         // A new store over the same directory (a node restart) reuses it.
@@ -351,9 +358,7 @@ mod tests {
 
     #[test]
     fn a_corrupted_artifact_is_detected_and_compiled_again() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = open(dir.path());
-        let hash = store.insert_component(&component_bytes()).expect("insert");
+        let (_dir, store, hash) = store_with_component();
         store.load(&hash).expect("first load");
         let (artifact, _) = store.artifact_paths(&hash);
         let mut bytes = fs::read(&artifact).expect("artifact");
@@ -366,9 +371,7 @@ mod tests {
 
     #[test]
     fn an_artifact_from_another_engine_is_never_loaded() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = open(dir.path());
-        let hash = store.insert_component(&component_bytes()).expect("insert");
+        let (_dir, store, hash) = store_with_component();
         store.load(&hash).expect("first load");
         let (_, manifest) = store.artifact_paths(&hash);
         let text = fs::read_to_string(&manifest).expect("manifest");
@@ -380,9 +383,7 @@ mod tests {
 
     #[test]
     fn a_corrupted_component_is_refused() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = open(dir.path());
-        let hash = store.insert_component(&component_bytes()).expect("insert");
+        let (_dir, store, hash) = store_with_component();
         fs::write(store.component_path(&hash), b"not the same bytes").expect("corrupt");
         assert!(matches!(store.load(&hash), Err(ModuleError::Corrupt(h)) if h == hash));
         let unknown = ModuleHash::of(b"never stored");

@@ -228,36 +228,29 @@ mod tests {
                 domain: "*.shop.example".into()
             })
         );
-        let mismatched = CertificatePem {
-            cert_pem: good.cert_pem.clone(),
-            key_pem: other.key_pem.clone(),
+        // A certificate and a key from anywhere, checked as a pair.
+        let pair = |cert_pem: &str, key_pem: &str| {
+            let pem = CertificatePem {
+                cert_pem: cert_pem.into(),
+                key_pem: edge_config::tls::SecretPem(key_pem.into()),
+            };
+            check(&pem, &["shop.example"])
         };
         assert_eq!(
-            check(&mismatched, &["shop.example"]),
+            pair(&good.cert_pem, &other.key_pem.0),
             Err(CertificateError::KeyMismatch)
         );
-        let no_cert = CertificatePem {
-            cert_pem: "not pem at all".into(),
-            key_pem: good.key_pem.clone(),
-        };
         assert_eq!(
-            check(&no_cert, &["shop.example"]),
+            pair("not pem at all", &good.key_pem.0),
             Err(CertificateError::NoCertificate)
         );
-        let no_key = CertificatePem {
-            cert_pem: good.cert_pem.clone(),
-            key_pem: edge_config::tls::SecretPem(good.cert_pem.clone()),
-        };
         assert_eq!(
-            check(&no_key, &["shop.example"]),
+            pair(&good.cert_pem, &good.cert_pem),
             Err(CertificateError::NoKey)
         );
-        let garbage = CertificatePem {
-            cert_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
-            key_pem: good.key_pem.clone(),
-        };
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         assert!(matches!(
-            check(&garbage, &["shop.example"]),
+            pair(garbage, &good.key_pem.0),
             Err(CertificateError::BadCertificate(_))
         ));
     }
