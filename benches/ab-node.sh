@@ -12,10 +12,7 @@
 #
 # Everything runs on 127.0.0.1 and stops by itself; only the processes this
 # script starts are stopped.
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-source benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ $# -eq 2 ] || { echo "usage: $0 BASELINE_BINARY CANDIDATE_BINARY" >&2; exit 2; }
 ROUNDS="${ROUNDS:-4}"
@@ -42,7 +39,7 @@ listen = "127.0.0.1:${ports[$i]}"
 admin_listen = "127.0.0.1:${admins[$i]}"
 data_dir = "$data/node-$i"
 TOML
-    proxy_service cached "$origin_port" >>"$data/node-$i.toml"
+    proxy_service cached cached.bench "$origin_port" >>"$data/node-$i.toml"
     RUST_LOG="info,access=off" start "node-${names[$i]}" "${bins[$i]}" serve --config "$data/node-$i.toml"
   else
     RUST_LOG="info,access=off" start "node-${names[$i]}" "${bins[$i]}" serve \

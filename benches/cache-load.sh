@@ -17,17 +17,13 @@
 #
 # Everything runs on 127.0.0.1 and stops by itself; only the processes this
 # script starts are stopped.
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-
 DURATION="${DURATION:-5s}"
-source benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NODE_PORT="${NODE_PORT:-18180}"
 ORIGIN_PORT="${ORIGIN_PORT:-18188}"
 ADMIN_PORT="${ADMIN_PORT:-19180}"
 
-prepare -p edge-node --bin edge-node -p edge-benches --bin native-hello
+prepare
 
 cat >"$data/node.toml" <<TOML
 [node]
@@ -40,8 +36,8 @@ name = "hello"
 domains = ["hello.bench"]
 module = "$root/target/guests/hello.wasm"
 TOML
-proxy_service cached "$ORIGIN_PORT" >>"$data/node.toml"
-proxy_service fetch "$ORIGIN_PORT" off >>"$data/node.toml"
+proxy_service cached cached.bench "$ORIGIN_PORT" >>"$data/node.toml"
+proxy_service fetch fetch.bench "$ORIGIN_PORT" false off >>"$data/node.toml"
 
 start origin target/release/native-hello "127.0.0.1:$ORIGIN_PORT" "max-age=3600"
 RUST_LOG="info,access=off" start node target/release/edge-node serve --config "$data/node.toml"

@@ -1,11 +1,17 @@
-# Shared by the load benchmarks (sourced, not run): the scratch directory,
-# the processes a benchmark starts (stopped by PID when it exits), waiting
-# for a server, and wrk's figures.
+# Shared by the load benchmarks (sourced, not run): strict mode (which the
+# helpers rely on to stop a benchmark at the first failure), the
+# repository root ($root, made the working directory), the scratch
+# directory, the processes a benchmark starts (stopped by PID when it
+# exits), waiting for a server, and wrk's figures.
 #
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 #   start native target/release/native-hello 127.0.0.1:18088
 #   wait_for "native hello" http://127.0.0.1:18088/
 #   read -r rps p50 p99 < <(wrk_figures 64 -H "Host: x" http://127.0.0.1:18088/)
+
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
 
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
@@ -87,27 +93,33 @@ warm_up() {
 # ratio A B -> A / B with two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-# prepare CARGO_BUILD_ARGS... : installs the load tools, builds the guests,
-# and builds what the benchmark runs, in release.
+# prepare [CARGO_BUILD_ARGS...] : installs the load tools, builds the
+# guests, and builds in release what every benchmark runs (the node and
+# native-hello) and any further targets named.
 prepare() {
   scripts/install-toolchain.sh --bench
   scripts/build-guests.sh >/dev/null
-  cargo build --release --quiet "$@"
+  cargo build --release --quiet -p edge-node --bin edge-node -p edge-benches --bin native-hello "$@"
 }
 
-# proxy_service NAME ORIGIN_PORT [CACHE] -> a node config's [[service]] for
-# the caching-proxy guest on NAME.bench, its backend the origin on
-# ORIGIN_PORT (CACHE: the backend's cache setting, e.g. "off").
+# proxy_service NAME DOMAIN ORIGIN_PORT [CACHE_RESPONSES [CACHE]] -> a node
+# config's [[service]] for the caching-proxy guest on DOMAIN, its backend
+# the origin on ORIGIN_PORT. CACHE_RESPONSES "true": the edge keeps the
+# guest's public answers and serves them without the guest (the service's
+# `cache_responses`); CACHE: the backend's cache setting, e.g. "off".
 proxy_service() {
   cat <<TOML
 
 [[service]]
 name = "$1"
-domains = ["$1.bench"]
+domains = ["$2"]
 module = "$root/target/guests/caching-proxy.wasm"
+TOML
+  if [ "${4:-false}" = true ]; then echo "cache_responses = true"; fi
+  cat <<TOML
 [service.backend.origin]
-origin = "http://127.0.0.1:$2"
+origin = "http://127.0.0.1:$3"
 allow_private_addresses = true
 TOML
-  if [ -n "${3:-}" ]; then echo "cache = \"$3\""; fi
+  if [ -n "${5:-}" ]; then echo "cache = \"$5\""; fi
 }

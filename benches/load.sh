@@ -9,16 +9,13 @@
 #
 # Everything runs on 127.0.0.1 and stops by itself; only the processes this
 # script starts are stopped.
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-source benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NODE_PORT="${NODE_PORT:-18080}"
 NATIVE_PORT="${NATIVE_PORT:-18088}"
 ADMIN_PORT="${ADMIN_PORT:-19080}"
 
-prepare -p edge-node --bin edge-node -p edge-benches --bin native-hello
+prepare
 
 start native target/release/native-hello "127.0.0.1:$NATIVE_PORT"
 # The access log is off, as it is for the baselines.

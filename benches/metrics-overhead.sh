@@ -15,17 +15,14 @@
 #
 # Everything runs on 127.0.0.1 and stops by itself; only the processes this
 # script starts are stopped.
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-source benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROUNDS="${ROUNDS:-2}"
 ON_PORT="${ON_PORT:-18280}"
 OFF_PORT="${OFF_PORT:-18281}"
 ORIGIN_PORT="${ORIGIN_PORT:-18288}"
 
-prepare -p edge-node --bin edge-node -p edge-benches --bin native-hello
+prepare
 
 # node_config NAME PORT METRICS_ENABLED
 node_config() {
@@ -42,16 +39,8 @@ enabled = $3
 name = "hello"
 domains = ["hello.bench"]
 module = "$root/target/guests/hello.wasm"
-
-[[service]]
-name = "cached"
-domains = ["cached.bench"]
-module = "$root/target/guests/caching-proxy.wasm"
-cache_responses = true
-[service.backend.origin]
-origin = "http://127.0.0.1:$ORIGIN_PORT"
-allow_private_addresses = true
 TOML
+  proxy_service cached cached.bench "$ORIGIN_PORT" true >>"$data/$1.toml"
 }
 node_config on "$ON_PORT" true
 node_config off "$OFF_PORT" false

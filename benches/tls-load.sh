@@ -20,19 +20,14 @@
 #
 # Everything runs on 127.0.0.1 and stops by itself; only the processes this
 # script starts are stopped.
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-
-source benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NODE_PORT="${NODE_PORT:-18443}"
 NGINX_PORT="${NGINX_PORT:-18444}"
 ORIGIN_PORT="${ORIGIN_PORT:-18445}"
 NAME="bench.test"
 CACHED="cached.bench.test"
 
-prepare -p edge-node --bin edge-node -p edge-benches --example h3_load \
-  --bin native-hello
+prepare --example h3_load
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj "/CN=$NAME" -addext "subjectAltName=DNS:$NAME" -addext "basicConstraints=critical,CA:FALSE" \
@@ -53,19 +48,10 @@ name = "hello"
 domains = ["$NAME"]
 module = "$root/target/guests/hello.wasm"
 certificate = { cert = "$data/cert.pem", key = "$data/key.pem" }
-
+TOML
 # A static page: the caching proxy in front of an origin that marks it
 # public; the edge keeps the guest's answer and serves it without the guest.
-[[service]]
-name = "cached"
-domains = ["$CACHED"]
-module = "$root/target/guests/caching-proxy.wasm"
-cache_responses = true
-
-[service.backend.origin]
-origin = "http://127.0.0.1:$ORIGIN_PORT"
-allow_private_addresses = true
-TOML
+proxy_service cached "$CACHED" "$ORIGIN_PORT" true >>"$data/node.toml"
 start origin target/release/native-hello "127.0.0.1:$ORIGIN_PORT" "public, max-age=3600"
 # The access log is off, as nginx's is.
 RUST_LOG="info,access=off" start node target/release/edge-node serve --config "$data/node.toml"

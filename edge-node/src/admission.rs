@@ -360,15 +360,19 @@ impl Admission {
 mod tests {
     use super::*;
 
+    /// Admission under `limits`, its in-flight gauge a throwaway one.
+    fn admission_under(limits: edge_config::HttpLimits) -> Admission {
+        Admission::new(&limits, IntGauge::new("g", "g").expect("gauge"))
+    }
+
     #[tokio::test]
     async fn refuses_beyond_either_limit_and_frees_on_drop() {
-        let limits = edge_config::HttpLimits {
+        let admission = admission_under(edge_config::HttpLimits {
             max_in_flight_requests: 3,
             max_in_flight_requests_per_tenant: 2,
             admission_queue_timeout_ms: 0,
             ..Default::default()
-        };
-        let admission = Admission::new(&limits, IntGauge::new("g", "g").expect("gauge"));
+        });
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         let first = admission.admit(&a).await.expect("first");
         let _second = admission.admit(&a).await.expect("second");
@@ -384,16 +388,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_freed_slot_goes_to_the_tenants_waiting_in_turn_and_a_wait_ends_at_its_deadline() {
-        let limits = edge_config::HttpLimits {
+        let admission = Arc::new(admission_under(edge_config::HttpLimits {
             max_in_flight_requests: 1,
             max_in_flight_requests_per_tenant: 10,
             admission_queue_timeout_ms: 2_000,
             ..Default::default()
-        };
-        let admission = Arc::new(Admission::new(
-            &limits,
-            IntGauge::new("g", "g").expect("gauge"),
-        ));
+        }));
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         let held = admission.admit(&a).await.expect("the one slot");
         let wait = |tenant: &Arc<str>| {
@@ -423,12 +423,11 @@ mod tests {
         assert!(a1 < b1 && b1 < a2, "b's request came before a's second");
 
         // A full node's queue has a deadline.
-        let limits = edge_config::HttpLimits {
+        let admission = admission_under(edge_config::HttpLimits {
             max_in_flight_requests: 1,
             admission_queue_timeout_ms: 100,
             ..Default::default()
-        };
-        let admission = Admission::new(&limits, IntGauge::new("g", "g").expect("gauge"));
+        });
         let _held = admission.admit(&a).await.expect("the one slot");
         let started = std::time::Instant::now();
         assert_eq!(admission.admit(&b).await.err(), Some(Refusal::Node));
@@ -441,11 +440,10 @@ mod tests {
 
     #[test]
     fn tenant_connections_are_bounded_and_a_refusal_takes_nothing() {
-        let limits = edge_config::HttpLimits {
+        let admission = admission_under(edge_config::HttpLimits {
             max_connections_per_tenant: 1,
             ..Default::default()
-        };
-        let admission = Admission::new(&limits, IntGauge::new("g", "g").expect("gauge"));
+        });
         let tenant: Arc<str> = "a".into();
         let first = admission.try_connect(&tenant).expect("first");
         for _ in 0..3 {
@@ -457,11 +455,10 @@ mod tests {
 
     #[test]
     fn client_connections_are_bounded_per_address_and_forgotten_with_the_last() {
-        let limits = edge_config::HttpLimits {
+        let admission = admission_under(edge_config::HttpLimits {
             max_connections_per_client: 2,
             ..Default::default()
-        };
-        let admission = Admission::new(&limits, IntGauge::new("g", "g").expect("gauge"));
+        });
         let ip = |s: &str| s.parse::<IpAddr>().expect("address");
         let first = admission.try_connect_client(ip("192.0.2.1"));
         let _second = admission.try_connect_client(ip("::ffff:192.0.2.1"));

@@ -41,6 +41,27 @@
 //!   fetch, the last good snapshot kept on disk; [`usage`]: what the node
 //!   reports back per service.
 
+/// `Debug` for a type whose fields are not all `Debug` (wasmtime, hyper
+/// and h3 types) or not worth showing: its name and the fields named, then
+/// `..`. One line in place of a hand-written impl for each such type.
+///
+/// ```ignore
+/// debug_fields!(OriginClient { origin, host });
+/// debug_fields!(TakesTurns<F> { turn });
+/// debug_fields!(GuardedBidiStream<B: Buf> {});
+/// ```
+macro_rules! debug_fields {
+    ($ty:ident $(<$($param:ident $(: $bound:path)?),+>)? { $($field:ident),* $(,)? }) => {
+        impl$(<$($param $(: $bound)?),+>)? std::fmt::Debug for $ty$(<$($param),+>)? {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 pub mod admin;
 pub mod admission;
 pub mod backend;

@@ -107,6 +107,24 @@ impl FrontDoor {
             None => Ok(None),
         }
     }
+
+    /// Counts a connection against its client's address
+    /// (`http.max_connections_per_client`). `None` when the address is at
+    /// its limit: counted as a `client-connections` refusal, for either
+    /// listener to close the connection its own way.
+    pub(crate) fn client_connection(
+        &self,
+        address: std::net::IpAddr,
+    ) -> Option<crate::admission::ClientConnection> {
+        let connection = self.admission.try_connect_client(address);
+        if connection.is_none() {
+            self.metrics
+                .limit_refusals
+                .with_label_values(&["client-connections"])
+                .inc();
+        }
+        connection
+    }
 }
 
 /// A tenant has as many connections open as it may.

@@ -68,14 +68,7 @@ pub struct OriginClient {
     client: Client<OriginConnector, WasiBody>,
 }
 
-impl std::fmt::Debug for OriginClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OriginClient")
-            .field("origin", &self.origin)
-            .field("host", &self.host)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(OriginClient { origin, host });
 
 impl OriginClient {
     pub fn new(spec: &BackendSpec) -> Result<Self, String> {

@@ -52,14 +52,10 @@ pub struct OriginConnector {
     tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
-impl std::fmt::Debug for OriginConnector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OriginConnector")
-            .field("origin", &self.origin)
-            .field("allow_private", &self.allow_private)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(OriginConnector {
+    origin,
+    allow_private
+});
 
 impl OriginConnector {
     pub fn new(

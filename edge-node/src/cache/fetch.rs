@@ -402,9 +402,9 @@ mod tests {
 
     use bytes::Bytes;
     use edge_config::CacheLimits;
-    use http_body_util::BodyExt;
 
     use super::super::body::{empty_body, full};
+    use super::super::testing::body_bytes;
     use super::*;
     use crate::metrics::Metrics;
 
@@ -494,12 +494,7 @@ mod tests {
             .filter_map(|v| v.to_str().ok())
             .collect::<Vec<_>>()
             .join(", ");
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let body = body_bytes(response).await;
         (
             status,
             String::from_utf8_lossy(&body).into_owned(),

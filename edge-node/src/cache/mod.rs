@@ -419,6 +419,42 @@ impl HttpCache {
     }
 }
 
+/// What the cache's unit tests build their inputs from and read their
+/// answers with, in one place for every file of the cache.
+#[cfg(test)]
+pub(crate) mod testing {
+    use http::{HeaderMap, HeaderName, HeaderValue, Response};
+    use http_body_util::BodyExt;
+
+    /// A header map of `pairs`, in order, a repeated name kept as several
+    /// fields (as they came from the origin).
+    pub(crate) fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        map
+    }
+
+    /// The whole body of `response`.
+    pub(crate) async fn body_bytes<B>(response: Response<B>) -> Vec<u8>
+    where
+        B: http_body::Body,
+        B::Error: std::fmt::Debug,
+    {
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,20 +468,27 @@ mod tests {
         (0..count).map(|i| format!("{prefix}-{i}")).collect()
     }
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    /// A guest insert of the value `v`: these tests are about keys, tags
+    /// and lifetimes, never values.
+    fn put(
+        cache: &HttpCache,
+        tenant: &Arc<str>,
+        key: &str,
+        ttl: Duration,
+        tags: Vec<String>,
+    ) -> Result<(), TagsFull> {
+        cache.guest_insert(tenant, key, Bytes::from_static(b"v"), ttl, tags)
+    }
+
     #[test]
     fn replacing_an_entry_unindexes_the_tags_it_no_longer_has() {
         let cache = cache(CacheLimits::default());
         let tenant: Arc<str> = "alpha".into();
         for round in 0..10_000 {
-            cache
-                .guest_insert(
-                    &tenant,
-                    "one-key",
-                    Bytes::from_static(b"v"),
-                    Duration::from_secs(60),
-                    tags(&format!("round{round}"), 32),
-                )
-                .expect("stored");
+            let round_tags = tags(&format!("round{round}"), 32);
+            put(&cache, &tenant, "one-key", MINUTE, round_tags).expect("stored");
         }
         assert_eq!(cache.tags.len(), 32, "only the last insert's tags");
         // The last ones still purge it.
@@ -461,16 +504,10 @@ mod tests {
     fn an_entry_replaced_after_it_expired_leaves_no_tags_behind() {
         let cache = cache(CacheLimits::default());
         let tenant: Arc<str> = "alpha".into();
+        let ttl = Duration::from_millis(1);
         for round in 0..50 {
-            cache
-                .guest_insert(
-                    &tenant,
-                    "short-lived",
-                    Bytes::from_static(b"v"),
-                    Duration::from_millis(1),
-                    tags(&format!("round{round}"), 32),
-                )
-                .expect("stored");
+            let round_tags = tags(&format!("round{round}"), 32);
+            put(&cache, &tenant, "short-lived", ttl, round_tags).expect("stored");
             std::thread::sleep(Duration::from_millis(3));
         }
         cache.entries.run_pending_tasks();
@@ -485,15 +522,7 @@ mod tests {
         });
         let tenant: Arc<str> = "alpha".into();
         let insert = |key: &str, tags: Vec<String>| {
-            cache
-                .guest_insert(
-                    &tenant,
-                    key,
-                    Bytes::from_static(b"v"),
-                    Duration::from_secs(60),
-                    tags,
-                )
-                .expect("stored");
+            put(&cache, &tenant, key, MINUTE, tags).expect("stored");
         };
         insert("untagged", Vec::new());
         let (_, untagged) = cache.usage();
@@ -523,13 +552,7 @@ mod tests {
         });
         let (alpha, beta): (Arc<str>, Arc<str>) = ("alpha".into(), "beta".into());
         let insert = |tenant: &Arc<str>, key: &str, tags: Vec<String>| {
-            cache.guest_insert(
-                tenant,
-                key,
-                Bytes::from_static(b"v"),
-                Duration::from_secs(60),
-                tags,
-            )
+            put(&cache, tenant, key, MINUTE, tags)
         };
         insert(&alpha, "a", tags("t", 8)).expect("8 of 10");
         assert_eq!(insert(&alpha, "b", tags("u", 3)), Err(TagsFull));

@@ -391,18 +391,8 @@ pub fn surrogate_keys(headers: &HeaderMap, max: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::testing::header_map;
     use http::HeaderValue;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                http::HeaderName::from_bytes(name.as_bytes()).expect("valid"),
-                HeaderValue::from_str(value).expect("valid"),
-            );
-        }
-        map
-    }
 
     #[test]
     fn an_age_is_one_plain_number_and_an_overflowing_one_is_two_to_the_31() {
@@ -485,7 +475,7 @@ mod tests {
     fn stale_directives_are_read_and_revalidation_directives_win() {
         let default = Duration::from_secs(5);
         let allowance = |cache_control: &str| {
-            StaleAllowance::from_headers(&headers(&[("cache-control", cache_control)]), default)
+            StaleAllowance::from_headers(&header_map(&[("cache-control", cache_control)]), default)
         };
         let explicit = allowance("max-age=1, stale-while-revalidate=30, stale-if-error=\"60\"");
         assert_eq!(explicit.while_revalidate, Duration::from_secs(30));
@@ -515,15 +505,15 @@ mod tests {
 
     #[test]
     fn authorized_requests_need_an_explicit_permission() {
-        assert!(!may_serve_authorized(&headers(&[(
+        assert!(!may_serve_authorized(&header_map(&[(
             "cache-control",
             "max-age=60"
         )])));
-        assert!(may_serve_authorized(&headers(&[(
+        assert!(may_serve_authorized(&header_map(&[(
             "cache-control",
             "public, max-age=60"
         )])));
-        assert!(may_serve_authorized(&headers(&[(
+        assert!(may_serve_authorized(&header_map(&[(
             "cache-control",
             "s-maxage=60"
         )])));
@@ -532,7 +522,7 @@ mod tests {
     #[test]
     fn surrogate_keys_are_split_and_deduplicated() {
         let keys = surrogate_keys(
-            &headers(&[("surrogate-key", "b a  b"), ("surrogate-key", "c")]),
+            &header_map(&[("surrogate-key", "b a  b"), ("surrogate-key", "c")]),
             2,
         );
         assert_eq!(keys, vec!["a", "b"]);

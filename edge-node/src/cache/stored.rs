@@ -386,6 +386,7 @@ pub(super) fn viewed(status: StatusCode, headers: &HeaderMap) -> http::response:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::testing::{body_bytes, header_map};
 
     fn request(headers: &[(&str, &str)]) -> RequestParts {
         let mut builder = http::Request::get("http://origin.test/page");
@@ -395,20 +396,9 @@ mod tests {
         builder.body(()).expect("request").into_parts().0
     }
 
-    fn received(headers: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.append(
-                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
-                HeaderValue::from_str(value).expect("value"),
-            );
-        }
-        map
-    }
-
     /// A 200 stored now for a plain GET, with `headers` as received.
     fn stored(headers: &[(&str, &str)], body: &'static [u8]) -> StoredResponse {
-        let received = received(headers);
+        let received = header_map(headers);
         let view = viewed(StatusCode::OK, &received);
         let policy =
             CachePolicy::new_options(&request(&[]), &view, SystemTime::now(), policy::options());
@@ -419,17 +409,6 @@ mod tests {
             Bytes::from_static(body),
             Duration::from_secs(60),
         )
-    }
-
-    async fn body_of(response: Response<WasiBody>) -> Vec<u8> {
-        use http_body_util::BodyExt;
-        response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes()
-            .to_vec()
     }
 
     #[tokio::test]
@@ -451,11 +430,11 @@ mod tests {
             whole.headers().get(header::AGE).map(|a| a.as_bytes()),
             Some(&b"0"[..])
         );
-        assert_eq!(body_of(whole).await, b"0123456789");
+        assert_eq!(body_bytes(whole).await, b"0123456789");
 
         let (current, _) = page.answer(&request(&[("if-none-match", "W/\"v1\"")]), now);
         assert_eq!(current.status(), StatusCode::NOT_MODIFIED);
-        assert!(body_of(current).await.is_empty());
+        assert!(body_bytes(current).await.is_empty());
 
         let (part, _) = page.answer(&request(&[("range", "bytes=2-4")]), now);
         assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
@@ -465,7 +444,7 @@ mod tests {
                 .map(|v| v.as_bytes()),
             Some(&b"bytes 2-4/10"[..])
         );
-        assert_eq!(body_of(part).await, b"234");
+        assert_eq!(body_bytes(part).await, b"234");
 
         let (outside, _) = page.answer(&request(&[("range", "bytes=20-")]), now);
         assert_eq!(outside.status(), StatusCode::RANGE_NOT_SATISFIABLE);
@@ -489,7 +468,7 @@ mod tests {
             ],
             b"page",
         );
-        let not_modified = received(&[
+        let not_modified = header_map(&[
             ("cache-control", "max-age=120"),
             ("content-type", "text/plain"),
             ("x-version", "2"),
@@ -498,8 +477,8 @@ mod tests {
             selects(&page.headers, &not_modified),
             "no validator: selects"
         );
-        assert!(selects(&page.headers, &received(&[("etag", "W/\"v1\"")])));
-        assert!(!selects(&page.headers, &received(&[("etag", "\"v2\"")])));
+        assert!(selects(&page.headers, &header_map(&[("etag", "W/\"v1\"")])));
+        assert!(!selects(&page.headers, &header_map(&[("etag", "\"v2\"")])));
 
         let now = SystemTime::now();
         let refreshed = page.refreshed(&request(&[]), &not_modified, now, Duration::ZERO);

@@ -139,11 +139,7 @@ pub struct MeteredBody {
     counters: Arc<crate::usage::ServiceCounters>,
 }
 
-impl std::fmt::Debug for MeteredBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeteredBody").finish_non_exhaustive()
-    }
-}
+debug_fields!(MeteredBody {});
 
 impl MeteredBody {
     pub fn boxed(

@@ -132,11 +132,7 @@ async fn connection(
     let peer = quic.remote_address();
     // Counted once the handshake has proved the address: a spoofed one
     // cannot take a real client's share.
-    let Some(_client_connection) = node.admission.try_connect_client(peer.ip()) else {
-        node.metrics
-            .limit_refusals
-            .with_label_values(&["client-connections"])
-            .inc();
+    let Some(_client_connection) = node.client_connection(peer.ip()) else {
         tracing::debug!(%peer, "QUIC connection refused: its address is at its connection limit");
         quic.close(quinn::VarInt::from_u32(0x0107), b"client connection limit");
         return;

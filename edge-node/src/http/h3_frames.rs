@@ -191,51 +191,11 @@ impl FrameScanner {
     }
 }
 
-/// Polls `stream` for data and passes it through `scanner`; a frame over
-/// its bound stops the stream and fails the read, from then on.
-fn poll_scanned<S: quic::RecvStream<Buf = Bytes>>(
-    stream: &mut S,
-    scanner: &mut FrameScanner,
-    refused: &mut bool,
-    cx: &mut Context<'_>,
-) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
-    if *refused {
-        return Poll::Ready(Err(StreamErrorIncoming::StreamTerminated {
-            error_code: H3_EXCESSIVE_LOAD,
-        }));
-    }
-    let polled = ready!(stream.poll_data(cx));
-    if let Ok(Some(bytes)) = &polled
-        && let Err(too_large) = scanner.scan(bytes)
-    {
-        tracing::debug!(error = %too_large, "HTTP/3 stream stopped");
-        *refused = true;
-        stream.stop_sending(H3_EXCESSIVE_LOAD);
-        return Poll::Ready(Err(StreamErrorIncoming::Unknown(Box::new(too_large))));
-    }
-    Poll::Ready(polled)
-}
+// h3-quinn's types have no `Debug` to show.
+debug_fields!(GuardedBidiStream<B: Buf> {});
+debug_fields!(GuardedRecvStream {});
 
-/// `Debug` for the wrappers: h3-quinn's types have none to show.
-macro_rules! debug_as_name {
-    ($($ty:ident $(<$param:ident: Buf>)?),*) => {$(
-        impl$(<$param: Buf>)? fmt::Debug for $ty$(<$param>)? {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct(stringify!($ty)).finish_non_exhaustive()
-            }
-        }
-    )*};
-}
-
-debug_as_name!(GuardedBidiStream<B: Buf>, GuardedRecvStream);
-
-impl<T> fmt::Debug for Guarded<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Guarded")
-            .field("max_header_bytes", &self.max_header_bytes)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(Guarded<T> { max_header_bytes });
 
 /// A QUIC connection (or its stream opener) whose streams h3 reads through
 /// a [`FrameScanner`].
@@ -276,7 +236,7 @@ where
         let max_header_bytes = self.max_header_bytes;
         self.inner
             .poll_open_bidi(cx)
-            .map_ok(|stream| GuardedBidiStream::new(stream, max_header_bytes))
+            .map_ok(|stream| GuardedBidiStream::request(stream, max_header_bytes))
     }
 
     fn poll_open_send(
@@ -310,7 +270,7 @@ impl<B: Buf> quic::Connection<B> for GuardedConnection {
     ) -> Poll<Result<Self::BidiStream, ConnectionErrorIncoming>> {
         let max_header_bytes = self.max_header_bytes;
         quic::Connection::<B>::poll_accept_bidi(&mut self.inner, cx)
-            .map_ok(|stream| GuardedBidiStream::new(stream, max_header_bytes))
+            .map_ok(|stream| GuardedBidiStream::request(stream, max_header_bytes))
     }
 
     fn opener(&self) -> Self::OpenStreams {
@@ -321,31 +281,62 @@ impl<B: Buf> quic::Connection<B> for GuardedConnection {
     }
 }
 
-/// A request stream, its received bytes scanned.
-pub struct GuardedBidiStream<B: Buf> {
-    inner: h3_quinn::BidiStream<B>,
+/// A QUIC receiving stream whose bytes pass a [`FrameScanner`] before h3
+/// reads them. One type for both kinds of stream h3 receives on, so the
+/// scanning `poll_data` is written once.
+pub struct Scanned<S> {
+    inner: S,
     scanner: FrameScanner,
     refused: bool,
 }
 
-impl<B: Buf> GuardedBidiStream<B> {
-    fn new(inner: h3_quinn::BidiStream<B>, max_header_bytes: u64) -> Self {
+/// A request stream, its received bytes scanned.
+pub type GuardedBidiStream<B> = Scanned<h3_quinn::BidiStream<B>>;
+
+/// A receiving stream (a request's, once split, or a unidirectional one),
+/// its bytes scanned.
+pub type GuardedRecvStream = Scanned<h3_quinn::RecvStream>;
+
+impl<S> Scanned<S> {
+    fn new(inner: S, scanner: FrameScanner) -> Self {
         Self {
             inner,
-            scanner: FrameScanner::request(max_header_bytes),
+            scanner,
             refused: false,
         }
     }
 }
 
-impl<B: Buf> quic::RecvStream for GuardedBidiStream<B> {
+impl<B: Buf> GuardedBidiStream<B> {
+    fn request(inner: h3_quinn::BidiStream<B>, max_header_bytes: u64) -> Self {
+        Self::new(inner, FrameScanner::request(max_header_bytes))
+    }
+}
+
+impl<S: quic::RecvStream<Buf = Bytes>> quic::RecvStream for Scanned<S> {
     type Buf = Bytes;
 
+    /// Polls the stream for data and passes it through the scanner; a frame
+    /// over its bound stops the stream and fails the read, from then on.
     fn poll_data(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
-        poll_scanned(&mut self.inner, &mut self.scanner, &mut self.refused, cx)
+        if self.refused {
+            return Poll::Ready(Err(StreamErrorIncoming::StreamTerminated {
+                error_code: H3_EXCESSIVE_LOAD,
+            }));
+        }
+        let polled = ready!(self.inner.poll_data(cx));
+        if let Ok(Some(bytes)) = &polled
+            && let Err(too_large) = self.scanner.scan(bytes)
+        {
+            tracing::debug!(error = %too_large, "HTTP/3 stream stopped");
+            self.refused = true;
+            self.inner.stop_sending(H3_EXCESSIVE_LOAD);
+            return Poll::Ready(Err(StreamErrorIncoming::Unknown(Box::new(too_large))));
+        }
+        Poll::Ready(polled)
     }
 
     fn stop_sending(&mut self, error_code: u64) {
@@ -385,49 +376,12 @@ impl<B: Buf> quic::BidiStream<B> for GuardedBidiStream<B> {
 
     fn split(self) -> (Self::SendStream, Self::RecvStream) {
         let (send, recv) = self.inner.split();
-        let recv = GuardedRecvStream {
+        let recv = Scanned {
             inner: recv,
             scanner: self.scanner,
             refused: self.refused,
         };
         (send, recv)
-    }
-}
-
-/// A receiving stream (a request's, once split, or a unidirectional one),
-/// its bytes scanned.
-pub struct GuardedRecvStream {
-    inner: h3_quinn::RecvStream,
-    scanner: FrameScanner,
-    refused: bool,
-}
-
-impl GuardedRecvStream {
-    fn new(inner: h3_quinn::RecvStream, scanner: FrameScanner) -> Self {
-        Self {
-            inner,
-            scanner,
-            refused: false,
-        }
-    }
-}
-
-impl quic::RecvStream for GuardedRecvStream {
-    type Buf = Bytes;
-
-    fn poll_data(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
-        poll_scanned(&mut self.inner, &mut self.scanner, &mut self.refused, cx)
-    }
-
-    fn stop_sending(&mut self, error_code: u64) {
-        self.inner.stop_sending(error_code);
-    }
-
-    fn recv_id(&self) -> StreamId {
-        self.inner.recv_id()
     }
 }
 

@@ -267,11 +267,7 @@ async fn accept_loop<S, F, Io>(
         };
         // Refused before any handshake: the client's other connections
         // are what it may use.
-        let Some(client_connection) = node.admission.try_connect_client(peer.ip()) else {
-            node.metrics
-                .limit_refusals
-                .with_label_values(&["client-connections"])
-                .inc();
+        let Some(client_connection) = node.client_connection(peer.ip()) else {
             tracing::debug!(%peer, "connection refused: its address is at its connection limit");
             drop(stream);
             continue;

@@ -108,6 +108,10 @@ fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     must(IntCounterVec::new(Opts::new(name, help), labels))
 }
 
+fn counter(name: &str, help: &str) -> IntCounter {
+    must(IntCounter::new(name, help))
+}
+
 fn gauge(name: &str, help: &str) -> IntGauge {
     must(IntGauge::new(name, help))
 }
@@ -188,14 +192,14 @@ impl Metrics {
                 "Guest executions ended by the node, by reason",
                 &["service", "reason"],
             ),
-            module_cache_hits: must(IntCounter::new(
+            module_cache_hits: counter(
                 "edge_module_cache_hits_total",
                 "Requests whose component was ready in memory",
-            )),
-            module_cache_misses: must(IntCounter::new(
+            ),
+            module_cache_misses: counter(
                 "edge_module_cache_misses_total",
                 "Requests whose component had to be loaded",
-            )),
+            ),
             module_loads: counter_vec(
                 "edge_module_loads_total",
                 "Components loaded, by source",
@@ -272,14 +276,14 @@ impl Metrics {
                 "Seconds since the snapshot being served was applied",
             ),
             snapshot_applied_at: AtomicU64::new(0),
-            snapshot_services_skipped: must(IntCounter::new(
+            snapshot_services_skipped: counter(
                 "edge_snapshot_services_skipped_total",
                 "Snapshot services not served because their module did not load",
-            )),
-            snapshot_duplicate_domains: must(IntCounter::new(
+            ),
+            snapshot_duplicate_domains: counter(
                 "edge_snapshot_duplicate_domains_total",
                 "Domains a snapshot gave to two services (the newer claim is dropped)",
-            )),
+            ),
             guest_log_lines: counter_vec(
                 "edge_guest_log_lines_total",
                 "Guest log lines, by outcome",

@@ -57,13 +57,7 @@ pub struct Sandbox {
     turns: Option<Arc<CpuTurns>>,
 }
 
-impl fmt::Debug for Sandbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sandbox")
-            .field("fingerprint", &self.fingerprint)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(Sandbox { fingerprint });
 
 /// How one guest execution ended, for metrics.
 #[derive(Debug, Clone)]

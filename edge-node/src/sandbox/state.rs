@@ -92,14 +92,7 @@ impl GuestState {
     }
 }
 
-impl std::fmt::Debug for GuestState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuestState")
-            .field("limiter", &self.limiter)
-            .field("cpu", &self.cpu)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(GuestState { limiter, cpu });
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {

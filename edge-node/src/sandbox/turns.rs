@@ -384,13 +384,7 @@ pub struct TakesTurns<F> {
     turn: Arc<Turn>,
 }
 
-impl<F> std::fmt::Debug for TakesTurns<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TakesTurns")
-            .field("turn", &self.turn)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(TakesTurns<F> { turn });
 
 impl<F> TakesTurns<F> {
     pub fn new(inner: F, turn: Arc<Turn>) -> Self {
@@ -432,13 +426,13 @@ mod tests {
         fn wake(self: Arc<Self>) {}
     }
 
-    fn turns(n: usize) -> Arc<CpuTurns> {
+    /// What each test starts from: one turn to share, a waker that does
+    /// nothing (the tests look at `granted` instead), and two tenants.
+    fn one_turn() -> (Arc<CpuTurns>, Waker, Arc<str>, Arc<str>) {
         let contention = Contention(Arc::new(AtomicBool::new(false)));
-        Arc::new(CpuTurns::new(
-            n,
-            IntGauge::new("w", "w").expect("gauge"),
-            contention,
-        ))
+        let gauge = IntGauge::new("w", "w").expect("gauge");
+        let turns = Arc::new(CpuTurns::new(1, gauge, contention));
+        (turns, Waker::from(Arc::new(NoWake)), "a".into(), "b".into())
     }
 
     fn granted(waiter: &Waiter) -> bool {
@@ -447,9 +441,7 @@ mod tests {
 
     #[test]
     fn a_freed_turn_goes_to_the_tenant_that_has_used_least_not_first_come() {
-        let turns = turns(1);
-        let waker = Waker::from(Arc::new(NoWake));
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let (turns, waker, a, b) = one_turn();
         turns.take(&a, &waker).expect("the one turn");
         // Three of a's guests wait, then one of b's.
         let a_waiting: Vec<_> = (0..3)
@@ -477,9 +469,7 @@ mod tests {
 
     #[test]
     fn a_tenant_busy_before_anyone_waited_is_not_starved_by_a_newcomer() {
-        let turns = turns(1);
-        let waker = Waker::from(Arc::new(NoWake));
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let (turns, waker, a, b) = one_turn();
         // a alone for ten minutes of CPU, never contended.
         for _ in 0..600 {
             turns.take(&a, &waker).expect("free");
@@ -500,9 +490,7 @@ mod tests {
 
     #[test]
     fn a_guest_that_stops_waiting_passes_on_its_turn() {
-        let turns = turns(1);
-        let waker = Waker::from(Arc::new(NoWake));
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let (turns, waker, a, b) = one_turn();
         turns.take(&a, &waker).expect("the one turn");
         let cancelled = turns.take(&b, &waker).expect_err("taken");
         let next = turns.take(&a, &waker).expect_err("taken");

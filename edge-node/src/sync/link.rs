@@ -272,13 +272,7 @@ impl ControlPlaneLink {
     /// One long-poll. Returns the version applied, or `None` if nothing
     /// changed.
     pub(super) async fn poll_once(&self, version: u64) -> Result<Option<u64>, SyncError> {
-        let response = self
-            .client
-            .get(format!("{}/v1/node/snapshot", self.base))
-            .query(&[("after", version.to_string())])
-            .bearer_auth(self.credential())
-            .send()
-            .await?;
+        let response = self.long_poll("/v1/node/snapshot", version).await?;
         match response.status() {
             StatusCode::NOT_MODIFIED => return Ok(None),
             status @ (StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND) => {
@@ -390,6 +384,24 @@ impl ControlPlaneLink {
             .await
             .map_err(|e| SyncError::Apply(e.to_string()))?
             .map_err(|e| SyncError::Apply(e.to_string()))
+    }
+
+    /// Asks `path` with the node's credential for what came after `after`:
+    /// the control plane holds the request until there is something, and
+    /// answers 304 Not Modified when there is still nothing. The caller reads
+    /// the status.
+    pub(super) async fn long_poll(
+        &self,
+        path: &str,
+        after: u64,
+    ) -> Result<reqwest::Response, SyncError> {
+        Ok(self
+            .client
+            .get(format!("{}{path}", self.base))
+            .query(&[("after", after.to_string())])
+            .bearer_auth(self.credential())
+            .send()
+            .await?)
     }
 
     pub(super) async fn get(&self, path: &str) -> Result<bytes::Bytes, SyncError> {

@@ -117,13 +117,13 @@ async fn run(
 
 /// Runs `round` every `interval` once the node is registered, and a last
 /// time when the node stops, so that what is pending then still goes out.
-async fn every_interval<F, Fut>(
+async fn every_interval<Fut>(
+    sync: Arc<ControlPlaneLink>,
     interval: Duration,
     registrations: watch::Receiver<Option<Registration>>,
     mut shutdown: Shutdown,
-    mut round: F,
+    round: fn(Arc<ControlPlaneLink>) -> Fut,
 ) where
-    F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
     let mut ticks = tokio::time::interval(interval);
@@ -135,7 +135,7 @@ async fn every_interval<F, Fut>(
         };
         let registered = registrations.borrow().is_some();
         if registered {
-            round().await;
+            round(Arc::clone(&sync)).await;
         }
         if stopping {
             return;
@@ -143,34 +143,23 @@ async fn every_interval<F, Fut>(
     }
 }
 
-/// Posts the node's usage every `interval`. A report that fails is put
-/// back and sent with the next one.
-async fn report_usage(
-    sync: Arc<ControlPlaneLink>,
-    interval: Duration,
-    registrations: watch::Receiver<Option<Registration>>,
-    shutdown: Shutdown,
-) {
-    every_interval(interval, registrations, shutdown, || {
-        let sync = Arc::clone(&sync);
-        async move {
-            let Some(report) = sync.deliveries.next_report(sync.node.usage()) else {
-                return;
-            };
-            match sync.post_usage(&report).await {
-                Ok(()) => sync.deliveries.report_done(&report.id),
-                // Refused for its content: sending it again would be
-                // refused again, and hold back every later report.
-                Err(SyncError::Status(status)) if refused_for_good(status) => {
-                    tracing::error!(%status, services = report.services.len(), "usage report refused; dropping it");
-                    sync.deliveries.report_done(&report.id);
-                }
-                // Sent again, with its id, next time.
-                Err(e) => tracing::warn!(error = %e, "usage report failed; kept for the next one"),
-            }
+/// Posts the node's usage, a round of [`every_interval`]. A report that
+/// fails is put back and sent with the next one.
+async fn report_usage(sync: Arc<ControlPlaneLink>) {
+    let Some(report) = sync.deliveries.next_report(sync.node.usage()) else {
+        return;
+    };
+    match sync.post_usage(&report).await {
+        Ok(()) => sync.deliveries.report_done(&report.id),
+        // Refused for its content: sending it again would be refused
+        // again, and hold back every later report.
+        Err(SyncError::Status(status)) if refused_for_good(status) => {
+            tracing::error!(%status, services = report.services.len(), "usage report refused; dropping it");
+            sync.deliveries.report_done(&report.id);
         }
-    })
-    .await;
+        // Sent again, with its id, next time.
+        Err(e) => tracing::warn!(error = %e, "usage report failed; kept for the next one"),
+    }
 }
 
 /// Whether the control plane refused what was sent for its content:
@@ -181,64 +170,55 @@ fn refused_for_good(status: StatusCode) -> bool {
     status.is_client_error() && !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND)
 }
 
-/// Ships guest log lines every `interval`: as many batches as there are
-/// lines, each put back if it fails.
-async fn ship_logs(
-    sync: Arc<ControlPlaneLink>,
-    interval: Duration,
-    registrations: watch::Receiver<Option<Registration>>,
-    shutdown: Shutdown,
-) {
-    every_interval(interval, registrations, shutdown, || {
-        let sync = Arc::clone(&sync);
-        async move {
-            let logs = sync.node.tenant_logs();
-            // What an earlier run saved goes first, and its file once it
-            // has all gone.
-            loop {
-                let lines = sync.deliveries.take_saved_logs(MAX_GUEST_LOG_LINES_PER_BATCH);
-                if lines.is_empty() {
-                    sync.deliveries.forget_file_once_delivered();
-                    break;
-                }
-                let batch = GuestLogBatch { lines };
-                match sync.post_logs(&batch).await {
-                    Ok(()) => logs.shipped(batch.lines.len()),
-                    Err(SyncError::Status(status)) if refused_for_good(status) => {
-                        logs.rejected(batch.lines.len());
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "saved guest log lines not shipped; kept for the next try");
-                        sync.deliveries.put_back_saved_logs(batch.lines);
-                        return;
-                    }
-                }
+/// Ships guest log lines, a round of [`every_interval`]: as many batches as
+/// there are lines, each put back if it fails.
+async fn ship_logs(sync: Arc<ControlPlaneLink>) {
+    let logs = sync.node.tenant_logs();
+    // What an earlier run saved goes first, and its file once it has all
+    // gone.
+    loop {
+        let lines = sync
+            .deliveries
+            .take_saved_logs(MAX_GUEST_LOG_LINES_PER_BATCH);
+        if lines.is_empty() {
+            sync.deliveries.forget_file_once_delivered();
+            break;
+        }
+        let batch = GuestLogBatch { lines };
+        match sync.post_logs(&batch).await {
+            Ok(()) => logs.shipped(batch.lines.len()),
+            Err(SyncError::Status(status)) if refused_for_good(status) => {
+                logs.rejected(batch.lines.len());
             }
-            loop {
-                let lines = logs.take(MAX_GUEST_LOG_LINES_PER_BATCH);
-                if lines.is_empty() {
-                    return;
-                }
-                let count = lines.len();
-                let batch = GuestLogBatch { lines };
-                match sync.post_logs(&batch).await {
-                    Ok(()) => logs.shipped(count),
-                    // A credential not (yet) recognized is the node's
-                    // problem, not the lines': they wait for it to register.
-                    Err(SyncError::Status(status)) if refused_for_good(status) => {
-                        tracing::error!(%status, lines = count, "guest log shipment refused; dropping it");
-                        logs.rejected(count);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, lines = count, "guest log shipment failed; kept for the next one");
-                        logs.put_back(batch.lines);
-                        return;
-                    }
-                }
+            Err(e) => {
+                tracing::warn!(error = %e, "saved guest log lines not shipped; kept for the next try");
+                sync.deliveries.put_back_saved_logs(batch.lines);
+                return;
             }
         }
-    })
-    .await;
+    }
+    loop {
+        let lines = logs.take(MAX_GUEST_LOG_LINES_PER_BATCH);
+        if lines.is_empty() {
+            return;
+        }
+        let count = lines.len();
+        let batch = GuestLogBatch { lines };
+        match sync.post_logs(&batch).await {
+            Ok(()) => logs.shipped(count),
+            // A credential not (yet) recognized is the node's problem, not
+            // the lines': they wait for it to register.
+            Err(SyncError::Status(status)) if refused_for_good(status) => {
+                tracing::error!(%status, lines = count, "guest log shipment refused; dropping it");
+                logs.rejected(count);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, lines = count, "guest log shipment failed; kept for the next one");
+                logs.put_back(batch.lines);
+                return;
+            }
+        }
+    }
 }
 
 /// A running follower of the control plane. Its tasks belong to the
@@ -286,17 +266,19 @@ impl Follower {
             shutdown.clone(),
         ));
         node.tenant_logs().start_shipping();
-        let logs = tokio::spawn(ship_logs(
+        let logs = tokio::spawn(every_interval(
             Arc::clone(&sync),
             node.tenant_logs().ship_interval(),
             registered.clone(),
             shutdown.clone(),
+            ship_logs,
         ));
-        let report = tokio::spawn(report_usage(
+        let report = tokio::spawn(every_interval(
             Arc::clone(&sync),
             interval,
             registered,
             shutdown,
+            report_usage,
         ));
         let tasks = [poll, purge, logs, report];
         let abort: Vec<_> = tasks.iter().map(|task| task.abort_handle()).collect();

@@ -98,13 +98,7 @@ fn apply(sync: &ControlPlaneLink, batch: &PurgeBatch) {
 impl ControlPlaneLink {
     /// One purge long-poll; `None` when nothing new came.
     async fn poll_purges(&self, after: u64) -> Result<Option<PurgeBatch>, SyncError> {
-        let response = self
-            .client
-            .get(format!("{}/v1/node/purges", self.base))
-            .query(&[("after", after.to_string())])
-            .bearer_auth(self.credential())
-            .send()
-            .await?;
+        let response = self.long_poll("/v1/node/purges", after).await?;
         match response.status() {
             StatusCode::NOT_MODIFIED => Ok(None),
             status if !status.is_success() => Err(SyncError::Status(status)),
