@@ -256,3 +256,45 @@ async fn the_grace_period_bounds_the_drain() {
     assert!(stderr.contains("cut_connections=1"), "{stderr}");
     assert!(read_and_check(stream).await.is_err());
 }
+
+/// A worker thread the kernel does not run for a while (on a loaded
+/// machine, preempted; here the whole process, stopped by SIGSTOP while a
+/// guest computes) charges the guest for the CPU it used, not for the time
+/// it was stopped: the guest (busy 30 ms of its 50 ms budget) sends its
+/// whole body after a 300 ms stop, instead of being cut at the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_is_not_charged_for_time_the_node_was_not_running() {
+    let node = NodeProcess::start(30_000).await;
+    let response = open_stream(node.addr, "/?chunks=2&size=16384&busy_ms=30").await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    let mut stopped = false;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.unwrap_or_else(|e| panic!("body cut after {} bytes: {e}", received.len()));
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        received.extend_from_slice(data);
+        // The first chunk is out: the guest is now computing the second.
+        if !stopped {
+            stopped = true;
+            node.signal("STOP");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            node.signal("CONT");
+        }
+    }
+    let expected: Vec<u8> = [vec![b'a'; 16384], vec![b'b'; 16384]].concat();
+    assert!(
+        received == expected,
+        "the body ended after {} of {} bytes",
+        received.len(),
+        expected.len()
+    );
+    let (_, metrics) = admin(node.admin, "/metrics").await;
+    assert!(
+        !metrics.contains("edge_guest_terminations_total{"),
+        "no guest was stopped"
+    );
+}
