@@ -204,7 +204,8 @@ async fn a_certificate_that_does_not_match_its_service_stops_the_start() {
     let wrong = TestCertificate::generate(&["other.tls.test"]);
     let mut config = NodeConfig::default();
     config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    config.node.data_dir = tempfile::tempdir().expect("dir").keep();
+    let data = tempfile::tempdir().expect("dir");
+    config.node.data_dir = data.path().to_path_buf();
     let node = edge_node::Node::new(&config).expect("node");
     let mut service =
         edge_config::ServiceConfig::new("hello", &["shop.tls.test"], rust_guest("hello"));
