@@ -2,6 +2,8 @@
 # Installs what building and testing the project needs beyond a Rust
 # toolchain: the wasm32-wasip2 target that the Rust example guests are built
 # for, componentize-py (PyPI, into target/py-venv) for the Python one,
+# componentize-js (npm, pinned by scripts/js-toolchain/package-lock.json,
+# into target/js-toolchain) for the JavaScript one,
 # aioquic (PyPI, same venv) as an independent HTTP/3 client, curl for
 # HTTP/1.1 and HTTP/2 over TLS, PostgreSQL (Debian package) for the
 # control plane's API suite, and Prometheus (Debian package) for the
@@ -62,6 +64,19 @@ apt_install() {
   fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null
 }
+
+js_toolchain="$root/target/js-toolchain"
+COMPONENTIZE_JS_VERSION="$(sed -n 's/.*"@bytecodealliance\/componentize-js": "\(.*\)".*/\1/p' \
+  "$root/scripts/js-toolchain/package.json")"
+if ! node -e "process.exit(require('$js_toolchain/node_modules/@bytecodealliance/componentize-js/package.json').version === '$COMPONENTIZE_JS_VERSION' ? 0 : 1)" 2>/dev/null; then
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  log "npm ci componentize-js $COMPONENTIZE_JS_VERSION into target/js-toolchain"
+  mkdir -p "$js_toolchain"
+  cp "$root/scripts/js-toolchain/package.json" "$root/scripts/js-toolchain/package-lock.json" "$js_toolchain/"
+  (cd "$js_toolchain" && npm ci --silent --no-audit --no-fund)
+else
+  log "componentize-js $COMPONENTIZE_JS_VERSION present"
+fi
 
 if ! command -v curl >/dev/null 2>&1; then
   apt_install curl ca-certificates

@@ -76,23 +76,37 @@ pub fn hostile_component(core_wat: &str) -> Vec<u8> {
 /// with componentize-py by `scripts/build-python-guest.sh`.
 pub fn python_guest() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let script = repo_root().join("scripts/build-python-guest.sh");
-        let output = Command::new(&script)
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !output.status.success() {
-            return Err(format!(
-                "building the Python guest failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        Ok(PathBuf::from(
-            String::from_utf8_lossy(&output.stdout).trim(),
-        ))
-    });
-    match built {
-        Ok(path) => path.clone(),
-        Err(e) => panic!("{e}"),
+    BUILT
+        .get_or_init(|| run_build_script("scripts/build-python-guest.sh"))
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The JavaScript example (`examples/javascript`), built once per test
+/// process with componentize-js by `scripts/build-js-guest.sh`.
+pub fn javascript_guest() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| run_build_script("scripts/build-js-guest.sh"))
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs a guest build script of the repository, which prints the path of
+/// the component it built.
+fn run_build_script(script: &str) -> Result<PathBuf, String> {
+    let script = repo_root().join(script);
+    let output = Command::new(&script)
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed:\n{}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ));
     }
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
 }
