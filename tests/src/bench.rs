@@ -1,6 +1,7 @@
 //! What the in-process benchmarks share: a node with no listener and the
 //! guests they compare, all giving the same 20-byte answer: two hello guests,
-//! and a caching proxy whose answer comes from the HTTP cache.
+//! and a caching proxy whose answer comes from the HTTP cache; and, when
+//! asked for, the JavaScript and Python examples, whose greetings differ.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use edge_node::Node;
 use edge_node::routing::Service;
 use edge_node::sandbox::{GuestIdentity, ReadyComponent};
 
-use crate::guests::rust_guest;
+use crate::guests::{javascript_guest, python_guest, rust_guest};
 use crate::hostile::minimal_hello;
 use crate::origin::{Answer, TestOrigin};
 
@@ -21,6 +22,13 @@ pub const HELLO_GUESTS: [(&str, &str); 3] = [
         "cache-hit",
         "caching-proxy guest, answer from the HTTP cache",
     ),
+];
+
+/// Guests with a language runtime inside (megabytes of code and heap
+/// image), by service name: installed by [`HelloNode::install_with_languages`].
+pub const LANGUAGE_GUESTS: [(&str, &str); 2] = [
+    ("javascript", "JavaScript example (componentize-js)"),
+    ("python", "Python example (componentize-py)"),
 ];
 
 /// The answer both guests give.
@@ -52,7 +60,18 @@ impl std::fmt::Debug for ReadyGuest {
 }
 
 impl HelloNode {
+    /// A node with the [`HELLO_GUESTS`].
     pub async fn install() -> Self {
+        Self::install_guests(false).await
+    }
+
+    /// A node with the [`HELLO_GUESTS`] and the [`LANGUAGE_GUESTS`] (each
+    /// built and compiled first: tens of seconds).
+    pub async fn install_with_languages() -> Self {
+        Self::install_guests(true).await
+    }
+
+    async fn install_guests(languages: bool) -> Self {
         let data = tempfile::tempdir().expect("bench data dir");
         let mut config = NodeConfig::default();
         config.node.data_dir = data.path().to_path_buf();
@@ -65,18 +84,33 @@ impl HelloNode {
         .await;
         let mut backend = BackendSpec::new(origin.url());
         backend.allow_private_addresses = true;
-        let services = HELLO_GUESTS.map(|(name, _)| {
-            let module = match name {
-                "minimal" => minimal.clone(),
-                "cache-hit" => rust_guest("caching-proxy"),
-                _ => rust_guest(name),
-            };
-            let mut service = ServiceConfig::new(name, &[&format!("{name}.bench")], module);
-            if name == "cache-hit" {
-                service.spec.backends = [("origin".to_string(), backend.clone())].into();
+        let mut services: Vec<ServiceConfig> = HELLO_GUESTS
+            .iter()
+            .map(|&(name, _)| {
+                let module = match name {
+                    "minimal" => minimal.clone(),
+                    "cache-hit" => rust_guest("caching-proxy"),
+                    _ => rust_guest(name),
+                };
+                let mut service = ServiceConfig::new(name, &[&format!("{name}.bench")], module);
+                if name == "cache-hit" {
+                    service.spec.backends = [("origin".to_string(), backend.clone())].into();
+                }
+                service
+            })
+            .collect();
+        if languages {
+            for (name, module) in [
+                ("javascript", javascript_guest()),
+                ("python", python_guest()),
+            ] {
+                let mut service = ServiceConfig::new(name, &[&format!("{name}.bench")], module);
+                // A fresh language runtime takes more than the default
+                // budget to start.
+                service.spec.limits.cpu_budget_ms = 1_000;
+                services.push(service);
             }
-            service
-        });
+        }
         node.install_services(&services, data.path())
             .await
             .expect("install the hello guests");
