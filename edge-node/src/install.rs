@@ -134,7 +134,11 @@ async fn store_and_load(modules: &ModuleCache, path: &Path) -> Result<ModuleHash
 }
 
 /// Plans a snapshot's services, whose components are already in the module
-/// store. A service over this node's limits (the control plane checks
+/// store. A module that is not `served` already is loaded first, so that one
+/// this node cannot load is never routed to; one that is served loaded
+/// before and is not loaded again (with more services than the module cache
+/// holds, every snapshot would otherwise reload every evicted module). A
+/// service over this node's limits (the control plane checks
 /// against its own idea of the nodes' ceilings, and a spec stored before
 /// an operator lowered them is not served) or whose module does not load
 /// is left out and named in the report. A domain that two services claim
@@ -144,6 +148,7 @@ pub async fn plan_snapshot(
     modules: &ModuleCache,
     sandbox: &SandboxLimits,
     snapshot: &Snapshot,
+    served: &HashSet<ModuleHash>,
 ) -> (InstallPlan, SnapshotReport) {
     let mut plan = InstallPlan::default();
     let mut report = SnapshotReport::default();
@@ -152,7 +157,7 @@ pub async fn plan_snapshot(
     let mut services: Vec<&SnapshotService> = snapshot.services.iter().collect();
     services.sort_by(|a, b| (a.created_at_ms, &a.name).cmp(&(b.created_at_ms, &b.name)));
     for service in services {
-        let module = match load_snapshot_module(modules, sandbox, service).await {
+        let module = match load_snapshot_module(modules, sandbox, service, served).await {
             Ok(module) => module,
             Err(error) => {
                 tracing::error!(service = %service.name, version = service.version, %error, "service not served: over this node's limits, or its module does not load");
@@ -201,12 +206,15 @@ async fn load_snapshot_module(
     modules: &ModuleCache,
     sandbox: &SandboxLimits,
     service: &SnapshotService,
+    served: &HashSet<ModuleHash>,
 ) -> Result<ModuleHash, String> {
     check_limits(&service.spec, sandbox)?;
     let module: ModuleHash = service
         .module_sha256
         .parse()
         .map_err(|_| format!("bad module hash {:?}", service.module_sha256))?;
-    modules.preload(module).await.map_err(|e| e.to_string())?;
+    if !served.contains(&module) {
+        modules.preload(module).await.map_err(|e| e.to_string())?;
+    }
     Ok(module)
 }

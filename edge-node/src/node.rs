@@ -226,9 +226,9 @@ impl Node {
     }
 
     /// Serves the services of a control-plane snapshot, whose components
-    /// are already in the module store. Every module is loaded before the
-    /// routing table is swapped, in one step: requests in flight finish on
-    /// the version they started with.
+    /// are already in the module store. Every module not served already is
+    /// loaded before the routing table is swapped, in one step: requests in
+    /// flight finish on the version they started with.
     ///
     /// Service by service: one whose module does not load is left out (its
     /// domains answer 421 until a version that loads is active), counted in
@@ -237,8 +237,14 @@ impl Node {
     /// stays with the older claim, and the newer one is logged and counted
     /// in `edge_snapshot_duplicate_domains_total`.
     pub async fn install_snapshot(&self, snapshot: &Snapshot) -> SnapshotReport {
-        let (plan, report) =
-            install::plan_snapshot(&self.inner.modules, &self.inner.sandbox_limits, snapshot).await;
+        let served = self.inner.router.modules();
+        let (plan, report) = install::plan_snapshot(
+            &self.inner.modules,
+            &self.inner.sandbox_limits,
+            snapshot,
+            &served,
+        )
+        .await;
         let metrics = &self.inner.metrics;
         metrics
             .snapshot_services_skipped

@@ -4,7 +4,7 @@
 //! request sees either the old set of services or the new one, and requests
 //! already running keep the service (and module) they started with.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -73,6 +73,16 @@ impl RoutingTable {
         }
         self.catch_all.as_ref()
     }
+
+    /// The modules of every service in the table.
+    pub fn modules(&self) -> HashSet<ModuleHash> {
+        self.exact
+            .values()
+            .chain(self.wildcard.values())
+            .chain(&self.catch_all)
+            .map(|service| service.module)
+            .collect()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +105,11 @@ impl Router {
             return None;
         }
         self.route(authority.host())
+    }
+
+    /// The modules of every service served now.
+    pub fn modules(&self) -> HashSet<ModuleHash> {
+        self.table.load().modules()
     }
 
     pub fn replace(&self, table: RoutingTable) {

@@ -204,3 +204,59 @@ async fn a_killed_control_plane_loses_nothing_and_nodes_never_stop_serving() {
     until_all_serve(std::slice::from_ref(&node), PLAIN).await;
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_snapshot_loads_no_module_the_node_serves_already() {
+    // The node's module cache holds one component and it serves three: a
+    // snapshot that changes nothing of theirs must not load the three
+    // again (with ten thousand services, every snapshot would reload the
+    // thousands the cache had let go).
+    let plane = Plane::start_with("sqlite", |c| c.snapshot_wait = Duration::from_secs(20)).await;
+    let token = plane.tenant("acme").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let node = EdgeNode::start_with(&plane.base, dir.path(), "node-a", |config, _| {
+        config.sandbox.module_cache_entries = 1;
+    })
+    .await;
+    let api = plane.api(&token);
+    let mut last_module = String::new();
+    for (service, module) in [("a", hello()), ("b", plain_wasi()), ("c", echo())] {
+        let domain = format!("{service}.acme.test");
+        plane.service(&token, service, &domain).await;
+        last_module = api
+            .deploy(service, module)
+            .await
+            .expect("deployed")
+            .module_sha256;
+        wait_for(|| async { get(node.addr, &domain, "/").await.status == 200 }).await;
+    }
+    let loads = async || {
+        node.metric("edge_module_loads_total{source=\"artifact\"}")
+            .await
+            + node
+                .metric("edge_module_loads_total{source=\"compiled\"}")
+                .await
+    };
+    let before = loads().await;
+    let version = node.metric("edge_snapshot_version").await;
+
+    // A new version of c with the module it has: a new snapshot.
+    api.create_version("c", &last_module, true)
+        .await
+        .expect("activated");
+    wait_for(|| async { node.metric("edge_snapshot_version").await > version }).await;
+    assert_eq!(loads().await, before, "modules loaded again for a snapshot");
+    plane.stop_with_nodes([node]).await;
+}
+
+/// Polls `done` every 10 ms, for up to 10 s.
+async fn wait_for(done: impl AsyncFn() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never happened"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

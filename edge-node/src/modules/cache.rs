@@ -81,8 +81,12 @@ impl ModuleCache {
             return Err(failure);
         }
         let loaded = self.ready.try_get_with(hash, self.load(hash)).await;
-        if let Err(failure) = &loaded {
-            self.failed.insert(hash, Arc::clone(failure));
+        match &loaded {
+            // The LRU evicts in its housekeeping, which it runs when it
+            // sees fit: run it now, so that `module_cache_entries` bounds
+            // what is in memory after every load, not eventually.
+            Ok(_) => self.ready.run_pending_tasks().await,
+            Err(failure) => self.failed.insert(hash, Arc::clone(failure)),
         }
         loaded
     }
