@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use control_plane::api::ApiConfig;
 use control_plane::compile::{WorkerTask, run_worker};
 use edge_config::SandboxLimits;
 use edge_tests::platform::{EdgeNode, Plane};
@@ -61,6 +62,21 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// A control plane on SQLite, set up for a benchmark (this executable is
+/// its compile worker), then adjusted by `change`.
+pub async fn bench_plane(change: impl FnOnce(&mut ApiConfig)) -> Plane {
+    let worker = std::env::current_exe().expect("this executable");
+    Plane::start_with_worker("sqlite", &worker, |config| {
+        config.max_upload_bytes = control_plane::api::DEFAULT_MAX_UPLOAD_BYTES;
+        config.snapshot_wait = Duration::from_secs(30);
+        // A benchmark deploys and purges as fast as it can.
+        config.quotas.activations_per_minute = u32::MAX;
+        config.quotas.purges_per_second = u32::MAX;
+        change(config);
+    })
+    .await
+}
+
 /// A control plane with the bench tenant and its service, and N nodes
 /// following it: the platform harness the tests use, set up for speed.
 pub struct Cluster {
@@ -75,15 +91,7 @@ impl Cluster {
     /// Starts the control plane, a tenant with one service on [`DOMAIN`],
     /// and `node_count` nodes following it.
     pub async fn start(node_count: usize) -> Self {
-        let worker = std::env::current_exe().expect("this executable");
-        let plane = Plane::start_with_worker("sqlite", &worker, |config| {
-            config.max_upload_bytes = control_plane::api::DEFAULT_MAX_UPLOAD_BYTES;
-            config.snapshot_wait = Duration::from_secs(30);
-            // A benchmark deploys and purges as fast as it can.
-            config.quotas.activations_per_minute = u32::MAX;
-            config.quotas.purges_per_second = u32::MAX;
-        })
-        .await;
+        let plane = bench_plane(|_| {}).await;
         let token = plane.tenant(TENANT).await;
         plane.service(&token, SERVICE, DOMAIN).await;
 
