@@ -17,7 +17,9 @@ app="$root/examples/javascript/app.js"
 out="$root/target/guests/javascript.wasm"
 toolchain="$root/target/js-toolchain/node_modules"
 lock="$root/scripts/js-toolchain/package-lock.json"
-[ -x "$toolchain/.bin/componentize-js" ] || "$root/scripts/install-toolchain.sh" >&2
+if [ ! -x "$toolchain/.bin/componentize-js" ] || ! cmp -s "$lock" "$root/target/js-toolchain/package-lock.json"; then
+  "$root/scripts/install-toolchain.sh" >&2
+fi
 
 if [ -f "$out" ] && [ "$out" -nt "$app" ] && [ "$out" -nt "$0" ] && [ "$out" -nt "$lock" ] \
   && [ -z "$(find "$root/sdk/wit" -newer "$out" -name '*.wit')" ]; then
@@ -26,7 +28,8 @@ if [ -f "$out" ] && [ "$out" -nt "$app" ] && [ "$out" -nt "$0" ] && [ "$out" -nt
 fi
 
 engine="$toolchain/@bytecodealliance/componentize-js/lib/starlingmonkey_embedding.wasm"
-engine_wasi="$(grep -ao 'wasi:http/incoming-handler@0\.2\.[0-9]*' "$engine" | head -n1 | sed 's/.*@//')"
+[ -f "$engine" ] || { echo "$engine is missing: run scripts/install-toolchain.sh" >&2; exit 1; }
+engine_wasi="$(grep -ao 'wasi:http/incoming-handler@0\.2\.[0-9]*' "$engine" | head -n1 | sed 's/.*@//' || true)"
 [ -n "$engine_wasi" ] || { echo "cannot tell which WASI release $engine is built for" >&2; exit 1; }
 engine_patch="${engine_wasi##*.}"
 

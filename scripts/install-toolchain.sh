@@ -68,8 +68,14 @@ apt_install() {
 js_toolchain="$root/target/js-toolchain"
 COMPONENTIZE_JS_VERSION="$(sed -n 's/.*"@bytecodealliance\/componentize-js": "\(.*\)".*/\1/p' \
   "$root/scripts/js-toolchain/package.json")"
-if ! node -e "process.exit(require('$js_toolchain/node_modules/@bytecodealliance/componentize-js/package.json').version === '$COMPONENTIZE_JS_VERSION' ? 0 : 1)" 2>/dev/null; then
+if ! cmp -s "$root/scripts/js-toolchain/package-lock.json" "$js_toolchain/package-lock.json" \
+  || [ ! -x "$js_toolchain/node_modules/.bin/componentize-js" ]; then
   command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  node_major="$(node -p 'process.versions.node.split(".")[0]')"
+  if [ "$node_major" -lt 20 ]; then
+    log "componentize-js $COMPONENTIZE_JS_VERSION needs Node.js 20 or later; this is $(node --version)"
+    exit 1
+  fi
   log "npm ci componentize-js $COMPONENTIZE_JS_VERSION into target/js-toolchain"
   mkdir -p "$js_toolchain"
   cp "$root/scripts/js-toolchain/package.json" "$root/scripts/js-toolchain/package-lock.json" "$js_toolchain/"

@@ -20,61 +20,65 @@ const MEMORIES_PER_SLOT: u32 = 2;
 const TABLES_PER_SLOT: u32 = 4;
 const MAX_MEMORIES_PER_COMPONENT: u32 = 16;
 const MAX_TABLES_PER_COMPONENT: u32 = 64;
-/// Memory kept mapped between instances instead of returned to the kernel
-/// under [`MemoryStrategy::CopyOnWrite`]: resetting it is cheaper than
-/// faulting it in again. A small guest touches about this much (data, heap
-/// start and shadow stack).
-const COPY_ON_WRITE_KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
 /// Memory an instance wrote that stays resident under
-/// [`MemoryStrategy::ResidentCopy`]: room for a language runtime's heap
-/// image (8 MiB was enough for the JavaScript example, not for the Python
-/// one) as well as a small guest's few pages. Only pages an
-/// instance wrote are kept and reset, so a small guest costs no more.
-const RESIDENT_COPY_KEEP_RESIDENT_BYTES: usize = 32 * 1024 * 1024;
+/// [`MemoryReset::WrittenPages`]: room for a language runtime's heap image
+/// (8 MiB was enough for the JavaScript example, not for the Python one) as
+/// well as a small guest's few pages. Only pages an instance wrote are kept
+/// and reset, so a small guest costs no more.
+const WRITTEN_PAGES_KEEP_RESIDENT_BYTES: usize = 32 * 1024 * 1024;
+/// Memory kept mapped under [`MemoryReset::Decommit`], zeroed whole on
+/// every reset: what a small guest touches (data, heap start and shadow
+/// stack).
+const DECOMMIT_KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
 const TABLE_KEEP_RESIDENT_BYTES: usize = 256 * 1024;
 const ASYNC_STACK_KEEP_RESIDENT_BYTES: usize = 128 * 1024;
 
-/// How a guest's linear memory gets its initial contents (its data
-/// segments, the heap image of a language runtime) and is reset for the
-/// next instance in its slot.
+/// How an instance slot's memory is made ready for the next instance. A
+/// guest's data segments are always copied into its slot at instantiation
+/// (never mapped copy-on-write from the artifact: see [`code_config`]);
+/// this is only the pool's reset, so it may differ between hosts without
+/// changing the artifacts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemoryStrategy {
-    /// The image is copied into the slot's memory at instantiation, and the
-    /// pages an instance wrote stay resident: the reset restores exactly
-    /// those (found with the kernel's `PAGEMAP_SCAN`) with a copy, and
-    /// nothing is unmapped. Needs Linux 6.7 or later.
-    ///
-    /// Why not copy-on-write: the first write to a page of a copy-on-write
-    /// image replaces a read-only mapping, and the kernel must flush it
-    /// from the TLB of every core the node runs on (an inter-processor
-    /// interrupt). A language runtime writes thousands of image pages per
-    /// request, and a copy-on-write reset unmaps what it cannot restore
-    /// by copy (beyond a few dozen written regions), so each request
-    /// faults them again: measured, the JavaScript example spent 35 % of
-    /// the node's CPU in those flushes, and serves 1.6x the requests
-    /// with this strategy (docs/performance.md).
-    ResidentCopy,
-    /// The image is mapped copy-on-write from the artifact, and only the
-    /// first 2 MiB of memory are kept resident: without `PAGEMAP_SCAN`, the
-    /// reset copies the whole kept-resident region, so it must stay small.
-    CopyOnWrite,
+pub enum MemoryReset {
+    /// The kernel's `PAGEMAP_SCAN` (Linux 6.7+) finds the pages the instance
+    /// wrote; up to [`WRITTEN_PAGES_KEEP_RESIDENT_BYTES`] of them are
+    /// zeroed in place and stay resident, the rest are given back. A large
+    /// guest's heap is then neither faulted in nor unmapped per request.
+    WrittenPages,
+    /// The first 2 MiB of a memory are zeroed and the rest given back to the
+    /// kernel (`madvise`): without `PAGEMAP_SCAN`, and whenever swap is on,
+    /// because the scan reports only pages in memory, and a written page
+    /// swapped out would keep its contents for the slot's next tenant.
+    Decommit,
 }
 
-impl MemoryStrategy {
-    /// The strategy for the kernel this process runs on.
-    pub fn for_this_kernel() -> Self {
+impl MemoryReset {
+    /// The reset for this host: [`Self::WrittenPages`] on Linux 6.7+ with no
+    /// swap active. (Swap turned on after the node started is not seen:
+    /// docs/security.md.)
+    pub fn for_this_host() -> Self {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        if kernel_has_pagemap_scan(&release) {
-            Self::ResidentCopy
+        // /proc/swaps: a header line, then one line per active swap area.
+        let swap_active =
+            std::fs::read_to_string("/proc/swaps").map_or(true, |swaps| swaps.lines().count() > 1);
+        if kernel_has_pagemap_scan(&release) && !swap_active {
+            Self::WrittenPages
         } else {
-            Self::CopyOnWrite
+            Self::Decommit
         }
     }
 
     fn keep_resident_bytes(self) -> usize {
         match self {
-            Self::ResidentCopy => RESIDENT_COPY_KEEP_RESIDENT_BYTES,
-            Self::CopyOnWrite => COPY_ON_WRITE_KEEP_RESIDENT_BYTES,
+            Self::WrittenPages => WRITTEN_PAGES_KEEP_RESIDENT_BYTES,
+            Self::Decommit => DECOMMIT_KEEP_RESIDENT_BYTES,
+        }
+    }
+
+    fn pagemap_scan(self) -> Enabled {
+        match self {
+            Self::WrittenPages => Enabled::Yes,
+            Self::Decommit => Enabled::No,
         }
     }
 }
@@ -94,16 +98,19 @@ fn kernel_has_pagemap_scan(release: &str) -> bool {
 
 /// Builds the engine. Every guest on the node shares it, so its settings
 /// are the node's, not a service's: per-service limits live on the `Store`.
+/// Where the kernel refuses `PAGEMAP_SCAN` although its release has it (a
+/// seccomp filter, a sandboxed `/proc`), the engine falls back to
+/// [`MemoryReset::Decommit`].
 pub fn build_engine(limits: &SandboxLimits) -> wasmtime::Result<Engine> {
-    build_engine_with(limits, MemoryStrategy::for_this_kernel())
+    match MemoryReset::for_this_host() {
+        MemoryReset::WrittenPages => build_engine_with(limits, MemoryReset::WrittenPages)
+            .or_else(|_| build_engine_with(limits, MemoryReset::Decommit)),
+        MemoryReset::Decommit => build_engine_with(limits, MemoryReset::Decommit),
+    }
 }
 
-/// [`build_engine`] with a chosen memory strategy (which also shapes the
-/// artifacts: it is part of the engine's fingerprint).
-pub fn build_engine_with(
-    limits: &SandboxLimits,
-    memory: MemoryStrategy,
-) -> wasmtime::Result<Engine> {
+/// [`build_engine`] with a chosen reset.
+pub fn build_engine_with(limits: &SandboxLimits, reset: MemoryReset) -> wasmtime::Result<Engine> {
     let instances = u32::try_from(limits.max_concurrent_instances).unwrap_or(u32::MAX);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances)
@@ -116,14 +123,12 @@ pub fn build_engine_with(
         .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
         .max_memory_size(usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX))
         .table_elements(usize::try_from(limits.max_table_elements).unwrap_or(usize::MAX))
-        .linear_memory_keep_resident(memory.keep_resident_bytes())
+        .linear_memory_keep_resident(reset.keep_resident_bytes())
         .table_keep_resident(TABLE_KEEP_RESIDENT_BYTES)
         .async_stack_keep_resident(ASYNC_STACK_KEEP_RESIDENT_BYTES)
-        // Resets only the pages an instance wrote (Linux 6.7+), where the
-        // kernel has it: the biggest single saving per request.
-        .pagemap_scan(Enabled::Auto);
+        .pagemap_scan(reset.pagemap_scan());
 
-    let mut config = code_config(memory);
+    let mut config = code_config();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
 }
@@ -141,15 +146,27 @@ pub fn build_validation_engine(limits: &SandboxLimits) -> wasmtime::Result<Engin
     })
 }
 
-/// Every setting that shapes compiled code, shared by both engines.
-fn code_config(memory: MemoryStrategy) -> Config {
+/// Every setting that shapes compiled code, shared by both engines and the
+/// same on every host, so that an artifact compiled by the control plane
+/// loads on every node.
+///
+/// `memory_init_cow` is off: a guest's data is copied into its slot at
+/// instantiation instead of mapped copy-on-write from the artifact. The
+/// first write to a copy-on-write page replaces a read-only mapping, and
+/// the kernel must flush it from the TLB of every core the node runs on
+/// (an inter-processor interrupt); a language runtime writes thousands of
+/// its heap image's pages per request, so the JavaScript example spent 35 %
+/// of the node's CPU in those flushes. Copied and reset by
+/// [`MemoryReset::WrittenPages`], it serves 1.6x the requests, and a small
+/// guest the same (docs/performance.md).
+fn code_config() -> Config {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
         .max_wasm_stack(WASM_STACK_BYTES)
         .async_stack_size(ASYNC_STACK_BYTES)
-        .memory_init_cow(memory == MemoryStrategy::CopyOnWrite);
+        .memory_init_cow(false);
     config
 }
 
@@ -184,11 +201,13 @@ mod tests {
     }
 
     #[test]
-    fn the_memory_strategy_is_part_of_the_fingerprint() {
+    fn the_memory_reset_does_not_change_the_artifacts() {
+        // Hosts with and without PAGEMAP_SCAN or swap load the same
+        // artifacts from the control plane.
         let limits = SandboxLimits::default();
-        let copy = build_engine_with(&limits, MemoryStrategy::ResidentCopy).expect("engine");
-        let cow = build_engine_with(&limits, MemoryStrategy::CopyOnWrite).expect("engine");
-        assert_ne!(engine_fingerprint(&copy), engine_fingerprint(&cow));
+        let decommit = build_engine_with(&limits, MemoryReset::Decommit).expect("engine");
+        let node = build_engine(&limits).expect("engine");
+        assert_eq!(engine_fingerprint(&decommit), engine_fingerprint(&node));
     }
 
     #[test]
