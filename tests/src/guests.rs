@@ -76,18 +76,21 @@ pub fn hostile_component(core_wat: &str) -> Vec<u8> {
 /// with componentize-py by `scripts/build-python-guest.sh`.
 pub fn python_guest() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| run_build_script("scripts/build-python-guest.sh"))
-        .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
+    built_once(&BUILT, "scripts/build-python-guest.sh")
 }
 
 /// The JavaScript example (`examples/javascript`), built once per test
 /// process with componentize-js by `scripts/build-js-guest.sh`.
 pub fn javascript_guest() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| run_build_script("scripts/build-js-guest.sh"))
+    built_once(&BUILT, "scripts/build-js-guest.sh")
+}
+
+/// The component `script` builds, built the first time `built` is asked
+/// for; a failed build fails every test that asks, with its output.
+fn built_once(built: &OnceLock<Result<PathBuf, String>>, script: &str) -> PathBuf {
+    built
+        .get_or_init(|| run_build_script(script))
         .clone()
         .unwrap_or_else(|e| panic!("{e}"))
 }
