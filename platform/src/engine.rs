@@ -57,11 +57,18 @@ impl MemoryReset {
     /// swap active. (Swap turned on after the node started is not seen:
     /// docs/security.md.)
     pub fn for_this_host() -> Self {
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        // /proc/swaps: a header line, then one line per active swap area.
-        let swap_active =
-            std::fs::read_to_string("/proc/swaps").map_or(true, |swaps| swaps.lines().count() > 1);
-        if kernel_has_pagemap_scan(&release) && !swap_active {
+        Self::for_host(
+            &std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default(),
+            std::fs::read_to_string("/proc/swaps").ok().as_deref(),
+        )
+    }
+
+    /// The reset for a kernel `release` and its `/proc/swaps` (a header
+    /// line, then one line per active swap area), `None` when unreadable:
+    /// then swap is taken to be on.
+    fn for_host(release: &str, swaps: Option<&str>) -> Self {
+        let swap_active = swaps.is_none_or(|swaps| swaps.lines().count() > 1);
+        if kernel_has_pagemap_scan(release) && !swap_active {
             Self::WrittenPages
         } else {
             Self::Decommit
@@ -102,11 +109,14 @@ fn kernel_has_pagemap_scan(release: &str) -> bool {
 /// seccomp filter, a sandboxed `/proc`), the engine falls back to
 /// [`MemoryReset::Decommit`].
 pub fn build_engine(limits: &SandboxLimits) -> wasmtime::Result<Engine> {
-    match MemoryReset::for_this_host() {
-        MemoryReset::WrittenPages => build_engine_with(limits, MemoryReset::WrittenPages)
-            .or_else(|_| build_engine_with(limits, MemoryReset::Decommit)),
-        MemoryReset::Decommit => build_engine_with(limits, MemoryReset::Decommit),
-    }
+    let reset = MemoryReset::for_this_host();
+    build_engine_with(limits, reset).or_else(|error| {
+        if reset == MemoryReset::Decommit {
+            return Err(error);
+        }
+        tracing::warn!("PAGEMAP_SCAN refused ({error:?}): slots are reset by decommit");
+        build_engine_with(limits, MemoryReset::Decommit)
+    })
 }
 
 /// [`build_engine`] with a chosen reset.
@@ -208,6 +218,24 @@ mod tests {
         let decommit = build_engine_with(&limits, MemoryReset::Decommit).expect("engine");
         let node = build_engine(&limits).expect("engine");
         assert_eq!(engine_fingerprint(&decommit), engine_fingerprint(&node));
+    }
+
+    #[test]
+    fn written_pages_are_reset_alone_only_with_no_swap() {
+        let no_swap = "Filename\tType\tSize\tUsed\tPriority\n";
+        let swap = "Filename\tType\tSize\tUsed\tPriority\n/swapfile\tfile\t1048572\t0\t-2\n";
+        for (release, swaps, reset) in [
+            ("6.18.44", Some(no_swap), MemoryReset::WrittenPages),
+            ("6.18.44", Some(swap), MemoryReset::Decommit),
+            ("6.18.44", None, MemoryReset::Decommit),
+            ("6.6.30", Some(no_swap), MemoryReset::Decommit),
+        ] {
+            assert_eq!(
+                MemoryReset::for_host(release, swaps),
+                reset,
+                "{release} {swaps:?}"
+            );
+        }
     }
 
     #[test]
