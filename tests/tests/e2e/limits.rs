@@ -428,3 +428,37 @@ impl hyper::body::Body for StalledBody {
         )))))
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_module_cache_holds_no_more_than_its_entries() {
+    let data = tempfile::tempdir().expect("dir");
+    let mut config = edge_config::NodeConfig::default();
+    config.node.data_dir = data.path().to_path_buf();
+    config.sandbox.module_cache_entries = 1;
+    let node = edge_node::Node::new(&config).expect("node");
+    let guests = ["hello", "plain-wasi", "echo"];
+    let services: Vec<_> = guests
+        .iter()
+        .map(|&name| {
+            let domain = format!("{name}.test");
+            edge_config::ServiceConfig::new(name, &[&domain], edge_tests::guests::rust_guest(name))
+        })
+        .collect();
+    node.install_services(&services, data.path())
+        .await
+        .expect("installed");
+    let ready = guests
+        .iter()
+        .map(|name| {
+            node.router()
+                .route(&format!("{name}.test"))
+                .expect("routed")
+                .module
+        })
+        .filter(|&module| node.modules().is_ready(module))
+        .count();
+    assert!(
+        ready <= 1,
+        "{ready} ready components, over module_cache_entries"
+    );
+}
