@@ -305,13 +305,12 @@ impl Node {
         let admin_listener = TcpListener::bind(admin_listen)
             .await
             .with_context(|| format!("binding the admin listener on {admin_listen}"))?;
-        let tls_listener = match &self.inner.front_door.tls {
-            Some(tls) => Some(
-                TcpListener::bind(tls.listen)
-                    .await
-                    .with_context(|| format!("binding the TLS listener on {}", tls.listen))?,
-            ),
-            None => None,
+        let (tls_listener, quic_endpoint) = match &self.inner.front_door.tls {
+            Some(tls) => {
+                let (listener, endpoint) = bind_tls_and_quic(tls).await?;
+                (Some(listener), endpoint)
+            }
+            None => (None, None),
         };
         let addr = listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
@@ -333,11 +332,9 @@ impl Node {
                 lifecycle.shutdown(),
             )));
         }
-        if let (Some(tls), Some(tcp_addr)) = (&self.inner.front_door.tls, tls_addr)
-            && let Some((section, quic)) = &tls.http3
+        if let (Some(tls), Some(endpoint)) = (&self.inner.front_door.tls, quic_endpoint)
+            && let Some((section, _)) = &tls.http3
         {
-            let endpoint = crate::http::h3::endpoint(tcp_addr, Arc::clone(quic), section)
-                .with_context(|| format!("binding HTTP/3 (UDP) on {tcp_addr}"))?;
             let addr = endpoint.local_addr()?;
             h3_addr = Some(addr);
             let _ = tls.alt_svc.set(http::HeaderValue::from_str(&format!(
@@ -374,6 +371,41 @@ impl Node {
             listeners: tasks,
             node: self.clone(),
         })
+    }
+}
+
+/// Binds the TLS listener and, when HTTP/3 is on, the QUIC endpoint on the
+/// same port. With port 0 the kernel picks a TCP port that may be taken for
+/// UDP, so the pair is bound again on a fresh port; a port the operator
+/// named is used as it is, or the start fails.
+async fn bind_tls_and_quic(
+    tls: &TlsListener,
+) -> anyhow::Result<(TcpListener, Option<quinn::Endpoint>)> {
+    const ATTEMPTS_ON_PORT_ZERO: usize = 20;
+    let attempts = if tls.listen.port() == 0 {
+        ATTEMPTS_ON_PORT_ZERO
+    } else {
+        1
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let listener = TcpListener::bind(tls.listen)
+            .await
+            .with_context(|| format!("binding the TLS listener on {}", tls.listen))?;
+        let Some((section, quic)) = &tls.http3 else {
+            return Ok((listener, None));
+        };
+        let tcp_addr = listener.local_addr()?;
+        match crate::http::h3::endpoint(tcp_addr, Arc::clone(quic), section) {
+            Ok(endpoint) => return Ok((listener, Some(endpoint))),
+            Err(error) if attempt < attempts => {
+                tracing::debug!(%tcp_addr, %error, "UDP port taken; binding TLS and HTTP/3 again");
+            }
+            Err(error) => {
+                return Err(error.context(format!("binding HTTP/3 (UDP) on {tcp_addr}")));
+            }
+        }
     }
 }
 

@@ -40,13 +40,7 @@ impl DnsServer {
         let zone = Arc::new(zone);
         let mut catalog = Catalog::new();
         catalog.upsert(LowerName::new(&origin), vec![zone.clone()]);
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("udp");
-        let addr = udp.local_addr().expect("addr");
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("tcp on the same port");
+        let (udp, tcp, addr) = bind_udp_and_tcp_on_one_port().await;
         let mut server = Server::new(catalog);
         server.register_socket(udp);
         server.register_listener(tcp, std::time::Duration::from_secs(5), 4096);
@@ -69,4 +63,23 @@ impl DnsServer {
     pub async fn stop(mut self) {
         let _ = self.server.shutdown_gracefully().await;
     }
+}
+
+/// A free UDP port is not always free for TCP: other tests' connections may
+/// hold it. So the pair is bound again on a fresh port until both succeed.
+async fn bind_udp_and_tcp_on_one_port()
+-> (tokio::net::UdpSocket, tokio::net::TcpListener, SocketAddr) {
+    const ATTEMPTS: usize = 50;
+    for _ in 0..ATTEMPTS {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("udp");
+        let addr = udp.local_addr().expect("addr");
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => return (udp, tcp, addr),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(error) => panic!("tcp on {addr}: {error}"),
+        }
+    }
+    panic!("no loopback port was free for both UDP and TCP in {ATTEMPTS} attempts");
 }
