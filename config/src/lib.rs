@@ -17,6 +17,8 @@
 //! - [`protocol`]: the wire types between control plane and nodes: a
 //!   service's spec, the config snapshot, registration and usage reports.
 //! - [`service`]: one tenant service: its domains, module and limits.
+//! - [`state`]: key-value stores and secrets: their limits and the wire
+//!   types of the change feed, guest writes and the tenant API.
 //! - [`tls`]: the HTTPS listener and certificates (files or PEM text).
 //! - [`validate`]: the error list that `validate()` returns; every problem in
 //!   a file is reported at once, each with the path of the offending key.
@@ -33,6 +35,7 @@ pub mod node;
 pub mod observability;
 pub mod protocol;
 pub mod service;
+pub mod state;
 pub mod tls;
 pub mod validate;
 

@@ -118,6 +118,10 @@ pub struct NodeSection {
     /// On SIGTERM, how long requests in flight get to finish before their
     /// connections are cut.
     pub drain_grace_ms: u64,
+    /// The operator's key for tenants' secrets (64 hex digits in a file,
+    /// the control plane's `--secrets-key-file`). Without it a service
+    /// that lists a secret is not served.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// Long enough for ordinary requests and streamed responses to finish;
@@ -131,6 +135,7 @@ impl Default for NodeSection {
             admin_listen: parse_default_addr(DEFAULT_ADMIN_LISTEN),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             drain_grace_ms: DEFAULT_DRAIN_GRACE_MS,
+            secrets_key_file: None,
         }
     }
 }

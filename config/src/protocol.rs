@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub use crate::backend::BackendSpec;
 use crate::domain::validate_domain;
 use crate::limits::{SandboxLimits, ServiceLimits};
+use crate::state::{
+    KV_MAX_STORES_PER_SERVICE, MAX_SECRETS_PER_SERVICE, SealedSecret, SnapshotKvStore, check_name,
+};
 use crate::tls::CertificatePem;
 use crate::validate::ConfigErrors;
 
@@ -30,10 +33,17 @@ pub struct ServiceSpec {
     /// config file writes them as `[service.backend.NAME]` tables.
     pub backends: BTreeMap<String, BackendSpec>,
     pub limits: ServiceLimits,
+    /// What `wasi:config/store` returns to the guest, with the secrets.
     pub config: BTreeMap<String, String>,
     /// Cache the guest's own responses at the edge when their headers allow
     /// a shared cache to.
     pub cache_responses: bool,
+    /// The tenant's KV stores the guest may open (`wasi:keyvalue/store`);
+    /// any other name is `no-such-store`.
+    pub kv_stores: Vec<String>,
+    /// The tenant's secrets the guest reads through `wasi:config/store`,
+    /// each under its own name beside `config`.
+    pub secrets: Vec<String>,
 }
 
 impl ServiceSpec {
@@ -91,6 +101,43 @@ impl ServiceSpec {
                 );
             }
         }
+        check_names(
+            &format!("{prefix}kv_stores"),
+            "store",
+            &self.kv_stores,
+            KV_MAX_STORES_PER_SERVICE,
+            errors,
+        );
+        check_names(
+            &format!("{prefix}secrets"),
+            "secret",
+            &self.secrets,
+            MAX_SECRETS_PER_SERVICE,
+            errors,
+        );
+        for (i, name) in self.secrets.iter().enumerate() {
+            if self.config.contains_key(name) {
+                errors.push(
+                    format!("{prefix}secrets[{i}]"),
+                    format!("{name:?} is also a config key: the guest reads both by name"),
+                );
+            }
+        }
+    }
+}
+
+/// Each of `names` is a valid, distinct name, and there are at most `max`.
+fn check_names(path: &str, kind: &str, names: &[String], max: usize, errors: &mut ConfigErrors) {
+    if names.len() > max {
+        errors.push(path.to_string(), format!("at most {max} per service"));
+    }
+    let mut seen = HashSet::new();
+    for (i, name) in names.iter().enumerate() {
+        if let Err(message) = check_name(kind, name) {
+            errors.push(format!("{path}[{i}]"), message);
+        } else if !seen.insert(name.as_str()) {
+            errors.push(format!("{path}[{i}]"), format!("{name:?} is listed twice"));
+        }
     }
 }
 
@@ -100,6 +147,10 @@ impl ServiceSpec {
 pub struct Snapshot {
     pub version: u64,
     pub services: Vec<SnapshotService>,
+    /// Every KV store of every tenant not suspended: a node keeps these
+    /// stores' entries in its replica, and drops any other's.
+    #[serde(default)]
+    pub kv_stores: Vec<SnapshotKvStore>,
 }
 
 /// One active service in a snapshot.
@@ -120,6 +171,9 @@ pub struct SnapshotService {
     /// The service's certificate and key, served by SNI for its domains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificatePem>,
+    /// The secrets `spec.secrets` names that exist, sealed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SealedSecret>,
 }
 
 /// A node introducing itself with the cluster token.

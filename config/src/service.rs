@@ -75,6 +75,9 @@ impl From<ServiceFile> for ServiceConfig {
                 limits: file.limits,
                 config: file.config,
                 cache_responses: file.cache_responses,
+                // KV stores and secrets live on the control plane: a
+                // service of the node's own file has none.
+                ..ServiceSpec::default()
             },
         }
     }

@@ -98,6 +98,13 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidSpec(message) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_spec", message)
             }
+            StoreError::NoSuchStore => Self::not_found("KV store"),
+            StoreError::KvQuota(message) => {
+                Self::new(StatusCode::BAD_REQUEST, "quota_exceeded", message)
+            }
+            StoreError::KvInvalid(message) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_kv", message)
+            }
             other => Self::internal("database", &other),
         }
     }

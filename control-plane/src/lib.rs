@@ -80,6 +80,7 @@ pub async fn start(
     let modules = ArtifactStore::open(&config.data_dir.join("modules"), engine, &fingerprint)?;
     let version = store.snapshot_version().await?;
     let purge_seq = store.purge_seq().await?;
+    let kv_seq = store.kv_seq().await?;
     let config_quotas = config.quotas.clone();
     let state = api::AppState {
         store: store.clone(),
@@ -88,6 +89,7 @@ pub async fn start(
         compiler,
         snapshot_changed: Arc::new(watch::Sender::new(version)),
         purges_changed: Arc::new(watch::Sender::new(purge_seq)),
+        kv_changed: Arc::new(watch::Sender::new(kv_seq)),
         metrics: metrics::Metrics::new(),
         quotas: Arc::new(quotas::Quotas::new(config_quotas)),
         snapshot_json: Arc::default(),

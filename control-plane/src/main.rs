@@ -116,6 +116,11 @@ struct ServeArgs {
     tls_cert: Option<PathBuf>,
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The operator's key for tenants' secrets: 64 hex digits (32 random
+    /// bytes) in a file, the same file every node is given. Without it,
+    /// setting a secret is refused (503).
+    #[arg(long, env = "EDGE_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
     /// Log lines as JSON instead of text.
     #[arg(long)]
     log_json: bool,
@@ -161,6 +166,7 @@ fn main() -> ExitCode {
                 pending_domain_ttl_hours,
                 tls_cert,
                 tls_key,
+                secrets_key_file,
                 log_json,
             } = *serve;
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -185,6 +191,16 @@ fn main() -> ExitCode {
                 eprintln!("error: creating {}: {e}", data_dir.display());
                 return ExitCode::FAILURE;
             }
+            let secrets_key = match secrets_key_file
+                .map(|path| edge_platform::secrets::SecretsKey::from_file(&path))
+                .transpose()
+            {
+                Ok(key) => key.map(std::sync::Arc::new),
+                Err(e) => {
+                    eprintln!("error: --secrets-key-file: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let database_url = database_url.unwrap_or_else(|| {
                 format!("sqlite://{}", data_dir.join("control-plane.db").display())
             });
@@ -219,6 +235,7 @@ fn main() -> ExitCode {
                     .zip(tls_key)
                     .map(|(cert, key)| control_plane::tls::TlsFiles { cert, key }),
                 quotas,
+                secrets_key,
                 // Longer than the longest request, a compile included.
                 idle_read_timeout: control_plane::idle::DEFAULT_IDLE_READ_TIMEOUT
                     .max(Duration::from_secs(compile_timeout_secs) + DEFAULT_SNAPSHOT_WAIT),

@@ -28,6 +28,11 @@ pub const DEFAULT_ACTIVATIONS_PER_MINUTE: u32 = 60;
 pub const DEFAULT_PURGES_PER_SECOND: u32 = 100;
 pub const DEFAULT_MAX_UPLOADS_PER_TENANT: usize = 2;
 pub const DEFAULT_MAX_CONCURRENT_COMPILES: usize = 2;
+pub const DEFAULT_MAX_KV_STORES_PER_TENANT: u64 = 20;
+pub const DEFAULT_MAX_KV_KEYS_PER_STORE: u64 = 100_000;
+pub const DEFAULT_MAX_KV_BYTES_PER_TENANT: u64 = 256 * 1024 * 1024;
+pub const DEFAULT_KV_WRITES_PER_SECOND: u32 = 500;
+pub const DEFAULT_MAX_SECRETS_PER_TENANT: u64 = 100;
 
 /// The operator's settings (`control-plane serve --max-...`).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -60,6 +65,22 @@ pub struct QuotaConfig {
     /// Compiles the control plane runs at once, all tenants together.
     #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_COMPILES)]
     pub max_concurrent_compiles: usize,
+    /// KV stores one tenant may have.
+    #[arg(long, default_value_t = DEFAULT_MAX_KV_STORES_PER_TENANT)]
+    pub max_kv_stores_per_tenant: u64,
+    /// Keys one KV store may hold.
+    #[arg(long, default_value_t = DEFAULT_MAX_KV_KEYS_PER_STORE)]
+    pub max_kv_keys_per_store: u64,
+    /// Bytes of keys and values one tenant's KV stores may hold together.
+    #[arg(long, default_value_t = DEFAULT_MAX_KV_BYTES_PER_TENANT)]
+    pub max_kv_bytes_per_tenant: u64,
+    /// KV keys written (set, deleted, incremented) per tenant per second,
+    /// by guests and through the API together.
+    #[arg(long, default_value_t = DEFAULT_KV_WRITES_PER_SECOND)]
+    pub kv_writes_per_second: u32,
+    /// Secrets one tenant may have.
+    #[arg(long, default_value_t = DEFAULT_MAX_SECRETS_PER_TENANT)]
+    pub max_secrets_per_tenant: u64,
 }
 
 impl Default for QuotaConfig {
@@ -73,6 +94,11 @@ impl Default for QuotaConfig {
             purges_per_second: DEFAULT_PURGES_PER_SECOND,
             max_uploads_per_tenant: DEFAULT_MAX_UPLOADS_PER_TENANT,
             max_concurrent_compiles: DEFAULT_MAX_CONCURRENT_COMPILES,
+            max_kv_stores_per_tenant: DEFAULT_MAX_KV_STORES_PER_TENANT,
+            max_kv_keys_per_store: DEFAULT_MAX_KV_KEYS_PER_STORE,
+            max_kv_bytes_per_tenant: DEFAULT_MAX_KV_BYTES_PER_TENANT,
+            kv_writes_per_second: DEFAULT_KV_WRITES_PER_SECOND,
+            max_secrets_per_tenant: DEFAULT_MAX_SECRETS_PER_TENANT,
         }
     }
 }
@@ -116,6 +142,11 @@ impl RateWindows {
     }
 
     fn take(&self, tenant_id: &str) -> Result<(), RateLimited> {
+        self.take_n(tenant_id, 1)
+    }
+
+    /// Takes `n` events at once: all or none.
+    fn take_n(&self, tenant_id: &str, n: u32) -> Result<(), RateLimited> {
         let now = Instant::now();
         let mut entry = self
             .tenants
@@ -126,7 +157,7 @@ impl RateWindows {
             *started = now;
             *used = 0;
         }
-        if *used >= self.per_window {
+        if used.saturating_add(n) > self.per_window {
             return Err(RateLimited {
                 retry_after: self.window.saturating_sub(now.duration_since(*started)),
                 message: format!(
@@ -137,7 +168,7 @@ impl RateWindows {
                 ),
             });
         }
-        *used += 1;
+        *used += n;
         Ok(())
     }
 }
@@ -167,6 +198,7 @@ pub struct Quotas {
     pub config: QuotaConfig,
     activations: RateWindows,
     purges: RateWindows,
+    kv_writes: RateWindows,
     uploads: Arc<DashMap<String, usize>>,
     compiles: Arc<Semaphore>,
 }
@@ -183,6 +215,11 @@ impl Quotas {
                 "changes that reach the nodes (deploys, rollbacks, deletes, certificates, domains)",
             ),
             purges: RateWindows::new(config.purges_per_second, Duration::from_secs(1), "purges"),
+            kv_writes: RateWindows::new(
+                config.kv_writes_per_second,
+                Duration::from_secs(1),
+                "KV keys written",
+            ),
             uploads: Arc::default(),
             compiles: Arc::new(Semaphore::new(config.max_concurrent_compiles.max(1))),
             config,
@@ -195,6 +232,12 @@ impl Quotas {
 
     pub fn purge(&self, tenant_id: &str) -> Result<(), RateLimited> {
         self.purges.take(tenant_id)
+    }
+
+    /// `keys` KV keys written at once (one write, or a batch).
+    pub fn kv_writes(&self, tenant_id: &str, keys: usize) -> Result<(), RateLimited> {
+        self.kv_writes
+            .take_n(tenant_id, u32::try_from(keys.max(1)).unwrap_or(u32::MAX))
     }
 
     /// A slot for one of `tenant_id`'s uploads, under

@@ -19,7 +19,9 @@ use edge_config::protocol::{ServiceFailure, ServiceSpec, Snapshot, SnapshotServi
 use edge_config::{ConfigErrors, SandboxLimits, ServiceConfig};
 use edge_platform::ServingCertificate;
 use edge_platform::certificates::provider;
+use edge_platform::secrets::SecretsKey;
 
+use crate::host::config::SecretText;
 use crate::modules::{ModuleCache, ModuleHash};
 
 /// What a node will serve once the plan is applied.
@@ -39,6 +41,11 @@ pub struct PlannedService {
     /// `domains` holds only the domains it will be served on.
     pub spec: ServiceSpec,
     pub certificate: Option<ServingCertificate>,
+    /// The KV stores `spec.kv_stores` names that its tenant has, by name,
+    /// with their ids.
+    pub kv_stores: std::collections::BTreeMap<String, Arc<str>>,
+    /// The secrets `spec.secrets` names that its tenant has set, opened.
+    pub secrets: Vec<(String, SecretText)>,
 }
 
 /// Why a config file's services cannot be served: every failing service,
@@ -107,6 +114,8 @@ pub async fn plan_config(
                 module,
                 spec: service.spec.clone(),
                 certificate,
+                kv_stores: Default::default(),
+                secrets: Vec::new(),
             }),
             Err(e) => fail(&mut failures, e),
         }
@@ -149,6 +158,7 @@ pub async fn plan_snapshot(
     sandbox: &SandboxLimits,
     snapshot: &Snapshot,
     served: &HashSet<ModuleHash>,
+    secrets_key: Option<&SecretsKey>,
 ) -> (InstallPlan, SnapshotReport) {
     let mut plan = InstallPlan::default();
     let mut report = SnapshotReport::default();
@@ -157,10 +167,16 @@ pub async fn plan_snapshot(
     let mut services: Vec<&SnapshotService> = snapshot.services.iter().collect();
     services.sort_by(|a, b| (a.created_at_ms, &a.name).cmp(&(b.created_at_ms, &b.name)));
     for service in services {
-        let module = match load_snapshot_module(modules, sandbox, service, served).await {
-            Ok(module) => module,
+        let loaded = match open_secrets(service, secrets_key) {
+            Ok(secrets) => load_snapshot_module(modules, sandbox, service, served)
+                .await
+                .map(|module| (module, secrets)),
+            Err(error) => Err(error),
+        };
+        let (module, secrets) = match loaded {
+            Ok(loaded) => loaded,
             Err(error) => {
-                tracing::error!(service = %service.name, version = service.version, %error, "service not served: over this node's limits, or its module does not load");
+                tracing::error!(service = %service.name, version = service.version, %error, "service not served: over this node's limits, its module does not load, or its secrets do not open");
                 report.skipped.push(ServiceFailure {
                     service: service.name.clone(),
                     version: service.version,
@@ -190,6 +206,17 @@ pub async fn plan_snapshot(
                 })
                 .ok()
         });
+        let kv_stores = spec
+            .kv_stores
+            .iter()
+            .filter_map(|name| {
+                let store = snapshot
+                    .kv_stores
+                    .iter()
+                    .find(|store| store.tenant == service.tenant && store.name == *name)?;
+                Some((name.clone(), Arc::from(store.id.as_str())))
+            })
+            .collect();
         plan.services.push(PlannedService {
             name: service.name.as_str().into(),
             tenant: service.tenant.as_str().into(),
@@ -197,9 +224,40 @@ pub async fn plan_snapshot(
             module,
             spec,
             certificate,
+            kv_stores,
+            secrets,
         });
     }
     (plan, report)
+}
+
+/// The service's sealed secrets, opened with the node's key: a secret that
+/// does not open (no key, or another key than the control plane's) keeps
+/// the whole service from being served, with the reason in the report,
+/// rather than serve it without a value it relies on.
+fn open_secrets(
+    service: &SnapshotService,
+    key: Option<&SecretsKey>,
+) -> Result<Vec<(String, SecretText)>, String> {
+    if service.secrets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = key.ok_or_else(|| {
+        "the service lists secrets and this node has no secrets key (node.secrets_key_file)"
+            .to_string()
+    })?;
+    service
+        .secrets
+        .iter()
+        .map(|secret| {
+            let value = key
+                .open(&service.tenant, &secret.name, &secret.sealed)
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8(value)
+                .map_err(|_| format!("secret {:?} is not UTF-8", secret.name))?;
+            Ok((secret.name.clone(), SecretText(text)))
+        })
+        .collect()
 }
 
 async fn load_snapshot_module(

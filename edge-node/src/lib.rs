@@ -15,6 +15,8 @@
 //!          (host::outbound) -> tenant's HTTP cache, RFC 9111, collapsing
 //!          (cache) -> pooled origin connection, timeouts (backend::client)
 //!        edge:platform/cache -> the same cache, tenant's namespace
+//!        wasi:keyvalue -> the node's replica (kv); writes via the control plane
+//!        wasi:config/store -> the service's config and its secrets
 //!   -> respond, streaming; metrics per service (metrics), one access-log
 //!      event (http::pipeline), guest log lines to the tenant (tenant_logs)
 //! ```
@@ -29,6 +31,8 @@
 //! - [`host`]: the host side of what guests call: their outgoing requests.
 //! - [`backend`]: requests to services' named origins, pooled and timed.
 //! - [`cache`]: the HTTP cache (RFC 9111) and the guest cache API.
+//! - [`kv`]: the node's replica of every KV store, and guests' writes
+//!   through the control plane.
 //! - [`interim`]: origins' 1xx responses (103 Early Hints) passed on to
 //!   HTTP/1.1 clients.
 //! - [`sandbox`]: the engine, the epoch ticker, per-request guest state.
@@ -71,6 +75,7 @@ pub mod host;
 pub mod http;
 pub mod install;
 pub mod interim;
+pub mod kv;
 pub mod lifecycle;
 pub mod metrics;
 pub mod modules;

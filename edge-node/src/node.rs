@@ -75,6 +75,15 @@ impl Node {
             Arc::clone(&metrics),
         );
         let cache = Arc::new(HttpCache::new(&config.cache, Arc::clone(&metrics)));
+        let kv = Arc::new(crate::kv::Kv::default());
+        let secrets_key = config
+            .node
+            .secrets_key_file
+            .as_deref()
+            .map(edge_platform::secrets::SecretsKey::from_file)
+            .transpose()
+            .context("node.secrets_key_file")?
+            .map(Arc::new);
         let lifecycle = Lifecycle::new(metrics.node_phase.clone());
         let tls = match config.tls.listen {
             Some(listen) => Some(TlsListener::new(config, listen)?),
@@ -126,6 +135,8 @@ impl Node {
                 tenant_logs: Arc::new(TenantLogs::new(&config.logs, Arc::clone(&metrics))),
                 cache,
                 origin_clients: OriginClients::default(),
+                kv,
+                secrets_key,
                 lifecycle,
                 sandbox_limits: config.sandbox.clone(),
                 drain_grace: std::time::Duration::from_millis(config.node.drain_grace_ms),
@@ -167,6 +178,11 @@ impl Node {
         &self.inner.cache
     }
 
+    /// Every KV store's replica, and where guests' writes go.
+    pub fn kv(&self) -> &Arc<crate::kv::Kv> {
+        &self.inner.kv
+    }
+
     /// The node's phase, and the owner of its background tasks.
     pub fn lifecycle(&self) -> &Lifecycle {
         &self.inner.lifecycle
@@ -197,6 +213,7 @@ impl Node {
                 namespace,
                 cache: Arc::clone(&self.inner.cache),
             }),
+            ..Capabilities::default()
         }
     }
 
@@ -243,6 +260,7 @@ impl Node {
             &self.inner.sandbox_limits,
             snapshot,
             &served,
+            self.inner.secrets_key.as_deref(),
         )
         .await;
         let metrics = &self.inner.metrics;
@@ -270,8 +288,15 @@ impl Node {
                 &planned.tenant,
                 planned.certificate,
             );
-            let capabilities =
+            let mut capabilities =
                 self.capabilities(&planned.tenant, &planned.spec.backends, &mut clients);
+            capabilities.config =
+                crate::host::config::GuestConfig::new(&planned.spec.config, &planned.secrets);
+            capabilities.kv = (!planned.kv_stores.is_empty()).then(|| crate::host::kv::GuestKv {
+                tenant: Arc::clone(&planned.tenant),
+                stores: Arc::new(planned.kv_stores),
+                kv: Arc::clone(&self.inner.kv),
+            });
             table.insert_service(
                 Service {
                     name: planned.name,

@@ -41,6 +41,10 @@ pub struct NodeState {
     pub(crate) tenant_logs: Arc<TenantLogs>,
     pub(crate) cache: Arc<HttpCache>,
     pub(crate) origin_clients: OriginClients,
+    /// Every KV store's replica, and where guests' writes go.
+    pub(crate) kv: Arc<crate::kv::Kv>,
+    /// Opens the secrets snapshots carry sealed.
+    pub(crate) secrets_key: Option<Arc<edge_platform::secrets::SecretsKey>>,
     pub(crate) lifecycle: Arc<Lifecycle>,
     /// The operator's ceilings on what services may set (`sandbox.max_*`):
     /// a snapshot service above one is not served.

@@ -117,6 +117,16 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "30")]
         wait: Option<u64>,
     },
+    /// Manage KV stores and their keys.
+    Kv {
+        #[command(subcommand)]
+        command: KvCommand,
+    },
+    /// Manage secrets (write-only: values are never shown).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Operators: list nodes.
     Nodes {
         #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
@@ -220,4 +230,51 @@ pub fn parse_backend(value: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("{value:?} is not NAME=ORIGIN")),
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Create a store; list it in a service's `kv_stores` to open it.
+    Create { store: String },
+    /// List your stores.
+    Stores,
+    /// Delete a store and every key in it.
+    DeleteStore { store: String },
+    /// Set a key: to VALUE, or to the contents of --file.
+    Put {
+        store: String,
+        key: String,
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Print a key's value.
+    Get { store: String, key: String },
+    /// List keys, in order.
+    List {
+        store: String,
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Delete a key.
+    Delete { store: String, key: String },
+    /// Set every key of a JSON object file (`{"key": "value", ...}`) in
+    /// transactions of up to 1000 keys.
+    Import { store: String, file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret from standard input (so it stays out of shell history),
+    /// or from --value.
+    Set {
+        name: String,
+        #[arg(long, env = "EDGECTL_SECRET_VALUE", hide_env_values = true)]
+        value: Option<String>,
+    },
+    /// List your secrets' names.
+    List,
+    /// Delete a secret.
+    Delete { name: String },
 }

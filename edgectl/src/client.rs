@@ -427,6 +427,113 @@ impl ApiClient {
         self.get(&format!("/v1/purge/{seq}")).await
     }
 
+    // KV stores.
+
+    pub async fn create_kv_store(&self, name: &str) -> Result<KvStoreInfo, ApiError> {
+        self.post("/v1/kv", NewKvStore { name: name.into() }).await
+    }
+
+    pub async fn kv_stores(&self) -> Result<Vec<KvStoreInfo>, ApiError> {
+        self.get("/v1/kv").await
+    }
+
+    pub async fn delete_kv_store(&self, store: &str) -> Result<(), ApiError> {
+        let store = segment(store)?;
+        self.delete(&format!("/v1/kv/{store}")).await
+    }
+
+    /// A page of `store`'s keys starting with `prefix`, after `after`.
+    pub async fn kv_keys(
+        &self,
+        store: &str,
+        prefix: &str,
+        after: &str,
+    ) -> Result<KvKeyPage, ApiError> {
+        let store = segment(store)?;
+        let query = reqwest::Url::parse_with_params(
+            "http://query/",
+            [("prefix", prefix), ("after", after)],
+        )
+        .map(|url| url.query().unwrap_or_default().to_string())
+        .unwrap_or_default();
+        self.get(&format!("/v1/kv/{store}/keys?{query}")).await
+    }
+
+    /// `key`'s value in `store`, or `None` if it has none.
+    pub async fn kv_get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        let path = format!("/v1/kv/{}/keys/{}", segment(store)?, segment(key)?);
+        let unreachable = |source| ApiError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
+        let response = self
+            .request(Method::GET, &path)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            // A missing store is an error; a missing key is an answer.
+            if body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("key "))
+            {
+                return Ok(None);
+            }
+            return typed(&path, status, body);
+        }
+        if !status.is_success() {
+            let body = response.json().await.unwrap_or(Value::Null);
+            return typed(&path, status, body);
+        }
+        Ok(Some(response.bytes().await.map_err(unreachable)?.to_vec()))
+    }
+
+    pub async fn kv_put(&self, store: &str, key: &str, value: Vec<u8>) -> Result<(), ApiError> {
+        let path = format!("/v1/kv/{}/keys/{}", segment(store)?, segment(key)?);
+        let request = self.request(Method::PUT, &path).body(value);
+        let (status, body) = self.answer(request).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        typed(&path, status, body)
+    }
+
+    pub async fn kv_delete(&self, store: &str, key: &str) -> Result<(), ApiError> {
+        self.delete(&format!(
+            "/v1/kv/{}/keys/{}",
+            segment(store)?,
+            segment(key)?
+        ))
+        .await
+    }
+
+    pub async fn kv_import(&self, store: &str, import: &KvImport) -> Result<KvImported, ApiError> {
+        let store = segment(store)?;
+        self.post(&format!("/v1/kv/{store}/import"), import).await
+    }
+
+    // Secrets.
+
+    pub async fn set_secret(&self, name: &str, value: &str) -> Result<SecretInfo, ApiError> {
+        let path = format!("/v1/secrets/{}", segment(name)?);
+        let body = serde_json::to_value(NewSecret {
+            value: value.to_string(),
+        })
+        .unwrap_or(Value::Null);
+        self.call(Method::PUT, &path, Some(&body)).await
+    }
+
+    pub async fn secrets(&self) -> Result<Vec<SecretInfo>, ApiError> {
+        self.get("/v1/secrets").await
+    }
+
+    pub async fn delete_secret(&self, name: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/secrets/{}", segment(name)?))
+            .await
+    }
+
     // Nodes.
 
     /// Operators: every node that registered.

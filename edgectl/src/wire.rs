@@ -5,6 +5,9 @@
 
 pub use edge_config::api::*;
 use edge_config::protocol::ServiceSpec;
+pub use edge_config::state::{
+    KvEntry, KvImport, KvImported, KvKeyPage, KvStoreInfo, NewKvStore, NewSecret, SecretInfo,
+};
 use serde::{Deserialize, Serialize};
 
 /// A service as `GET /v1/services` lists it.

@@ -1,8 +1,14 @@
 //! What the platform provides to guests, written once: WASI 0.2 (with
-//! nothing granted, by the node's store data), `wasi:http` and
-//! `edge:platform/cache` (`sdk/wit`). The node links it to run guests; the
-//! control plane links the same to refuse, at upload, a component that
-//! imports anything else or does not export `wasi:http/incoming-handler`.
+//! nothing granted, by the node's store data), `wasi:http`,
+//! `edge:platform/cache`, `wasi:keyvalue` and `wasi:config/store`
+//! (`sdk/wit`). The node links it to run guests; the control plane links the
+//! same to refuse, at upload, a component that imports anything else or
+//! does not export `wasi:http/incoming-handler`.
+//!
+//! `wasi:config/store` is wasmtime's own binding (`wasmtime-wasi-config`),
+//! over the variables the node gives each instance. `wasi:keyvalue` is bound
+//! here from the same WIT as wasmtime's crate, whose host side is an
+//! in-memory map: the storage behind it is the node's replica.
 
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -15,18 +21,55 @@ use wasmtime_wasi_http::{
 wasmtime::component::bindgen!({
     path: "../sdk/wit",
     world: "edge:platform/platform-imports",
+    // Writes wait for the control plane; reads are served from the node's
+    // replica without waiting.
+    imports: {
+        "wasi:keyvalue/store.[method]bucket.set": async,
+        "wasi:keyvalue/store.[method]bucket.delete": async,
+        "wasi:keyvalue/atomics.increment": async,
+        "wasi:keyvalue/batch.set-many": async,
+        "wasi:keyvalue/batch.delete-many": async,
+    },
+    with: {
+        "wasi:keyvalue/store.bucket": KvBucket,
+    },
 });
 
 pub use edge::platform::cache;
+pub use wasi::keyvalue;
+pub use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
+
+/// A store a guest opened: the id its node's replica keys it by.
+#[derive(Debug, Clone)]
+pub struct KvBucket {
+    pub store_id: std::sync::Arc<str>,
+}
+
+/// Store data that gives guests their `wasi:config/store` variables.
+pub trait ConfigView {
+    fn config(&mut self) -> WasiConfig<'_>;
+}
 
 /// Adds every interface a guest may import to `linker`.
 pub fn add_to_linker<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
 where
-    T: WasiView + WasiHttpView + cache::Host + 'static,
+    T: WasiView
+        + WasiHttpView
+        + cache::Host
+        + keyvalue::store::Host
+        + keyvalue::atomics::Host
+        + keyvalue::batch::Host
+        + ConfigView
+        + Send
+        + 'static,
 {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-    cache::add_to_linker::<T, HasSelf<T>>(linker, |state: &mut T| state)
+    cache::add_to_linker::<T, HasSelf<T>>(linker, |state: &mut T| state)?;
+    keyvalue::store::add_to_linker::<T, HasSelf<T>>(linker, |state: &mut T| state)?;
+    keyvalue::atomics::add_to_linker::<T, HasSelf<T>>(linker, |state: &mut T| state)?;
+    keyvalue::batch::add_to_linker::<T, HasSelf<T>>(linker, |state: &mut T| state)?;
+    wasmtime_wasi_config::add_to_linker(linker, |state: &mut T| state.config())
 }
 
 /// Whether `component` imports only what the platform provides and exports
@@ -46,6 +89,7 @@ struct TypeCheckOnly {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     outgoing: RefuseOutgoing,
+    config: WasiConfigVariables,
 }
 
 /// Outgoing requests of a guest that never runs.
@@ -112,6 +156,111 @@ impl cache::Host for TypeCheckOnly {
 
     fn purge_surrogate_key(&mut self, _surrogate_key: String) -> u32 {
         0
+    }
+}
+
+impl ConfigView for TypeCheckOnly {
+    fn config(&mut self) -> WasiConfig<'_> {
+        WasiConfig::new(&self.config)
+    }
+}
+
+/// A store that is never opened: what a type check links.
+fn no_store() -> keyvalue::store::Error {
+    keyvalue::store::Error::NoSuchStore
+}
+
+impl keyvalue::store::Host for TypeCheckOnly {
+    fn open(
+        &mut self,
+        _identifier: String,
+    ) -> Result<wasmtime::component::Resource<KvBucket>, keyvalue::store::Error> {
+        Err(no_store())
+    }
+}
+
+impl keyvalue::store::HostBucket for TypeCheckOnly {
+    fn get(
+        &mut self,
+        _bucket: wasmtime::component::Resource<KvBucket>,
+        _key: String,
+    ) -> Result<Option<Vec<u8>>, keyvalue::store::Error> {
+        Err(no_store())
+    }
+
+    async fn set(
+        &mut self,
+        _bucket: wasmtime::component::Resource<KvBucket>,
+        _key: String,
+        _value: Vec<u8>,
+    ) -> Result<(), keyvalue::store::Error> {
+        Err(no_store())
+    }
+
+    async fn delete(
+        &mut self,
+        _bucket: wasmtime::component::Resource<KvBucket>,
+        _key: String,
+    ) -> Result<(), keyvalue::store::Error> {
+        Err(no_store())
+    }
+
+    fn exists(
+        &mut self,
+        _bucket: wasmtime::component::Resource<KvBucket>,
+        _key: String,
+    ) -> Result<bool, keyvalue::store::Error> {
+        Err(no_store())
+    }
+
+    fn list_keys(
+        &mut self,
+        _bucket: wasmtime::component::Resource<KvBucket>,
+        _cursor: Option<u64>,
+    ) -> Result<keyvalue::store::KeyResponse, keyvalue::store::Error> {
+        Err(no_store())
+    }
+
+    fn drop(&mut self, bucket: wasmtime::component::Resource<KvBucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl keyvalue::atomics::Host for TypeCheckOnly {
+    async fn increment(
+        &mut self,
+        _bucket: wasmtime::component::Resource<KvBucket>,
+        _key: String,
+        _delta: u64,
+    ) -> Result<u64, keyvalue::store::Error> {
+        Err(no_store())
+    }
+}
+
+impl keyvalue::batch::Host for TypeCheckOnly {
+    fn get_many(
+        &mut self,
+        _bucket: wasmtime::component::Resource<KvBucket>,
+        _keys: Vec<String>,
+    ) -> Result<Vec<Option<(String, Vec<u8>)>>, keyvalue::store::Error> {
+        Err(no_store())
+    }
+
+    async fn set_many(
+        &mut self,
+        _bucket: wasmtime::component::Resource<KvBucket>,
+        _key_values: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), keyvalue::store::Error> {
+        Err(no_store())
+    }
+
+    async fn delete_many(
+        &mut self,
+        _bucket: wasmtime::component::Resource<KvBucket>,
+        _keys: Vec<String>,
+    ) -> Result<(), keyvalue::store::Error> {
+        Err(no_store())
     }
 }
 

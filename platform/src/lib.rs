@@ -13,6 +13,8 @@
 //!   covered) the same way when uploaded and when served; the crypto
 //!   provider; trusting an operator's CA.
 //! - [`urls`]: the one spelling of a URL that cache keys and purges use.
+//! - [`secrets`]: tenants' secrets sealed with the operator's key, opened
+//!   only in a node's memory.
 //!
 //! The wire types (snapshots, purges, reports) and the config schema live
 //! in `edge-config`.
@@ -22,6 +24,7 @@ pub mod certificates;
 pub mod engine;
 pub mod guest;
 pub mod module;
+pub mod secrets;
 pub mod urls;
 
 pub use artifacts::{ArtifactStore, LoadSource, ModuleError};

@@ -14,12 +14,7 @@
 
 use std::time::Duration;
 
-mod bindings {
-    wit_bindgen::generate!({
-        path: "wit",
-        world: "edge:platform/platform-imports",
-    });
-}
+use crate::bindings;
 
 pub use bindings::edge::platform::cache::Error;
 

@@ -26,10 +26,14 @@
 //! - [`backend`]: requests to the service's named backends, through the
 //!   platform's HTTP cache.
 //! - [`cache`]: the tenant's cache on the node: lookup, insert, purge.
+//! - [`kv`]: the tenant's KV stores the service lists (`wasi:keyvalue`).
+//! - [`config`]: the service's config and secrets (`wasi:config/store`).
 //! - [`handler!`] and the glue that runs a handler for one request.
 
 pub mod backend;
 pub mod cache;
+pub mod config;
+pub mod kv;
 pub mod request;
 pub mod response;
 
@@ -40,6 +44,18 @@ pub use response::{BodyWriter, IntoResponse, Response};
 
 #[doc(hidden)]
 pub use wasip2 as __wasi;
+
+/// Bindings for the platform's imports beyond `wasi:http`: its cache, and
+/// the standard `wasi:keyvalue` and `wasi:config` interfaces (`wit/`).
+mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "edge:platform/platform-imports",
+        // The WASI packages beyond wasi:http have no crate of their own
+        // here: their bindings are generated with the platform's.
+        generate_all,
+    });
+}
 
 /// Exports `handler` (a `fn(Request) -> impl IntoResponse`) as this
 /// component's `wasi:http/incoming-handler`.

@@ -25,6 +25,9 @@ pub const ADMIN: &str = "admin-token-for-tests";
 /// `web.acme.test`, is tenant acme's service web.
 pub const PLATFORM_DOMAIN: &str = "test";
 pub const CLUSTER: &str = "cluster-token-for-tests";
+/// The operator's secrets key every test control plane and node shares.
+pub const SECRETS_KEY_HEX: &str =
+    "5f1d3a7c9e2b4f6a8c0d1e3f5a7b9c2d4e6f8a0b1c3d5e7f9a2b4c6d8e0f1a3b";
 /// Small enough that a test can exceed it cheaply.
 pub const TEST_MAX_UPLOAD_BYTES: usize = 4 * 1024 * 1024;
 
@@ -159,6 +162,9 @@ impl Plane {
             pending_claim_ttl: control_plane::store::DEFAULT_PENDING_CLAIM_TTL,
             quotas: control_plane::quotas::QuotaConfig::default(),
             idle_read_timeout: control_plane::idle::DEFAULT_IDLE_READ_TIMEOUT,
+            secrets_key: Some(std::sync::Arc::new(
+                edge_platform::secrets::SecretsKey::from_hex(SECRETS_KEY_HEX).expect("key"),
+            )),
         };
         change(&mut config);
         let compiler = Compiler {

@@ -10,17 +10,22 @@
 //! - [`logs`]: guest log lines, shipped by nodes and read by their tenant;
 //! - [`purges`]: cache purges by URL or surrogate key, and the nodes'
 //!   long-poll that delivers them in order;
+//! - [`kv`]: KV stores and their keys, the nodes' change feed and their
+//!   guests' writes;
+//! - [`secrets`]: tenants' secrets, write-only;
 //! - [`openapi`]: the OpenAPI document of all of it;
 //! - `/metrics` and the request counter every route goes through;
 //! - [`state`]: what every handler shares.
 
 pub mod certificates;
 pub mod domains;
+pub mod kv;
 pub mod logs;
 mod metrics;
 pub mod nodes;
 pub mod openapi;
 pub mod purges;
+pub mod secrets;
 pub mod services;
 pub mod state;
 pub mod tenants;
@@ -39,6 +44,8 @@ pub fn router(state: AppState) -> Router {
         .merge(logs::router())
         .merge(nodes::router())
         .merge(purges::router())
+        .merge(kv::router())
+        .merge(secrets::router())
         .route("/openapi.json", get(openapi::document))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::render))

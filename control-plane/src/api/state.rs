@@ -44,6 +44,8 @@ pub struct ApiConfig {
     /// A connection that has waited this long for a byte is closed (see
     /// [`crate::idle`]).
     pub idle_read_timeout: Duration,
+    /// Seals tenants' secrets; without it none can be set.
+    pub secrets_key: Option<Arc<edge_platform::secrets::SecretsKey>>,
 }
 
 /// Shared by every handler.
@@ -58,6 +60,9 @@ pub struct AppState {
     pub snapshot_changed: Arc<watch::Sender<u64>>,
     /// The newest purge this replica recorded; purge long-polls wait on it.
     pub purges_changed: Arc<watch::Sender<u64>>,
+    /// The newest KV change this replica committed; feed long-polls wait
+    /// on it.
+    pub kv_changed: Arc<watch::Sender<u64>>,
     pub metrics: crate::metrics::Metrics,
     pub quotas: Arc<crate::quotas::Quotas>,
     /// The newest snapshot as JSON, by version: built once, sent to every

@@ -26,6 +26,16 @@ pub enum StoreError {
     /// A change that would take a spec past one of its limits.
     #[error("{0}")]
     InvalidSpec(String),
+    /// The KV store named is not the tenant's (or no longer exists).
+    #[error("no such KV store")]
+    NoSuchStore,
+    /// A KV write or store past one of the tenant's quotas (named).
+    #[error("{0}")]
+    KvQuota(String),
+    /// A KV write the store cannot take as asked (an increment of a value
+    /// that is not a number).
+    #[error("{0}")]
+    KvInvalid(String),
 }
 
 pub(super) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -97,6 +107,7 @@ pub(super) enum Counter {
     Snapshot,
     Purges,
     GuestLogs,
+    KvChanges,
 }
 
 impl Counter {
@@ -106,6 +117,7 @@ impl Counter {
             Self::Snapshot => ("snapshot", "version"),
             Self::Purges => ("purge_counter", "seq"),
             Self::GuestLogs => ("guest_log_counter", "seq"),
+            Self::KvChanges => ("kv_counter", "seq"),
         }
     }
 }

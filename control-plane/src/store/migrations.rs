@@ -210,4 +210,55 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE purges ADD COLUMN soft BIGINT NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        9,
+        &[
+            // A tenant's KV stores, with what they hold (kept up to date by
+            // every write, for the quotas).
+            "CREATE TABLE kv_stores (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL REFERENCES tenants(id),
+                name TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                keys BIGINT NOT NULL DEFAULT 0,
+                bytes BIGINT NOT NULL DEFAULT 0,
+                UNIQUE (tenant_id, name)
+            )",
+            // Every key's newest value, base64 (both databases store text
+            // alike), or NULL: deleted, a tombstone kept for the feed until
+            // it is pruned. `seq` is the change that wrote it: the feed is
+            // this table by `seq`. A deleted store leaves one tombstone
+            // with the empty key (no real key is empty), which tells nodes
+            // to drop the store: so `store_id` outlives its store.
+            "CREATE TABLE kv_entries (
+                store_id TEXT NOT NULL,
+                key TEXT NOT NULL,
+                value TEXT,
+                value_bytes BIGINT NOT NULL,
+                seq BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (store_id, key)
+            )",
+            "CREATE INDEX kv_entries_by_seq ON kv_entries (seq)",
+            "CREATE INDEX kv_tombstones ON kv_entries (updated_at) WHERE value IS NULL",
+            // The change counter (its row lock orders every write, so the
+            // feed's numbers commit in order), and the newest tombstone
+            // pruned: a node behind it starts its replica over.
+            "CREATE TABLE kv_counter (
+                id BIGINT PRIMARY KEY,
+                seq BIGINT NOT NULL,
+                pruned_through BIGINT NOT NULL
+            )",
+            "INSERT INTO kv_counter (id, seq, pruned_through) VALUES (1, 0, 0)",
+            // Secrets, sealed with the operator's key for their tenant and
+            // name; the value itself is stored nowhere.
+            "CREATE TABLE secrets (
+                tenant_id TEXT NOT NULL REFERENCES tenants(id),
+                name TEXT NOT NULL,
+                sealed TEXT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, name)
+            )",
+        ],
+    ),
 ];

@@ -48,6 +48,8 @@ impl Store {
                 .iter()
                 .map(|row| (row.get(0), row.get(1)))
                 .collect();
+        let kv_stores = Self::snapshot_kv_stores(&mut tx).await?;
+        let secrets = Self::snapshot_secrets(&mut tx).await?;
         tx.commit().await.map_err(db("reading the snapshot"))?;
         let services = rows
             .iter()
@@ -64,7 +66,14 @@ impl Store {
                             && verified.contains(&(service_id.clone(), domain.clone()))
                     }))
                     .collect();
+                // The secrets the version lists that the tenant has set.
+                let sealed = spec
+                    .secrets
+                    .iter()
+                    .filter_map(|name| secrets.get(&(tenant.clone(), name.clone())).cloned())
+                    .collect();
                 Ok(SnapshotService {
+                    secrets: sealed,
                     name: format!("{tenant}/{service}"),
                     tenant,
                     version: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
@@ -75,7 +84,11 @@ impl Store {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
-        Ok(Snapshot { version, services })
+        Ok(Snapshot {
+            version,
+            services,
+            kv_stores,
+        })
     }
 
     // ----- nodes and usage ----------------------------------------------------

@@ -79,11 +79,12 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Prunes what has expired: purges, usage report ids. Run by the
+    /// Prunes what has expired: purges, KV tombstones, usage report ids. Run by the
     /// control plane's pruning task, never on a request's path.
     pub async fn prune(&self) -> Result<(), StoreError> {
         // In batches, so that a backlog never holds the database long.
         while self.prune_purges(PRUNE_BATCH).await? == PRUNE_BATCH as u64 {}
+        while self.prune_kv_tombstones(PRUNE_BATCH).await? == PRUNE_BATCH as u64 {}
         self.prune_usage_reports().await?;
         Ok(())
     }

@@ -8,14 +8,20 @@
 //!   tenant's namespace of the node's cache.
 //! - [`logs`]: the guest's stdout and stderr, as bounded log lines for its
 //!   tenant.
+//! - [`kv`]: `wasi:keyvalue`: the tenant's stores the service lists, read
+//!   from the node's replica, written through the control plane.
+//! - [`config`]: what `wasi:config/store` reads: the service's config and
+//!   the secrets it lists.
 //!
 //! Each is linked once (`edge_platform::guest::add_to_linker`), configured
 //! per service ([`Capabilities`], built when the service is installed) and
 //! built per instance (`sandbox::state::GuestState::new`). This layer sits
-//! above [`crate::backend`] and [`crate::cache`], which know nothing of
-//! guests.
+//! above [`crate::backend`], [`crate::cache`] and [`crate::kv`], which know
+//! nothing of guests.
 
 pub mod cache;
+pub mod config;
+pub mod kv;
 pub mod logs;
 pub mod outbound;
 
@@ -34,4 +40,9 @@ pub struct Capabilities {
     pub cache: Option<cache::GuestCache>,
     /// Where the guest's log lines go for its tenant.
     pub logs: Option<Arc<TenantLogs>>,
+    /// `None`: the service lists no KV store, and every open is
+    /// `no-such-store`.
+    pub kv: Option<kv::GuestKv>,
+    /// What `wasi:config/store` returns.
+    pub config: config::GuestConfig,
 }

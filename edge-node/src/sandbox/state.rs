@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use edge_config::ServiceLimits;
 use edge_platform::guest::cache as cache_api;
-use wasmtime::component::ResourceTable;
+use edge_platform::guest::keyvalue::{atomics, batch, store as kv_api};
+use edge_platform::guest::{ConfigView, KvBucket, WasiConfig};
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -15,6 +17,8 @@ use super::cpu::CpuAccount;
 use super::limiter::GuestLimiter;
 use crate::host::Capabilities;
 use crate::host::cache::GuestCache;
+use crate::host::config::GuestConfig;
+use crate::host::kv::GuestKv;
 use crate::host::logs::{GuestLog, GuestLogStream, LogStream};
 use crate::host::outbound::Outbound;
 use crate::tenant_logs::LineSource;
@@ -39,6 +43,8 @@ pub struct GuestState {
     http: WasiHttpCtx,
     pub(crate) outbound: Outbound,
     pub(crate) cache: Option<GuestCache>,
+    kv: Option<GuestKv>,
+    config: GuestConfig,
     pub(crate) limiter: GuestLimiter,
     pub(crate) cpu: Arc<CpuAccount>,
     pub(crate) cpu_budget: Duration,
@@ -84,6 +90,8 @@ impl GuestState {
                 limits,
             ),
             cache: capabilities.cache.clone(),
+            kv: capabilities.kv.clone(),
+            config: capabilities.config.clone(),
             limiter: GuestLimiter::new(limits),
             cpu,
             cpu_budget: Duration::from_millis(limits.cpu_budget_ms),
@@ -141,5 +149,132 @@ impl cache_api::Host for GuestState {
         self.cache
             .as_ref()
             .map_or(0, |cache| cache.purge_surrogate_key(&surrogate_key))
+    }
+}
+
+impl ConfigView for GuestState {
+    fn config(&mut self) -> WasiConfig<'_> {
+        WasiConfig::new(&self.config.variables)
+    }
+}
+
+impl GuestState {
+    /// The service's stores, and the id of the store `bucket` opened.
+    fn bucket(&self, bucket: &Resource<KvBucket>) -> Result<(&GuestKv, Arc<str>), kv_api::Error> {
+        let kv = self.kv.as_ref().ok_or(kv_api::Error::NoSuchStore)?;
+        let bucket = self
+            .table
+            .get(bucket)
+            .map_err(|e| kv_api::Error::Other(e.to_string()))?;
+        Ok((kv, Arc::clone(&bucket.store_id)))
+    }
+
+    /// The same, for a write, which outlives the borrow of `self`.
+    fn bucket_owned(
+        &self,
+        bucket: &Resource<KvBucket>,
+    ) -> Result<(GuestKv, Arc<str>), kv_api::Error> {
+        self.bucket(bucket).map(|(kv, store)| (kv.clone(), store))
+    }
+}
+
+/// `wasi:keyvalue/store`: the service's stores ([`GuestKv`]).
+impl kv_api::Host for GuestState {
+    fn open(&mut self, identifier: String) -> Result<Resource<KvBucket>, kv_api::Error> {
+        let kv = self.kv.as_ref().ok_or(kv_api::Error::NoSuchStore)?;
+        let store_id = kv.open(&identifier)?;
+        self.table
+            .push(KvBucket { store_id })
+            .map_err(|e| kv_api::Error::Other(e.to_string()))
+    }
+}
+
+impl kv_api::HostBucket for GuestState {
+    fn get(
+        &mut self,
+        bucket: Resource<KvBucket>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, kv_api::Error> {
+        let (kv, store) = self.bucket(&bucket)?;
+        kv.get(&store, &key)
+    }
+
+    async fn set(
+        &mut self,
+        bucket: Resource<KvBucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), kv_api::Error> {
+        let (kv, store) = self.bucket_owned(&bucket)?;
+        kv.set(&store, key, value).await
+    }
+
+    async fn delete(
+        &mut self,
+        bucket: Resource<KvBucket>,
+        key: String,
+    ) -> Result<(), kv_api::Error> {
+        let (kv, store) = self.bucket_owned(&bucket)?;
+        kv.delete(&store, key).await
+    }
+
+    fn exists(&mut self, bucket: Resource<KvBucket>, key: String) -> Result<bool, kv_api::Error> {
+        let (kv, store) = self.bucket(&bucket)?;
+        kv.exists(&store, &key)
+    }
+
+    fn list_keys(
+        &mut self,
+        bucket: Resource<KvBucket>,
+        cursor: Option<u64>,
+    ) -> Result<kv_api::KeyResponse, kv_api::Error> {
+        let (kv, store) = self.bucket(&bucket)?;
+        kv.list_keys(&store, cursor)
+    }
+
+    fn drop(&mut self, bucket: Resource<KvBucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for GuestState {
+    async fn increment(
+        &mut self,
+        bucket: Resource<KvBucket>,
+        key: String,
+        delta: u64,
+    ) -> Result<u64, kv_api::Error> {
+        let (kv, store) = self.bucket_owned(&bucket)?;
+        kv.increment(&store, key, delta).await
+    }
+}
+
+impl batch::Host for GuestState {
+    fn get_many(
+        &mut self,
+        bucket: Resource<KvBucket>,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<(String, Vec<u8>)>>, kv_api::Error> {
+        let (kv, store) = self.bucket(&bucket)?;
+        kv.get_many(&store, keys)
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<KvBucket>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), kv_api::Error> {
+        let (kv, store) = self.bucket_owned(&bucket)?;
+        kv.set_many(&store, key_values).await
+    }
+
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<KvBucket>,
+        keys: Vec<String>,
+    ) -> Result<(), kv_api::Error> {
+        let (kv, store) = self.bucket_owned(&bucket)?;
+        kv.delete_many(&store, keys).await
     }
 }

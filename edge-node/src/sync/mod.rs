@@ -11,9 +11,12 @@
 //! [`crate::usage`]) every few seconds; the last one is sent on shutdown.
 //! A third applies cache purges in order (`purges`). A fourth ships
 //! guests' log lines ([`crate::tenant_logs`]) every second or so; lines that
-//! fail to go are kept (within the buffer's bound) for the next try.
+//! fail to go are kept (within the buffer's bound) for the next try. A
+//! fifth follows the KV change feed into the node's replica (`kv`), through
+//! which guests' writes also go out.
 
 mod deliveries;
+mod kv;
 mod link;
 mod purges;
 
@@ -228,6 +231,7 @@ async fn ship_logs(sync: Arc<ControlPlaneLink>) {
 #[derive(Debug)]
 pub struct Follower {
     purges_applied: watch::Receiver<u64>,
+    kv_position: watch::Receiver<u64>,
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
@@ -246,6 +250,11 @@ impl Follower {
         let deliveries = deliveries::Deliveries::load(data_dir).await;
         let sync = ControlPlaneLink::new(node, config, data_dir, deliveries)
             .map_err(|e| anyhow::anyhow!("following the control plane: {e}"))?;
+        // Before the saved snapshot is served: its services read it.
+        node.kv()
+            .open_replica(&data_dir.join("kv.redb"))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let interval = Duration::from_millis(config_interval_ms);
         let version = restore(&sync).await;
         sync.applied.send_replace(version);
@@ -253,6 +262,9 @@ impl Follower {
         let shutdown = node.lifecycle().shutdown();
         let (registrations, registered) = watch::channel(None);
         let (applied, purges_applied) = watch::channel(0);
+        let (kv_applied, kv_position) = watch::channel(0);
+        node.kv()
+            .set_writer(Arc::new(kv::LinkWriter(Arc::clone(&sync))));
         let poll = tokio::spawn(run(
             Arc::clone(&sync),
             version,
@@ -263,6 +275,12 @@ impl Follower {
             Arc::clone(&sync),
             registered.clone(),
             applied,
+            shutdown.clone(),
+        ));
+        let kv_feed = tokio::spawn(kv::follow(
+            Arc::clone(&sync),
+            registered.clone(),
+            kv_applied,
             shutdown.clone(),
         ));
         node.tenant_logs().start_shipping();
@@ -280,7 +298,7 @@ impl Follower {
             shutdown,
             report_usage,
         ));
-        let tasks = [poll, purge, logs, report];
+        let tasks = [poll, purge, kv_feed, logs, report];
         let abort: Vec<_> = tasks.iter().map(|task| task.abort_handle()).collect();
         let last_words = tokio::spawn(async move {
             for task in tasks {
@@ -291,6 +309,7 @@ impl Follower {
         });
         let mut follower = Self {
             purges_applied,
+            kv_position,
             tasks: abort,
         };
         follower.tasks.push(last_words.abort_handle());
@@ -301,6 +320,11 @@ impl Follower {
     /// The number of the last control-plane purge applied to the cache.
     pub fn purges_applied(&self) -> watch::Receiver<u64> {
         self.purges_applied.clone()
+    }
+
+    /// The KV feed's position the replica holds everything through.
+    pub fn kv_position(&self) -> watch::Receiver<u64> {
+        self.kv_position.clone()
     }
 
     /// Stops following at once, as a killed node would: no last report,

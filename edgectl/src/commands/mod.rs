@@ -5,6 +5,7 @@ mod access;
 mod cache;
 mod certificates;
 mod domains;
+mod kv;
 mod logs;
 mod services;
 
@@ -61,6 +62,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             surrogate_key,
             wait,
         } => cache::purge(url, surrogate_key, soft, wait).await,
+        Command::Kv { command } => kv::kv(command).await,
+        Command::Secret { command } => kv::secret(command).await,
         Command::Nodes { admin_token } => access::nodes(&admin_token).await,
     }
 }

@@ -1,0 +1,118 @@
+//! KV stores on the node: the local replica every read is served from
+//! ([`replica`]), and the way a guest's write goes to the control plane,
+//! which decides it, and comes back into the replica at once.
+//!
+//! Consistency: a write is acknowledged to the guest once the control plane
+//! has committed it, and the writing node's replica has it before the guest
+//! reads again (read-your-writes on that node). Other nodes get it through
+//! the change feed (`crate::sync`), eventually: in well under a second on
+//! loopback (docs/performance.md has the lag measured). Reads never wait for
+//! the control plane, and keep working while it is down; writes then fail
+//! with an error the guest sees.
+
+pub mod replica;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use edge_config::state::{KvOp, KvWrite, KvWritten};
+
+pub use replica::{KeyPage, Replica, ReplicaError};
+
+/// Why a write did not happen. The message is the guest's to read: it
+/// names the limit or the cause, never another tenant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvWriteError {
+    #[error("the KV store is not reachable for writes: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("no such store")]
+    NoSuchStore,
+}
+
+/// What sends a write to the control plane: the follower's link, once the
+/// node follows one.
+pub trait KvWriter: Send + Sync + std::fmt::Debug {
+    fn write(
+        &self,
+        write: KvWrite,
+    ) -> Pin<Box<dyn Future<Output = Result<KvWritten, KvWriteError>> + Send + '_>>;
+}
+
+/// The node's KV stores: its replica, and where writes go. Both come with
+/// the control plane: a node that follows none has no store to open.
+#[derive(Debug, Default)]
+pub struct Kv {
+    replica: OnceLock<Replica>,
+    writer: OnceLock<Arc<dyn KvWriter>>,
+}
+
+/// How long opening the replica waits for an earlier node of this process
+/// on the same data dir to let go of it (a test restarting its node).
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Kv {
+    /// Opens the replica at `path` (once). The file is locked while open.
+    pub async fn open_replica(&self, path: &std::path::Path) -> Result<&Replica, ReplicaError> {
+        if let Some(replica) = self.replica.get() {
+            return Ok(replica);
+        }
+        let deadline = tokio::time::Instant::now() + OPEN_WAIT;
+        let replica = loop {
+            let path = path.to_path_buf();
+            let opened = tokio::task::spawn_blocking(move || Replica::open(&path))
+                .await
+                .map_err(|e| ReplicaError::Closed(e.to_string()))?;
+            match opened {
+                Err(error) if error.already_open() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => break other?,
+            }
+        };
+        Ok(self.replica.get_or_init(|| replica))
+    }
+
+    /// The replica, once opened.
+    pub fn replica(&self) -> Result<&Replica, ReplicaError> {
+        self.replica
+            .get()
+            .ok_or_else(|| ReplicaError::Closed("this node follows no control plane".into()))
+    }
+
+    /// Sends writes through `writer` from now on (set once, by the
+    /// follower).
+    pub fn set_writer(&self, writer: Arc<dyn KvWriter>) {
+        let _ = self.writer.set(writer);
+    }
+
+    /// Has the control plane decide `op` on `tenant`'s store `store` (its
+    /// id), then applies what it decided to the replica.
+    pub async fn write(
+        &self,
+        tenant: &str,
+        store: &str,
+        op: KvOp,
+    ) -> Result<KvWritten, KvWriteError> {
+        let writer = self.writer.get().ok_or_else(|| {
+            KvWriteError::Unavailable("this node follows no control plane".to_string())
+        })?;
+        let written = writer
+            .write(KvWrite {
+                tenant: tenant.to_string(),
+                store: store.to_string(),
+                op,
+            })
+            .await?;
+        if let Err(error) = self
+            .replica()
+            .and_then(|replica| replica.apply_own(&written.changes))
+        {
+            // Committed on the control plane: the feed brings it.
+            tracing::warn!(%error, "own KV write not applied locally; the feed will bring it");
+        }
+        Ok(written)
+    }
+}
