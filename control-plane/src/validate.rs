@@ -82,9 +82,16 @@ fn interface_name(resolve: &Resolve, key: &WorldKey) -> Option<String> {
     }
 }
 
-/// The platform's own interfaces (sdk/wit), by `package/interface` and
-/// version.
-const PROVIDED_PLATFORM_INTERFACES: &[(&str, &str)] = &[("edge:platform/cache", "0.1.0")];
+/// The platform's own interfaces, and the pre-release WASI proposals it
+/// links (sdk/wit), by `package/interface` and exact version: a
+/// pre-release changes between drafts, so only the one linked is accepted.
+const PROVIDED_PLATFORM_INTERFACES: &[(&str, &str)] = &[
+    ("edge:platform/cache", "0.1.0"),
+    ("wasi:keyvalue/store", "0.2.0-draft"),
+    ("wasi:keyvalue/atomics", "0.2.0-draft"),
+    ("wasi:keyvalue/batch", "0.2.0-draft"),
+    ("wasi:config/store", "0.2.0-rc.1"),
+];
 
 /// Whether an import is one of the WASI 0.2 interfaces, or the platform
 /// interfaces, the node links.

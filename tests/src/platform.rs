@@ -384,6 +384,12 @@ pub fn plain_wasi() -> Vec<u8> {
     std::fs::read(crate::guests::rust_guest("plain-wasi")).expect("plain-wasi guest")
 }
 
+/// `examples/state`: KV, config and secrets through the standard
+/// interfaces.
+pub fn state_guest() -> Vec<u8> {
+    std::fs::read(crate::guests::rust_guest("state")).expect("state guest")
+}
+
 pub fn echo() -> Vec<u8> {
     std::fs::read(crate::guests::rust_guest("echo")).expect("echo guest")
 }
@@ -431,6 +437,11 @@ impl EdgeNode {
     ) -> Self {
         let mut config = NodeConfig::default();
         config.node.data_dir = data_dir.to_path_buf();
+        // The operator's secrets key, the control plane's own.
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let key_file = data_dir.join("secrets.key");
+        std::fs::write(&key_file, SECRETS_KEY_HEX).expect("key file");
+        config.node.secrets_key_file = Some(key_file);
         config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         let mut control_plane = ControlPlaneSection {
             ca_file: None,

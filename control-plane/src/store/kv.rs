@@ -346,7 +346,7 @@ impl Store {
         }
         if bytes_delta > 0 {
             let tenant_bytes: i64 =
-                sqlx::query("SELECT COALESCE(SUM(bytes), 0) FROM kv_stores WHERE tenant_id = $1")
+                sqlx::query("SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM kv_stores WHERE tenant_id = $1")
                     .bind(tenant_id)
                     .fetch_one(&mut *tx)
                     .await

@@ -10,6 +10,7 @@ mod common;
 mod deploys;
 mod lifecycle;
 mod purges;
+mod state;
 mod usage_and_logs;
 
 use std::net::SocketAddr;

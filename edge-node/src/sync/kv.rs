@@ -149,15 +149,21 @@ fn unreachable(error: &reqwest::Error) -> String {
     }
 }
 
-/// Guests' writes go out through the follower's link.
+/// Guests' writes go out through the follower's link. Held weakly: the
+/// link holds the node, and the node holds its writer.
 #[derive(Debug)]
-pub(super) struct LinkWriter(pub(super) Arc<ControlPlaneLink>);
+pub(super) struct LinkWriter(pub(super) std::sync::Weak<ControlPlaneLink>);
 
 impl KvWriter for LinkWriter {
     fn write(
         &self,
         write: KvWrite,
     ) -> Pin<Box<dyn Future<Output = Result<KvWritten, KvWriteError>> + Send + '_>> {
-        Box::pin(self.0.send_kv_write(write))
+        Box::pin(async move {
+            let link = self.0.upgrade().ok_or_else(|| {
+                KvWriteError::Unavailable("the node no longer follows the control plane".into())
+            })?;
+            link.send_kv_write(write).await
+        })
     }
 }

@@ -264,7 +264,7 @@ impl Follower {
         let (applied, purges_applied) = watch::channel(0);
         let (kv_applied, kv_position) = watch::channel(0);
         node.kv()
-            .set_writer(Arc::new(kv::LinkWriter(Arc::clone(&sync))));
+            .set_writer(Arc::new(kv::LinkWriter(Arc::downgrade(&sync))));
         let poll = tokio::spawn(run(
             Arc::clone(&sync),
             version,

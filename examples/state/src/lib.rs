@@ -20,8 +20,9 @@ use edge_sdk::kv::{Error, Store};
 use edge_sdk::{Method, Request, Response, config};
 
 const STORE: &str = "counters";
-/// Values a client may write through `PUT /kv/<key>`.
-const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Request bodies read for `PUT /kv/<key>`: more than the platform's 1 MiB
+/// per value, so that the platform's own limit is the one a client meets.
+const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 fn kv_error(error: Error) -> Response {
     match error {
@@ -78,7 +79,7 @@ fn handle(mut request: Request) -> Response {
                     Err(error) => Err(error),
                 },
                 Method::PUT => {
-                    let body = match request.body_bytes(MAX_VALUE_BYTES) {
+                    let body = match request.body_bytes(MAX_BODY_BYTES) {
                         Ok(body) => body,
                         Err(error) => return Response::text(413, format!("{error}\n")),
                     };

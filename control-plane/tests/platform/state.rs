@@ -1,0 +1,480 @@
+//! State at the edge, end to end: KV stores written through guests on one
+//! node and read on another, kept through a control-plane outage and a
+//! node restart, isolated per tenant, incremented exactly; config and
+//! secrets through `wasi:config/store`; every limit refused as documented.
+//! On SQLite and on PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use edge_tests::client::{Protocol, get, request, send};
+use serde_json::json;
+
+use super::*;
+
+/// How long a write on one node may take to be read on another.
+const REPLICATION_BOUND: Duration = Duration::from_secs(1);
+
+/// Tenant `tenant`'s service `web` at `domain`, with `spec` beside its
+/// domain, serving the state example; its `counters` store created first.
+async fn state_service(plane: &Plane, token: &str, domain: &str, spec: serde_json::Value) {
+    let (status, body) = plane
+        .post("/v1/kv", token, json!({"name": "counters"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut spec = spec;
+    spec["domains"] = json!([domain]);
+    let (status, body) = plane.create_service(token, "web", spec).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    plane.deploy(token, "web", state_guest()).await;
+}
+
+async fn call(node: &EdgeNode, method: &str, host: &str, path: &str, body: &str) -> (u16, String) {
+    let reply = send(
+        node.addr,
+        Protocol::Http1,
+        request(method, host, path, Bytes::from(body.to_string())),
+    )
+    .await;
+    (reply.status, reply.text())
+}
+
+/// Waits until `node` answers `path` on `host` with `status` and `body`;
+/// returns how long that took.
+async fn until_answers(
+    node: &EdgeNode,
+    host: &str,
+    path: &str,
+    status: u16,
+    body: &str,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let reply = get(node.addr, host, path).await;
+        if reply.status == status && reply.text() == body {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{host}{path} still answers {} {:?}, not {status} {body:?}",
+            reply.status,
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_on_one_node_is_read_on_the_other_and_outlives_the_control_plane() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        state_service(&plane, &token, DOMAIN, json!({"kv_stores": ["counters"]})).await;
+        let (dirs, [a, b]) = two_nodes(&plane).await;
+        until_answers(&a, DOMAIN, "/kv/greeting", 404, "no such key\n").await;
+        until_answers(&b, DOMAIN, "/kv/greeting", 404, "no such key\n").await;
+
+        let written = Instant::now();
+        assert_eq!(
+            call(&a, "PUT", DOMAIN, "/kv/greeting", "hello").await,
+            (200, "ok\n".to_string()),
+            "{kind}"
+        );
+        // Read-your-writes on the node that wrote, at once.
+        assert_eq!(
+            call(&a, "GET", DOMAIN, "/kv/greeting", "").await,
+            (200, "hello".to_string()),
+            "{kind}"
+        );
+        until_answers(&b, DOMAIN, "/kv/greeting", 200, "hello").await;
+        let lag = written.elapsed();
+        assert!(
+            lag < REPLICATION_BOUND,
+            "{kind}: node B read the write after {lag:?}"
+        );
+        // The tenant reads it through the API too.
+        let value = plane.api(&token).kv_get("counters", "greeting").await;
+        assert_eq!(value.expect("read"), Some(b"hello".to_vec()), "{kind}");
+
+        // The control plane goes away: both nodes keep serving reads, and a
+        // write is refused with a reason.
+        plane.stop().await;
+        for node in [&a, &b] {
+            assert_eq!(
+                call(node, "GET", DOMAIN, "/kv/greeting", "").await,
+                (200, "hello".to_string()),
+                "{kind}"
+            );
+        }
+        let (status, body) = call(&a, "PUT", DOMAIN, "/kv/greeting", "lost").await;
+        assert_eq!(status, 503, "{kind}: {body}");
+        assert!(
+            body.contains("control plane is unreachable"),
+            "{kind}: {body}"
+        );
+
+        // A node restarted while the control plane is still down serves the
+        // last replicated value from its own disk.
+        a.stop().await;
+        let restarted = EdgeNode::start(NO_CONTROL_PLANE, dirs[0].path(), "node-a").await;
+        until_answers(&restarted, DOMAIN, "/kv/greeting", 200, "hello").await;
+        restarted.stop().await;
+        b.stop().await;
+    }
+}
+
+/// Where no control plane answers (the discard port): a node started to
+/// follow it serves only what it has on disk.
+const NO_CONTROL_PLANE: &str = "http://127.0.0.1:9";
+
+#[tokio::test]
+async fn concurrent_increments_through_guests_on_two_nodes_add_up_exactly() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        state_service(&plane, &token, DOMAIN, json!({"kv_stores": ["counters"]})).await;
+        let (_dirs, nodes) = two_nodes(&plane).await;
+        for node in &nodes {
+            until_answers(node, DOMAIN, "/kv/none", 404, "no such key\n").await;
+        }
+        let visits: Vec<_> = (0..100)
+            .map(|i| {
+                let addr = nodes[i % 2].addr;
+                tokio::spawn(async move { get(addr, DOMAIN, "/visits").await })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for visit in visits {
+            let reply = visit.await.expect("task");
+            assert_eq!(reply.status, 200, "{kind}: {}", reply.text());
+            let count: u64 = reply
+                .text()
+                .trim()
+                .strip_prefix("visit ")
+                .and_then(|n| n.parse().ok())
+                .expect("a count");
+            counts.push(count);
+        }
+        counts.sort_unstable();
+        assert_eq!(
+            counts,
+            (1..=100).collect::<Vec<_>>(),
+            "{kind}: each increment saw its own count"
+        );
+        let total = plane.api(&token).kv_get("counters", "visits").await;
+        assert_eq!(total.expect("read"), Some(b"100".to_vec()), "{kind}");
+        plane.stop_with_nodes(nodes).await;
+    }
+}
+
+#[tokio::test]
+async fn two_tenants_with_a_store_of_one_name_never_see_each_others_keys() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let [acme, globex] = plane.tenants(["acme", "globex"]).await;
+        state_service(&plane, &acme, DOMAIN, json!({"kv_stores": ["counters"]})).await;
+        let globex_domain = "web.globex.test";
+        state_service(
+            &plane,
+            &globex,
+            globex_domain,
+            json!({"kv_stores": ["counters"]}),
+        )
+        .await;
+        let (_dir, node) = one_node(&plane).await;
+        until_answers(
+            &node,
+            globex_domain,
+            "/kv/secret-plan",
+            404,
+            "no such key\n",
+        )
+        .await;
+        until_answers(&node, DOMAIN, "/kv/secret-plan", 404, "no such key\n").await;
+
+        let written = call(&node, "PUT", DOMAIN, "/kv/secret-plan", "acme's").await;
+        assert_eq!(written, (200, "ok\n".to_string()), "{kind}");
+        // Written through the API as well.
+        plane
+            .api(&acme)
+            .kv_put("counters", "from-api", b"acme api".to_vec())
+            .await
+            .expect("put");
+        until_answers(&node, DOMAIN, "/kv/from-api", 200, "acme api").await;
+        for key in ["secret-plan", "from-api"] {
+            let path = format!("/kv/{key}");
+            assert_eq!(
+                call(&node, "GET", globex_domain, &path, "").await,
+                (404, "no such key\n".to_string()),
+                "{kind}: globex sees acme's {key}"
+            );
+            let read = plane.api(&globex).kv_get("counters", key).await;
+            assert_eq!(read.expect("globex's own store"), None, "{kind}");
+        }
+        let (status, body) = plane.get("/v1/kv/counters/keys", &globex).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["keys"], json!([]), "{kind}");
+        assert_eq!(
+            call(&node, "GET", globex_domain, "/keys", "").await,
+            (200, String::new()),
+            "{kind}"
+        );
+        // A store the service does not list does not open, whoever has one.
+        assert_eq!(
+            call(&node, "GET", DOMAIN, "/open/carts", "").await,
+            (404, "no-such-store\n".to_string()),
+            "{kind}"
+        );
+        plane.stop_with_nodes([node]).await;
+    }
+}
+
+#[tokio::test]
+async fn config_and_secrets_reach_the_guest_and_a_secret_is_never_shown() {
+    const SECRET: &str = "sk-live-4e1f9c0a7d2b";
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        let (status, body) = plane
+            .put("/v1/secrets/api_key", &token, json!({"value": SECRET}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+        assert!(!body.to_string().contains(SECRET), "{kind}: {body}");
+        let spec = json!({
+            "kv_stores": ["counters"],
+            "config": {"feature_x": "on"},
+            "secrets": ["api_key"],
+        });
+        state_service(&plane, &token, DOMAIN, spec).await;
+        let (dir, node) = one_node(&plane).await;
+        until_answers(&node, DOMAIN, "/flag", 200, "feature_x is on\n").await;
+        let private = |key: &'static str| {
+            let addr = node.addr;
+            async move {
+                let mut request = request("GET", DOMAIN, "/private", Bytes::new());
+                request
+                    .headers_mut()
+                    .insert("x-api-key", key.parse().expect("header"));
+                send(addr, Protocol::Http1, request).await.status
+            }
+        };
+        assert_eq!(private(SECRET).await, 200, "{kind}");
+        assert_eq!(private("wrong").await, 401, "{kind}");
+
+        // A new value reaches the guest without a new module.
+        let (status, _) = plane
+            .put(
+                "/v1/secrets/api_key",
+                &token,
+                json!({"value": "rotated-key"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let started = Instant::now();
+        while private("rotated-key").await != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{kind}: rotation not served"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (status, _) = plane
+            .put("/v1/secrets/api_key", &token, json!({"value": SECRET}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        while private(SECRET).await != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{kind}: not served again"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // Never in an API answer, a snapshot, a metric, or a file at rest.
+        let (_, listed) = plane.get("/v1/secrets", &token).await;
+        assert_eq!(listed[0]["name"], "api_key", "{kind}: {listed}");
+        let (_, services) = plane.get("/v1/services", &token).await;
+        let (_, versions) = plane.get("/v1/services/web/versions", &token).await;
+        let (_, snapshot) = plane.snapshot(0).await;
+        assert!(
+            snapshot.to_string().contains("api_key"),
+            "{kind}: the snapshot carries it sealed"
+        );
+        let node_metrics = get(node.admin_addr, "admin", "/metrics").await.text();
+        for (what, text) in [
+            ("the secret list", listed.to_string()),
+            ("the service list", services.to_string()),
+            ("the versions", versions.to_string()),
+            ("the snapshot", snapshot.to_string()),
+            ("the control plane's metrics", plane.metrics_page().await),
+            ("the node's metrics", node_metrics),
+        ] {
+            assert!(!text.contains(SECRET), "{kind}: the secret is in {what}");
+        }
+        for file in files_under(plane.data.path())
+            .into_iter()
+            .chain(files_under(dir.path()))
+        {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                "{kind}: the secret is in {} in the clear",
+                file.display()
+            );
+        }
+        plane.stop_with_nodes([node]).await;
+    }
+}
+
+/// Every file under `dir`.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn every_kv_and_secret_limit_is_refused_as_documented() {
+    for kind in databases() {
+        let plane = Plane::start_with(kind, |config| {
+            config.quotas.max_kv_stores_per_tenant = 2;
+            config.quotas.max_kv_keys_per_store = 3;
+            config.quotas.max_kv_bytes_per_tenant = 64 * 1024;
+            config.quotas.kv_writes_per_second = 20;
+            config.quotas.max_secrets_per_tenant = 1;
+        })
+        .await;
+        let token = plane.tenant("acme").await;
+        state_service(&plane, &token, DOMAIN, json!({"kv_stores": ["counters"]})).await;
+        let (_dir, node) = one_node(&plane).await;
+        until_answers(&node, DOMAIN, "/kv/k", 404, "no such key\n").await;
+        let api = plane.api(&token);
+        let refusal = |result: Result<(), edgectl::client::ApiError>| {
+            let error = result.expect_err("refused");
+            (error.status().map(|s| s.as_u16()), error.to_string())
+        };
+
+        // Key and value sizes.
+        let long_key = "k".repeat(513);
+        let (status, message) = refusal(api.kv_put("counters", &long_key, b"v".to_vec()).await);
+        assert_eq!(status, Some(400), "{kind}: {message}");
+        assert!(message.contains("1 to 512 bytes"), "{kind}: {message}");
+        let too_big = "x".repeat(1024 * 1024 + 1);
+        let (status, message) = refusal(
+            api.kv_put("counters", "big", too_big.clone().into_bytes())
+                .await,
+        );
+        assert_eq!(status, Some(413), "{kind}: {message}");
+        let (status, body) = call(&node, "PUT", DOMAIN, "/kv/big", &too_big).await;
+        assert_eq!(status, 503, "{kind}");
+        assert!(body.contains("at most 1048576 bytes"), "{kind}: {body}");
+        let path = format!("/kv/{long_key}");
+        let (status, body) = call(&node, "PUT", DOMAIN, &path, "v").await;
+        assert_eq!(
+            (status, body.contains("1 to 512 bytes")),
+            (503, true),
+            "{kind}: {body}"
+        );
+
+        // Bytes per tenant, then keys per store.
+        let (status, message) =
+            refusal(api.kv_put("counters", "huge", vec![b'h'; 65 * 1024]).await);
+        assert_eq!(status, Some(400), "{kind}: {message}");
+        assert!(message.contains("at most 65536 bytes"), "{kind}: {message}");
+        for key in ["a", "b", "c"] {
+            api.kv_put("counters", key, b"1".to_vec())
+                .await
+                .expect("within the quota");
+        }
+        let (status, message) = refusal(api.kv_put("counters", "d", b"1".to_vec()).await);
+        assert_eq!(status, Some(400), "{kind}: {message}");
+        assert!(message.contains("at most 3 keys"), "{kind}: {message}");
+        let (status, body) = call(&node, "PUT", DOMAIN, "/kv/d", "1").await;
+        assert_eq!(
+            (status, body.contains("at most 3 keys")),
+            (503, true),
+            "{kind}: {body}"
+        );
+        // Overwriting a key adds none.
+        api.kv_put("counters", "a", b"2".to_vec())
+            .await
+            .expect("overwrite");
+
+        // Stores per tenant.
+        let (status, _) = plane
+            .post("/v1/kv", &token, json!({"name": "second"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, body) = plane.post("/v1/kv", &token, json!({"name": "third"})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {body}");
+        assert_eq!(body["error"]["code"], "quota_exceeded");
+        let (status, body) = plane
+            .post("/v1/kv", &token, json!({"name": "Bad/Name"}))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {body}");
+
+        // Writes per second: guests and the API share the tenant's rate.
+        let mut limited = 0;
+        for i in 0..30 {
+            let (status, _) = call(&node, "PUT", DOMAIN, "/kv/a", &i.to_string()).await;
+            if status == 503 {
+                limited += 1;
+            }
+        }
+        let (status, message) = refusal(api.kv_put("counters", "a", b"x".to_vec()).await);
+        assert!(limited > 0, "{kind}: no guest write was rate limited");
+        assert_eq!(status, Some(429), "{kind}: {message}");
+
+        // Secrets: how many, and how large.
+        let (status, _) = plane
+            .put("/v1/secrets/one", &token, json!({"value": "1"}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = plane
+            .put("/v1/secrets/two", &token, json!({"value": "2"}))
+            .await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (StatusCode::BAD_REQUEST, &json!("quota_exceeded")),
+            "{kind}"
+        );
+        let big = "s".repeat(8 * 1024 + 1);
+        let (status, body) = plane
+            .put("/v1/secrets/one", &token, json!({"value": big}))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {body}");
+        plane.stop_with_nodes([node]).await;
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_store_leaves_every_node_and_opens_no_more() {
+    for kind in databases() {
+        let plane = Plane::start(kind).await;
+        let token = plane.tenant("acme").await;
+        state_service(&plane, &token, DOMAIN, json!({"kv_stores": ["counters"]})).await;
+        let (_dir, node) = one_node(&plane).await;
+        until_answers(&node, DOMAIN, "/kv/k", 404, "no such key\n").await;
+        assert_eq!(call(&node, "PUT", DOMAIN, "/kv/k", "v").await.0, 200);
+        let (status, _) = plane.delete("/v1/kv/counters", &token).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
+        until_answers(&node, DOMAIN, "/kv/k", 404, "no-such-store\n").await;
+        // Created again, it is a new, empty store.
+        let (status, _) = plane
+            .post("/v1/kv", &token, json!({"name": "counters"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        until_answers(&node, DOMAIN, "/kv/k", 404, "no such key\n").await;
+        plane.stop_with_nodes([node]).await;
+    }
+}
