@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Starts the platform with its embedded defaults: a control plane (SQLite in
 # target/platform), one edge node following it, and an example tenant with
-# three services deployed through edgectl: hello, echo, and a caching proxy
-# in front of a small origin (scripts/example-origin.py). Ctrl-C stops
-# everything.
+# four services deployed through edgectl: hello, echo, a caching proxy in
+# front of a small origin (scripts/example-origin.py), and state (a KV
+# store, a config flag and a secret). Ctrl-C stops everything.
 #
 #   control plane  https://127.0.0.1:7070  (API, /openapi.json; a development
 #                                          CA in target/platform/ca signs it)
@@ -31,6 +31,10 @@ ca="$data/ca"
 "$bin/control-plane" dev-certificates --out-dir "$ca" >/dev/null
 export EDGECTL_CA_FILE="$ca/ca.pem"
 api="https://127.0.0.1:7070"
+# The operator's key for tenants' secrets, shared by the control plane and
+# the node.
+secrets_key="$data/secrets.key"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n" > "$secrets_key")
 
 pids=()
 cleanup() {
@@ -40,7 +44,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 "$bin/control-plane" serve --listen 127.0.0.1:7070 --data-dir "$data/control-plane" \
-  --tls-cert "$ca/cert.pem" --tls-key "$ca/key.pem" \
+  --tls-cert "$ca/cert.pem" --tls-key "$ca/key.pem" --secrets-key-file "$secrets_key" \
   >"$data/control-plane.out" 2>"$data/control-plane.log" &
 pids+=($!)
 for _ in $(seq 100); do
@@ -55,6 +59,7 @@ cat >"$data/node.toml" <<TOML
 listen = "127.0.0.1:8080"
 admin_listen = "127.0.0.1:9090"
 data_dir = "$data/node"
+secrets_key_file = "$secrets_key"
 
 [tls]
 listen = "127.0.0.1:8443"
@@ -83,6 +88,11 @@ tenant_token="$("$bin/edgectl" tenant-create example --allow-private-backends --
 "$bin/edgectl" deploy hello --wasm target/guests/hello.wasm
 "$bin/edgectl" deploy echo --wasm target/guests/echo.wasm
 "$bin/edgectl" deploy proxy --wasm target/guests/caching-proxy.wasm
+"$bin/edgectl" kv create counters >/dev/null
+printf %s "example-api-key" | "$bin/edgectl" secret set api_key >/dev/null
+"$bin/edgectl" service create state --kv-store counters --secret api_key \
+  --config feature_x=on >/dev/null
+"$bin/edgectl" deploy state --wasm target/guests/state.wasm
 
 for _ in $(seq 100); do
   curl -fsS -H 'Host: hello.example.localhost' http://127.0.0.1:8080/ >/dev/null 2>&1 && break
@@ -93,7 +103,8 @@ cat <<TRY
 
 The platform is running: control plane on https://127.0.0.1:7070 (CA:
 $ca/ca.pem), one edge node on
-127.0.0.1:8080, tenant "example" with services hello, echo and proxy. Try:
+127.0.0.1:8080, tenant "example" with services hello, echo, proxy and
+state. Try:
 
   curl http://hello.example.localhost:8080/
   curl -d 'some body' http://echo.example.localhost:8080/any/path?log=hi
@@ -137,6 +148,18 @@ Deploy and roll back with edgectl (logged in as the example tenant):
   target/debug/edgectl versions hello
   target/debug/edgectl rollback hello
   target/debug/edgectl usage
+
+State at the edge (examples/state): a visit counter in the KV store
+"counters" (increments add up across nodes), keys read from the node's
+replica, a flag from the service's config and an API key from a secret:
+
+  curl http://state.example.localhost:8080/visits
+  curl -X PUT -d 'hello' http://state.example.localhost:8080/kv/greeting
+  curl http://state.example.localhost:8080/kv/greeting
+  curl http://state.example.localhost:8080/flag
+  curl -H 'x-api-key: example-api-key' http://state.example.localhost:8080/private
+  target/debug/edgectl kv list counters
+  target/debug/edgectl kv get counters visits
 
 What the echo guest printed for ?log=hi, as its tenant sees it:
 

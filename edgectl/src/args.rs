@@ -154,6 +154,16 @@ pub enum ServiceCommand {
         /// without running the guest while fresh).
         #[arg(long)]
         cache_responses: bool,
+        /// A KV store the guest may open (`wasi:keyvalue`); repeatable.
+        #[arg(long = "kv-store", value_name = "STORE")]
+        kv_stores: Vec<String>,
+        /// A secret the guest reads through `wasi:config/store`; repeatable.
+        #[arg(long = "secret", value_name = "NAME")]
+        secrets: Vec<String>,
+        /// A config entry the guest reads through `wasi:config/store`:
+        /// `KEY=VALUE`; repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config)]
+        config: Vec<(String, String)>,
     },
     /// List your services.
     List,
@@ -229,6 +239,13 @@ pub fn parse_backend(value: &str) -> Result<(String, String), String> {
             Ok((name.to_string(), origin.to_string()))
         }
         _ => Err(format!("{value:?} is not NAME=ORIGIN")),
+    }
+}
+
+pub fn parse_config(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{value:?} is not KEY=VALUE")),
     }
 }
 

@@ -7,11 +7,18 @@
 //   GET /quote/<id>     the origin's /quotes/<id>, kept for a minute in the
 //                       tenant's cache through the platform's cache API, so
 //                       only the first request reaches the origin
+//   GET /visits         counts the visit in the `counters` KV store
+//                       (wasi:keyvalue/atomics) and answers with the count
+//   GET /flag           the `feature_x` flag from the service's config
+//                       (wasi:config/store)
 //
 // Backends are reached by name: http://origin/... goes to the backend the
 // service declares as `origin`; any other authority is refused by the node.
 
 import { insert, lookup } from 'edge:platform/cache@0.1.0';
+import { open } from 'wasi:keyvalue/store@0.2.0-draft';
+import { increment } from 'wasi:keyvalue/atomics@0.2.0-draft';
+import { get as configValue } from 'wasi:config/store@0.2.0-rc.1';
 
 const QUOTE_TTL_MS = 60_000;
 
@@ -26,6 +33,12 @@ async function handle(request) {
   }
   if (url.pathname.startsWith('/quote/')) {
     return quote(url.pathname.slice('/quote/'.length));
+  }
+  if (url.pathname === '/visits') {
+    return visits();
+  }
+  if (url.pathname === '/flag') {
+    return text(200, `feature_x is ${configValue('feature_x') === 'on' ? 'on' : 'off'}\n`);
   }
   return text(200, `hello from javascript\nmethod: ${request.method}\npath: ${path}\n`);
 }
@@ -66,6 +79,17 @@ async function quote(id) {
     console.error(`javascript: cache insert refused: ${JSON.stringify(error)}`);
   }
   return text(200, body, { 'x-quote-cache': 'miss' });
+}
+
+function visits() {
+  try {
+    const count = increment(open('counters'), 'visits', 1n);
+    return text(200, `visit ${count}\n`);
+  } catch (error) {
+    // A wasi:keyvalue error: { tag: 'no-such-store' } or { tag: 'other', val }.
+    const payload = error.payload ?? error;
+    return text(payload.tag === 'no-such-store' ? 404 : 503, `${payload.tag} ${payload.val ?? ''}\n`);
+  }
 }
 
 function text(status, body, extraHeaders = {}) {

@@ -478,3 +478,41 @@ async fn a_deleted_store_leaves_every_node_and_opens_no_more() {
         plane.stop_with_nodes([node]).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_and_python_guests_share_a_store_and_read_config_through_the_same_interfaces() {
+    let plane = Plane::start_with("sqlite", |config| {
+        // The language runtimes are large components.
+        config.max_upload_bytes = 64 * 1024 * 1024;
+    })
+    .await;
+    let token = plane.tenant("acme").await;
+    let (status, _) = plane
+        .post("/v1/kv", &token, json!({"name": "counters"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let spec = json!({"kv_stores": ["counters"], "config": {"feature_x": "on"}});
+    for (service, guest) in [
+        ("js", edge_tests::guests::javascript_guest()),
+        ("py", edge_tests::guests::python_guest()),
+    ] {
+        let (status, body) = plane.create_service(&token, service, spec.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let bytes = std::fs::read(guest).expect("guest");
+        plane.deploy(&token, service, bytes).await;
+    }
+    let (_dir, node) = one_node(&plane).await;
+    let (js, py) = ("js.acme.test", "py.acme.test");
+    until_answers(&node, js, "/flag", 200, "feature_x is on\n").await;
+    until_answers(&node, py, "/flag", 200, "feature_x is on\n").await;
+    // One counter, incremented by both languages in turn.
+    for (host, expected) in [(js, 1), (py, 2), (js, 3), (py, 4)] {
+        let reply = get(node.addr, host, "/visits").await;
+        assert_eq!(
+            (reply.status, reply.text()),
+            (200, format!("visit {expected}\n")),
+            "{host}"
+        );
+    }
+    plane.stop_with_nodes([node]).await;
+}

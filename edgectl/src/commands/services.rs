@@ -21,6 +21,9 @@ pub async fn service(command: ServiceCommand) -> anyhow::Result<()> {
             backends,
             allow_private_addresses,
             cache_responses,
+            kv_stores,
+            secrets,
+            config,
         } => {
             let backends = backends
                 .into_iter()
@@ -38,6 +41,9 @@ pub async fn service(command: ServiceCommand) -> anyhow::Result<()> {
                 domains,
                 backends,
                 cache_responses,
+                kv_stores,
+                secrets,
+                config: config.into_iter().collect(),
                 ..ServiceSpec::default()
             };
             api.create_service(&name, &spec).await?;
