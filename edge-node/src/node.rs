@@ -75,7 +75,10 @@ impl Node {
             Arc::clone(&metrics),
         );
         let cache = Arc::new(HttpCache::new(&config.cache, Arc::clone(&metrics)));
-        let kv = Arc::new(crate::kv::Kv::default());
+        let kv = Arc::new(crate::kv::Kv::new(crate::kv::KvMetrics {
+            reads: metrics.kv_reads.clone(),
+            writes: metrics.kv_writes.clone(),
+        }));
         let secrets_key = config
             .node
             .secrets_key_file

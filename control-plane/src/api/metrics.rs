@@ -90,6 +90,12 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
             .set(usage.guest_cpu_micros as f64 / 1e6);
         bytes.with_label_values(&values).set(usage.bytes_out as f64);
     }
+    let kv_seq = IntGauge::new(
+        "cp_kv_change_seq",
+        "The newest KV change number: a node's edge_kv_feed_position behind it is its lag",
+    )
+    .map_err(metrics_error)?;
+    kv_seq.set(i64::try_from(state.store.kv_seq().await?).unwrap_or(i64::MAX));
     let up = Gauge::new("cp_up", "1 while the control plane answers").map_err(metrics_error)?;
     up.set(1.0);
     for metric in [
@@ -99,6 +105,7 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
         Box::new(requests),
         Box::new(cpu),
         Box::new(bytes),
+        Box::new(kv_seq),
         Box::new(up),
     ] {
         scrape.register(metric).map_err(metrics_error)?;

@@ -96,6 +96,17 @@ async fn a_write_on_one_node_is_read_on_the_other_and_outlives_the_control_plane
         let value = plane.api(&token).kv_get("counters", "greeting").await;
         assert_eq!(value.expect("read"), Some(b"hello".to_vec()), "{kind}");
 
+        // Operators see it: node B's feed position is the control plane's
+        // newest change, and A counted its write.
+        let newest = plane.store().kv_seq().await.expect("seq");
+        let started = Instant::now();
+        while b.metric("edge_kv_feed_position").await != newest as f64 {
+            assert!(started.elapsed() < Duration::from_secs(5), "{kind}: feed position");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(a.metric("edge_kv_writes_total{outcome=\"ok\"}").await, 1.0);
+        assert!(b.metric("edge_kv_reads_total").await >= 2.0);
+
         // The control plane goes away: both nodes keep serving reads, and a
         // write is refused with a reason.
         plane.stop().await;
@@ -111,6 +122,10 @@ async fn a_write_on_one_node_is_read_on_the_other_and_outlives_the_control_plane
         assert!(
             body.contains("control plane is unreachable"),
             "{kind}: {body}"
+        );
+        assert_eq!(
+            a.metric("edge_kv_writes_total{outcome=\"unavailable\"}").await,
+            1.0
         );
 
         // A node restarted while the control plane is still down serves the

@@ -69,6 +69,7 @@ impl GuestKv {
 
     pub(crate) fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
         key_ok(key)?;
+        self.kv.count_reads(1);
         self.kv
             .replica()
             .and_then(|replica| replica.get(store, key))
@@ -96,6 +97,7 @@ impl GuestKv {
         for key in &keys {
             key_ok(key)?;
         }
+        self.kv.count_reads(keys.len());
         let values = self
             .kv
             .replica()

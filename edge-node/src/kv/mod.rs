@@ -41,12 +41,20 @@ pub trait KvWriter: Send + Sync + std::fmt::Debug {
     ) -> Pin<Box<dyn Future<Output = Result<KvWritten, KvWriteError>> + Send + '_>>;
 }
 
+/// The node's KV counters (registered with its metrics).
+#[derive(Debug, Clone)]
+pub struct KvMetrics {
+    pub reads: prometheus::IntCounter,
+    pub writes: prometheus::IntCounterVec,
+}
+
 /// The node's KV stores: its replica, and where writes go. Both come with
 /// the control plane: a node that follows none has no store to open.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Kv {
     replica: OnceLock<Replica>,
     writer: OnceLock<Arc<dyn KvWriter>>,
+    metrics: KvMetrics,
 }
 
 /// How long opening the replica waits for an earlier node of this process
@@ -54,6 +62,19 @@ pub struct Kv {
 const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Kv {
+    pub fn new(metrics: KvMetrics) -> Self {
+        Self {
+            replica: OnceLock::new(),
+            writer: OnceLock::new(),
+            metrics,
+        }
+    }
+
+    /// Counts `keys` keys read by guests.
+    pub fn count_reads(&self, keys: usize) {
+        self.metrics.reads.inc_by(keys as u64);
+    }
+
     /// Opens the replica at `path` (once). The file is locked while open.
     pub async fn open_replica(&self, path: &std::path::Path) -> Result<&Replica, ReplicaError> {
         if let Some(replica) = self.replica.get() {
@@ -105,7 +126,15 @@ impl Kv {
                 store: store.to_string(),
                 op,
             })
-            .await?;
+            .await;
+        let outcome = match &written {
+            Ok(_) => "ok",
+            Err(KvWriteError::Refused(_)) => "refused",
+            Err(KvWriteError::Unavailable(_)) => "unavailable",
+            Err(KvWriteError::NoSuchStore) => "no_such_store",
+        };
+        self.metrics.writes.with_label_values(&[outcome]).inc();
+        let written = written?;
         if let Err(error) = self
             .replica()
             .and_then(|replica| replica.apply_own(&written.changes))

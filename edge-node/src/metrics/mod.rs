@@ -94,6 +94,14 @@ pub struct Metrics {
     /// Guest log lines, by outcome (shipped, or why dropped).
     pub guest_log_lines: IntCounterVec,
     service_labels: IntGauge,
+    /// Keys guests read from the KV replica.
+    pub kv_reads: IntCounter,
+    /// Guests' KV writes, by outcome.
+    pub kv_writes: IntCounterVec,
+    /// The KV change feed's number the replica holds everything through.
+    pub kv_feed_position: IntGauge,
+    /// Times the replica was emptied and read again from the start.
+    pub kv_feed_resets: IntCounter,
 }
 
 fn must<T>(metric: prometheus::Result<T>) -> T {
@@ -293,6 +301,23 @@ impl Metrics {
                 "edge_metrics_service_labels",
                 "Services with a service label of their own",
             ),
+            kv_reads: counter(
+                "edge_kv_reads_total",
+                "Keys guests read from the node's KV replica",
+            ),
+            kv_writes: counter_vec(
+                "edge_kv_writes_total",
+                "Guests' KV writes, by outcome: ok, refused (a limit), unavailable (the control plane), no_such_store",
+                &["outcome"],
+            ),
+            kv_feed_position: gauge(
+                "edge_kv_feed_position",
+                "The KV change feed's number the node's replica holds everything through",
+            ),
+            kv_feed_resets: counter(
+                "edge_kv_feed_resets_total",
+                "Times the node's KV replica was emptied and read again from the start",
+            ),
             registry,
         };
         let collectors: Vec<Box<dyn Collector>> = vec![
@@ -324,6 +349,10 @@ impl Metrics {
             Box::new(metrics.snapshot_duplicate_domains.clone()),
             Box::new(metrics.guest_log_lines.clone()),
             Box::new(metrics.service_labels.clone()),
+            Box::new(metrics.kv_reads.clone()),
+            Box::new(metrics.kv_writes.clone()),
+            Box::new(metrics.kv_feed_position.clone()),
+            Box::new(metrics.kv_feed_resets.clone()),
         ];
         for collector in collectors {
             must(metrics.registry.register(collector));

@@ -48,6 +48,10 @@ pub(super) async fn follow(
             }
         };
         applied.send_replace(position);
+        sync.node
+            .metrics()
+            .kv_feed_position
+            .set(i64::try_from(position).unwrap_or(i64::MAX));
         let outcome = tokio::select! {
             outcome = sync.poll_kv(position) => outcome,
             () = shutdown.stopped() => return,
@@ -60,7 +64,12 @@ pub(super) async fn follow(
                 let apply = move || kv.replica().and_then(|replica| replica.apply_feed(&batch));
                 match tokio::task::spawn_blocking(apply).await {
                     Ok(Ok(through)) => {
+                        let metrics = sync.node.metrics();
+                        metrics
+                            .kv_feed_position
+                            .set(i64::try_from(through).unwrap_or(i64::MAX));
                         if reset {
+                            metrics.kv_feed_resets.inc();
                             tracing::warn!(
                                 "KV feed reset: the replica was read again from the start"
                             );
