@@ -101,7 +101,10 @@ async fn a_write_on_one_node_is_read_on_the_other_and_outlives_the_control_plane
         let newest = plane.store().kv_seq().await.expect("seq");
         let started = Instant::now();
         while b.metric("edge_kv_feed_position").await != newest as f64 {
-            assert!(started.elapsed() < Duration::from_secs(5), "{kind}: feed position");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{kind}: feed position"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(a.metric("edge_kv_writes_total{outcome=\"ok\"}").await, 1.0);
@@ -124,7 +127,8 @@ async fn a_write_on_one_node_is_read_on_the_other_and_outlives_the_control_plane
             "{kind}: {body}"
         );
         assert_eq!(
-            a.metric("edge_kv_writes_total{outcome=\"unavailable\"}").await,
+            a.metric("edge_kv_writes_total{outcome=\"unavailable\"}")
+                .await,
             1.0
         );
 
@@ -530,4 +534,87 @@ async fn javascript_and_python_guests_share_a_store_and_read_config_through_the_
         );
     }
     plane.stop_with_nodes([node]).await;
+}
+
+#[tokio::test]
+async fn a_tenant_manages_stores_keys_and_secrets_with_edgectl() {
+    let plane = Plane::start("sqlite").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("edgectl.json");
+    let token = edgectl_tenant(&config, &plane, "acme", &[]).await;
+    edgectl(&config, &["kv", "create", "carts"]).await;
+    edgectl(&config, &["kv", "put", "carts", "user:1", "[1,2]"]).await;
+    let file = dir.path().join("value.bin");
+    std::fs::write(&file, [0u8, 159, 146, 150]).expect("write");
+    edgectl(
+        &config,
+        &["kv", "put", "carts", "bytes/with/slashes", "--file"]
+            .iter()
+            .copied()
+            .chain([file.to_str().expect("path")])
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(
+        edgectl(&config, &["kv", "get", "carts", "user:1"]).await,
+        "[1,2]"
+    );
+    let seed = dir.path().join("seed.json");
+    let entries: serde_json::Map<String, serde_json::Value> = (0..1_500)
+        .map(|i| (format!("seed:{i:04}"), json!(format!("value {i}"))))
+        .collect();
+    std::fs::write(&seed, serde_json::to_vec(&entries).expect("json")).expect("write");
+    let imported = edgectl(
+        &config,
+        &["kv", "import", "carts", seed.to_str().expect("path")],
+    )
+    .await;
+    assert_eq!(imported.trim(), "1500 keys imported into carts");
+    let listed = edgectl(&config, &["kv", "list", "carts", "--prefix", "seed:"]).await;
+    assert_eq!(listed.lines().count(), 1_500, "every page");
+    assert_eq!(listed.lines().next(), Some("seed:0000"));
+    let stores = edgectl(&config, &["kv", "stores"]).await;
+    assert!(stores.starts_with("carts\t1502 keys\t"), "{stores}");
+    let raw = plane
+        .api(&token)
+        .kv_get("carts", "bytes/with/slashes")
+        .await
+        .expect("read");
+    assert_eq!(raw, Some(vec![0u8, 159, 146, 150]));
+    edgectl(&config, &["kv", "delete", "carts", "user:1"]).await;
+    assert_eq!(
+        plane
+            .api(&token)
+            .kv_get("carts", "user:1")
+            .await
+            .expect("read"),
+        None
+    );
+
+    // A secret from standard input, never printed back.
+    let mut child = tokio::process::Command::new(workspace_binary("edgectl"))
+        .args(["secret", "set", "api_key"])
+        .env("EDGECTL_CONFIG", &config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("edgectl runs");
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"from-stdin-value\n").await.expect("write");
+    }
+    let output = child.wait_with_output().await.expect("edgectl ends");
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "secret api_key set\n"
+    );
+    let listed = edgectl(&config, &["secret", "list"]).await;
+    assert_eq!(listed, "api_key\n");
+    edgectl(&config, &["secret", "delete", "api_key"]).await;
+    assert_eq!(edgectl(&config, &["secret", "list"]).await, "");
+    edgectl(&config, &["kv", "delete-store", "carts"]).await;
+    assert_eq!(edgectl(&config, &["kv", "stores"]).await, "");
+    plane.stop().await;
 }
