@@ -91,9 +91,24 @@ impl Cluster {
     /// Starts the control plane, a tenant with one service on [`DOMAIN`],
     /// and `node_count` nodes following it.
     pub async fn start(node_count: usize) -> Self {
-        let plane = bench_plane(|_| {}).await;
+        Self::start_with(node_count, |_| {}, edge_config::protocol::ServiceSpec::default()).await
+    }
+
+    /// [`Cluster::start`] with the control plane adjusted by `change` and
+    /// the service's `spec` (its domain is [`DOMAIN`]).
+    pub async fn start_with(
+        node_count: usize,
+        change: impl FnOnce(&mut ApiConfig),
+        mut spec: edge_config::protocol::ServiceSpec,
+    ) -> Self {
+        let plane = bench_plane(change).await;
         let token = plane.tenant(TENANT).await;
-        plane.service(&token, SERVICE, DOMAIN).await;
+        spec.domains = vec![DOMAIN.to_string()];
+        plane
+            .api(&token)
+            .create_service(SERVICE, &spec)
+            .await
+            .expect("service created");
 
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
@@ -129,6 +144,11 @@ impl Cluster {
             .await
             .expect("uploaded")
             .module_sha256
+    }
+
+    /// The control plane.
+    pub fn plane(&self) -> &Plane {
+        &self.plane
     }
 
     pub async fn shutdown(self) {
