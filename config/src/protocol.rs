@@ -147,8 +147,9 @@ fn check_names(path: &str, kind: &str, names: &[String], max: usize, errors: &mu
 pub struct Snapshot {
     pub version: u64,
     pub services: Vec<SnapshotService>,
-    /// Every KV store of every tenant not suspended: a node keeps these
-    /// stores' entries in its replica, and drops any other's.
+    /// Every KV store of every tenant not suspended, by tenant and name
+    /// with its id: what a service's `kv_stores` names resolve to. (A
+    /// deleted store's entries leave the replicas through the feed.)
     #[serde(default)]
     pub kv_stores: Vec<SnapshotKvStore>,
 }

@@ -30,6 +30,9 @@ pub const MAX_SECRETS_PER_SERVICE: usize = 32;
 pub const MAX_SECRET_VALUE_BYTES: usize = 8 * 1024;
 /// Changes handed to a node in one feed answer.
 pub const KV_FEED_BATCH: usize = 1_000;
+/// Value bytes in one feed answer: a page stops once past them (it always
+/// holds one change).
+pub const KV_FEED_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// How long a deleted key's tombstone is kept in the feed. A node that was
 /// away longer starts its replica over.
 pub const KV_TOMBSTONE_RETENTION_MS: i64 = 24 * 3600 * 1000;
@@ -139,15 +142,23 @@ pub struct KvChange {
 }
 
 /// The answer to a node's feed long-poll: the newest change of every key
-/// changed after the node's `after`, in order, through `through`. `reset`:
-/// tombstones the node never saw were pruned (or the control plane's
-/// database is not the one the node followed): it must empty its replica and
-/// read the feed again from 0.
+/// changed after the node's `after`, in order, through `through`.
+///
+/// `reset`: tombstones the node never saw were pruned (or the control
+/// plane's database is not the one the node followed): it must read every
+/// store again from 0, and replace its replica once it has. It sends
+/// `pruned_through` back as its `floor` while it reads, so that the tombstones
+/// pruned before the reset do not reset it again. `more`: this page stopped
+/// short of the newest change (by count or by bytes); poll again at once.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvFeedBatch {
     pub through: u64,
     pub reset: bool,
     pub changes: Vec<KvChange>,
+    #[serde(default)]
+    pub pruned_through: u64,
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// A write a guest asked its node for, sent on to the control plane
@@ -253,11 +264,18 @@ pub struct KvImported {
     pub seq: u64,
 }
 
-/// `PUT /v1/secrets/{name}`: the value is write-only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `PUT /v1/secrets/{name}`: the value is write-only. Its `Debug` shows
+/// nothing of it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewSecret {
     pub value: String,
+}
+
+impl std::fmt::Debug for NewSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewSecret { value: .. }")
+    }
 }
 
 /// A secret as the API shows it: never its value.

@@ -145,8 +145,10 @@ impl RateWindows {
         self.take_n(tenant_id, 1)
     }
 
-    /// Takes `n` events at once: all or none.
+    /// Takes `n` events at once: all or none. More than a window holds
+    /// takes a whole window, when it has nothing used yet.
     fn take_n(&self, tenant_id: &str, n: u32) -> Result<(), RateLimited> {
+        let n = n.min(self.per_window);
         let now = Instant::now();
         let mut entry = self
             .tenants

@@ -37,6 +37,8 @@ pub struct Plane {
     pub base: String,
     pub http: Client,
     pub data: tempfile::TempDir,
+    /// The control plane's database, for a test that must age its rows.
+    pub database_url: String,
 }
 
 /// The databases to run on: SQLite always, PostgreSQL when configured.
@@ -176,11 +178,13 @@ impl Plane {
         let running = control_plane::start(config, &url, compiler, listen)
             .await
             .expect("control plane starts");
+        let database_url = url.clone();
         Self {
             base: format!("http://{}", running.addr),
             running: Some(running),
             http: Client::new(),
             data,
+            database_url,
         }
     }
 

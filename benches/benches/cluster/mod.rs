@@ -91,7 +91,12 @@ impl Cluster {
     /// Starts the control plane, a tenant with one service on [`DOMAIN`],
     /// and `node_count` nodes following it.
     pub async fn start(node_count: usize) -> Self {
-        Self::start_with(node_count, |_| {}, edge_config::protocol::ServiceSpec::default()).await
+        Self::start_with(
+            node_count,
+            |_| {},
+            edge_config::protocol::ServiceSpec::default(),
+        )
+        .await
     }
 
     /// [`Cluster::start`] with the control plane adjusted by `change` and

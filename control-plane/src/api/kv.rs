@@ -17,7 +17,7 @@ use edge_config::state::{
     KvImported, KvKeyPage, KvOp, KvStoreInfo, KvWrite, KvWritten, NewKvStore, check_name,
 };
 
-use super::state::{AfterQuery, AppState};
+use super::state::AppState;
 use crate::auth::{NodeCaller, TenantCaller};
 use crate::error::ApiError;
 use crate::store::kv::KvQuotas;
@@ -208,8 +208,9 @@ async fn delete_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Sets many keys in one transaction. It counts as one write against the
-/// rate (a bulk load is one request), and as every key against the quotas.
+/// Sets many keys in one transaction. Every key counts against the rate
+/// and the quotas; an import larger than a second's rate takes the whole
+/// second.
 async fn import(
     caller: TenantCaller,
     State(state): State<AppState>,
@@ -223,15 +224,26 @@ async fn import(
         ));
     }
     let store = own_store(&state, &caller, &name).await?;
-    let imported = import.entries.len() as u64;
+    let imported = import.entries.len();
     let op = KvOp::SetMany {
         entries: import.entries,
     };
-    let written = write(&state, &caller.tenant.id, &store, &op, 1).await?;
+    let written = write(&state, &caller.tenant.id, &store, &op, imported).await?;
+    let imported = imported as u64;
     Ok(Json(KvImported {
         imported,
         seq: written.changes.last().map_or(0, |change| change.seq),
     }))
+}
+
+/// A feed poll: the node's position, and the pruned tombstones its last
+/// reset was told of.
+#[derive(Debug, serde::Deserialize)]
+struct FeedQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    floor: u64,
 }
 
 /// Answers as soon as there is a change after `after`, or with 304 after
@@ -239,10 +251,10 @@ async fn import(
 async fn feed(
     _node: NodeCaller,
     State(state): State<AppState>,
-    Query(query): Query<AfterQuery>,
+    Query(query): Query<FeedQuery>,
 ) -> Result<Response, ApiError> {
     let batch = super::state::long_poll(state.config.snapshot_wait, &state.kv_changed, || async {
-        let batch = state.store.kv_feed(query.after).await?;
+        let batch = state.store.kv_feed(query.after, query.floor).await?;
         Ok((batch.reset || batch.through > query.after).then_some(batch))
     })
     .await?;

@@ -16,15 +16,16 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use edge_config::state::{
-    KV_FEED_BATCH, KV_MAX_VALUE_BYTES, KV_TOMBSTONE_RETENTION_MS, KvChange, KvFeedBatch, KvKeyPage,
-    KvOp, KvStoreInfo, KvWritten, SnapshotKvStore, check_key,
+    KV_FEED_BATCH, KV_FEED_BATCH_BYTES, KV_MAX_VALUE_BYTES, KV_TOMBSTONE_RETENTION_MS, KvChange,
+    KvFeedBatch, KvKeyPage, KvOp, KvStoreInfo, KvWritten, SnapshotKvStore, check_key,
 };
 use sqlx::Row;
 
 use super::db::{
-    Counter, Store, StoreError, Tx, advance_counter, commit_new_snapshot, db, now_ms, random_hex,
-    read_counter, to_i64,
+    Counter, Store, StoreError, Tx, add_to_counter, advance_counter, commit_new_snapshot, db,
+    now_ms, random_hex, read_counter, to_i64,
 };
+use super::usage::PRUNE_BATCH;
 
 /// What a tenant's KV stores may hold (the operator's quotas).
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +109,9 @@ impl Store {
         max_stores: u64,
     ) -> Result<KvStoreInfo, StoreError> {
         let mut tx = self.begin("creating a KV store").await?;
+        // The counter's row lock serializes creations, so that two at once
+        // cannot both pass the quota.
+        add_to_counter(&mut tx, Counter::KvChanges, 0, "creating a KV store").await?;
         let count: i64 = sqlx::query("SELECT COUNT(*) FROM kv_stores WHERE tenant_id = $1")
             .bind(tenant_id)
             .fetch_one(&mut *tx)
@@ -190,16 +194,11 @@ impl Store {
             return Ok(false);
         };
         let id: String = row.get(0);
-        for statement in [
-            "DELETE FROM kv_entries WHERE store_id = $1",
-            "DELETE FROM kv_stores WHERE id = $1",
-        ] {
-            sqlx::query(statement)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("deleting a KV store"))?;
-        }
+        sqlx::query("DELETE FROM kv_stores WHERE id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("deleting a KV store"))?;
         sqlx::query(
             "INSERT INTO kv_entries (store_id, key, value, value_bytes, seq, updated_at) \
              VALUES ($1, '', NULL, 0, $2, $3)",
@@ -211,7 +210,31 @@ impl Store {
         .await
         .map_err(db("deleting a KV store"))?;
         commit_new_snapshot(tx, "deleting a KV store").await?;
+        // The store's keys go in batches, outside the lock every write
+        // takes: nodes drop them at the tombstone already, and what a crash
+        // leaves behind the pruning task sweeps.
+        while self.delete_orphan_entries(Some(&id), PRUNE_BATCH).await? == PRUNE_BATCH as u64 {}
         Ok(true)
+    }
+
+    /// Deletes up to `batch` entries of a deleted store (`store`, or any),
+    /// keeping stores' tombstones for the feed; returns how many went.
+    async fn delete_orphan_entries(
+        &self,
+        store: Option<&str>,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM kv_entries WHERE (store_id, key) IN (SELECT e.store_id, e.key \
+             FROM kv_entries e WHERE ($1 IS NULL OR e.store_id = $1) AND e.key <> '' \
+             AND NOT EXISTS (SELECT 1 FROM kv_stores s WHERE s.id = e.store_id) LIMIT $2)",
+        )
+        .bind(store)
+        .bind(batch)
+        .execute(&self.pool)
+        .await
+        .map_err(db("deleting a deleted store's keys"))?;
+        Ok(done.rows_affected())
     }
 
     /// The value of `key` in store `store_id`, if it has one.
@@ -236,24 +259,22 @@ impl Store {
         after: &str,
         limit: usize,
     ) -> Result<KvKeyPage, StoreError> {
-        // `prefix` as a range: every key from it up to the next string
-        // that does not start with it, so no LIKE escaping is needed.
+        // The prefix is compared as a prefix (no LIKE escaping, and no
+        // range that a locale's collation could order otherwise); the
+        // order is the database's, the same for every page.
         let rows = sqlx::query(
             "SELECT key FROM kv_entries WHERE store_id = $1 AND value IS NOT NULL \
-             AND key > $2 AND key >= $3 ORDER BY key LIMIT $4",
+             AND key > $2 AND substr(key, 1, CAST($3 AS INTEGER)) = $4 ORDER BY key LIMIT $5",
         )
         .bind(store_id)
         .bind(after)
+        .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
         .bind(prefix)
         .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(db("listing KV keys"))?;
-        let mut keys: Vec<String> = rows
-            .iter()
-            .map(|row| row.get::<String, _>(0))
-            .take_while(|key| key.starts_with(prefix))
-            .collect();
+        let mut keys: Vec<String> = rows.iter().map(|row| row.get::<String, _>(0)).collect();
         let more = keys.len() > limit;
         keys.truncate(limit);
         let cursor = more.then(|| keys.last().cloned()).flatten();
@@ -372,60 +393,78 @@ impl Store {
     }
 
     /// The feed after `after`: the newest change of every key changed
-    /// since, in order, at most [`KV_FEED_BATCH`] of them.
-    pub async fn kv_feed(&self, after: u64) -> Result<KvFeedBatch, StoreError> {
-        let row = sqlx::query("SELECT seq, pruned_through FROM kv_counter WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("reading the KV counter"))?;
-        let latest = u64::try_from(row.get::<i64, _>(0)).unwrap_or(0);
-        let pruned_through = u64::try_from(row.get::<i64, _>(1)).unwrap_or(0);
+    /// since, in order, at most [`KV_FEED_BATCH`] of them and about
+    /// [`KV_FEED_BATCH_BYTES`] of values. `floor` is the pruned tombstones
+    /// the node's last reset was told of: tombstones pruned up to there do
+    /// not reset it again.
+    pub async fn kv_feed(&self, after: u64, floor: u64) -> Result<KvFeedBatch, StoreError> {
+        let (latest, pruned_through) = self.kv_counters().await?;
         // A node ahead of this database followed another one; a node
         // behind the pruned tombstones missed deletes. Either starts over.
-        let reset = after > latest || after < pruned_through;
+        let reset = after > latest || pruned_through > after.max(floor);
         let from = if reset { 0 } else { after };
         if !reset && latest == after {
             return Ok(KvFeedBatch {
                 through: after,
+                pruned_through,
                 ..KvFeedBatch::default()
             });
         }
         let rows = sqlx::query(
-            "SELECT seq, store_id, key, value FROM kv_entries WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, store_id, key, value, value_bytes FROM kv_entries WHERE seq > $1 \
+             ORDER BY seq LIMIT $2",
         )
         .bind(to_i64(from))
         .bind(KV_FEED_BATCH as i64)
         .fetch_all(&self.pool)
         .await
         .map_err(db("reading the KV feed"))?;
-        let changes = rows
-            .iter()
-            .map(|row| {
-                Ok(KvChange {
-                    seq: u64::try_from(row.get::<i64, _>(0)).unwrap_or(0),
-                    store: row.get(1),
-                    key: row.get(2),
-                    value: row
-                        .get::<Option<String>, _>(3)
-                        .map(|text| decode(&text))
-                        .transpose()?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        // Tombstones pruned while the page was read may be missing from it.
+        let (_, pruned_since) = self.kv_counters().await?;
+        if !reset && pruned_since > after.max(floor) {
+            return Box::pin(self.kv_feed(after, floor)).await;
+        }
+        let mut changes = Vec::with_capacity(rows.len());
+        let mut bytes = 0usize;
+        for row in &rows {
+            if !changes.is_empty() && bytes >= KV_FEED_BATCH_BYTES {
+                break;
+            }
+            bytes += usize::try_from(row.get::<i64, _>(4)).unwrap_or(0);
+            changes.push(KvChange {
+                seq: u64::try_from(row.get::<i64, _>(0)).unwrap_or(0),
+                store: row.get(1),
+                key: row.get(2),
+                value: row
+                    .get::<Option<String>, _>(3)
+                    .map(|text| decode(&text))
+                    .transpose()?,
+            });
+        }
         let last = changes.last().map_or(from, |change| change.seq);
-        // A full page may stop short of the newest change; otherwise the
-        // page holds everything through `latest` (and perhaps a later
-        // write that committed since it was read).
-        let through = if changes.len() == KV_FEED_BATCH {
-            last
-        } else {
-            last.max(latest)
-        };
+        // A page cut short stops at its last change; otherwise it holds
+        // everything through `latest` (and perhaps a later write that
+        // committed since the counter was read).
+        let more = changes.len() < rows.len() || rows.len() == KV_FEED_BATCH;
         Ok(KvFeedBatch {
-            through,
+            through: if more { last } else { last.max(latest) },
             reset,
             changes,
+            pruned_through,
+            more,
         })
+    }
+
+    /// The newest change number and the newest pruned tombstone.
+    async fn kv_counters(&self) -> Result<(u64, u64), StoreError> {
+        let row = sqlx::query("SELECT seq, pruned_through FROM kv_counter WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("reading the KV counter"))?;
+        Ok((
+            u64::try_from(row.get::<i64, _>(0)).unwrap_or(0),
+            u64::try_from(row.get::<i64, _>(1)).unwrap_or(0),
+        ))
     }
 
     /// The newest change number (0 if none).
@@ -437,7 +476,11 @@ impl Store {
     /// most `batch` of them, and records the newest one pruned: a node
     /// behind it can no longer hear of those deletes. Returns how many went.
     pub async fn prune_kv_tombstones(&self, batch: i64) -> Result<u64, StoreError> {
+        while self.delete_orphan_entries(None, batch).await? == u64::try_from(batch).unwrap_or(0) {}
         let mut tx = self.begin("pruning KV tombstones").await?;
+        // The counter first, as every write takes it: the same order of
+        // locks everywhere, so no two transactions wait on each other.
+        add_to_counter(&mut tx, Counter::KvChanges, 0, "pruning KV tombstones").await?;
         let cutoff = now_ms() - KV_TOMBSTONE_RETENTION_MS;
         let newest: Option<i64> = sqlx::query(
             "SELECT MAX(seq) FROM (SELECT seq FROM kv_entries WHERE value IS NULL \

@@ -4,7 +4,7 @@
 use edge_config::state::{SealedSecret, SecretInfo};
 use sqlx::Row;
 
-use super::db::{Store, StoreError, commit_new_snapshot, db, now_ms};
+use super::db::{Counter, Store, StoreError, add_to_counter, commit_new_snapshot, db, now_ms};
 
 impl Store {
     /// Sets `tenant_id`'s secret `name` to the `sealed` value, unless that
@@ -18,6 +18,9 @@ impl Store {
         max_secrets: u64,
     ) -> Result<SecretInfo, StoreError> {
         let mut tx = self.begin("setting a secret").await?;
+        // Serialized (the KV counter's row lock), so that two at once
+        // cannot both pass the quota.
+        add_to_counter(&mut tx, Counter::KvChanges, 0, "setting a secret").await?;
         let exists = sqlx::query("SELECT 1 FROM secrets WHERE tenant_id = $1 AND name = $2")
             .bind(tenant_id)
             .bind(name)

@@ -11,7 +11,7 @@ use super::records::UsageTotals;
 /// counted again.
 const USAGE_REPORT_ID_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Rows one pruning statement deletes at most.
-const PRUNE_BATCH: i64 = 10_000;
+pub(super) const PRUNE_BATCH: i64 = 10_000;
 
 impl Store {
     /// Adds a node's usage report to the per-service totals, in one

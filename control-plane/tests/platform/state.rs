@@ -230,6 +230,12 @@ async fn two_tenants_with_a_store_of_one_name_never_see_each_others_keys() {
             let read = plane.api(&globex).kv_get("counters", key).await;
             assert_eq!(read.expect("globex's own store"), None, "{kind}");
         }
+        let (status, body) = plane.get("/v1/kv/counters/keys?prefix=from", &acme).await;
+        assert_eq!(
+            (status, &body["keys"]),
+            (StatusCode::OK, &json!(["from-api"])),
+            "{kind}"
+        );
         let (status, body) = plane.get("/v1/kv/counters/keys", &globex).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["keys"], json!([]), "{kind}");
@@ -538,7 +544,11 @@ async fn javascript_and_python_guests_share_a_store_and_read_config_through_the_
 
 #[tokio::test]
 async fn a_tenant_manages_stores_keys_and_secrets_with_edgectl() {
-    let plane = Plane::start("sqlite").await;
+    // An import of 1 500 keys takes three seconds of the default rate.
+    let plane = Plane::start_with("sqlite", |config| {
+        config.quotas.kv_writes_per_second = 10_000
+    })
+    .await;
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("edgectl.json");
     let token = edgectl_tenant(&config, &plane, "acme", &[]).await;
@@ -617,4 +627,98 @@ async fn a_tenant_manages_stores_keys_and_secrets_with_edgectl() {
     edgectl(&config, &["kv", "delete-store", "carts"]).await;
     assert_eq!(edgectl(&config, &["kv", "stores"]).await, "");
     plane.stop().await;
+}
+
+/// Makes every tombstone of `plane`'s database older than the retention,
+/// as a day's wait would, and prunes them.
+async fn age_and_prune_tombstones(plane: &Plane) -> u64 {
+    sqlx::any::install_default_drivers();
+    let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(&plane.database_url)
+        .await
+        .expect("the control plane's database");
+    sqlx::query("UPDATE kv_entries SET updated_at = 0 WHERE value IS NULL")
+        .execute(&mut db)
+        .await
+        .expect("aged");
+    plane
+        .store()
+        .prune_kv_tombstones(10_000)
+        .await
+        .expect("pruned")
+}
+
+#[tokio::test]
+async fn a_node_away_past_the_pruned_deletes_reads_every_store_again_and_keeps_serving_meanwhile() {
+    for kind in databases() {
+        let plane =
+            Plane::start_with(kind, |config| config.quotas.kv_writes_per_second = 10_000).await;
+        let token = plane.tenant("acme").await;
+        state_service(&plane, &token, DOMAIN, json!({"kv_stores": ["counters"]})).await;
+        // More keys than one feed answer holds.
+        let entries: Vec<_> = (0..2_500)
+            .map(|i| edgectl::wire::KvEntry {
+                key: format!("seed:{i:04}"),
+                value: format!("value {i}").into_bytes(),
+            })
+            .collect();
+        let api = plane.api(&token);
+        for chunk in entries.chunks(1_000) {
+            let import = edgectl::wire::KvImport {
+                entries: chunk.to_vec(),
+            };
+            api.kv_import("counters", &import).await.expect("imported");
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let node = EdgeNode::start(&plane.base, dir.path(), "node-a").await;
+        until_answers(&node, DOMAIN, "/kv/seed:2499", 200, "value 2499").await;
+        node.stop().await;
+
+        // While the node is away a key is deleted, and its tombstone is
+        // pruned: the node cannot hear of the delete any more.
+        api.kv_delete("counters", "seed:0001")
+            .await
+            .expect("deleted");
+        assert_eq!(age_and_prune_tombstones(&plane).await, 1, "{kind}");
+        api.kv_put("counters", "after", b"the prune".to_vec())
+            .await
+            .expect("put");
+
+        let node = EdgeNode::start(&plane.base, dir.path(), "node-a").await;
+        // It is told to reset, reads every store again, and then serves
+        // exactly what the control plane holds.
+        until_answers(&node, DOMAIN, "/kv/after", 200, "the prune").await;
+        until_answers(&node, DOMAIN, "/kv/seed:0001", 404, "no such key\n").await;
+        assert_eq!(
+            call(&node, "GET", DOMAIN, "/kv/seed:2000", "").await,
+            (200, "value 2000".to_string()),
+            "{kind}"
+        );
+        assert_eq!(
+            node.metric("edge_kv_feed_resets_total").await,
+            1.0,
+            "{kind}"
+        );
+        // Caught up, it stays caught up: no further reset.
+        let newest = plane.store().kv_seq().await.expect("seq");
+        api.kv_put("counters", "later", b"still".to_vec())
+            .await
+            .expect("put");
+        until_answers(&node, DOMAIN, "/kv/later", 200, "still").await;
+        assert!(node.metric("edge_kv_feed_position").await > newest as f64);
+        assert_eq!(
+            node.metric("edge_kv_feed_resets_total").await,
+            1.0,
+            "{kind}: reset again"
+        );
+        // A node that starts empty reads it all once.
+        let fresh_dir = tempfile::tempdir().expect("dir");
+        let fresh = EdgeNode::start(&plane.base, fresh_dir.path(), "node-b").await;
+        until_answers(&fresh, DOMAIN, "/kv/later", 200, "still").await;
+        assert!(
+            fresh.metric("edge_kv_feed_resets_total").await <= 1.0,
+            "{kind}"
+        );
+        until_answers(&fresh, DOMAIN, "/kv/seed:0001", 404, "no such key\n").await;
+        plane.stop_with_nodes([node, fresh]).await;
+    }
 }

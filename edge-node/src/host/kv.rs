@@ -101,8 +101,13 @@ impl GuestKv {
         let values = self
             .kv
             .replica()
-            .and_then(|replica| replica.get_many(store, &keys))
-            .map_err(replica_error)?;
+            .and_then(|replica| replica.get_many(store, &keys, KV_MAX_BATCH_BYTES))
+            .map_err(replica_error)?
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "a batch may read at most {KV_MAX_BATCH_BYTES} bytes of values"
+                ))
+            })?;
         Ok(keys
             .into_iter()
             .zip(values)

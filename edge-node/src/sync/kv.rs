@@ -16,6 +16,7 @@ use edge_config::state::{KvFeedBatch, KvWrite, KvWritten};
 use reqwest::StatusCode;
 use tokio::sync::watch;
 
+use crate::kv::replica::FeedPosition;
 use crate::kv::{KvWriteError, KvWriter};
 use crate::lifecycle::Shutdown;
 
@@ -40,18 +41,18 @@ pub(super) async fn follow(
                 () = shutdown.stopped() => return,
             }
         }
-        let position = match kv.replica().and_then(|replica| replica.position()) {
+        let position = match kv.replica().and_then(|replica| replica.feed_position()) {
             Ok(position) => position,
             Err(error) => {
                 tracing::error!(%error, "KV replica unreadable; the feed waits");
-                0
+                FeedPosition::default()
             }
         };
-        applied.send_replace(position);
+        applied.send_replace(position.after);
         sync.node
             .metrics()
             .kv_feed_position
-            .set(i64::try_from(position).unwrap_or(i64::MAX));
+            .set(i64::try_from(position.after).unwrap_or(i64::MAX));
         let outcome = tokio::select! {
             outcome = sync.poll_kv(position) => outcome,
             () = shutdown.stopped() => return,
@@ -104,8 +105,9 @@ pub(super) async fn follow(
 
 impl ControlPlaneLink {
     /// One feed long-poll; `None` when nothing new came.
-    async fn poll_kv(&self, after: u64) -> Result<Option<KvFeedBatch>, SyncError> {
-        let response = self.long_poll("/v1/node/kv", after).await?;
+    async fn poll_kv(&self, position: FeedPosition) -> Result<Option<KvFeedBatch>, SyncError> {
+        let path = format!("/v1/node/kv?floor={}", position.floor);
+        let response = self.long_poll(&path, position.after).await?;
         match response.status() {
             StatusCode::NOT_MODIFIED => Ok(None),
             status if !status.is_success() => Err(SyncError::Status(status)),

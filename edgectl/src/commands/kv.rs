@@ -10,6 +10,8 @@ use crate::credentials;
 
 /// Keys one import request sets: the control plane's bound.
 const IMPORT_CHUNK: usize = 1_000;
+/// Seconds an import waits, in all, for the tenant's write rate.
+const MAX_RATE_WAITS: usize = 60;
 
 pub async fn kv(command: KvCommand) -> anyhow::Result<()> {
     let api = credentials::logged_in()?;
@@ -80,7 +82,25 @@ pub async fn kv(command: KvCommand) -> anyhow::Result<()> {
                 let import = KvImport {
                     entries: chunk.to_vec(),
                 };
-                imported += api.kv_import(&store, &import).await?.imported;
+                // Each key counts against the tenant's write rate: a chunk
+                // refused for it waits for the next second.
+                let mut waits = 0;
+                loop {
+                    match api.kv_import(&store, &import).await {
+                        Ok(done) => {
+                            imported += done.imported;
+                            break;
+                        }
+                        Err(error)
+                            if error.status() == Some(reqwest::StatusCode::TOO_MANY_REQUESTS)
+                                && waits < MAX_RATE_WAITS =>
+                        {
+                            waits += 1;
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
             }
             println!("{imported} keys imported into {store}");
         }
