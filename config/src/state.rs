@@ -87,8 +87,8 @@ pub mod base64_bytes {
 
     /// The same for an optional value (`null`: none).
     pub mod option {
-        use super::STANDARD;
         use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
         use serde::{Deserialize, Deserializer, Serializer};
 
         pub fn serialize<S: Serializer>(

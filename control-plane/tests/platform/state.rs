@@ -722,3 +722,143 @@ async fn a_node_away_past_the_pruned_deletes_reads_every_store_again_and_keeps_s
         plane.stop_with_nodes([node, fresh]).await;
     }
 }
+
+/// A free loopback port.
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+}
+
+/// `program` with `args`, logging at debug level into `log`; killed on drop.
+fn spawn_logging(program: &Path, args: &[&str], log: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(program)
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .env("EDGE_ADMIN_TOKEN", ADMIN)
+        .env("EDGE_CLUSTER_TOKEN", CLUSTER)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_is_in_no_log_line_of_the_control_plane_or_the_node() {
+    const SECRET: &str = "sk-log-probe-93c1f7e2";
+    let dir = tempfile::tempdir().expect("dir");
+    let key_file = dir.path().join("secrets.key");
+    std::fs::write(&key_file, SECRETS_KEY_HEX).expect("key");
+    let (plane_addr, node_addr, admin_addr) = (free_port(), free_port(), free_port());
+    let (plane_log, node_log) = (dir.path().join("plane.log"), dir.path().join("node.log"));
+    let plane_dir = dir.path().join("plane");
+    let mut plane = spawn_logging(
+        &workspace_binary("control-plane"),
+        &[
+            "serve",
+            "--platform-domain",
+            PLATFORM_DOMAIN,
+            "--listen",
+            &plane_addr.to_string(),
+            "--data-dir",
+            plane_dir.to_str().expect("path"),
+            "--secrets-key-file",
+            key_file.to_str().expect("path"),
+        ],
+        &plane_log,
+    );
+    let base = format!("http://{plane_addr}");
+    let api = edgectl::client::ApiClient::with_http(&base, ADMIN, reqwest::Client::new());
+    let started = Instant::now();
+    let token = loop {
+        match api.create_tenant("acme", false).await {
+            Ok(created) => break created.token,
+            Err(_) if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the control plane never answered: {error}"),
+        }
+    };
+    let tenant = api.as_token(&token);
+    tenant
+        .set_secret("api_key", SECRET)
+        .await
+        .expect("secret set");
+    tenant.create_kv_store("counters").await.expect("store");
+    let spec = serde_json::from_value(json!({
+        "domains": [DOMAIN],
+        "kv_stores": ["counters"],
+        "secrets": ["api_key"],
+    }))
+    .expect("spec");
+    tenant.create_service("web", &spec).await.expect("service");
+    tenant.deploy("web", state_guest()).await.expect("deployed");
+
+    let node_dir = dir.path().join("node");
+    std::fs::create_dir_all(&node_dir).expect("node dir");
+    let config = node_dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nlisten = \"{node_addr}\"\nadmin_listen = \"{admin_addr}\"\n\
+             data_dir = \"{}\"\nsecrets_key_file = \"{}\"\n\n\
+             [control_plane]\nurl = \"{base}\"\ncluster_token = \"{CLUSTER}\"\nnode_name = \"logged\"\n",
+            node_dir.display(),
+            key_file.display()
+        ),
+    )
+    .expect("node config");
+    let mut node = spawn_logging(
+        &workspace_binary("edge-node"),
+        &["serve", "--config", config.to_str().expect("path")],
+        &node_log,
+    );
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(node_addr).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the node never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The guest reads the secret (and a wrong key is refused), and writes.
+    let private = |key: &'static str| async move {
+        let mut request = request("GET", DOMAIN, "/private", Bytes::new());
+        request
+            .headers_mut()
+            .insert("x-api-key", key.parse().expect("header"));
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            send(node_addr, Protocol::Http1, request),
+        )
+        .await
+        .map(|reply| reply.status)
+        .unwrap_or(0)
+    };
+    let started = Instant::now();
+    while private(SECRET).await != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the node never served the secret"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(private("wrong").await, 401);
+    let put = request("PUT", DOMAIN, "/kv/k", Bytes::from_static(b"v"));
+    assert_eq!(send(node_addr, Protocol::Http1, put).await.status, 200);
+    let _ = tenant.secrets().await.expect("listed");
+
+    let _ = node.kill().await;
+    let _ = plane.kill().await;
+    let (plane_text, node_text) = (
+        std::fs::read_to_string(&plane_log).expect("plane log"),
+        std::fs::read_to_string(&node_log).expect("node log"),
+    );
+    // The logs were written, at debug level, and name the secret only.
+    assert!(plane_text.contains("secret set"), "{plane_text}");
+    assert!(node_text.contains("applied snapshot"), "{node_text}");
+    for (what, text) in [("control plane", &plane_text), ("node", &node_text)] {
+        assert!(!text.contains(SECRET), "the secret is in the {what}'s log");
+    }
+}
