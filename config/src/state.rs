@@ -178,12 +178,17 @@ pub enum KvOp {
         key: String,
         #[serde(with = "base64_bytes")]
         value: Vec<u8>,
+        /// Only if the key is as expected (compare-and-swap).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<KvExpect>,
     },
     SetMany {
         entries: Vec<KvEntry>,
     },
     Delete {
         key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<KvExpect>,
     },
     DeleteMany {
         keys: Vec<String>,
@@ -194,6 +199,16 @@ pub enum KvOp {
         key: String,
         delta: u64,
     },
+}
+
+/// What a conditional write expects of its key: absent, or at a version
+/// (the number of the change that last wrote it, which `GET` returns as
+/// the `ETag`). Decided by the control plane, under the write lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvExpect {
+    Absent,
+    Version(u64),
 }
 
 /// A key and its value.

@@ -99,6 +99,11 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_spec", message)
             }
             StoreError::NoSuchStore => Self::not_found("KV store"),
+            StoreError::KvConflict(message) => Self::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                message,
+            ),
             StoreError::KvQuota(message) => {
                 Self::new(StatusCode::BAD_REQUEST, "quota_exceeded", message)
             }

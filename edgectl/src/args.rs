@@ -265,9 +265,21 @@ pub enum KvCommand {
         value: Option<String>,
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Only if the key is still at this version (`kv get
+        /// --print-version`): compare-and-swap.
+        #[arg(long, conflicts_with = "if_absent")]
+        if_version: Option<u64>,
+        /// Only if the key does not exist yet.
+        #[arg(long)]
+        if_absent: bool,
     },
-    /// Print a key's value.
-    Get { store: String, key: String },
+    /// Print a key's value (or, with --print-version, its version).
+    Get {
+        store: String,
+        key: String,
+        #[arg(long)]
+        print_version: bool,
+    },
     /// List keys, in order.
     List {
         store: String,
@@ -275,7 +287,13 @@ pub enum KvCommand {
         prefix: String,
     },
     /// Delete a key.
-    Delete { store: String, key: String },
+    Delete {
+        store: String,
+        key: String,
+        /// Only if the key is still at this version.
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
     /// Set every key of a JSON object file (`{"key": "value", ...}`) in
     /// transactions of up to 1000 keys.
     Import { store: String, file: PathBuf },

@@ -461,6 +461,19 @@ impl ApiClient {
 
     /// `key`'s value in `store`, or `None` if it has none.
     pub async fn kv_get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        Ok(self
+            .kv_get_versioned(store, key)
+            .await?
+            .map(|(value, _)| value))
+    }
+
+    /// `key`'s value in `store` and its version (for a conditional write),
+    /// or `None` if it has none.
+    pub async fn kv_get_versioned(
+        &self,
+        store: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, u64)>, ApiError> {
         let path = format!("/v1/kv/{}/keys/{}", segment(store)?, segment(key)?);
         let unreachable = |source| ApiError::Unreachable {
             url: self.base.clone(),
@@ -487,26 +500,57 @@ impl ApiClient {
             let body = response.json().await.unwrap_or(Value::Null);
             return typed(&path, status, body);
         }
-        Ok(Some(response.bytes().await.map_err(unreachable)?.to_vec()))
+        let version = etag_version(response.headers());
+        let value = response.bytes().await.map_err(unreachable)?.to_vec();
+        Ok(Some((value, version.unwrap_or(0))))
     }
 
     pub async fn kv_put(&self, store: &str, key: &str, value: Vec<u8>) -> Result<(), ApiError> {
+        self.kv_put_if(store, key, value, None).await.map(drop)
+    }
+
+    /// Sets `key`, only if it is as `expect`ed when given (412
+    /// `precondition_failed` otherwise); returns its new version.
+    pub async fn kv_put_if(
+        &self,
+        store: &str,
+        key: &str,
+        value: Vec<u8>,
+        expect: Option<KvExpect>,
+    ) -> Result<u64, ApiError> {
         let path = format!("/v1/kv/{}/keys/{}", segment(store)?, segment(key)?);
-        let request = self.request(Method::PUT, &path).body(value);
+        let request = with_expectation(self.request(Method::PUT, &path), expect).body(value);
+        let unreachable = |source| ApiError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(etag_version(response.headers()).unwrap_or(0));
+        }
+        let body = response.json().await.unwrap_or(Value::Null);
+        typed(&path, status, body)
+    }
+
+    pub async fn kv_delete(&self, store: &str, key: &str) -> Result<(), ApiError> {
+        self.kv_delete_if(store, key, None).await
+    }
+
+    /// Deletes `key`, only if it is as `expect`ed when given.
+    pub async fn kv_delete_if(
+        &self,
+        store: &str,
+        key: &str,
+        expect: Option<KvExpect>,
+    ) -> Result<(), ApiError> {
+        let path = format!("/v1/kv/{}/keys/{}", segment(store)?, segment(key)?);
+        let request = with_expectation(self.request(Method::DELETE, &path), expect);
         let (status, body) = self.answer(request).await?;
         if status.is_success() {
             return Ok(());
         }
         typed(&path, status, body)
-    }
-
-    pub async fn kv_delete(&self, store: &str, key: &str) -> Result<(), ApiError> {
-        self.delete(&format!(
-            "/v1/kv/{}/keys/{}",
-            segment(store)?,
-            segment(key)?
-        ))
-        .await
     }
 
     pub async fn kv_import(&self, store: &str, import: &KvImport) -> Result<KvImported, ApiError> {
@@ -540,6 +584,31 @@ impl ApiClient {
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, ApiError> {
         self.get("/v1/nodes").await
     }
+}
+
+/// A conditional write's precondition header.
+fn with_expectation(
+    request: reqwest::RequestBuilder,
+    expect: Option<KvExpect>,
+) -> reqwest::RequestBuilder {
+    match expect {
+        None => request,
+        Some(KvExpect::Absent) => request.header(reqwest::header::IF_NONE_MATCH, "*"),
+        Some(KvExpect::Version(version)) => {
+            request.header(reqwest::header::IF_MATCH, format!("\"{version}\""))
+        }
+    }
+}
+
+/// A key's version, from the `ETag` the API answers with.
+fn etag_version(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(reqwest::header::ETAG)?
+        .to_str()
+        .ok()?
+        .trim_matches('"')
+        .parse()
+        .ok()
 }
 
 /// `name` as one segment of a URL path: percent-encoded, and never empty,

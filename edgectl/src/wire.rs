@@ -6,7 +6,8 @@
 pub use edge_config::api::*;
 use edge_config::protocol::ServiceSpec;
 pub use edge_config::state::{
-    KvEntry, KvImport, KvImported, KvKeyPage, KvStoreInfo, NewKvStore, NewSecret, SecretInfo,
+    KvEntry, KvExpect, KvImport, KvImported, KvKeyPage, KvStoreInfo, NewKvStore, NewSecret,
+    SecretInfo,
 };
 use serde::{Deserialize, Serialize};
 

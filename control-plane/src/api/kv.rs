@@ -8,13 +8,13 @@
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use edge_config::state::{
-    KV_LIST_PAGE_KEYS, KV_MAX_BATCH_BYTES, KV_MAX_BATCH_KEYS, KV_MAX_VALUE_BYTES, KvImport,
-    KvImported, KvKeyPage, KvOp, KvStoreInfo, KvWrite, KvWritten, NewKvStore, check_name,
+    KV_LIST_PAGE_KEYS, KV_MAX_BATCH_BYTES, KV_MAX_BATCH_KEYS, KV_MAX_VALUE_BYTES, KvExpect,
+    KvImport, KvImported, KvKeyPage, KvOp, KvStoreInfo, KvWrite, KvWritten, NewKvStore, check_name,
 };
 
 use super::state::AppState;
@@ -157,11 +157,44 @@ async fn get_key(
 ) -> Result<Response, ApiError> {
     let store = own_store(&state, &caller, &name).await?;
     match state.store.kv_get(&store, &key).await? {
-        Some(value) => {
-            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response())
-        }
+        Some((value, version)) => Ok((
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::ETAG, format!("\"{version}\"")),
+            ],
+            value,
+        )
+            .into_response()),
         None => Err(ApiError::not_found(format!("key {key:?}"))),
     }
+}
+
+/// A write's condition from its headers (RFC 9110 §13.1): `If-Match:
+/// "<version>"` (the `ETag` a read returned) or `If-None-Match: *` (the key
+/// is absent).
+fn expectation(headers: &HeaderMap) -> Result<Option<KvExpect>, ApiError> {
+    let bad = |name: &str| {
+        ApiError::bad_request(
+            "invalid_precondition",
+            format!("{name}: give one version as a read's ETag returned it, or *"),
+        )
+    };
+    if let Some(value) = headers.get(header::IF_NONE_MATCH) {
+        return match value.to_str().map(str::trim) {
+            Ok("*") => Ok(Some(KvExpect::Absent)),
+            _ => Err(bad("If-None-Match")),
+        };
+    }
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|text| text.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|version| version.parse().ok())
+        .map(|version| Some(KvExpect::Version(version)))
+        .ok_or_else(|| bad("If-Match"))
 }
 
 /// Applies a tenant's write to its store `store`, within the rate and quotas.
@@ -183,28 +216,47 @@ async fn write(
     Ok(written)
 }
 
+/// Sets a key; with `If-Match` or `If-None-Match`, only if the key is as
+/// expected (412 otherwise). Answers the new version as the `ETag`.
 async fn put_key(
     caller: TenantCaller,
     State(state): State<AppState>,
     Path((name, key)): Path<(String, String)>,
+    headers: HeaderMap,
     value: Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
+    let expect = expectation(&headers)?;
     let store = own_store(&state, &caller, &name).await?;
     let op = KvOp::Set {
         key,
         value: value.to_vec(),
+        expect,
     };
-    write(&state, &caller.tenant.id, &store, &op, 1).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let written = write(&state, &caller.tenant.id, &store, &op, 1).await?;
+    let version = written.changes.last().map_or(0, |change| change.seq);
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::ETAG, format!("\"{version}\""))],
+    )
+        .into_response())
 }
 
 async fn delete_key(
     caller: TenantCaller,
     State(state): State<AppState>,
     Path((name, key)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    let expect = expectation(&headers)?;
     let store = own_store(&state, &caller, &name).await?;
-    write(&state, &caller.tenant.id, &store, &KvOp::Delete { key }, 1).await?;
+    write(
+        &state,
+        &caller.tenant.id,
+        &store,
+        &KvOp::Delete { key, expect },
+        1,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -265,19 +265,19 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     (
         "get",
         "/v1/kv/{store}/keys/{key}",
-        "A key's value (application/octet-stream); 404 if none",
+        "A key's value (application/octet-stream) with its version as the ETag; 404 if none",
         "tenant",
     ),
     (
         "put",
         "/v1/kv/{store}/keys/{key}",
-        "Set a key to the request body (at most 1 MiB), durable when answered",
+        "Set a key to the request body (at most 1 MiB), durable when answered; If-Match: \"<version>\" or If-None-Match: * make it a compare-and-swap (412 if the key changed)",
         "tenant",
     ),
     (
         "delete",
         "/v1/kv/{store}/keys/{key}",
-        "Delete a key",
+        "Delete a key (If-Match: \"<version>\": only at that version)",
         "tenant",
     ),
     (

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// A change that would take a spec past one of its limits.
     #[error("{0}")]
     InvalidSpec(String),
+    /// A conditional KV write whose key is not as it expected.
+    #[error("{0}")]
+    KvConflict(String),
     /// The KV store named is not the tenant's (or no longer exists).
     #[error("no such KV store")]
     NoSuchStore,

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use edge_config::state::{
     KV_FEED_BATCH, KV_FEED_BATCH_BYTES, KV_MAX_VALUE_BYTES, KV_TOMBSTONE_RETENTION_MS, KvChange,
-    KvFeedBatch, KvKeyPage, KvOp, KvStoreInfo, KvWritten, SnapshotKvStore, check_key,
+    KvExpect, KvFeedBatch, KvKeyPage, KvOp, KvStoreInfo, KvWritten, SnapshotKvStore, check_key,
 };
 use sqlx::Row;
 
@@ -54,7 +54,7 @@ fn changes_of(op: &KvOp) -> Result<Vec<(&str, Change)>, StoreError> {
         }
     };
     let changes = match op {
-        KvOp::Set { key, value } => {
+        KvOp::Set { key, value, .. } => {
             value_ok(value)?;
             vec![(key.as_str(), Change::Put(value.clone()))]
         }
@@ -65,7 +65,7 @@ fn changes_of(op: &KvOp) -> Result<Vec<(&str, Change)>, StoreError> {
                 Ok((entry.key.as_str(), Change::Put(entry.value.clone())))
             })
             .collect::<Result<_, StoreError>>()?,
-        KvOp::Delete { key } => vec![(key.as_str(), Change::Delete)],
+        KvOp::Delete { key, .. } => vec![(key.as_str(), Change::Delete)],
         KvOp::DeleteMany { keys } => keys
             .iter()
             .map(|key| (key.as_str(), Change::Delete))
@@ -237,17 +237,27 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// The value of `key` in store `store_id`, if it has one.
-    pub async fn kv_get(&self, store_id: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The value of `key` in store `store_id` and its version (the number
+    /// of the change that wrote it), if it has one.
+    pub async fn kv_get(
+        &self,
+        store_id: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
         let row = sqlx::query(
-            "SELECT value FROM kv_entries WHERE store_id = $1 AND key = $2 AND value IS NOT NULL",
+            "SELECT value, seq FROM kv_entries WHERE store_id = $1 AND key = $2 \
+             AND value IS NOT NULL",
         )
         .bind(store_id)
         .bind(key)
         .fetch_optional(&self.pool)
         .await
         .map_err(db("reading a KV key"))?;
-        row.map(|row| decode(&row.get::<String, _>(0))).transpose()
+        row.map(|row| {
+            let version = u64::try_from(row.get::<i64, _>(1)).unwrap_or(0);
+            decode(&row.get::<String, _>(0)).map(|value| (value, version))
+        })
+        .transpose()
     }
 
     /// Up to `limit` keys of store `store_id` after `after`, in order, that
@@ -292,6 +302,11 @@ impl Store {
         quotas: KvQuotas,
     ) -> Result<KvWritten, StoreError> {
         let changes = changes_of(op)?;
+        // Conditions are on single-key writes.
+        let expect = match op {
+            KvOp::Set { expect, .. } | KvOp::Delete { expect, .. } => *expect,
+            _ => None,
+        };
         if changes.is_empty() {
             return Ok(KvWritten::default());
         }
@@ -315,7 +330,11 @@ impl Store {
         let (mut keys_delta, mut bytes_delta) = (0i64, 0i64);
         for (i, (key, change)) in changes.into_iter().enumerate() {
             let seq = first + i as u64;
-            let old = stored_value(&mut tx, store_id, key).await?;
+            let stored = stored_entry(&mut tx, store_id, key).await?;
+            if let Some(expect) = expect {
+                check_expected(key, expect, stored.as_ref().map(|(seq, _)| *seq))?;
+            }
+            let old = stored.map(|(_, value)| value);
             let old_bytes = old.as_ref().map_or(0, |v| (key.len() + v.len()) as i64);
             let new = match change {
                 Change::Put(value) => Some(value),
@@ -536,19 +555,39 @@ impl Store {
     }
 }
 
-/// The live value of `key` in `store_id`, read in `tx`.
-async fn stored_value(
+/// The live value of `key` in `store_id` and its version, read in `tx`.
+async fn stored_entry(
     tx: &mut Tx<'_>,
     store_id: &str,
     key: &str,
-) -> Result<Option<Vec<u8>>, StoreError> {
+) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
     let row = sqlx::query(
-        "SELECT value FROM kv_entries WHERE store_id = $1 AND key = $2 AND value IS NOT NULL",
+        "SELECT seq, value FROM kv_entries WHERE store_id = $1 AND key = $2 \
+         AND value IS NOT NULL",
     )
     .bind(store_id)
     .bind(key)
     .fetch_optional(&mut **tx)
     .await
     .map_err(db("reading a KV key"))?;
-    row.map(|row| decode(&row.get::<String, _>(0))).transpose()
+    row.map(|row| {
+        let seq = u64::try_from(row.get::<i64, _>(0)).unwrap_or(0);
+        decode(&row.get::<String, _>(1)).map(|value| (seq, value))
+    })
+    .transpose()
+}
+
+/// Whether `key`, at `version` (`None`: absent), is as `expect`ed.
+fn check_expected(key: &str, expect: KvExpect, version: Option<u64>) -> Result<(), StoreError> {
+    let holds = match expect {
+        KvExpect::Absent => version.is_none(),
+        KvExpect::Version(expected) => version == Some(expected),
+    };
+    if holds {
+        return Ok(());
+    }
+    let now = version.map_or("absent".to_string(), |v| format!("at version {v}"));
+    Err(StoreError::KvConflict(format!(
+        "{key:?} is {now}, not as the write expected"
+    )))
 }

@@ -591,6 +591,35 @@ async fn a_tenant_manages_stores_keys_and_secrets_with_edgectl() {
         .await
         .expect("read");
     assert_eq!(raw, Some(vec![0u8, 159, 146, 150]));
+    // Compare-and-swap from the command line.
+    let version = edgectl(
+        &config,
+        &["kv", "get", "carts", "user:1", "--print-version"],
+    )
+    .await;
+    let version = version.trim();
+    edgectl(
+        &config,
+        &[
+            "kv",
+            "put",
+            "carts",
+            "user:1",
+            "[3]",
+            "--if-version",
+            version,
+        ],
+    )
+    .await;
+    edgectl(
+        &config,
+        &["kv", "put", "carts", "fresh", "new", "--if-absent"],
+    )
+    .await;
+    assert_eq!(
+        edgectl(&config, &["kv", "get", "carts", "user:1"]).await,
+        "[3]"
+    );
     edgectl(&config, &["kv", "delete", "carts", "user:1"]).await;
     assert_eq!(
         plane
@@ -860,5 +889,113 @@ async fn a_secret_is_in_no_log_line_of_the_control_plane_or_the_node() {
     assert!(node_text.contains("applied snapshot"), "{node_text}");
     for (what, text) in [("control plane", &plane_text), ("node", &node_text)] {
         assert!(!text.contains(SECRET), "the secret is in the {what}'s log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_through_the_api_is_decided_by_the_control_plane() {
+    use edgectl::wire::KvExpect;
+    for kind in databases() {
+        let plane =
+            Plane::start_with(kind, |config| config.quotas.kv_writes_per_second = 10_000).await;
+        let token = plane.tenant("acme").await;
+        let (status, _) = plane
+            .post("/v1/kv", &token, json!({"name": "counters"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let api = plane.api(&token);
+        let precondition = |result: Result<u64, edgectl::client::ApiError>| {
+            result.expect_err("refused").status().map(|s| s.as_u16())
+        };
+
+        // Create-only, then swaps that name the version they read.
+        let v1 = api
+            .kv_put_if("counters", "doc", b"one".to_vec(), Some(KvExpect::Absent))
+            .await
+            .expect("created");
+        let again = api
+            .kv_put_if("counters", "doc", b"x".to_vec(), Some(KvExpect::Absent))
+            .await;
+        assert_eq!(precondition(again), Some(412), "{kind}");
+        let (value, version) = api
+            .kv_get_versioned("counters", "doc")
+            .await
+            .expect("read")
+            .expect("some");
+        assert_eq!((value.as_slice(), version), (&b"one"[..], v1), "{kind}");
+        let v2 = api
+            .kv_put_if(
+                "counters",
+                "doc",
+                b"two".to_vec(),
+                Some(KvExpect::Version(v1)),
+            )
+            .await
+            .expect("swapped");
+        assert!(v2 > v1);
+        let stale = api
+            .kv_put_if(
+                "counters",
+                "doc",
+                b"lost".to_vec(),
+                Some(KvExpect::Version(v1)),
+            )
+            .await;
+        assert_eq!(precondition(stale), Some(412), "{kind}");
+        let stale = api
+            .kv_delete_if("counters", "doc", Some(KvExpect::Version(v1)))
+            .await;
+        assert_eq!(
+            stale.expect_err("refused").status().map(|s| s.as_u16()),
+            Some(412)
+        );
+        assert_eq!(
+            api.kv_get("counters", "doc").await.expect("read"),
+            Some(b"two".to_vec())
+        );
+        api.kv_delete_if("counters", "doc", Some(KvExpect::Version(v2)))
+            .await
+            .expect("deleted at its version");
+        let (status, body) = plane
+            .call("PUT", "/v1/kv/counters/keys/doc", &token, None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{kind}: {body}");
+
+        // Twenty clients each add one with read, modify, swap and retry:
+        // no update is lost.
+        api.kv_put("counters", "total", b"0".to_vec())
+            .await
+            .expect("put");
+        let clients: Vec<_> = (0..20)
+            .map(|_| {
+                let api = api.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let (value, version) = api
+                            .kv_get_versioned("counters", "total")
+                            .await
+                            .expect("read")
+                            .expect("some");
+                        let n: u64 = String::from_utf8(value).expect("utf8").parse().expect("n");
+                        let next = (n + 1).to_string().into_bytes();
+                        let swap = api
+                            .kv_put_if("counters", "total", next, Some(KvExpect::Version(version)))
+                            .await;
+                        match swap {
+                            Ok(_) => return,
+                            Err(error)
+                                if error.status() == Some(StatusCode::PRECONDITION_FAILED) => {}
+                            Err(error) => panic!("{error}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.await.expect("client");
+        }
+        let total = api.kv_get("counters", "total").await.expect("read");
+        assert_eq!(total, Some(b"20".to_vec()), "{kind}");
+        plane.stop().await;
     }
 }

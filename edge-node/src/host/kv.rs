@@ -127,12 +127,18 @@ impl GuestKv {
     pub(crate) async fn set(&self, store: &str, key: String, value: Vec<u8>) -> Result<(), Error> {
         key_ok(&key)?;
         value_ok(&value)?;
-        self.write(store, KvOp::Set { key, value }).await.map(drop)
+        let op = KvOp::Set {
+            key,
+            value,
+            expect: None,
+        };
+        self.write(store, op).await.map(drop)
     }
 
     pub(crate) async fn delete(&self, store: &str, key: String) -> Result<(), Error> {
         key_ok(&key)?;
-        self.write(store, KvOp::Delete { key }).await.map(drop)
+        let op = KvOp::Delete { key, expect: None };
+        self.write(store, op).await.map(drop)
     }
 
     pub(crate) async fn increment(

@@ -3,7 +3,7 @@
 use std::io::{Read as _, Write as _};
 
 use anyhow::{Context, bail};
-use edgectl::wire::{KvEntry, KvImport};
+use edgectl::wire::{KvEntry, KvExpect, KvImport};
 
 use crate::args::{KvCommand, SecretCommand};
 use crate::credentials;
@@ -34,6 +34,8 @@ pub async fn kv(command: KvCommand) -> anyhow::Result<()> {
             key,
             value,
             file,
+            if_version,
+            if_absent,
         } => {
             let value = match (value, file) {
                 (Some(value), _) => value.into_bytes(),
@@ -42,10 +44,20 @@ pub async fn kv(command: KvCommand) -> anyhow::Result<()> {
                 }
                 (None, None) => bail!("give a value or --file"),
             };
-            api.kv_put(&store, &key, value).await?;
+            let expect = match (if_version, if_absent) {
+                (Some(version), _) => Some(KvExpect::Version(version)),
+                (None, true) => Some(KvExpect::Absent),
+                (None, false) => None,
+            };
+            api.kv_put_if(&store, &key, value, expect).await?;
         }
-        KvCommand::Get { store, key } => match api.kv_get(&store, &key).await? {
-            Some(value) => std::io::stdout().write_all(&value)?,
+        KvCommand::Get {
+            store,
+            key,
+            print_version,
+        } => match api.kv_get_versioned(&store, &key).await? {
+            Some((_, version)) if print_version => println!("{version}"),
+            Some((value, _)) => std::io::stdout().write_all(&value)?,
             None => bail!("{key:?}: no such key in {store}"),
         },
         KvCommand::List { store, prefix } => {
@@ -61,7 +73,14 @@ pub async fn kv(command: KvCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        KvCommand::Delete { store, key } => api.kv_delete(&store, &key).await?,
+        KvCommand::Delete {
+            store,
+            key,
+            if_version,
+        } => {
+            api.kv_delete_if(&store, &key, if_version.map(KvExpect::Version))
+                .await?
+        }
         KvCommand::Import { store, file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
