@@ -110,9 +110,10 @@ impl Kv {
     }
 
     /// Has the control plane decide `op` on `tenant`'s store `store` (its
-    /// id), then applies what it decided to the replica.
+    /// id), then applies what it decided to the replica, off the async
+    /// workers: the replica's one writer may be waiting on the feed's fsync.
     pub async fn write(
-        &self,
+        self: &Arc<Self>,
         tenant: &str,
         store: &str,
         op: KvOp,
@@ -135,10 +136,13 @@ impl Kv {
         };
         self.metrics.writes.with_label_values(&[outcome]).inc();
         let written = written?;
-        if let Err(error) = self
-            .replica()
-            .and_then(|replica| replica.apply_own(&written.changes))
-        {
+        let (kv, changes) = (Arc::clone(self), written.changes.clone());
+        let applied = tokio::task::spawn_blocking(move || {
+            kv.replica().and_then(|replica| replica.apply_own(&changes))
+        })
+        .await
+        .unwrap_or_else(|e| Err(ReplicaError::Closed(e.to_string())));
+        if let Err(error) = applied {
             // Committed on the control plane: the feed brings it.
             tracing::warn!(%error, "own KV write not applied locally; the feed will bring it");
         }
