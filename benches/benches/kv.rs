@@ -12,7 +12,7 @@ mod cluster;
 
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, env_or, percentile_ms};
+use cluster::{Cluster, env_or};
 use edge_config::protocol::ServiceSpec;
 
 const STORE: &str = "bench";
@@ -85,17 +85,11 @@ async fn bench(node_count: usize, rounds: usize) {
         slowest.push(times.iter().copied().max().unwrap_or_default());
         per_node.extend(times);
     }
-    per_node.sort();
-    slowest.sort();
-    println!("\nKV replication, {node_count} nodes, {rounds} writes through the API\n");
-    println!("{:<28} {:>9} {:>9}", "", "p50 ms", "p99 ms");
-    for (label, times) in [("per node", &per_node), ("all nodes applied", &slowest)] {
-        println!(
-            "{label:<28} {:>9.1} {:>9.1}",
-            percentile_ms(times, 0.5),
-            percentile_ms(times, 0.99)
-        );
-    }
-    println!("bound in the tests: 1 s");
+    cluster::print_propagation(
+        &format!("KV replication, {node_count} nodes, {rounds} writes through the API"),
+        &mut per_node,
+        &mut slowest,
+        "bound in the tests: 1 s",
+    );
     cluster.shutdown().await;
 }

@@ -13,7 +13,7 @@ mod cluster;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, TENANT, env_or, percentile_ms};
+use cluster::{Cluster, TENANT, env_or};
 use edgectl::wire::PurgeRequest;
 
 fn main() -> std::process::ExitCode {
@@ -80,17 +80,11 @@ async fn bench(node_count: usize, rounds: usize) {
         slowest.push(times.iter().copied().max().unwrap_or_default());
         per_node.extend(times);
     }
-    per_node.sort();
-    slowest.sort();
-    println!("\npurge propagation, {node_count} nodes, {rounds} purges by surrogate key\n");
-    println!("{:<28} {:>9} {:>9}", "", "p50 ms", "p99 ms");
-    for (label, times) in [("per node", &per_node), ("all nodes applied", &slowest)] {
-        println!(
-            "{label:<28} {:>9.1} {:>9.1}",
-            percentile_ms(times, 0.5),
-            percentile_ms(times, 0.99)
-        );
-    }
-    println!("target: p99 <= 150 ms");
+    cluster::print_propagation(
+        &format!("purge propagation, {node_count} nodes, {rounds} purges by surrogate key"),
+        &mut per_node,
+        &mut slowest,
+        "target: p99 <= 150 ms",
+    );
     cluster.shutdown().await;
 }

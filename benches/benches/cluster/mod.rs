@@ -164,6 +164,29 @@ impl Cluster {
     }
 }
 
+/// Prints p50 and p99 of `per_node` (one sample per node per round) and of
+/// `slowest` (the slowest node of each round) under `title`, sorting both,
+/// then `footer`: how the propagation benchmarks report.
+pub fn print_propagation(
+    title: &str,
+    per_node: &mut [Duration],
+    slowest: &mut [Duration],
+    footer: &str,
+) {
+    per_node.sort();
+    slowest.sort();
+    println!("\n{title}\n");
+    println!("{:<28} {:>9} {:>9}", "", "p50 ms", "p99 ms");
+    for (label, times) in [("per node", &*per_node), ("all nodes applied", &*slowest)] {
+        println!(
+            "{label:<28} {:>9.1} {:>9.1}",
+            percentile_ms(times, 0.5),
+            percentile_ms(times, 0.99)
+        );
+    }
+    println!("{footer}");
+}
+
 /// Milliseconds at quantile `q` of sorted durations.
 pub fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;

@@ -244,20 +244,8 @@ impl Store {
         store_id: &str,
         key: &str,
     ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT value, seq FROM kv_entries WHERE store_id = $1 AND key = $2 \
-             AND value IS NOT NULL",
-        )
-        .bind(store_id)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("reading a KV key"))?;
-        row.map(|row| {
-            let version = u64::try_from(row.get::<i64, _>(1)).unwrap_or(0);
-            decode(&row.get::<String, _>(0)).map(|value| (value, version))
-        })
-        .transpose()
+        let entry = stored_entry(&self.pool, store_id, key).await?;
+        Ok(entry.map(|(version, value)| (value, version)))
     }
 
     /// Up to `limit` keys of store `store_id` after `after`, in order, that
@@ -330,7 +318,7 @@ impl Store {
         let (mut keys_delta, mut bytes_delta) = (0i64, 0i64);
         for (i, (key, change)) in changes.into_iter().enumerate() {
             let seq = first + i as u64;
-            let stored = stored_entry(&mut tx, store_id, key).await?;
+            let stored = stored_entry(&mut *tx, store_id, key).await?;
             if let Some(expect) = expect {
                 check_expected(key, expect, stored.as_ref().map(|(seq, _)| *seq))?;
             }
@@ -555,9 +543,10 @@ impl Store {
     }
 }
 
-/// The live value of `key` in `store_id` and its version, read in `tx`.
-async fn stored_entry(
-    tx: &mut Tx<'_>,
+/// The live value of `key` in `store_id` and its version, read on
+/// `executor`: the pool, or a write's transaction.
+async fn stored_entry<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
     store_id: &str,
     key: &str,
 ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
@@ -567,7 +556,7 @@ async fn stored_entry(
     )
     .bind(store_id)
     .bind(key)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(executor)
     .await
     .map_err(db("reading a KV key"))?;
     row.map(|row| {

@@ -108,6 +108,17 @@ fn apply_change(
     Ok(())
 }
 
+/// The meta value `name` (0 if unset), from a read or a write transaction.
+fn meta_value(
+    meta: &impl ReadableTable<&'static str, u64>,
+    name: &str,
+) -> Result<u64, ReplicaError> {
+    Ok(meta
+        .get(name)
+        .map_err(fail)?
+        .map_or(0, |value| value.value()))
+}
+
 /// Removes every entry of `store` from `table`.
 fn drop_store(
     table: &mut redb::Table<EntryKey, EntryValue>,
@@ -149,15 +160,9 @@ impl Replica {
     pub fn feed_position(&self) -> Result<FeedPosition, ReplicaError> {
         let txn = self.db.begin_read().map_err(fail)?;
         let meta = txn.open_table(META).map_err(fail)?;
-        let read = |name: &str| -> Result<u64, ReplicaError> {
-            Ok(meta
-                .get(name)
-                .map_err(fail)?
-                .map_or(0, |value| value.value()))
-        };
         Ok(FeedPosition {
-            after: read(POSITION)?,
-            floor: read(FLOOR)?,
+            after: meta_value(&meta, POSITION)?,
+            floor: meta_value(&meta, FLOOR)?,
         })
     }
 
@@ -238,13 +243,8 @@ impl Replica {
         txn.set_durability(Durability::None).map_err(fail)?;
         {
             let meta = txn.open_table(META).map_err(fail)?;
-            let read = |name: &str| -> Result<u64, ReplicaError> {
-                Ok(meta
-                    .get(name)
-                    .map_err(fail)?
-                    .map_or(0, |value| value.value()))
-            };
-            let (position, staging) = (read(POSITION)?, read(STAGING_ACTIVE)? == 1);
+            let position = meta_value(&meta, POSITION)?;
+            let staging = meta_value(&meta, STAGING_ACTIVE)? == 1;
             drop(meta);
             let mut entries = txn.open_table(ENTRIES).map_err(fail)?;
             let mut staged = txn.open_table(STAGING).map_err(fail)?;
@@ -279,10 +279,7 @@ impl Replica {
                 meta.insert(STAGING_ACTIVE, 1).map_err(fail)?;
                 meta.insert(FLOOR, batch.pruned_through).map_err(fail)?;
             }
-            let staging = meta
-                .get(STAGING_ACTIVE)
-                .map_err(fail)?
-                .is_some_and(|value| value.value() == 1);
+            let staging = meta_value(&meta, STAGING_ACTIVE)? == 1;
             let target = if staging { STAGING } else { ENTRIES };
             let mut table = txn.open_table(target).map_err(fail)?;
             for change in &batch.changes {
