@@ -18,13 +18,23 @@ pub const MAX_BACKEND_TIMEOUT_MS: u64 = 600_000;
 /// PEM bytes of a backend's extra CA certificates.
 pub const MAX_CA_PEM_BYTES: usize = 64 * 1024;
 
-/// A named origin a guest reaches as `http://<name>/...`.
+/// A named backend a guest reaches as `http://<name>/...`: an origin
+/// server, or another service of the same tenant (`service = "auth"`), run
+/// by the node in process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
     /// `http://` or `https://` origin with no path, e.g.
-    /// `https://api.example.com` or `http://10.0.0.5:8080`.
+    /// `https://api.example.com` or `http://10.0.0.5:8080`. Empty for a
+    /// service backend.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub origin: String,
+    /// Another service of the same tenant, by name, instead of an origin:
+    /// the node runs it in a fresh instance of its own, with its own
+    /// limits, on the request the guest sends. The timeouts, TLS and
+    /// address settings below are for origins and do not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// The Host header sent to the origin; the origin's host by default.
     #[serde(default)]
     pub host_header: Option<String>,
@@ -94,6 +104,7 @@ impl BackendSpec {
     pub fn new(origin: impl Into<String>) -> Self {
         Self {
             origin: origin.into(),
+            service: None,
             host_header: None,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             first_byte_timeout_ms: DEFAULT_FIRST_BYTE_TIMEOUT_MS,
@@ -102,6 +113,14 @@ impl BackendSpec {
             cache: BackendCache::Http,
             allow_private_addresses: false,
             forward_interim_responses: true,
+        }
+    }
+
+    /// A backend that is the tenant's service `name`, with every default.
+    pub fn service(name: impl Into<String>) -> Self {
+        Self {
+            service: Some(name.into()),
+            ..Self::new("")
         }
     }
 
@@ -141,7 +160,16 @@ impl BackendSpec {
         if let Err(message) = validate_service_name(name) {
             errors.push(path, format!("backend name: {message}"));
         }
-        if let Err(message) = self.parsed_origin() {
+        if let Some(service) = &self.service {
+            self.validate_service_backend(path, service, errors);
+            return;
+        }
+        if self.origin.is_empty() {
+            errors.push(
+                format!("{path}.origin"),
+                "is required: an http:// or https:// origin, or `service` for another service of the tenant",
+            );
+        } else if let Err(message) = self.parsed_origin() {
             errors.push(format!("{path}.origin"), message);
         }
         if let Some(host) = &self.host_header
@@ -169,6 +197,30 @@ impl BackendSpec {
                 errors.push(
                     format!("{path}.tls.ca_pem"),
                     "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                );
+            }
+        }
+    }
+}
+
+impl BackendSpec {
+    /// A service backend names a service and sets nothing that only an
+    /// origin has, so that no setting is silently ignored.
+    fn validate_service_backend(&self, path: &str, service: &str, errors: &mut ConfigErrors) {
+        if let Err(message) = validate_service_name(service) {
+            errors.push(format!("{path}.service"), message);
+        }
+        let origin_only = [
+            ("origin", !self.origin.is_empty()),
+            ("host_header", self.host_header.is_some()),
+            ("tls", self.tls != BackendTls::default()),
+            ("allow_private_addresses", self.allow_private_addresses),
+        ];
+        for (field, set) in origin_only {
+            if set {
+                errors.push(
+                    format!("{path}.{field}"),
+                    "is for origin backends: a service backend has no origin",
                 );
             }
         }
@@ -240,6 +292,38 @@ mod tests {
         assert_eq!(o.authority(), "[::1]:81");
         let o = origin("http://[::1]").expect("valid");
         assert_eq!((o.host.as_str(), o.port), ("::1", 80));
+    }
+
+    #[test]
+    fn a_backend_is_an_origin_or_a_service_and_never_both() {
+        let check = |spec: &BackendSpec| {
+            let mut errors = ConfigErrors::default();
+            spec.validate("backends.b", "b", &mut errors);
+            errors
+                .into_result()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(check(&BackendSpec::service("auth")), "");
+        assert!(check(&BackendSpec::new("")).contains("backends.b.origin: is required"));
+        let both = BackendSpec {
+            origin: "http://x".into(),
+            ..BackendSpec::service("auth")
+        };
+        assert!(check(&both).contains("backends.b.origin: is for origin backends"));
+        let private = BackendSpec {
+            allow_private_addresses: true,
+            ..BackendSpec::service("auth")
+        };
+        assert!(check(&private).contains("allow_private_addresses"));
+        assert!(check(&BackendSpec::service("Not A Name")).contains("backends.b.service"));
+        let spec: BackendSpec = serde_json::from_str(r#"{"service":"auth"}"#).expect("parses");
+        assert_eq!(spec, BackendSpec::service("auth"));
+        assert_eq!(
+            serde_json::to_string(&spec).expect("serializes"),
+            serde_json::to_string(&BackendSpec::service("auth")).expect("serializes")
+        );
     }
 
     #[test]

@@ -58,6 +58,17 @@ pub const DEFAULT_MAX_BACKEND_REQUESTS: u64 = 32;
 /// browser's connections per host. Further requests wait for a slot.
 pub const DEFAULT_MAX_CONCURRENT_BACKEND_REQUESTS: u64 = 6;
 
+/// Services one client request may pass through, the one its host routes to
+/// included: `auth -> app -> render` is three. A chain deeper than this is
+/// refused at the call that would go past it, whatever each service's own
+/// limits allow.
+pub const MAX_SERVICE_CALL_DEPTH: usize = 8;
+/// Calls to services that one client request's executions may make in all,
+/// every level of the chain counted. Each execution is also held to its own
+/// `max_backend_requests`; this bounds the tree those allow
+/// (`max_backend_requests` to the power of the depth).
+pub const MAX_SERVICE_CALLS_PER_REQUEST: u64 = 64;
+
 /// Limits that apply to every request of one service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -16,6 +16,8 @@
 //!          (cache) -> pooled origin connection, timeouts (backend::client)
 //!        edge:platform/cache -> the same cache, tenant's namespace
 //!        wasi:keyvalue -> the node's replica (kv); writes via the control plane
+//!        outgoing requests to a service backend -> that service of the same
+//!          tenant, in a fresh instance of its own (service_calls)
 //!        wasi:config/store -> the service's config and its secrets
 //!   -> respond, streaming; metrics per service (metrics), one access-log
 //!      event (http::pipeline), guest log lines to the tenant (tenant_logs)
@@ -30,6 +32,8 @@
 //! - [`modules`]: the content-addressed artifact store and the module cache.
 //! - [`host`]: the host side of what guests call: their outgoing requests.
 //! - [`backend`]: requests to services' named origins, pooled and timed.
+//! - [`service_calls`]: a service's requests to another of its tenant's
+//!   services, run in process.
 //! - [`cache`]: the HTTP cache (RFC 9111) and the guest cache API.
 //! - [`kv`]: the node's replica of every KV store, and guests' writes
 //!   through the control plane.
@@ -83,6 +87,7 @@ pub mod node;
 pub mod node_state;
 pub mod routing;
 pub mod sandbox;
+pub mod service_calls;
 pub mod sync;
 pub mod tenant_logs;
 pub mod tls;

@@ -110,6 +110,14 @@ impl Node {
             request_ids: Arc::clone(&request_ids),
             usage: Arc::clone(&usage),
             access_log: config.logs.access_log,
+            service_calls: Arc::new(crate::service_calls::ServiceCalls {
+                router: Arc::clone(&router),
+                modules: modules.clone(),
+                sandbox: Arc::clone(&sandbox),
+                metrics: Arc::clone(&metrics),
+                usage: Arc::clone(&usage),
+                http_limits: config.http.clone(),
+            }),
         };
         let front_door = Arc::new(FrontDoor {
             pipeline,
@@ -208,6 +216,7 @@ impl Node {
                 .backend_set(backends, clients_in_use),
             cache: Arc::clone(&self.inner.cache),
             metrics: Arc::clone(&self.inner.metrics),
+            calls_services: backends.values().any(|spec| spec.service.is_some()),
         });
         Capabilities {
             logs: Some(Arc::clone(&self.inner.tenant_logs)),

@@ -69,6 +69,8 @@ pub struct PipelineContext {
     pub(crate) usage: Arc<UsageMeter>,
     /// One access-log event per request (`logs.access_log`).
     pub(crate) access_log: bool,
+    /// Runs the services a service calls (`crate::service_calls`).
+    pub(crate) service_calls: Arc<dyn crate::host::outbound::CallService>,
 }
 
 /// What accepting and serving connections needs (`http::server`,

@@ -30,12 +30,14 @@ pub struct Service {
 }
 
 /// Domains to services: exact names, `*.suffix` wildcards, and `*` (local
-/// mode: every host).
+/// mode: every host); and each tenant's services by name, for the calls one
+/// service makes to another.
 #[derive(Debug, Default)]
 pub struct RoutingTable {
     exact: HashMap<String, Arc<Service>>,
     wildcard: HashMap<String, Arc<Service>>,
     catch_all: Option<Arc<Service>>,
+    by_tenant: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Service>>>,
 }
 
 impl RoutingTable {
@@ -46,6 +48,16 @@ impl RoutingTable {
         for domain in domains {
             self.insert(domain, Arc::clone(&service));
         }
+        self.by_tenant
+            .entry(Arc::clone(&service.tenant))
+            .or_default()
+            .insert(Arc::clone(&service.name), service);
+    }
+
+    /// `tenant`'s service `name`: the only services a service of `tenant`
+    /// may call.
+    pub fn service_of(&self, tenant: &str, name: &str) -> Option<&Arc<Service>> {
+        self.by_tenant.get(tenant)?.get(name)
     }
 
     pub fn insert(&mut self, domain: &str, service: Arc<Service>) {
@@ -112,6 +124,11 @@ impl Router {
         self.table.load().modules()
     }
 
+    /// See [`RoutingTable::service_of`].
+    pub fn service_of(&self, tenant: &str, name: &str) -> Option<Arc<Service>> {
+        self.table.load().service_of(tenant, name).cloned()
+    }
+
     pub fn replace(&self, table: RoutingTable) {
         self.table.store(Arc::new(table));
     }
@@ -122,15 +139,19 @@ mod tests {
     use super::*;
 
     fn service(name: &str) -> Arc<Service> {
-        Arc::new(Service {
+        Arc::new(owned_by(name, name))
+    }
+
+    fn owned_by(name: &str, tenant: &str) -> Service {
+        Service {
             name: name.into(),
-            tenant: name.into(),
+            tenant: tenant.into(),
             version: 0,
             cache_responses: false,
             module: ModuleHash::of(name.as_bytes()),
             limits: ServiceLimits::default(),
             capabilities: Capabilities::default(),
-        })
+        }
     }
 
     #[test]
@@ -161,6 +182,18 @@ mod tests {
             "a wildcard needs at least one label"
         );
         assert_eq!(name("example.org"), None);
+    }
+
+    #[test]
+    fn a_tenant_names_only_its_own_services() {
+        let mut table = RoutingTable::default();
+        table.insert_service(owned_by("auth", "acme"), &["auth.example.com".to_string()]);
+        assert_eq!(
+            table.service_of("acme", "auth").map(|s| &*s.name),
+            Some("auth")
+        );
+        assert!(table.service_of("globex", "auth").is_none());
+        assert!(table.service_of("acme", "app").is_none());
     }
 
     #[test]

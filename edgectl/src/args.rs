@@ -150,6 +150,11 @@ pub enum ServiceCommand {
         /// for tenants the operator allowed).
         #[arg(long, requires = "backends")]
         allow_private_addresses: bool,
+        /// A backend that is another of your services, which the node runs
+        /// in process for the guest's requests to `http://NAME/...`:
+        /// `NAME=SERVICE`, e.g. `app=app`; repeatable.
+        #[arg(long = "service-backend", value_name = "NAME=SERVICE", value_parser = parse_backend)]
+        service_backends: Vec<(String, String)>,
         /// Keep the guest's own shareable responses at the edge (served
         /// without running the guest while fresh).
         #[arg(long)]

@@ -4,6 +4,10 @@ Answers every request with a greeting, the method and the path, and prints
 one log line. Python's runtime also imports wasi:cli/environment, exit,
 filesystem and sockets, which the node links with nothing behind them.
 
+Behind the `auth` gate (examples/auth), which calls it as a service backend,
+the greeting also names how the gate authenticated the client
+(`x-authenticated`).
+
 Two routes use the standard state interfaces: `/visits` counts the visit in
 the `counters` KV store (wasi:keyvalue/atomics), `/flag` reads `feature_x`
 from the service's config (wasi:config/store).
@@ -42,6 +46,10 @@ class IncomingHandler(exports.IncomingHandler):
                 f"hello from python\nmethod: {method}\npath: {path}\n"
                 f"env-vars: {len(os.environ)}\n"
             )
+            authenticated = request.headers().get("x-authenticated")
+            if authenticated:
+                text += f"authenticated: {authenticated[0].decode(errors='replace')}\n"
+
         body = text.encode()
         response = OutgoingResponse(
             Fields.from_list(

@@ -21,6 +21,7 @@ pub struct TestService {
     backends: BTreeMap<String, BackendSpec>,
     certificate: Option<CertificateFiles>,
     cache_responses: bool,
+    config: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +42,7 @@ impl TestService {
             backends: BTreeMap::new(),
             certificate: None,
             cache_responses: false,
+            config: BTreeMap::new(),
         }
     }
 
@@ -72,6 +74,17 @@ impl TestService {
     /// Adds a backend the guest reaches as `http://<name>/`.
     pub fn backend(mut self, name: &str, backend: BackendSpec) -> Self {
         self.backends.insert(name.into(), backend);
+        self
+    }
+
+    /// A backend that is the tenant's service `service`, run in process.
+    pub fn service_backend(self, name: &str, service: &str) -> Self {
+        self.backend(name, BackendSpec::service(service))
+    }
+
+    /// Adds an entry to what `wasi:config/store` returns.
+    pub fn config(mut self, key: &str, value: &str) -> Self {
+        self.config.insert(key.into(), value.into());
         self
     }
 
@@ -160,6 +173,7 @@ impl TestNode {
                     limits: service.limits,
                     backends: service.backends,
                     cache_responses: service.cache_responses,
+                    config: service.config,
                     ..ServiceSpec::default()
                 },
             });

@@ -32,10 +32,20 @@ pub use client::{OriginClient, Timeouts};
 pub struct Backend {
     pub name: Arc<str>,
     pub spec: BackendSpec,
-    /// The pooled client, or why it could not be built (a bad CA
-    /// certificate): requests to this backend then fail with
-    /// `configuration-error` while the service's other backends work.
-    pub client: Result<Arc<OriginClient>, String>,
+    pub target: BackendTarget,
+}
+
+/// Where a backend's requests go.
+#[derive(Debug)]
+pub enum BackendTarget {
+    /// An origin server, through its pooled client, or why the client could
+    /// not be built (a bad CA certificate): requests to this backend then
+    /// fail with `configuration-error` while the service's other backends
+    /// work.
+    Origin(Result<Arc<OriginClient>, String>),
+    /// Another service of the same tenant, by name, run in process
+    /// (`crate::host::outbound::ServiceCalls`).
+    Service(Arc<str>),
 }
 
 /// A backend request's way out: the origin's pooled client, and the series
@@ -76,7 +86,7 @@ impl Origin {
 /// The `outcome` label of a failed backend request: the error code's name in
 /// snake case (`connection_refused`, `connection_timeout`, ...). The codes
 /// are a closed set, so the label values are too.
-fn error_label(error: &WasiHttpError) -> String {
+pub(crate) fn error_label(error: &WasiHttpError) -> String {
     let debug = format!("{error:?}");
     let name: String = debug
         .chars()
@@ -119,6 +129,14 @@ impl OriginClients {
         let set = specs
             .iter()
             .map(|(name, spec)| {
+                if let Some(service) = &spec.service {
+                    let backend = Backend {
+                        name: name.as_str().into(),
+                        spec: spec.clone(),
+                        target: BackendTarget::Service(service.as_str().into()),
+                    };
+                    return (name.clone(), Arc::new(backend));
+                }
                 let identity = serde_json::to_string(spec).unwrap_or_default();
                 let client = match in_use.get(&identity).or_else(|| previous.get(&identity)) {
                     Some(client) => Ok(Arc::clone(client)),
@@ -132,7 +150,7 @@ impl OriginClients {
                 let backend = Backend {
                     name: name.as_str().into(),
                     spec: spec.clone(),
-                    client,
+                    target: BackendTarget::Origin(client),
                 };
                 (name.clone(), Arc::new(backend))
             })

@@ -16,6 +16,7 @@ use super::body::{BodyCut, CutReason, LimitedBody, MeteredBody};
 use crate::admission::Refusal;
 use crate::error::EdgeError;
 use crate::error::REQUEST_ID;
+use crate::host::outbound::Chain;
 use crate::metrics::{GuestRun, Metrics, UNKNOWN_SERVICE};
 use crate::node_state::PipelineContext;
 use crate::routing::Service;
@@ -88,8 +89,12 @@ where
         usage.record_status(status.as_u16());
     }
     let elapsed = started.elapsed();
-    node.metrics
-        .record_request(&metrics_label, version, status.as_u16(), elapsed);
+    node.metrics.record_request(
+        &metrics_label,
+        crate::metrics::protocol_label(version),
+        status.as_u16(),
+        elapsed,
+    );
     if let Some(access) = access {
         access.emit(&request_id, &service_name, version, status, elapsed);
     }
@@ -332,7 +337,20 @@ where
     }
     let stored_request = url.as_ref().map(|_| crate::cache::clone_parts(&parts));
     let purge_position = front.map(|front| front.cache.purge_position());
-    let request = Request::from_parts(parts, body);
+    let mut request = Request::from_parts(parts, body);
+    if service
+        .capabilities
+        .outbound
+        .as_ref()
+        .is_some_and(|outbound| outbound.calls_services)
+    {
+        request.extensions_mut().insert(Chain::start(
+            Arc::clone(&node.service_calls),
+            Arc::clone(&service.tenant),
+            Arc::clone(&identity.request_id),
+            Arc::clone(&service.name),
+        ));
+    }
 
     let component = node.modules.get(service.module).await.map_err(|error| {
         tracing::error!(service = %service.name, module = %service.module, %error, "module unavailable");
@@ -463,7 +481,7 @@ fn check_response_head(
     Ok(response)
 }
 
-fn record_guest(metrics: &Metrics, service: &str, report: &GuestReport) {
+pub(crate) fn record_guest(metrics: &Metrics, service: &str, report: &GuestReport) {
     let termination = match &report.outcome {
         Ok(()) => None,
         Err(EdgeError::CpuBudgetExceeded { .. }) => Some("cpu"),

@@ -376,18 +376,12 @@ impl Metrics {
     }
 
     /// One answered request.
-    pub fn record_request(
-        &self,
-        service: &str,
-        version: http::Version,
-        status: u16,
-        elapsed: Duration,
-    ) {
+    pub fn record_request(&self, service: &str, protocol: &str, status: u16, elapsed: Duration) {
         if !self.enabled {
             return;
         }
         self.requests
-            .with_label_values(&[service, protocol_label(version), status_class(status)])
+            .with_label_values(&[service, protocol, status_class(status)])
             .inc();
         self.request_duration
             .with_label_values(&[service])

@@ -157,6 +157,9 @@ impl Sandbox {
         if let Some(sink) = request.extensions().get::<crate::interim::InterimSink>() {
             store.data_mut().outbound.forward_interim_to(sink.clone());
         }
+        if let Some(chain) = request.extensions().get::<crate::host::outbound::Chain>() {
+            store.data_mut().outbound.join_chain(chain.clone());
+        }
         let turn = self
             .turns
             .as_ref()

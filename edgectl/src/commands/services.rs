@@ -20,23 +20,28 @@ pub async fn service(command: ServiceCommand) -> anyhow::Result<()> {
             domains,
             backends,
             allow_private_addresses,
+            service_backends,
             cache_responses,
             kv_stores,
             secrets,
             config,
         } => {
-            let backends = backends
-                .into_iter()
-                .map(|(name, origin)| {
-                    let backend = json!({
-                        "origin": origin,
-                        "allow_private_addresses": allow_private_addresses,
-                    });
-                    serde_json::from_value(backend)
-                        .map(|backend| (name.clone(), backend))
-                        .with_context(|| format!("backend {name}"))
-                })
-                .collect::<anyhow::Result<_>>()?;
+            let backends =
+                backends
+                    .into_iter()
+                    .map(|(name, origin)| {
+                        let backend = json!({
+                            "origin": origin,
+                            "allow_private_addresses": allow_private_addresses,
+                        });
+                        serde_json::from_value(backend)
+                            .map(|backend| (name.clone(), backend))
+                            .with_context(|| format!("backend {name}"))
+                    })
+                    .chain(service_backends.into_iter().map(|(name, service)| {
+                        Ok((name, edge_config::BackendSpec::service(service)))
+                    }))
+                    .collect::<anyhow::Result<_>>()?;
             let spec = ServiceSpec {
                 domains,
                 backends,

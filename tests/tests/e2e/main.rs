@@ -2,6 +2,7 @@
 
 mod backends;
 mod cache;
+mod chaining;
 mod hostile;
 mod languages;
 mod limits;
