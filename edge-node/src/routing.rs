@@ -13,6 +13,7 @@ use edge_config::authority::Authority;
 
 use crate::host::Capabilities;
 use crate::modules::ModuleHash;
+use crate::sandbox::GuestIdentity;
 
 /// A service as the request path needs it.
 #[derive(Debug)]
@@ -27,6 +28,19 @@ pub struct Service {
     pub module: ModuleHash,
     pub limits: ServiceLimits,
     pub capabilities: Capabilities,
+}
+
+impl Service {
+    /// Who this service's guest runs for in the request `request_id`.
+    pub fn identity(&self, request_id: &Arc<str>, metrics_label: &Arc<str>) -> GuestIdentity {
+        GuestIdentity {
+            service: Arc::clone(&self.name),
+            tenant: Arc::clone(&self.tenant),
+            version: self.version,
+            request_id: Arc::clone(request_id),
+            metrics_label: Arc::clone(metrics_label),
+        }
+    }
 }
 
 /// Domains to services: exact names, `*.suffix` wildcards, and `*` (local

@@ -18,16 +18,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edge_config::HttpLimits;
-use http::header;
 use wasmtime_wasi_http::Error as WasiHttpError;
 
 use crate::error::EdgeError;
 use crate::host::outbound::{CallFuture, CallService, ServiceCall};
-use crate::http::body::{BodyCut, CutReason, LimitedBody};
+use crate::http::body::{BodyCut, CutReason, LimitedBody, declared_length};
 use crate::metrics::Metrics;
 use crate::modules::ModuleCache;
 use crate::routing::Router;
-use crate::sandbox::{GuestIdentity, GuestReport, Sandbox};
+use crate::sandbox::{GuestReport, Sandbox};
 use crate::usage::UsageMeter;
 
 /// The `protocol` label of a request that came from another service.
@@ -69,20 +68,10 @@ impl ServiceCalls {
             .ok_or(WasiHttpError::DestinationNotFound)?;
         let label = self.metrics.service_label(&service.name);
         let usage = self.usage.counters(&service.name);
-        let identity = GuestIdentity {
-            service: Arc::clone(&service.name),
-            tenant: Arc::clone(&service.tenant),
-            version: service.version,
-            request_id: Arc::clone(&chain.request_id),
-            metrics_label: Arc::clone(&label),
-        };
+        let identity = service.identity(&chain.request_id, &label);
         let body_limit = service.limits.max_request_body_bytes;
-        let declared_length = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let result = if declared_length.is_some_and(|length| length > body_limit) {
+        let result = if declared_length(request.headers()).is_some_and(|length| length > body_limit)
+        {
             Err(EdgeError::BodyTooLarge { limit: body_limit })
         } else {
             request.extensions_mut().insert(chain);

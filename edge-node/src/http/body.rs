@@ -10,6 +10,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+/// The body length a request's head declares (`Content-Length`), if it
+/// declares one that parses: a body over the limit is refused before a byte
+/// of it is read.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Why a request body was cut, for the answer the client gets when the
 /// guest does not answer itself (413 or 408).
 #[derive(Debug, Default)]

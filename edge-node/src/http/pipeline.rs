@@ -54,13 +54,7 @@ where
             Ok((service, permit)) => {
                 let usage = node.usage.counters(&service.name);
                 let label = node.metrics.service_label(&service.name);
-                let identity = GuestIdentity {
-                    service: Arc::clone(&service.name),
-                    tenant: Arc::clone(&service.tenant),
-                    version: service.version,
-                    request_id: Arc::clone(&request_id),
-                    metrics_label: Arc::clone(&label),
-                };
+                let identity = service.identity(&request_id, &label);
                 let result = run_guest(node, &service, request, &identity, permit, &usage).await;
                 (Arc::clone(&service.name), label, result, Some(usage))
             }
@@ -304,12 +298,7 @@ where
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
     let body_limit = service.limits.max_request_body_bytes;
-    let declared_length = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared_length.is_some_and(|length| length > body_limit) {
+    if super::body::declared_length(request.headers()).is_some_and(|length| length > body_limit) {
         return Err(refuse(
             &node.metrics,
             EdgeError::BodyTooLarge { limit: body_limit },
