@@ -309,8 +309,16 @@ impl Node {
                 stores: Arc::new(planned.kv_stores),
                 kv: Arc::clone(&self.inner.kv),
             });
+            // A snapshot names a service `<tenant>/<service>`; the tenant's
+            // own specs name it `<service>`.
+            let prefix = format!("{}/", planned.tenant);
+            let short_name = planned
+                .name
+                .strip_prefix(prefix.as_str())
+                .map_or_else(|| Arc::clone(&planned.name), Arc::from);
             table.insert_service(
                 Service {
+                    short_name,
                     name: planned.name,
                     tenant: planned.tenant,
                     version: planned.version,

@@ -18,7 +18,12 @@ use crate::sandbox::GuestIdentity;
 /// A service as the request path needs it.
 #[derive(Debug)]
 pub struct Service {
+    /// Unique on the node: `<tenant>/<service>` for a control plane's
+    /// service, the configured name for one of the config file.
     pub name: Arc<str>,
+    /// Its name among its tenant's services (`app` for `acme/app`): what
+    /// another service of the tenant names it by in a service backend.
+    pub short_name: Arc<str>,
     /// Whose service it is: the per-tenant admission bound counts by it.
     pub tenant: Arc<str>,
     /// The control plane's version number (0: a service of the config file).
@@ -65,11 +70,11 @@ impl RoutingTable {
         self.by_tenant
             .entry(Arc::clone(&service.tenant))
             .or_default()
-            .insert(Arc::clone(&service.name), service);
+            .insert(Arc::clone(&service.short_name), service);
     }
 
-    /// `tenant`'s service `name`: the only services a service of `tenant`
-    /// may call.
+    /// `tenant`'s service `name` (its short name): the only services a
+    /// service of `tenant` may call.
     pub fn service_of(&self, tenant: &str, name: &str) -> Option<&Arc<Service>> {
         self.by_tenant.get(tenant)?.get(name)
     }
@@ -159,6 +164,7 @@ mod tests {
     fn owned_by(name: &str, tenant: &str) -> Service {
         Service {
             name: name.into(),
+            short_name: name.into(),
             tenant: tenant.into(),
             version: 0,
             cache_responses: false,

@@ -5,6 +5,7 @@
 //! control plane as a process that a test can kill.
 
 mod certificates;
+mod chaining;
 #[path = "../common/mod.rs"]
 mod common;
 mod deploys;

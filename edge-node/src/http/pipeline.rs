@@ -337,7 +337,7 @@ where
             Arc::clone(&node.service_calls),
             Arc::clone(&service.tenant),
             Arc::clone(&identity.request_id),
-            Arc::clone(&service.name),
+            Arc::clone(&service.short_name),
         ));
     }
 
