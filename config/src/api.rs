@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{PurgeTarget, ServiceSpec};
+use crate::rollout::{RollbackPolicy, StickyKey};
 
 // Tenants and tokens.
 
@@ -137,6 +138,83 @@ pub struct Activation {
 pub struct Activated {
     pub active_version: i64,
     pub snapshot_version: u64,
+}
+
+// Canary rollouts.
+
+/// Starts a canary: `version` serves `percent` of the requests beside the
+/// active version until it is promoted, aborted or rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCanary {
+    pub version: i64,
+    /// 1 to 99.
+    pub percent: u8,
+    #[serde(default)]
+    pub sticky: StickyKey,
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+}
+
+/// A running canary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canary {
+    pub version: i64,
+    pub percent: u8,
+    pub sticky: StickyKey,
+    pub rollback: RollbackPolicy,
+    pub started_at: i64,
+    /// The label of the token that started it.
+    pub started_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryStarted {
+    pub canary: Canary,
+    pub snapshot_version: u64,
+}
+
+/// How a canary ended, and what is active now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryEnded {
+    pub version: i64,
+    /// `promoted`, `aborted` or `rolled_back`.
+    pub outcome: String,
+    pub active_version: Option<i64>,
+    pub snapshot_version: u64,
+}
+
+/// One stretch of a version serving: as the active version, or as a
+/// canary beside it. The service's history is these, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivationRecord {
+    pub version: i64,
+    /// `active` or `canary`.
+    pub role: String,
+    /// A canary's share of the requests.
+    pub percent: Option<i64>,
+    /// Who started it: a token's label.
+    pub started_by: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    /// Who ended it: a token's label, or `control-plane` for an automatic
+    /// rollback.
+    pub ended_by: Option<String>,
+    /// `superseded` (another version became active), `promoted`,
+    /// `aborted` or `rolled_back`.
+    pub outcome: Option<String>,
+    /// Why, in words: which version took over, or the error rates that
+    /// rolled a canary back.
+    pub reason: Option<String>,
+}
+
+/// A service's rollout: what is active, the canary if one runs, and the
+/// history of activations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub active_version: Option<i64>,
+    pub canary: Option<Canary>,
+    pub history: Vec<ActivationRecord>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,8 @@
 //!   log and the shipping of tenants' guest logs.
 //! - [`protocol`]: the wire types between control plane and nodes: a
 //!   service's spec, the config snapshot, registration and usage reports.
+//! - [`rollout`]: canary rollouts: the sticky key that splits requests
+//!   between two versions, and the policy that rolls a canary back.
 //! - [`service`]: one tenant service: its domains, module and limits.
 //! - [`state`]: key-value stores and secrets: their limits and the wire
 //!   types of the change feed, guest writes and the tenant API.
@@ -34,6 +36,7 @@ pub mod limits;
 pub mod node;
 pub mod observability;
 pub mod protocol;
+pub mod rollout;
 pub mod service;
 pub mod state;
 pub mod tls;

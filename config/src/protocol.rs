@@ -175,6 +175,25 @@ pub struct SnapshotService {
     /// The secrets `spec.secrets` names that exist, sealed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SealedSecret>,
+    /// A canary version serving a share of the service's requests beside
+    /// this (stable) one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<SnapshotCanary>,
+}
+
+/// A service's canary version, as a node serves it: on the stable version's
+/// domains and certificate, for `percent` of the requests by `sticky`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotCanary {
+    pub version: u64,
+    pub module_sha256: String,
+    /// The canary version's spec; its domains are the stable version's.
+    pub spec: ServiceSpec,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SealedSecret>,
+    /// 1 to 99.
+    pub percent: u8,
+    pub sticky: crate::rollout::StickyKey,
 }
 
 /// A node introducing itself with the cluster token.
@@ -264,6 +283,14 @@ pub const MAX_REPORT_ID_BYTES: usize = 64;
 pub struct ServiceUsage {
     /// As in [`SnapshotService::name`].
     pub service: String,
+    /// The version that served these requests (0: a node older than
+    /// per-version reports, or a service of its config file).
+    #[serde(default)]
+    pub version: u64,
+    /// Executions that ended in a trap, a limit or no response: with the
+    /// 5xx responses, what a canary's error rate counts.
+    #[serde(default)]
+    pub guest_failures: u64,
     pub requests: u64,
     pub status_2xx: u64,
     pub status_3xx: u64,

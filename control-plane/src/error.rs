@@ -110,6 +110,7 @@ impl From<StoreError> for ApiError {
             StoreError::KvInvalid(message) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_kv", message)
             }
+            StoreError::Rollout(message) => Self::new(StatusCode::CONFLICT, "rollout", message),
             other => Self::internal("database", &other),
         }
     }

@@ -20,6 +20,9 @@ pub struct Metrics {
     /// Snapshots read from the database and serialized: once per version
     /// per replica, however many nodes poll.
     pub snapshot_builds: prometheus::IntCounter,
+    /// Canaries ended, by outcome: `promoted`, `aborted`, `rolled_back`
+    /// (by the control plane, on its error rate).
+    pub canary_ends: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -82,6 +85,13 @@ impl Metrics {
             "cp_snapshot_builds_total",
             "Snapshots read and serialized (once per version, shared by every node's poll)",
         ));
+        let canary_ends = must(IntCounterVec::new(
+            Opts::new(
+                "cp_canary_ends_total",
+                "Canaries ended, by outcome (rolled_back: by the control plane, on the canary's error rate)",
+            ),
+            &["outcome"],
+        ));
         for metric in [
             Box::new(api_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(api_duration.clone()),
@@ -89,6 +99,7 @@ impl Metrics {
             Box::new(compile_duration.clone()),
             Box::new(guest_log_lines.clone()),
             Box::new(snapshot_builds.clone()),
+            Box::new(canary_ends.clone()),
         ] {
             must(registry.register(metric));
         }
@@ -100,6 +111,7 @@ impl Metrics {
             compile_duration,
             guest_log_lines,
             snapshot_builds,
+            canary_ends,
         }
     }
 }

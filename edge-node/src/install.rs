@@ -15,7 +15,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use edge_config::protocol::{ServiceFailure, ServiceSpec, Snapshot, SnapshotService};
+use edge_config::protocol::{
+    ServiceFailure, ServiceSpec, Snapshot, SnapshotCanary, SnapshotService,
+};
 use edge_config::{ConfigErrors, SandboxLimits, ServiceConfig};
 use edge_platform::ServingCertificate;
 use edge_platform::certificates::provider;
@@ -46,6 +48,20 @@ pub struct PlannedService {
     pub kv_stores: std::collections::BTreeMap<String, Arc<str>>,
     /// The secrets `spec.secrets` names that its tenant has set, opened.
     pub secrets: Vec<(String, SecretText)>,
+    /// A canary version beside this one, loaded as this one is.
+    pub canary: Option<PlannedCanary>,
+}
+
+/// A service's canary version, ready: on its stable version's domains.
+#[derive(Debug)]
+pub struct PlannedCanary {
+    pub version: u64,
+    pub module: ModuleHash,
+    pub spec: ServiceSpec,
+    pub kv_stores: std::collections::BTreeMap<String, Arc<str>>,
+    pub secrets: Vec<(String, SecretText)>,
+    pub percent: u8,
+    pub sticky: edge_config::rollout::StickyKey,
 }
 
 /// Why a config file's services cannot be served: every failing service,
@@ -116,6 +132,7 @@ pub async fn plan_config(
                 certificate,
                 kv_stores: Default::default(),
                 secrets: Vec::new(),
+                canary: None,
             }),
             Err(e) => fail(&mut failures, e),
         }
@@ -167,8 +184,8 @@ pub async fn plan_snapshot(
     let mut services: Vec<&SnapshotService> = snapshot.services.iter().collect();
     services.sort_by(|a, b| (a.created_at_ms, &a.name).cmp(&(b.created_at_ms, &b.name)));
     for service in services {
-        let loaded = match open_secrets(service, secrets_key) {
-            Ok(secrets) => load_snapshot_module(modules, sandbox, service, served)
+        let loaded = match open_secrets(&service.tenant, &service.secrets, secrets_key) {
+            Ok(secrets) => load_snapshot_module(modules, sandbox, &service.spec, &service.module_sha256, served)
                 .await
                 .map(|module| (module, secrets)),
             Err(error) => Err(error),
@@ -206,17 +223,25 @@ pub async fn plan_snapshot(
                 })
                 .ok()
         });
-        let kv_stores = spec
-            .kv_stores
-            .iter()
-            .filter_map(|name| {
-                let store = snapshot
-                    .kv_stores
-                    .iter()
-                    .find(|store| store.tenant == service.tenant && store.name == *name)?;
-                Some((name.clone(), Arc::from(store.id.as_str())))
-            })
-            .collect();
+        let kv_stores = tenant_stores(snapshot, &service.tenant, &spec);
+        let canary = match &service.canary {
+            Some(canary) => {
+                match plan_canary(modules, sandbox, snapshot, service, canary, served, secrets_key).await {
+                    Ok(planned) => Some(planned),
+                    Err(error) => {
+                        tracing::error!(service = %service.name, version = canary.version, %error, "canary not served: the stable version serves every request");
+                        report.skipped.push(ServiceFailure {
+                            service: service.name.clone(),
+                            version: canary.version,
+                            module_sha256: canary.module_sha256.clone(),
+                            error,
+                        });
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         plan.services.push(PlannedService {
             name: service.name.as_str().into(),
             tenant: service.tenant.as_str().into(),
@@ -226,9 +251,54 @@ pub async fn plan_snapshot(
             certificate,
             kv_stores,
             secrets,
+            canary,
         });
     }
     (plan, report)
+}
+
+/// The KV stores `spec.kv_stores` names that `tenant` has, with their ids.
+fn tenant_stores(
+    snapshot: &Snapshot,
+    tenant: &str,
+    spec: &ServiceSpec,
+) -> std::collections::BTreeMap<String, Arc<str>> {
+    spec.kv_stores
+        .iter()
+        .filter_map(|name| {
+            let store = snapshot
+                .kv_stores
+                .iter()
+                .find(|store| store.tenant == tenant && store.name == *name)?;
+            Some((name.clone(), Arc::from(store.id.as_str())))
+        })
+        .collect()
+}
+
+/// A service's canary, loaded as its stable version is; one that does not
+/// load (or whose secrets do not open) is left out, and the stable version
+/// serves every request.
+async fn plan_canary(
+    modules: &ModuleCache,
+    sandbox: &SandboxLimits,
+    snapshot: &Snapshot,
+    service: &SnapshotService,
+    canary: &SnapshotCanary,
+    served: &HashSet<ModuleHash>,
+    secrets_key: Option<&SecretsKey>,
+) -> Result<PlannedCanary, String> {
+    let secrets = open_secrets(&service.tenant, &canary.secrets, secrets_key)?;
+    let module =
+        load_snapshot_module(modules, sandbox, &canary.spec, &canary.module_sha256, served).await?;
+    Ok(PlannedCanary {
+        version: canary.version,
+        module,
+        kv_stores: tenant_stores(snapshot, &service.tenant, &canary.spec),
+        spec: canary.spec.clone(),
+        secrets,
+        percent: canary.percent,
+        sticky: canary.sticky.clone(),
+    })
 }
 
 /// The service's sealed secrets, opened with the node's key: a secret that
@@ -236,22 +306,22 @@ pub async fn plan_snapshot(
 /// the whole service from being served, with the reason in the report,
 /// rather than serve it without a value it relies on.
 fn open_secrets(
-    service: &SnapshotService,
+    tenant: &str,
+    sealed: &[edge_config::state::SealedSecret],
     key: Option<&SecretsKey>,
 ) -> Result<Vec<(String, SecretText)>, String> {
-    if service.secrets.is_empty() {
+    if sealed.is_empty() {
         return Ok(Vec::new());
     }
     let key = key.ok_or_else(|| {
         "the service lists secrets and this node has no secrets key (node.secrets_key_file)"
             .to_string()
     })?;
-    service
-        .secrets
+    sealed
         .iter()
         .map(|secret| {
             let value = key
-                .open(&service.tenant, &secret.name, &secret.sealed)
+                .open(tenant, &secret.name, &secret.sealed)
                 .map_err(|e| e.to_string())?;
             let text = String::from_utf8(value)
                 .map_err(|_| format!("secret {:?} is not UTF-8", secret.name))?;
@@ -263,14 +333,14 @@ fn open_secrets(
 async fn load_snapshot_module(
     modules: &ModuleCache,
     sandbox: &SandboxLimits,
-    service: &SnapshotService,
+    spec: &ServiceSpec,
+    module_sha256: &str,
     served: &HashSet<ModuleHash>,
 ) -> Result<ModuleHash, String> {
-    check_limits(&service.spec, sandbox)?;
-    let module: ModuleHash = service
-        .module_sha256
+    check_limits(spec, sandbox)?;
+    let module: ModuleHash = module_sha256
         .parse()
-        .map_err(|_| format!("bad module hash {:?}", service.module_sha256))?;
+        .map_err(|_| format!("bad module hash {module_sha256:?}"))?;
     if !served.contains(&module) {
         modules.preload(module).await.map_err(|e| e.to_string())?;
     }

@@ -293,22 +293,12 @@ impl Node {
         let mut certificates = SniTable::default();
         let mut clients = std::collections::HashMap::new();
         for planned in plan.services {
-            let domains = &planned.spec.domains;
             add_certificates(
                 &mut certificates,
-                domains,
+                &planned.spec.domains,
                 &planned.tenant,
                 planned.certificate,
             );
-            let mut capabilities =
-                self.capabilities(&planned.tenant, &planned.spec.backends, &mut clients);
-            capabilities.config =
-                crate::host::config::GuestConfig::new(&planned.spec.config, &planned.secrets);
-            capabilities.kv = (!planned.kv_stores.is_empty()).then(|| crate::host::kv::GuestKv {
-                tenant: Arc::clone(&planned.tenant),
-                stores: Arc::new(planned.kv_stores),
-                kv: Arc::clone(&self.inner.kv),
-            });
             // A snapshot names a service `<tenant>/<service>`; the tenant's
             // own specs name it `<service>`.
             let prefix = format!("{}/", planned.tenant);
@@ -316,19 +306,39 @@ impl Node {
                 .name
                 .strip_prefix(prefix.as_str())
                 .map_or_else(|| Arc::clone(&planned.name), Arc::from);
-            table.insert_service(
-                Service {
-                    short_name,
-                    name: planned.name,
-                    tenant: planned.tenant,
+            let names = ServiceNames {
+                name: planned.name,
+                short_name,
+                tenant: planned.tenant,
+            };
+            let canary = planned.canary.map(|canary| crate::routing::Canary {
+                percent: canary.percent,
+                sticky: canary.sticky,
+                service: Arc::new(self.service_version(
+                    &names,
+                    VersionParts {
+                        version: canary.version,
+                        module: canary.module,
+                        spec: &canary.spec,
+                        kv_stores: canary.kv_stores,
+                        secrets: &canary.secrets,
+                    },
+                    &mut clients,
+                )),
+            });
+            let mut service = self.service_version(
+                &names,
+                VersionParts {
                     version: planned.version,
-                    cache_responses: planned.spec.cache_responses,
                     module: planned.module,
-                    limits: planned.spec.limits.clone(),
-                    capabilities,
+                    spec: &planned.spec,
+                    kv_stores: planned.kv_stores,
+                    secrets: &planned.secrets,
                 },
-                domains,
+                &mut clients,
             );
+            service.canary = canary;
+            table.insert_service(service, &planned.spec.domains);
         }
         self.inner.router.replace(table);
         if let Some(tls) = &self.inner.front_door.tls {
@@ -336,6 +346,35 @@ impl Node {
         }
         self.inner.origin_clients.retain(clients);
         self.inner.metrics.snapshot_applied(snapshot_version);
+    }
+
+    /// One version of a service as the request path serves it: its
+    /// backends, cache namespace, config, secrets and KV stores.
+    fn service_version(
+        &self,
+        names: &ServiceNames,
+        parts: VersionParts<'_>,
+        clients: &mut std::collections::HashMap<String, Arc<crate::backend::OriginClient>>,
+    ) -> Service {
+        let spec = parts.spec;
+        let mut capabilities = self.capabilities(&names.tenant, &spec.backends, clients);
+        capabilities.config = crate::host::config::GuestConfig::new(&spec.config, parts.secrets);
+        capabilities.kv = (!parts.kv_stores.is_empty()).then(|| crate::host::kv::GuestKv {
+            tenant: Arc::clone(&names.tenant),
+            stores: Arc::new(parts.kv_stores),
+            kv: Arc::clone(&self.inner.kv),
+        });
+        Service {
+            name: Arc::clone(&names.name),
+            short_name: Arc::clone(&names.short_name),
+            tenant: Arc::clone(&names.tenant),
+            version: parts.version,
+            cache_responses: spec.cache_responses,
+            module: parts.module,
+            limits: spec.limits.clone(),
+            capabilities,
+            canary: None,
+        }
     }
 
     /// Binds the public and admin listeners and starts serving.
@@ -417,6 +456,23 @@ impl Node {
             node: self.clone(),
         })
     }
+}
+
+/// What every version of one service is called.
+struct ServiceNames {
+    name: Arc<str>,
+    short_name: Arc<str>,
+    tenant: Arc<str>,
+}
+
+/// What one version of a service brings: its module and spec, and what the
+/// spec's names resolved to.
+struct VersionParts<'a> {
+    version: u64,
+    module: crate::modules::ModuleHash,
+    spec: &'a edge_config::protocol::ServiceSpec,
+    kv_stores: std::collections::BTreeMap<String, Arc<str>>,
+    secrets: &'a [(String, crate::host::config::SecretText)],
 }
 
 /// Binds the TLS listener and, when HTTP/3 is on, the QUIC endpoint on the

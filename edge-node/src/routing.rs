@@ -5,11 +5,13 @@
 //! already running keep the service (and module) they started with.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use edge_config::ServiceLimits;
 use edge_config::authority::Authority;
+use edge_config::rollout::StickyKey;
 
 use crate::host::Capabilities;
 use crate::modules::ModuleHash;
@@ -33,9 +35,39 @@ pub struct Service {
     pub module: ModuleHash,
     pub limits: ServiceLimits,
     pub capabilities: Capabilities,
+    /// A canary version serving a share of this service's requests.
+    pub canary: Option<Canary>,
 }
 
+/// A service's canary: another version of it, for `percent` of the
+/// requests, chosen by a hash of the request's sticky key.
+#[derive(Debug)]
+pub struct Canary {
+    pub percent: u8,
+    pub sticky: StickyKey,
+    pub service: Arc<Service>,
+}
+
+/// The client's address, as the listener accepted it: a request extension,
+/// read by a canary sticky on `client_address`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub IpAddr);
+
 impl Service {
+    /// The version of this service that serves `request`: the canary for
+    /// its share of sticky keys, this one for the rest. The same key picks
+    /// the same version on every node (a fixed hash of the service's name
+    /// and the key), and a request without the key (no such header or
+    /// cookie, no client address) gets the stable version.
+    pub fn version_for<B>(self: &Arc<Self>, request: &http::Request<B>) -> &Arc<Self> {
+        let Some(canary) = &self.canary else {
+            return self;
+        };
+        let in_canary = sticky_value(&canary.sticky, request)
+            .is_some_and(|key| bucket(&self.name, &key) < u64::from(canary.percent));
+        if in_canary { &canary.service } else { self }
+    }
+
     /// Who this service's guest runs for in the request `request_id`.
     pub fn identity(&self, request_id: &Arc<str>, metrics_label: &Arc<str>) -> GuestIdentity {
         GuestIdentity {
@@ -46,6 +78,44 @@ impl Service {
             metrics_label: Arc::clone(metrics_label),
         }
     }
+}
+
+/// The bytes of `request`'s sticky key, if it has one.
+fn sticky_value<B>(sticky: &StickyKey, request: &http::Request<B>) -> Option<Vec<u8>> {
+    match sticky {
+        StickyKey::Header(name) => request
+            .headers()
+            .get(name.as_str())
+            .map(|value| value.as_bytes().to_vec()),
+        StickyKey::Cookie(name) => request
+            .headers()
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(cookie, _)| *cookie == name)
+            .map(|(_, value)| value.as_bytes().to_vec()),
+        StickyKey::ClientAddress => request
+            .extensions()
+            .get::<ClientAddress>()
+            .map(|ClientAddress(address)| address.to_string().into_bytes()),
+    }
+}
+
+/// `key`'s place among 100 buckets for `service`: FNV-1a over both, so that
+/// every node places a key alike, and two services split their clients
+/// independently.
+fn bucket(service: &str, key: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let hash = service
+        .as_bytes()
+        .iter()
+        .chain(&[0])
+        .chain(key)
+        .fold(OFFSET, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(PRIME));
+    hash % 100
 }
 
 /// Domains to services: exact names, `*.suffix` wildcards, and `*` (local
@@ -111,7 +181,10 @@ impl RoutingTable {
             .values()
             .chain(self.wildcard.values())
             .chain(&self.catch_all)
-            .map(|service| service.module)
+            .flat_map(|service| {
+                let canary = service.canary.as_ref().map(|canary| canary.service.module);
+                std::iter::once(service.module).chain(canary)
+            })
             .collect()
     }
 }
@@ -171,6 +244,7 @@ mod tests {
             module: ModuleHash::of(name.as_bytes()),
             limits: ServiceLimits::default(),
             capabilities: Capabilities::default(),
+            canary: None,
         }
     }
 
@@ -214,6 +288,53 @@ mod tests {
         );
         assert!(table.service_of("globex", "auth").is_none());
         assert!(table.service_of("acme", "app").is_none());
+    }
+
+    #[test]
+    fn a_canary_takes_its_share_of_sticky_keys_and_each_key_keeps_its_version() {
+        let mut stable = owned_by("shop", "acme");
+        stable.version = 1;
+        let mut canary = owned_by("shop", "acme");
+        canary.version = 2;
+        stable.canary = Some(Canary {
+            percent: 10,
+            sticky: StickyKey::Header("x-user".into()),
+            service: Arc::new(canary),
+        });
+        let stable = Arc::new(stable);
+        let version = |user: &str| {
+            let request = http::Request::builder()
+                .header("x-user", user)
+                .body(())
+                .expect("request");
+            stable.version_for(&request).version
+        };
+        let canaries = (0..2_000)
+            .filter(|i| version(&format!("user-{i}")) == 2)
+            .count();
+        assert!((150..=250).contains(&canaries), "{canaries} of 2000 in a 10 % canary");
+        for i in 0..50 {
+            let user = format!("user-{i}");
+            assert_eq!(version(&user), version(&user), "{user} moved");
+        }
+        let keyless = http::Request::builder().body(()).expect("request");
+        assert_eq!(stable.version_for(&keyless).version, 1);
+    }
+
+    #[test]
+    fn a_cookie_key_is_read_among_the_others() {
+        let sticky = StickyKey::Cookie("session".into());
+        let request = http::Request::builder()
+            .header("cookie", "theme=dark; session=abc123")
+            .header("cookie", "other=1")
+            .body(())
+            .expect("request");
+        assert_eq!(sticky_value(&sticky, &request), Some(b"abc123".to_vec()));
+        let request = http::Request::builder()
+            .header("cookie", "sessionx=no")
+            .body(())
+            .expect("request");
+        assert_eq!(sticky_value(&sticky, &request), None);
     }
 
     #[test]

@@ -66,8 +66,12 @@ impl ServiceCalls {
             .router
             .service_of(&chain.tenant, &callee)
             .ok_or(WasiHttpError::DestinationNotFound)?;
+        // A callee with a canary splits its calls by the caller's request
+        // (a sticky header or cookie the caller passed on); there is no
+        // client address here, so a canary sticky on it gets none.
+        let service = Arc::clone(service.version_for(&request));
         let label = self.metrics.service_label(&service.name);
-        let usage = self.usage.counters(&service.name);
+        let usage = self.usage.counters(&service.name, service.version);
         let identity = service.identity(&chain.request_id, &label);
         let body_limit = service.limits.max_request_body_bytes;
         let result = if declared_length(request.headers()).is_some_and(|length| length > body_limit)
@@ -91,6 +95,9 @@ impl ServiceCalls {
                     let finished = move |report: GuestReport| {
                         crate::http::pipeline::record_guest(&metrics, &guest_label, &report);
                         guest_usage.add_cpu(report.cpu);
+                        if report.outcome.is_err() {
+                            guest_usage.add_guest_failure();
+                        }
                     };
                     let handled = Box::pin(self.sandbox.handle(
                         &component,

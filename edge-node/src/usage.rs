@@ -1,5 +1,6 @@
-//! Per-service usage since the last report to the control plane: requests,
-//! status classes, guest CPU time and response bytes. Counters are atomics
+//! Per-service usage since the last report to the control plane, by
+//! version (a service with a canary serves two): requests, status classes,
+//! guest failures, guest CPU time and response bytes. Counters are atomics
 //! behind a concurrent map, so recording costs no lock on the request path.
 //! A report drains them; until the control plane has it, it is kept (and
 //! sent again with its id) by `sync::deliveries`, so nothing is lost while
@@ -19,11 +20,18 @@ pub struct ServiceCounters {
     status_3xx: AtomicU64,
     status_4xx: AtomicU64,
     status_5xx: AtomicU64,
+    guest_failures: AtomicU64,
     guest_cpu_micros: AtomicU64,
     bytes_out: AtomicU64,
 }
 
 impl ServiceCounters {
+    /// Counts one execution that trapped, ran out of a limit or gave no
+    /// response.
+    pub fn add_guest_failure(&self) {
+        self.guest_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn add_bytes_out(&self, bytes: u64) {
         self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -46,23 +54,19 @@ impl ServiceCounters {
     }
 }
 
-/// Usage by service name.
+/// Usage by service name and version.
 #[derive(Debug, Default)]
 pub struct UsageMeter {
-    services: DashMap<Arc<str>, Arc<ServiceCounters>>,
+    services: DashMap<(Arc<str>, u64), Arc<ServiceCounters>>,
 }
 
 impl UsageMeter {
-    pub fn counters(&self, service: &Arc<str>) -> Arc<ServiceCounters> {
-        if let Some(counters) = self.services.get(service) {
+    pub fn counters(&self, service: &Arc<str>, version: u64) -> Arc<ServiceCounters> {
+        let key = (Arc::clone(service), version);
+        if let Some(counters) = self.services.get(&key) {
             return Arc::clone(&counters);
         }
-        Arc::clone(
-            self.services
-                .entry(Arc::clone(service))
-                .or_default()
-                .value(),
-        )
+        Arc::clone(self.services.entry(key).or_default().value())
     }
 
     /// Takes every counter, leaving zeros. Services with nothing to report
@@ -74,8 +78,11 @@ impl UsageMeter {
             .iter()
             .map(|entry| {
                 let c = entry.value();
+                let (service, version) = entry.key();
                 ServiceUsage {
-                    service: entry.key().to_string(),
+                    service: service.to_string(),
+                    version: *version,
+                    guest_failures: take(&c.guest_failures),
                     requests: take(&c.requests),
                     status_2xx: take(&c.status_2xx),
                     status_3xx: take(&c.status_3xx),
@@ -87,7 +94,7 @@ impl UsageMeter {
             })
             .filter(|u| u.requests > 0 || u.guest_cpu_micros > 0 || u.bytes_out > 0)
             .collect();
-        usage.sort_by(|a, b| a.service.cmp(&b.service));
+        usage.sort_by(|a, b| (&a.service, a.version).cmp(&(&b.service, b.version)));
         usage
     }
 }
@@ -100,12 +107,16 @@ mod tests {
     fn drain_takes_everything_once() {
         let meter = UsageMeter::default();
         let web: Arc<str> = Arc::from("acme/web");
-        meter.counters(&web).record_status(200);
-        meter.counters(&web).record_status(503);
-        meter.counters(&web).add_cpu(Duration::from_micros(1500));
-        meter.counters(&web).add_bytes_out(20);
+        meter.counters(&web, 3).record_status(200);
+        meter.counters(&web, 3).record_status(503);
+        meter.counters(&web, 3).add_guest_failure();
+        meter.counters(&web, 3).add_cpu(Duration::from_micros(1500));
+        meter.counters(&web, 3).add_bytes_out(20);
+        meter.counters(&web, 4).record_status(200);
         let usage = meter.drain();
-        assert_eq!(usage.len(), 1);
+        assert_eq!(usage.len(), 2, "one entry per version");
+        assert_eq!((usage[0].version, usage[1].version), (3, 4));
+        assert_eq!(usage[0].guest_failures, 1);
         assert_eq!(usage[0].requests, 2);
         assert_eq!((usage[0].status_2xx, usage[0].status_5xx), (1, 1));
         assert_eq!(usage[0].guest_cpu_micros, 1500);

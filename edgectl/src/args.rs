@@ -75,8 +75,15 @@ pub enum Command {
         /// when neither --wasm nor --build is given).
         #[arg(long)]
         build: Option<PathBuf>,
+        #[command(flatten)]
+        canary: CanaryArgs,
     },
-    /// List a service's versions.
+    /// Make the running canary the active version.
+    Promote { service: String },
+    /// Stop the running canary: every request goes to the active version.
+    Abort { service: String },
+    /// List a service's versions, its canary, and who activated what and
+    /// how each ended.
     Versions { service: String },
     /// Activate the version before the active one.
     Rollback { service: String },
@@ -132,6 +139,34 @@ pub enum Command {
         #[arg(long, env = "EDGE_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
     },
+}
+
+/// `edgectl deploy --canary PERCENT`: the new version as a canary.
+#[derive(Debug, clap::Args)]
+pub struct CanaryArgs {
+    /// Serve the new version to this share of requests (1-99) beside the
+    /// active one, instead of activating it; then `edgectl promote` or
+    /// `edgectl abort`.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=99))]
+    pub canary: Option<u8>,
+    /// What keeps a client on one version: `header:NAME`, `cookie:NAME`
+    /// or `client-address`.
+    #[arg(long, requires = "canary", default_value = "client-address", value_parser = parse_sticky)]
+    pub sticky: edge_config::rollout::StickyKey,
+    /// Roll the canary back when its error rate passes the active
+    /// version's by more than this many percentage points...
+    #[arg(long, requires = "canary", default_value_t = edge_config::rollout::DEFAULT_ROLLBACK_THRESHOLD_PCT)]
+    pub rollback_threshold: u8,
+    /// ...over this many seconds...
+    #[arg(long, requires = "canary", default_value_t = edge_config::rollout::DEFAULT_ROLLBACK_WINDOW_SECS)]
+    pub rollback_window: u64,
+    /// ...once the window holds this many canary requests.
+    #[arg(long, requires = "canary", default_value_t = edge_config::rollout::DEFAULT_ROLLBACK_MIN_REQUESTS)]
+    pub rollback_min_requests: u64,
+}
+
+pub fn parse_sticky(value: &str) -> Result<edge_config::rollout::StickyKey, String> {
+    edge_config::rollout::StickyKey::parse(value)
 }
 
 #[derive(Debug, Subcommand)]

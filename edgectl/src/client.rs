@@ -328,6 +328,28 @@ impl ApiClient {
         .await
     }
 
+    pub async fn start_canary(
+        &self,
+        service: &str,
+        canary: &NewCanary,
+    ) -> Result<CanaryStarted, ApiError> {
+        let service = segment(service)?;
+        self.post(&format!("/v1/services/{service}/canary"), canary)
+            .await
+    }
+
+    /// `step`: `promote` or `abort`.
+    pub async fn end_canary(&self, service: &str, step: &str) -> Result<CanaryEnded, ApiError> {
+        let service = segment(service)?;
+        self.post(&format!("/v1/services/{service}/canary/{step}"), json!({}))
+            .await
+    }
+
+    pub async fn rollout(&self, service: &str) -> Result<Rollout, ApiError> {
+        let service = segment(service)?;
+        self.get(&format!("/v1/services/{service}/rollout")).await
+    }
+
     /// Activates the version before the active one.
     pub async fn rollback(&self, service: &str) -> Result<Activated, ApiError> {
         let service = segment(service)?;

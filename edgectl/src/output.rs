@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use edgectl::wire::{DomainClaim, Version};
+use edgectl::wire::{DomainClaim, Rollout, Version};
 
 /// Prints `rows` as a table of `columns` (a missing value prints `-`).
 pub fn print_table<T: Serialize>(rows: &[T], columns: &[&str]) {
@@ -49,6 +49,43 @@ pub fn print_versions(versions: &[Version]) {
                 version.number, failure.node, failure.error
             );
         }
+    }
+}
+
+/// The canary, if one runs, and the history: who made which version serve,
+/// and how each stretch ended.
+pub fn print_rollout(rollout: &Rollout) {
+    if let Some(canary) = &rollout.canary {
+        println!(
+            "\ncanary: version {} for {} % of requests, sticky by {}, started {} by {}; rolled back past +{} points over {} s",
+            canary.version,
+            canary.percent,
+            canary.sticky,
+            rfc3339_millis(canary.started_at),
+            canary.started_by,
+            canary.rollback.threshold_pct,
+            canary.rollback.window_secs
+        );
+    }
+    println!("\nhistory:");
+    println!("version\trole\tstarted\tby\tended\toutcome\treason");
+    for record in &rollout.history {
+        let role = match record.percent {
+            Some(percent) => format!("{} {percent}%", record.role),
+            None => record.role.clone(),
+        };
+        let ended = match (&record.ended_at, &record.ended_by) {
+            (Some(at), Some(by)) => format!("{} by {by}", rfc3339_millis(*at)),
+            _ => "-".into(),
+        };
+        println!(
+            "{}\t{role}\t{} by {}\t{ended}\t{}\t{}",
+            record.version,
+            rfc3339_millis(record.started_at),
+            record.started_by,
+            record.outcome.as_deref().unwrap_or("serving"),
+            record.reason.as_deref().unwrap_or("-"),
+        );
     }
 }
 

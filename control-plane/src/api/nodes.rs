@@ -137,7 +137,27 @@ async fn usage(
 ) -> Result<StatusCode, ApiError> {
     check_usage(&report)?;
     record_seen(&state, &node, report.snapshot_version).await?;
-    state.store.add_usage(&node.id, &report).await?;
+    let recorded = state.store.add_usage(&node.id, &report).await?;
+    // Each report is a moment to judge the canaries it covered: a bad one
+    // is rolled back with no one calling the API.
+    for service_id in &recorded.canaries {
+        if let Some(rolled_back) = state.store.judge_canary(service_id).await? {
+            tracing::warn!(
+                service_id,
+                version = rolled_back.ended.version,
+                reason = %rolled_back.reason,
+                "canary rolled back"
+            );
+            state
+                .metrics
+                .canary_ends
+                .with_label_values(&["rolled_back"])
+                .inc();
+            state
+                .snapshot_changed
+                .send_replace(rolled_back.ended.snapshot_version);
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

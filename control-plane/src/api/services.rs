@@ -22,8 +22,10 @@ use crate::error::ApiError;
 use crate::quotas::quota_exceeded;
 use crate::store::{Service, UsageTotals, Version};
 use crate::validate::validate_component;
+use crate::store::rollouts::CanaryOutcome;
 use edge_config::api::{
-    Activated, Activation, NewService, NewVersion, UploadedModule, VersionCreated,
+    Activated, Activation, CanaryEnded, CanaryStarted, NewCanary, NewService, NewVersion,
+    Rollout, UploadedModule, VersionCreated,
 };
 
 pub fn router() -> Router<AppState> {
@@ -40,6 +42,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/services/{service}/activate", post(activate))
         .route("/v1/services/{service}/rollback", post(rollback))
+        .route("/v1/services/{service}/canary", post(start_canary))
+        .route("/v1/services/{service}/canary/promote", post(promote_canary))
+        .route("/v1/services/{service}/canary/abort", post(abort_canary))
+        .route("/v1/services/{service}/rollout", get(rollout))
         .route("/v1/usage", get(usage))
 }
 
@@ -349,7 +355,7 @@ async fn create_version(
         .create_version(&service, &new.module_sha256, &caller.token_label)
         .await?;
     let snapshot_version = if new.activate {
-        activate_version(&state, &service, version.number).await?
+        activate_version(&state, &caller, &service, version.number).await?
     } else {
         None
     };
@@ -373,11 +379,15 @@ async fn versions(
 
 async fn activate_version(
     state: &AppState,
+    caller: &TenantCaller,
     service: &Service,
     number: i64,
 ) -> Result<Option<u64>, ApiError> {
     state.quotas.activation(&service.tenant_id)?;
-    let snapshot = state.store.activate(service, number).await?;
+    let snapshot = state
+        .store
+        .activate(service, number, &caller.token_label)
+        .await?;
     if let Some(version) = snapshot {
         state.snapshot_changed.send_replace(version);
     }
@@ -385,11 +395,11 @@ async fn activate_version(
 }
 
 async fn activate(
-    OwnService { service, .. }: OwnService,
+    OwnService { caller, service }: OwnService,
     State(state): State<AppState>,
     Json(activation): Json<Activation>,
 ) -> Result<Json<Activated>, ApiError> {
-    let snapshot_version = activate_version(&state, &service, activation.version)
+    let snapshot_version = activate_version(&state, &caller, &service, activation.version)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("version {}", activation.version)))?;
     Ok(Json(Activated {
@@ -400,7 +410,7 @@ async fn activate(
 
 /// Activates the newest version older than the active one.
 async fn rollback(
-    OwnService { service, .. }: OwnService,
+    OwnService { caller, service }: OwnService,
     State(state): State<AppState>,
 ) -> Result<Json<Activated>, ApiError> {
     let Some(active) = service.active_version else {
@@ -423,13 +433,88 @@ async fn rollback(
                 format!("version {active} is the oldest"),
             )
         })?;
-    let snapshot_version = activate_version(&state, &service, previous)
+    let snapshot_version = activate_version(&state, &caller, &service, previous)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("version {previous}")))?;
     Ok(Json(Activated {
         active_version: previous,
         snapshot_version,
     }))
+}
+
+/// Starts a canary: a version of the service serving `percent` of its
+/// requests beside the active one, sticky per client, rolled back by the
+/// control plane if its error rate passes the active version's by the
+/// policy's threshold.
+async fn start_canary(
+    OwnService { caller, service }: OwnService,
+    State(state): State<AppState>,
+    Json(new): Json<NewCanary>,
+) -> Result<(StatusCode, Json<CanaryStarted>), ApiError> {
+    let mut errors = ConfigErrors::default();
+    errors.check_range("percent", u64::from(new.percent), 1, 99);
+    new.sticky.validate("sticky", &mut errors);
+    new.rollback.validate("rollback", &mut errors);
+    errors
+        .into_result()
+        .map_err(|errors| ApiError::bad_request("invalid_canary", errors.to_string()))?;
+    state.quotas.activation(&service.tenant_id)?;
+    let (canary, snapshot_version) = state
+        .store
+        .start_canary(&service, &new, &caller.token_label)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("version {}", new.version)))?;
+    state.snapshot_changed.send_replace(snapshot_version);
+    Ok((
+        StatusCode::CREATED,
+        Json(CanaryStarted {
+            canary,
+            snapshot_version,
+        }),
+    ))
+}
+
+async fn promote_canary(
+    own: OwnService,
+    State(state): State<AppState>,
+) -> Result<Json<CanaryEnded>, ApiError> {
+    end_canary(&state, own, CanaryOutcome::Promoted).await
+}
+
+async fn abort_canary(
+    own: OwnService,
+    State(state): State<AppState>,
+) -> Result<Json<CanaryEnded>, ApiError> {
+    end_canary(&state, own, CanaryOutcome::Aborted).await
+}
+
+async fn end_canary(
+    state: &AppState,
+    OwnService { caller, service }: OwnService,
+    outcome: CanaryOutcome,
+) -> Result<Json<CanaryEnded>, ApiError> {
+    state.quotas.activation(&service.tenant_id)?;
+    let reason = format!("{} by {}", outcome.label(), caller.token_label);
+    let ended = state
+        .store
+        .end_canary(&service, outcome, &caller.token_label, &reason)
+        .await?;
+    state
+        .metrics
+        .canary_ends
+        .with_label_values(&[outcome.label()])
+        .inc();
+    state.snapshot_changed.send_replace(ended.snapshot_version);
+    Ok(Json(ended))
+}
+
+/// The active version, the canary if one runs, and who activated what and
+/// how each ended.
+async fn rollout(
+    OwnService { service, .. }: OwnService,
+    State(state): State<AppState>,
+) -> Result<Json<Rollout>, ApiError> {
+    Ok(Json(state.store.rollout(&service).await?))
 }
 
 async fn usage(

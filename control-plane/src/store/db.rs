@@ -39,6 +39,10 @@ pub enum StoreError {
     /// that is not a number).
     #[error("{0}")]
     KvInvalid(String),
+    /// A rollout step the service's state does not allow: a canary while
+    /// another runs, a promotion with none, a canary of the active version.
+    #[error("{0}")]
+    Rollout(String),
 }
 
 pub(super) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {

@@ -261,4 +261,44 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             )",
         ],
     ),
+    (
+        10,
+        &[
+            // A service's running canary: at most one.
+            "CREATE TABLE canaries (
+                service_id TEXT PRIMARY KEY REFERENCES services(id),
+                version BIGINT NOT NULL,
+                percent BIGINT NOT NULL,
+                sticky TEXT NOT NULL,
+                policy TEXT NOT NULL,
+                started_at BIGINT NOT NULL,
+                started_by TEXT NOT NULL
+            )",
+            // Who made which version active or canary, and how that ended.
+            "CREATE TABLE activations (
+                service_id TEXT NOT NULL REFERENCES services(id),
+                seq BIGINT NOT NULL,
+                version BIGINT NOT NULL,
+                role TEXT NOT NULL,
+                percent BIGINT,
+                started_by TEXT NOT NULL,
+                started_at BIGINT NOT NULL,
+                ended_at BIGINT,
+                ended_by TEXT,
+                outcome TEXT,
+                reason TEXT,
+                PRIMARY KEY (service_id, seq)
+            )",
+            // Requests and errors per version of a service with a canary,
+            // one row per node report: what a rollback decides on.
+            "CREATE TABLE version_usage (
+                service_id TEXT NOT NULL REFERENCES services(id),
+                version BIGINT NOT NULL,
+                received_at BIGINT NOT NULL,
+                requests BIGINT NOT NULL,
+                errors BIGINT NOT NULL
+            )",
+            "CREATE INDEX version_usage_by_service ON version_usage (service_id, received_at)",
+        ],
+    ),
 ];

@@ -17,11 +17,14 @@ pub mod node_failures;
 mod nodes;
 pub mod purges;
 mod records;
+pub mod rollouts;
 mod secrets;
 mod services;
 mod snapshots;
 mod tenants;
 mod usage;
+
+pub use usage::UsageRecorded;
 
 use edge_config::protocol::ServiceSpec;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

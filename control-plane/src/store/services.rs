@@ -11,6 +11,7 @@ use super::db::{
 };
 use super::domains;
 use super::records::{Service, Tenant, Version, service_from_row, version_from_row};
+use super::rollouts::{CanaryOutcome, end_canary_in, running_canary};
 
 impl Store {
     /// Creates a service and claims its custom domains (pending). Fails with
@@ -89,7 +90,16 @@ impl Store {
     /// serving it. Returns the new snapshot version.
     pub async fn delete_service(&self, service: &Service) -> Result<u64, StoreError> {
         let mut tx = self.begin("deleting a service").await?;
-        for table in ["domains", "certificates", "versions", "usage", "guest_logs"] {
+        for table in [
+            "domains",
+            "certificates",
+            "canaries",
+            "activations",
+            "version_usage",
+            "versions",
+            "usage",
+            "guest_logs",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE service_id = $1"))
                 .bind(&service.id)
                 .execute(&mut *tx)
@@ -277,49 +287,72 @@ impl Store {
     /// one transaction. The version's domains are claimed again (a domain
     /// another tenant holds now fails with `DomainConflict`, and nothing
     /// changes), and the claims only the previously active version needed
-    /// are released. Returns the new snapshot version, or `None` if the
+    /// are released. A canary running is aborted: the version it was
+    /// measured against is gone. `actor` (a token's label) is written in
+    /// the history. Returns the new snapshot version, or `None` if the
     /// service has no such version.
     pub async fn activate(
         &self,
         service: &Service,
         number: i64,
+        actor: &str,
     ) -> Result<Option<u64>, StoreError> {
         let mut tx = self.begin("activating a version").await?;
-        domains::lock_claims(&mut tx).await?;
+        if !self.activate_in(&mut tx, service, number, actor).await? {
+            return Ok(None);
+        }
+        if let Some(canary) = running_canary(&mut tx, &service.id).await? {
+            end_canary_in(
+                &mut tx,
+                &service.id,
+                canary.version,
+                CanaryOutcome::Aborted,
+                actor,
+                &format!("v{number} activated"),
+            )
+            .await?;
+        }
+        commit_new_snapshot(tx, "activating a version")
+            .await
+            .map(Some)
+    }
+
+    /// Claims version `number`'s domains for the service inside `tx` and
+    /// releases the claims neither it nor the current spec needs; `false`
+    /// when the service has no such version.
+    pub(super) async fn claim_version_domains(
+        &self,
+        tx: &mut super::db::Tx<'_>,
+        service: &Service,
+        number: i64,
+    ) -> Result<bool, StoreError> {
+        domains::lock_claims(tx).await?;
         let row = sqlx::query("SELECT spec FROM versions WHERE service_id = $1 AND number = $2")
             .bind(&service.id)
             .bind(number)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await
             .map_err(db("reading a version"))?;
         let Some(row) = row else {
-            return Ok(None);
+            return Ok(false);
         };
         let version_spec = spec_from(&row.get::<String, _>(0))?;
         domains::claim(
-            &mut tx,
+            tx,
             service,
             &self.custom_domains(service, &version_spec),
             self.pending_claims_expire_before(),
         )
         .await?;
-        let current = current_spec(&mut tx, &service.id).await?;
+        let current = current_spec(tx, &service.id).await?;
         let keep: HashSet<&str> = current
             .domains
             .iter()
             .chain(&version_spec.domains)
             .map(String::as_str)
             .collect();
-        domains::release_except(&mut tx, &service.id, &keep).await?;
-        sqlx::query("UPDATE services SET active_version = $1 WHERE id = $2")
-            .bind(number)
-            .bind(&service.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("activating a version"))?;
-        commit_new_snapshot(tx, "activating a version")
-            .await
-            .map(Some)
+        domains::release_except(tx, &service.id, &keep).await?;
+        Ok(true)
     }
 
     // ----- snapshot ---------------------------------------------------------

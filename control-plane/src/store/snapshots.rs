@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use edge_config::protocol::{Snapshot, SnapshotService};
+use edge_config::protocol::{Snapshot, SnapshotCanary, SnapshotService};
 use sqlx::Row;
 
 use super::certificates;
@@ -29,11 +29,13 @@ impl Store {
             read_counter(&mut *tx, Counter::Snapshot, "reading the snapshot version").await?;
         let rows = sqlx::query(
             "SELECT t.name, s.name, v.number, v.module_sha256, v.spec, c.cert_pem, c.key_pem, \
-             s.created_at, s.id \
+             s.created_at, s.id, cn.version, cn.percent, cn.sticky, cv.module_sha256, cv.spec \
              FROM services s \
              JOIN tenants t ON t.id = s.tenant_id \
              JOIN versions v ON v.service_id = s.id AND v.number = s.active_version \
              LEFT JOIN certificates c ON c.service_id = s.id \
+             LEFT JOIN canaries cn ON cn.service_id = s.id \
+             LEFT JOIN versions cv ON cv.service_id = s.id AND cv.number = cn.version \
              WHERE t.suspended = 0 \
              ORDER BY s.created_at, t.name, s.name",
         )
@@ -66,14 +68,34 @@ impl Store {
                             && verified.contains(&(service_id.clone(), domain.clone()))
                     }))
                     .collect();
-                // The secrets the version lists that the tenant has set.
-                let sealed = spec
-                    .secrets
-                    .iter()
-                    .filter_map(|name| secrets.get(&(tenant.clone(), name.clone())).cloned())
-                    .collect();
+                // The secrets a version lists that the tenant has set.
+                let sealed = |spec: &edge_config::protocol::ServiceSpec| {
+                    spec.secrets
+                        .iter()
+                        .filter_map(|name| secrets.get(&(tenant.clone(), name.clone())).cloned())
+                        .collect::<Vec<_>>()
+                };
+                // A canary serves on the stable version's domains.
+                let canary = match row.get::<Option<i64>, _>(9) {
+                    Some(version) => {
+                        let mut canary_spec = spec_from(&row.get::<String, _>(13))?;
+                        canary_spec.domains = spec.domains.clone();
+                        Some(SnapshotCanary {
+                            version: u64::try_from(version).unwrap_or(0),
+                            module_sha256: row.get(12),
+                            secrets: sealed(&canary_spec),
+                            spec: canary_spec,
+                            percent: u8::try_from(row.get::<i64, _>(10)).unwrap_or(0),
+                            sticky: serde_json::from_str(&row.get::<String, _>(11)).map_err(
+                                |e| StoreError::Corrupt(format!("canary sticky key: {e}")),
+                            )?,
+                        })
+                    }
+                    None => None,
+                };
                 Ok(SnapshotService {
-                    secrets: sealed,
+                    secrets: sealed(&spec),
+                    canary,
                     name: format!("{tenant}/{service}"),
                     tenant,
                     version: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),

@@ -5,11 +5,21 @@ use sqlx::Row;
 
 use super::db::{Store, StoreError, db, now_ms, service_id_by_platform_name, to_i64};
 use super::records::UsageTotals;
+use super::rollouts::record_version_usage;
 
 /// How long a usage report's id is remembered: a node resending a report
 /// later than this (it was down for a week with the report on disk) has it
 /// counted again.
 const USAGE_REPORT_ID_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
+/// What [`Store::add_usage`] did with a report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageRecorded {
+    /// `false`: a report this node sent before, not counted again.
+    pub counted: bool,
+    /// The services with a canary running that the report covered.
+    pub canaries: Vec<String>,
+}
+
 /// Rows one pruning statement deletes at most.
 pub(super) const PRUNE_BATCH: i64 = 10_000;
 
@@ -17,8 +27,15 @@ impl Store {
     /// Adds a node's usage report to the per-service totals, in one
     /// transaction, once: a report whose id this node sent before (in the
     /// last week) is not counted again. Services the report names that no
-    /// longer exist are skipped. Returns whether it was counted.
-    pub async fn add_usage(&self, node_id: &str, report: &UsageReport) -> Result<bool, StoreError> {
+    /// longer exist are skipped. A service with a canary running also has
+    /// its requests and errors kept per version, for
+    /// [`Store::judge_canary`]. Returns whether it was counted, and the ids
+    /// of the services with a canary it reported on.
+    pub async fn add_usage(
+        &self,
+        node_id: &str,
+        report: &UsageReport,
+    ) -> Result<UsageRecorded, StoreError> {
         let mut tx = self.begin("recording usage").await?;
         if let Some(report_id) = &report.report_id {
             let now = now_ms();
@@ -34,9 +51,10 @@ impl Store {
             .map_err(db("recording usage"))?
             .rows_affected();
             if new == 0 {
-                return Ok(false);
+                return Ok(UsageRecorded::default());
             }
         }
+        let mut canaries = Vec::new();
         for usage in &report.services {
             let Some(service_id) = service_id_by_platform_name(&mut tx, &usage.service)
                 .await
@@ -44,6 +62,11 @@ impl Store {
             else {
                 continue;
             };
+            if record_version_usage(&mut tx, &service_id, usage).await?
+                && !canaries.contains(&service_id)
+            {
+                canaries.push(service_id.clone());
+            }
             sqlx::query(&format!(
                 "INSERT INTO usage (service_id, node_id, {columns}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -65,7 +88,10 @@ impl Store {
             .map_err(db("recording usage"))?;
         }
         tx.commit().await.map_err(db("recording usage"))?;
-        Ok(true)
+        Ok(UsageRecorded {
+            counted: true,
+            canaries,
+        })
     }
 
     /// Deletes usage report ids older than a week (by the
@@ -86,6 +112,7 @@ impl Store {
         while self.prune_purges(PRUNE_BATCH).await? == PRUNE_BATCH as u64 {}
         while self.prune_kv_tombstones(PRUNE_BATCH).await? == PRUNE_BATCH as u64 {}
         self.prune_usage_reports().await?;
+        self.prune_version_usage().await?;
         Ok(())
     }
 

@@ -180,7 +180,10 @@ async fn connection(
                         // A stream whose head does not come in time is
                         // dropped, and with it what h3 holds for it.
                         match tokio::time::timeout(header_read_timeout, resolver.resolve_request()).await {
-                            Ok(Ok((request, stream))) => {
+                            Ok(Ok((mut request, stream))) => {
+                                request
+                                    .extensions_mut()
+                                    .insert(crate::routing::ClientAddress(peer.ip()));
                                 respond(&node, request, stream, sni_tenant.as_ref()).await
                             }
                             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP/3 request refused"),

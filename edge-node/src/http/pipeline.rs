@@ -52,7 +52,8 @@ where
     let (service_name, metrics_label, result, usage) =
         match admit_and_route(node, &mut request, sni_tenant).await {
             Ok((service, permit)) => {
-                let usage = node.usage.counters(&service.name);
+                let service = Arc::clone(service.version_for(&request));
+                let usage = node.usage.counters(&service.name, service.version);
                 let label = node.metrics.service_label(&service.name);
                 let identity = service.identity(&request_id, &label);
                 let result = run_guest(node, &service, request, &identity, permit, &usage).await;
@@ -356,6 +357,9 @@ where
     let finished = move |report: GuestReport| {
         record_guest(&metrics, &metrics_label, &report);
         guest_usage.add_cpu(report.cpu);
+        if report.outcome.is_err() {
+            guest_usage.add_guest_failure();
+        }
         // The request leaves admission only when its guest is done.
         drop(permit);
     };

@@ -329,6 +329,9 @@ async fn accept_loop<S, F, Io>(
                     if let Some(sink) = &sink {
                         request.extensions_mut().insert(sink.clone());
                     }
+                    request
+                        .extensions_mut()
+                        .insert(crate::routing::ClientAddress(peer.ip()));
                     // Boxed: hyper spawns a task per HTTP/2 stream, and moving
                     // the pipeline's large future into it copied kilobytes
                     // per request.

@@ -215,12 +215,12 @@ mod tests {
         let meter = UsageMeter::default();
         let logs = TenantLogs::new(&Default::default(), Arc::default());
         let web: Arc<str> = "acme/web".into();
-        meter.counters(&web).record_status(200);
+        meter.counters(&web, 1).record_status(200);
 
         let first = Deliveries::load(dir.path()).await;
         let report = first.next_report(&meter).expect("a report");
         // Not delivered: the same report, same id, however often asked.
-        meter.counters(&web).record_status(200);
+        meter.counters(&web, 1).record_status(200);
         assert_eq!(first.next_report(&meter), Some(report.clone()));
         first.save(&meter, &logs).await;
 

@@ -3,14 +3,16 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use edge_config::api::NewCanary;
 use edge_config::protocol::ServiceSpec;
+use edge_config::rollout::RollbackPolicy;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::args::ServiceCommand;
+use crate::args::{CanaryArgs, ServiceCommand};
 use crate::credentials;
 use crate::guest_build;
-use crate::output::{print_table, print_versions};
+use crate::output::{print_rollout, print_table, print_versions};
 
 pub async fn service(command: ServiceCommand) -> anyhow::Result<()> {
     let api = credentials::logged_in()?;
@@ -66,11 +68,13 @@ pub async fn service(command: ServiceCommand) -> anyhow::Result<()> {
 }
 
 /// Builds (or takes) a component, uploads it with a progress bar on
-/// stderr, activates it and prints where it answers.
+/// stderr, activates it (or starts it as a canary) and prints where it
+/// answers.
 pub async fn deploy(
     service: &str,
     wasm: Option<PathBuf>,
     build_dir: Option<PathBuf>,
+    canary: CanaryArgs,
 ) -> anyhow::Result<()> {
     let api = credentials::logged_in()?;
     let path = match wasm {
@@ -89,13 +93,36 @@ pub async fn deploy(
         .await;
     bar.finish_and_clear();
     let hash = uploaded?.module_sha256;
-    let version = api.create_version(service, &hash, true).await?;
+    let version = api
+        .create_version(service, &hash, canary.canary.is_none())
+        .await?;
     let domains = api.domains(service).await?;
-    println!(
-        "deployed {service} version {} (module {})",
-        version.version,
-        &hash[..12.min(hash.len())]
-    );
+    match canary.canary {
+        None => println!(
+            "deployed {service} version {} (module {})",
+            version.version,
+            &hash[..12.min(hash.len())]
+        ),
+        Some(percent) => {
+            let new = NewCanary {
+                version: version.version,
+                percent,
+                sticky: canary.sticky,
+                rollback: RollbackPolicy {
+                    threshold_pct: canary.rollback_threshold,
+                    window_secs: canary.rollback_window,
+                    min_requests: canary.rollback_min_requests,
+                },
+            };
+            let started = api.start_canary(service, &new).await?;
+            let policy = &started.canary.rollback;
+            println!(
+                "{service} version {} is a canary for {percent} % of requests (sticky by {}); rolled back if its error rate passes the active version's by {} points over {} s",
+                version.version, started.canary.sticky, policy.threshold_pct, policy.window_secs
+            );
+            println!("  edgectl promote {service}   |   edgectl abort {service}");
+        }
+    }
     for claim in domains {
         match (claim.status.as_str(), &claim.challenge) {
             ("pending", Some(challenge)) => println!(
@@ -109,7 +136,23 @@ pub async fn deploy(
 }
 
 pub async fn versions(service: &str) -> anyhow::Result<()> {
-    print_versions(&credentials::logged_in()?.versions(service).await?);
+    let api = credentials::logged_in()?;
+    print_versions(&api.versions(service).await?);
+    print_rollout(&api.rollout(service).await?);
+    Ok(())
+}
+
+/// `step`: `promote` or `abort`.
+pub async fn end_canary(service: &str, step: &str) -> anyhow::Result<()> {
+    let api = credentials::logged_in()?;
+    let ended = api.end_canary(service, step).await?;
+    let active = ended
+        .active_version
+        .map_or_else(|| "no version".to_string(), |v| format!("version {v}"));
+    println!(
+        "canary version {} {}; {service} serves {active}",
+        ended.version, ended.outcome
+    );
     Ok(())
 }
 
