@@ -181,6 +181,18 @@ pub struct SnapshotService {
     pub canary: Option<SnapshotCanary>,
 }
 
+impl SnapshotService {
+    /// The modules a node needs to serve this service: its own, and its
+    /// canary's.
+    pub fn module_hashes(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.module_sha256.as_str()).chain(
+            self.canary
+                .as_ref()
+                .map(|canary| canary.module_sha256.as_str()),
+        )
+    }
+}
+
 /// A service's canary version, as a node serves it: on the stable version's
 /// domains and certificate, for `percent` of the requests by `sticky`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -181,11 +181,27 @@ mod tests {
     #[test]
     fn a_canary_is_rolled_back_only_past_the_threshold_with_enough_requests() {
         let policy = RollbackPolicy::default();
-        assert_eq!(policy.verdict((19, 19), (1000, 0)), None, "too few requests");
+        assert_eq!(
+            policy.verdict((19, 19), (1000, 0)),
+            None,
+            "too few requests"
+        );
         assert_eq!(policy.verdict((20, 20), (1000, 0)), Some(true));
-        assert_eq!(policy.verdict((100, 5), (1000, 0)), Some(false), "5 points is the threshold");
+        assert_eq!(
+            policy.verdict((100, 5), (1000, 0)),
+            Some(false),
+            "5 points is the threshold"
+        );
         assert_eq!(policy.verdict((100, 6), (1000, 0)), Some(true));
-        assert_eq!(policy.verdict((100, 10), (1000, 60)), Some(false), "10 % against 6 %");
-        assert_eq!(policy.verdict((100, 20), (0, 0)), Some(true), "no stable traffic counts as 0 %");
+        assert_eq!(
+            policy.verdict((100, 10), (1000, 60)),
+            Some(false),
+            "10 % against 6 %"
+        );
+        assert_eq!(
+            policy.verdict((100, 20), (0, 0)),
+            Some(true),
+            "no stable traffic counts as 0 %"
+        );
     }
 }

@@ -185,9 +185,15 @@ pub async fn plan_snapshot(
     services.sort_by(|a, b| (a.created_at_ms, &a.name).cmp(&(b.created_at_ms, &b.name)));
     for service in services {
         let loaded = match open_secrets(&service.tenant, &service.secrets, secrets_key) {
-            Ok(secrets) => load_snapshot_module(modules, sandbox, &service.spec, &service.module_sha256, served)
-                .await
-                .map(|module| (module, secrets)),
+            Ok(secrets) => load_snapshot_module(
+                modules,
+                sandbox,
+                &service.spec,
+                &service.module_sha256,
+                served,
+            )
+            .await
+            .map(|module| (module, secrets)),
             Err(error) => Err(error),
         };
         let (module, secrets) = match loaded {
@@ -226,7 +232,17 @@ pub async fn plan_snapshot(
         let kv_stores = tenant_stores(snapshot, &service.tenant, &spec);
         let canary = match &service.canary {
             Some(canary) => {
-                match plan_canary(modules, sandbox, snapshot, service, canary, served, secrets_key).await {
+                match plan_canary(
+                    modules,
+                    sandbox,
+                    snapshot,
+                    service,
+                    canary,
+                    served,
+                    secrets_key,
+                )
+                .await
+                {
                     Ok(planned) => Some(planned),
                     Err(error) => {
                         tracing::error!(service = %service.name, version = canary.version, %error, "canary not served: the stable version serves every request");
@@ -288,8 +304,14 @@ async fn plan_canary(
     secrets_key: Option<&SecretsKey>,
 ) -> Result<PlannedCanary, String> {
     let secrets = open_secrets(&service.tenant, &canary.secrets, secrets_key)?;
-    let module =
-        load_snapshot_module(modules, sandbox, &canary.spec, &canary.module_sha256, served).await?;
+    let module = load_snapshot_module(
+        modules,
+        sandbox,
+        &canary.spec,
+        &canary.module_sha256,
+        served,
+    )
+    .await?;
     Ok(PlannedCanary {
         version: canary.version,
         module,

@@ -114,7 +114,9 @@ fn bucket(service: &str, key: &[u8]) -> u64 {
         .iter()
         .chain(&[0])
         .chain(key)
-        .fold(OFFSET, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(PRIME));
+        .fold(OFFSET, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+        });
     hash % 100
 }
 
@@ -312,7 +314,10 @@ mod tests {
         let canaries = (0..2_000)
             .filter(|i| version(&format!("user-{i}")) == 2)
             .count();
-        assert!((150..=250).contains(&canaries), "{canaries} of 2000 in a 10 % canary");
+        assert!(
+            (150..=250).contains(&canaries),
+            "{canaries} of 2000 in a 10 % canary"
+        );
         for i in 0..50 {
             let user = format!("user-{i}");
             assert_eq!(version(&user), version(&user), "{user} moved");

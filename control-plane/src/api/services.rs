@@ -20,12 +20,12 @@ use crate::auth::TenantCaller;
 use crate::compile::CompileError;
 use crate::error::ApiError;
 use crate::quotas::quota_exceeded;
+use crate::store::rollouts::CanaryOutcome;
 use crate::store::{Service, UsageTotals, Version};
 use crate::validate::validate_component;
-use crate::store::rollouts::CanaryOutcome;
 use edge_config::api::{
-    Activated, Activation, CanaryEnded, CanaryStarted, NewCanary, NewService, NewVersion,
-    Rollout, UploadedModule, VersionCreated,
+    Activated, Activation, CanaryEnded, CanaryStarted, NewCanary, NewService, NewVersion, Rollout,
+    UploadedModule, VersionCreated,
 };
 
 pub fn router() -> Router<AppState> {
@@ -43,7 +43,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/services/{service}/activate", post(activate))
         .route("/v1/services/{service}/rollback", post(rollback))
         .route("/v1/services/{service}/canary", post(start_canary))
-        .route("/v1/services/{service}/canary/promote", post(promote_canary))
+        .route(
+            "/v1/services/{service}/canary/promote",
+            post(promote_canary),
+        )
         .route("/v1/services/{service}/canary/abort", post(abort_canary))
         .route("/v1/services/{service}/rollout", get(rollout))
         .route("/v1/usage", get(usage))

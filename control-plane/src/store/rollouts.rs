@@ -62,13 +62,14 @@ impl Store {
         actor: &str,
     ) -> Result<Option<(Canary, u64)>, StoreError> {
         let mut tx = self.begin("starting a canary").await?;
-        let exists = sqlx::query("SELECT number FROM versions WHERE service_id = $1 AND number = $2")
-            .bind(&service.id)
-            .bind(new.version)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("reading a version"))?
-            .is_some();
+        let exists =
+            sqlx::query("SELECT number FROM versions WHERE service_id = $1 AND number = $2")
+                .bind(&service.id)
+                .bind(new.version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading a version"))?
+                .is_some();
         if !exists {
             return Ok(None);
         }
@@ -114,7 +115,15 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db("a canary of this service"))?;
-        begin_stretch(&mut tx, &service.id, canary.version, "canary", Some(canary.percent), actor).await?;
+        begin_stretch(
+            &mut tx,
+            &service.id,
+            canary.version,
+            "canary",
+            Some(canary.percent),
+            actor,
+        )
+        .await?;
         let snapshot = commit_new_snapshot(tx, "starting a canary").await?;
         Ok(Some((canary, snapshot)))
     }
@@ -131,7 +140,9 @@ impl Store {
     ) -> Result<CanaryEnded, StoreError> {
         let mut tx = self.begin("ending a canary").await?;
         let Some(canary) = running_canary(&mut tx, &service.id).await? else {
-            return Err(StoreError::Rollout("the service has no canary running".into()));
+            return Err(StoreError::Rollout(
+                "the service has no canary running".into(),
+            ));
         };
         end_canary_in(&mut tx, &service.id, canary.version, outcome, actor, reason).await?;
         if outcome == CanaryOutcome::Promoted {
@@ -412,12 +423,13 @@ async fn begin_stretch(
     percent: Option<u8>,
     actor: &str,
 ) -> Result<(), StoreError> {
-    let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM activations WHERE service_id = $1")
-        .bind(service_id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db("recording an activation"))?
-        .get(0);
+    let seq: i64 =
+        sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM activations WHERE service_id = $1")
+            .bind(service_id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db("recording an activation"))?
+            .get(0);
     sqlx::query(
         "INSERT INTO activations (service_id, seq, version, role, percent, started_by, started_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

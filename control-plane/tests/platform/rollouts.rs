@@ -23,7 +23,10 @@ async fn until_current(plane: &Plane, node: &EdgeNode) {
     let current = plane.store().snapshot_version().await.expect("version") as f64;
     let deadline = Instant::now() + Duration::from_secs(10);
     while node.metric("edge_snapshot_version").await < current {
-        assert!(Instant::now() < deadline, "the node is behind snapshot {current}");
+        assert!(
+            Instant::now() < deadline,
+            "the node is behind snapshot {current}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -42,7 +45,16 @@ async fn a_ten_percent_canary_serves_a_tenth_of_clients_each_always_on_one_versi
     let wasm = edge_tests::guests::rust_guest("echo");
     let out = edgectl(
         &config,
-        &["deploy", "web", "--wasm", wasm.to_str().expect("path"), "--canary", "10", "--sticky", "header:x-user"],
+        &[
+            "deploy",
+            "web",
+            "--wasm",
+            wasm.to_str().expect("path"),
+            "--canary",
+            "10",
+            "--sticky",
+            "header:x-user",
+        ],
     )
     .await;
     assert!(out.contains("version 2 is a canary for 10 %"), "{out}");
@@ -65,7 +77,10 @@ async fn a_ten_percent_canary_serves_a_tenth_of_clients_each_always_on_one_versi
     }
 
     let out = edgectl(&config, &["promote", "web"]).await;
-    assert!(out.contains("canary version 2 promoted; web serves version 2"), "{out}");
+    assert!(
+        out.contains("canary version 2 promoted; web serves version 2"),
+        "{out}"
+    );
     until_current(&plane, &node).await;
     for i in 0..50 {
         assert_eq!(as_user(&node, &format!("user-{i}")).await, (200, true));
@@ -77,7 +92,8 @@ async fn a_ten_percent_canary_serves_a_tenth_of_clients_each_always_on_one_versi
         .unwrap_or_else(|| panic!("no canary in the history: {out}"));
     assert!(canary_line.contains("\tpromoted\t"), "{canary_line}");
     assert!(
-        out.lines().any(|line| line.starts_with("2\tactive\t") && line.contains("serving")),
+        out.lines()
+            .any(|line| line.starts_with("2\tactive\t") && line.contains("serving")),
         "{out}"
     );
     plane.stop_with_nodes([node]).await;
@@ -96,7 +112,10 @@ async fn a_canary_that_fails_is_rolled_back_by_the_control_plane_and_then_serves
         // Version 2 panics on every request.
         let api = plane.api(&token);
         let uploaded = api
-            .upload_module("web", std::fs::read(edge_tests::guests::rust_guest("panic")).expect("guest"))
+            .upload_module(
+                "web",
+                std::fs::read(edge_tests::guests::rust_guest("panic")).expect("guest"),
+            )
             .await
             .expect("upload");
         let version = api
@@ -137,7 +156,10 @@ async fn a_canary_that_fails_is_rolled_back_by_the_control_plane_and_then_serves
                 "{kind}: the canary is still running after {failures} failures: {rollout}"
             );
         };
-        assert!(failures >= 5, "{kind}: rolled back after {failures} failures");
+        assert!(
+            failures >= 5,
+            "{kind}: rolled back after {failures} failures"
+        );
         let last = rolled_back["history"]
             .as_array()
             .and_then(|history| history.iter().rev().find(|r| r["role"] == "canary"))
@@ -146,7 +168,9 @@ async fn a_canary_that_fails_is_rolled_back_by_the_control_plane_and_then_serves
         assert_eq!(last["outcome"], "rolled_back", "{kind}: {rolled_back}");
         assert_eq!(last["ended_by"], "control-plane", "{kind}: {last}");
         assert!(
-            last["reason"].as_str().is_some_and(|r| r.contains("error rate 100.0 %")),
+            last["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("error rate 100.0 %")),
             "{kind}: {last}"
         );
         assert_eq!(rolled_back["active_version"], json!(1), "{kind}");
@@ -162,9 +186,17 @@ async fn a_canary_that_fails_is_rolled_back_by_the_control_plane_and_then_serves
         let traps = r#"edge_guest_terminations_total{reason="trap",service="acme/web"}"#;
         let before = node.metric(traps).await;
         for i in 0..200 {
-            assert_eq!(as_user(&node, &format!("user-{i}")).await, (200, false), "{kind}");
+            assert_eq!(
+                as_user(&node, &format!("user-{i}")).await,
+                (200, false),
+                "{kind}"
+            );
         }
-        assert_eq!(node.metric(traps).await, before, "{kind}: the canary ran again");
+        assert_eq!(
+            node.metric(traps).await,
+            before,
+            "{kind}: the canary ran again"
+        );
         plane.stop_with_nodes([node]).await;
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use edge_config::node::ControlPlaneSection;
 use edge_config::protocol::{
-    GuestLogBatch, NodeRegistered, NodeRegistration, NodeStatus, Snapshot, UsageReport,
+    GuestLogBatch, NodeRegistered, NodeRegistration, NodeStatus, Snapshot, SnapshotService,
+    UsageReport,
 };
 use edge_platform::artifacts::write_atomically;
 use edge_platform::{ArtifactStore, ModuleError, ModuleHash};
@@ -128,10 +129,13 @@ impl ControlPlaneLink {
     /// Drops every artifact of `snapshot` that fails its hash check and
     /// tries to fetch it again.
     pub(super) async fn repair_artifacts(&self, snapshot: &Snapshot) {
-        for service in &snapshot.services {
-            let Ok(hash) = service.module_sha256.parse::<ModuleHash>() else {
-                continue;
-            };
+        let hashes: Vec<ModuleHash> = snapshot
+            .services
+            .iter()
+            .flat_map(SnapshotService::module_hashes)
+            .filter_map(|module| module.parse().ok())
+            .collect();
+        for hash in hashes {
             let removed = self
                 .on_store(move |store| {
                     let (artifact, _) = store.artifact_paths(&hash);
@@ -282,11 +286,18 @@ impl ControlPlaneLink {
             _ => {}
         }
         let snapshot: Snapshot = response.json().await?;
+        // Collected first: an iterator of closures held across the awaits
+        // below would keep the future from being `Send`.
+        let mut hashes = Vec::new();
         for service in &snapshot.services {
-            let hash: ModuleHash = service
-                .module_sha256
-                .parse()
-                .map_err(|_| SyncError::Apply(format!("bad module hash for {}", service.name)))?;
+            for module in service.module_hashes() {
+                let hash: ModuleHash = module.parse().map_err(|_| {
+                    SyncError::Apply(format!("bad module hash for {}", service.name))
+                })?;
+                hashes.push(hash);
+            }
+        }
+        for hash in hashes {
             // A module already loaded needs nothing from disk or the network.
             if !self.node.modules().is_ready(hash) {
                 self.fetch_module(hash).await?;
