@@ -44,6 +44,8 @@
 //!   guard) and the admin listener.
 //! - [`tenant_logs`]: guests' log lines, rate-limited and buffered for the
 //!   control plane.
+//! - [`watch`]: `serve --watch`, the dev loop's node: a rebuilt module is
+//!   served from the next request on.
 //! - [`error`]: every outcome a client can see, with its status.
 //! - [`sync`]: following the control plane: snapshot long-poll, module
 //!   fetch, the last good snapshot kept on disk; [`usage`]: what the node
@@ -92,6 +94,7 @@ pub mod sync;
 pub mod tenant_logs;
 pub mod tls;
 pub mod usage;
+pub mod watch;
 
 pub use error::EdgeError;
 pub use node::{Node, RunningNode};

@@ -3,6 +3,7 @@
 //! ```text
 //! edge-node serve --config node.toml      serve the services in a config file
 //! edge-node serve --module app.wasm       local mode: one component, any Host
+//! edge-node serve --module app.wasm --watch   ... served again on every rebuild
 //! edge-node serve --module app.wasm --tls-listen 127.0.0.1:8443
 //!                                         ... and over TLS, with a development certificate
 //! edge-node check-config --config node.toml
@@ -81,6 +82,10 @@ struct ServeArgs {
     /// Overrides `node.data_dir`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The dev loop: serve again whenever a module file (or the config
+    /// file's services) changes, without dropping requests in flight.
+    #[arg(long)]
+    watch: bool,
 }
 
 fn main() -> ExitCode {
@@ -214,6 +219,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let node = Node::new(&config)?;
     node.install_services(&config.services, &base_dir).await?;
+    if args.watch {
+        use edge_node::watch;
+        let paths = watch::watched_files(&config.services, &base_dir, args.config.as_deref());
+        let reload: watch::Reload = match args.config.clone() {
+            Some(path) => Box::new(move || Ok((load_config(&path)?.services, config_dir(&path)))),
+            None => {
+                let (services, base_dir) = (config.services.clone(), base_dir.clone());
+                Box::new(move || Ok((services.clone(), base_dir.clone())))
+            }
+        };
+        tokio::spawn(watch::serve_changes(node.clone(), paths, args.config.clone(), reload));
+        announce("watching the module for changes");
+    }
     // The node's lifecycle owns the follower: the drain ends with its last
     // report.
     if let Some(control_plane) = &config.control_plane {

@@ -3,6 +3,7 @@
 mod backends;
 mod cache;
 mod chaining;
+mod dev_loop;
 mod hostile;
 mod languages;
 mod limits;
