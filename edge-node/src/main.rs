@@ -68,6 +68,11 @@ struct ServeArgs {
     /// Private and loopback addresses are allowed: you are the operator.
     #[arg(long = "backend", requires = "module", value_name = "NAME=ORIGIN")]
     backends: Vec<String>,
+    /// Local mode: the component's CPU budget per request (`limits.
+    /// cpu_budget_ms`); an interpreter's runtime (Python, JavaScript) needs
+    /// more than the default to start in a fresh instance.
+    #[arg(long, requires = "module")]
+    cpu_budget_ms: Option<u64>,
     /// Overrides `node.listen`.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -204,6 +209,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Local mode: the production path with one service for every Host.
         let mut service = ServiceConfig::new("local", &["*"], module);
         service.spec.backends = local_backends(&args.backends)?;
+        if let Some(budget) = args.cpu_budget_ms {
+            service.spec.limits.cpu_budget_ms = budget;
+        }
         config.services = vec![service];
     } else if args.config.is_none() {
         anyhow::bail!("give --config FILE, or --module APP.wasm for local mode");

@@ -71,12 +71,41 @@ pub enum Command {
         /// A ready component.
         #[arg(long, conflicts_with = "build")]
         wasm: Option<PathBuf>,
-        /// A Rust crate to build for wasm32-wasip2 (the current directory
-        /// when neither --wasm nor --build is given).
+        /// A project to build (Rust, JavaScript or Python, as `edgectl
+        /// init` writes them; the current directory when neither --wasm
+        /// nor --build is given).
         #[arg(long)]
         build: Option<PathBuf>,
         #[command(flatten)]
         canary: CanaryArgs,
+    },
+    /// Write a new project that builds and serves: `edgectl init --lang
+    /// rust hello`, then `edgectl dev hello`.
+    Init {
+        name: String,
+        #[arg(long, value_enum)]
+        lang: crate::project::Language,
+        /// Where to create it (a directory NAME inside).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Rust: the platform SDK's source, for the crate's path
+        /// dependency (`EDGE_SDK_PATH`; by default the SDK of the platform
+        /// checkout this edgectl was built from).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
+    /// Build the project in DIR, serve it on loopback with the platform's
+    /// node, and build and serve it again on every change.
+    Dev {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The CPU budget per request; by default 50 ms for Rust and 1000 ms
+        /// for JavaScript and Python, whose runtimes start in each fresh
+        /// instance (deploy with the same in the service's limits).
+        #[arg(long)]
+        cpu_budget_ms: Option<u64>,
     },
     /// Make the running canary the active version.
     Promote { service: String },

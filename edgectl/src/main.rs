@@ -1,7 +1,8 @@
 //! `edgectl`, the tenant CLI: log in once, create and delete services,
 //! claim and verify custom domains, deploy a guest (built from source or a
 //! ready .wasm), list versions, roll back, read usage and logs, upload TLS
-//! certificates, purge the edge cache, manage API tokens; operators also
+//! certificates, purge the edge cache, manage API tokens, start a project
+//! (`init`) and serve it on loopback while it changes (`dev`); operators also
 //! create, suspend and resume tenants, approve domains and list nodes.
 //!
 //! Every command is one or two calls of [`edgectl::client::ApiClient`];
@@ -12,6 +13,7 @@ mod commands;
 mod credentials;
 mod guest_build;
 mod output;
+mod project;
 
 use std::process::ExitCode;
 

@@ -4,6 +4,7 @@
 mod access;
 mod cache;
 mod certificates;
+mod dev;
 mod domains;
 mod kv;
 mod logs;
@@ -47,6 +48,17 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             build,
             canary,
         } => services::deploy(&service, wasm, build, canary).await,
+        Command::Init {
+            name,
+            lang,
+            dir,
+            sdk_path,
+        } => dev::init(&name, lang, &dir, sdk_path.as_deref()),
+        Command::Dev {
+            dir,
+            listen,
+            cpu_budget_ms,
+        } => dev::dev(&dir, &listen, cpu_budget_ms).await,
         Command::Promote { service } => services::end_canary(&service, "promote").await,
         Command::Abort { service } => services::end_canary(&service, "abort").await,
         Command::Versions { service } => services::versions(&service).await,

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::args::{CanaryArgs, ServiceCommand};
 use crate::credentials;
-use crate::guest_build;
+use crate::project;
 use crate::output::{print_rollout, print_table, print_versions};
 
 pub async fn service(command: ServiceCommand) -> anyhow::Result<()> {
@@ -79,7 +79,10 @@ pub async fn deploy(
     let api = credentials::logged_in()?;
     let path = match wasm {
         Some(path) => path,
-        None => guest_build::build(&build_dir.unwrap_or_else(|| PathBuf::from(".")))?,
+        None => {
+            let dir = build_dir.unwrap_or_else(|| PathBuf::from("."));
+            project::build(&dir, project::detect(&dir)?)?
+        }
     };
     let component = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let bar = ProgressBar::new(component.len() as u64);

@@ -84,3 +84,127 @@ async fn a_watched_module_is_swapped_while_a_streaming_response_from_the_old_one
     assert_eq!((reply.status, reply.text().as_str()), (200, HELLO));
     node.kill().await.expect("kill");
 }
+
+/// `edgectl dev` on the project in `dir`, until stopped: its node's address.
+struct DevLoop {
+    edgectl: tokio::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl DevLoop {
+    async fn start(dir: &Path, env: &[(&str, std::path::PathBuf)]) -> Self {
+        let mut command = tokio::process::Command::new(workspace_binary("edgectl"));
+        command
+            .arg("dev")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("EDGE_NODE_BIN", workspace_binary("edge-node"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut edgectl = command.spawn().expect("edgectl dev starts");
+        let mut lines = tokio::io::BufReader::new(edgectl.stdout.take().expect("stdout")).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(300), async {
+            loop {
+                let line = lines.next_line().await.expect("read").expect("the node's address");
+                if let Some(addr) = line.strip_prefix("edge node listening on http://") {
+                    break addr.parse().expect("an address");
+                }
+            }
+        })
+        .await
+        .expect("the project built and the node started");
+        Self { edgectl, addr }
+    }
+
+    async fn until_serves(&self, expected: &str) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let reply = get(self.addr, "dev.test", "/").await;
+            if reply.status == 200 && reply.text() == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still {} {:?}, not {expected:?}",
+                reply.status,
+                reply.text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Ctrl-C, as a developer stops it: edgectl stops its node too.
+    async fn stop(mut self) {
+        let pid = self.edgectl.id().expect("running").to_string();
+        let _ = std::process::Command::new("kill").args(["-INT", &pid]).status();
+        let stopped = tokio::time::timeout(Duration::from_secs(20), self.edgectl.wait()).await;
+        assert!(stopped.is_ok(), "edgectl dev did not stop on SIGINT");
+    }
+}
+
+/// `edgectl init --lang LANG NAME` in `dir`; the project's directory.
+fn init(dir: &Path, lang: &str, name: &str) -> std::path::PathBuf {
+    let output = std::process::Command::new(workspace_binary("edgectl"))
+        .args(["init", "--lang", lang, "--dir"])
+        .arg(dir)
+        .arg(name)
+        .output()
+        .expect("edgectl init");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    dir.join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edgectl_init_writes_a_rust_project_that_edgectl_dev_serves_and_serves_again_after_an_edit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let project = init(dir.path(), "rust", "hello-dev");
+    // The crate's dependencies are built once for every run of this test.
+    let target = edge_tests::guests::repo_root().join("target/dev-loop-crates");
+    let dev = DevLoop::start(&project, &[("CARGO_TARGET_DIR", target)]).await;
+    dev.until_serves("hello from hello-dev\npath: /\n").await;
+
+    let lib = project.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).expect("lib.rs");
+    std::fs::write(&lib, source.replace("hello from", "hello again from")).expect("edit");
+    dev.until_serves("hello again from hello-dev\npath: /\n").await;
+
+    // A change that does not build leaves the last good build serving.
+    std::fs::write(&lib, "this is not rust").expect("edit");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    dev.until_serves("hello again from hello-dev\npath: /\n").await;
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edgectl_init_writes_python_and_javascript_projects_that_build_and_serve() {
+    let root = edge_tests::guests::repo_root();
+    // The toolchains scripts/install-toolchain.sh installs for the
+    // examples, as a tenant's `pip install` and `npm install` would.
+    edge_tests::guests::python_guest();
+    edge_tests::guests::javascript_guest();
+    let dir = tempfile::tempdir().expect("dir");
+    let python = init(dir.path(), "python", "hello-py");
+    let dev = DevLoop::start(
+        &python,
+        &[("EDGE_COMPONENTIZE_PY", root.join("target/py-venv/bin/componentize-py"))],
+    )
+    .await;
+    dev.until_serves("hello from hello-py\npath: /\n").await;
+    dev.stop().await;
+
+    let js = init(dir.path(), "js", "hello-js");
+    let dev = DevLoop::start(
+        &js,
+        &[(
+            "EDGE_COMPONENTIZE_JS",
+            root.join("target/js-toolchain/node_modules/.bin/componentize-js"),
+        )],
+    )
+    .await;
+    dev.until_serves("hello from hello-js\npath: /\n").await;
+    dev.stop().await;
+}
