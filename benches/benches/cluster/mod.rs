@@ -126,7 +126,8 @@ impl Cluster {
                 |config, link| {
                     // Ten nodes share this machine: small instance pools each.
                     config.sandbox.max_concurrent_instances = 16;
-                    link.usage_report_interval_ms = 5_000;
+                    // The node's default, or USAGE_REPORT_MS.
+                    link.usage_report_interval_ms = env_or("USAGE_REPORT_MS", 5_000) as u64;
                 },
             )
             .await;
