@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Starts the platform with its embedded defaults: a control plane (SQLite in
 # target/platform), one edge node following it, and an example tenant with
-# four services deployed through edgectl: hello, echo, a caching proxy in
+# five services deployed through edgectl: hello, echo, a caching proxy in
 # front of a small origin (scripts/example-origin.py), and state (a KV
-# store, a config flag and a secret). Ctrl-C stops everything.
+# store, a config flag and a secret), and gate (a bearer-token gate calling
+# hello in process). Ctrl-C stops everything.
 #
 #   control plane  https://127.0.0.1:7070  (API, /openapi.json; a development
 #                                          CA in target/platform/ca signs it)
@@ -93,6 +94,10 @@ printf %s "example-api-key" | "$bin/edgectl" secret set api_key >/dev/null
 "$bin/edgectl" service create state --kv-store counters --secret api_key \
   --config feature_x=on >/dev/null
 "$bin/edgectl" deploy state --wasm target/guests/state.wasm
+# A bearer-token gate in front of hello, calling it in process.
+printf %s "example-token" | "$bin/edgectl" secret set auth_token >/dev/null
+"$bin/edgectl" service create gate --secret auth_token --service-backend app=hello >/dev/null
+"$bin/edgectl" deploy gate --wasm target/guests/auth.wasm
 
 for _ in $(seq 100); do
   curl -fsS -H 'Host: hello.example.localhost' http://127.0.0.1:8080/ >/dev/null 2>&1 && break
@@ -103,8 +108,8 @@ cat <<TRY
 
 The platform is running: control plane on https://127.0.0.1:7070 (CA:
 $ca/ca.pem), one edge node on
-127.0.0.1:8080, tenant "example" with services hello, echo, proxy and
-state. Try:
+127.0.0.1:8080, tenant "example" with services hello, echo, proxy,
+state and gate. Try:
 
   curl http://hello.example.localhost:8080/
   curl -d 'some body' http://echo.example.localhost:8080/any/path?log=hi
@@ -160,6 +165,24 @@ replica, a flag from the service's config and an API key from a secret:
   curl -H 'x-api-key: example-api-key' http://state.example.localhost:8080/private
   target/debug/edgectl kv list counters
   target/debug/edgectl kv get counters visits
+
+The gate (examples/auth) refuses requests without its token and calls
+hello, in process, for the others:
+
+  curl -i http://gate.example.localhost:8080/                                  # 401
+  curl -H 'Authorization: Bearer example-token' http://gate.example.localhost:8080/
+
+A canary: the echo guest as hello's next version, for 10 % of clients,
+rolled back by the control plane if it fails more than the active one:
+
+  target/debug/edgectl deploy hello --wasm target/guests/echo.wasm --canary 10 --sticky header:x-user
+  for i in \$(seq 20); do curl -s -H "x-user: \$i" http://hello.example.localhost:8080/ | head -1; done
+  target/debug/edgectl versions hello
+  target/debug/edgectl promote hello          # or: abort
+
+A new project, served on 127.0.0.1:8081 and again on every change:
+
+  target/debug/edgectl init --lang rust mine && target/debug/edgectl dev mine --listen 127.0.0.1:8081
 
 What the echo guest printed for ?log=hi, as its tenant sees it:
 

@@ -70,13 +70,15 @@ async fn bench(node_count: usize, rounds: usize) {
             .iter()
             .enumerate()
             .map(|(n, node)| {
-                let (addr, stop, first_failure) = (node.addr, Arc::clone(&stop), Arc::clone(&first_failure));
+                let (addr, stop, first_failure) =
+                    (node.addr, Arc::clone(&stop), Arc::clone(&first_failure));
                 tokio::spawn(async move {
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let mut get = request("GET", DOMAIN, "/", Bytes::new());
                         let user = format!("round-{round}-node-{n}-user-{i}");
-                        get.headers_mut().insert("x-user", user.parse().expect("header"));
+                        get.headers_mut()
+                            .insert("x-user", user.parse().expect("header"));
                         if send(addr, Protocol::Http1, get).await.status == 500 {
                             let _ = first_failure.set(Instant::now());
                         }
@@ -89,7 +91,12 @@ async fn bench(node_count: usize, rounds: usize) {
         let rolled_back = loop {
             let rollout = cluster.api.rollout(SERVICE).await.expect("rollout");
             if rollout.canary.is_none() {
-                break cluster.plane().store().snapshot_version().await.expect("version");
+                break cluster
+                    .plane()
+                    .store()
+                    .snapshot_version()
+                    .await
+                    .expect("version");
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
@@ -106,7 +113,12 @@ async fn bench(node_count: usize, rounds: usize) {
         let times: Vec<Duration> = applied.iter().map(|at| at.duration_since(first)).collect();
         slowest.push(times.iter().copied().max().unwrap_or_default());
         per_node.extend(times);
-        let active = cluster.api.rollout(SERVICE).await.expect("rollout").active_version;
+        let active = cluster
+            .api
+            .rollout(SERVICE)
+            .await
+            .expect("rollout")
+            .active_version;
         assert_eq!(active, Some(stable.version), "the stable version serves on");
     }
     let interval = std::env::var("USAGE_REPORT_MS").unwrap_or_else(|_| "5000".into());
@@ -124,7 +136,10 @@ async fn bench(node_count: usize, rounds: usize) {
 async fn until_snapshot(node: &edge_tests::platform::EdgeNode, version: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while node.metric("edge_snapshot_version").await < version as f64 {
-        assert!(Instant::now() < deadline, "a node never applied snapshot {version}");
+        assert!(
+            Instant::now() < deadline,
+            "a node never applied snapshot {version}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

@@ -31,8 +31,9 @@ pub struct BackendSpec {
     pub origin: String,
     /// Another service of the same tenant, by name, instead of an origin:
     /// the node runs it in a fresh instance of its own, with its own
-    /// limits, on the request the guest sends. The timeouts, TLS and
-    /// address settings below are for origins and do not apply.
+    /// limits, on the request the guest sends. Its calls are not cached and
+    /// not timed (the callee's wall time bounds them): the timeouts,
+    /// `cache`, TLS and address settings below are for origins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// The Host header sent to the origin; the origin's host by default.

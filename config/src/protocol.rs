@@ -299,10 +299,15 @@ pub struct ServiceUsage {
     /// per-version reports, or a service of its config file).
     #[serde(default)]
     pub version: u64,
-    /// Executions that ended in a trap, a limit or no response: with the
-    /// 5xx responses, what a canary's error rate counts.
+    /// Executions that ended in a trap, a limit or no response (before or
+    /// after their response head).
     #[serde(default)]
     pub guest_failures: u64,
+    /// Responses whose body ended in an error after a head was sent: with
+    /// the 5xx responses, what a canary's error rate counts (a failure
+    /// before the head is a 5xx already).
+    #[serde(default)]
+    pub responses_cut: u64,
     pub requests: u64,
     pub status_2xx: u64,
     pub status_3xx: u64,

@@ -52,6 +52,12 @@ impl ClientKey {
             },
         }
     }
+
+    /// The key as bytes: what a canary sticky on the client's address
+    /// hashes, so that a host moving within its /64 keeps its version.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
 }
 
 /// One of a client address's open connections; the count drops with it.
@@ -346,6 +352,26 @@ impl Admission {
         } else {
             Err(Refusal::Node)
         }
+    }
+
+    /// A permit for one of `tenant`'s requests only if one is free now:
+    /// what a service called by another of the tenant's services takes. It
+    /// never queues, since its caller holds a permit while it waits, and a
+    /// tenant whose requests all wait on callees would wait on itself.
+    pub fn try_admit(&self, tenant: &Arc<str>) -> Result<AdmissionPermit, Refusal> {
+        let requests = &self.requests;
+        let mut state = requests.lock();
+        let state = &mut *state;
+        if state.per_tenant.get(tenant).copied().unwrap_or(0) >= requests.max_per_tenant {
+            return Err(Refusal::Tenant);
+        }
+        if state.in_flight >= requests.max_in_flight || !state.order.is_empty() {
+            return Err(Refusal::Node);
+        }
+        *state.per_tenant.entry(Arc::clone(tenant)).or_insert(0) += 1;
+        state.in_flight += 1;
+        requests.gauge.inc();
+        Ok(self.permit(tenant))
     }
 
     fn permit(&self, tenant: &Arc<str>) -> AdmissionPermit {

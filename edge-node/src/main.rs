@@ -91,6 +91,10 @@ struct ServeArgs {
     /// file's services) changes, without dropping requests in flight.
     #[arg(long)]
     watch: bool,
+    /// Drain and stop when the process that started this one ends (what
+    /// `edgectl dev` asks, so that no node outlives it).
+    #[arg(long)]
+    exit_with_parent: bool,
 }
 
 fn main() -> ExitCode {
@@ -200,6 +204,15 @@ fn local_backends(
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Before anything listens: a signal during start-up drains too.
     let mut signals = Signals::new()?;
+    if args.exit_with_parent {
+        use rustix::process::{getppid, set_parent_process_death_signal};
+        set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+            .context("asking for a signal when the parent ends")?;
+        // The parent may have ended before the signal was asked for.
+        if getppid().is_none_or(|parent| parent.as_raw_nonzero().get() == 1) {
+            anyhow::bail!("the process that started this node has ended");
+        }
+    }
     let (mut config, base_dir) = match &args.config {
         Some(path) => (load_config(path)?, config_dir(path)),
         None => (NodeConfig::default(), PathBuf::from(".")),
@@ -227,6 +240,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let node = Node::new(&config)?;
     node.install_services(&config.services, &base_dir).await?;
+    if args.watch && config.control_plane.is_some() {
+        // The file's services would replace the snapshot's on every change.
+        anyhow::bail!(
+            "--watch serves a config file's own services: it cannot follow a control plane too"
+        );
+    }
     if args.watch {
         use edge_node::watch;
         let paths = watch::watched_files(&config.services, &base_dir, args.config.as_deref());
@@ -237,7 +256,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Box::new(move || Ok((services.clone(), base_dir.clone())))
             }
         };
-        tokio::spawn(watch::serve_changes(node.clone(), paths, args.config.clone(), reload));
+        tokio::spawn(watch::serve_changes(
+            node.clone(),
+            paths,
+            args.config.clone(),
+            reload,
+        ));
         announce("watching the module for changes");
     }
     // The node's lifecycle owns the follower: the drain ends with its last

@@ -112,6 +112,7 @@ impl Node {
             access_log: config.logs.access_log,
             service_calls: Arc::new(crate::service_calls::ServiceCalls {
                 router: Arc::clone(&router),
+                admission: Arc::clone(&admission),
                 modules: modules.clone(),
                 sandbox: Arc::clone(&sandbox),
                 metrics: Arc::clone(&metrics),
@@ -311,10 +312,8 @@ impl Node {
                 short_name,
                 tenant: planned.tenant,
             };
-            let canary = planned.canary.map(|canary| crate::routing::Canary {
-                percent: canary.percent,
-                sticky: canary.sticky,
-                service: Arc::new(self.service_version(
+            let canary = planned.canary.map(|canary| {
+                let mut canary_service = self.service_version(
                     &names,
                     VersionParts {
                         version: canary.version,
@@ -324,7 +323,15 @@ impl Node {
                         secrets: &canary.secrets,
                     },
                     &mut clients,
-                )),
+                );
+                // The edge cache is keyed by URL, not by version: while two
+                // versions serve, neither keeps answers for the other.
+                canary_service.cache_responses = false;
+                crate::routing::Canary {
+                    percent: canary.percent,
+                    sticky: canary.sticky,
+                    service: Arc::new(canary_service),
+                }
             });
             let mut service = self.service_version(
                 &names,
@@ -337,6 +344,9 @@ impl Node {
                 },
                 &mut clients,
             );
+            if canary.is_some() {
+                service.cache_responses = false;
+            }
             service.canary = canary;
             table.insert_service(service, &planned.spec.domains);
         }

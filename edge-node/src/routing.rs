@@ -13,6 +13,7 @@ use edge_config::ServiceLimits;
 use edge_config::authority::Authority;
 use edge_config::rollout::StickyKey;
 
+use crate::admission::ClientKey;
 use crate::host::Capabilities;
 use crate::modules::ModuleHash;
 use crate::sandbox::GuestIdentity;
@@ -99,7 +100,7 @@ fn sticky_value<B>(sticky: &StickyKey, request: &http::Request<B>) -> Option<Vec
         StickyKey::ClientAddress => request
             .extensions()
             .get::<ClientAddress>()
-            .map(|ClientAddress(address)| address.to_string().into_bytes()),
+            .map(|ClientAddress(address)| ClientKey::of(*address).to_bytes().to_vec()),
     }
 }
 
@@ -324,6 +325,20 @@ mod tests {
         }
         let keyless = http::Request::builder().body(()).expect("request");
         assert_eq!(stable.version_for(&keyless).version, 1);
+    }
+
+    #[test]
+    fn an_ipv6_client_keeps_its_version_across_its_64() {
+        let key = |address: &str| {
+            let mut request = http::Request::builder().body(()).expect("request");
+            request
+                .extensions_mut()
+                .insert(ClientAddress(address.parse().expect("address")));
+            sticky_value(&StickyKey::ClientAddress, &request)
+        };
+        assert_eq!(key("2001:db8::1"), key("2001:db8::ffff:1234"));
+        assert_ne!(key("2001:db8::1"), key("2001:db8:0:1::1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
     }
 
     #[test]

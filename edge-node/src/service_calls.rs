@@ -36,6 +36,9 @@ pub const SERVICE_CALL_PROTOCOL: &str = "service";
 #[derive(Debug)]
 pub struct ServiceCalls {
     pub(crate) router: Arc<Router>,
+    /// Each callee takes a slot of its tenant's in-flight bound, without
+    /// queuing: the instances a tenant's chains hold are its requests.
+    pub(crate) admission: Arc<crate::admission::Admission>,
     pub(crate) modules: ModuleCache,
     pub(crate) sandbox: Arc<Sandbox>,
     pub(crate) metrics: Arc<Metrics>,
@@ -74,9 +77,15 @@ impl ServiceCalls {
         let usage = self.usage.counters(&service.name, service.version);
         let identity = service.identity(&chain.request_id, &label);
         let body_limit = service.limits.max_request_body_bytes;
+        let admitted = self.admission.try_admit(&service.tenant);
         let result = if declared_length(request.headers()).is_some_and(|length| length > body_limit)
         {
             Err(EdgeError::BodyTooLarge { limit: body_limit })
+        } else if let Err(refusal) = &admitted {
+            Err(match refusal {
+                crate::admission::Refusal::Node => EdgeError::Overloaded,
+                crate::admission::Refusal::Tenant => EdgeError::TenantOverloaded,
+            })
         } else {
             request.extensions_mut().insert(chain);
             let component = self.modules.get(service.module).await.map_err(|error| {
@@ -92,7 +101,10 @@ impl ServiceCalls {
                     let metrics = Arc::clone(&self.metrics);
                     let guest_usage = Arc::clone(&usage);
                     let guest_label = Arc::clone(&label);
+                    let permit = admitted.ok();
                     let finished = move |report: GuestReport| {
+                        // The slot is the callee's until its guest is done.
+                        let _permit = permit;
                         crate::http::pipeline::record_guest(&metrics, &guest_label, &report);
                         guest_usage.add_cpu(report.cpu);
                         if report.outcome.is_err() {

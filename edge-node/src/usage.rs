@@ -21,6 +21,7 @@ pub struct ServiceCounters {
     status_4xx: AtomicU64,
     status_5xx: AtomicU64,
     guest_failures: AtomicU64,
+    responses_cut: AtomicU64,
     guest_cpu_micros: AtomicU64,
     bytes_out: AtomicU64,
 }
@@ -30,6 +31,12 @@ impl ServiceCounters {
     /// response.
     pub fn add_guest_failure(&self) {
         self.guest_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one response whose body ended in an error after its head
+    /// was sent.
+    pub fn add_cut_response(&self) {
+        self.responses_cut.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn add_bytes_out(&self, bytes: u64) {
@@ -83,6 +90,7 @@ impl UsageMeter {
                     service: service.to_string(),
                     version: *version,
                     guest_failures: take(&c.guest_failures),
+                    responses_cut: take(&c.responses_cut),
                     requests: take(&c.requests),
                     status_2xx: take(&c.status_2xx),
                     status_3xx: take(&c.status_3xx),

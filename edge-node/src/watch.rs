@@ -24,15 +24,24 @@ pub const WATCH_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// directory their relative paths are resolved against.
 pub type Reload = Box<dyn FnMut() -> anyhow::Result<(Vec<ServiceConfig>, PathBuf)> + Send>;
 
-/// The size and modification time of each watched file (`None`: missing).
-type Fingerprint = Vec<Option<(u64, SystemTime)>>;
+/// The size, modification time, change time and inode of each watched
+/// file (`None`: missing): a rebuild of the same size within one tick of
+/// the clock still changes the inode (a rename) or the change time.
+type Fingerprint = Vec<Option<(u64, SystemTime, i64, u64)>>;
 
 fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
+    use std::os::unix::fs::MetadataExt as _;
     paths
         .iter()
         .map(|path| {
             let metadata = std::fs::metadata(path).ok()?;
-            Some((metadata.len(), metadata.modified().ok()?))
+            let changed = metadata.ctime() * 1_000_000_000 + metadata.ctime_nsec();
+            Some((
+                metadata.len(),
+                metadata.modified().ok()?,
+                changed,
+                metadata.ino(),
+            ))
         })
         .collect()
 }
@@ -53,7 +62,12 @@ pub fn watched_files(
 /// Installs the services `reload` gives whenever a watched file changed and
 /// settled, until the task is dropped. `paths` are watched; a reload may
 /// name other module files, and then those are watched from then on.
-pub async fn serve_changes(node: Node, mut paths: Vec<PathBuf>, config_file: Option<PathBuf>, mut reload: Reload) {
+pub async fn serve_changes(
+    node: Node,
+    mut paths: Vec<PathBuf>,
+    config_file: Option<PathBuf>,
+    mut reload: Reload,
+) {
     let mut served = fingerprint(&paths);
     let mut last_seen = served.clone();
     loop {
@@ -70,7 +84,10 @@ pub async fn serve_changes(node: Node, mut paths: Vec<PathBuf>, config_file: Opt
         match reload() {
             Ok((services, base_dir)) => match node.install_services(&services, &base_dir).await {
                 Ok(()) => {
-                    tracing::info!(services = services.len(), "module changed: serving the new build");
+                    tracing::info!(
+                        services = services.len(),
+                        "module changed: serving the new build"
+                    );
                     let now_watched = watched_files(&services, &base_dir, config_file.as_deref());
                     if now_watched != paths {
                         paths = now_watched;

@@ -233,6 +233,10 @@ pub enum ServiceCommand {
         /// `KEY=VALUE`; repeatable.
         #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config)]
         config: Vec<(String, String)>,
+        /// The CPU budget per request (`limits.cpu_budget_ms`): Python and
+        /// JavaScript runtimes need more than the default 50 ms to start.
+        #[arg(long)]
+        cpu_budget_ms: Option<u64>,
     },
     /// List your services.
     List,

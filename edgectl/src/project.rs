@@ -29,18 +29,48 @@ const PLATFORM_WIT: &[(&str, &str)] = &[
     ("world.wit", include_str!("../../sdk/wit/world.wit")),
     ("cache.wit", include_str!("../../sdk/wit/cache.wit")),
     ("deps/cli.wit", include_str!("../../sdk/wit/deps/cli.wit")),
-    ("deps/clocks.wit", include_str!("../../sdk/wit/deps/clocks.wit")),
-    ("deps/filesystem.wit", include_str!("../../sdk/wit/deps/filesystem.wit")),
+    (
+        "deps/clocks.wit",
+        include_str!("../../sdk/wit/deps/clocks.wit"),
+    ),
+    (
+        "deps/filesystem.wit",
+        include_str!("../../sdk/wit/deps/filesystem.wit"),
+    ),
     ("deps/http.wit", include_str!("../../sdk/wit/deps/http.wit")),
     ("deps/io.wit", include_str!("../../sdk/wit/deps/io.wit")),
-    ("deps/random.wit", include_str!("../../sdk/wit/deps/random.wit")),
-    ("deps/sockets.wit", include_str!("../../sdk/wit/deps/sockets.wit")),
-    ("deps/config/store.wit", include_str!("../../sdk/wit/deps/config/store.wit")),
-    ("deps/config/world.wit", include_str!("../../sdk/wit/deps/config/world.wit")),
-    ("deps/keyvalue/atomic.wit", include_str!("../../sdk/wit/deps/keyvalue/atomic.wit")),
-    ("deps/keyvalue/batch.wit", include_str!("../../sdk/wit/deps/keyvalue/batch.wit")),
-    ("deps/keyvalue/store.wit", include_str!("../../sdk/wit/deps/keyvalue/store.wit")),
-    ("deps/keyvalue/world.wit", include_str!("../../sdk/wit/deps/keyvalue/world.wit")),
+    (
+        "deps/random.wit",
+        include_str!("../../sdk/wit/deps/random.wit"),
+    ),
+    (
+        "deps/sockets.wit",
+        include_str!("../../sdk/wit/deps/sockets.wit"),
+    ),
+    (
+        "deps/config/store.wit",
+        include_str!("../../sdk/wit/deps/config/store.wit"),
+    ),
+    (
+        "deps/config/world.wit",
+        include_str!("../../sdk/wit/deps/config/world.wit"),
+    ),
+    (
+        "deps/keyvalue/atomic.wit",
+        include_str!("../../sdk/wit/deps/keyvalue/atomic.wit"),
+    ),
+    (
+        "deps/keyvalue/batch.wit",
+        include_str!("../../sdk/wit/deps/keyvalue/batch.wit"),
+    ),
+    (
+        "deps/keyvalue/store.wit",
+        include_str!("../../sdk/wit/deps/keyvalue/store.wit"),
+    ),
+    (
+        "deps/keyvalue/world.wit",
+        include_str!("../../sdk/wit/deps/keyvalue/world.wit"),
+    ),
 ];
 
 /// The WASI release the platform's WIT is written for.
@@ -53,14 +83,22 @@ pub fn dev_output(dir: &Path) -> PathBuf {
 
 /// Writes a new project called `name` in `dir/name` (which must not exist
 /// yet), and returns its directory.
-pub fn init(dir: &Path, name: &str, language: Language, sdk: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub fn init(
+    dir: &Path,
+    name: &str,
+    language: Language,
+    sdk: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     edge_config::validate::validate_service_name(name).map_err(anyhow::Error::msg)?;
     let root = dir.join(name);
     if root.exists() {
         bail!("{} already exists", root.display());
     }
     let fill = |template: &str| template.replace("{{name}}", name);
-    let mut files: Vec<(PathBuf, String)> = vec![(".gitignore".into(), "target/\nnode_modules/\n*.wasm\n".into())];
+    let mut files: Vec<(PathBuf, String)> = vec![(
+        ".gitignore".into(),
+        "target/\nnode_modules/\n*.wasm\n".into(),
+    )];
     match language {
         Language::Rust => {
             let sdk = match sdk.map(Path::to_path_buf).or_else(bundled_sdk) {
@@ -71,11 +109,17 @@ pub fn init(dir: &Path, name: &str, language: Language, sdk: Option<&Path>) -> a
                 "Cargo.toml".into(),
                 fill(include_str!("templates/rust_cargo.toml")).replace("{{sdk}}", &sdk),
             ));
-            files.push(("src/lib.rs".into(), fill(include_str!("templates/rust_lib.rs"))));
+            files.push((
+                "src/lib.rs".into(),
+                fill(include_str!("templates/rust_lib.rs")),
+            ));
         }
         Language::Js => {
             files.push(("app.js".into(), fill(include_str!("templates/app.js"))));
-            files.push(("package.json".into(), fill(include_str!("templates/package.json"))));
+            files.push((
+                "package.json".into(),
+                fill(include_str!("templates/package.json")),
+            ));
             files.extend(platform_wit("wit"));
         }
         Language::Python => {
@@ -86,7 +130,8 @@ pub fn init(dir: &Path, name: &str, language: Language, sdk: Option<&Path>) -> a
     for (path, text) in files {
         let path = root.join(path);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -100,7 +145,9 @@ fn bundled_sdk() -> Option<PathBuf> {
         return Some(PathBuf::from(path));
     }
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
-    sdk.join("Cargo.toml").is_file().then(|| sdk.canonicalize().unwrap_or(sdk))
+    sdk.join("Cargo.toml")
+        .is_file()
+        .then(|| sdk.canonicalize().unwrap_or(sdk))
 }
 
 fn platform_wit(under: &str) -> impl Iterator<Item = (PathBuf, String)> + '_ {
@@ -173,11 +220,27 @@ fn build_python(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir.join("target"))?;
     eprintln!("building app.py with componentize-py");
     let status = Process::new(&tool)
-        .args(["-q", "-d", "wit", "-w", "service", "componentize", "-p", ".", "app", "-o"])
+        .args([
+            "-q",
+            "-d",
+            "wit",
+            "-w",
+            "service",
+            "componentize",
+            "-p",
+            ".",
+            "app",
+            "-o",
+        ])
         .arg(&out)
         .current_dir(dir)
         .status()
-        .with_context(|| format!("running {} (pip install componentize-py)", Path::new(&tool).display()))?;
+        .with_context(|| {
+            format!(
+                "running {} (pip install componentize-py)",
+                Path::new(&tool).display()
+            )
+        })?;
     if !status.success() {
         bail!("componentize-py failed");
     }
@@ -190,7 +253,11 @@ fn build_js(dir: &Path) -> anyhow::Result<PathBuf> {
         None => dir.join("node_modules/.bin/componentize-js"),
     };
     if !tool.exists() {
-        bail!("{} is missing: run `npm install` in {}", tool.display(), dir.display());
+        bail!(
+            "{} is missing: run `npm install` in {}",
+            tool.display(),
+            dir.display()
+        );
     }
     let engine = engine_wasm(&tool)?;
     let release = engine_wasi_release(&engine)?;
@@ -310,6 +377,9 @@ mod tests {
         init(dir.path(), "shop", Language::Python, None).expect("init");
         assert!(dir.path().join("shop/wit/deps/http.wit").is_file());
         assert!(init(dir.path(), "shop", Language::Js, None).is_err());
-        assert_eq!(detect(&dir.path().join("shop")).expect("detect"), Language::Python);
+        assert_eq!(
+            detect(&dir.path().join("shop")).expect("detect"),
+            Language::Python
+        );
     }
 }

@@ -62,6 +62,10 @@ impl Store {
         actor: &str,
     ) -> Result<Option<(Canary, u64)>, StoreError> {
         let mut tx = self.begin("starting a canary").await?;
+        // Every rollout step takes the lock activations take, so that a
+        // promotion, an abort, an activation and a rollback of one service
+        // happen one after the other, on any number of replicas.
+        super::domains::lock_claims(&mut tx).await?;
         let exists =
             sqlx::query("SELECT number FROM versions WHERE service_id = $1 AND number = $2")
                 .bind(&service.id)
@@ -139,6 +143,7 @@ impl Store {
         reason: &str,
     ) -> Result<CanaryEnded, StoreError> {
         let mut tx = self.begin("ending a canary").await?;
+        super::domains::lock_claims(&mut tx).await?;
         let Some(canary) = running_canary(&mut tx, &service.id).await? else {
             return Err(StoreError::Rollout(
                 "the service has no canary running".into(),
@@ -200,7 +205,49 @@ impl Store {
     /// Compares the canary's error rate with the stable version's over the
     /// canary's window, and rolls the canary back when its policy says so.
     /// `None`: no canary, too few requests yet, or a canary within bounds.
+    /// The verdict is read without the rollout lock (it runs after every
+    /// usage report); a rollback takes it, and rolls back only the canary
+    /// it judged, if that is still running.
     pub async fn judge_canary(&self, service_id: &str) -> Result<Option<RolledBack>, StoreError> {
+        let Some((canary, stable, reason)) = self.verdict(service_id).await? else {
+            return Ok(None);
+        };
+        let mut tx = self.begin("rolling a canary back").await?;
+        super::domains::lock_claims(&mut tx).await?;
+        let still = running_canary(&mut tx, service_id).await?;
+        if still.is_none_or(|running| {
+            running.started_at != canary.started_at || running.version != canary.version
+        }) {
+            return Ok(None);
+        }
+        if active_version(&mut tx, service_id).await? != Some(stable) {
+            return Ok(None);
+        }
+        end_canary_in(
+            &mut tx,
+            service_id,
+            canary.version,
+            CanaryOutcome::RolledBack,
+            CONTROL_PLANE_ACTOR,
+            &reason,
+        )
+        .await?;
+        let snapshot_version = commit_new_snapshot(tx, "rolling a canary back").await?;
+        Ok(Some(RolledBack {
+            service_id: service_id.to_string(),
+            ended: CanaryEnded {
+                version: canary.version,
+                outcome: CanaryOutcome::RolledBack.label().to_string(),
+                active_version: Some(stable),
+                snapshot_version,
+            },
+            reason,
+        }))
+    }
+
+    /// The running canary, the stable version and the reason, when the
+    /// canary's error rate over its window calls for a rollback.
+    async fn verdict(&self, service_id: &str) -> Result<Option<(Canary, i64, String)>, StoreError> {
         let mut tx = self.begin("judging a canary").await?;
         let Some(canary) = running_canary(&mut tx, service_id).await? else {
             return Ok(None);
@@ -249,26 +296,8 @@ impl Store {
             canary.rollback.window_secs,
             canary.rollback.threshold_pct,
         );
-        end_canary_in(
-            &mut tx,
-            service_id,
-            canary.version,
-            CanaryOutcome::RolledBack,
-            CONTROL_PLANE_ACTOR,
-            &reason,
-        )
-        .await?;
-        let snapshot_version = commit_new_snapshot(tx, "rolling a canary back").await?;
-        Ok(Some(RolledBack {
-            service_id: service_id.to_string(),
-            ended: CanaryEnded {
-                version: canary.version,
-                outcome: CanaryOutcome::RolledBack.label().to_string(),
-                active_version: Some(stable),
-                snapshot_version,
-            },
-            reason,
-        }))
+        tx.commit().await.map_err(db("judging a canary"))?;
+        Ok(Some((canary, stable, reason)))
     }
 
     /// Deletes per-version usage older than any window needs.
@@ -332,7 +361,8 @@ pub(super) async fn record_version_usage(
     if running.is_none() || usage.version == 0 {
         return Ok(false);
     }
-    let errors = usage.status_5xx.max(usage.guest_failures);
+    // A failure before the head is a 5xx; one after it is a cut response.
+    let errors = usage.status_5xx.saturating_add(usage.responses_cut);
     sqlx::query(
         "INSERT INTO version_usage (service_id, version, received_at, requests, errors) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -384,11 +414,17 @@ pub(super) async fn end_canary_in(
     actor: &str,
     reason: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM canaries WHERE service_id = $1")
+    let deleted = sqlx::query("DELETE FROM canaries WHERE service_id = $1 AND version = $2")
         .bind(service_id)
+        .bind(version)
         .execute(&mut **tx)
         .await
         .map_err(db("ending a canary"))?;
+    if deleted.rows_affected() == 0 {
+        return Err(StoreError::Rollout(
+            "the service has no canary running".into(),
+        ));
+    }
     sqlx::query(
         "UPDATE activations SET ended_at = $1, ended_by = $2, outcome = $3, reason = $4 \
          WHERE service_id = $5 AND role = 'canary' AND version = $6 AND ended_at IS NULL",

@@ -150,10 +150,18 @@ async fn a_tenant_deploys_from_source_with_edgectl() {
     .await;
     until_all_serve(&nodes, PLAIN).await;
     let versions = edgectl(&config, &["versions", "web"]).await;
-    assert_eq!(
-        versions.lines().count(),
-        3,
-        "header + 2 versions: {versions}"
+    let (table, history) = versions.split_once("\nhistory:\n").expect("a history");
+    assert_eq!(table.lines().count(), 3, "header + 2 versions: {versions}");
+    // Who activated what, and how the first one ended.
+    let history: Vec<&str> = history.lines().skip(1).collect();
+    assert_eq!(history.len(), 2, "{versions}");
+    assert!(
+        history[0].starts_with("1\tactive\t") && history[0].contains("\tsuperseded\tv2 activated"),
+        "{versions}"
+    );
+    assert!(
+        history[1].starts_with("2\tactive\t") && history[1].contains("serving"),
+        "{versions}"
     );
     let rolled = edgectl(&config, &["rollback", "web"]).await;
     assert!(rolled.contains("version 1"), "{rolled}");

@@ -131,18 +131,19 @@ impl Chain {
     }
 }
 
-/// A service backend with one request's place in the chain: what the cache
-/// reads through for it.
+/// A service backend with one request's place in the chain. Its calls pass
+/// the cache straight through: each runs the callee, whose version may
+/// differ per request (a canary), and which keeps what it likes in the
+/// cache API itself. No timeout is put on a call: the callee's own wall
+/// time bounds it, and a call cut short would leave its execution
+/// unaccounted.
 #[derive(Debug, Clone)]
 struct ServiceUpstream {
-    /// `service://<name>`: the callee's URLs in the tenant's cache keys, a
-    /// scheme no origin has.
+    /// `service://<name>`: how the callee's URLs are written, a scheme no
+    /// origin has.
     base_url: Arc<str>,
     callee: Arc<str>,
     chain: Chain,
-    /// The backend's `first_byte_timeout_ms`: the longest the callee may take
-    /// to set its response head (its own wall time bounds the rest).
-    first_byte: Duration,
     /// The caller's metrics label and backend name.
     service: Arc<str>,
     backend: Arc<str>,
@@ -154,8 +155,9 @@ impl Upstream for ServiceUpstream {
         &self.base_url
     }
 
+    /// Never asked: nothing waits on another call's fill.
     fn head_deadline(&self) -> Duration {
-        self.first_byte
+        Duration::ZERO
     }
 
     async fn send(
@@ -168,11 +170,7 @@ impl Upstream for ServiceUpstream {
             chain: self.chain.clone(),
             request,
         };
-        let calls = Arc::clone(&self.chain.calls);
-        let result = match tokio::time::timeout(self.first_byte, calls.call(call)).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(WasiHttpError::HttpResponseTimeout),
-        };
+        let result = Arc::clone(&self.chain.calls).call(call).await;
         let outcome = match &result {
             Ok(response) => crate::metrics::status_class(response.status().as_u16()).to_string(),
             Err(error) => crate::backend::error_label(error),
@@ -316,12 +314,12 @@ impl WasiHttpHooks for Outbound {
                     base_url: format!("service://{callee}").into(),
                     callee: Arc::clone(callee),
                     chain,
-                    first_byte: Duration::from_millis(backend.spec.first_byte_timeout_ms),
                     service: Arc::clone(&self.metrics_label),
                     backend: Arc::clone(&backend.name),
                     metrics: Arc::clone(&context.metrics),
                 };
-                return self.fetch(context.clone(), backend.spec.cache, upstream, request);
+                let uncached = edge_config::BackendCache::Off;
+                return self.fetch(context.clone(), uncached, upstream, request);
             }
         };
         let origin = Origin {

@@ -170,10 +170,16 @@ impl Body for MeteredBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.counters.add_bytes_out(data.len() as u64);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.counters.add_bytes_out(data.len() as u64);
+                }
+            }
+            // The head went out, the body did not finish: a failure the
+            // status does not show (a canary's error rate counts it).
+            Poll::Ready(Some(Err(_))) => self.counters.add_cut_response(),
+            _ => {}
         }
         polled
     }

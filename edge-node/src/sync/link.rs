@@ -288,19 +288,29 @@ impl ControlPlaneLink {
         let snapshot: Snapshot = response.json().await?;
         // Collected first: an iterator of closures held across the awaits
         // below would keep the future from being `Send`.
+        // A canary's module that cannot be fetched leaves the canary out
+        // (the install reports it): it must not hold back every other
+        // service's snapshot.
         let mut hashes = Vec::new();
         for service in &snapshot.services {
-            for module in service.module_hashes() {
+            for (i, module) in service.module_hashes().enumerate() {
                 let hash: ModuleHash = module.parse().map_err(|_| {
                     SyncError::Apply(format!("bad module hash for {}", service.name))
                 })?;
-                hashes.push(hash);
+                hashes.push((hash, i == 0));
             }
         }
-        for hash in hashes {
+        for (hash, required) in hashes {
             // A module already loaded needs nothing from disk or the network.
-            if !self.node.modules().is_ready(hash) {
-                self.fetch_module(hash).await?;
+            if self.node.modules().is_ready(hash) {
+                continue;
+            }
+            match self.fetch_module(hash).await {
+                Ok(()) => {}
+                Err(error) if !required => {
+                    tracing::warn!(%hash, %error, "a canary's module could not be fetched; the canary is left out");
+                }
+                Err(error) => return Err(error),
             }
         }
         let report = self.node.install_snapshot(&snapshot).await;

@@ -25,7 +25,10 @@ pub fn init(name: &str, language: Language, dir: &Path, sdk: Option<&Path>) -> a
     if language == Language::Js {
         println!("  cd {} && npm install", root.display());
     }
-    println!("  edgectl dev {}      # serve it on loopback, again on every change", root.display());
+    println!(
+        "  edgectl dev {}      # serve it on loopback, again on every change",
+        root.display()
+    );
     println!("  edgectl deploy {name} --build {}", root.display());
     Ok(())
 }
@@ -44,8 +47,9 @@ pub async fn dev(dir: &Path, listen: &str, cpu_budget_ms: Option<u64>) -> anyhow
     let mut seen = fingerprint(&sources);
     build_into(dir, language, &served)?;
     let node_bin = node_binary();
+    // The node stops with edgectl, however edgectl ends.
     let mut node = tokio::process::Command::new(&node_bin)
-        .args(["serve", "--watch", "--module"])
+        .args(["serve", "--watch", "--exit-with-parent", "--module"])
         .arg(&served)
         .args(["--listen", listen, "--admin-listen", "127.0.0.1:0"])
         .arg(format!("--cpu-budget-ms={cpu_budget_ms}"))
@@ -55,10 +59,14 @@ pub async fn dev(dir: &Path, listen: &str, cpu_budget_ms: Option<u64>) -> anyhow
         .spawn()
         .with_context(|| format!("starting {} (set EDGE_NODE_BIN)", node_bin.display()))?;
     eprintln!("watching {} for changes (Ctrl-C stops)", dir.display());
-    loop {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let outcome = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            status = node.wait() => anyhow::bail!("the node stopped: {}", status?),
+            _ = interrupt.recv() => break Ok(()),
+            _ = terminate.recv() => break Ok(()),
+            status = node.wait() => break Err(anyhow::anyhow!("the node stopped: {}", status?)),
             () = tokio::time::sleep(SOURCE_POLL_INTERVAL) => {}
         }
         sources = project::sources(dir, language);
@@ -67,20 +75,31 @@ pub async fn dev(dir: &Path, listen: &str, cpu_budget_ms: Option<u64>) -> anyhow
             continue;
         }
         seen = now;
+        // Built off the runtime, so that a signal during a build is heard.
+        let (dir_owned, served_owned) = (dir.to_path_buf(), served.clone());
+        let build =
+            tokio::task::spawn_blocking(move || build_into(&dir_owned, language, &served_owned));
+        let built = tokio::select! {
+            _ = interrupt.recv() => break Ok(()),
+            _ = terminate.recv() => break Ok(()),
+            built = build => built.context("the build task")?,
+        };
         // A failed build leaves the last good module serving.
-        match build_into(dir, language, &served) {
+        match built {
             Ok(()) => eprintln!("rebuilt: the node serves it from the next request"),
             Err(error) => eprintln!("build failed, still serving the last good build: {error:#}"),
         }
-    }
+    };
     node.kill().await.ok();
-    Ok(())
+    outcome
 }
 
 /// Builds the project and puts the component at `served` in one rename.
 fn build_into(dir: &Path, language: Language, served: &Path) -> anyhow::Result<()> {
     let built = project::build(dir, language)?;
-    let parent = served.parent().context("no directory for the served module")?;
+    let parent = served
+        .parent()
+        .context("no directory for the served module")?;
     std::fs::create_dir_all(parent)?;
     let staged = served.with_extension("staged");
     std::fs::copy(&built, &staged).with_context(|| format!("copying {}", built.display()))?;

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::args::{CanaryArgs, ServiceCommand};
 use crate::credentials;
-use crate::project;
 use crate::output::{print_rollout, print_table, print_versions};
+use crate::project;
 
 pub async fn service(command: ServiceCommand) -> anyhow::Result<()> {
     let api = credentials::logged_in()?;
@@ -27,6 +27,7 @@ pub async fn service(command: ServiceCommand) -> anyhow::Result<()> {
             kv_stores,
             secrets,
             config,
+            cpu_budget_ms,
         } => {
             let backends =
                 backends
@@ -44,7 +45,7 @@ pub async fn service(command: ServiceCommand) -> anyhow::Result<()> {
                         Ok((name, edge_config::BackendSpec::service(service)))
                     }))
                     .collect::<anyhow::Result<_>>()?;
-            let spec = ServiceSpec {
+            let mut spec = ServiceSpec {
                 domains,
                 backends,
                 cache_responses,
@@ -53,6 +54,9 @@ pub async fn service(command: ServiceCommand) -> anyhow::Result<()> {
                 config: config.into_iter().collect(),
                 ..ServiceSpec::default()
             };
+            if let Some(budget) = cpu_budget_ms {
+                spec.limits.cpu_budget_ms = budget;
+            }
             api.create_service(&name, &spec).await?;
             println!("created service {name}");
         }

@@ -18,6 +18,24 @@ fn gate(name: &str, callee: &str) -> TestService {
         .service_backend("app", callee)
 }
 
+/// The node's metrics once `series` has reached `at_least`: a guest's
+/// figures are recorded when its execution ends, which may come after its
+/// client has read the whole body.
+async fn metrics_once(node: &TestNode, series: &str, at_least: f64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = node.metrics().await;
+        if edge_tests::node::metric_value(&page, series) >= at_least {
+            return page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} never reached {at_least}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 async fn get_with_token(node: &TestNode, host: &str, path: &str, token: Option<&str>) -> Reply {
     let mut get = request("GET", host, path, Bytes::new());
     if let Some(token) = token {
@@ -70,7 +88,12 @@ async fn a_rust_auth_gate_refuses_a_request_without_its_token_and_passes_one_wit
 
     // The callee is counted under its own name, as a request that came from
     // a service, with its own guest CPU.
-    let page = node.metrics().await;
+    let page = metrics_once(
+        &node,
+        r#"edge_guest_cpu_seconds_total{service="app"}"#,
+        1e-9,
+    )
+    .await;
     let value = |series: &str| edge_tests::node::metric_value(&page, series);
     assert_eq!(
         value(r#"edge_requests_total{protocol="service",service="app",status_class="2xx"}"#),
@@ -190,7 +213,12 @@ async fn a_callee_runs_on_its_own_cpu_budget() {
         cut.body.len()
     );
     assert!(cut.body.len() < 1_000, "{} bytes", cut.body.len());
-    let page = node.metrics().await;
+    let page = metrics_once(
+        &node,
+        r#"edge_guest_terminations_total{reason="cpu",service="work"}"#,
+        1.0,
+    )
+    .await;
     let value = |series: &str| edge_tests::node::metric_value(&page, series);
     assert_eq!(
         value(r#"edge_guest_terminations_total{reason="cpu",service="work"}"#),
@@ -202,5 +230,31 @@ async fn a_callee_runs_on_its_own_cpu_budget() {
     );
     let auth_cpu = value(r#"edge_guest_cpu_seconds_total{service="auth"}"#);
     assert!(auth_cpu < 0.1, "the caller was charged {auth_cpu} s");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_takes_a_slot_of_its_tenants_in_flight_bound() {
+    // One request in flight per tenant: the gate holds it, so its callee
+    // finds none free and answers 503 rather than take an instance past
+    // the tenant's bound.
+    let mut config = edge_config::NodeConfig::default();
+    config.http.max_in_flight_requests_per_tenant = 1;
+    let node = TestNode::start_with(
+        config,
+        vec![
+            gate("auth", "app"),
+            TestService::example("app", "hello").tenant("acme"),
+        ],
+    )
+    .await;
+    let refused = get_with_token(&node, "auth.test", "/", Some(TOKEN)).await;
+    refused.assert_edge_error(503, "tenant-overloaded");
+    let page = node.metrics().await;
+    assert_eq!(
+        edge_tests::node::metric_value(&page, r#"edge_guest_cpu_seconds_total{service="app"}"#),
+        0.0,
+        "the callee ran past its tenant's bound"
+    );
     node.shutdown().await;
 }

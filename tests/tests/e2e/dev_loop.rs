@@ -27,7 +27,13 @@ async fn a_watched_module_is_swapped_while_a_streaming_response_from_the_old_one
     let mut node = tokio::process::Command::new(workspace_binary("edge-node"))
         .args(["serve", "--watch", "--module"])
         .arg(&module)
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -36,18 +42,27 @@ async fn a_watched_module_is_swapped_while_a_streaming_response_from_the_old_one
         .expect("edge-node starts");
     let mut lines = tokio::io::BufReader::new(node.stdout.take().expect("stdout")).lines();
     let addr = loop {
-        let line = lines.next_line().await.expect("read").expect("the node's address");
+        let line = lines
+            .next_line()
+            .await
+            .expect("read")
+            .expect("the node's address");
         if let Some(addr) = line.strip_prefix("edge node listening on http://") {
             break addr.parse().expect("an address");
         }
     };
 
-    // 30 chunks, 100 ms apart: three seconds of streaming from the old
-    // module.
+    // 80 chunks, 100 ms apart: eight seconds of streaming from the old
+    // module, for the new one to be compiled and served meanwhile.
     let streaming = tokio::spawn(send(
         addr,
         Protocol::Http1,
-        request("GET", "app.test", "/?chunks=30&size=1000&delay_ms=100", Bytes::new()),
+        request(
+            "GET",
+            "app.test",
+            "/?chunks=80&size=1000&delay_ms=100",
+            Bytes::new(),
+        ),
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     replace_module(&rust_guest("hello"), &module);
@@ -58,7 +73,10 @@ async fn a_watched_module_is_swapped_while_a_streaming_response_from_the_old_one
         if reply.status == 200 && reply.text() == HELLO {
             break;
         }
-        assert!(Instant::now() < deadline, "the rebuilt module is not served");
+        assert!(
+            Instant::now() < deadline,
+            "the rebuilt module is not served"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
@@ -69,10 +87,14 @@ async fn a_watched_module_is_swapped_while_a_streaming_response_from_the_old_one
     let reply = streaming.await.expect("stream task");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body_error, None, "the old module's stream was cut");
-    assert_eq!(reply.body.len(), 30_000);
+    assert_eq!(reply.body.len(), 80_000);
     for (i, chunk) in reply.body.chunks(1000).enumerate() {
         let letter = b'a' + (i % 26) as u8;
-        assert!(chunk.iter().all(|&b| b == letter), "chunk {i} is not all {}", letter as char);
+        assert!(
+            chunk.iter().all(|&b| b == letter),
+            "chunk {i} is not all {}",
+            letter as char
+        );
     }
 
     // A module that does not compile is refused, and the last good one
@@ -109,7 +131,11 @@ impl DevLoop {
         let mut lines = tokio::io::BufReader::new(edgectl.stdout.take().expect("stdout")).lines();
         let addr = tokio::time::timeout(Duration::from_secs(300), async {
             loop {
-                let line = lines.next_line().await.expect("read").expect("the node's address");
+                let line = lines
+                    .next_line()
+                    .await
+                    .expect("read")
+                    .expect("the node's address");
                 if let Some(addr) = line.strip_prefix("edge node listening on http://") {
                     break addr.parse().expect("an address");
                 }
@@ -140,7 +166,9 @@ impl DevLoop {
     /// Ctrl-C, as a developer stops it: edgectl stops its node too.
     async fn stop(mut self) {
         let pid = self.edgectl.id().expect("running").to_string();
-        let _ = std::process::Command::new("kill").args(["-INT", &pid]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status();
         let stopped = tokio::time::timeout(Duration::from_secs(20), self.edgectl.wait()).await;
         assert!(stopped.is_ok(), "edgectl dev did not stop on SIGINT");
     }
@@ -154,12 +182,17 @@ fn init(dir: &Path, lang: &str, name: &str) -> std::path::PathBuf {
         .arg(name)
         .output()
         .expect("edgectl init");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     dir.join(name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edgectl_init_writes_a_rust_project_that_edgectl_dev_serves_and_serves_again_after_an_edit() {
+async fn edgectl_init_writes_a_rust_project_that_edgectl_dev_serves_and_serves_again_after_an_edit()
+{
     let dir = tempfile::tempdir().expect("dir");
     let project = init(dir.path(), "rust", "hello-dev");
     // The crate's dependencies are built once for every run of this test.
@@ -170,12 +203,14 @@ async fn edgectl_init_writes_a_rust_project_that_edgectl_dev_serves_and_serves_a
     let lib = project.join("src/lib.rs");
     let source = std::fs::read_to_string(&lib).expect("lib.rs");
     std::fs::write(&lib, source.replace("hello from", "hello again from")).expect("edit");
-    dev.until_serves("hello again from hello-dev\npath: /\n").await;
+    dev.until_serves("hello again from hello-dev\npath: /\n")
+        .await;
 
     // A change that does not build leaves the last good build serving.
     std::fs::write(&lib, "this is not rust").expect("edit");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    dev.until_serves("hello again from hello-dev\npath: /\n").await;
+    dev.until_serves("hello again from hello-dev\npath: /\n")
+        .await;
     dev.stop().await;
 }
 
@@ -190,7 +225,10 @@ async fn edgectl_init_writes_python_and_javascript_projects_that_build_and_serve
     let python = init(dir.path(), "python", "hello-py");
     let dev = DevLoop::start(
         &python,
-        &[("EDGE_COMPONENTIZE_PY", root.join("target/py-venv/bin/componentize-py"))],
+        &[(
+            "EDGE_COMPONENTIZE_PY",
+            root.join("target/py-venv/bin/componentize-py"),
+        )],
     )
     .await;
     dev.until_serves("hello from hello-py\npath: /\n").await;
@@ -206,5 +244,35 @@ async fn edgectl_init_writes_python_and_javascript_projects_that_build_and_serve
     )
     .await;
     dev.until_serves("hello from hello-js\npath: /\n").await;
-    dev.stop().await;
+
+    // However edgectl ends, its node ends with it.
+    let addr = dev.addr;
+    let mut edgectl = dev.edgectl;
+    edgectl.kill().await.expect("SIGKILL");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "the node outlived edgectl dev");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn watch_is_refused_for_a_node_that_follows_a_control_plane() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "[node]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[control_plane]\nurl = \"http://127.0.0.1:9\"\ncluster_token = \"t\"\nnode_name = \"n\"\n",
+    )
+    .expect("config");
+    let output = std::process::Command::new(workspace_binary("edge-node"))
+        .args(["serve", "--watch", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("edge-node runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot follow a control plane"), "{stderr}");
 }
