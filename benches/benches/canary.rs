@@ -4,7 +4,8 @@
 //! clients; nobody calls the API. Measured per node: the time from the
 //! first failed request anywhere to the moment that node serves the
 //! snapshot without the canary. Nodes report usage every USAGE_REPORT_MS
-//! (the node's default, 5 s, unless set).
+//! (the node's default, 5 s, unless set), and every second while they
+//! serve a canary.
 //!
 //!   cargo bench -p edge-benches --bench canary
 //!   ROUNDS=5 NODES=5 USAGE_REPORT_MS=1000 cargo bench -p edge-benches --bench canary
@@ -61,6 +62,13 @@ async fn bench(node_count: usize, rounds: usize) {
         for node in &cluster.nodes {
             until_snapshot(node, started.snapshot_version).await;
         }
+        // Failures start at a random moment of the nodes' report cycle, as
+        // they would in production: not just after the round's last report.
+        let phase = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()) as u64
+            % (env_or("USAGE_REPORT_MS", 5_000) as u64).min(1_000);
+        tokio::time::sleep(Duration::from_millis(phase)).await;
 
         // Clients on every node until the round ends.
         let first_failure = Arc::new(std::sync::OnceLock::<Instant>::new());

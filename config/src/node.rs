@@ -57,7 +57,8 @@ pub struct ControlPlaneSection {
     /// How the node is listed by the control plane.
     #[serde(default = "default_node_name")]
     pub node_name: String,
-    /// How often usage is reported.
+    /// How often usage is reported (at least every
+    /// [`CANARY_USAGE_REPORT_INTERVAL_MS`] while a canary is served).
     #[serde(default = "default_usage_report_interval_ms")]
     pub usage_report_interval_ms: u64,
 }
@@ -96,6 +97,10 @@ fn is_loopback(host: &str) -> bool {
 /// Usage reports go out this often: fresh enough for a usage page, rare
 /// enough to cost the control plane little per node.
 pub const DEFAULT_USAGE_REPORT_INTERVAL_MS: u64 = 5_000;
+/// While a node serves a canary, it reports at least this often: the
+/// control plane judges the canary on each report, so a bad one is rolled
+/// back within about a second of failing, whatever the interval.
+pub const CANARY_USAGE_REPORT_INTERVAL_MS: u64 = 1_000;
 
 fn default_usage_report_interval_ms() -> u64 {
     DEFAULT_USAGE_REPORT_INTERVAL_MS

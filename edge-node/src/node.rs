@@ -186,6 +186,12 @@ impl Node {
     }
 
     /// The HTTP cache, every tenant's namespace.
+    /// Whether any service served now has a canary (its usage is then
+    /// reported more often).
+    pub fn serves_canary(&self) -> bool {
+        self.inner.router.serves_canary()
+    }
+
     pub fn cache(&self) -> &Arc<HttpCache> {
         &self.inner.cache
     }

@@ -130,6 +130,8 @@ pub struct RoutingTable {
     wildcard: HashMap<String, Arc<Service>>,
     catch_all: Option<Arc<Service>>,
     by_tenant: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Service>>>,
+    /// Services with a canary.
+    canaries: usize,
 }
 
 impl RoutingTable {
@@ -139,6 +141,9 @@ impl RoutingTable {
         let service = Arc::new(service);
         for domain in domains {
             self.insert(domain, Arc::clone(&service));
+        }
+        if service.canary.is_some() {
+            self.canaries += 1;
         }
         self.by_tenant
             .entry(Arc::clone(&service.tenant))
@@ -217,6 +222,11 @@ impl Router {
     /// The modules of every service served now.
     pub fn modules(&self) -> HashSet<ModuleHash> {
         self.table.load().modules()
+    }
+
+    /// Whether any service served now has a canary.
+    pub fn serves_canary(&self) -> bool {
+        self.table.load().canaries > 0
     }
 
     /// See [`RoutingTable::service_of`].

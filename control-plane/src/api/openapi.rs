@@ -167,6 +167,30 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "tenant",
     ),
     (
+        "post",
+        "/v1/services/{service}/canary",
+        "Start a canary: {\"version\", \"percent\" (1-99), \"sticky\": {\"header\": NAME} | {\"cookie\": NAME} | \"client_address\", \"rollback\": {\"threshold_pct\", \"window_secs\", \"min_requests\"}}; the control plane rolls it back when its error rate passes the active version's by the threshold",
+        "tenant",
+    ),
+    (
+        "post",
+        "/v1/services/{service}/canary/promote",
+        "Make the running canary the active version",
+        "tenant",
+    ),
+    (
+        "post",
+        "/v1/services/{service}/canary/abort",
+        "Stop the running canary",
+        "tenant",
+    ),
+    (
+        "get",
+        "/v1/services/{service}/rollout",
+        "The active version, the running canary, and the history of activations: who started each, when, and how it ended",
+        "tenant",
+    ),
+    (
         "get",
         "/v1/usage",
         "The tenant's usage per service, summed over nodes",

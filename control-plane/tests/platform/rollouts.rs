@@ -106,7 +106,14 @@ async fn a_canary_that_fails_is_rolled_back_by_the_control_plane_and_then_serves
         let token = plane.tenant("acme").await;
         plane.service(&token, "web", DOMAIN).await;
         plane.deploy(&token, "web", hello()).await;
-        let (_dir, node) = one_node(&plane).await;
+        // Usage every minute: only the node's canary cadence (a report a
+        // second while it serves one) brings the rollback within the
+        // deadline below.
+        let dir = tempfile::tempdir().expect("dir");
+        let node = EdgeNode::start_with(&plane.base, dir.path(), "node-a", |_, link| {
+            link.usage_report_interval_ms = 60_000;
+        })
+        .await;
         until_all_serve(std::slice::from_ref(&node), HELLO).await;
 
         // Version 2 panics on every request.

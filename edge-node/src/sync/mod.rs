@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_config::node::ControlPlaneSection;
+use edge_config::node::{CANARY_USAGE_REPORT_INTERVAL_MS, ControlPlaneSection};
 use edge_config::protocol::{GuestLogBatch, MAX_GUEST_LOG_LINES_PER_BATCH, Snapshot};
 use reqwest::StatusCode;
 use tokio::sync::watch;
@@ -146,7 +146,40 @@ async fn every_interval<Fut>(
     }
 }
 
-/// Posts the node's usage, a round of [`every_interval`]. A report that
+/// Reports usage every `interval`, and every
+/// [`CANARY_USAGE_REPORT_INTERVAL_MS`] while the node serves a canary (the
+/// control plane judges a canary on each report); a last time when the
+/// node stops.
+async fn report_usage_every(
+    sync: Arc<ControlPlaneLink>,
+    interval: Duration,
+    registrations: watch::Receiver<Option<Registration>>,
+    mut shutdown: Shutdown,
+) {
+    let tick = interval.min(Duration::from_millis(CANARY_USAGE_REPORT_INTERVAL_MS));
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_report: Option<tokio::time::Instant> = None;
+    loop {
+        let stopping = tokio::select! {
+            _ = ticks.tick() => false,
+            () = shutdown.stopped() => true,
+        };
+        // Half a tick early counts as due: ticks drift by microseconds.
+        let due = stopping
+            || last_report.is_none_or(|at| at.elapsed() + tick / 2 >= interval)
+            || sync.node.serves_canary();
+        if due && registrations.borrow().is_some() {
+            report_usage(Arc::clone(&sync)).await;
+            last_report = Some(tokio::time::Instant::now());
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Posts the node's usage, a round of [`report_usage_every`]. A report that
 /// fails is put back and sent with the next one.
 async fn report_usage(sync: Arc<ControlPlaneLink>) {
     let Some(report) = sync.deliveries.next_report(sync.node.usage()) else {
@@ -291,12 +324,11 @@ impl Follower {
             shutdown.clone(),
             ship_logs,
         ));
-        let report = tokio::spawn(every_interval(
+        let report = tokio::spawn(report_usage_every(
             Arc::clone(&sync),
             interval,
             registered,
             shutdown,
-            report_usage,
         ));
         let tasks = [poll, purge, kv_feed, logs, report];
         let abort: Vec<_> = tasks.iter().map(|task| task.abort_handle()).collect();
