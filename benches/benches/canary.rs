@@ -136,7 +136,7 @@ async fn bench(node_count: usize, rounds: usize) {
         ),
         &mut per_node,
         &mut slowest,
-        "bound: one usage report interval, then snapshot propagation",
+        "bound: a second (a node serving a canary reports every second), then snapshot propagation",
     );
     cluster.shutdown().await;
 }
