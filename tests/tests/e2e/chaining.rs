@@ -198,12 +198,14 @@ async fn a_callee_runs_on_its_own_cpu_budget() {
     assert_eq!(whole.body_error, None);
     assert_eq!(whole.body.len(), 300);
 
-    // 900 ms of work against the callee's 400 ms: the callee is stopped at
-    // its budget, the caller is not, and the client's body is cut.
+    // 4.9 s of work (by the guest's clock: even a guest given a seventh of
+    // a core by a busy machine passes its 400 ms of CPU) against the
+    // callee's budget: the callee is stopped at its budget, the caller is
+    // not, and the client's body is cut.
     let cut = get_with_token(
         &node,
         "auth.test",
-        "/?chunks=10&size=100&busy_ms=100",
+        "/?chunks=50&size=100&busy_ms=100",
         Some(TOKEN),
     )
     .await;
@@ -212,7 +214,7 @@ async fn a_callee_runs_on_its_own_cpu_budget() {
         "a body the callee never finished arrived whole: {} bytes",
         cut.body.len()
     );
-    assert!(cut.body.len() < 1_000, "{} bytes", cut.body.len());
+    assert!(cut.body.len() < 5_000, "{} bytes", cut.body.len());
     let page = metrics_once(
         &node,
         r#"edge_guest_terminations_total{reason="cpu",service="work"}"#,
