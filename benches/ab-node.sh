@@ -54,8 +54,6 @@ for i in 0 1; do
   warm_up -H "Host: $host" "http://127.0.0.1:${ports[$i]}/"
 done
 
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-hz="$(getconf CLK_TCK)"
 results="$data/results"
 for round in $(seq "$ROUNDS"); do
   order=(0 1)
@@ -72,7 +70,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 printf '\nwrk -t%s -c%s -d%s, HTTP/1.1 keep-alive, %s guest, %s rounds, %s cores\n\n' \
   "$THREADS" "$CONNECTIONS" "$DURATION" "$GUEST" "$ROUNDS" "$(nproc)"
 printf '%-4s %12s %10s %16s\n' "" "req/s" "p99 ms" "CPU µs/request"

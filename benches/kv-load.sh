@@ -76,8 +76,6 @@ for server in "${servers[@]}"; do
   warm_up -H "Host: $host" "$url$path"
 done
 
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-hz="$(getconf CLK_TCK)"
 results="$data/results"
 count="${#servers[@]}"
 for round in $(seq "$ROUNDS"); do
@@ -94,7 +92,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 column_median() { awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$results" | median; }
 
 printf '\n%s rounds, rotated; wrk -t%s -c%s -d%s over HTTP/1.1; 127.0.0.1, %s cores\n\n' \

@@ -90,6 +90,14 @@ warm_up() {
   wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$@" >/dev/null
 }
 
+# ticks PID -> the CPU clock ticks (utime + stime) the process has used;
+# $hz of them make a second.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz="$(getconf CLK_TCK)"
+
+# median < NUMBERS (one per line) -> their median.
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
 # ratio A B -> A / B with two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 

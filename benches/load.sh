@@ -100,8 +100,6 @@ h2load_run() {
        END { print rps, succeeded }' <<<"$out"
 }
 
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-hz="$(getconf CLK_TCK)"
 results="$data/results"
 count="${#servers[@]}"
 for round in $(seq "$ROUNDS"); do
@@ -129,7 +127,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 column_median() { awk -v n="$1" -v p="$2" -v c="$3" '$1 == n && $2 == p { print $c }' "$results" | median; }
 
 printf '\n%s rounds, servers rotated; HTTP/1.1: wrk -t%s -c%s -d%s; HTTP/2: h2load -c%s -m10 (h2c); 127.0.0.1, %s cores\n\n' \

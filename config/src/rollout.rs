@@ -142,16 +142,18 @@ impl RollbackPolicy {
         if canary_requests < self.min_requests {
             return None;
         }
-        let rate = |errors: u64, requests: u64| {
-            if requests == 0 {
-                0.0
-            } else {
-                errors.min(requests) as f64 * 100.0 / requests as f64
-            }
-        };
-        let canary = rate(canary_errors, canary_requests);
-        let stable = rate(stable_errors, stable_requests);
+        let canary = error_rate_pct((canary_requests, canary_errors));
+        let stable = error_rate_pct((stable_requests, stable_errors));
         Some(canary > stable + f64::from(self.threshold_pct))
+    }
+}
+
+/// `errors` of `requests` in percent; 0 without requests.
+pub fn error_rate_pct((requests, errors): (u64, u64)) -> f64 {
+    if requests == 0 {
+        0.0
+    } else {
+        errors.min(requests) as f64 * 100.0 / requests as f64
     }
 }
 

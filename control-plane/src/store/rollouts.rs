@@ -278,13 +278,7 @@ impl Store {
         if canary.rollback.verdict(canary_counts, stable_counts) != Some(true) {
             return Ok(None);
         }
-        let percent = |(requests, errors): (u64, u64)| {
-            if requests == 0 {
-                0.0
-            } else {
-                errors.min(requests) as f64 * 100.0 / requests as f64
-            }
-        };
+        let percent = edge_config::rollout::error_rate_pct;
         let reason = format!(
             "error rate {:.1} % ({} of {}) against {:.1} % ({} of {}) for v{stable} over {} s: more than {} points above",
             percent(canary_counts),
