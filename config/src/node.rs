@@ -48,6 +48,12 @@ pub struct ControlPlaneSection {
     /// Base URL, e.g. `https://cp.example.net:7070`. `http://` only to a
     /// loopback address: the snapshot carries every tenant's private keys.
     pub url: String,
+    /// Further replicas of the same control plane (one PostgreSQL
+    /// database), in the order they are tried: when the one in use stops
+    /// answering, the node moves to the next and carries on from the same
+    /// snapshot, purge, KV and report positions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_urls: Vec<String>,
     /// The CA certificate(s) (PEM) the control plane's certificate must
     /// chain to; the public web roots without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,21 +75,31 @@ impl ControlPlaneSection {
     /// cluster token, the node's credential and every tenant's private
     /// keys in the clear.
     pub fn check_url(&self) -> Result<(), String> {
-        let Some((tls, rest)) = crate::backend::split_http_scheme(&self.url) else {
-            return Err("must be an https:// URL (or http:// to a loopback address)".into());
-        };
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        let host = crate::authority::Authority::parse(authority)
-            .map_err(|e| format!("{e}"))?
-            .host()
-            .to_string();
-        if !tls && !is_loopback(&host) {
-            return Err(format!(
-                "http:// is refused for {host}, which is not a loopback address: use https://"
-            ));
-        }
-        Ok(())
+        self.urls()
+            .try_for_each(|url| check_one_url(url).map_err(|e| format!("{url:?}: {e}")))
     }
+
+    /// `url`, then every one of `replica_urls`.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.url.as_str()).chain(self.replica_urls.iter().map(String::as_str))
+    }
+}
+
+fn check_one_url(url: &str) -> Result<(), String> {
+    let Some((tls, rest)) = crate::backend::split_http_scheme(url) else {
+        return Err("must be an https:// URL (or http:// to a loopback address)".into());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = crate::authority::Authority::parse(authority)
+        .map_err(|e| format!("{e}"))?
+        .host()
+        .to_string();
+    if !tls && !is_loopback(&host) {
+        return Err(format!(
+            "http:// is refused for {host}, which is not a loopback address: use https://"
+        ));
+    }
+    Ok(())
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -242,6 +258,7 @@ mod tests {
     fn plaintext_to_the_control_plane_only_on_loopback() {
         let section = |url: &str| ControlPlaneSection {
             url: url.to_string(),
+            replica_urls: Vec::new(),
             ca_file: None,
             cluster_token: "t".into(),
             node_name: "n".into(),
@@ -268,6 +285,11 @@ mod tests {
             "https://cp.example.net:99999",
         ] {
             assert!(section(refused).check_url().is_err(), "{refused}");
+            // A replica's URL is held to the same rule as the first one.
+            let mut replicas = section("https://cp.example.net");
+            replicas.replica_urls = vec!["http://127.0.0.1:7070".into(), refused.into()];
+            let refusal = replicas.check_url().expect_err(refused);
+            assert!(refusal.contains(refused), "{refusal}");
         }
     }
 

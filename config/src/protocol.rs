@@ -154,6 +154,62 @@ pub struct Snapshot {
     pub kv_stores: Vec<SnapshotKvStore>,
 }
 
+/// The header that tells a snapshot answer's kind: [`SNAPSHOT_FULL`] (a
+/// [`Snapshot`]) or [`SNAPSHOT_DELTA`] (a [`SnapshotDelta`]).
+pub const SNAPSHOT_KIND_HEADER: &str = "edge-snapshot";
+pub const SNAPSHOT_FULL: &str = "full";
+pub const SNAPSHOT_DELTA: &str = "delta";
+
+/// What changed from snapshot `from` to `version`: a node that holds
+/// `from` and asked with `delta=true` gets this instead of the whole
+/// snapshot, so the bytes a change costs do not grow with the number of
+/// tenants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotDelta {
+    pub from: u64,
+    pub version: u64,
+    /// Services new or changed since `from`, whole.
+    pub services: Vec<SnapshotService>,
+    /// Names of the services `from` had and `version` has not.
+    pub removed: Vec<String>,
+    /// Every KV store, when they changed; `None` when they did not.
+    pub kv_stores: Option<Vec<SnapshotKvStore>>,
+}
+
+impl Snapshot {
+    /// Puts services in the order every snapshot has, full or merged from
+    /// a delta: oldest first, then by name.
+    pub fn sort_services(&mut self) {
+        self.services
+            .sort_by(|a, b| (a.created_at_ms, &a.name).cmp(&(b.created_at_ms, &b.name)));
+    }
+
+    /// This snapshot with `delta` applied, or `None` if the delta is not
+    /// from this snapshot's version.
+    pub fn apply(&self, delta: SnapshotDelta) -> Option<Snapshot> {
+        if delta.from != self.version {
+            return None;
+        }
+        let removed: HashSet<&str> = delta.removed.iter().map(String::as_str).collect();
+        let changed: HashSet<&str> = delta.services.iter().map(|s| s.name.as_str()).collect();
+        let mut next = Snapshot {
+            version: delta.version,
+            services: self
+                .services
+                .iter()
+                .filter(|s| {
+                    !removed.contains(s.name.as_str()) && !changed.contains(s.name.as_str())
+                })
+                .cloned()
+                .collect(),
+            kv_stores: delta.kv_stores.unwrap_or_else(|| self.kv_stores.clone()),
+        };
+        next.services.extend(delta.services);
+        next.sort_services();
+        Some(next)
+    }
+}
+
 /// One active service in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotService {

@@ -12,6 +12,10 @@
 //! - [`compile`]: the compile worker process, its timeout and memory cap;
 //! - [`store`]: SQLite or PostgreSQL behind one set of queries, with
 //!   migrations;
+//! - [`blobs`]: components and artifacts, on disk or in the database the
+//!   replicas share; [`replicas`]: replicas hear each other's changes;
+//! - [`snapshots`]: each snapshot version serialized once, and the deltas
+//!   between versions;
 //! - [`quotas`]: what each tenant may keep and how fast it may ask, and the
 //!   bound on compiles at once;
 //! - [`error`]: JSON errors with stable codes;
@@ -19,12 +23,15 @@
 
 pub mod api;
 pub mod auth;
+pub mod blobs;
 pub mod compile;
 pub mod dns;
 pub mod error;
 pub mod idle;
 pub mod metrics;
 pub mod quotas;
+pub mod replicas;
+pub mod snapshots;
 pub mod store;
 pub mod tls;
 pub mod validate;
@@ -48,6 +55,7 @@ pub struct RunningControlPlane {
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
     pruning: tokio::task::JoinHandle<()>,
+    listening: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningControlPlane {
@@ -56,6 +64,9 @@ impl RunningControlPlane {
         let _ = self.shutdown.send(());
         let _ = self.task.await;
         self.pruning.abort();
+        if let Some(listening) = self.listening {
+            listening.abort();
+        }
     }
 }
 
@@ -78,6 +89,7 @@ pub async fn start(
     let engine = build_validation_engine(&config.sandbox).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let fingerprint = engine_fingerprint(&engine);
     let modules = ArtifactStore::open(&config.data_dir.join("modules"), engine, &fingerprint)?;
+    let blobs = blobs::Blobs::new(modules, &store);
     let version = store.snapshot_version().await?;
     let purge_seq = store.purge_seq().await?;
     let kv_seq = store.kv_seq().await?;
@@ -85,15 +97,27 @@ pub async fn start(
     let state = api::AppState {
         store: store.clone(),
         config: Arc::new(config),
-        modules: Arc::new(modules),
+        blobs,
         compiler,
         snapshot_changed: Arc::new(watch::Sender::new(version)),
         purges_changed: Arc::new(watch::Sender::new(purge_seq)),
         kv_changed: Arc::new(watch::Sender::new(kv_seq)),
         metrics: metrics::Metrics::new(),
         quotas: Arc::new(quotas::Quotas::new(config_quotas)),
-        snapshot_json: Arc::default(),
+        snapshots: Arc::default(),
     };
+    let listening = store.postgres_url().map(|url| {
+        let signals = replicas::ChangeSignals {
+            snapshot: Arc::clone(&state.snapshot_changed),
+            purges: Arc::clone(&state.purges_changed),
+            kv: Arc::clone(&state.kv_changed),
+        };
+        tokio::spawn(replicas::follow_other_replicas(
+            url.to_string(),
+            store.clone(),
+            signals,
+        ))
+    });
     let tls = match &state.config.tls {
         Some(files) => Some(files.server_config()?),
         None => None,
@@ -123,6 +147,7 @@ pub async fn start(
         shutdown,
         task,
         pruning,
+        listening,
     })
 }
 

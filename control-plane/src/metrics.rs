@@ -23,6 +23,10 @@ pub struct Metrics {
     /// Canaries ended, by outcome: `promoted`, `aborted`, `rolled_back`
     /// (by the control plane, on its error rate).
     pub canary_ends: IntCounterVec,
+    /// Snapshot answers sent to nodes, by kind (`full`, `delta`), and
+    /// their bytes.
+    pub snapshots_sent: IntCounterVec,
+    pub snapshot_bytes_sent: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -85,6 +89,20 @@ impl Metrics {
             "cp_snapshot_builds_total",
             "Snapshots read and serialized (once per version, shared by every node's poll)",
         ));
+        let snapshots_sent = must(IntCounterVec::new(
+            Opts::new(
+                "cp_snapshots_sent_total",
+                "Snapshot answers sent to nodes, by kind: full, or the delta from the node's version",
+            ),
+            &["kind"],
+        ));
+        let snapshot_bytes_sent = must(IntCounterVec::new(
+            Opts::new(
+                "cp_snapshot_bytes_sent_total",
+                "Bytes of snapshot answers sent to nodes, by kind (full, delta)",
+            ),
+            &["kind"],
+        ));
         let canary_ends = must(IntCounterVec::new(
             Opts::new(
                 "cp_canary_ends_total",
@@ -100,6 +118,8 @@ impl Metrics {
             Box::new(guest_log_lines.clone()),
             Box::new(snapshot_builds.clone()),
             Box::new(canary_ends.clone()),
+            Box::new(snapshots_sent.clone()),
+            Box::new(snapshot_bytes_sent.clone()),
         ] {
             must(registry.register(metric));
         }
@@ -111,6 +131,8 @@ impl Metrics {
             compile_duration,
             guest_log_lines,
             snapshot_builds,
+            snapshots_sent,
+            snapshot_bytes_sent,
             canary_ends,
         }
     }

@@ -524,6 +524,7 @@ async fn a_node_refuses_a_plaintext_control_plane_off_loopback() {
     let dir = tempfile::tempdir().expect("dir");
     for url in ["http://cp.example.net:7070", "http://10.1.2.3:7070"] {
         let section = edge_config::node::ControlPlaneSection {
+            replica_urls: Vec::new(),
             url: url.to_string(),
             ca_file: None,
             cluster_token: CLUSTER.to_string(),

@@ -448,6 +448,7 @@ impl EdgeNode {
         config.node.secrets_key_file = Some(key_file);
         config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         let mut control_plane = ControlPlaneSection {
+            replica_urls: Vec::new(),
             ca_file: None,
             url: plane_base.to_string(),
             cluster_token: CLUSTER.to_string(),

@@ -12,12 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edge_config::protocol::{
-    MAX_REPORT_ID_BYTES, NodeRegistered, NodeRegistration, NodeStatus, Snapshot, UsageReport,
+    MAX_REPORT_ID_BYTES, NodeRegistered, NodeRegistration, NodeStatus, SNAPSHOT_KIND_HEADER,
+    UsageReport,
 };
 use edge_platform::ModuleHash;
 
-use super::state::{AfterQuery, AppState};
+use super::state::AppState;
 use crate::auth::{Admin, ClusterMember, ClusterNode, NodeCaller};
+use crate::blobs::ArtifactFile;
 use crate::error::ApiError;
 use crate::store::NodeRecord;
 
@@ -74,26 +76,6 @@ async fn register(
     ))
 }
 
-/// The snapshot of `version` (or newer) as JSON. Built once per version:
-/// when a deploy wakes every node's poll at once, the first builds it and
-/// the others wait for it and send the same bytes.
-async fn snapshot_json(state: &AppState, version: u64) -> Result<bytes::Bytes, ApiError> {
-    let mut cached = state.snapshot_json.lock().await;
-    if let Some((built, json)) = cached.as_ref()
-        && *built >= version
-    {
-        return Ok(json.clone());
-    }
-    let snapshot: Snapshot = state.store.snapshot().await?;
-    let json = bytes::Bytes::from(
-        serde_json::to_vec(&snapshot)
-            .map_err(|e| ApiError::internal("serializing a snapshot", &e))?,
-    );
-    state.metrics.snapshot_builds.inc();
-    *cached = Some((snapshot.version, json.clone()));
-    Ok(json)
-}
-
 /// Records that `node` serves `snapshot_version`, as every call of its
 /// own says.
 async fn record_seen(
@@ -105,29 +87,68 @@ async fn record_seen(
     node.still_registered(seen)
 }
 
+/// `?after=N&delta=true`: the version the node has, and whether it can
+/// take a delta from it.
+#[derive(Debug, serde::Deserialize)]
+struct SnapshotQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    delta: bool,
+}
+
 async fn snapshot(
     node: NodeCaller,
     State(state): State<AppState>,
-    Query(query): Query<AfterQuery>,
+    Query(query): Query<SnapshotQuery>,
 ) -> Result<Response, ApiError> {
     record_seen(&state, &node, query.after).await?;
-    let snapshot = super::state::long_poll(
+    let answer = super::state::long_poll(
         state.config.snapshot_wait,
         &state.snapshot_changed,
         || async {
             let version = state.store.snapshot_version().await?;
-            if version > query.after {
-                Ok(Some(snapshot_json(&state, version).await?))
-            } else {
-                Ok(None)
+            if version <= query.after {
+                return Ok(None);
             }
+            let answer = state
+                .snapshots
+                .answer(
+                    &state.store,
+                    version,
+                    query.after,
+                    query.delta,
+                    &state.metrics.snapshot_builds,
+                )
+                .await?;
+            Ok(Some(answer))
         },
     )
     .await?;
-    Ok(match snapshot {
-        Some(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        None => StatusCode::NOT_MODIFIED.into_response(),
-    })
+    let Some(answer) = answer else {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    };
+    state
+        .metrics
+        .snapshots_sent
+        .with_label_values(&[answer.kind])
+        .inc();
+    state
+        .metrics
+        .snapshot_bytes_sent
+        .with_label_values(&[answer.kind])
+        .inc_by(answer.json.len() as u64);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (
+                header::HeaderName::from_static(SNAPSHOT_KIND_HEADER),
+                answer.kind,
+            ),
+        ],
+        answer.json,
+    )
+        .into_response())
 }
 
 async fn usage(
@@ -261,14 +282,17 @@ fn parse_hash(text: &str) -> Result<ModuleHash, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid_hash", "expected a hex sha256"))
 }
 
-async fn file_response(path: std::path::PathBuf, what: String) -> Result<Response, ApiError> {
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => Ok((
+fn blob_response(
+    found: Result<Option<Vec<u8>>, crate::blobs::BlobError>,
+    what: String,
+) -> Result<Response, ApiError> {
+    match found {
+        Ok(Some(bytes)) => Ok((
             [(header::CONTENT_TYPE, "application/octet-stream")],
             Body::from(bytes),
         )
             .into_response()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::not_found(what)),
+        Ok(None) => Err(ApiError::not_found(what)),
         Err(e) => Err(ApiError::internal("reading a stored module", &e)),
     }
 }
@@ -279,11 +303,10 @@ async fn component(
     Path(sha256): Path<String>,
 ) -> Result<Response, ApiError> {
     let hash = parse_hash(&sha256)?;
-    file_response(
-        state.modules.component_path(&hash),
+    blob_response(
+        state.blobs.component(&hash).await,
         format!("component {hash}"),
     )
-    .await
 }
 
 /// The artifact for an engine fingerprint; a node whose engine has no
@@ -304,11 +327,6 @@ async fn artifact_manifest(
     artifact_file(&state, &sha256, &fingerprint, ArtifactFile::Manifest).await
 }
 
-enum ArtifactFile {
-    Artifact,
-    Manifest,
-}
-
 async fn artifact_file(
     state: &AppState,
     sha256: &str,
@@ -316,18 +334,16 @@ async fn artifact_file(
     file: ArtifactFile,
 ) -> Result<Response, ApiError> {
     let hash = parse_hash(sha256)?;
-    if fingerprint != state.modules.fingerprint() {
+    if fingerprint != state.blobs.fingerprint() {
         return Err(ApiError::not_found(format!(
             "artifact for engine {fingerprint}"
         )));
     }
-    let (artifact, manifest) = state.modules.artifact_paths(&hash);
-    match file {
-        ArtifactFile::Artifact => file_response(artifact, format!("artifact {hash}")).await,
-        ArtifactFile::Manifest => {
-            file_response(manifest, format!("artifact manifest {hash}")).await
-        }
-    }
+    let what = match file {
+        ArtifactFile::Artifact => format!("artifact {hash}"),
+        ArtifactFile::Manifest => format!("artifact manifest {hash}"),
+    };
+    blob_response(state.blobs.artifact(&hash, file).await, what)
 }
 
 async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<Vec<NodeRecord>>, ApiError> {

@@ -261,8 +261,12 @@ async fn store_upload(
         module_sha256: hash.to_hex(),
         size_bytes: bytes.len() as u64,
     };
-    let (artifact, _) = state.modules.artifact_paths(&hash);
-    if state.store.module_exists(&uploaded.module_sha256).await? && artifact.exists() {
+    let compiled = state
+        .blobs
+        .has_compiled(&hash)
+        .await
+        .map_err(|e| ApiError::internal("reading a stored module", &e))?;
+    if compiled && state.store.module_exists(&uploaded.module_sha256).await? {
         return record_upload(state, caller, uploaded).await;
     }
 
@@ -299,16 +303,13 @@ async fn store_upload(
     let compiled = tokio::fs::read(&output)
         .await
         .map_err(|e| ApiError::internal("reading a compiled artifact", &e))?;
-    let modules = state.modules.clone();
-    tokio::task::spawn_blocking(move || {
-        modules.insert_component(&bytes)?;
-        modules.insert_artifact(&hash, &compiled)
-    })
-    .await
-    .map_err(|e| ApiError::internal("storing a module", &e))?
-    .map_err(|e| ApiError::internal("storing a module", &e))?;
-    // Recorded only once both files are durable: a module row always has
-    // its files.
+    state
+        .blobs
+        .put(bytes.to_vec(), compiled)
+        .await
+        .map_err(|e| ApiError::internal("storing a module", &e))?;
+    // Recorded only once the component and its artifact are durable where
+    // every replica reads them: a module row always has its blobs.
     record_upload(state, caller, uploaded).await
 }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_config::SandboxLimits;
-use edge_platform::ArtifactStore;
 use tokio::sync::watch;
 
 use crate::compile::Compiler;
@@ -53,7 +52,9 @@ pub struct ApiConfig {
 pub struct AppState {
     pub store: Store,
     pub config: Arc<ApiConfig>,
-    pub modules: Arc<ArtifactStore>,
+    /// Components and artifacts: on disk, or in the database the
+    /// replicas share.
+    pub blobs: crate::blobs::Blobs,
     pub compiler: Compiler,
     /// The newest snapshot version this replica committed; long-polls wait
     /// on it (and re-read the database, for changes made by other replicas).
@@ -65,9 +66,9 @@ pub struct AppState {
     pub kv_changed: Arc<watch::Sender<u64>>,
     pub metrics: crate::metrics::Metrics,
     pub quotas: Arc<crate::quotas::Quotas>,
-    /// The newest snapshot as JSON, by version: built once, sent to every
-    /// node that polls for it.
-    pub snapshot_json: Arc<tokio::sync::Mutex<Option<(u64, bytes::Bytes)>>>,
+    /// Snapshots as built, each serialized once, and the deltas between
+    /// them.
+    pub snapshots: Arc<crate::snapshots::SnapshotCache>,
 }
 
 /// How often a waiting long-poll re-reads the database, for changes

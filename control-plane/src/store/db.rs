@@ -80,6 +80,8 @@ pub const DEFAULT_PLATFORM_DOMAIN: &str = "localhost";
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(super) pool: AnyPool,
+    /// Set on PostgreSQL, where other replicas may share the database.
+    pub(super) postgres_url: Option<String>,
     /// Every service is served as `<service>.<tenant>.<platform_domain>`
     /// without proof of ownership.
     pub(super) platform_domain: String,

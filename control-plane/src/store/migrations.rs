@@ -301,4 +301,22 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX version_usage_by_service ON version_usage (service_id, received_at)",
         ],
     ),
+    (
+        11,
+        &[
+            // Components and compiled artifacts, content-addressed, where
+            // every replica reaches them: used on PostgreSQL, where several
+            // replicas share one database (on SQLite they stay on disk).
+            // `fingerprint` is the engine's for an artifact or manifest,
+            // empty for a component.
+            "CREATE TABLE blobs (
+                sha256 TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                bytes BYTEA NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (sha256, kind, fingerprint)
+            )",
+        ],
+    ),
 ];

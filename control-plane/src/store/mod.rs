@@ -7,7 +7,9 @@
 //! snapshot version it bumps) is one transaction. SQLite runs in WAL mode with
 //! `synchronous=FULL`, so a commit that returned is on disk.
 
+mod blobs;
 pub mod certificates;
+pub mod changes;
 mod db;
 pub mod domains;
 pub mod guest_logs;
@@ -24,6 +26,7 @@ mod snapshots;
 mod tenants;
 mod usage;
 
+pub use blobs::{BlobKey, BlobKind};
 pub use usage::UsageRecorded;
 
 use edge_config::protocol::ServiceSpec;
@@ -75,10 +78,12 @@ impl Store {
             .map_err(db("connecting to the database"))?;
         let store = Self {
             pool,
+            postgres_url: (!sqlite).then(|| url.clone()),
             platform_domain: DEFAULT_PLATFORM_DOMAIN.to_string(),
             pending_claim_ttl: DEFAULT_PENDING_CLAIM_TTL,
         };
         store.migrate().await?;
+        store.install_change_notices().await?;
         Ok(store)
     }
 
@@ -97,6 +102,12 @@ impl Store {
     pub(super) fn pending_claims_expire_before(&self) -> i64 {
         now_ms()
             .saturating_sub(i64::try_from(self.pending_claim_ttl.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// The database's URL when it is PostgreSQL: the database several
+    /// replicas may share.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.postgres_url.as_deref()
     }
 
     pub fn platform_domain(&self) -> &str {
@@ -122,15 +133,33 @@ impl Store {
             .collect()
     }
 
+    /// On PostgreSQL, replicas starting together take turns: each step
+    /// holds a transaction-scoped advisory lock.
+    pub(super) async fn lock_migrations(&self, tx: &mut db::Tx<'_>) -> Result<(), StoreError> {
+        if self.postgres_url.is_some() {
+            sqlx::query("SELECT pg_advisory_xact_lock(70700001)")
+                .execute(&mut **tx)
+                .await
+                .map_err(db("waiting for another replica's migrations"))?;
+        }
+        Ok(())
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin("creating the migrations table").await?;
+        self.lock_migrations(&mut tx).await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db("creating the migrations table"))?;
+        tx.commit()
+            .await
+            .map_err(db("creating the migrations table"))?;
         for (version, statements) in migrations::MIGRATIONS {
             let mut tx = self.begin("starting a migration").await?;
+            self.lock_migrations(&mut tx).await?;
             let applied = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
                 .bind(*version)
                 .fetch_optional(&mut *tx)

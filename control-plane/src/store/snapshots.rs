@@ -106,11 +106,13 @@ impl Store {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
-        Ok(Snapshot {
+        let mut snapshot = Snapshot {
             version,
             services,
             kv_stores,
-        })
+        };
+        snapshot.sort_services();
+        Ok(snapshot)
     }
 
     // ----- nodes and usage ----------------------------------------------------

@@ -44,6 +44,7 @@ async fn a_node_goes_through_its_phases_and_stops_after_its_followers_last_repor
     // Reports only at the stop: the usage the API shows afterwards can only
     // come from the last one.
     let link = ControlPlaneSection {
+        replica_urls: Vec::new(),
         ca_file: None,
         url: plane.base.clone(),
         cluster_token: CLUSTER.into(),

@@ -118,14 +118,20 @@ impl ControlPlaneLink {
     /// Sends one guest write and reads what the control plane decided.
     async fn send_kv_write(&self, write: KvWrite) -> Result<KvWritten, KvWriteError> {
         let response = self
-            .client
-            .post(format!("{}/v1/node/kv/write", self.base))
-            .bearer_auth(self.credential())
-            .timeout(CONNECT_TIMEOUT * 2)
-            .json(&write)
-            .send()
+            .send(|base| {
+                self.client
+                    .post(format!("{base}/v1/node/kv/write"))
+                    .bearer_auth(self.credential())
+                    .timeout(CONNECT_TIMEOUT * 2)
+                    .json(&write)
+            })
             .await
-            .map_err(|e| KvWriteError::Unavailable(unreachable(&e)))?;
+            .map_err(|e| {
+                KvWriteError::Unavailable(match e {
+                    SyncError::Unreachable(e) => unreachable(&e),
+                    other => other.to_string(),
+                })
+            })?;
         let status = response.status();
         if status.is_success() {
             return response

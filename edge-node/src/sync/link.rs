@@ -5,12 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use edge_config::node::ControlPlaneSection;
 use edge_config::protocol::{
-    GuestLogBatch, NodeRegistered, NodeRegistration, NodeStatus, Snapshot, SnapshotService,
-    UsageReport,
+    GuestLogBatch, NodeRegistered, NodeRegistration, NodeStatus, SNAPSHOT_DELTA, SNAPSHOT_FULL,
+    SNAPSHOT_KIND_HEADER, Snapshot, SnapshotDelta, SnapshotService, UsageReport,
 };
 use edge_platform::artifacts::write_atomically;
 use edge_platform::{ArtifactStore, ModuleError, ModuleHash};
@@ -79,7 +80,10 @@ pub(super) fn registration_path(data_dir: &Path) -> PathBuf {
 #[derive(Debug)]
 pub(super) struct ControlPlaneLink {
     pub(super) node: Node,
-    pub(super) base: String,
+    /// The replicas' base URLs, in the order they are tried.
+    bases: Vec<String>,
+    /// The one in use: every task moves together when it stops answering.
+    current: AtomicUsize,
     /// Good only for registering.
     pub(super) cluster_token: String,
     /// The node's own credential, from its registration: every other call
@@ -90,6 +94,8 @@ pub(super) struct ControlPlaneLink {
     pub(super) client: reqwest::Client,
     /// The snapshot version being served.
     pub(super) applied: watch::Sender<u64>,
+    /// The snapshot being served, that a delta applies to.
+    held: std::sync::Mutex<Option<Arc<Snapshot>>>,
     pub(super) deliveries: deliveries::Deliveries,
 }
 
@@ -102,11 +108,11 @@ impl ControlPlaneLink {
     ) -> Result<Self, SyncError> {
         config
             .check_url()
-            .map_err(|e| SyncError::Config(format!("url {:?}: {e}", config.url)))?;
+            .map_err(|e| SyncError::Config(format!("url {e}")))?;
         let mut client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(POLL_TIMEOUT)
-            .https_only(!config.url.starts_with("http://"));
+            .https_only(!config.urls().any(|url| url.starts_with("http://")));
         if let Some(path) = &config.ca_file {
             // Only the operator's CA vouches for the control plane.
             client =
@@ -115,13 +121,18 @@ impl ControlPlaneLink {
         let client = client.build()?;
         Ok(Self {
             node: node.clone(),
-            base: config.url.trim_end_matches('/').to_string(),
+            bases: config
+                .urls()
+                .map(|url| url.trim_end_matches('/').to_string())
+                .collect(),
+            current: AtomicUsize::new(0),
             cluster_token: config.cluster_token,
             credential: std::sync::RwLock::new(String::new()),
             name: config.node_name,
             data_dir: data_dir.to_path_buf(),
             client,
             applied: watch::Sender::new(0),
+            held: std::sync::Mutex::new(None),
             deliveries,
         })
     }
@@ -199,12 +210,13 @@ impl ControlPlaneLink {
         body: &impl serde::Serialize,
     ) -> Result<(), SyncError> {
         let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(self.credential())
-            .timeout(CONNECT_TIMEOUT * 2)
-            .json(body)
-            .send()
+            .send(|base| {
+                self.client
+                    .post(format!("{base}{path}"))
+                    .bearer_auth(self.credential())
+                    .timeout(CONNECT_TIMEOUT * 2)
+                    .json(body)
+            })
             .await?;
         if !response.status().is_success() {
             return Err(SyncError::Status(response.status()));
@@ -218,11 +230,12 @@ impl ControlPlaneLink {
             engine_fingerprint: self.node.sandbox().fingerprint().to_string(),
         };
         let response = self
-            .client
-            .post(format!("{}/v1/node/register", self.base))
-            .bearer_auth(&self.cluster_token)
-            .json(&registration)
-            .send()
+            .send(|base| {
+                self.client
+                    .post(format!("{base}/v1/node/register"))
+                    .bearer_auth(&self.cluster_token)
+                    .json(&registration)
+            })
             .await?;
         if !response.status().is_success() {
             return Err(SyncError::Status(response.status()));
@@ -273,10 +286,59 @@ impl ControlPlaneLink {
         let _ = tokio::fs::remove_file(registration_path(&self.data_dir)).await;
     }
 
+    /// Holds `snapshot` as the one being served: the next poll asks for a
+    /// delta from it.
+    pub(super) fn hold(&self, snapshot: Arc<Snapshot>) {
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snapshot);
+    }
+
+    /// The snapshot being served, if it is `version`.
+    fn held(&self, version: u64) -> Option<Arc<Snapshot>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .filter(|held| held.version == version)
+    }
+
+    /// The snapshot an answer to a poll from `held` carries: the whole one,
+    /// or `held` with the delta applied.
+    async fn read_snapshot(
+        response: reqwest::Response,
+        held: Option<&Snapshot>,
+    ) -> Result<Snapshot, SyncError> {
+        let kind = response
+            .headers()
+            .get(SNAPSHOT_KIND_HEADER)
+            .and_then(|kind| kind.to_str().ok())
+            .unwrap_or(SNAPSHOT_FULL)
+            .to_string();
+        if kind != SNAPSHOT_DELTA {
+            return Ok(response.json().await?);
+        }
+        let delta: SnapshotDelta = response.json().await?;
+        let from = delta.from;
+        held.and_then(|held| held.apply(delta)).ok_or_else(|| {
+            SyncError::Apply(format!(
+                "a delta from snapshot {from}, which this node does not hold"
+            ))
+        })
+    }
+
     /// One long-poll. Returns the version applied, or `None` if nothing
     /// changed.
     pub(super) async fn poll_once(&self, version: u64) -> Result<Option<u64>, SyncError> {
-        let response = self.long_poll("/v1/node/snapshot", version).await?;
+        // A delta is asked for only from the snapshot the node holds.
+        let held = self.held(version);
+        let path = if held.is_some() {
+            "/v1/node/snapshot?delta=true"
+        } else {
+            "/v1/node/snapshot"
+        };
+        let response = self.long_poll(path, version).await?;
         match response.status() {
             StatusCode::NOT_MODIFIED => return Ok(None),
             status @ (StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND) => {
@@ -285,7 +347,7 @@ impl ControlPlaneLink {
             status if !status.is_success() => return Err(SyncError::Status(status)),
             _ => {}
         }
-        let snapshot: Snapshot = response.json().await?;
+        let snapshot = Self::read_snapshot(response, held.as_deref()).await?;
         // Collected first: an iterator of closures held across the awaits
         // below would keep the future from being `Send`.
         // A canary's module that cannot be fetched leaves the canary out
@@ -321,6 +383,8 @@ impl ControlPlaneLink {
             .map_err(|e| SyncError::Apply(e.to_string()))?
             .map_err(|e| SyncError::Apply(e.to_string()))?;
         self.applied.send_replace(snapshot.version);
+        let snapshot = Arc::new(snapshot);
+        self.hold(Arc::clone(&snapshot));
         tracing::info!(
             version = snapshot.version,
             services = snapshot.services.len() - report.skipped.len(),
@@ -416,25 +480,77 @@ impl ControlPlaneLink {
         path: &str,
         after: u64,
     ) -> Result<reqwest::Response, SyncError> {
-        Ok(self
-            .client
-            .get(format!("{}{path}", self.base))
-            .query(&[("after", after.to_string())])
-            .bearer_auth(self.credential())
-            .send()
-            .await?)
+        self.send(|base| {
+            self.client
+                .get(format!("{base}{path}"))
+                .query(&[("after", after.to_string())])
+                .bearer_auth(self.credential())
+        })
+        .await
     }
 
     pub(super) async fn get(&self, path: &str) -> Result<bytes::Bytes, SyncError> {
         let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(self.credential())
-            .send()
+            .send(|base| {
+                self.client
+                    .get(format!("{base}{path}"))
+                    .bearer_auth(self.credential())
+            })
             .await?;
         if !response.status().is_success() {
             return Err(SyncError::Status(response.status()));
         }
         Ok(response.bytes().await?)
+    }
+
+    /// Sends the request `build` makes for a replica's base URL to the
+    /// replica in use. One that cannot be reached, or answers 5xx, is left
+    /// for the next: a request that never connected goes to the next
+    /// replica at once; one that may have been received is the caller's to
+    /// retry (its loop does, on the next replica).
+    pub(super) async fn send(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, SyncError> {
+        let mut tries = self.bases.len();
+        loop {
+            let index = self.current.load(Ordering::Relaxed) % self.bases.len();
+            match build(&self.bases[index]).send().await {
+                Ok(response) => {
+                    if response.status().is_server_error() {
+                        self.move_off(index, &response.status().to_string());
+                    }
+                    return Ok(response);
+                }
+                Err(error) => {
+                    self.move_off(index, &error.to_string());
+                    tries -= 1;
+                    if !error.is_connect() || tries == 0 {
+                        return Err(error.into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves every task to the replica after `index`, unless another task
+    /// already moved them.
+    fn move_off(&self, index: usize, why: &str) {
+        if self.bases.len() < 2 {
+            return;
+        }
+        let next = (index + 1) % self.bases.len();
+        let moved = self
+            .current
+            .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if moved {
+            tracing::warn!(
+                from = %self.bases[index],
+                to = %self.bases[next],
+                why,
+                "control-plane replica not answering; moving to the next"
+            );
+        }
     }
 }
