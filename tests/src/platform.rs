@@ -588,3 +588,67 @@ pub async fn edgectl(config: &Path, args: &[&str]) -> String {
     assert!(output.status.success(), "edgectl {args:?} failed: {stderr}");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// A control-plane replica in a process of its own (`control-plane
+/// serve`), on a database other replicas may share: a test can kill it
+/// as an operator's machine would lose it.
+#[derive(Debug)]
+pub struct ReplicaProcess {
+    pub base: String,
+    child: tokio::process::Child,
+    _data: tempfile::TempDir,
+}
+
+impl ReplicaProcess {
+    /// Starts a replica on `database_url` and waits until it listens.
+    pub async fn start(database_url: &str) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let data = tempfile::tempdir().expect("data dir");
+        let key_file = data.path().join("secrets.key");
+        std::fs::write(&key_file, SECRETS_KEY_HEX).expect("key file");
+        let mut child = tokio::process::Command::new(workspace_binary("control-plane"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--database-url", database_url])
+            .args(["--admin-token", ADMIN, "--cluster-token", CLUSTER])
+            .args(["--platform-domain", PLATFORM_DOMAIN])
+            .arg("--secrets-key-file")
+            .arg(&key_file)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("control-plane starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let listening = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.expect("stdout line") {
+                if let Some(url) = line.strip_prefix("control plane listening on ") {
+                    return url.trim().to_string();
+                }
+            }
+            panic!("the control plane exited before listening");
+        })
+        .await
+        .expect("the control plane listens within 60 s");
+        // Its later output is not read; keep the pipe drained.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            base: listening,
+            child,
+            _data: data,
+        }
+    }
+
+    /// A client of this replica's API.
+    pub fn api(&self, token: &str) -> ApiClient {
+        ApiClient::new(&self.base, token)
+    }
+
+    /// SIGKILL: no drain, connections cut where they are.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}

@@ -11,6 +11,7 @@ mod common;
 mod deploys;
 mod lifecycle;
 mod purges;
+mod replicas;
 mod rollouts;
 mod state;
 mod usage_and_logs;
