@@ -641,6 +641,11 @@ impl ReplicaProcess {
         }
     }
 
+    /// The replica's process id, to read its CPU and memory.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
     /// A client of this replica's API.
     pub fn api(&self, token: &str) -> ApiClient {
         ApiClient::new(&self.base, token)

@@ -1,8 +1,9 @@
 //! The node protocol (cluster token) and the operator's node list.
 //!
 //! A node registers once, then long-polls `GET /v1/node/snapshot?after=N`:
-//! the answer comes as soon as the snapshot version passes `N`, or after the
-//! wait with 304. It fetches the components and artifacts the snapshot names
+//! the answer comes as soon as the snapshot version passes `N` (whole, or
+//! with `delta=true` what changed since `N`: [`crate::snapshots`]), or
+//! after the wait with 304. It fetches the components and artifacts the snapshot names
 //! by hash, and posts usage reports.
 
 use axum::body::Body;

@@ -217,7 +217,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     (
         "get",
         "/v1/node/snapshot",
-        "Long-poll the config snapshot newer than `after`",
+        "Long-poll the config snapshot newer than `after`; with `delta=true`, only what changed since `after` when this replica has it (header `edge-snapshot: delta`)",
         "node",
     ),
     (
