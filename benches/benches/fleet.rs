@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use edge_config::api::PurgeRequest;
 use edge_config::protocol::{
-    NodeRegistered, NodeRegistration, NodeStatus, PurgeBatch, SNAPSHOT_DELTA,
-    SNAPSHOT_KIND_HEADER, ServiceUsage, Snapshot, SnapshotDelta, UsageReport,
+    NodeRegistered, NodeRegistration, NodeStatus, PurgeBatch, SNAPSHOT_DELTA, SNAPSHOT_KIND_HEADER,
+    ServiceUsage, Snapshot, SnapshotDelta, UsageReport,
 };
 use edge_config::{SandboxLimits, protocol::ServiceSpec};
 use edge_tests::platform::{ADMIN, CLUSTER, PLATFORM_DOMAIN, ReplicaProcess, database_url, hello};
@@ -100,7 +100,11 @@ impl Follower {
             .send()
             .await
             .expect("control plane answers");
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
     }
 
     /// Long-polls the snapshot, applying deltas and fetching new modules.
@@ -113,7 +117,11 @@ impl Follower {
             if response.status() == reqwest::StatusCode::NOT_MODIFIED {
                 continue;
             }
-            assert!(response.status().is_success(), "snapshot: {}", response.status());
+            assert!(
+                response.status().is_success(),
+                "snapshot: {}",
+                response.status()
+            );
             let delta = response
                 .headers()
                 .get(SNAPSHOT_KIND_HEADER)
@@ -156,7 +164,10 @@ impl Follower {
         assert_eq!(edge_platform::ModuleHash::of(&bytes).to_hex(), hash);
         for suffix in ["", "/manifest"] {
             let artifact = self
-                .get(&format!("/v1/node/artifacts/{hash}/{}{suffix}", self.fingerprint))
+                .get(&format!(
+                    "/v1/node/artifacts/{hash}/{}{suffix}",
+                    self.fingerprint
+                ))
                 .await;
             assert!(artifact.status().is_success(), "artifact {hash}{suffix}");
             artifact.bytes().await.expect("artifact");
@@ -228,7 +239,12 @@ fn process_usage(pid: u32) -> (f64, u64, u64) {
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
         .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let cpu = (ticks(11) + ticks(12)) / 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |key: &str| {
@@ -275,15 +291,19 @@ async fn fleet_round(label: &str, replicas: &[ReplicaProcess], tenants: usize) -
     let nodes = env_or("FLEET_NODES", 100);
     let deploys = env_or("FLEET_DEPLOYS", 40);
     let admin = replicas[0].api(ADMIN);
-    let engine = edge_platform::engine::build_validation_engine(&SandboxLimits::default())
-        .expect("engine");
+    let engine =
+        edge_platform::engine::build_validation_engine(&SandboxLimits::default()).expect("engine");
     let fingerprint = edge_platform::engine::engine_fingerprint(&engine);
 
     // Tenants, each with a service serving its first module.
     let mut clients = Vec::new();
     for t in 0..tenants {
         let name = format!("t{t}");
-        let token = admin.create_tenant(&name, false).await.expect("tenant").token;
+        let token = admin
+            .create_tenant(&name, false)
+            .await
+            .expect("tenant")
+            .token;
         let api = ApiClient::new(&replicas[t % replicas.len()].base, &token);
         let spec = ServiceSpec {
             domains: vec![format!("web.{name}.{PLATFORM_DOMAIN}")],
@@ -305,7 +325,8 @@ async fn fleet_round(label: &str, replicas: &[ReplicaProcess], tenants: usize) -
     let mut seen = Vec::new();
     for i in 0..nodes {
         let base = &replicas[i % replicas.len()].base;
-        let (follower, purge_seq) = Follower::register(base, format!("fleet-{i}"), &fingerprint).await;
+        let (follower, purge_seq) =
+            Follower::register(base, format!("fleet-{i}"), &fingerprint).await;
         let follower = Arc::new(follower);
         seen.push(Arc::clone(&follower.seen));
         tasks.push(tokio::spawn(Arc::clone(&follower).follow_snapshots()));
@@ -325,11 +346,12 @@ async fn fleet_round(label: &str, replicas: &[ReplicaProcess], tenants: usize) -
     for (n, hash) in uploaded.iter().enumerate() {
         let (service, api) = &clients[n % clients.len()];
         let at = Instant::now();
-        let created = api
-            .create_version("web", hash, true)
-            .await
-            .expect("deploy");
-        deployed.push((service.clone(), u64::try_from(created.version).unwrap_or(0), at));
+        let created = api.create_version("web", hash, true).await.expect("deploy");
+        deployed.push((
+            service.clone(),
+            u64::try_from(created.version).unwrap_or(0),
+            at,
+        ));
         let at = Instant::now();
         let purge = PurgeRequest {
             url: None,
@@ -340,8 +362,9 @@ async fn fleet_round(label: &str, replicas: &[ReplicaProcess], tenants: usize) -
         purged.push((accepted.seq, at));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let wall_seconds = started.elapsed().as_secs_f64();
+    // Time for the last deploy and purge to reach every node.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let after: Vec<(f64, u64, u64)> = pids.iter().map(|p| process_usage(*p)).collect();
     let pages_after = metrics_pages(replicas).await;
     for task in &tasks {
@@ -385,10 +408,20 @@ async fn fleet_round(label: &str, replicas: &[ReplicaProcess], tenants: usize) -
     };
     let delta_answers = sent("delta", "s_sent_total");
     let delta_bytes = sent("delta", "_bytes_sent_total");
-    let full_bytes = pages_after
-        .iter()
-        .map(|p| metric(p, "cp_snapshot_bytes_sent_total{kind=\"full\"}") / metric(p, "cp_snapshots_sent_total{kind=\"full\"}").max(1.0))
-        .fold(0.0, f64::max);
+    let full_bytes = sent("full", "_bytes_sent_total") / sent("full", "s_sent_total").max(1.0);
+    let full_bytes = if full_bytes > 0.0 {
+        full_bytes
+    } else {
+        // No node needed a whole snapshot while measured: the size of the
+        // one each got at the start.
+        pages_before
+            .iter()
+            .map(|p| {
+                metric(p, "cp_snapshot_bytes_sent_total{kind=\"full\"}")
+                    / metric(p, "cp_snapshots_sent_total{kind=\"full\"}").max(1.0)
+            })
+            .fold(0.0, f64::max)
+    };
     Round {
         label: format!("{label}, {tenants} tenants"),
         deploys: deploy_ms,
@@ -459,8 +492,7 @@ fn main() {
                     ReplicaProcess::start(&url).await,
                     ReplicaProcess::start(&url).await,
                 ];
-                let round =
-                    fleet_round("two replicas on PostgreSQL", &replicas, tenants).await;
+                let round = fleet_round("two replicas on PostgreSQL", &replicas, tenants).await;
                 report(&round);
             }
         }

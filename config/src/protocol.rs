@@ -167,7 +167,13 @@ pub const SNAPSHOT_DELTA: &str = "delta";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotDelta {
     pub from: u64,
+    /// The sha256 of the whole snapshot `from` as the control plane
+    /// serialized it: a node holding a snapshot of another digest refuses
+    /// the delta and asks for the whole.
+    pub from_digest: String,
     pub version: u64,
+    /// The sha256 of the whole snapshot `version` would serialize to.
+    pub digest: String,
     /// Services new or changed since `from`, whole.
     pub services: Vec<SnapshotService>,
     /// Names of the services `from` had and `version` has not.

@@ -37,6 +37,10 @@ pub struct Blobs {
     /// cache of `shared` on PostgreSQL.
     local: Arc<ArtifactStore>,
     shared: Option<Store>,
+    /// One cache fill at a time: when a deploy sends every node for the
+    /// same new module, one request reads it from the database and the
+    /// others then find it on disk.
+    filling: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn disk(what: &'static str) -> impl FnOnce(std::io::Error) -> BlobError {
@@ -70,6 +74,7 @@ impl Blobs {
         Self {
             local: Arc::new(local),
             shared: store.postgres_url().is_some().then(|| store.clone()),
+            filling: Arc::default(),
         }
     }
 
@@ -142,12 +147,20 @@ impl Blobs {
 
     /// The component's bytes, or `None` if it was never uploaded.
     pub async fn component(&self, hash: &ModuleHash) -> Result<Option<Vec<u8>>, BlobError> {
-        if let Some(bytes) = read_if_present(self.local.component_path(hash)).await? {
+        let path = self.local.component_path(hash);
+        // A cached file that no longer matches its hash is read again from
+        // the database (and replaced).
+        let intact = |bytes: &Vec<u8>| self.shared.is_none() || ModuleHash::of(bytes) == *hash;
+        if let Some(bytes) = read_if_present(path.clone()).await?.filter(intact) {
             return Ok(Some(bytes));
         }
         let Some(store) = &self.shared else {
             return Ok(None);
         };
+        let _filling = self.filling.lock().await;
+        if let Some(bytes) = read_if_present(path).await?.filter(intact) {
+            return Ok(Some(bytes));
+        }
         let sha256 = hash.to_hex();
         let Some(bytes) = store.blob(self.key(&sha256, BlobKind::Component)).await? else {
             return Ok(None);
@@ -177,12 +190,16 @@ impl Blobs {
             ArtifactFile::Artifact => artifact_path,
             ArtifactFile::Manifest => manifest_path,
         };
-        if let Some(bytes) = read_if_present(path).await? {
+        if let Some(bytes) = read_if_present(path.clone()).await? {
             return Ok(Some(bytes));
         }
         let Some(store) = &self.shared else {
             return Ok(None);
         };
+        let _filling = self.filling.lock().await;
+        if let Some(bytes) = read_if_present(path).await? {
+            return Ok(Some(bytes));
+        }
         let sha256 = hash.to_hex();
         let read = |kind| store.blob(self.key(&sha256, kind));
         let (Some(artifact), Some(manifest)) = (

@@ -105,6 +105,7 @@ pub async fn start(
         metrics: metrics::Metrics::new(),
         quotas: Arc::new(quotas::Quotas::new(config_quotas)),
         snapshots: Arc::default(),
+        purge_batches: Arc::default(),
     };
     let listening = store.postgres_url().map(|url| {
         let signals = replicas::ChangeSignals {

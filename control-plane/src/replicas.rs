@@ -75,7 +75,15 @@ async fn listen(url: &str, store: &Store, signals: &ChangeSignals) -> Result<(),
         refresh(store, signals, table).await;
     }
     loop {
-        let notice = listener.recv().await?;
-        refresh(store, signals, notice.payload()).await;
+        match listener.try_recv().await? {
+            Some(notice) => refresh(store, signals, notice.payload()).await,
+            // The connection was lost, and the next call connects again:
+            // notices sent meanwhile are gone, so every counter is read.
+            None => {
+                for table in [SNAPSHOT_CHANGED, PURGES_CHANGED, KV_CHANGED] {
+                    refresh(store, signals, table).await;
+                }
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edge_config::limits::CACHE_MAX_SURROGATE_KEY_BYTES;
-use edge_config::protocol::PurgeTarget;
+use edge_config::protocol::{PurgeBatch, PurgeTarget};
 
 use super::state::{AfterQuery, AppState};
 use crate::auth::{NodeCaller, TenantCaller};
@@ -97,6 +97,34 @@ async fn status(
         .ok_or_else(|| ApiError::not_found(format!("purge {seq}")))
 }
 
+/// The newest purge batch read, by the position it was read after: a
+/// purge wakes every node's poll at once, mostly from the same position,
+/// and the first to read the batch saves the others the query.
+#[derive(Debug, Default)]
+pub struct PurgeBatchCache(std::sync::Mutex<Option<(u64, PurgeBatch)>>);
+
+impl PurgeBatchCache {
+    /// The batch read after `after`, if it reaches `newest` (the newest
+    /// purge this replica knows of).
+    fn get(&self, after: u64, newest: u64) -> Option<PurgeBatch> {
+        let cached = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cached
+            .as_ref()
+            .filter(|(read_after, batch)| *read_after == after && batch.through >= newest)
+            .map(|(_, batch)| batch.clone())
+    }
+
+    fn put(&self, after: u64, batch: &PurgeBatch) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((after, batch.clone()));
+    }
+}
+
 /// Answers as soon as there is a purge after `after`, or with 304 after the
 /// wait. Records `after` as the node's acknowledgement.
 async fn poll(
@@ -113,8 +141,16 @@ async fn poll(
         state.config.snapshot_wait,
         &state.purges_changed,
         || async {
+            let newest = *state.purges_changed.borrow();
+            if let Some(batch) = state.purge_batches.get(query.after, newest) {
+                return Ok(Some(batch));
+            }
             let batch = state.store.purges_after(query.after).await?;
-            Ok((batch.through > query.after).then_some(batch))
+            if batch.through <= query.after {
+                return Ok(None);
+            }
+            state.purge_batches.put(query.after, &batch);
+            Ok(Some(batch))
         },
     )
     .await?;

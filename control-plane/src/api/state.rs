@@ -69,6 +69,8 @@ pub struct AppState {
     /// Snapshots as built, each serialized once, and the deltas between
     /// them.
     pub snapshots: Arc<crate::snapshots::SnapshotCache>,
+    /// The newest purge batch, shared by the polls one purge wakes.
+    pub purge_batches: Arc<super::purges::PurgeBatchCache>,
 }
 
 /// How often a waiting long-poll re-reads the database, for changes

@@ -31,10 +31,29 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db(what))?;
-        for table in [SNAPSHOT_CHANGED, PURGES_CHANGED, KV_CHANGED] {
+        // Created only where missing: creating a trigger locks its table
+        // against writes, and every replica runs this at start.
+        for (table, column) in [
+            (SNAPSHOT_CHANGED, "version"),
+            (PURGES_CHANGED, "seq"),
+            (KV_CHANGED, "seq"),
+        ] {
+            let present = sqlx::query(
+                "SELECT 1 FROM pg_trigger WHERE tgname = 'edge_notify_change' \
+                 AND tgrelid = (SELECT oid FROM pg_class WHERE relname = $1)",
+            )
+            .bind(table)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db(what))?;
+            if present.is_some() {
+                continue;
+            }
+            // Only a moved counter is news (pruning touches other columns).
             sqlx::query(&format!(
-                "CREATE OR REPLACE TRIGGER edge_notify_change AFTER UPDATE ON {table} \
-                 FOR EACH ROW EXECUTE FUNCTION edge_notify_change()"
+                "CREATE TRIGGER edge_notify_change AFTER UPDATE ON {table} FOR EACH ROW \
+                 WHEN (OLD.{column} IS DISTINCT FROM NEW.{column}) \
+                 EXECUTE FUNCTION edge_notify_change()"
             ))
             .execute(&mut *tx)
             .await

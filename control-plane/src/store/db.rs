@@ -76,12 +76,22 @@ pub fn random_hex(bytes: usize) -> String {
 /// The domain every service gets a name under by default.
 pub const DEFAULT_PLATFORM_DOMAIN: &str = "localhost";
 
+/// A PostgreSQL URL, which may carry a password: never in a log line.
+#[derive(Clone)]
+pub(super) struct PostgresUrl(pub(super) String);
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PostgresUrl(..)")
+    }
+}
+
 /// The database behind the API.
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(super) pool: AnyPool,
     /// Set on PostgreSQL, where other replicas may share the database.
-    pub(super) postgres_url: Option<String>,
+    pub(super) postgres_url: Option<PostgresUrl>,
     /// Every service is served as `<service>.<tenant>.<platform_domain>`
     /// without proof of ownership.
     pub(super) platform_domain: String,

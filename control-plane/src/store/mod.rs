@@ -78,7 +78,7 @@ impl Store {
             .map_err(db("connecting to the database"))?;
         let store = Self {
             pool,
-            postgres_url: (!sqlite).then(|| url.clone()),
+            postgres_url: (!sqlite).then(|| db::PostgresUrl(url.clone())),
             platform_domain: DEFAULT_PLATFORM_DOMAIN.to_string(),
             pending_claim_ttl: DEFAULT_PENDING_CLAIM_TTL,
         };
@@ -107,7 +107,7 @@ impl Store {
     /// The database's URL when it is PostgreSQL: the database several
     /// replicas may share.
     pub fn postgres_url(&self) -> Option<&str> {
-        self.postgres_url.as_deref()
+        self.postgres_url.as_ref().map(|url| url.0.as_str())
     }
 
     pub fn platform_domain(&self) -> &str {

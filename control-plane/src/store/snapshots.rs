@@ -23,8 +23,20 @@ impl Store {
     /// matches the contents. A service's domains are its platform name and
     /// the version's custom domains it holds a verified claim on: a pending
     /// domain reaches no node.
+    ///
+    /// On PostgreSQL the transaction reads one moment (repeatable read):
+    /// under the default isolation each statement would see what had
+    /// committed by then, and two replicas could build different contents
+    /// for one version, which a delta from one applied to the other's
+    /// would make wrong. (SQLite's one connection sees one moment anyway.)
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let mut tx = self.begin("reading the snapshot").await?;
+        if self.postgres_url.is_some() {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await
+                .map_err(db("reading the snapshot"))?;
+        }
         let version =
             read_counter(&mut *tx, Counter::Snapshot, "reading the snapshot version").await?;
         let rows = sqlx::query(

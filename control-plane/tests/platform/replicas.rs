@@ -53,8 +53,9 @@ async fn nodes_keep_every_acknowledged_deploy_and_purge_when_a_replica_is_killed
     }
     let shared = tempfile::tempdir().expect("dir");
     let url = database_url("postgres", shared.path()).await;
-    let mut first = ReplicaProcess::start(&url).await;
-    let second = ReplicaProcess::start(&url).await;
+    // Started together: the second waits for the first's migrations.
+    let (mut first, second) =
+        tokio::join!(ReplicaProcess::start(&url), ReplicaProcess::start(&url));
 
     let token = first
         .api(ADMIN)
@@ -67,12 +68,27 @@ async fn nodes_keep_every_acknowledged_deploy_and_purge_when_a_replica_is_killed
         domains: vec![DOMAIN.to_string()],
         ..Default::default()
     };
-    tenant[0].create_service("web", &spec).await.expect("service");
+    tenant[0]
+        .create_service("web", &spec)
+        .await
+        .expect("service");
     tenant[0].deploy("web", hello()).await.expect("deploy");
+    // Services the series leaves alone: what a delta need not carry.
+    for name in ["docs", "shop", "blog"] {
+        let spec = edge_config::protocol::ServiceSpec {
+            domains: vec![format!("{name}.acme.test")],
+            ..Default::default()
+        };
+        tenant[0].create_service(name, &spec).await.expect("service");
+        tenant[0].deploy(name, hello()).await.expect("deploy");
+    }
 
     // Node B knows only the second replica, which never received the
     // upload: it fetches the module from the blobs the replicas share.
-    let dirs = [tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir")];
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
     let replica_urls = vec![second.base.clone()];
     let node_a = EdgeNode::start_with(&first.base, dirs[0].path(), "node-a", |_, link| {
         link.replica_urls = replica_urls;
@@ -164,8 +180,23 @@ async fn nodes_keep_every_acknowledged_deploy_and_purge_when_a_replica_is_killed
     until_all_serve(&nodes[..], last_body).await;
     stop.store(true, Ordering::Relaxed);
     let failures = traffic.await.expect("traffic");
+    // Node B followed only the second replica, which built the versions it
+    // held: after its first snapshot it was sent only what changed.
+    let page = reqwest::get(format!("{}/metrics", second.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let deltas = edge_tests::node::metric_value(&page, "cp_snapshots_sent_total{kind=\"delta\"}");
+    assert!(deltas >= 1.0, "no delta was sent:\n{page}");
     let requests = served.load(Ordering::Relaxed);
-    assert!(failures.is_empty(), "{} of {requests} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert!(requests > 100, "only {requests} requests were made");
     let Ok(nodes) = Arc::try_unwrap(nodes) else {
         panic!("the traffic task still holds the nodes");

@@ -94,8 +94,10 @@ pub(super) struct ControlPlaneLink {
     pub(super) client: reqwest::Client,
     /// The snapshot version being served.
     pub(super) applied: watch::Sender<u64>,
-    /// The snapshot being served, that a delta applies to.
-    held: std::sync::Mutex<Option<Arc<Snapshot>>>,
+    /// The snapshot being served, that a delta applies to, with the
+    /// digest the control plane gave it. Not held after a restart: the
+    /// first poll asks for the whole snapshot.
+    held: std::sync::Mutex<Option<(Arc<Snapshot>, String)>>,
     pub(super) deliveries: deliveries::Deliveries,
 }
 
@@ -283,49 +285,57 @@ impl ControlPlaneLink {
 
     pub(super) async fn forget_registration(&self) {
         self.set_credential(String::new());
+        // Perhaps another database: no delta from what it held.
+        self.hold(None);
         let _ = tokio::fs::remove_file(registration_path(&self.data_dir)).await;
     }
 
     /// Holds `snapshot` as the one being served: the next poll asks for a
     /// delta from it.
-    pub(super) fn hold(&self, snapshot: Arc<Snapshot>) {
+    pub(super) fn hold(&self, snapshot: Option<(Arc<Snapshot>, String)>) {
         *self
             .held
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snapshot);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
     }
 
-    /// The snapshot being served, if it is `version`.
-    fn held(&self, version: u64) -> Option<Arc<Snapshot>> {
+    /// The snapshot being served and its digest, if it is `version`.
+    fn held(&self, version: u64) -> Option<(Arc<Snapshot>, String)> {
         self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
-            .filter(|held| held.version == version)
+            .filter(|(held, _)| held.version == version)
     }
 
-    /// The snapshot an answer to a poll from `held` carries: the whole one,
-    /// or `held` with the delta applied.
+    /// The snapshot an answer to a poll from `held` carries, with its
+    /// digest: the whole one, or `held` with the delta applied.
     async fn read_snapshot(
         response: reqwest::Response,
-        held: Option<&Snapshot>,
-    ) -> Result<Snapshot, SyncError> {
+        held: Option<&(Arc<Snapshot>, String)>,
+    ) -> Result<(Snapshot, String), SyncError> {
         let kind = response
             .headers()
             .get(SNAPSHOT_KIND_HEADER)
             .and_then(|kind| kind.to_str().ok())
             .unwrap_or(SNAPSHOT_FULL)
             .to_string();
+        let body = response.bytes().await?;
+        let parse_error = |e: serde_json::Error| SyncError::Apply(format!("snapshot: {e}"));
         if kind != SNAPSHOT_DELTA {
-            return Ok(response.json().await?);
+            let snapshot = serde_json::from_slice(&body).map_err(parse_error)?;
+            return Ok((snapshot, ModuleHash::of(&body).to_hex()));
         }
-        let delta: SnapshotDelta = response.json().await?;
-        let from = delta.from;
-        held.and_then(|held| held.apply(delta)).ok_or_else(|| {
-            SyncError::Apply(format!(
-                "a delta from snapshot {from}, which this node does not hold"
-            ))
-        })
+        let delta: SnapshotDelta = serde_json::from_slice(&body).map_err(parse_error)?;
+        let (from, digest) = (delta.from, delta.digest.clone());
+        held.filter(|(_, held_digest)| *held_digest == delta.from_digest)
+            .and_then(|(held, _)| held.apply(delta))
+            .map(|snapshot| (snapshot, digest))
+            .ok_or_else(|| {
+                SyncError::Apply(format!(
+                    "a delta from snapshot {from} as the control plane built it, which is not the one this node holds"
+                ))
+            })
     }
 
     /// One long-poll. Returns the version applied, or `None` if nothing
@@ -347,7 +357,14 @@ impl ControlPlaneLink {
             status if !status.is_success() => return Err(SyncError::Status(status)),
             _ => {}
         }
-        let snapshot = Self::read_snapshot(response, held.as_deref()).await?;
+        let (snapshot, digest) = match Self::read_snapshot(response, held.as_ref()).await {
+            Ok(read) => read,
+            Err(error) => {
+                // The next poll asks for the whole snapshot.
+                self.hold(None);
+                return Err(error);
+            }
+        };
         // Collected first: an iterator of closures held across the awaits
         // below would keep the future from being `Send`.
         // A canary's module that cannot be fetched leaves the canary out
@@ -384,7 +401,7 @@ impl ControlPlaneLink {
             .map_err(|e| SyncError::Apply(e.to_string()))?;
         self.applied.send_replace(snapshot.version);
         let snapshot = Arc::new(snapshot);
-        self.hold(Arc::clone(&snapshot));
+        self.hold(Some((Arc::clone(&snapshot), digest)));
         tracing::info!(
             version = snapshot.version,
             services = snapshot.services.len() - report.skipped.len(),
@@ -504,7 +521,7 @@ impl ControlPlaneLink {
     }
 
     /// Sends the request `build` makes for a replica's base URL to the
-    /// replica in use. One that cannot be reached, or answers 5xx, is left
+    /// replica in use. One that cannot be reached, or answers 502-504, is left
     /// for the next: a request that never connected goes to the next
     /// replica at once; one that may have been received is the caller's to
     /// retry (its loop does, on the next replica).
@@ -517,7 +534,15 @@ impl ControlPlaneLink {
             let index = self.current.load(Ordering::Relaxed) % self.bases.len();
             match build(&self.bases[index]).send().await {
                 Ok(response) => {
-                    if response.status().is_server_error() {
+                    // A replica that is there but cannot serve (its
+                    // database gone, a proxy in front finding it down);
+                    // another 5xx would be the same on every replica.
+                    if matches!(
+                        response.status(),
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    ) {
                         self.move_off(index, &response.status().to_string());
                     }
                     return Ok(response);

@@ -52,8 +52,6 @@ async fn restore(sync: &ControlPlaneLink) -> u64 {
     };
     sync.repair_artifacts(&snapshot).await;
     let report = node.install_snapshot(&snapshot).await;
-    let snapshot = Arc::new(snapshot);
-    sync.hold(Arc::clone(&snapshot));
     tracing::info!(
         version = snapshot.version,
         services = snapshot.services.len() - report.skipped.len(),
