@@ -56,6 +56,7 @@ pub struct RunningControlPlane {
     task: tokio::task::JoinHandle<()>,
     pruning: tokio::task::JoinHandle<()>,
     listening: Option<tokio::task::JoinHandle<()>>,
+    acks: tokio::task::JoinHandle<()>,
 }
 
 impl RunningControlPlane {
@@ -64,6 +65,7 @@ impl RunningControlPlane {
         let _ = self.shutdown.send(());
         let _ = self.task.await;
         self.pruning.abort();
+        self.acks.abort();
         if let Some(listening) = self.listening {
             listening.abort();
         }
@@ -106,6 +108,7 @@ pub async fn start(
         quotas: Arc::new(quotas::Quotas::new(config_quotas)),
         snapshots: Arc::default(),
         purge_batches: Arc::default(),
+        purge_acks: Arc::default(),
     };
     let listening = store.postgres_url().map(|url| {
         let signals = replicas::ChangeSignals {
@@ -127,6 +130,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     let state_idle_read_timeout = state.config.idle_read_timeout;
+    let purge_acks = Arc::clone(&state.purge_acks);
     let app = api::router(state);
     let stopped = async {
         let _ = stop.await;
@@ -142,6 +146,7 @@ pub async fn start(
     };
     tracing::info!(%addr, "control plane serving");
     let pruning = tokio::spawn(prune_every(store.clone(), store::PRUNE_INTERVAL));
+    let acks = tokio::spawn(Arc::clone(&purge_acks).flush_every(store.clone()));
     Ok(RunningControlPlane {
         addr,
         store,
@@ -149,6 +154,7 @@ pub async fn start(
         task,
         pruning,
         listening,
+        acks,
     })
 }
 

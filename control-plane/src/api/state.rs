@@ -71,6 +71,8 @@ pub struct AppState {
     pub snapshots: Arc<crate::snapshots::SnapshotCache>,
     /// The newest purge batch, shared by the polls one purge wakes.
     pub purge_batches: Arc<super::purges::PurgeBatchCache>,
+    /// Nodes' purge acknowledgements, written in batches.
+    pub purge_acks: Arc<super::purges::PurgeAcks>,
 }
 
 /// How often a waiting long-poll re-reads the database, for changes

@@ -79,7 +79,10 @@ async fn nodes_keep_every_acknowledged_deploy_and_purge_when_a_replica_is_killed
             domains: vec![format!("{name}.acme.test")],
             ..Default::default()
         };
-        tenant[0].create_service(name, &spec).await.expect("service");
+        tenant[0]
+            .create_service(name, &spec)
+            .await
+            .expect("service");
         tenant[0].deploy(name, hello()).await.expect("deploy");
     }
 
