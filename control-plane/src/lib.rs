@@ -15,7 +15,7 @@
 //! - [`blobs`]: components and artifacts, on disk or in the database the
 //!   replicas share; [`replicas`]: replicas hear each other's changes;
 //! - [`snapshots`]: each snapshot version serialized once, and the deltas
-//!   between versions;
+//!   between versions; [`purge_polls`]: what purge long-polls share;
 //! - [`quotas`]: what each tenant may keep and how fast it may ask, and the
 //!   bound on compiles at once;
 //! - [`error`]: JSON errors with stable codes;
@@ -29,6 +29,7 @@ pub mod dns;
 pub mod error;
 pub mod idle;
 pub mod metrics;
+pub mod purge_polls;
 pub mod quotas;
 pub mod replicas;
 pub mod snapshots;

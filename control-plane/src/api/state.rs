@@ -70,9 +70,9 @@ pub struct AppState {
     /// them.
     pub snapshots: Arc<crate::snapshots::SnapshotCache>,
     /// The newest purge batch, shared by the polls one purge wakes.
-    pub purge_batches: Arc<super::purges::PurgeBatchCache>,
+    pub purge_batches: Arc<crate::purge_polls::PurgeBatchCache>,
     /// Nodes' purge acknowledgements, written in batches.
-    pub purge_acks: Arc<super::purges::PurgeAcks>,
+    pub purge_acks: Arc<crate::purge_polls::PurgeAcks>,
 }
 
 /// How often a waiting long-poll re-reads the database, for changes
