@@ -64,31 +64,33 @@ impl Store {
         tx.commit().await.map_err(db("storing a module"))
     }
 
-    pub async fn blob(&self, key: BlobKey<'_>) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = sqlx::query(
-            "SELECT bytes FROM blobs WHERE sha256 = $1 AND kind = $2 AND fingerprint = $3",
-        )
+    /// `column` of the blob `key`, if it is stored.
+    async fn blob_row(
+        &self,
+        key: BlobKey<'_>,
+        column: &str,
+    ) -> Result<Option<sqlx::any::AnyRow>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {column} FROM blobs WHERE sha256 = $1 AND kind = $2 AND fingerprint = $3"
+        ))
         .bind(key.sha256)
         .bind(key.kind.as_str())
         .bind(key.fingerprint())
         .fetch_optional(&self.pool)
         .await
-        .map_err(db("reading a stored module"))?;
-        row.map(|row| row.try_get::<Vec<u8>, _>(0))
+        .map_err(db("reading a stored module"))
+    }
+
+    pub async fn blob(&self, key: BlobKey<'_>) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blob_row(key, "bytes")
+            .await?
+            .map(|row| row.try_get::<Vec<u8>, _>(0))
             .transpose()
             .map_err(db("reading a stored module"))
     }
 
+    /// Whether the blob is stored, without reading its bytes.
     pub async fn has_blob(&self, key: BlobKey<'_>) -> Result<bool, StoreError> {
-        let row = sqlx::query(
-            "SELECT sha256 FROM blobs WHERE sha256 = $1 AND kind = $2 AND fingerprint = $3",
-        )
-        .bind(key.sha256)
-        .bind(key.kind.as_str())
-        .bind(key.fingerprint())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("reading a stored module"))?;
-        Ok(row.is_some())
+        Ok(self.blob_row(key, "sha256").await?.is_some())
     }
 }
