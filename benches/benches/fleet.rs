@@ -279,6 +279,8 @@ struct Round {
     label: String,
     deploys: Vec<f64>,
     purges: Vec<f64>,
+    /// How long the tenant's purge call took to answer.
+    purges_accepted: Vec<f64>,
     cpu_seconds: f64,
     wall_seconds: f64,
     rss: u64,
@@ -343,6 +345,7 @@ async fn fleet_round(label: &str, replicas: &[ReplicaProcess], tenants: usize) -
     let started = Instant::now();
     let mut deployed = Vec::new();
     let mut purged = Vec::new();
+    let mut purge_accepted_ms = Vec::new();
     for (n, hash) in uploaded.iter().enumerate() {
         let (service, api) = &clients[n % clients.len()];
         let at = Instant::now();
@@ -359,6 +362,7 @@ async fn fleet_round(label: &str, replicas: &[ReplicaProcess], tenants: usize) -
             soft: false,
         };
         let accepted = api.purge(&purge).await.expect("purge");
+        purge_accepted_ms.push(at.elapsed().as_secs_f64() * 1e3);
         purged.push((accepted.seq, at));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -398,6 +402,7 @@ async fn fleet_round(label: &str, replicas: &[ReplicaProcess], tenants: usize) -
     }
     deploy_ms.sort_by(f64::total_cmp);
     purge_ms.sort_by(f64::total_cmp);
+    purge_accepted_ms.sort_by(f64::total_cmp);
     let sent = |kind: &str, what: &str| -> f64 {
         let series = format!("cp_snapshot{what}{{kind=\"{kind}\"}}");
         pages_after
@@ -426,6 +431,7 @@ async fn fleet_round(label: &str, replicas: &[ReplicaProcess], tenants: usize) -
         label: format!("{label}, {tenants} tenants"),
         deploys: deploy_ms,
         purges: purge_ms,
+        purges_accepted: purge_accepted_ms,
         cpu_seconds: after.iter().zip(&before).map(|(a, b)| a.0 - b.0).sum(),
         wall_seconds,
         rss: after.iter().map(|a| a.1).sum(),
@@ -451,7 +457,7 @@ async fn metrics_pages(replicas: &[ReplicaProcess]) -> Vec<String> {
 
 fn report(round: &Round) {
     println!(
-        "{}: deploy-to-served p50 {:.0} ms p99 {:.0} ms max {:.0} ms ({} node-deploys); purge p50 {:.1} ms p99 {:.1} ms ({} node-purges); control plane {:.2} CPU s over {:.1} s ({:.0} % of a core), RSS {} MiB (peak {} MiB); snapshot: {:.0} bytes per delta answer, {:.0} bytes whole",
+        "{}: deploy-to-served p50 {:.0} ms p99 {:.0} ms max {:.0} ms ({} node-deploys); purge p50 {:.1} ms p99 {:.1} ms ({} node-purges; the API answered in p50 {:.1} ms p99 {:.1} ms); control plane {:.2} CPU s over {:.1} s ({:.0} % of a core), RSS {} MiB (peak {} MiB); snapshot: {:.0} bytes per delta answer, {:.0} bytes whole",
         round.label,
         percentile(&round.deploys, 50.0),
         percentile(&round.deploys, 99.0),
@@ -460,6 +466,8 @@ fn report(round: &Round) {
         percentile(&round.purges, 50.0),
         percentile(&round.purges, 99.0),
         round.purges.len(),
+        percentile(&round.purges_accepted, 50.0),
+        percentile(&round.purges_accepted, 99.0),
         round.cpu_seconds,
         round.wall_seconds,
         100.0 * round.cpu_seconds / round.wall_seconds,
@@ -470,12 +478,68 @@ fn report(round: &Round) {
     );
 }
 
+/// `FLEET_BASELINE=<another control-plane binary>`: this build and that
+/// one in `FLEET_ROUNDS` pairs of rounds in rotated order (AB, BA, ...) at
+/// 20 tenants, on SQLite and (when there is one) on PostgreSQL with two
+/// replicas, then the medians of each side.
+async fn compare(baseline: &std::path::Path) {
+    let current = edge_tests::platform::workspace_binary("control-plane");
+    let rounds = env_or("FLEET_ROUNDS", 3);
+    let mut setups = vec!["SQLite"];
+    if std::env::var("EDGE_TEST_POSTGRES_URL").is_ok() {
+        setups.push("PostgreSQL");
+    }
+    for setup in setups {
+        let mut results: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..rounds * 2 {
+            // A B B A A B ...: each side as often first as second.
+            let side = (round + round / 2) % 2;
+            let binary = if side == 0 { &current } else { baseline };
+            let label = if side == 0 { "this build" } else { "baseline" };
+            let dir = tempfile::tempdir().expect("dir");
+            let replicas = if setup == "SQLite" {
+                let url = format!("sqlite://{}", dir.path().join("cp.db").display());
+                vec![ReplicaProcess::start_binary(binary, &url).await]
+            } else {
+                let url = database_url("postgres", dir.path()).await;
+                vec![
+                    ReplicaProcess::start_binary(binary, &url).await,
+                    ReplicaProcess::start_binary(binary, &url).await,
+                ]
+            };
+            let result = fleet_round(&format!("{label} on {setup}"), &replicas, 20).await;
+            report(&result);
+            results[side].push(result);
+        }
+        for (side, label) in [(0, "this build"), (1, "baseline")] {
+            let median = |value: &dyn Fn(&Round) -> f64| {
+                let mut values: Vec<f64> = results[side].iter().map(value).collect();
+                values.sort_by(f64::total_cmp);
+                values[values.len() / 2]
+            };
+            println!(
+                "median of {rounds} on {setup}, {label}: deploy p50 {:.0} ms p99 {:.0} ms; purge p50 {:.1} ms p99 {:.1} ms; purge API p50 {:.1} ms; control plane {:.0} % of a core",
+                median(&|r| percentile(&r.deploys, 50.0)),
+                median(&|r| percentile(&r.deploys, 99.0)),
+                median(&|r| percentile(&r.purges, 50.0)),
+                median(&|r| percentile(&r.purges, 99.0)),
+                median(&|r| percentile(&r.purges_accepted, 50.0)),
+                median(&|r| 100.0 * r.cpu_seconds / r.wall_seconds),
+            );
+        }
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let many = env_or("FLEET_TENANTS", 200);
+    if let Ok(baseline) = std::env::var("FLEET_BASELINE") {
+        runtime.block_on(compare(std::path::Path::new(&baseline)));
+        return;
+    }
     runtime.block_on(async {
         for tenants in [20, many] {
             let dir = tempfile::tempdir().expect("dir");

@@ -100,8 +100,15 @@ impl FromRequestParts<AppState> for NodeCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        match state.store.node_by_token(&token_sha256(token)).await? {
-            Some(id) => Ok(Self { id }),
+        let sha256 = token_sha256(token);
+        if let Some(id) = state.node_credentials.node(&sha256) {
+            return Ok(Self { id });
+        }
+        match state.store.node_by_token(&sha256).await? {
+            Some(id) => {
+                state.node_credentials.found(&sha256, &id);
+                Ok(Self { id })
+            }
             None => Err(ApiError::unauthorized()),
         }
     }

@@ -29,9 +29,11 @@ pub mod dns;
 pub mod error;
 pub mod idle;
 pub mod metrics;
+pub mod node_credentials;
 pub mod purge_polls;
 pub mod quotas;
 pub mod replicas;
+pub mod sightings;
 pub mod snapshots;
 pub mod store;
 pub mod tls;
@@ -57,7 +59,8 @@ pub struct RunningControlPlane {
     task: tokio::task::JoinHandle<()>,
     pruning: tokio::task::JoinHandle<()>,
     listening: Option<tokio::task::JoinHandle<()>>,
-    acks: tokio::task::JoinHandle<()>,
+    sightings: Arc<sightings::NodeSightings>,
+    sightings_flushing: tokio::task::JoinHandle<()>,
 }
 
 impl RunningControlPlane {
@@ -66,7 +69,9 @@ impl RunningControlPlane {
         let _ = self.shutdown.send(());
         let _ = self.task.await;
         self.pruning.abort();
-        self.acks.abort();
+        self.sightings_flushing.abort();
+        // What the last polls said is written, not dropped.
+        self.sightings.flush(&self.store).await;
         if let Some(listening) = self.listening {
             listening.abort();
         }
@@ -109,7 +114,8 @@ pub async fn start(
         quotas: Arc::new(quotas::Quotas::new(config_quotas)),
         snapshots: Arc::default(),
         purge_batches: Arc::default(),
-        purge_acks: Arc::default(),
+        sightings: Arc::default(),
+        node_credentials: Arc::default(),
     };
     let listening = store.postgres_url().map(|url| {
         let signals = replicas::ChangeSignals {
@@ -131,7 +137,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     let state_idle_read_timeout = state.config.idle_read_timeout;
-    let purge_acks = Arc::clone(&state.purge_acks);
+    let sightings = Arc::clone(&state.sightings);
     let app = api::router(state);
     let stopped = async {
         let _ = stop.await;
@@ -147,7 +153,7 @@ pub async fn start(
     };
     tracing::info!(%addr, "control plane serving");
     let pruning = tokio::spawn(prune_every(store.clone(), store::PRUNE_INTERVAL));
-    let acks = tokio::spawn(Arc::clone(&purge_acks).flush_every(store.clone()));
+    let sightings_flushing = tokio::spawn(Arc::clone(&sightings).flush_every(store.clone()));
     Ok(RunningControlPlane {
         addr,
         store,
@@ -155,7 +161,8 @@ pub async fn start(
         task,
         pruning,
         listening,
-        acks,
+        sightings,
+        sightings_flushing,
     })
 }
 

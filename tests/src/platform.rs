@@ -602,11 +602,17 @@ pub struct ReplicaProcess {
 impl ReplicaProcess {
     /// Starts a replica on `database_url` and waits until it listens.
     pub async fn start(database_url: &str) -> Self {
+        Self::start_binary(&workspace_binary("control-plane"), database_url).await
+    }
+
+    /// Starts `binary` (a `control-plane` build, perhaps another
+    /// revision's, to compare) as a replica on `database_url`.
+    pub async fn start_binary(binary: &Path, database_url: &str) -> Self {
         use tokio::io::AsyncBufReadExt;
         let data = tempfile::tempdir().expect("data dir");
         let key_file = data.path().join("secrets.key");
         std::fs::write(&key_file, SECRETS_KEY_HEX).expect("key file");
-        let mut child = tokio::process::Command::new(workspace_binary("control-plane"))
+        let mut child = tokio::process::Command::new(binary)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")

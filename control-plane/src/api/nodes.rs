@@ -103,12 +103,22 @@ async fn snapshot(
     State(state): State<AppState>,
     Query(query): Query<SnapshotQuery>,
 ) -> Result<Response, ApiError> {
-    record_seen(&state, &node, query.after).await?;
+    state.sightings.serves_snapshot(&node.id, query.after);
     let answer = super::state::long_poll(
         state.config.snapshot_wait,
         &state.snapshot_changed,
         || async {
-            let version = state.store.snapshot_version().await?;
+            // The version this replica last committed or heard of is never
+            // ahead of the database: when it is news to the node, the
+            // polls one change wakes need not each read the database. The
+            // database is read when it is not, for a change another
+            // replica committed whose notice has not come.
+            let heard = *state.snapshot_changed.borrow();
+            let version = if heard > query.after {
+                heard
+            } else {
+                state.store.snapshot_version().await?
+            };
             if version <= query.after {
                 return Ok(None);
             }
@@ -194,7 +204,9 @@ async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if state.store.remove_node(&id).await? {
+    let removed = state.store.remove_node(&id).await?;
+    state.node_credentials.forget(&id);
+    if removed {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("node {id}")))
@@ -207,8 +219,11 @@ async fn status(
     State(state): State<AppState>,
     Json(status): Json<NodeStatus>,
 ) -> Result<StatusCode, ApiError> {
-    record_seen(&state, &node, status.snapshot_version).await?;
-    state.store.record_node_status(&node.id, &status).await?;
+    // Kept to be written with the next batch: a node removed meanwhile is
+    // skipped there, as its credential is refused from then on.
+    state
+        .sightings
+        .reported_status(&node.id, status.snapshot_version, status.failures);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -104,21 +104,19 @@ async fn poll(
     State(state): State<AppState>,
     Query(query): Query<AfterQuery>,
 ) -> Result<Response, ApiError> {
-    state.purge_acks.record(&node.id, query.after);
+    state.sightings.applied_purges(&node.id, query.after);
     let batch = super::state::long_poll(
         state.config.snapshot_wait,
         &state.purges_changed,
         || async {
             let newest = *state.purges_changed.borrow();
-            if let Some(batch) = state.purge_batches.get(query.after, newest) {
-                return Ok(Some(batch));
-            }
-            let batch = state.store.purges_after(query.after).await?;
-            if batch.through <= query.after {
-                return Ok(None);
-            }
-            state.purge_batches.put(query.after, &batch);
-            Ok(Some(batch))
+            let batch = state
+                .purge_batches
+                .batch_after(query.after, newest, || {
+                    state.store.purges_after(query.after)
+                })
+                .await?;
+            Ok((batch.through > query.after).then_some(batch))
         },
     )
     .await?;

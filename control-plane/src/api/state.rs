@@ -71,8 +71,10 @@ pub struct AppState {
     pub snapshots: Arc<crate::snapshots::SnapshotCache>,
     /// The newest purge batch, shared by the polls one purge wakes.
     pub purge_batches: Arc<crate::purge_polls::PurgeBatchCache>,
-    /// Nodes' purge acknowledgements, written in batches.
-    pub purge_acks: Arc<crate::purge_polls::PurgeAcks>,
+    /// What nodes' polls said of them, written in batches.
+    pub sightings: Arc<crate::sightings::NodeSightings>,
+    /// Node credentials found lately.
+    pub node_credentials: Arc<crate::node_credentials::NodeCredentials>,
 }
 
 /// How often a waiting long-poll re-reads the database, for changes

@@ -37,8 +37,8 @@ pub use db::{
     DEFAULT_PENDING_CLAIM_TTL, DEFAULT_PLATFORM_DOMAIN, Store, StoreError, now_ms, random_hex,
 };
 pub use records::{
-    NODE_HEALTHY_WITHIN_MS, NodeFailure, NodeRecord, Service, Tenant, TokenInfo, UsageTotals,
-    Version,
+    NODE_HEALTHY_WITHIN_MS, NodeFailure, NodeRecord, NodeSighting, Service, Tenant, TokenInfo,
+    UsageTotals, Version,
 };
 
 /// How often the control plane prunes expired rows.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use edge_config::protocol::NodeStatus;
+use edge_config::protocol::ServiceFailure;
 use sqlx::Row;
 
 use super::db::{Store, StoreError, Tx, db, now_ms, service_id_by_platform_name, to_i64};
@@ -17,44 +17,6 @@ pub const MAX_REPORTED_FAILURES: usize = 1_000;
 pub const MAX_FAILURE_ERROR_CHARS: usize = 1_024;
 
 impl Store {
-    /// Replaces what `node_id` said last with `status`. Services that do
-    /// not exist (any more) are left out.
-    pub async fn record_node_status(
-        &self,
-        node_id: &str,
-        status: &NodeStatus,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin("recording a node status").await?;
-        forget_node_failures(&mut tx, node_id, "recording a node status").await?;
-        for failure in status.failures.iter().take(MAX_REPORTED_FAILURES) {
-            let Some(service_id) = service_id_by_platform_name(&mut tx, &failure.service)
-                .await
-                .map_err(db("recording a node status"))?
-            else {
-                continue;
-            };
-            let error: String = failure
-                .error
-                .chars()
-                .take(MAX_FAILURE_ERROR_CHARS)
-                .collect();
-            sqlx::query(
-                "INSERT INTO node_failures (node_id, service_id, version, error, reported_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(node_id)
-            .bind(service_id)
-            .bind(to_i64(failure.version))
-            .bind(error)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(db("recording a node status"))?;
-        }
-        tx.commit().await.map_err(db("recording a node status"))?;
-        Ok(())
-    }
-
     /// What nodes heard from lately (healthy ones) reported about each
     /// version of the service: a node long gone says nothing.
     pub async fn node_failures(
@@ -81,6 +43,44 @@ impl Store {
         }
         Ok(by_version)
     }
+}
+
+/// Replaces what `node_id` said last about the services it could not
+/// load with `failures`. Services that do not exist (any more) are left
+/// out.
+pub(super) async fn replace_node_failures(
+    tx: &mut Tx<'_>,
+    node_id: &str,
+    failures: &[ServiceFailure],
+) -> Result<(), StoreError> {
+    const DOING: &str = "recording a node status";
+    forget_node_failures(tx, node_id, DOING).await?;
+    for failure in failures.iter().take(MAX_REPORTED_FAILURES) {
+        let Some(service_id) = service_id_by_platform_name(tx, &failure.service)
+            .await
+            .map_err(db(DOING))?
+        else {
+            continue;
+        };
+        let error: String = failure
+            .error
+            .chars()
+            .take(MAX_FAILURE_ERROR_CHARS)
+            .collect();
+        sqlx::query(
+            "INSERT INTO node_failures (node_id, service_id, version, error, reported_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(node_id)
+        .bind(service_id)
+        .bind(to_i64(failure.version))
+        .bind(error)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await
+        .map_err(db(DOING))?;
+    }
+    Ok(())
 }
 
 /// Deletes, in `tx`, every failure `node_id` reported: before its next

@@ -4,7 +4,7 @@ use sqlx::Row;
 
 use super::db::{Store, StoreError, db, now_ms, random_hex, to_i64};
 use super::node_failures;
-use super::records::{NODE_HEALTHY_WITHIN_MS, NodeRecord};
+use super::records::{NODE_HEALTHY_WITHIN_MS, NodeRecord, NodeSighting};
 
 impl Store {
     pub async fn register_node(
@@ -70,6 +70,38 @@ impl Store {
                 .await
                 .map_err(db("recording a node"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Writes many nodes' sightings in one transaction; a node removed
+    /// meanwhile is skipped. A status replaces the failures the node
+    /// reported before.
+    pub async fn record_sightings(
+        &self,
+        sightings: &[(String, NodeSighting)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin("recording what nodes polled with").await?;
+        for (node_id, sighting) in sightings {
+            let seen = sqlx::query(
+                "UPDATE nodes SET last_seen_at = $1, \
+                 snapshot_version = COALESCE($2, snapshot_version), \
+                 purge_seq = COALESCE($3, purge_seq) WHERE id = $4",
+            )
+            .bind(sighting.seen_at_ms)
+            .bind(sighting.snapshot_version.map(to_i64))
+            .bind(sighting.purge_seq.map(to_i64))
+            .bind(node_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("recording what nodes polled with"))?;
+            if let Some(failures) = &sighting.failures
+                && seen.rows_affected() > 0
+            {
+                node_failures::replace_node_failures(&mut tx, node_id, failures).await?;
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(db("recording what nodes polled with"))
     }
 
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {

@@ -122,22 +122,6 @@ impl Store {
         })
     }
 
-    /// Records, in one transaction, that each node applied every purge
-    /// through its number: the acknowledgements of many polls, one commit.
-    pub async fn nodes_applied_purges(&self, applied: &[(String, u64)]) -> Result<(), StoreError> {
-        let mut tx = self.begin("recording nodes' purges").await?;
-        for (node_id, seq) in applied {
-            sqlx::query("UPDATE nodes SET purge_seq = $1, last_seen_at = $2 WHERE id = $3")
-                .bind(to_i64(*seq))
-                .bind(now_ms())
-                .bind(node_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("recording nodes' purges"))?;
-        }
-        tx.commit().await.map_err(db("recording nodes' purges"))
-    }
-
     /// A tenant's purge and how many healthy nodes applied it; `None` if it
     /// is not the tenant's (or was pruned).
     pub async fn purge_status(

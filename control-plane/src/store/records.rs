@@ -1,6 +1,6 @@
 //! The rows the store hands out, as the API shows them.
 
-use edge_config::protocol::ServiceSpec;
+use edge_config::protocol::{ServiceFailure, ServiceSpec};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -56,4 +56,17 @@ pub(super) fn version_from_row(row: &sqlx::any::AnyRow) -> Result<Version, Store
         created_at: row.get(4),
         node_failures: Vec::new(),
     })
+}
+
+/// What a node's polls and status reports said of it since its row was
+/// last written.
+#[derive(Debug, Default, Clone)]
+pub struct NodeSighting {
+    pub seen_at_ms: i64,
+    /// The snapshot version it serves, if a snapshot poll or a status said.
+    pub snapshot_version: Option<u64>,
+    /// The purges it applied, through this number, if a purge poll said.
+    pub purge_seq: Option<u64>,
+    /// The services it could not load in that snapshot, if a status said.
+    pub failures: Option<Vec<ServiceFailure>>,
 }
