@@ -101,12 +101,13 @@ impl FromRequestParts<AppState> for NodeCaller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         let sha256 = token_sha256(token);
-        if let Some(id) = state.node_credentials.node(&sha256) {
-            return Ok(Self { id });
-        }
+        let lookup = match state.node_credentials.node(&sha256) {
+            Ok(id) => return Ok(Self { id }),
+            Err(lookup) => lookup,
+        };
         match state.store.node_by_token(&sha256).await? {
             Some(id) => {
-                state.node_credentials.found(&sha256, &id);
+                state.node_credentials.found(lookup, &sha256, &id);
                 Ok(Self { id })
             }
             None => Err(ApiError::unauthorized()),

@@ -59,7 +59,7 @@ pub struct RunningControlPlane {
     task: tokio::task::JoinHandle<()>,
     pruning: tokio::task::JoinHandle<()>,
     listening: Option<tokio::task::JoinHandle<()>>,
-    sightings: Arc<sightings::NodeSightings>,
+    stop_sightings: tokio::sync::oneshot::Sender<()>,
     sightings_flushing: tokio::task::JoinHandle<()>,
 }
 
@@ -69,9 +69,10 @@ impl RunningControlPlane {
         let _ = self.shutdown.send(());
         let _ = self.task.await;
         self.pruning.abort();
-        self.sightings_flushing.abort();
-        // What the last polls said is written, not dropped.
-        self.sightings.flush(&self.store).await;
+        // What the last polls said is written, not dropped: the loop
+        // writes once more and returns.
+        let _ = self.stop_sightings.send(());
+        let _ = self.sightings_flushing.await;
         if let Some(listening) = self.listening {
             listening.abort();
         }
@@ -153,7 +154,8 @@ pub async fn start(
     };
     tracing::info!(%addr, "control plane serving");
     let pruning = tokio::spawn(prune_every(store.clone(), store::PRUNE_INTERVAL));
-    let sightings_flushing = tokio::spawn(Arc::clone(&sightings).flush_every(store.clone()));
+    let (stop_sightings, sightings_stopped) = tokio::sync::oneshot::channel();
+    let sightings_flushing = tokio::spawn(sightings.flush_every(store.clone(), sightings_stopped));
     Ok(RunningControlPlane {
         addr,
         store,
@@ -161,7 +163,7 @@ pub async fn start(
         task,
         pruning,
         listening,
-        sightings,
+        stop_sightings,
         sightings_flushing,
     })
 }

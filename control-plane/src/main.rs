@@ -267,11 +267,29 @@ fn main() -> ExitCode {
                         }
                     };
                 println!("control plane listening on {scheme}://{}", running.addr);
-                let _ = tokio::signal::ctrl_c().await;
+                stop_signal().await;
                 running.shutdown().await;
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+/// Ctrl-C, or SIGTERM (what an init system or container runtime sends):
+/// either stops the control plane gracefully.
+async fn stop_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(e) => {
+                eprintln!("warning: SIGTERM will not stop gracefully: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }
 

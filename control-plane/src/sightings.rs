@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use edge_config::protocol::ServiceFailure;
 
-use crate::store::node_failures::MAX_REPORTED_FAILURES;
+use crate::store::node_failures::{MAX_FAILURE_ERROR_CHARS, MAX_REPORTED_FAILURES};
 use crate::store::{NodeSighting, Store, now_ms};
 
 /// How often the sightings are written.
@@ -32,6 +32,17 @@ impl NodeSightings {
     /// `failures` of it.
     pub fn reported_status(&self, node_id: &str, version: u64, mut failures: Vec<ServiceFailure>) {
         failures.truncate(MAX_REPORTED_FAILURES);
+        // Cut to what is kept, and without NUL, which PostgreSQL text
+        // refuses: a bad string would fail the fleet's batch.
+        failures.retain(|failure| !failure.service.contains('\0'));
+        for failure in &mut failures {
+            failure.error = failure
+                .error
+                .chars()
+                .filter(|c| *c != '\0')
+                .take(MAX_FAILURE_ERROR_CHARS)
+                .collect();
+        }
         self.update(node_id, |sighting| {
             sighting.snapshot_version = Some(version);
             sighting.failures = Some(failures);
@@ -52,36 +63,69 @@ impl NodeSightings {
         change(sighting);
     }
 
-    /// Writes what is pending every [`SIGHTINGS_FLUSH_INTERVAL`] until the
-    /// control plane stops.
-    pub async fn flush_every(self: Arc<Self>, store: Store) {
+    /// Writes what is pending every [`SIGHTINGS_FLUSH_INTERVAL`], and once
+    /// more when `stop` fires (or its sender is dropped).
+    pub async fn flush_every(
+        self: Arc<Self>,
+        store: Store,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
         loop {
-            tokio::time::sleep(SIGHTINGS_FLUSH_INTERVAL).await;
-            self.flush(&store).await;
+            tokio::select! {
+                () = tokio::time::sleep(SIGHTINGS_FLUSH_INTERVAL) => self.flush(&store).await,
+                _ = &mut stop => {
+                    self.flush(&store).await;
+                    return;
+                }
+            }
         }
     }
 
-    /// Writes what is pending; a write that fails is kept for the next,
-    /// under anything seen since.
+    /// Writes what is pending, in node-id order (so that replicas writing
+    /// the same rows lock them in one order). When the batch fails, each
+    /// node is written alone: one that fails by itself is dropped, so a
+    /// bad entry cannot hold up the fleet's. When every one fails (the
+    /// database is away), all are kept for the next, under anything seen
+    /// since.
     pub async fn flush(&self, store: &Store) {
-        let pending: Vec<(String, NodeSighting)> =
+        let mut pending: Vec<(String, NodeSighting)> =
             std::mem::take(&mut *self.lock()).into_iter().collect();
         if pending.is_empty() {
             return;
         }
-        if let Err(error) = store.record_sightings(&pending).await {
-            tracing::warn!(%error, nodes = pending.len(), "recording what nodes polled with failed; trying again");
-            let mut newer = self.lock();
-            for (node_id, older) in pending {
-                let sighting = newer.entry(node_id).or_default();
-                if sighting.seen_at_ms == 0 {
-                    sighting.seen_at_ms = older.seen_at_ms;
-                }
-                sighting.snapshot_version = sighting.snapshot_version.or(older.snapshot_version);
-                sighting.purge_seq = sighting.purge_seq.max(older.purge_seq);
-                if sighting.failures.is_none() {
-                    sighting.failures = older.failures;
-                }
+        pending.sort_by(|a, b| a.0.cmp(&b.0));
+        let Err(error) = store.record_sightings(&pending).await else {
+            return;
+        };
+        let total = pending.len();
+        let mut failed = Vec::new();
+        for entry in pending {
+            if store
+                .record_sightings(std::slice::from_ref(&entry))
+                .await
+                .is_err()
+            {
+                failed.push(entry);
+            }
+        }
+        if failed.is_empty() {
+            return;
+        }
+        if failed.len() < total {
+            tracing::warn!(%error, nodes = failed.len(), "what these nodes said could not be recorded; dropped");
+            return;
+        }
+        tracing::warn!(%error, nodes = total, "recording what nodes polled with failed; trying again");
+        let mut newer = self.lock();
+        for (node_id, older) in failed {
+            let sighting = newer.entry(node_id).or_default();
+            if sighting.seen_at_ms == 0 {
+                sighting.seen_at_ms = older.seen_at_ms;
+            }
+            sighting.snapshot_version = sighting.snapshot_version.or(older.snapshot_version);
+            sighting.purge_seq = sighting.purge_seq.max(older.purge_seq);
+            if sighting.failures.is_none() {
+                sighting.failures = older.failures;
             }
         }
     }
@@ -120,5 +164,33 @@ mod tests {
         assert_eq!(nodes.len(), 1);
         assert_eq!((nodes[0].snapshot_version, nodes[0].purge_seq), (4, 9));
         assert!(sightings.lock().is_empty(), "written, not kept");
+    }
+
+    /// What a status holds is cut to what is kept, and a string PostgreSQL
+    /// would refuse cannot reach the fleet's batch.
+    #[test]
+    fn a_status_is_cut_to_what_is_kept_before_it_is_held() {
+        let failure = |service: &str, error: String| ServiceFailure {
+            service: service.to_string(),
+            version: 1,
+            module_sha256: String::new(),
+            error,
+        };
+        let sightings = NodeSightings::default();
+        let mut failures = vec![
+            failure("acme/web\0", "e".to_string()),
+            failure(
+                "acme/web",
+                format!("a\0{}", "e".repeat(MAX_FAILURE_ERROR_CHARS)),
+            ),
+        ];
+        failures.extend((0..MAX_REPORTED_FAILURES).map(|_| failure("acme/web", "e".into())));
+        sightings.reported_status("a", 2, failures);
+        let held = sightings.lock();
+        let held = held["a"].failures.as_ref().expect("held");
+        assert_eq!(held.len(), MAX_REPORTED_FAILURES - 1);
+        assert_eq!(held[0].service, "acme/web");
+        assert_eq!(held[0].error.chars().count(), MAX_FAILURE_ERROR_CHARS);
+        assert!(!held[0].error.contains('\0'));
     }
 }

@@ -204,6 +204,9 @@ async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    // Forgotten before and after the delete: a lookup that read the row
+    // before it was deleted is not believed.
+    state.node_credentials.forget(&id);
     let removed = state.store.remove_node(&id).await?;
     state.node_credentials.forget(&id);
     if removed {

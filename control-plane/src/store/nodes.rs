@@ -33,12 +33,13 @@ impl Store {
     /// Removes a node and what it reported; false if there is none.
     pub async fn remove_node(&self, node_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin("removing a node").await?;
-        node_failures::forget_node_failures(&mut tx, node_id, "removing a node").await?;
+        // The node's row first, as a write of its sightings locks it first.
         let removed = sqlx::query("DELETE FROM nodes WHERE id = $1")
             .bind(node_id)
             .execute(&mut *tx)
             .await
             .map_err(db("removing a node"))?;
+        node_failures::forget_node_failures(&mut tx, node_id, "removing a node").await?;
         tx.commit().await.map_err(db("removing a node"))?;
         Ok(removed.rows_affected() > 0)
     }
@@ -82,9 +83,13 @@ impl Store {
         let mut tx = self.begin("recording what nodes polled with").await?;
         for (node_id, sighting) in sightings {
             let seen = sqlx::query(
-                "UPDATE nodes SET last_seen_at = $1, \
+                // When and how far only move forward: another replica, or
+                // a node's usage report, may have written newer values.
+                "UPDATE nodes SET \
+                 last_seen_at = CASE WHEN $1 > last_seen_at THEN $1 ELSE last_seen_at END, \
                  snapshot_version = COALESCE($2, snapshot_version), \
-                 purge_seq = COALESCE($3, purge_seq) WHERE id = $4",
+                 purge_seq = CASE WHEN COALESCE($3, purge_seq) > purge_seq THEN $3 ELSE purge_seq END \
+                 WHERE id = $4",
             )
             .bind(sighting.seen_at_ms)
             .bind(sighting.snapshot_version.map(to_i64))
