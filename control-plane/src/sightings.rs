@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use edge_config::protocol::ServiceFailure;
 
-use crate::store::node_failures::{MAX_FAILURE_ERROR_CHARS, MAX_REPORTED_FAILURES};
+use crate::store::node_failures::kept_failures;
 use crate::store::{NodeSighting, Store, now_ms};
 
 /// How often the sightings are written.
@@ -30,19 +30,8 @@ impl NodeSightings {
 
     /// `node_id` applied the snapshot `version` and could not load
     /// `failures` of it.
-    pub fn reported_status(&self, node_id: &str, version: u64, mut failures: Vec<ServiceFailure>) {
-        failures.truncate(MAX_REPORTED_FAILURES);
-        // Cut to what is kept, and without NUL, which PostgreSQL text
-        // refuses: a bad string would fail the fleet's batch.
-        failures.retain(|failure| !failure.service.contains('\0'));
-        for failure in &mut failures {
-            failure.error = failure
-                .error
-                .chars()
-                .filter(|c| *c != '\0')
-                .take(MAX_FAILURE_ERROR_CHARS)
-                .collect();
-        }
+    pub fn reported_status(&self, node_id: &str, version: u64, failures: Vec<ServiceFailure>) {
+        let failures = kept_failures(failures);
         self.update(node_id, |sighting| {
             sighting.snapshot_version = Some(version);
             sighting.failures = Some(failures);
@@ -52,7 +41,7 @@ impl NodeSightings {
     /// `node_id` polled for the purges after `seq`: it applied them.
     pub fn applied_purges(&self, node_id: &str, seq: u64) {
         self.update(node_id, |sighting| {
-            sighting.purge_seq = Some(sighting.purge_seq.unwrap_or(0).max(seq));
+            sighting.purge_seq = sighting.purge_seq.max(Some(seq));
         });
     }
 
@@ -138,6 +127,7 @@ impl NodeSightings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::node_failures::{MAX_FAILURE_ERROR_CHARS, MAX_REPORTED_FAILURES};
 
     /// Nothing is written until a flush; then the fleet's sightings are,
     /// a purge position never goes back within a batch, a status replaces

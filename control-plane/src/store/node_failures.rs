@@ -45,9 +45,27 @@ impl Store {
     }
 }
 
+/// What is kept of the failures a status reports, cut as soon as it
+/// arrives: the first [`MAX_REPORTED_FAILURES`], each error cut to
+/// [`MAX_FAILURE_ERROR_CHARS`], and no NUL, which PostgreSQL text refuses
+/// (one would fail the batch it is written with).
+pub fn kept_failures(mut failures: Vec<ServiceFailure>) -> Vec<ServiceFailure> {
+    failures.truncate(MAX_REPORTED_FAILURES);
+    failures.retain(|failure| !failure.service.contains('\0'));
+    for failure in &mut failures {
+        failure.error = failure
+            .error
+            .chars()
+            .filter(|c| *c != '\0')
+            .take(MAX_FAILURE_ERROR_CHARS)
+            .collect();
+    }
+    failures
+}
+
 /// Replaces what `node_id` said last about the services it could not
-/// load with `failures`. Services that do not exist (any more) are left
-/// out.
+/// load with `failures`, as [`kept_failures`] cut them. Services that do
+/// not exist (any more) are left out.
 pub(super) async fn replace_node_failures(
     tx: &mut Tx<'_>,
     node_id: &str,
@@ -55,18 +73,13 @@ pub(super) async fn replace_node_failures(
 ) -> Result<(), StoreError> {
     const DOING: &str = "recording a node status";
     forget_node_failures(tx, node_id, DOING).await?;
-    for failure in failures.iter().take(MAX_REPORTED_FAILURES) {
+    for failure in failures {
         let Some(service_id) = service_id_by_platform_name(tx, &failure.service)
             .await
             .map_err(db(DOING))?
         else {
             continue;
         };
-        let error: String = failure
-            .error
-            .chars()
-            .take(MAX_FAILURE_ERROR_CHARS)
-            .collect();
         sqlx::query(
             "INSERT INTO node_failures (node_id, service_id, version, error, reported_at) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -74,7 +87,7 @@ pub(super) async fn replace_node_failures(
         .bind(node_id)
         .bind(service_id)
         .bind(to_i64(failure.version))
-        .bind(error)
+        .bind(&failure.error)
         .bind(now_ms())
         .execute(&mut **tx)
         .await
