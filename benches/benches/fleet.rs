@@ -25,6 +25,7 @@ use edge_config::protocol::{
     ServiceUsage, Snapshot, SnapshotDelta, UsageReport,
 };
 use edge_config::{SandboxLimits, protocol::ServiceSpec};
+use edge_tests::node::metric_value;
 use edge_tests::platform::{ADMIN, CLUSTER, PLATFORM_DOMAIN, ReplicaProcess, database_url, hello};
 use edgectl::client::ApiClient;
 
@@ -267,14 +268,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-fn metric(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 struct Round {
     label: String,
     deploys: Vec<f64>,
@@ -408,7 +401,7 @@ async fn fleet_round(label: &str, replicas: &[ReplicaProcess], tenants: usize) -
         pages_after
             .iter()
             .zip(&pages_before)
-            .map(|(a, b)| metric(a, &series) - metric(b, &series))
+            .map(|(a, b)| metric_value(a, &series) - metric_value(b, &series))
             .sum()
     };
     let delta_answers = sent("delta", "s_sent_total");
@@ -422,8 +415,8 @@ async fn fleet_round(label: &str, replicas: &[ReplicaProcess], tenants: usize) -
         pages_before
             .iter()
             .map(|p| {
-                metric(p, "cp_snapshot_bytes_sent_total{kind=\"full\"}")
-                    / metric(p, "cp_snapshots_sent_total{kind=\"full\"}").max(1.0)
+                metric_value(p, "cp_snapshot_bytes_sent_total{kind=\"full\"}")
+                    / metric_value(p, "cp_snapshots_sent_total{kind=\"full\"}").max(1.0)
             })
             .fold(0.0, f64::max)
     };
@@ -444,13 +437,7 @@ async fn fleet_round(label: &str, replicas: &[ReplicaProcess], tenants: usize) -
 async fn metrics_pages(replicas: &[ReplicaProcess]) -> Vec<String> {
     let mut pages = Vec::new();
     for replica in replicas {
-        let page = reqwest::get(format!("{}/metrics", replica.base))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        pages.push(page);
+        pages.push(replica.metrics_page().await);
     }
     pages
 }

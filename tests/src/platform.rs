@@ -657,6 +657,16 @@ impl ReplicaProcess {
         ApiClient::new(&self.base, token)
     }
 
+    /// The replica's `/metrics` page.
+    pub async fn metrics_page(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// SIGKILL: no drain, connections cut where they are.
     pub async fn kill(&mut self) {
         let _ = self.child.start_kill();

@@ -185,12 +185,7 @@ async fn nodes_keep_every_acknowledged_deploy_and_purge_when_a_replica_is_killed
     let failures = traffic.await.expect("traffic");
     // Node B followed only the second replica, which built the versions it
     // held: after its first snapshot it was sent only what changed.
-    let page = reqwest::get(format!("{}/metrics", second.base))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let page = second.metrics_page().await;
     let deltas = edge_tests::node::metric_value(&page, "cp_snapshots_sent_total{kind=\"delta\"}");
     assert!(deltas >= 1.0, "no delta was sent:\n{page}");
     let requests = served.load(Ordering::Relaxed);
