@@ -181,6 +181,11 @@ async fn nodes_keep_every_acknowledged_deploy_and_purge_when_a_replica_is_killed
         }
     }
     until_all_serve(&nodes[..], last_body).await;
+    // The series may pass quicker than the clients make their hundred
+    // requests: they go on (serving the last version) until they have.
+    while served.load(Ordering::Relaxed) <= 100 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let failures = traffic.await.expect("traffic");
     // Node B followed only the second replica, which built the versions it
